@@ -1,0 +1,423 @@
+//! netd's container (network sandbox) endpoints, in the Docker style:
+//! `GET /containers/json`, `GET /containers/{id}/json`,
+//! `POST /containers/create?name=NAME`, `DELETE /containers/{id}?force=1`.
+//! The JSON mirrors `docker container inspect` where the concepts overlap.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::IntoResponse;
+
+use super::errors::{ApiError, ApiResult};
+use super::networks::parse_ipv4;
+use super::wire::{
+    ContainerCreateRequest, ContainerCreateResponse, ContainerJson, ContainerState,
+    EndpointIpamConfig, EndpointSettings, HostConfig, NetworkSettings,
+};
+use super::{AppState, json_response, query_bool};
+use crate::engine::Engine;
+use crate::engine::spec::{ContainerSpec, EndpointSpec, NetworkMode};
+use crate::model::{Container, Driver, NetMode, State as ModelState, format_mac, valid_name};
+
+type QueryMap = Result<Query<HashMap<String, String>>, QueryRejection>;
+
+fn query(q: QueryMap) -> Result<HashMap<String, String>, ApiError> {
+    q.map(|Query(m)| m)
+        .map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
+/// `GET /containers/json`: every container, in name order, each in the
+/// same shape as inspect.
+pub async fn list(State(app): State<AppState>) -> ApiResult {
+    let eng = app.engine.lock().await;
+    let mut all: Vec<&Container> = eng.state().containers.values().collect();
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    let out: Vec<ContainerJson> = all.into_iter().map(|c| json_of(&eng, c)).collect();
+    Ok(json_response(StatusCode::OK, &out))
+}
+
+/// `GET /containers/{id}/json` (full id, name, or unique id prefix).
+pub async fn inspect(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let eng = app.engine.lock().await;
+    let c = eng.container(&id)?;
+    Ok(json_response(StatusCode::OK, &json_of(&eng, c)))
+}
+
+fn json_of(eng: &Engine, c: &Container) -> ContainerJson {
+    let log_path = c.process.as_ref().map(|_| eng.log_path(c));
+    container_json(
+        c,
+        eng.state(),
+        eng.sandbox_path(c),
+        eng.running_pid(c),
+        log_path,
+    )
+}
+
+/// `POST /containers/create?name=NAME` → 201 `{"Id": ..., "Warnings": []}`.
+/// An empty body means "all defaults" (default bridge, no command).
+pub async fn create(State(app): State<AppState>, q: QueryMap, body: Bytes) -> ApiResult {
+    let q = query(q)?;
+    let req: ContainerCreateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ContainerCreateRequest::default()
+    } else {
+        super::parse_body(&body)?
+    };
+    let spec = container_spec(q.get("name").map(String::as_str), req)?;
+    let c = app.engine.lock().await.create_container(spec).await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &ContainerCreateResponse {
+            id: c.id,
+            warnings: Vec::new(),
+        },
+    ))
+}
+
+/// `DELETE /containers/{id}[?force=1]` → 204.
+pub async fn remove(State(app): State<AppState>, Path(id): Path<String>, q: QueryMap) -> ApiResult {
+    remove_key(&app, &id, q).await
+}
+
+/// `DELETE /containers/json` and `/containers/create`: containers with
+/// those names (the static routes would otherwise shadow them).
+pub async fn remove_literal(State(app): State<AppState>, uri: Uri, q: QueryMap) -> ApiResult {
+    let key = uri.path().rsplit('/').next().unwrap_or_default().to_owned();
+    remove_key(&app, &key, q).await
+}
+
+async fn remove_key(app: &AppState, key: &str, q: QueryMap) -> ApiResult {
+    let q = query(q)?;
+    let force = query_bool(q.get("force").map(String::as_str));
+    app.engine.lock().await.remove_container(key, force).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Validates a create request (name from the query, else the body) into
+/// the engine's spec, with Docker's messages where Docker has them.
+pub fn container_spec(
+    query_name: Option<&str>,
+    req: ContainerCreateRequest,
+) -> Result<ContainerSpec, ApiError> {
+    let name = query_name
+        .filter(|n| !n.is_empty())
+        .unwrap_or(&req.name)
+        .to_string();
+    if name.is_empty() {
+        return Err(ApiError::bad_request(
+            "a container name is required (netd does not generate names): use ?name=NAME",
+        ));
+    }
+    if !valid_name(&name) {
+        return Err(ApiError::bad_request(format!(
+            "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )));
+    }
+    let mode = req
+        .network_mode
+        .clone()
+        .or_else(|| {
+            req.host_config
+                .as_ref()
+                .and_then(|h| h.network_mode.clone())
+        })
+        .unwrap_or_default();
+    let network = NetworkMode::parse(&mode);
+    if network == NetworkMode::Container(String::new()) {
+        return Err(ApiError::bad_request(
+            "invalid network mode: container: needs a container name or id (container:NAME)",
+        ));
+    }
+    let ip = parse_ipv4(req.ip_address.as_deref().unwrap_or(""))?;
+    let user_defined = matches!(network, NetworkMode::Network(_));
+    if ip.is_some() && !user_defined {
+        return Err(ApiError::bad_request(
+            "user specified IP address is supported on user defined networks only",
+        ));
+    }
+    if !req.aliases.is_empty() && !user_defined {
+        return Err(ApiError::bad_request(
+            "network-scoped alias is supported only for containers in user defined networks",
+        ));
+    }
+    let cmd = req.cmd.filter(|c| !c.is_empty());
+    Ok(ContainerSpec {
+        name,
+        network,
+        endpoint: EndpointSpec {
+            ip,
+            aliases: req.aliases,
+        },
+        cmd,
+    })
+}
+
+/// The JSON of one container. The engine supplies what the record alone
+/// does not know: the namespace path, whether the process still runs, and
+/// where its output goes.
+pub fn container_json(
+    c: &Container,
+    state: &ModelState,
+    sandbox: Option<PathBuf>,
+    running_pid: Option<u32>,
+    log_path: Option<PathBuf>,
+) -> ContainerJson {
+    let sandbox_key = sandbox.map(|p| p.display().to_string()).unwrap_or_default();
+    let status = match (&c.process, running_pid) {
+        (_, Some(_)) => "running",
+        (Some(_), None) => "exited",
+        (None, None) => "created",
+    };
+    let mut networks = std::collections::BTreeMap::new();
+    for e in &c.endpoints {
+        let name = state
+            .networks
+            .get(&e.network_id)
+            .map_or_else(|| e.network_id.clone(), |n| n.name.clone());
+        networks.insert(
+            name,
+            EndpointSettings {
+                ipam_config: e.static_ip.then(|| EndpointIpamConfig {
+                    ipv4_address: e.ip.to_string(),
+                    ipv6_address: String::new(),
+                }),
+                aliases: e.aliases.clone(),
+                mac_address: format_mac(&e.mac),
+                network_id: e.network_id.clone(),
+                endpoint_id: e.id.clone(),
+                gateway: e.gateway.to_string(),
+                ip_address: e.ip.to_string(),
+                ip_prefix_len: e.prefix_len,
+            },
+        );
+    }
+    // Docker shows `host` and `none` containers as attached to those
+    // networks, without addresses.
+    let pseudo = match &c.net {
+        NetMode::Host => Some(Driver::Host),
+        NetMode::Own { .. } if c.endpoints.is_empty() && c.network_mode == "none" => {
+            Some(Driver::Null)
+        }
+        _ => None,
+    };
+    if let Some(driver) = pseudo
+        && let Some(n) = state.networks.values().find(|n| n.driver == driver)
+    {
+        networks.insert(
+            n.name.clone(),
+            EndpointSettings {
+                network_id: n.id.clone(),
+                ..Default::default()
+            },
+        );
+    }
+    ContainerJson {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        created: c.created.clone(),
+        network_mode: c.network_mode.clone(),
+        sandbox_key: sandbox_key.clone(),
+        state: ContainerState {
+            status: status.into(),
+            running: running_pid.is_some(),
+            pid: running_pid.unwrap_or(0),
+        },
+        cmd: c
+            .process
+            .as_ref()
+            .map(|p| p.cmd.clone())
+            .unwrap_or_default(),
+        log_path: log_path
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        host_config: HostConfig {
+            network_mode: c.network_mode.clone(),
+        },
+        network_settings: NetworkSettings {
+            sandbox_key,
+            networks,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Endpoint, Network, Process};
+    use std::collections::BTreeMap;
+    use std::net::Ipv4Addr;
+
+    fn req(json: &str) -> ContainerCreateRequest {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn create_body_becomes_a_spec() {
+        let s = container_spec(
+            Some("web"),
+            req(r#"{"NetworkMode":"front","IPAddress":"10.7.0.9","Aliases":["www"],"Cmd":["sleep","9"]}"#),
+        )
+        .unwrap();
+        assert_eq!(s.name, "web");
+        assert_eq!(s.network, NetworkMode::Network("front".into()));
+        assert_eq!(s.endpoint.ip, Some(Ipv4Addr::new(10, 7, 0, 9)));
+        assert_eq!(s.endpoint.aliases, vec!["www"]);
+        assert_eq!(s.cmd, Some(vec!["sleep".to_string(), "9".to_string()]));
+    }
+
+    #[test]
+    fn defaults_and_docker_host_config_are_understood() {
+        let s = container_spec(Some("a"), ContainerCreateRequest::default()).unwrap();
+        assert_eq!(s.network, NetworkMode::Network("bridge".into()));
+        assert_eq!(s.cmd, None);
+        let s = container_spec(Some("a"), req(r#"{"HostConfig":{"NetworkMode":"host"}}"#)).unwrap();
+        assert_eq!(s.network, NetworkMode::Host);
+        let s = container_spec(None, req(r#"{"Name":"b","NetworkMode":"container:a"}"#)).unwrap();
+        assert_eq!(s.name, "b");
+        assert_eq!(s.network, NetworkMode::Container("a".into()));
+    }
+
+    #[test]
+    fn bad_requests_get_dockers_messages() {
+        let e = container_spec(Some("a/b"), ContainerCreateRequest::default()).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert_eq!(
+            e.message,
+            "Invalid container name (a/b), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        );
+        let e = container_spec(None, ContainerCreateRequest::default()).unwrap_err();
+        assert_eq!(e.status, 400);
+        let e = container_spec(
+            Some("a"),
+            req(r#"{"NetworkMode":"host","IPAddress":"1.2.3.4"}"#),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.message,
+            "user specified IP address is supported on user defined networks only"
+        );
+        let e = container_spec(Some("a"), req(r#"{"NetworkMode":"none","Aliases":["x"]}"#))
+            .unwrap_err();
+        assert!(e.message.starts_with("network-scoped alias"));
+        let e = container_spec(Some("a"), req(r#"{"IPAddress":"1.2.3"}"#)).unwrap_err();
+        assert_eq!(e.message, "invalid IPv4 address: 1.2.3");
+        let e = container_spec(Some("a"), req(r#"{"NetworkMode":"container:"}"#)).unwrap_err();
+        assert_eq!(e.status, 400);
+    }
+
+    fn state_with(c: &Container) -> ModelState {
+        let mut st = ModelState::default();
+        for (id, name, driver) in [
+            ("n1", "front", Driver::Bridge),
+            ("h1", "host", Driver::Host),
+            ("z1", "none", Driver::Null),
+        ] {
+            st.networks.insert(
+                id.into(),
+                Network {
+                    id: id.into(),
+                    name: name.into(),
+                    driver,
+                    created: String::new(),
+                    internal: false,
+                    attachable: false,
+                    ipam: None,
+                    options: BTreeMap::new(),
+                    labels: BTreeMap::new(),
+                    predefined: driver != Driver::Bridge,
+                    index: 1,
+                },
+            );
+        }
+        st.containers.insert(c.id.clone(), c.clone());
+        st
+    }
+
+    #[test]
+    fn container_json_mirrors_docker_inspect() {
+        let c = Container {
+            id: "c1".into(),
+            name: "web".into(),
+            created: "2025-01-01T00:00:00Z".into(),
+            net: NetMode::Own {
+                netns: "netd-web".into(),
+            },
+            network_mode: "front".into(),
+            endpoints: vec![Endpoint {
+                id: "e1".into(),
+                network_id: "n1".into(),
+                ifname: "eth0".into(),
+                host_ifname: "v1".into(),
+                mac: [2, 0x42, 10, 7, 0, 9],
+                ip: Ipv4Addr::new(10, 7, 0, 9),
+                prefix_len: 24,
+                gateway: Ipv4Addr::new(10, 7, 0, 1),
+                aliases: vec!["www".into()],
+                static_ip: true,
+            }],
+            process: Some(Process {
+                cmd: vec!["sleep".into(), "9".into()],
+                pid: Some(42),
+            }),
+        };
+        let st = state_with(&c);
+        let j = container_json(
+            &c,
+            &st,
+            Some("/run/netns/netd-web".into()),
+            Some(42),
+            Some("/var/lib/netd/logs/c1.log".into()),
+        );
+        let v = serde_json::to_value(&j).unwrap();
+        assert_eq!(v["Id"], "c1");
+        assert_eq!(v["Name"], "web");
+        assert_eq!(v["SandboxKey"], "/run/netns/netd-web");
+        assert_eq!(v["NetworkSettings"]["SandboxKey"], "/run/netns/netd-web");
+        assert_eq!(
+            v["State"],
+            serde_json::json!({"Status": "running", "Running": true, "Pid": 42})
+        );
+        assert_eq!(v["Cmd"], serde_json::json!(["sleep", "9"]));
+        assert_eq!(v["HostConfig"]["NetworkMode"], "front");
+        assert_eq!(
+            v["NetworkSettings"]["Networks"]["front"],
+            serde_json::json!({
+                "IPAMConfig": {"IPv4Address": "10.7.0.9"},
+                "Aliases": ["www"],
+                "MacAddress": "02:42:0a:07:00:09",
+                "NetworkID": "n1",
+                "EndpointID": "e1",
+                "Gateway": "10.7.0.1",
+                "IPAddress": "10.7.0.9",
+                "IPPrefixLen": 24
+            })
+        );
+        // The process is gone: exited, pid 0.
+        let j = container_json(&c, &st, None, None, None);
+        assert_eq!(j.state.status, "exited");
+        assert_eq!(j.state.pid, 0);
+        assert_eq!(j.sandbox_key, "");
+    }
+
+    #[test]
+    fn host_containers_show_the_host_network() {
+        let c = Container {
+            id: "c2".into(),
+            name: "h".into(),
+            created: String::new(),
+            net: NetMode::Host,
+            network_mode: "host".into(),
+            endpoints: vec![],
+            process: None,
+        };
+        let st = state_with(&c);
+        let j = container_json(&c, &st, None, None, None);
+        assert_eq!(j.state.status, "created");
+        assert_eq!(j.network_settings.networks["host"].network_id, "h1");
+        assert_eq!(j.network_settings.networks.len(), 1);
+    }
+}

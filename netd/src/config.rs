@@ -1,0 +1,225 @@
+//! Daemon configuration: documented defaults, overridden by the TOML file,
+//! overridden by command-line flags. Each setting is named once, in
+//! `Settings`; the flags and the file are two partial views of it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::Deserialize;
+
+/// Default location of the configuration file; a missing default file is
+/// not an error, a missing file named with `--config` is.
+pub const DEFAULT_CONFIG: &str = "/etc/netd/netd.toml";
+
+/// `netd daemon` flags. Every field is optional so that "not given" can fall
+/// back to the file and then to the default.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DaemonArgs {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where the daemon keeps its state.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// The API socket.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// The "outside" interface for masquerade and published ports
+    /// (default: the interface of the default route).
+    #[arg(long, value_name = "IFACE")]
+    pub uplink: Option<String>,
+    /// Prometheus metrics listen address.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Directory under a bpf filesystem where maps and links are pinned.
+    #[arg(long, value_name = "DIR")]
+    pub bpffs: Option<PathBuf>,
+    /// Cluster store for multi-host networks (etcd://HOST:PORT).
+    #[arg(long, value_name = "URL")]
+    pub cluster_store: Option<String>,
+    /// Address other hosts reach this one on.
+    #[arg(long, value_name = "IP")]
+    pub advertise_addr: Option<IpAddr>,
+    /// Prefix of every kernel object this daemon names (links, namespaces),
+    /// so that several daemons can share one machine. 1-4 of [a-z0-9].
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix: Option<String>,
+}
+
+/// The TOML file: the same settings as the flags, with the same names.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub state_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub uplink: Option<String>,
+    pub metrics_addr: Option<SocketAddr>,
+    pub bpffs: Option<PathBuf>,
+    pub cluster_store: Option<String>,
+    pub advertise_addr: Option<IpAddr>,
+    pub prefix: Option<String>,
+}
+
+/// The settings the daemon runs with, every value decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    /// `None`: use the interface of the default route, if there is one.
+    pub uplink: Option<String>,
+    pub metrics_addr: SocketAddr,
+    pub bpffs: PathBuf,
+    pub cluster_store: Option<String>,
+    pub advertise_addr: Option<IpAddr>,
+    pub prefix: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            state_dir: "/var/lib/netd".into(),
+            socket: "/run/netd/netd.sock".into(),
+            uplink: None,
+            metrics_addr: ([127, 0, 0, 1], 9479).into(),
+            bpffs: "/sys/fs/bpf/netd".into(),
+            cluster_store: None,
+            advertise_addr: None,
+            prefix: "netd".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid prefix {0:?}: use 1 to 4 characters from [a-z0-9]")]
+    Prefix(String),
+}
+
+impl Settings {
+    /// Reads the file the flags name (or the default one, if it exists) and
+    /// layers defaults < file < flags.
+    pub fn resolve(args: &DaemonArgs) -> Result<Settings, ConfigError> {
+        let file = match &args.config {
+            Some(path) => Some(read_file(path)?),
+            None if Path::new(DEFAULT_CONFIG).exists() => {
+                Some(read_file(Path::new(DEFAULT_CONFIG))?)
+            }
+            None => None,
+        };
+        Settings::layer(file.unwrap_or_default(), args)
+    }
+
+    fn layer(file: FileConfig, args: &DaemonArgs) -> Result<Settings, ConfigError> {
+        let d = Settings::default();
+        let s = Settings {
+            state_dir: args
+                .state_dir
+                .clone()
+                .or(file.state_dir)
+                .unwrap_or(d.state_dir),
+            socket: args.socket.clone().or(file.socket).unwrap_or(d.socket),
+            uplink: args.uplink.clone().or(file.uplink),
+            metrics_addr: args
+                .metrics_addr
+                .or(file.metrics_addr)
+                .unwrap_or(d.metrics_addr),
+            bpffs: args.bpffs.clone().or(file.bpffs).unwrap_or(d.bpffs),
+            cluster_store: args.cluster_store.clone().or(file.cluster_store),
+            advertise_addr: args.advertise_addr.or(file.advertise_addr),
+            prefix: args.prefix.clone().or(file.prefix).unwrap_or(d.prefix),
+        };
+        let p = &s.prefix;
+        if p.is_empty()
+            || p.len() > 4
+            || !p
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        {
+            return Err(ConfigError::Prefix(p.clone()));
+        }
+        Ok(s)
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.into(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_when_nothing_given() {
+        let s = Settings::layer(FileConfig::default(), &DaemonArgs::default()).unwrap();
+        assert_eq!(s, Settings::default());
+    }
+
+    #[test]
+    fn flags_override_file_override_defaults() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            state-dir = "/srv/netd"
+            socket = "/tmp/file.sock"
+            prefix = "ab"
+            "#,
+        )
+        .unwrap();
+        let args = DaemonArgs {
+            socket: Some("/tmp/flag.sock".into()),
+            ..Default::default()
+        };
+        let s = Settings::layer(file, &args).unwrap();
+        assert_eq!(
+            s.state_dir,
+            PathBuf::from("/srv/netd"),
+            "file beats default"
+        );
+        assert_eq!(s.socket, PathBuf::from("/tmp/flag.sock"), "flag beats file");
+        assert_eq!(s.prefix, "ab");
+        assert_eq!(s.bpffs, Settings::default().bpffs, "default when neither");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_prefix_are_rejected() {
+        assert!(toml::from_str::<FileConfig>("stat-dir = \"/x\"").is_err());
+        let args = DaemonArgs {
+            prefix: Some("Too-Long".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Settings::layer(FileConfig::default(), &args),
+            Err(ConfigError::Prefix(_))
+        ));
+    }
+
+    #[test]
+    fn missing_named_file_is_an_error() {
+        let args = DaemonArgs {
+            config: Some("/nonexistent/netd.toml".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Settings::resolve(&args),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+}

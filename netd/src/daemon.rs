@@ -1,0 +1,142 @@
+//! `netd daemon`: restores the state, serves the API on the unix socket and
+//! metrics over HTTP, tells systemd when it is ready, and stops cleanly on
+//! SIGTERM. Stopping leaves the data plane in the kernel: containers keep
+//! their connectivity while the daemon is down or restarting.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Mutex, watch};
+use tracing::info;
+
+use crate::api;
+use crate::config::{DaemonArgs, Settings};
+use crate::dataplane::Dataplane;
+use crate::engine::{Engine, EngineConfig};
+use crate::metrics::Metrics;
+use crate::netlink::Netlink;
+use crate::notify;
+use crate::store::FileStore;
+
+/// Mode of the API socket: root and the socket's group may talk to it.
+const SOCKET_MODE: u32 = 0o660;
+
+pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NETD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let settings = Settings::resolve(&args)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(serve(settings))
+}
+
+async fn serve(s: Settings) -> anyhow::Result<()> {
+    if s.cluster_store.is_some() || s.advertise_addr.is_some() {
+        bail!(
+            "--cluster-store/--advertise-addr: multi-host (overlay) networking is not \
+             available in this version of netd; start without them"
+        );
+    }
+    if let Some(uplink) = &s.uplink
+        && !Path::new("/sys/class/net").join(uplink).exists()
+    {
+        bail!("uplink interface {uplink} not found; check `ip link` or omit --uplink");
+    }
+    let store = FileStore::new(&s.state_dir)?;
+    let netlink = Netlink::new()
+        .await
+        .context("cannot open a netlink socket")?;
+    let dataplane = Dataplane::load(&s.bpffs)?;
+    let engine = Engine::start(
+        EngineConfig {
+            prefix: s.prefix.clone(),
+            log_dir: s.state_dir.join("logs"),
+        },
+        Box::new(store),
+        netlink,
+        dataplane,
+    )
+    .await?;
+    let engine = Arc::new(Mutex::new(engine));
+    let metrics = Arc::new(Metrics::new());
+
+    let api_listener = bind_socket(&s.socket)?;
+    let metrics_listener = TcpListener::bind(s.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {}", s.metrics_addr))?;
+    info!(
+        socket = %s.socket.display(),
+        metrics = %metrics_listener.local_addr()?,
+        "netd is ready"
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let api_app = metrics.track_requests(api::router(engine.clone()));
+    let api_server = tokio::spawn(
+        axum::serve(api_listener, api_app)
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+    let metrics_server = tokio::spawn(
+        axum::serve(metrics_listener, metrics.router(engine))
+            .with_graceful_shutdown(stopped(stop_rx))
+            .into_future(),
+    );
+    notify::ready();
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: stopping"),
+        _ = int.recv() => info!("SIGINT: stopping"),
+    }
+    notify::stopping();
+    let _ = stop_tx.send(true);
+    api_server.await??;
+    metrics_server.await??;
+    let _ = fs::remove_file(&s.socket);
+    info!("stopped; the data plane stays in place");
+    Ok(())
+}
+
+/// Binds the API socket with mode 0660, refusing to take over the socket of
+/// a daemon that is still running.
+fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!(
+                "another netd daemon is already serving {}; stop it or use --socket",
+                path.display()
+            );
+        }
+        fs::remove_file(path).with_context(|| format!("cannot remove stale {}", path.display()))?;
+    }
+    // Bind under a restrictive umask so the socket is never reachable with
+    // wider permissions, even for an instant.
+    // SAFETY: umask only swaps the process's file-mode mask.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    let listener = bound.with_context(|| format!("cannot listen on {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(SOCKET_MODE))?;
+    Ok(listener)
+}

@@ -1,0 +1,1015 @@
+//! The user-space side of the eBPF data path: loading the embedded object,
+//! pinning, attaching to endpoints, and reading the counters.
+//!
+//! # Pin layout
+//! ```text
+//! <pin_dir>/                     e.g. /sys/fs/bpf/netd (must be on bpffs)
+//!   maps/EP_STATS                per-CPU hash  ifindex -> EndpointStats
+//!   maps/DROP_STATS              per-CPU array DropKey::index() -> u64
+//!   links/<host_ifname>_from     TCX ingress link running netd_from_ep
+//!   links/<host_ifname>_to       TCX egress link running netd_to_ep
+//! ```
+//! bpffs refuses names containing '.' (EPERM: dots are reserved for files
+//! the kernel itself creates), so the suffix is `_from`/`_to`, and a '.' in
+//! an interface name (VLAN-style `eth0.100`) is written as `%2e` (and '%' as
+//! `%25`, to keep the encoding reversible).
+//!
+//! # Why pins
+//! A TCX link lives as long as something references it. Pinning the links
+//! (not the programs) lets the daemon exit or crash without taking container
+//! networking down; pinning the maps by name lets the next daemon load the
+//! object with the *same* maps, so the still-running programs and the new
+//! daemon share counters (and, later, forwarding state). On start the daemon
+//! calls [`Dataplane::load`] and then [`Dataplane::attach_endpoint`] for every
+//! endpoint it knows: that re-adopts the existing links (atomically switching
+//! them to the freshly loaded program, never detaching), and
+//! [`Dataplane::pinned_endpoints`] tells it which pins belong to endpoints it
+//! no longer knows.
+//!
+//! The programs themselves are not pinned: the links hold them.
+//!
+//! # Compatibility
+//! Pinned maps keep the shape they were created with. [`Dataplane::load`]
+//! refuses maps whose type or key/value/entry sizes differ from what this
+//! build expects ([`DataplaneError::IncompatiblePinnedMap`]) instead of
+//! letting programs run on a map of the wrong layout.
+
+mod bpffs;
+mod raw_link;
+
+use std::{
+    collections::BTreeMap,
+    ffi::CString,
+    fmt, fs, io,
+    mem::size_of,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{MapData, MapError, MapInfo, MapType, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    pin::PinError,
+    programs::{
+        LinkOrder, ProgramError, SchedClassifier, TcAttachType,
+        links::{FdLink, LinkError, PinnedLink},
+        tc::{SchedClassifierLink, TcAttachOptions},
+    },
+    sys::SyscallError,
+};
+pub use netd_common::{Direction, DropReason, EndpointStats};
+use netd_common::{
+    DropKey,
+    limits::{DROP_STATS_ENTRIES, MAX_ENDPOINTS},
+    map_names,
+};
+use tracing::{debug, info, warn};
+
+pub use self::raw_link::Attachment;
+
+/// The kernel object built by `build.rs` from `netd-ebpf`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netd"));
+
+/// Program attached to TC ingress of the host-side veth.
+pub const FROM_EP_PROGRAM: &str = "netd_from_ep";
+/// Program attached to TC egress of the host-side veth.
+pub const TO_EP_PROGRAM: &str = "netd_to_ep";
+
+/// The name of the program handling `direction`.
+pub const fn program_name(direction: Direction) -> &'static str {
+    match direction {
+        Direction::FromEndpoint => FROM_EP_PROGRAM,
+        Direction::ToEndpoint => TO_EP_PROGRAM,
+    }
+}
+
+/// Where on the host-side veth the program for `direction` runs: what the
+/// container sends arrives on the host side's ingress.
+const fn attach_type(direction: Direction) -> TcAttachType {
+    match direction {
+        Direction::FromEndpoint => TcAttachType::Ingress,
+        Direction::ToEndpoint => TcAttachType::Egress,
+    }
+}
+
+/// Suffix of a link pin file, after the encoded `<host_ifname>`. Neither
+/// suffix is a suffix of the other, so a file name decodes unambiguously.
+const fn pin_suffix(direction: Direction) -> &'static str {
+    match direction {
+        Direction::FromEndpoint => "_from",
+        Direction::ToEndpoint => "_to",
+    }
+}
+
+/// Interface name -> pin file stem: bpffs rejects '.' in names.
+fn encode_ifname(ifname: &str) -> String {
+    ifname.replace('%', "%25").replace('.', "%2e")
+}
+
+/// Inverse of [`encode_ifname`]; `None` for stems it cannot have produced.
+fn decode_ifname(stem: &str) -> Option<String> {
+    let mut out = String::with_capacity(stem.len());
+    let mut rest = stem;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let escape = rest.get(i..i + 3)?;
+        out.push(match escape {
+            "%25" => '%',
+            "%2e" => '.',
+            _ => return None,
+        });
+        rest = &rest[i + 3..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// `BPF_NOEXIST`: create the element only if it is absent.
+const BPF_NOEXIST: u64 = 1;
+/// `BPF_ANY`: create or overwrite.
+const BPF_ANY: u64 = 0;
+
+/// Errors of the data path layer. Each message says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error(
+        "cannot mount bpffs at {}: {source} - mount it by hand with `mount -t bpf bpf {}` (needs CAP_SYS_ADMIN)",
+        path.display(),
+        path.display()
+    )]
+    MountBpffs {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "{} is not on a bpf filesystem - choose a pin directory under /sys/fs/bpf or mount bpffs there (`mount -t bpf bpf <dir>`)",
+        path.display()
+    )]
+    NotBpffs { path: PathBuf },
+    #[error("cannot {action} {}: {source} - check that it is on bpffs and that netd runs as root", path.display())]
+    PinDir {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "pinned map {} is incompatible with this netd (found {found}, expected {expected}) - it was created by another netd version; stop netd and remove {} (endpoints lose their counters and are re-attached on the next start)",
+        path.display(),
+        pin_dir.display()
+    )]
+    IncompatiblePinnedMap {
+        path: PathBuf,
+        pin_dir: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error(
+        "failed to load the eBPF object: {0} - netd must run as root (CAP_BPF, CAP_NET_ADMIN) on a kernel with BPF and BTF enabled"
+    )]
+    LoadObject(#[source] Box<EbpfError>),
+    #[error(
+        "the embedded eBPF object has no {kind} named {name} - rebuild netd (`cargo build -p netd`)"
+    )]
+    MissingInObject {
+        kind: &'static str,
+        name: &'static str,
+    },
+    #[error(
+        "failed to load program {program}: {source} - the kernel verifier rejected it (its log is part of this message) or netd lacks CAP_BPF"
+    )]
+    LoadProgram {
+        program: &'static str,
+        #[source]
+        source: Box<ProgramError>,
+    },
+    #[error(
+        "failed to access map {map}: {source} - the pinned map may have been removed or replaced; restart netd"
+    )]
+    Map {
+        map: &'static str,
+        #[source]
+        source: Box<MapError>,
+    },
+    #[error(
+        "invalid interface name {0:?} - interface names are 1 to 15 bytes without '/', ':' or whitespace"
+    )]
+    InvalidInterfaceName(String),
+    #[error(
+        "interface {ifname} has ifindex {}, not {expected} - it was deleted or recreated; look the link up again",
+        found.map_or_else(|| "none (it does not exist)".to_string(), |i| i.to_string())
+    )]
+    InterfaceMismatch {
+        ifname: String,
+        expected: u32,
+        found: Option<u32>,
+    },
+    #[error(
+        "failed to attach {program} to {ifname}: {source} - is the kernel built with TCX (Linux >= 6.6) and clsact, and does {ifname} still exist?"
+    )]
+    Attach {
+        program: &'static str,
+        ifname: String,
+        #[source]
+        source: Box<LinkOpError>,
+    },
+    #[error(
+        "failed to pin the {program} link of {ifname} at {}: {source} - is the pin directory on bpffs and writable?",
+        path.display()
+    )]
+    PinLink {
+        program: &'static str,
+        ifname: String,
+        path: PathBuf,
+        #[source]
+        source: Box<PinError>,
+    },
+    #[error(
+        "failed to switch the pinned link {} to the new {program}: {source} - remove the pin to force a fresh attach (brief traffic interruption)",
+        path.display()
+    )]
+    UpdateLink {
+        program: &'static str,
+        path: PathBuf,
+        #[source]
+        source: Box<LinkOpError>,
+    },
+    #[error(
+        "cannot inspect pinned link {}: {source} - remove it by hand (`rm {}`) if it is stale",
+        path.display(),
+        path.display()
+    )]
+    InspectLink {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read the loaded program {program}: {source} - restart netd")]
+    ProgramInfo {
+        program: &'static str,
+        #[source]
+        source: Box<ProgramError>,
+    },
+}
+
+/// The aya error behind a failed link operation (attach, take, convert,
+/// update), whichever layer of aya reported it.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkOpError {
+    #[error(transparent)]
+    Program(#[from] ProgramError),
+    #[error(transparent)]
+    Link(#[from] LinkError),
+}
+
+/// Loaded programs and maps, plus the pin directory they live in.
+///
+/// One per daemon; `&mut self` methods change kernel state, `&self` methods
+/// only read it.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    ep_stats: PerCpuHashMap<MapData, u32, EndpointStats>,
+    drop_stats: PerCpuArray<MapData, u64>,
+    pin_dir: PathBuf,
+    nr_cpus: usize,
+}
+
+impl fmt::Debug for Dataplane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dataplane")
+            .field("pin_dir", &self.pin_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a map pinned under `maps/` must look like for this build.
+struct ExpectedMap {
+    name: &'static str,
+    map_type: MapType,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+}
+
+impl fmt::Display for ExpectedMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:?} key {}B value {}B entries {}",
+            self.map_type, self.key_size, self.value_size, self.max_entries
+        )
+    }
+}
+
+/// Every map of the object; kept next to the kernel definitions in
+/// `netd-ebpf/src/maps.rs` by the sizes in `netd_common`.
+const EXPECTED_MAPS: [ExpectedMap; 2] = [
+    ExpectedMap {
+        name: map_names::EP_STATS,
+        map_type: MapType::PerCpuHash,
+        key_size: size_of::<u32>() as u32,
+        value_size: size_of::<EndpointStats>() as u32,
+        max_entries: MAX_ENDPOINTS,
+    },
+    ExpectedMap {
+        name: map_names::DROP_STATS,
+        map_type: MapType::PerCpuArray,
+        key_size: size_of::<u32>() as u32,
+        value_size: size_of::<u64>() as u32,
+        max_entries: DROP_STATS_ENTRIES,
+    },
+];
+
+/// How an existing link pin relates to the endpoint being attached.
+enum PinState {
+    /// Still attached to this ifindex in the right direction: keep it.
+    Adopt(Attachment),
+    /// No pin.
+    Missing,
+    /// A pin for another (deleted or recreated) interface, now removed.
+    ReplacedStale,
+}
+
+impl Dataplane {
+    /// Mounts bpffs at /sys/fs/bpf if nothing is mounted there, creates
+    /// `pin_dir` (with `maps/` and `links/`), and loads the embedded object
+    /// with its maps pinned under `pin_dir/maps`, re-adopting maps pinned by
+    /// an earlier run. Both programs are loaded (verified) but not attached.
+    pub fn load(pin_dir: &Path) -> Result<Dataplane, DataplaneError> {
+        bpffs::ensure_mounted()?;
+        let maps_dir = pin_dir.join("maps");
+        let links_dir = pin_dir.join("links");
+        for dir in [pin_dir, &maps_dir, &links_dir] {
+            fs::create_dir_all(dir).map_err(|source| DataplaneError::PinDir {
+                action: "create",
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        if !bpffs::is_bpffs(pin_dir).map_err(|source| DataplaneError::PinDir {
+            action: "statfs",
+            path: pin_dir.to_path_buf(),
+            source,
+        })? {
+            return Err(DataplaneError::NotBpffs {
+                path: pin_dir.to_path_buf(),
+            });
+        }
+        check_pinned_maps(pin_dir, &maps_dir)?;
+
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&maps_dir)
+            .load(OBJECT)
+            .map_err(|e| DataplaneError::LoadObject(Box::new(e)))?;
+        for direction in Direction::ALL {
+            let program = program_name(direction);
+            classifier_mut(&mut ebpf, program)?
+                .load()
+                .map_err(|source| DataplaneError::LoadProgram {
+                    program,
+                    source: Box::new(source),
+                })?;
+        }
+        let ep_stats = take_map(&mut ebpf, map_names::EP_STATS, |m| {
+            PerCpuHashMap::try_from(m)
+        })?;
+        let drop_stats = take_map(&mut ebpf, map_names::DROP_STATS, |m| {
+            PerCpuArray::try_from(m)
+        })?;
+        let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Map {
+            map: map_names::EP_STATS,
+            source: Box::new(MapError::IoError(e)),
+        })?;
+        info!(pin_dir = %pin_dir.display(), "eBPF data path loaded");
+        Ok(Dataplane {
+            ebpf,
+            ep_stats,
+            drop_stats,
+            pin_dir: pin_dir.to_path_buf(),
+            nr_cpus,
+        })
+    }
+
+    /// Attaches both programs to the host-side veth `host_ifname` (TCX
+    /// ingress and egress), pins the links at
+    /// `pin_dir/links/<host_ifname>_{from,to}` and makes sure `EP_STATS` has
+    /// an entry for `host_ifindex`.
+    ///
+    /// Idempotent and restart-safe: a pin that still refers to
+    /// `host_ifindex` in the right direction is kept (the link is never
+    /// detached; if it runs an older program it is switched to the one this
+    /// daemon loaded, atomically, with `BPF_LINK_UPDATE`) and the counters
+    /// survive. A pin for a different or vanished interface (the veth was
+    /// recreated under the same name) is replaced, and then the counters
+    /// start from zero.
+    ///
+    /// On failure nothing created by this call is left behind.
+    pub fn attach_endpoint(
+        &mut self,
+        host_ifname: &str,
+        host_ifindex: u32,
+    ) -> Result<(), DataplaneError> {
+        check_ifname(host_ifname)?;
+        let found = ifindex_of(host_ifname);
+        if found != Some(host_ifindex) {
+            return Err(DataplaneError::InterfaceMismatch {
+                ifname: host_ifname.to_string(),
+                expected: host_ifindex,
+                found,
+            });
+        }
+
+        let mut states = Vec::with_capacity(Direction::ALL.len());
+        for direction in Direction::ALL {
+            states.push((
+                direction,
+                self.pin_state(host_ifname, host_ifindex, direction)?,
+            ));
+        }
+        let readopting = states.iter().any(|(_, s)| matches!(s, PinState::Adopt(_)));
+        if states
+            .iter()
+            .any(|(_, s)| matches!(s, PinState::ReplacedStale))
+        {
+            // The interface was recreated: the old one's counters are
+            // orphaned (nobody knows its ifindex any more), drop them now.
+            self.prune_stats()?;
+        }
+
+        // The entry goes in before any link exists so that the first packet
+        // is already counted. Re-adopting keeps the counters; a fresh attach
+        // resets them, since an ifindex can be reused by a new interface.
+        let flags = if readopting { BPF_NOEXIST } else { BPF_ANY };
+        let created_entry = self.insert_stats_entry(host_ifindex, flags)?;
+
+        let mut created_pins = Vec::new();
+        let result = (|| {
+            for (direction, state) in &states {
+                match state {
+                    PinState::Adopt(attachment) => {
+                        self.update_link(host_ifname, *direction, attachment)?
+                    }
+                    PinState::Missing | PinState::ReplacedStale => {
+                        let pin = self.attach_new(host_ifname, *direction)?;
+                        created_pins.push(pin);
+                    }
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            for pin in created_pins {
+                if let Err(err) = raw_link::detach_and_unpin(&pin) {
+                    warn!(pin = %pin.display(), error = %err, "cannot roll back link pin");
+                }
+            }
+            if created_entry && let Err(err) = self.remove_stats_entry(host_ifindex) {
+                warn!(ifindex = host_ifindex, error = %err, "cannot roll back stats entry");
+            }
+            return Err(e);
+        }
+        info!(
+            ifname = host_ifname,
+            ifindex = host_ifindex,
+            readopted = readopting,
+            "endpoint attached"
+        );
+        Ok(())
+    }
+
+    /// Removes the pinned links of `host_ifname` (which detaches the
+    /// programs) and the `EP_STATS` entry of `host_ifindex`. Missing pieces
+    /// are not an error, so this also cleans up after a half-done attach.
+    ///
+    /// `host_ifindex` may be 0 when the interface is already gone; the
+    /// entries of interfaces that no longer exist are removed in any case.
+    /// Goes on past errors and returns the first one.
+    pub fn detach_endpoint(
+        &mut self,
+        host_ifname: &str,
+        host_ifindex: u32,
+    ) -> Result<(), DataplaneError> {
+        check_ifname(host_ifname)?;
+        let mut first_error = None;
+        for direction in Direction::ALL {
+            let pin = self.link_pin(host_ifname, direction);
+            if let Err(source) = raw_link::detach_and_unpin(&pin) {
+                first_error.get_or_insert(DataplaneError::PinDir {
+                    action: "detach and remove",
+                    path: pin,
+                    source,
+                });
+            }
+        }
+        if host_ifindex != 0
+            && let Err(e) = self.remove_stats_entry(host_ifindex)
+        {
+            first_error.get_or_insert(e);
+        }
+        if let Err(e) = self.prune_stats() {
+            first_error.get_or_insert(e);
+        }
+        debug!(
+            ifname = host_ifname,
+            ifindex = host_ifindex,
+            "endpoint detached"
+        );
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Counters of every attached endpoint, summed over CPUs, by host-side
+    /// ifindex (ascending).
+    pub fn endpoint_stats(&self) -> Result<Vec<(u32, EndpointStats)>, DataplaneError> {
+        let map_err = |e| DataplaneError::Map {
+            map: map_names::EP_STATS,
+            source: Box::new(e),
+        };
+        let mut out = Vec::new();
+        for entry in self.ep_stats.iter() {
+            let (ifindex, per_cpu) = entry.map_err(map_err)?;
+            let total = per_cpu
+                .iter()
+                .fold(EndpointStats::default(), |acc, s| acc.add(*s));
+            out.push((ifindex, total));
+        }
+        out.sort_by_key(|(ifindex, _)| *ifindex);
+        Ok(out)
+    }
+
+    /// Drop counters summed over CPUs: one row per known reason and
+    /// direction, zeros included, so metrics series exist from the start.
+    /// Counts under reasons this build does not know (from a newer program
+    /// still attached) are reported as [`DropReason::Unknown`].
+    pub fn drop_stats(&self) -> Result<Vec<(DropReason, Direction, u64)>, DataplaneError> {
+        let mut totals: BTreeMap<(DropReason, Direction), u64> = BTreeMap::new();
+        for direction in Direction::ALL {
+            for reason in DropReason::ALL {
+                totals.insert((reason, direction), 0);
+            }
+        }
+        for index in 0..DROP_STATS_ENTRIES {
+            let per_cpu = self
+                .drop_stats
+                .get(&index, 0)
+                .map_err(|e| DataplaneError::Map {
+                    map: map_names::DROP_STATS,
+                    source: Box::new(e),
+                })?;
+            let count = per_cpu.iter().fold(0u64, |acc, n| acc.wrapping_add(*n));
+            if count == 0 {
+                continue;
+            }
+            let Some(key) = DropKey::from_index(index) else {
+                continue;
+            };
+            let Some(direction) = Direction::from_u32(key.direction) else {
+                continue;
+            };
+            let reason = DropReason::from_u32(key.reason).unwrap_or(DropReason::Unknown);
+            let total = totals.entry((reason, direction)).or_default();
+            *total = total.wrapping_add(count);
+        }
+        Ok(totals
+            .into_iter()
+            .map(|((reason, direction), n)| (reason, direction, n))
+            .collect())
+    }
+
+    /// Names of the interfaces that have at least one pinned link, sorted,
+    /// whether or not the interface still exists: the engine removes the
+    /// ones it does not know with [`Dataplane::detach_endpoint`].
+    pub fn pinned_endpoints(&self) -> Result<Vec<String>, DataplaneError> {
+        let links_dir = self.pin_dir.join("links");
+        let entries = match fs::read_dir(&links_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(DataplaneError::PinDir {
+                    action: "read",
+                    path: links_dir,
+                    source,
+                });
+            }
+        };
+        let mut names = std::collections::BTreeSet::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| DataplaneError::PinDir {
+                action: "read",
+                path: links_dir.clone(),
+                source,
+            })?;
+            let file_name = entry.file_name();
+            let Some(file_name) = file_name.to_str() else {
+                continue;
+            };
+            for direction in Direction::ALL {
+                if let Some(ifname) = file_name
+                    .strip_suffix(pin_suffix(direction))
+                    .and_then(decode_ifname)
+                {
+                    names.insert(ifname);
+                }
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    /// The pinned links of `host_ifname` as the kernel sees them (empty if
+    /// none): which interface and program each one currently runs.
+    pub fn attachments(&self, host_ifname: &str) -> Result<Vec<Attachment>, DataplaneError> {
+        check_ifname(host_ifname)?;
+        let mut out = Vec::new();
+        for direction in Direction::ALL {
+            let pin = self.link_pin(host_ifname, direction);
+            match raw_link::pinned_link(&pin) {
+                Ok(attachment) => out.push(attachment),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => return Err(DataplaneError::InspectLink { path: pin, source }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The loaded classifier for `direction`, e.g. to run it on a crafted
+    /// packet with BPF_PROG_TEST_RUN (`aya::programs::TestRun`).
+    pub fn program(&self, direction: Direction) -> Result<&SchedClassifier, DataplaneError> {
+        let name = program_name(direction);
+        self.ebpf
+            .program(name)
+            .ok_or(DataplaneError::MissingInObject {
+                kind: "program",
+                name,
+            })?
+            .try_into()
+            .map_err(|source| DataplaneError::LoadProgram {
+                program: name,
+                source: Box::new(source),
+            })
+    }
+
+    /// The pin directory this data path was loaded with.
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// Removes the whole pin directory: every pinned link (detaching the
+    /// programs from all endpoints) and every pinned map (losing all
+    /// counters). For uninstalling netd or cleaning up after a test daemon,
+    /// not for a normal stop. A missing directory is not an error.
+    pub fn remove_pins(pin_dir: &Path) -> io::Result<()> {
+        // Detach the links explicitly first: unlinking alone lets them (and
+        // the programs) linger until the kernel's deferred release runs.
+        if let Ok(entries) = fs::read_dir(pin_dir.join("links")) {
+            for entry in entries.flatten() {
+                if let Err(e) = raw_link::detach_and_unpin(&entry.path()) {
+                    warn!(pin = %entry.path().display(), error = %e, "cannot detach pinned link");
+                }
+            }
+        }
+        match fs::remove_dir_all(pin_dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    fn link_pin(&self, host_ifname: &str, direction: Direction) -> PathBuf {
+        self.pin_dir.join("links").join(format!(
+            "{}{}",
+            encode_ifname(host_ifname),
+            pin_suffix(direction)
+        ))
+    }
+
+    /// Classifies the pin of one direction, removing it if it is stale.
+    fn pin_state(
+        &self,
+        host_ifname: &str,
+        host_ifindex: u32,
+        direction: Direction,
+    ) -> Result<PinState, DataplaneError> {
+        let pin = self.link_pin(host_ifname, direction);
+        let attachment = match raw_link::pinned_link(&pin) {
+            Ok(attachment) => attachment,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(PinState::Missing),
+            Err(source) => return Err(DataplaneError::InspectLink { path: pin, source }),
+        };
+        if attachment.is_tcx
+            && attachment.ifindex == host_ifindex
+            && attachment.direction == Some(direction)
+        {
+            return Ok(PinState::Adopt(attachment));
+        }
+        // Usually the interface was deleted (the link is defunct, ifindex 0)
+        // or recreated under the same name. Unpinning drops our reference;
+        // a link still attached elsewhere is detached with it.
+        info!(
+            pin = %pin.display(),
+            pinned_ifindex = attachment.ifindex,
+            ifindex = host_ifindex,
+            "replacing stale link pin"
+        );
+        raw_link::detach_and_unpin(&pin).map_err(|source| DataplaneError::PinDir {
+            action: "detach and remove",
+            path: pin,
+            source,
+        })?;
+        Ok(PinState::ReplacedStale)
+    }
+
+    /// Creates a TCX link for `direction` on `host_ifname` and pins it.
+    fn attach_new(
+        &mut self,
+        host_ifname: &str,
+        direction: Direction,
+    ) -> Result<PathBuf, DataplaneError> {
+        let program = program_name(direction);
+        let pin = self.link_pin(host_ifname, direction);
+        let attach_err = |source: LinkOpError| DataplaneError::Attach {
+            program,
+            ifname: host_ifname.to_string(),
+            source: Box::new(source),
+        };
+        let classifier = classifier_mut(&mut self.ebpf, program)?;
+        let link_id = classifier
+            .attach_with_options(
+                host_ifname,
+                attach_type(direction),
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .map_err(|e| attach_err(e.into()))?;
+        // Take the link out of the program's bookkeeping so that dropping
+        // the `Ebpf` does not detach it; from here on the pin owns it (if
+        // pinning fails, dropping `fd_link` detaches it again).
+        let link = classifier
+            .take_link(link_id)
+            .map_err(|e| attach_err(e.into()))?;
+        let fd_link = FdLink::try_from(link).map_err(|e| attach_err(e.into()))?;
+        fd_link
+            .pin(&pin)
+            .map_err(|source| DataplaneError::PinLink {
+                program,
+                ifname: host_ifname.to_string(),
+                path: pin.clone(),
+                source: Box::new(source),
+            })?;
+        debug!(ifname = host_ifname, program, pin = %pin.display(), "link attached and pinned");
+        Ok(pin)
+    }
+
+    /// Points an adopted link at the program this daemon loaded, unless it
+    /// already runs it. `BPF_LINK_UPDATE` swaps the program atomically, so
+    /// traffic never passes unprocessed; this is how an upgraded daemon takes
+    /// over endpoints without re-attaching them.
+    fn update_link(
+        &mut self,
+        host_ifname: &str,
+        direction: Direction,
+        attachment: &Attachment,
+    ) -> Result<(), DataplaneError> {
+        let program = program_name(direction);
+        let pin = self.link_pin(host_ifname, direction);
+        let classifier = classifier_mut(&mut self.ebpf, program)?;
+        let current = classifier
+            .info()
+            .map_err(|source| DataplaneError::ProgramInfo {
+                program,
+                source: Box::new(source),
+            })?
+            .id();
+        if attachment.program_id == current {
+            return Ok(());
+        }
+        let update_err = |source: LinkOpError| DataplaneError::UpdateLink {
+            program,
+            path: pin.clone(),
+            source: Box::new(source),
+        };
+        let pinned = PinnedLink::from_pin(&pin).map_err(|e| update_err(e.into()))?;
+        let link = SchedClassifierLink::try_from(FdLink::from(pinned))
+            .map_err(|e| update_err(e.into()))?;
+        let link_id = classifier
+            .attach_to_link(link)
+            .map_err(|e| update_err(e.into()))?;
+        // Release our fd; the pin keeps the (updated) link. Dropping an fd
+        // based link only closes the fd.
+        drop(
+            classifier
+                .take_link(link_id)
+                .map_err(|e| update_err(e.into()))?,
+        );
+        info!(
+            ifname = host_ifname,
+            program,
+            old_program_id = attachment.program_id,
+            new_program_id = current,
+            "re-adopted link switched to the loaded program"
+        );
+        Ok(())
+    }
+
+    /// Inserts zeroed counters for `ifindex` with `flags`; returns whether an
+    /// entry was created (false: `BPF_NOEXIST` found one).
+    fn insert_stats_entry(&mut self, ifindex: u32, flags: u64) -> Result<bool, DataplaneError> {
+        let map_err = |e| DataplaneError::Map {
+            map: map_names::EP_STATS,
+            source: Box::new(e),
+        };
+        let zeros = PerCpuValues::try_from(vec![EndpointStats::default(); self.nr_cpus])
+            .map_err(|e| map_err(MapError::IoError(e)))?;
+        match self.ep_stats.insert(ifindex, zeros, flags) {
+            Ok(()) => Ok(true),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    fn remove_stats_entry(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        match self.ep_stats.remove(&ifindex) {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::ENOENT) => Ok(()),
+            Err(e) => Err(DataplaneError::Map {
+                map: map_names::EP_STATS,
+                source: Box::new(e),
+            }),
+        }
+    }
+
+    /// Forgets the counters of interfaces that no longer exist. Needed
+    /// because an endpoint can vanish under us (its namespace died) and be
+    /// detached by name only, with no ifindex to remove.
+    fn prune_stats(&mut self) -> Result<(), DataplaneError> {
+        let mut gone = Vec::new();
+        for key in self.ep_stats.keys() {
+            let ifindex = key.map_err(|e| DataplaneError::Map {
+                map: map_names::EP_STATS,
+                source: Box::new(e),
+            })?;
+            if !ifindex_exists(ifindex) {
+                gone.push(ifindex);
+            }
+        }
+        for ifindex in gone {
+            debug!(ifindex, "forgetting counters of a vanished interface");
+            self.remove_stats_entry(ifindex)?;
+        }
+        Ok(())
+    }
+}
+
+/// Refuses pinned maps whose shape differs from this build's (see the
+/// module docs). Absent pins are fine: the loader creates them.
+fn check_pinned_maps(pin_dir: &Path, maps_dir: &Path) -> Result<(), DataplaneError> {
+    for expected in &EXPECTED_MAPS {
+        let path = maps_dir.join(expected.name);
+        let info = match MapInfo::from_pin(&path) {
+            Ok(info) => info,
+            Err(MapError::SyscallError(SyscallError { io_error, .. }))
+                if io_error.kind() == io::ErrorKind::NotFound =>
+            {
+                continue;
+            }
+            Err(e) => {
+                return Err(DataplaneError::Map {
+                    map: expected.name,
+                    source: Box::new(e),
+                });
+            }
+        };
+        let map_type = info.map_type().ok();
+        if map_type != Some(expected.map_type)
+            || info.key_size() != expected.key_size
+            || info.value_size() != expected.value_size
+            || info.max_entries() != expected.max_entries
+        {
+            return Err(DataplaneError::IncompatiblePinnedMap {
+                path,
+                pin_dir: pin_dir.to_path_buf(),
+                found: format!(
+                    "{} key {}B value {}B entries {}",
+                    map_type.map_or_else(|| "unknown type".to_string(), |t| format!("{t:?}")),
+                    info.key_size(),
+                    info.value_size(),
+                    info.max_entries()
+                ),
+                expected: expected.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn classifier_mut<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, DataplaneError> {
+    ebpf.program_mut(name)
+        .ok_or(DataplaneError::MissingInObject {
+            kind: "program",
+            name,
+        })?
+        .try_into()
+        .map_err(|source| DataplaneError::LoadProgram {
+            program: name,
+            source: Box::new(source),
+        })
+}
+
+fn take_map<T>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    convert: impl FnOnce(aya::maps::Map) -> Result<T, MapError>,
+) -> Result<T, DataplaneError> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or(DataplaneError::MissingInObject { kind: "map", name })?;
+    convert(map).map_err(|source| DataplaneError::Map {
+        map: name,
+        source: Box::new(source),
+    })
+}
+
+/// The errno of a failed map syscall, to tell "already there"/"not there"
+/// from real failures without matching on strings.
+fn errno(e: &MapError) -> Option<i32> {
+    match e {
+        MapError::SyscallError(SyscallError { io_error, .. }) => io_error.raw_os_error(),
+        _ => None,
+    }
+}
+
+/// Linux's `dev_valid_name`; also keeps names usable as pin file names.
+fn check_ifname(name: &str) -> Result<(), DataplaneError> {
+    let valid = !name.is_empty()
+        && name.len() < libc::IFNAMSIZ
+        && name != "."
+        && name != ".."
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0);
+    if valid {
+        Ok(())
+    } else {
+        Err(DataplaneError::InvalidInterfaceName(name.to_string()))
+    }
+}
+
+/// The ifindex of `ifname` in the caller's network namespace.
+fn ifindex_of(ifname: &str) -> Option<u32> {
+    let name = CString::new(ifname).ok()?;
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+/// Whether an interface with this ifindex exists in the caller's namespace.
+fn ifindex_exists(ifindex: u32) -> bool {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has the IF_NAMESIZE bytes if_indextoname may write.
+    let name = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    // Only "no such device" means gone; on any other failure keep the entry.
+    !name.is_null()
+        || !matches!(
+            io::Error::last_os_error().raw_os_error(),
+            Some(libc::ENXIO | libc::ENODEV)
+        )
+}
+
+// The engine keeps the data path behind an async mutex shared across tasks.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Dataplane>();
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_names_follow_the_kernel_rules() {
+        for ok in ["veth0", "a", "nd1234567890123", "eth0.100", "x-y_z"] {
+            assert!(check_ifname(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "a:b", "a b", "nd12345678901234"] {
+            assert!(check_ifname(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn interface_names_round_trip_through_pin_names() {
+        for name in ["veth0", "eth0.100", "a%2eb", "%", ".x.", "a_to", "b_from"] {
+            let encoded = encode_ifname(name);
+            assert!(!encoded.contains('.'), "{encoded}");
+            assert_eq!(decode_ifname(&encoded).as_deref(), Some(name));
+        }
+        assert_eq!(decode_ifname("a%2"), None);
+        assert_eq!(decode_ifname("a%41"), None);
+    }
+
+    #[test]
+    fn pin_suffixes_are_distinct() {
+        assert_ne!(
+            pin_suffix(Direction::FromEndpoint),
+            pin_suffix(Direction::ToEndpoint)
+        );
+    }
+}

@@ -1,0 +1,120 @@
+//! Start-up reconciliation: make the kernel match the stored state.
+//!
+//! Records are written before the kernel is touched, so after a crash the
+//! kernel can be behind the state (a create that did not finish: finish it)
+//! or ahead of it (a remove that did not finish: the objects have no record
+//! any more: delete them). Objects that already match are adopted as they
+//! are, so established traffic keeps flowing across a restart.
+
+use std::collections::HashSet;
+
+use tracing::{error, info, warn};
+
+use super::{Engine, names};
+use crate::model::NetMode;
+use crate::netlink::netns;
+use crate::sandbox;
+
+impl Engine {
+    pub(super) async fn reconcile(&mut self) {
+        self.forget_exited_processes();
+        let networks: Vec<_> = self.state.networks.values().cloned().collect();
+        for net in &networks {
+            if let Err(e) = self.apply_network(net).await {
+                error!(network = %net.name, error = %e, "cannot restore network");
+            }
+        }
+        let containers: Vec<_> = self.state.containers.values().cloned().collect();
+        for c in &containers {
+            if let Err(e) = self.apply_container(c).await {
+                error!(container = %c.name, error = %e, "cannot restore container");
+            }
+        }
+        self.collect_garbage().await;
+        info!(
+            networks = self.state.networks.len(),
+            containers = self.state.containers.len(),
+            "state restored"
+        );
+    }
+
+    /// Processes that ended while the daemon was away are no longer running.
+    fn forget_exited_processes(&mut self) {
+        let mut next = self.state.clone();
+        for c in next.containers.values_mut() {
+            if let Some(p) = c.process.as_mut() {
+                p.pid = p.pid.filter(|pid| sandbox::alive(*pid));
+            }
+        }
+        if next != self.state
+            && let Err(e) = self.commit(next)
+        {
+            warn!(error = %e, "cannot record exited processes");
+        }
+    }
+
+    /// Deletes links, namespaces and pinned programs that carry this daemon's
+    /// prefix but belong to no record.
+    async fn collect_garbage(&mut self) {
+        let prefix = self.cfg.prefix.clone();
+        let mut links: HashSet<String> = self
+            .state
+            .networks
+            .values()
+            .map(|n| names::bridge(&prefix, n))
+            .collect();
+        links.extend(
+            self.state
+                .containers
+                .values()
+                .flat_map(|c| c.endpoints.iter().map(|e| e.host_ifname.clone())),
+        );
+        let namespaces: HashSet<String> = self
+            .state
+            .containers
+            .values()
+            .filter_map(|c| match &c.net {
+                NetMode::Own { netns } => Some(netns.clone()),
+                _ => None,
+            })
+            .collect();
+
+        match self.dataplane.pinned_endpoints() {
+            Ok(pinned) => {
+                for name in pinned.into_iter().filter(|n| !links.contains(n)) {
+                    let ifindex = self.netlink.link_index(&name).await.ok().flatten();
+                    info!(link = %name, "removing leftover datapath attachment");
+                    if let Err(e) = self.dataplane.detach_endpoint(&name, ifindex.unwrap_or(0)) {
+                        warn!(link = %name, error = %e, "cannot detach leftover");
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot list pinned attachments"),
+        }
+        match self.netlink.links_with_prefix(&prefix).await {
+            Ok(found) => {
+                for name in found
+                    .into_iter()
+                    .filter(|n| names::is_own_link(&prefix, n) && !links.contains(n))
+                {
+                    info!(link = %name, "removing leftover link");
+                    if let Err(e) = self.netlink.delete_link(&name).await {
+                        warn!(link = %name, error = %e, "cannot delete leftover link");
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot list links"),
+        }
+        match netns::list_with_prefix(&format!("{prefix}-")) {
+            Ok(found) => {
+                for name in found.into_iter().filter(|n| !namespaces.contains(n)) {
+                    info!(netns = %name, "removing leftover namespace");
+                    if let Err(e) = netns::delete(&name) {
+                        warn!(netns = %name, error = %e, "cannot delete leftover namespace");
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot list namespaces"),
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! IP address management, Docker's way. Pure functions over what is already
+//! taken: the engine passes in the subnets of existing networks, the host's
+//! routes and the addresses endpoints hold, so allocation state is always
+//! derived from the stored endpoints and can never leak or double-book an
+//! address after a crash.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use crate::error::EngineError;
+use crate::model::Subnet;
+
+/// The predefined `bridge` network's pool.
+pub const DEFAULT_BRIDGE_SUBNET: &str = "172.17.0.0/16";
+
+/// Docker's default local address pools, in the order Docker tries them:
+/// (base, size of each network cut from it).
+const LOCAL_POOLS: &[(&str, u8)] = &[
+    ("172.17.0.0/16", 16),
+    ("172.18.0.0/16", 16),
+    ("172.19.0.0/16", 16),
+    ("172.20.0.0/14", 16),
+    ("172.24.0.0/14", 16),
+    ("172.28.0.0/14", 16),
+    ("192.168.0.0/16", 20),
+];
+
+/// Every candidate subnet for a new network, in Docker's order.
+pub fn local_candidates() -> impl Iterator<Item = Ipv4Net> {
+    LOCAL_POOLS.iter().flat_map(|(base, size)| {
+        let base: Ipv4Net = base.parse().expect("pool constants are valid CIDRs");
+        base.subnets(*size).expect("pool sizes fit their bases")
+    })
+}
+
+fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// Picks the first default pool that overlaps neither an existing network
+/// nor a route on the host (so that containers never shadow the LAN).
+pub fn pick_subnet(networks: &[Ipv4Net], host_routes: &[Ipv4Net]) -> Result<Ipv4Net, EngineError> {
+    local_candidates()
+        .find(|c| {
+            !networks.iter().any(|n| overlaps(c, n))
+                && !host_routes
+                    .iter()
+                    .filter(|r| r.prefix_len() > 0)
+                    .any(|r| overlaps(c, r))
+        })
+        .ok_or_else(|| {
+            EngineError::InvalidParameter(
+                "could not find an available, non-overlapping IPv4 address pool among the \
+                 defaults to assign to the network"
+                    .into(),
+            )
+        })
+}
+
+/// Checks a user-given pool (`--subnet`, `--gateway`, `--ip-range`) and
+/// fills in the gateway Docker would choose (the first host address).
+pub fn user_subnet(
+    subnet: Ipv4Net,
+    gateway: Option<Ipv4Addr>,
+    ip_range: Option<Ipv4Net>,
+    networks: &[Ipv4Net],
+) -> Result<Subnet, EngineError> {
+    let invalid = |m: String| Err(EngineError::InvalidParameter(m));
+    if subnet != subnet.trunc() {
+        // Docker accepts 172.30.1.5/16 but stores the network address; be
+        // explicit instead of guessing what the user meant.
+        return invalid(format!(
+            "invalid subnet {subnet}: it has host bits set; did you mean {}?",
+            subnet.trunc()
+        ));
+    }
+    if subnet.prefix_len() > 30 {
+        return invalid(format!(
+            "invalid subnet {subnet}: too small, a network needs at least a /30"
+        ));
+    }
+    if networks.iter().any(|n| overlaps(&subnet, n)) {
+        return Err(EngineError::Forbidden(
+            "invalid pool request: Pool overlaps with other one on this address space".into(),
+        ));
+    }
+    if let Some(r) = ip_range {
+        if r != r.trunc() {
+            return invalid(format!("invalid ip-range {r}: it has host bits set"));
+        }
+        if !subnet.contains(&r) {
+            return invalid(format!(
+                "invalid ip-range {r}: it does not belong to subnet {subnet}"
+            ));
+        }
+    }
+    let gateway = match gateway {
+        Some(g) => {
+            if !host_addresses(&subnet).any(|a| a == g) {
+                return invalid(format!(
+                    "invalid gateway {g}: it does not belong to subnet {subnet}"
+                ));
+            }
+            g
+        }
+        None => first_host(&subnet),
+    };
+    Ok(Subnet {
+        subnet,
+        gateway,
+        ip_range,
+    })
+}
+
+/// A pool chosen by netd from the defaults: gateway is the first host.
+pub fn auto_subnet(subnet: Ipv4Net) -> Subnet {
+    Subnet {
+        subnet,
+        gateway: first_host(&subnet),
+        ip_range: None,
+    }
+}
+
+fn first_host(net: &Ipv4Net) -> Ipv4Addr {
+    host_addresses(net).next().expect("subnets are at most /30")
+}
+
+/// Usable host addresses: neither the network address nor broadcast.
+fn host_addresses(net: &Ipv4Net) -> impl Iterator<Item = Ipv4Addr> {
+    let (net_addr, bcast) = (net.network(), net.broadcast());
+    net.hosts().filter(move |a| *a != net_addr && *a != bcast)
+}
+
+/// The lowest free address for a container: from `--ip-range` if set,
+/// never the gateway, never one an endpoint already holds.
+pub fn allocate(
+    pool: &Subnet,
+    used: &HashSet<Ipv4Addr>,
+    network_name: &str,
+) -> Result<Ipv4Addr, EngineError> {
+    let range = pool.ip_range.unwrap_or(pool.subnet);
+    host_addresses(&pool.subnet)
+        .filter(|a| range.contains(a))
+        .find(|a| *a != pool.gateway && !used.contains(a))
+        .ok_or_else(|| {
+            EngineError::Forbidden(format!(
+                "no available IPv4 addresses on this network's address pools: {network_name}"
+            ))
+        })
+}
+
+/// Checks a static address (`--ip`).
+pub fn reserve(
+    pool: &Subnet,
+    ip: Ipv4Addr,
+    used: &HashSet<Ipv4Addr>,
+) -> Result<Ipv4Addr, EngineError> {
+    let range = pool.ip_range.unwrap_or(pool.subnet);
+    if !range.contains(&ip) || !host_addresses(&pool.subnet).any(|a| a == ip) {
+        return Err(EngineError::InvalidParameter(format!(
+            "invalid endpoint settings: no configured subnet or ip-range contain the IP address {ip}"
+        )));
+    }
+    if ip == pool.gateway || used.contains(&ip) {
+        return Err(EngineError::Conflict(format!(
+            "Address already in use: {ip}"
+        )));
+    }
+    Ok(ip)
+}
+
+/// IPv4 routes of the host's main table with a non-zero prefix, read from
+/// /proc/net/route (what Docker checks new default pools against).
+pub fn host_routes() -> Vec<Ipv4Net> {
+    std::fs::read_to_string("/proc/net/route")
+        .map(|t| parse_proc_routes(&t))
+        .unwrap_or_default()
+}
+
+fn parse_proc_routes(text: &str) -> Vec<Ipv4Net> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // Iface Destination Gateway Flags RefCnt Use Metric Mask ...
+            let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
+            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
+            // The kernel prints these in host byte order of a big-endian
+            // value, i.e. little-endian on x86: swap back.
+            let dest = Ipv4Addr::from(u32::from_be(dest));
+            let prefix = u32::from_be(mask).leading_ones() as u8;
+            Ipv4Net::new(dest, prefix)
+                .ok()
+                .filter(|n| n.prefix_len() > 0)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn pool_order_is_dockers() {
+        let c: Vec<String> = local_candidates().map(|n| n.to_string()).collect();
+        assert_eq!(c[0], "172.17.0.0/16");
+        assert_eq!(c[1], "172.18.0.0/16");
+        assert_eq!(c[2], "172.19.0.0/16");
+        assert_eq!(c[3], "172.20.0.0/16");
+        assert_eq!(c[14], "172.31.0.0/16");
+        assert_eq!(c[15], "192.168.0.0/20");
+        assert_eq!(c[16], "192.168.16.0/20");
+        assert_eq!(c.len(), 15 + 16);
+    }
+
+    #[test]
+    fn pick_skips_networks_and_host_routes() {
+        let taken = [net("172.17.0.0/16"), net("172.18.0.0/16")];
+        assert_eq!(pick_subnet(&taken, &[]).unwrap(), net("172.19.0.0/16"));
+        // A host route inside 172.19/16 makes the whole /16 unusable.
+        let routes = [net("172.19.5.0/24"), net("0.0.0.0/0")];
+        assert_eq!(pick_subnet(&taken, &routes).unwrap(), net("172.20.0.0/16"));
+        // A user network covering many defaults pushes past them all.
+        let wide = [net("172.16.0.0/12")];
+        assert_eq!(pick_subnet(&wide, &[]).unwrap(), net("192.168.0.0/20"));
+    }
+
+    #[test]
+    fn pools_run_out_with_dockers_message() {
+        let all = [net("172.16.0.0/12"), net("192.168.0.0/16")];
+        let e = pick_subnet(&all, &[]).unwrap_err();
+        assert!(e.to_string().contains("non-overlapping IPv4 address pool"));
+    }
+
+    #[test]
+    fn user_subnet_checks_overlap_gateway_and_range() {
+        let taken = [net("10.1.0.0/16")];
+        let e = user_subnet(net("10.1.2.0/24"), None, None, &taken).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid pool request: Pool overlaps with other one on this address space"
+        );
+        let s = user_subnet(net("10.2.0.0/16"), None, None, &taken).unwrap();
+        assert_eq!(s.gateway, Ipv4Addr::new(10, 2, 0, 1));
+        assert!(
+            user_subnet(
+                net("10.2.0.0/16"),
+                Some("10.3.0.1".parse().unwrap()),
+                None,
+                &[]
+            )
+            .is_err()
+        );
+        assert!(
+            user_subnet(
+                net("10.2.0.0/16"),
+                Some("10.2.0.0".parse().unwrap()),
+                None,
+                &[]
+            )
+            .is_err()
+        );
+        assert!(user_subnet(net("10.2.0.0/16"), None, Some(net("10.3.0.0/24")), &[]).is_err());
+        assert!(user_subnet(net("10.2.0.5/16"), None, None, &[]).is_err());
+        assert!(user_subnet(net("10.2.0.0/31"), None, None, &[]).is_err());
+    }
+
+    #[test]
+    fn allocate_lowest_free_skipping_gateway_and_used() {
+        let pool = auto_subnet(net("10.9.0.0/29"));
+        let mut used = HashSet::new();
+        let a = allocate(&pool, &used, "n").unwrap();
+        assert_eq!(a, Ipv4Addr::new(10, 9, 0, 2));
+        used.insert(a);
+        assert_eq!(
+            allocate(&pool, &used, "n").unwrap(),
+            Ipv4Addr::new(10, 9, 0, 3)
+        );
+        // Releasing an address makes it the next one handed out.
+        used.insert(Ipv4Addr::new(10, 9, 0, 3));
+        used.remove(&a);
+        assert_eq!(allocate(&pool, &used, "n").unwrap(), a);
+    }
+
+    #[test]
+    fn allocate_respects_ip_range_and_exhausts() {
+        let pool = user_subnet(net("10.9.0.0/24"), None, Some(net("10.9.0.128/31")), &[]).unwrap();
+        let mut used = HashSet::new();
+        for _ in 0..2 {
+            let a = allocate(&pool, &used, "n").unwrap();
+            assert!(net("10.9.0.128/31").contains(&a));
+            used.insert(a);
+        }
+        let e = allocate(&pool, &used, "n").unwrap_err();
+        assert!(e.to_string().starts_with("no available IPv4 addresses"));
+    }
+
+    #[test]
+    fn static_addresses() {
+        let pool = auto_subnet(net("10.9.0.0/24"));
+        let used: HashSet<_> = [Ipv4Addr::new(10, 9, 0, 7)].into();
+        assert!(reserve(&pool, "10.9.0.8".parse().unwrap(), &used).is_ok());
+        assert!(matches!(
+            reserve(&pool, "10.9.0.7".parse().unwrap(), &used),
+            Err(EngineError::Conflict(_))
+        ));
+        assert!(matches!(
+            reserve(&pool, "10.9.0.1".parse().unwrap(), &used),
+            Err(EngineError::Conflict(_))
+        ));
+        assert!(matches!(
+            reserve(&pool, "10.8.0.8".parse().unwrap(), &used),
+            Err(EngineError::InvalidParameter(_))
+        ));
+        assert!(reserve(&pool, "10.9.0.255".parse().unwrap(), &used).is_err());
+    }
+
+    #[test]
+    fn proc_routes_parse() {
+        let text = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                    eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+                    eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        assert_eq!(parse_proc_routes(text), vec![net("192.0.2.0/24")]);
+    }
+}

@@ -1,0 +1,243 @@
+//! Prometheus metrics on `--metrics-addr` at `/metrics`.
+//!
+//! Long-lived metrics (API request latency) live in a registry updated as
+//! requests are served. Datapath counters are not copied anywhere: each
+//! scrape reads the per-CPU maps through the engine and encodes a snapshot,
+//! so the numbers are never staler than the scrape and cost nothing between
+//! scrapes. Labels are bounded: methods and status codes, and networks,
+//! containers and drop reasons, which exist only as long as their objects.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::sync::Mutex;
+use tracing::warn;
+
+use crate::engine::Engine;
+
+const CONTENT_TYPE_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    status: u16,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Histogram>::new_with_constructor(|| {
+            // 100 µs .. ~3 s
+            Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+        });
+        registry.register(
+            "netd_api_request_duration_seconds",
+            "Time to answer an API request",
+            requests.clone(),
+        );
+        Metrics { registry, requests }
+    }
+
+    /// Wraps the API router so that every request's latency is recorded.
+    pub fn track_requests(self: &Arc<Self>, router: Router) -> Router {
+        let metrics = self.clone();
+        router.layer(middleware::from_fn(move |req: Request, next: Next| {
+            let metrics = metrics.clone();
+            async move {
+                let method = req.method().as_str().to_owned();
+                let start = Instant::now();
+                let response = next.run(req).await;
+                metrics
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        method,
+                        status: response.status().as_u16(),
+                    })
+                    .observe(start.elapsed().as_secs_f64());
+                response
+            }
+        }))
+    }
+
+    /// The `/metrics` endpoint.
+    pub fn router(self: &Arc<Self>, engine: Arc<Mutex<Engine>>) -> Router {
+        Router::new()
+            .route("/metrics", get(scrape))
+            .with_state((self.clone(), engine))
+    }
+}
+
+async fn scrape(State((metrics, engine)): State<(Arc<Metrics>, Arc<Mutex<Engine>>)>) -> Response {
+    let snapshot = Snapshot::read(&*engine.lock().await);
+    let mut body = String::new();
+    let encoded = encode_registry(&mut body, &metrics.registry)
+        .and_then(|_| {
+            let mut per_scrape = Registry::default();
+            per_scrape.register_collector(Box::new(snapshot));
+            encode_registry(&mut body, &per_scrape)
+        })
+        .and_then(|_| encode_eof(&mut body));
+    match encoded {
+        Ok(()) => ([(CONTENT_TYPE, CONTENT_TYPE_TEXT)], body).into_response(),
+        Err(e) => {
+            warn!(error = %e, "cannot encode metrics");
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// Endpoint traffic of one container on one network.
+#[derive(Debug)]
+struct EndpointSample {
+    network: String,
+    container: String,
+    stats: netd_common::EndpointStats,
+}
+
+/// What the engine and the datapath maps hold at scrape time.
+#[derive(Debug, Default)]
+struct Snapshot {
+    networks: usize,
+    containers: usize,
+    endpoints: Vec<EndpointSample>,
+    drops: Vec<(&'static str, &'static str, u64)>,
+}
+
+impl Snapshot {
+    fn read(engine: &Engine) -> Snapshot {
+        let state = engine.state();
+        let mut snap = Snapshot {
+            networks: state.networks.len(),
+            containers: state.containers.len(),
+            ..Default::default()
+        };
+        let dataplane = engine.dataplane();
+        match dataplane.endpoint_stats() {
+            Ok(stats) => {
+                for c in state.containers.values() {
+                    for ep in &c.endpoints {
+                        let Some(ifindex) = ifindex(&ep.host_ifname) else {
+                            continue;
+                        };
+                        let Some((_, s)) = stats.iter().find(|(i, _)| *i == ifindex) else {
+                            continue;
+                        };
+                        snap.endpoints.push(EndpointSample {
+                            network: state
+                                .networks
+                                .get(&ep.network_id)
+                                .map(|n| n.name.clone())
+                                .unwrap_or_default(),
+                            container: c.name.clone(),
+                            stats: *s,
+                        });
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot read endpoint counters"),
+        }
+        match dataplane.drop_stats() {
+            Ok(drops) => {
+                snap.drops = drops
+                    .into_iter()
+                    .map(|(reason, dir, n)| (reason.as_str(), dir.as_str(), n))
+                    .collect()
+            }
+            Err(e) => warn!(error = %e, "cannot read drop counters"),
+        }
+        snap
+    }
+}
+
+fn ifindex(ifname: &str) -> Option<u32> {
+    std::fs::read_to_string(format!("/sys/class/net/{ifname}/ifindex"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let gauge = |enc: &mut DescriptorEncoder, name, help, v: usize| {
+            ConstGauge::new(v as i64).encode(enc.encode_descriptor(
+                name,
+                help,
+                None,
+                MetricType::Gauge,
+            )?)
+        };
+        gauge(&mut enc, "netd_networks", "Networks defined", self.networks)?;
+        gauge(
+            &mut enc,
+            "netd_containers",
+            "Containers defined",
+            self.containers,
+        )?;
+
+        for (name, help, pick) in [
+            (
+                "netd_endpoint_packets",
+                "Packets through an endpoint, by direction seen from the container",
+                (|s: &netd_common::EndpointStats| (s.from_packets, s.to_packets))
+                    as fn(&netd_common::EndpointStats) -> (u64, u64),
+            ),
+            (
+                "netd_endpoint_bytes",
+                "Bytes through an endpoint, by direction seen from the container",
+                |s: &netd_common::EndpointStats| (s.from_bytes, s.to_bytes),
+            ),
+        ] {
+            let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for ep in &self.endpoints {
+                let (from, to) = pick(&ep.stats);
+                for (direction, v) in [("from_endpoint", from), ("to_endpoint", to)] {
+                    let labels = vec![
+                        ("network", ep.network.as_str()),
+                        ("container", ep.container.as_str()),
+                        ("direction", direction),
+                    ];
+                    ConstCounter::new(v).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+
+        let mut drops = enc.encode_descriptor(
+            "netd_drops",
+            "Packets dropped by the datapath, by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, direction, n) in &self.drops {
+            let labels = vec![("reason", *reason), ("direction", *direction)];
+            ConstCounter::new(*n).encode(drops.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,278 @@
+//! The desired state netd owns: networks, containers (network sandboxes) and
+//! their endpoints. These are the records the store persists; everything the
+//! kernel holds (namespaces, links, addresses, map entries) is derived from
+//! them, so a restart can always rebuild or adopt it.
+//!
+//! Allocated addresses are not stored separately: they are the gateways of
+//! the networks plus the addresses of the endpoints, so IPAM state can never
+//! disagree with the endpoints that use it.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+/// Network drivers netd knows. Docker's names, as they appear on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    Bridge,
+    Host,
+    Null,
+    Macvlan,
+    Overlay,
+}
+
+impl Driver {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Driver::Bridge => "bridge",
+            Driver::Host => "host",
+            Driver::Null => "null",
+            Driver::Macvlan => "macvlan",
+            Driver::Overlay => "overlay",
+        }
+    }
+
+    /// Parses a driver name as given to `network create -d`.
+    pub fn parse(s: &str) -> Option<Driver> {
+        Some(match s {
+            "bridge" => Driver::Bridge,
+            "host" => Driver::Host,
+            "null" => Driver::Null,
+            "macvlan" => Driver::Macvlan,
+            "overlay" => Driver::Overlay,
+            _ => return None,
+        })
+    }
+
+    pub const ALL: [Driver; 5] = [
+        Driver::Bridge,
+        Driver::Host,
+        Driver::Null,
+        Driver::Macvlan,
+        Driver::Overlay,
+    ];
+
+    /// Whether this build of netd implements the driver; the others are
+    /// known names that `network create` refuses with a clear message.
+    pub fn available(self) -> bool {
+        matches!(self, Driver::Bridge | Driver::Host | Driver::Null)
+    }
+
+    /// Docker's scope for the driver.
+    pub fn scope(self) -> &'static str {
+        match self {
+            Driver::Overlay => "swarm",
+            _ => "local",
+        }
+    }
+}
+
+/// The IPv4 pool configuration of a network (Docker's `IPAM.Config[0]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subnet {
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    /// Addresses for containers come from here when set (`--ip-range`).
+    pub ip_range: Option<Ipv4Net>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    /// 64 lowercase hex characters, like Docker's.
+    pub id: String,
+    pub name: String,
+    pub driver: Driver,
+    /// RFC 3339 with nanoseconds, as Docker prints it.
+    pub created: String,
+    pub internal: bool,
+    pub attachable: bool,
+    /// `None` for `host` and `none`, which have no addresses.
+    pub ipam: Option<Subnet>,
+    pub options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    /// `bridge`, `host` and `none`: created at start, never removed.
+    pub predefined: bool,
+    /// Small number unique per daemon, carried in datapath maps so that the
+    /// programs can tell networks apart without comparing 64-byte ids.
+    pub index: u32,
+}
+
+/// How a container gets its network namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum NetMode {
+    /// Its own named namespace under /run/netns, holding its endpoints.
+    Own { netns: String },
+    /// No namespace of its own: processes run in the host's.
+    Host,
+    /// Another container's namespace (`container:OTHER`), by container id.
+    Container { id: String },
+}
+
+/// One interface of a container on one network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// 64 hex characters.
+    pub id: String,
+    pub network_id: String,
+    /// Name inside the container: eth0, eth1, ...
+    pub ifname: String,
+    /// Name of the host side of the veth pair.
+    pub host_ifname: String,
+    pub mac: [u8; 6],
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    pub aliases: Vec<String>,
+    /// Set when the user asked for this address (`--ip`).
+    pub static_ip: bool,
+}
+
+/// What `container run` started inside the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Process {
+    pub cmd: Vec<String>,
+    /// Pid of the process group leader while it runs.
+    pub pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub created: String,
+    pub net: NetMode,
+    /// The network named at create time (`--network`), Docker's
+    /// `HostConfig.NetworkMode`.
+    pub network_mode: String,
+    pub endpoints: Vec<Endpoint>,
+    pub process: Option<Process>,
+}
+
+/// Everything the store persists, as one consistent snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub networks: BTreeMap<String, Network>,
+    pub containers: BTreeMap<String, Container>,
+}
+
+impl State {
+    /// Finds a network the way Docker does: full id, then exact name, then
+    /// unique id prefix.
+    pub fn find_network(&self, key: &str) -> Option<&Network> {
+        if let Some(n) = self.networks.get(key) {
+            return Some(n);
+        }
+        if let Some(n) = self.networks.values().find(|n| n.name == key) {
+            return Some(n);
+        }
+        let mut by_prefix = self.networks.values().filter(|n| n.id.starts_with(key));
+        match (by_prefix.next(), by_prefix.next()) {
+            (Some(n), None) if !key.is_empty() => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Same lookup order for containers.
+    pub fn find_container(&self, key: &str) -> Option<&Container> {
+        if let Some(c) = self.containers.get(key) {
+            return Some(c);
+        }
+        if let Some(c) = self.containers.values().find(|c| c.name == key) {
+            return Some(c);
+        }
+        let mut by_prefix = self.containers.values().filter(|c| c.id.starts_with(key));
+        match (by_prefix.next(), by_prefix.next()) {
+            (Some(c), None) if !key.is_empty() => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Endpoints attached to a network, with the container each belongs to.
+    pub fn endpoints_on<'a>(
+        &'a self,
+        network_id: &'a str,
+    ) -> impl Iterator<Item = (&'a Container, &'a Endpoint)> + 'a {
+        self.containers.values().flat_map(move |c| {
+            c.endpoints
+                .iter()
+                .filter(move |e| e.network_id == network_id)
+                .map(move |e| (c, e))
+        })
+    }
+}
+
+/// Docker's rule for container and network names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// Docker derives a container's MAC from its IPv4 address (02:42 + the
+/// address), which keeps MACs unique per network without storing a counter.
+pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_docker_rules() {
+        assert!(valid_name("web"));
+        assert!(valid_name("a.b_c-1"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("-x"));
+        assert!(!valid_name("a/b"));
+        assert!(!valid_name("a b"));
+    }
+
+    #[test]
+    fn mac_comes_from_ip() {
+        assert_eq!(
+            format_mac(&mac_for(Ipv4Addr::new(172, 17, 0, 2))),
+            "02:42:ac:11:00:02"
+        );
+    }
+
+    #[test]
+    fn lookup_by_id_name_then_unique_prefix() {
+        let mut s = State::default();
+        for (id, name) in [("abc123", "one"), ("abd456", "two")] {
+            s.networks.insert(
+                id.into(),
+                Network {
+                    id: id.into(),
+                    name: name.into(),
+                    driver: Driver::Bridge,
+                    created: String::new(),
+                    internal: false,
+                    attachable: false,
+                    ipam: None,
+                    options: BTreeMap::new(),
+                    labels: BTreeMap::new(),
+                    predefined: false,
+                    index: 1,
+                },
+            );
+        }
+        assert_eq!(s.find_network("abc123").unwrap().name, "one");
+        assert_eq!(s.find_network("two").unwrap().id, "abd456");
+        assert_eq!(s.find_network("abc").unwrap().name, "one");
+        assert!(s.find_network("ab").is_none(), "ambiguous prefix");
+        assert!(s.find_network("").is_none());
+    }
+}

@@ -1,0 +1,471 @@
+//! Kernel plumbing for containers: network namespaces, bridges, veth pairs,
+//! addresses and routes, over rtnetlink.
+//!
+//! Every kernel object is named in the errors, so that a failure surfaces to
+//! the user as "failed to create veth pair netdv1234/eth0 in netns c1: File
+//! exists (os error 17)" rather than a bare errno.
+//!
+//! Acting inside a container's namespace needs a netlink socket that belongs
+//! to that namespace: a socket is bound to the namespace of the thread that
+//! created it. [`netns::connect`] opens one from a short-lived dedicated
+//! thread (never a tokio worker, whose namespace must stay the daemon's).
+
+mod links;
+pub mod netns;
+
+use std::io;
+use std::net::Ipv4Addr;
+
+use rtnetlink::Handle;
+use thiserror::Error;
+
+use links::{link_kind, link_peer_index};
+
+/// Failures of the kernel plumbing. Each variant names the object involved;
+/// callers match on variants or on [`NetlinkError::raw_os_error`], never on
+/// the text.
+#[derive(Debug, Error)]
+pub enum NetlinkError {
+    /// The kernel (or the socket to it) refused an operation. `action` says
+    /// what was attempted on which object.
+    #[error("failed to {action}: {source}")]
+    Kernel {
+        action: String,
+        #[source]
+        source: io::Error,
+    },
+    /// `netns::create` on a name that is already a namespace.
+    #[error("network namespace {0} already exists")]
+    NetnsExists(String),
+    /// The namespace file is missing (or is not a mounted namespace).
+    #[error("network namespace {0} not found (no namespace mounted at /run/netns/{0})")]
+    NetnsNotFound(String),
+    /// A link that must exist (a bridge to enslave to, an interface to route
+    /// through) does not.
+    #[error("link {name} not found{context}")]
+    LinkNotFound { name: String, context: String },
+    /// A link of that name exists but is not the object we would have made,
+    /// so adopting it would hijack someone else's device.
+    #[error("link {name} already exists and {detail}; remove it or pick another name")]
+    LinkConflict { name: String, detail: String },
+    /// An IPv4 prefix length above 32.
+    #[error("invalid IPv4 prefix length /{0}: must be 0..=32")]
+    InvalidPrefix(u8),
+    /// A name that the kernel or the filesystem would reject or misread.
+    #[error("invalid {what} name {name:?}: {reason}")]
+    InvalidName {
+        what: &'static str,
+        name: String,
+        reason: &'static str,
+    },
+}
+
+impl NetlinkError {
+    /// The errno behind a kernel failure, if there is one.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            NetlinkError::Kernel { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    /// True when the failure means "it already exists".
+    pub fn is_exists(&self) -> bool {
+        matches!(
+            self,
+            NetlinkError::NetnsExists(_) | NetlinkError::LinkConflict { .. }
+        ) || self.raw_os_error() == Some(libc::EEXIST)
+    }
+
+    /// True when the failure means "no such object".
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            NetlinkError::NetnsNotFound(_) | NetlinkError::LinkNotFound { .. }
+        ) || matches!(self.raw_os_error(), Some(libc::ENODEV | libc::ENOENT))
+    }
+
+    pub(crate) fn kernel(action: impl Into<String>, source: io::Error) -> Self {
+        NetlinkError::Kernel {
+            action: action.into(),
+            source,
+        }
+    }
+}
+
+/// Turns an rtnetlink error into an `io::Error`, keeping the errno when the
+/// kernel sent one so that it prints as "File exists (os error 17)" and can be
+/// matched on.
+pub(crate) fn nl_io(err: rtnetlink::Error) -> io::Error {
+    match err {
+        rtnetlink::Error::NetlinkError(msg) if msg.code.is_some() => msg.to_io(),
+        other => io::Error::other(other),
+    }
+}
+
+/// The errno of an rtnetlink error, if the kernel sent one.
+pub(crate) fn nl_errno(err: &rtnetlink::Error) -> Option<i32> {
+    match err {
+        rtnetlink::Error::NetlinkError(msg) => msg.code.map(|c| -c.get()),
+        _ => None,
+    }
+}
+
+/// Everything needed to wire one container endpoint: which namespace, the
+/// names on both sides, and the addressing the engine allocated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointPlumbing {
+    /// Namespace name under `/run/netns`.
+    pub netns: String,
+    /// Host side of the veth pair (at most 15 bytes).
+    pub host_ifname: String,
+    /// Interface name inside the container (`eth0`, `eth1`, ...).
+    pub ifname: String,
+    pub mac: [u8; 6],
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    /// Whether this endpoint carries the container's default route.
+    pub default_route: bool,
+    /// Bridge to enslave the host side to; `None` leaves it standalone (the
+    /// eBPF datapath redirects without a bridge).
+    pub bridge: Option<String>,
+    pub mtu: Option<u32>,
+}
+
+/// A netlink connection in the daemon's (host) namespace. Cheap to clone:
+/// clones share the connection task.
+#[derive(Clone, Debug)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+impl Netlink {
+    /// Opens a netlink socket in the calling thread's namespace and spawns
+    /// its connection task on the current tokio runtime (so it must be called
+    /// from within one).
+    pub async fn new() -> Result<Netlink, NetlinkError> {
+        let (conn, handle, _unsolicited) = rtnetlink::new_connection()
+            .map_err(|e| NetlinkError::kernel("open a netlink socket in the host netns", e))?;
+        // Dropping the unsolicited-message receiver lets the connection task
+        // end once the last handle is dropped.
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    /// Creates (or adopts if it exists) a Linux bridge `name` carrying
+    /// `gateway/prefix_len`, and sets it up. The bridge holds the network's
+    /// gateway address for the host, as Docker's `br-xxxx` does. Returns its
+    /// ifindex.
+    pub async fn ensure_bridge(
+        &self,
+        name: &str,
+        gateway: Ipv4Addr,
+        prefix_len: u8,
+    ) -> Result<u32, NetlinkError> {
+        links::check_ifname(name)?;
+        check_prefix(prefix_len)?;
+        let index = match links::get(&self.handle, name)
+            .await
+            .map_err(|e| NetlinkError::kernel(format!("look up bridge {name}"), e))?
+        {
+            Some(link) => {
+                if link_kind(&link) != Some(links::Kind::Bridge) {
+                    return Err(NetlinkError::LinkConflict {
+                        name: name.to_string(),
+                        detail: "is not a bridge".to_string(),
+                    });
+                }
+                link.header.index
+            }
+            None => self.create_bridge(name).await?,
+        };
+        links::add_address(&self.handle, index, gateway, prefix_len)
+            .await
+            .map_err(|e| {
+                NetlinkError::kernel(
+                    format!("add address {gateway}/{prefix_len} to bridge {name}"),
+                    e,
+                )
+            })?;
+        links::set_up(&self.handle, index)
+            .await
+            .map_err(|e| NetlinkError::kernel(format!("set bridge {name} up"), e))?;
+        Ok(index)
+    }
+
+    async fn create_bridge(&self, name: &str) -> Result<u32, NetlinkError> {
+        let res = self
+            .handle
+            .link()
+            .add(rtnetlink::LinkBridge::new(name).build())
+            .execute()
+            .await;
+        match res {
+            Ok(()) => {}
+            // Lost a race with a concurrent creator: adopt theirs below.
+            Err(e) if nl_errno(&e) == Some(libc::EEXIST) => {}
+            Err(e) => {
+                return Err(NetlinkError::kernel(
+                    format!("create bridge {name}"),
+                    nl_io(e),
+                ));
+            }
+        }
+        match links::get(&self.handle, name)
+            .await
+            .map_err(|e| NetlinkError::kernel(format!("look up bridge {name}"), e))?
+        {
+            Some(link) if link_kind(&link) == Some(links::Kind::Bridge) => Ok(link.header.index),
+            Some(_) => Err(NetlinkError::LinkConflict {
+                name: name.to_string(),
+                detail: "is not a bridge".to_string(),
+            }),
+            None => Err(NetlinkError::LinkNotFound {
+                name: name.to_string(),
+                context: " right after creating it (deleted concurrently?)".to_string(),
+            }),
+        }
+    }
+
+    /// The ifindex of a host link, `None` if there is no such link.
+    pub async fn link_index(&self, name: &str) -> Result<Option<u32>, NetlinkError> {
+        links::check_ifname(name)?;
+        Ok(links::get(&self.handle, name)
+            .await
+            .map_err(|e| NetlinkError::kernel(format!("look up link {name}"), e))?
+            .map(|l| l.header.index))
+    }
+
+    /// Deletes a host link by name; a missing link is Ok so that teardown can
+    /// be repeated after a crash.
+    pub async fn delete_link(&self, name: &str) -> Result<(), NetlinkError> {
+        links::check_ifname(name)?;
+        links::delete(&self.handle, name)
+            .await
+            .map_err(|e| NetlinkError::kernel(format!("delete link {name}"), e))
+    }
+
+    /// Names of the host links whose name starts with `prefix`, for finding
+    /// leftovers (of a crash) that the state no longer knows about.
+    pub async fn links_with_prefix(&self, prefix: &str) -> Result<Vec<String>, NetlinkError> {
+        let mut names = links::names(&self.handle)
+            .await
+            .map_err(|e| NetlinkError::kernel("list links in the host netns", e))?;
+        names.retain(|n| n.starts_with(prefix));
+        names.sort();
+        Ok(names)
+    }
+
+    /// Creates the veth pair for one container endpoint and wires it.
+    ///
+    /// The container side is created directly inside the namespace with its
+    /// final name, MAC and MTU (`ip link add H type veth peer name eth0
+    /// netns NS address MAC`): one atomic kernel operation, so no
+    /// temporarily-named peer can be left behind in the host namespace and a
+    /// name clash inside the container fails before anything exists. Then:
+    /// container side address, up, optional default route; host side enslaved
+    /// to `p.bridge` (if any) and up. Returns the host ifindex.
+    ///
+    /// Re-adoption: if `p.host_ifname` already exists and its peer is
+    /// `p.ifname` inside `p.netns`, the configuration steps are re-applied
+    /// (they are idempotent and do not disturb established traffic) and the
+    /// existing ifindex is returned. This also completes an endpoint whose
+    /// creation was cut short by a crash.
+    ///
+    /// On failure after the pair exists, the host side is deleted (which
+    /// deletes the peer) before the error is returned.
+    pub async fn create_endpoint(&self, p: &EndpointPlumbing) -> Result<u32, NetlinkError> {
+        links::check_ifname(&p.host_ifname)?;
+        links::check_ifname(&p.ifname)?;
+        check_prefix(p.prefix_len)?;
+        if let Some(br) = &p.bridge {
+            links::check_ifname(br)?;
+        }
+        let ns_file = netns::open(&p.netns)?;
+        let ns = netns::connect(&p.netns).await?;
+        let what = format!(
+            "endpoint {}/{} in netns {}",
+            p.host_ifname, p.ifname, p.netns
+        );
+
+        if let Some(host) = links::get(&self.handle, &p.host_ifname)
+            .await
+            .map_err(|e| NetlinkError::kernel(format!("look up veth {}", p.host_ifname), e))?
+        {
+            let host_index = host.header.index;
+            let peer = links::get(&ns, &p.ifname).await.map_err(|e| {
+                NetlinkError::kernel(format!("look up {} in netns {}", p.ifname, p.netns), e)
+            })?;
+            let paired = link_kind(&host) == Some(links::Kind::Veth)
+                && peer.as_ref().is_some_and(|peer| {
+                    link_peer_index(&host) == Some(peer.header.index)
+                        && link_peer_index(peer) == Some(host_index)
+                });
+            if !paired {
+                return Err(NetlinkError::LinkConflict {
+                    name: p.host_ifname.clone(),
+                    detail: format!(
+                        "is not a veth paired with {} in netns {}",
+                        p.ifname, p.netns
+                    ),
+                });
+            }
+            tracing::debug!(host = %p.host_ifname, ifname = %p.ifname, netns = %p.netns, "adopting existing endpoint");
+            self.configure_endpoint(&ns, p, host_index, &what).await?;
+            return Ok(host_index);
+        }
+
+        let mut peer = rtnetlink::LinkUnspec::new_with_name(&p.ifname)
+            .setns_by_fd(std::os::fd::AsRawFd::as_raw_fd(&ns_file))
+            .address(p.mac.to_vec());
+        let mut host = rtnetlink::LinkVeth::new(&p.host_ifname, &p.ifname);
+        if let Some(mtu) = p.mtu {
+            peer = peer.mtu(mtu);
+            host = host.mtu(mtu);
+        }
+        let msg = host
+            .set_info_data(rtnetlink::packet_route::link::InfoData::Veth(
+                rtnetlink::packet_route::link::InfoVeth::Peer(peer.build()),
+            ))
+            .build();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(|e| NetlinkError::kernel(format!("create veth pair for {what}"), nl_io(e)))?;
+        drop(ns_file);
+
+        let result = async {
+            let host_index = links::get(&self.handle, &p.host_ifname)
+                .await
+                .map_err(|e| NetlinkError::kernel(format!("look up veth {}", p.host_ifname), e))?
+                .ok_or_else(|| NetlinkError::LinkNotFound {
+                    name: p.host_ifname.clone(),
+                    context: " right after creating it (deleted concurrently?)".to_string(),
+                })?
+                .header
+                .index;
+            self.configure_endpoint(&ns, p, host_index, &what).await?;
+            Ok(host_index)
+        }
+        .await;
+        if result.is_err()
+            && let Err(e) = links::delete(&self.handle, &p.host_ifname).await
+        {
+            tracing::warn!(host = %p.host_ifname, error = %e, "failed to roll back half-made endpoint");
+        }
+        result
+    }
+
+    /// The idempotent part of endpoint creation, shared by creation and
+    /// re-adoption.
+    async fn configure_endpoint(
+        &self,
+        ns: &Handle,
+        p: &EndpointPlumbing,
+        host_index: u32,
+        what: &str,
+    ) -> Result<(), NetlinkError> {
+        let index = links::get(ns, &p.ifname)
+            .await
+            .map_err(|e| NetlinkError::kernel(format!("look up {} for {what}", p.ifname), e))?
+            .ok_or_else(|| NetlinkError::LinkNotFound {
+                name: p.ifname.clone(),
+                context: format!(" in netns {}", p.netns),
+            })?
+            .header
+            .index;
+        links::add_address(ns, index, p.ip, p.prefix_len)
+            .await
+            .map_err(|e| {
+                NetlinkError::kernel(
+                    format!("add address {}/{} to {what}", p.ip, p.prefix_len),
+                    e,
+                )
+            })?;
+        links::set_up(ns, index)
+            .await
+            .map_err(|e| NetlinkError::kernel(format!("set {} up for {what}", p.ifname), e))?;
+        if p.default_route {
+            links::replace_default_route(ns, index, p.gateway)
+                .await
+                .map_err(|e| {
+                    NetlinkError::kernel(
+                        format!("add default route via {} for {what}", p.gateway),
+                        e,
+                    )
+                })?;
+        }
+        let bridge = match &p.bridge {
+            Some(br) => Some(
+                links::get(&self.handle, br)
+                    .await
+                    .map_err(|e| NetlinkError::kernel(format!("look up bridge {br}"), e))?
+                    .ok_or_else(|| NetlinkError::LinkNotFound {
+                        name: br.clone(),
+                        context: format!(" (bridge for {what})"),
+                    })?
+                    .header
+                    .index,
+            ),
+            None => None,
+        };
+        links::set_host_side_up(&self.handle, host_index, bridge)
+            .await
+            .map_err(|e| {
+                let action = match &p.bridge {
+                    Some(br) => format!("attach {} to bridge {br} for {what}", p.host_ifname),
+                    None => format!("set {} up for {what}", p.host_ifname),
+                };
+                NetlinkError::kernel(action, e)
+            })?;
+        Ok(())
+    }
+
+    /// Removes an endpoint: deleting the host side of a veth pair deletes
+    /// the peer inside the container too. A missing link is Ok.
+    pub async fn remove_endpoint(&self, host_ifname: &str) -> Result<(), NetlinkError> {
+        links::check_ifname(host_ifname)?;
+        links::delete(&self.handle, host_ifname)
+            .await
+            .map_err(|e| NetlinkError::kernel(format!("remove endpoint veth {host_ifname}"), e))
+    }
+
+    /// Sets (or replaces) the default route inside a namespace, used when the
+    /// endpoint that had it is disconnected and another one takes over.
+    pub async fn set_default_route(
+        &self,
+        netns: &str,
+        ifname: &str,
+        gateway: Ipv4Addr,
+    ) -> Result<(), NetlinkError> {
+        links::check_ifname(ifname)?;
+        let ns = netns::connect(netns).await?;
+        let index = links::get(&ns, ifname)
+            .await
+            .map_err(|e| NetlinkError::kernel(format!("look up {ifname} in netns {netns}"), e))?
+            .ok_or_else(|| NetlinkError::LinkNotFound {
+                name: ifname.to_string(),
+                context: format!(" in netns {netns}"),
+            })?
+            .header
+            .index;
+        links::replace_default_route(&ns, index, gateway)
+            .await
+            .map_err(|e| {
+                NetlinkError::kernel(
+                    format!("set default route via {gateway} dev {ifname} in netns {netns}"),
+                    e,
+                )
+            })
+    }
+}
+
+fn check_prefix(prefix_len: u8) -> Result<(), NetlinkError> {
+    if prefix_len > 32 {
+        return Err(NetlinkError::InvalidPrefix(prefix_len));
+    }
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! Processes inside a container's network namespace: `netd container run`
+//! (background, logged) and `netd container exec` (attached).
+//!
+//! The namespace is entered with `setns` in a `pre_exec` hook, i.e. in the
+//! forked child just before `exec`, where only that single-threaded child is
+//! affected; the daemon's own threads never change namespace.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Starts `cmd` in the background inside `netns` (`None` = the host's),
+/// as the leader of its own session and process group so that [`stop`] can
+/// signal everything it starts and a terminal's signals don't reach it.
+/// stdin is `/dev/null`; stdout and stderr are appended to `log`.
+///
+/// The child is not tied to the daemon's life (no `PR_SET_PDEATHSIG`): a
+/// daemon crash or restart must not kill containers. While the daemon runs,
+/// a small thread reaps the child when it exits so it doesn't linger as a
+/// zombie. Returns the pid.
+pub fn spawn(netns: Option<&Path>, cmd: &[String], log: &Path) -> io::Result<u32> {
+    let (program, args) = split_cmd(cmd)?;
+    let ns = netns.map(open_netns).transpose()?;
+    let out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| with_context(e, format!("open log file {}", log.display())))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| with_context(e, format!("open log file {}", log.display())))?;
+
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    prepare_child(&mut command, ns.as_ref().map(|f| f.as_raw_fd()), true);
+    let mut child = command.spawn().map_err(|e| exec_error(program, e))?;
+    drop(ns);
+    let pid = child.id();
+    let reaper = std::thread::Builder::new()
+        .name(format!("netd-reap-{pid}"))
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let _ = child.wait();
+        });
+    if let Err(e) = reaper {
+        // Not fatal: the process runs; it may just stay a zombie after exit
+        // until `stop` reaps it or the daemon exits.
+        tracing::warn!(pid, error = %e, "failed to start reaper thread");
+    }
+    Ok(pid)
+}
+
+/// Runs `cmd` attached to the caller's stdio inside `netns` (`None` = the
+/// host's), waits for it and returns its exit status. Used by the CLI for
+/// `netd container exec`.
+pub fn exec(netns: Option<&Path>, cmd: &[String]) -> io::Result<ExitStatus> {
+    let (program, args) = split_cmd(cmd)?;
+    let ns = netns.map(open_netns).transpose()?;
+    let mut command = Command::new(program);
+    command.args(args);
+    prepare_child(&mut command, ns.as_ref().map(|f| f.as_raw_fd()), false);
+    let mut child = command.spawn().map_err(|e| exec_error(program, e))?;
+    drop(ns);
+    child.wait()
+}
+
+/// True while process `pid` exists and has not exited (a zombie, exited
+/// but not yet reaped, counts as dead).
+pub fn alive(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // Format: "pid (comm) S ...": comm may contain spaces and parentheses,
+    // so the state is the first field after the *last* ')'.
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].trim_start().chars().next());
+    !matches!(state, None | Some('Z' | 'X' | 'x'))
+}
+
+/// Stops a process started by [`spawn`]: SIGTERM to its process group, up
+/// to `grace` for the group to exit (reaping the leader if it is our child),
+/// then SIGKILL to whatever is left of it, and a short wait for that to take
+/// effect. Blocks for up to `grace` plus about two seconds; async callers
+/// should use `spawn_blocking`.
+///
+/// Like any pid-based API this trusts that `pid` still names the process
+/// the caller started.
+pub fn stop(pid: u32, grace: Duration) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    if pid <= 0 {
+        return;
+    }
+    signal_group(pid, libc::SIGTERM);
+    if wait_gone(pid, grace) {
+        return;
+    }
+    // The leader ignored SIGTERM, or left children behind in its group.
+    signal_group(pid, libc::SIGKILL);
+    if !wait_gone(pid, Duration::from_secs(2)) {
+        tracing::warn!(pid, "process group still present after SIGKILL");
+    }
+}
+
+/// Polls until the leader and every member of its group are gone, or
+/// `timeout` passes. Returns whether they are gone.
+fn wait_gone(pid: libc::pid_t, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        // Reap the leader if it is our exited child (ECHILD otherwise, which
+        // is fine: then its parent or init reaps it).
+        // SAFETY: WNOHANG never blocks; a null status pointer is allowed.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        // SAFETY: signal 0 only probes; it also counts not-yet-reaped
+        // members, which init reaps promptly once their parent is gone.
+        let group_left = unsafe { libc::kill(-pid, 0) } == 0;
+        if !group_left && !alive(pid as u32) {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep((deadline - now).min(Duration::from_millis(20)));
+    }
+}
+
+/// Signals the process group led by `pid`, or just `pid` if it leads none
+/// (it was not started by [`spawn`], or it moved itself to another group).
+fn signal_group(pid: libc::pid_t, sig: libc::c_int) {
+    // SAFETY: kill takes no pointers; a negative pid addresses a group.
+    if unsafe { libc::kill(-pid, sig) } != 0 {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+fn split_cmd(cmd: &[String]) -> io::Result<(&str, &[String])> {
+    match cmd.split_first() {
+        Some((program, args)) if !program.is_empty() => Ok((program.as_str(), args)),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no command specified",
+        )),
+    }
+}
+
+/// Opens a namespace file, checking it really is one so that a later
+/// `setns` failure cannot be mistaken for an exec failure.
+fn open_netns(path: &Path) -> io::Result<File> {
+    let file = File::open(path).map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("network namespace {} not found", path.display()),
+            )
+        } else {
+            with_context(e, format!("open network namespace {}", path.display()))
+        }
+    })?;
+    if !crate::netlink::netns::is_nsfs(file.as_fd()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a network namespace", path.display()),
+        ));
+    }
+    Ok(file)
+}
+
+/// Installs the hook that runs in the forked child before exec.
+fn prepare_child(command: &mut Command, netns_fd: Option<RawFd>, new_session: bool) {
+    let hook = move || {
+        if let Some(fd) = netns_fd {
+            // SAFETY: fd is the parent's open nsfs descriptor, inherited by
+            // this forked, single-threaded child; setns is async-signal-safe.
+            if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        // SAFETY: setsid takes no arguments; the forked child is not a group
+        // leader, so it cannot fail with EPERM.
+        if new_session && unsafe { libc::setsid() } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // Descriptors the daemon opened without CLOEXEC (netlink sockets,
+        // BPF maps of libraries) must not leak into containers. Marking them
+        // CLOEXEC rather than closing them keeps std's own exec-error pipe
+        // working. Best effort: kernels before 5.11 lack the flag.
+        // SAFETY: close_range takes no pointers and only sets flags.
+        unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        };
+        Ok(())
+    };
+    // SAFETY: the hook only makes async-signal-safe syscalls (setns, setsid,
+    // close_range) and allocates nothing, as required after fork in a
+    // possibly multi-threaded parent.
+    unsafe { command.pre_exec(hook) };
+}
+
+/// Docker's wording for a command that cannot be started, e.g.
+/// `exec: "foo": executable file not found in $PATH`.
+fn exec_error(program: &str, e: io::Error) -> io::Error {
+    let msg = match e.kind() {
+        io::ErrorKind::NotFound if program.contains('/') => {
+            format!("exec: \"{program}\": no such file or directory")
+        }
+        io::ErrorKind::NotFound => {
+            format!("exec: \"{program}\": executable file not found in $PATH")
+        }
+        io::ErrorKind::PermissionDenied => format!("exec: \"{program}\": permission denied"),
+        _ => format!("exec: \"{program}\": {e}"),
+    };
+    io::Error::new(e.kind(), msg)
+}
+
+fn with_context(e: io::Error, what: String) -> io::Error {
+    io::Error::new(e.kind(), format!("failed to {what}: {e}"))
+}

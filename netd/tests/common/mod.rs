@@ -1,0 +1,334 @@
+//! Test harness: a real `netd daemon` per test, with its own prefix, state
+//! directory, socket and pin directory, so tests run in parallel without
+//! seeing each other. Dropping the harness kills the daemon and removes
+//! every namespace, link, pin, process and file it made, also when the test
+//! failed half-way.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long a daemon may take to answer its first ping (building nothing,
+/// loading the eBPF object, restoring state). Generous: machines are shared.
+const READY_WAIT: Duration = Duration::from_secs(60);
+
+pub struct Daemon {
+    pub prefix: String,
+    pub dir: PathBuf,
+    pub bpffs: PathBuf,
+    pub metrics_port: u16,
+    child: Option<Child>,
+}
+
+fn random_prefix() -> String {
+    let mut buf = [0u8; 3];
+    // SAFETY: getrandom writes at most buf.len() bytes into buf.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    assert_eq!(n, 3);
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    // 't' + three random characters: all test prefixes have four characters,
+    // so none is a prefix of another, nor of "netd" or "dev".
+    std::iter::once('t')
+        .chain(
+            buf.iter()
+                .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char),
+        )
+        .collect()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        let prefix = random_prefix();
+        let dir = std::env::temp_dir().join(format!("netd-test-{prefix}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut d = Daemon {
+            bpffs: PathBuf::from(format!("/sys/fs/bpf/netd-test-{prefix}")),
+            prefix,
+            dir,
+            metrics_port: free_port(),
+            child: None,
+        };
+        d.spawn();
+        d
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("netd.sock")
+    }
+
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_netd"))
+            .arg("daemon")
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--bpffs")
+            .arg(&self.bpffs)
+            .arg("--prefix")
+            .arg(&self.prefix)
+            .arg("--metrics-addr")
+            .arg(format!("127.0.0.1:{}", self.metrics_port))
+            .env("NETD_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("netd binary runs");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_WAIT;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "daemon exited with {status} before it was ready:\n{}",
+                    self.log()
+                );
+            }
+            let ok = std::os::unix::net::UnixStream::connect(self.socket()).is_ok()
+                && self.netd(&["version"]).status.success();
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon not ready:\n{}",
+                self.log()
+            );
+            sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
+    /// SIGKILL: the daemon gets no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait: a clean stop.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("daemon running");
+        // SAFETY: sending a signal to our own child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        c.wait().unwrap()
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "daemon still running");
+        self.spawn();
+    }
+
+    /// Runs the netd CLI against this daemon.
+    pub fn netd(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_netd"))
+            .arg("-H")
+            .arg(self.host())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs the netd CLI and requires success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.netd(args);
+        assert!(
+            out.status.success(),
+            "netd {args:?} failed: {}\n--- daemon log ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs the netd CLI and requires failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.netd(args);
+        assert!(
+            !out.status.success(),
+            "netd {args:?} should have failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// Runs the real docker CLI against this daemon.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .env("DOCKER_HOST", self.host())
+            .env("DOCKER_CONFIG", self.dir.join("docker-config"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("docker CLI is installed (cargo xtask setup installs it)")
+    }
+
+    /// One scrape of the daemon's metrics endpoint.
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        s.read_to_string(&mut response).unwrap();
+        response
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(args)).unwrap()
+    }
+
+    pub fn netns(&self, container: &str) -> String {
+        format!("{}-{}", self.prefix, container)
+    }
+
+    /// The persisted state, read straight from the state file.
+    pub fn state(&self) -> Value {
+        let text = std::fs::read_to_string(self.state_dir().join("state.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Links in the host namespace that carry this daemon's prefix.
+    pub fn own_links(&self) -> Vec<String> {
+        let links: Value = ip_json(&["link", "show"]);
+        let mut v: Vec<String> = links
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["ifname"].as_str().unwrap().to_string())
+            .filter(|n| n.starts_with(&self.prefix))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Network namespaces that carry this daemon's prefix.
+    pub fn own_netns(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir("/run/netns")
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(&format!("{}-", self.prefix)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Pids of container processes recorded in the state file.
+    fn recorded_pids(&self) -> Vec<i32> {
+        let Ok(text) = std::fs::read_to_string(self.state_dir().join("state.json")) else {
+            return vec![];
+        };
+        let Ok(state) = serde_json::from_str::<Value>(&text) else {
+            return vec![];
+        };
+        state["containers"]
+            .as_object()
+            .map(|cs| {
+                cs.values()
+                    .filter_map(|c| c["process"]["pid"].as_i64())
+                    .map(|p| p as i32)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+        for pid in self.recorded_pids() {
+            // SAFETY: signalling the process groups our daemon started.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
+        for ns in self.own_netns() {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        }
+        for link in self.own_links() {
+            let _ = Command::new("ip").args(["link", "del", &link]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.bpffs);
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("daemon log kept in {}", self.dir.display());
+        }
+    }
+}
+
+/// `ip -j ARGS` parsed.
+pub fn ip_json(args: &[&str]) -> Value {
+    let out = Command::new("ip").arg("-j").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Array(vec![]))
+}
+
+/// `ip -n NETNS -j ARGS` parsed.
+pub fn ip_json_in(netns: &str, args: &[&str]) -> Value {
+    let mut full = vec!["-n", netns];
+    full.extend_from_slice(args);
+    ip_json(&full)
+}
+
+pub fn netns_exists(name: &str) -> bool {
+    Path::new("/run/netns").join(name).exists()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

@@ -1,0 +1,447 @@
+//! Container sandboxes against a real daemon: namespaces, veths, addresses,
+//! routes, runtime connect/disconnect, the none/host/container: modes, and
+//! processes started with `run` and `exec`. Each test uses its own subnet
+//! (10.21x.*) so that parallel tests never route the same prefix.
+
+mod common;
+
+use common::{Daemon, ip_json, ip_json_in, netns_exists};
+use serde_json::Value;
+
+fn inspect(d: &Daemon, name: &str) -> Value {
+    d.json(&["container", "inspect", name])[0].clone()
+}
+
+fn addr_of(netns: &str, ifname: &str) -> (String, u64, String) {
+    let a = &ip_json_in(netns, &["addr", "show", "dev", ifname])[0];
+    let inet = a["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["family"] == "inet")
+        .expect("an IPv4 address");
+    (
+        inet["local"].as_str().unwrap().to_string(),
+        inet["prefixlen"].as_u64().unwrap(),
+        a["address"].as_str().unwrap().to_string(),
+    )
+}
+
+fn default_route(netns: &str) -> Option<(String, String)> {
+    ip_json_in(netns, &["route", "show", "default"])
+        .as_array()
+        .unwrap()
+        .first()
+        .map(|r| {
+            (
+                r["gateway"].as_str().unwrap().to_string(),
+                r["dev"].as_str().unwrap().to_string(),
+            )
+        })
+}
+
+fn ping_from(netns: &str, addr: &str) -> bool {
+    std::process::Command::new("ip")
+        .args(["netns", "exec", netns, "ping", "-c", "1", "-W", "5", addr])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[test]
+fn container_gets_its_address_route_and_veth() {
+    let d = Daemon::start();
+    d.ok(&["network", "create", "--subnet", "10.211.0.0/24", "n1"]);
+    d.ok(&["container", "create", "--network", "n1", "c1"]);
+
+    let c = inspect(&d, "c1");
+    let ep = &c["NetworkSettings"]["Networks"]["n1"];
+    assert_eq!(ep["IPAddress"], "10.211.0.2");
+    assert_eq!(ep["IPPrefixLen"], 24);
+    assert_eq!(ep["Gateway"], "10.211.0.1");
+    assert_eq!(ep["MacAddress"], "02:42:0a:d3:00:02");
+
+    let ns = d.netns("c1");
+    assert!(netns_exists(&ns));
+    assert_eq!(c["SandboxKey"], format!("/run/netns/{ns}"));
+    let lo = &ip_json_in(&ns, &["link", "show", "lo"])[0];
+    assert!(lo["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
+    assert_eq!(
+        addr_of(&ns, "eth0"),
+        ("10.211.0.2".into(), 24, "02:42:0a:d3:00:02".into())
+    );
+    assert_eq!(
+        default_route(&ns),
+        Some(("10.211.0.1".into(), "eth0".into()))
+    );
+
+    // The host side is one of ours, enslaved to the network's bridge, up,
+    // and carries the datapath programs.
+    let links = d.own_links();
+    assert_eq!(
+        links.len(),
+        3,
+        "netd0, the n1 bridge and one veth: {links:?}"
+    );
+    let veth = links
+        .iter()
+        .find(|l| l.starts_with(&format!("{}v", d.prefix)))
+        .unwrap();
+    let host = &ip_json(&["link", "show", "dev", veth])[0];
+    assert_eq!(host["operstate"], "UP");
+    let bridge = host["master"].as_str().unwrap();
+    let gw = &ip_json(&["addr", "show", "dev", bridge])[0]["addr_info"][0];
+    assert_eq!(gw["local"], "10.211.0.1");
+
+    // Real packets: the container reaches its gateway (the host) and a
+    // second container on the same network, and the datapath counted them.
+    d.ok(&["container", "create", "--network", "n1", "c2"]);
+    assert_eq!(
+        inspect(&d, "c2")["NetworkSettings"]["Networks"]["n1"]["IPAddress"],
+        "10.211.0.3"
+    );
+    assert!(ping_from(&ns, "10.211.0.1"), "container -> gateway");
+    assert!(ping_from(&ns, "10.211.0.3"), "container -> container");
+    let metrics = d.metrics();
+    let sent = metric_value(
+        &metrics,
+        "netd_endpoint_packets_total{network=\"n1\",container=\"c1\",direction=\"from_endpoint\"}",
+    );
+    assert!(sent >= 2.0, "c1's packets were counted: {metrics}");
+
+    // Removing a container removes its namespace and veth, and its address
+    // goes back to the pool.
+    d.ok(&["container", "rm", "c1"]);
+    assert!(!netns_exists(&ns));
+    assert!(!d.own_links().contains(veth));
+    d.ok(&["container", "create", "--network", "n1", "c3"]);
+    assert_eq!(
+        inspect(&d, "c3")["NetworkSettings"]["Networks"]["n1"]["IPAddress"],
+        "10.211.0.2"
+    );
+}
+
+fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn connect_and_disconnect_at_runtime() {
+    let d = Daemon::start();
+    d.ok(&["network", "create", "--subnet", "10.212.1.0/24", "front"]);
+    d.ok(&["network", "create", "--subnet", "10.212.2.0/24", "back"]);
+    d.ok(&["container", "create", "--network", "front", "app"]);
+    let ns = d.netns("app");
+
+    d.ok(&[
+        "network",
+        "connect",
+        "--ip",
+        "10.212.2.50",
+        "--alias",
+        "db-client",
+        "back",
+        "app",
+    ]);
+    assert_eq!(addr_of(&ns, "eth1").0, "10.212.2.50");
+    assert_eq!(
+        default_route(&ns),
+        Some(("10.212.1.1".into(), "eth0".into()))
+    );
+    let c = inspect(&d, "app");
+    assert_eq!(
+        c["NetworkSettings"]["Networks"]["back"]["Aliases"][0],
+        "db-client"
+    );
+    let net = d.json(&["network", "inspect", "back"])[0].clone();
+    let members = net["Containers"].as_object().unwrap();
+    assert_eq!(members.len(), 1);
+    let member = members.values().next().unwrap();
+    assert_eq!(member["Name"], "app");
+    assert_eq!(member["IPv4Address"], "10.212.2.50/24");
+
+    let again = d.fails(&["network", "connect", "back", "app"]);
+    assert!(again.contains("already exists in network back"), "{again}");
+
+    // Dropping the network that carried the default route moves it.
+    d.ok(&["network", "disconnect", "front", "app"]);
+    assert!(
+        ip_json_in(&ns, &["link", "show"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["ifname"] != "eth0")
+    );
+    assert_eq!(
+        default_route(&ns),
+        Some(("10.212.2.1".into(), "eth1".into()))
+    );
+    let not = d.fails(&["network", "disconnect", "front", "app"]);
+    assert!(not.contains("is not connected to network front"), "{not}");
+
+    // front is unused now, back is not.
+    d.ok(&["network", "rm", "front"]);
+    let busy = d.fails(&["network", "rm", "back"]);
+    assert!(
+        busy.contains("error while removing network: network back has active endpoints"),
+        "{busy}"
+    );
+}
+
+#[test]
+fn none_host_and_shared_namespaces() {
+    let d = Daemon::start();
+    d.ok(&["network", "create", "--subnet", "10.213.0.0/24", "n"]);
+
+    d.ok(&["container", "create", "--network", "none", "lonely"]);
+    let links = ip_json_in(&d.netns("lonely"), &["link", "show"]);
+    let names: Vec<_> = links
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["ifname"].clone())
+        .collect();
+    assert_eq!(names, vec![Value::from("lo")]);
+    let refused = d.fails(&["network", "connect", "n", "lonely"]);
+    assert!(refused.contains("private (none) mode"), "{refused}");
+
+    d.ok(&["container", "create", "--network", "host", "hosty"]);
+    let h = inspect(&d, "hosty");
+    assert_eq!(h["SandboxKey"], "");
+    assert_eq!(h["NetworkMode"], "host");
+    assert!(!netns_exists(&d.netns("hosty")));
+
+    d.ok(&["container", "create", "--network", "n", "owner"]);
+    d.ok(&[
+        "container",
+        "create",
+        "--network",
+        "container:owner",
+        "sidecar",
+    ]);
+    let owner = inspect(&d, "owner");
+    let sidecar = inspect(&d, "sidecar");
+    assert_eq!(sidecar["SandboxKey"], owner["SandboxKey"]);
+    // A process in the sidecar sees the owner's eth0.
+    let seen = d.ok(&[
+        "container",
+        "exec",
+        "sidecar",
+        "--",
+        "ip",
+        "-o",
+        "-4",
+        "addr",
+        "show",
+        "eth0",
+    ]);
+    assert!(seen.contains("10.213.0.2/24"), "{seen}");
+    let busy = d.fails(&["container", "rm", "owner"]);
+    assert!(busy.contains("sidecar"), "{busy}");
+    d.ok(&["container", "rm", "sidecar"]);
+    d.ok(&["container", "rm", "owner", "lonely", "hosty"]);
+    assert!(d.own_netns().is_empty(), "{:?}", d.own_netns());
+}
+
+#[test]
+fn run_keeps_a_process_and_exec_runs_attached() {
+    let d = Daemon::start();
+    d.ok(&["network", "create", "--subnet", "10.214.0.0/24", "n"]);
+    d.ok(&[
+        "container",
+        "run",
+        "--network",
+        "n",
+        "srv",
+        "--",
+        "sh",
+        "-c",
+        "echo started in $(ip -o -4 addr show eth0 | awk '{print $4}'); exec sleep 600",
+    ]);
+    let c = inspect(&d, "srv");
+    assert_eq!(c["State"]["Running"], true);
+    let pid = c["State"]["Pid"].as_i64().unwrap();
+    assert!(pid > 0);
+    let log_path = d
+        .state_dir()
+        .join("logs")
+        .join(format!("{}.log", c["Id"].as_str().unwrap()));
+    let mut logged = String::new();
+    for _ in 0..100 {
+        logged = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if logged.contains("started") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(logged.contains("started in 10.214.0.2/24"), "{logged:?}");
+
+    let out = d.ok(&[
+        "container",
+        "exec",
+        "srv",
+        "--",
+        "ip",
+        "-o",
+        "-4",
+        "addr",
+        "show",
+        "eth0",
+    ]);
+    assert!(out.contains("10.214.0.2/24"), "{out}");
+    let code = d.netd(&["container", "exec", "srv", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(code.status.code(), Some(3));
+
+    let running = d.fails(&["container", "rm", "srv"]);
+    assert!(running.contains("container is running"), "{running}");
+    d.ok(&["container", "rm", "-f", "srv"]);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists() || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.contains(") Z ")
+        }
+    );
+    assert!(!netns_exists(&d.netns("srv")));
+}
+
+#[test]
+fn bad_requests_are_refused_and_change_nothing() {
+    let d = Daemon::start();
+    d.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.215.0.0/24",
+        "--ip-range",
+        "10.215.0.8/30",
+        "n",
+    ]);
+    let before_state = d.state();
+    let before_links = d.own_links();
+
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["network", "create", "n"],
+            "network with name n already exists",
+        ),
+        (
+            &["network", "create", "--subnet", "10.215.0.128/25", "m"],
+            "Pool overlaps with other one on this address space",
+        ),
+        (
+            &["network", "create", "--subnet", "10.300.0.0/16", "m"],
+            "10.300.0.0/16",
+        ),
+        (
+            &["network", "create", "--gateway", "10.216.0.1", "m"],
+            "subnet",
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "--subnet",
+                "10.216.0.0/24",
+                "--gateway",
+                "10.217.0.1",
+                "m",
+            ],
+            "10.217.0.1",
+        ),
+        (
+            &["network", "create", "-d", "host", "h2"],
+            "only one instance of \"host\" network is allowed",
+        ),
+        (&["network", "create", "bad name"], "bad name"),
+        (
+            &["network", "rm", "bridge"],
+            "bridge is a pre-defined network and cannot be removed",
+        ),
+        (&["network", "rm", "nosuch"], "network nosuch not found"),
+        (
+            &["container", "create", "--network", "nosuch", "c"],
+            "network nosuch not found",
+        ),
+        (
+            &[
+                "container",
+                "create",
+                "--network",
+                "n",
+                "--ip",
+                "10.215.0.100",
+                "c",
+            ],
+            "no configured subnet or ip-range contain the IP address 10.215.0.100",
+        ),
+        (
+            &[
+                "container",
+                "create",
+                "--network",
+                "none",
+                "--ip",
+                "10.215.0.9",
+                "c",
+            ],
+            "supported on user defined networks only",
+        ),
+        (
+            &["container", "create", "--network", "container:nosuch", "c"],
+            "No such container: nosuch",
+        ),
+        (&["container", "rm", "nosuch"], "No such container: nosuch"),
+        (
+            &["network", "connect", "n", "nosuch"],
+            "No such container: nosuch",
+        ),
+    ];
+    for (args, want) in cases {
+        let err = d.fails(args);
+        assert!(
+            err.starts_with("Error response from daemon: "),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains(want), "{args:?}: wanted {want:?} in {err}");
+    }
+    assert_eq!(
+        d.state(),
+        before_state,
+        "refused requests changed the state"
+    );
+    assert_eq!(
+        d.own_links(),
+        before_links,
+        "refused requests touched the kernel"
+    );
+
+    // The range holds 4 addresses: the fifth container is refused with
+    // Docker's message, and nothing of it remains.
+    for i in 0..4 {
+        d.ok(&["container", "create", "--network", "n", &format!("c{i}")]);
+    }
+    let taken = d.fails(&[
+        "container",
+        "create",
+        "--network",
+        "n",
+        "--ip",
+        "10.215.0.8",
+        "c4",
+    ]);
+    assert!(taken.contains("Address already in use"), "{taken}");
+    let full = d.fails(&["container", "create", "--network", "n", "c4"]);
+    assert!(full.contains("no available IPv4 addresses"), "{full}");
+    assert!(!netns_exists(&d.netns("c4")));
+    let dup = d.fails(&["container", "create", "--network", "n", "c0"]);
+    assert!(
+        dup.contains("The container name \"/c0\" is already in use"),
+        "{dup}"
+    );
+}
