@@ -22,8 +22,12 @@
 /// daemon detects that on load (see `netd::dataplane`) instead of silently
 /// reusing a map of the wrong shape.
 pub mod limits {
-    /// Most container endpoints (host-side veths) one host can carry.
+    /// Most container endpoints (host-side veths) one host can carry. Sizes
+    /// `EP_STATS`, `EP_MAP` and `EP_BY_IF`.
     pub const MAX_ENDPOINTS: u32 = 4096;
+
+    /// Most networks (subnets in `NET_LPM`) one host can carry.
+    pub const MAX_NETWORKS: u32 = 1024;
 
     /// Slots reserved per direction in the drop counter array. Larger than
     /// the number of [`crate::DropReason`]s on purpose: adding a reason must
@@ -48,6 +52,71 @@ pub mod map_names {
     pub const EP_STATS: &str = "EP_STATS";
     /// Per-CPU array: [`crate::DropKey::index`] -> packet count (`u64`).
     pub const DROP_STATS: &str = "DROP_STATS";
+    /// Hash: endpoint IPv4 address ([`crate::ipv4_be`]) ->
+    /// [`crate::EndpointInfo`]. Where to deliver a packet for that address.
+    pub const EP_MAP: &str = "EP_MAP";
+    /// Hash: host-side ifindex (`u32`) -> [`crate::EndpointInfo`]. Who is
+    /// sending on that veth (the anti-spoofing reference).
+    pub const EP_BY_IF: &str = "EP_BY_IF";
+    /// LPM trie: subnet -> [`crate::NetworkInfo`]. The key is the kernel's
+    /// `struct bpf_lpm_trie_key_u8` with four data bytes: `prefix_len: u32`
+    /// (host order) then the network address ([`crate::ipv4_be`]), 8 bytes,
+    /// built on both sides with aya's `lpm_trie::Key<u32>`.
+    pub const NET_LPM: &str = "NET_LPM";
+}
+
+/// An IPv4 address as the maps store it: the four octets in network order,
+/// read as a native `u32` (what `u32::from_ne_bytes` of the packet bytes
+/// gives the eBPF program, and `u32::from(addr).to_be()` in user space).
+/// Comparing two of them is one instruction and needs no byte swap.
+pub const fn ipv4_be(octets: [u8; 4]) -> u32 {
+    u32::from_ne_bytes(octets)
+}
+
+/// The MAC netd gives an IPv4 address: `02:42:` followed by the four octets,
+/// as Docker does. Containers get `mac_for_ipv4(their address)`, a network's
+/// bridge gets `mac_for_ipv4(gateway)`. The eBPF ARP responder derives the
+/// gateway MAC with this function instead of storing it, so this is the one
+/// place that fact lives.
+pub const fn mac_for_ipv4(octets: [u8; 4]) -> [u8; 6] {
+    [0x02, 0x42, octets[0], octets[1], octets[2], octets[3]]
+}
+
+/// An endpoint as the data path knows it: the value of both `EP_MAP` (keyed
+/// by `ip`) and `EP_BY_IF` (keyed by `ifindex`), so that the daemon writes
+/// the same 20 bytes twice and the programs read whichever side they have.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct EndpointInfo {
+    /// The endpoint's address, [`ipv4_be`].
+    pub ip: u32,
+    /// Host-side veth ifindex (what the programs are attached to, the target
+    /// of `bpf_redirect_peer`).
+    pub ifindex: u32,
+    /// The network's index (`netd::model::Network::index`); endpoints talk
+    /// directly only when these are equal.
+    pub net_index: u32,
+    /// The container-side MAC (`eth0` in the container).
+    pub mac: [u8; 6],
+    /// Zero.
+    pub _pad: [u8; 2],
+}
+
+/// [`NetworkInfo::flags`]: the network is `--internal` (no traffic leaves
+/// it for destinations outside every netd network).
+pub const NET_F_INTERNAL: u32 = 1;
+
+/// Value of `NET_LPM`: what the programs need to know about a network.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct NetworkInfo {
+    /// The network's index, as in [`EndpointInfo::net_index`].
+    pub net_index: u32,
+    /// The gateway (the bridge's address), [`ipv4_be`]. Its MAC is
+    /// [`mac_for_ipv4`] of it.
+    pub gateway: u32,
+    /// `NET_F_*` bits.
+    pub flags: u32,
 }
 
 /// Which way a packet travels relative to the container.
@@ -102,22 +171,38 @@ pub enum DropReason {
     /// A header the program needs is shorter than its fixed size or carries
     /// an impossible value (wrong IP version, IHL < 5).
     Malformed = 1,
-    /// Not IPv4/IPv6/ARP where only those are allowed.
+    /// Not a protocol the data path carries there: from a known endpoint,
+    /// anything but IPv4 and Ethernet/IPv4 ARP (IPv6 included, see
+    /// `netd_from_ep`).
     NotIp = 2,
     /// Between two endpoints that are not on a common network.
     CrossNetwork = 3,
-    /// Source address not the one assigned to the sending endpoint.
+    /// Source address (IPv4 source, ARP sender, or Ethernet source) not the
+    /// one assigned to the sending endpoint.
     SpoofedSource = 4,
+    /// An ARP request the data path has no answer for (not the gateway, not
+    /// an endpoint of the sender's network). Nothing is flooded instead.
+    ArpUnanswered = 5,
+    /// From an `--internal` network to a destination outside every netd
+    /// network.
+    InternalNetwork = 6,
+    /// The sending endpoint's network has no `NET_LPM` entry, so the program
+    /// cannot tell whether the packet may leave (fail closed). Stays at zero
+    /// unless the daemon wrote an endpoint without its network.
+    NoNetwork = 7,
 }
 
 impl DropReason {
     /// All reasons, in value order.
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::Unknown,
         DropReason::Malformed,
         DropReason::NotIp,
         DropReason::CrossNetwork,
         DropReason::SpoofedSource,
+        DropReason::ArpUnanswered,
+        DropReason::InternalNetwork,
+        DropReason::NoNetwork,
     ];
 
     /// Decodes a raw value read from a map; `None` for values this build does
@@ -129,6 +214,9 @@ impl DropReason {
             2 => Some(DropReason::NotIp),
             3 => Some(DropReason::CrossNetwork),
             4 => Some(DropReason::SpoofedSource),
+            5 => Some(DropReason::ArpUnanswered),
+            6 => Some(DropReason::InternalNetwork),
+            7 => Some(DropReason::NoNetwork),
             _ => None,
         }
     }
@@ -141,6 +229,9 @@ impl DropReason {
             DropReason::NotIp => "not_ip",
             DropReason::CrossNetwork => "cross_network",
             DropReason::SpoofedSource => "spoofed_source",
+            DropReason::ArpUnanswered => "arp_unanswered",
+            DropReason::InternalNetwork => "internal_network",
+            DropReason::NoNetwork => "no_network",
         }
     }
 }
@@ -224,6 +315,12 @@ mod pod {
     // SAFETY: `EndpointStats` is `#[repr(C)]`, `Copy`, made only of `u64`s
     // (no padding, every bit pattern valid), as `aya::Pod` requires.
     unsafe impl aya::Pod for super::EndpointStats {}
+    // SAFETY: `#[repr(C)]`, `Copy`, `u32`s and byte arrays with the padding
+    // spelled out as a field, so every byte is initialised and any bit
+    // pattern is valid.
+    unsafe impl aya::Pod for super::EndpointInfo {}
+    // SAFETY: as above, three `u32`s.
+    unsafe impl aya::Pod for super::NetworkInfo {}
 }
 
 #[cfg(test)]
@@ -243,6 +340,32 @@ mod tests {
     }
 
     #[test]
+    fn endpoint_and_network_layouts() {
+        assert_eq!(size_of::<EndpointInfo>(), 20);
+        assert_eq!(align_of::<EndpointInfo>(), 4);
+        assert_eq!(offset_of!(EndpointInfo, ip), 0);
+        assert_eq!(offset_of!(EndpointInfo, ifindex), 4);
+        assert_eq!(offset_of!(EndpointInfo, net_index), 8);
+        assert_eq!(offset_of!(EndpointInfo, mac), 12);
+        assert_eq!(offset_of!(EndpointInfo, _pad), 18);
+        assert_eq!(size_of::<NetworkInfo>(), 12);
+        assert_eq!(offset_of!(NetworkInfo, net_index), 0);
+        assert_eq!(offset_of!(NetworkInfo, gateway), 4);
+        assert_eq!(offset_of!(NetworkInfo, flags), 8);
+    }
+
+    #[test]
+    fn addresses_and_macs() {
+        // The bytes in memory are the octets in order, whatever the host's
+        // endianness: that is what the packet holds.
+        assert_eq!(ipv4_be([172, 18, 0, 1]).to_ne_bytes(), [172, 18, 0, 1]);
+        assert_eq!(
+            mac_for_ipv4([172, 17, 0, 2]),
+            [0x02, 0x42, 0xac, 0x11, 0x00, 0x02]
+        );
+    }
+
+    #[test]
     fn drop_key_layout() {
         assert_eq!(size_of::<DropKey>(), 8);
         assert_eq!(offset_of!(DropKey, reason), 0);
@@ -259,6 +382,9 @@ mod tests {
         assert_eq!(DropReason::NotIp as u32, 2);
         assert_eq!(DropReason::CrossNetwork as u32, 3);
         assert_eq!(DropReason::SpoofedSource as u32, 4);
+        assert_eq!(DropReason::ArpUnanswered as u32, 5);
+        assert_eq!(DropReason::InternalNetwork as u32, 6);
+        assert_eq!(DropReason::NoNetwork as u32, 7);
         assert_eq!(Direction::FromEndpoint as u32, 0);
         assert_eq!(Direction::ToEndpoint as u32, 1);
     }
@@ -296,7 +422,13 @@ mod tests {
 
     #[test]
     fn map_names_fit_the_kernel_limit() {
-        for name in [map_names::EP_STATS, map_names::DROP_STATS] {
+        for name in [
+            map_names::EP_STATS,
+            map_names::DROP_STATS,
+            map_names::EP_MAP,
+            map_names::EP_BY_IF,
+            map_names::NET_LPM,
+        ] {
             assert!(
                 name.len() <= 15,
                 "{name} is longer than BPF_OBJ_NAME_LEN - 1"

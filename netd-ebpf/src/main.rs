@@ -3,14 +3,18 @@
 //!
 //! Programs (attached by `netd::dataplane` with TCX to the *host* side of each
 //! container veth):
-//! - `netd_from_ep`: TC ingress, sees what the container sends;
-//! - `netd_to_ep`: TC egress, sees what is delivered to the container.
+//! - `netd_from_ep`: TC ingress, sees what the container sends, and decides
+//!   where it goes (`arp`, `forward`);
+//! - `netd_to_ep`: TC egress, sees what is delivered to the container
+//!   through the veth (from the host, and ARP replies); it only counts.
 // The object only means something for the BPF target; on the host the crate
 // still compiles (with an empty `main`) so that `cargo check/clippy
 // --workspace` work.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+mod arp;
+mod forward;
 mod maps;
 mod parse;
 mod stats;
@@ -44,12 +48,37 @@ pub fn netd_to_ep(ctx: TcContext) -> i32 {
     }
 }
 
-/// Packet sent by the container: validate the headers later stages will
-/// read, then count it.
+/// Packet sent by the container.
+///
+/// On a veth the daemon registered (`EP_BY_IF`), only two protocols pass:
+/// IPv4 (`forward`) and Ethernet/IPv4 ARP (`arp`). Everything else, IPv6
+/// included, is dropped as `NotIp`: the daemon disables IPv6 in container
+/// namespaces, so a legitimate container sends no IPv6 (not even link-local
+/// housekeeping), and a frame of an unknown protocol must not reach the
+/// bridge, which would flood it to the other containers.
+///
+/// On any other interface the program does what it did before forwarding
+/// existed: header checks and counting only, so a veth attached before its
+/// endpoint was written is merely not steered.
+///
+/// A packet that is not dropped is counted against the sender (`from_*`);
+/// `forward` also counts the deliveries it makes by redirect.
 fn try_netd_from_ep(ctx: &TcContext) -> Result<i32, DropReason> {
-    parse::check_headers(ctx)?;
+    let Some(ep) = maps::endpoint_by_ifindex(stats::ifindex(ctx)) else {
+        parse::check_headers(ctx)?;
+        stats::count_endpoint(ctx, Direction::FromEndpoint);
+        return Ok(VERDICT_NEXT);
+    };
+    let ether_type = parse::ether_type(ctx)?;
+    let verdict = if ether_type == parse::ETH_P_IP {
+        forward::from_endpoint(ctx, &ep)?
+    } else if ether_type == parse::ETH_P_ARP {
+        arp::from_endpoint(ctx, &ep)?
+    } else {
+        return Err(DropReason::NotIp);
+    };
     stats::count_endpoint(ctx, Direction::FromEndpoint);
-    Ok(VERDICT_NEXT)
+    Ok(verdict)
 }
 
 /// Packet about to be delivered to the container: same checks, other counter.

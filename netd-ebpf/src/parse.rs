@@ -8,9 +8,25 @@ use core::mem::size_of;
 use aya_ebpf::programs::TcContext;
 use netd_common::DropReason;
 use network_types::{
+    arp::ArpHdr,
     eth::{EthHdr, EtherType},
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
+
+/// An Ethernet frame carrying ARP, as one bounds check (42 bytes).
+#[repr(C)]
+pub(crate) struct EthArp {
+    pub(crate) eth: EthHdr,
+    pub(crate) arp: ArpHdr,
+}
+
+/// An Ethernet frame carrying IPv4, up to the end of the fixed IPv4 header
+/// (34 bytes), as one bounds check.
+#[repr(C)]
+pub(crate) struct EthIpv4 {
+    pub(crate) eth: EthHdr,
+    pub(crate) ip: Ipv4Hdr,
+}
 
 /// Returns a pointer to a `T` at `offset` bytes into the frame.
 ///
@@ -43,6 +59,26 @@ pub(crate) fn header<T>(ctx: &TcContext, offset: usize) -> Result<*const T, Drop
     Ok((ctx.data() + offset) as *const T)
 }
 
+/// The frame's ether type (as stored, i.e. big-endian; compare with
+/// `EtherType::X as u16`).
+#[inline(always)]
+pub(crate) fn ether_type(ctx: &TcContext) -> Result<u16, DropReason> {
+    let eth = header::<EthHdr>(ctx, 0)?;
+    // SAFETY: `header` checked that the whole EthHdr lies within the packet.
+    Ok(unsafe { (*eth).ether_type })
+}
+
+/// `Err(Malformed)` unless `vihl` (first byte of an IPv4 header) says
+/// version 4 with a header of at least 20 bytes that fits in the packet.
+#[inline(always)]
+pub(crate) fn check_ipv4_vihl(ctx: &TcContext, vihl: u8) -> Result<(), DropReason> {
+    let ihl_bytes = usize::from(vihl & 0x0f) * 4;
+    if vihl >> 4 != 4 || ihl_bytes < Ipv4Hdr::LEN || EthHdr::LEN + ihl_bytes > ctx.len() as usize {
+        return Err(DropReason::Malformed);
+    }
+    Ok(())
+}
+
 /// Rejects frames whose Ethernet header or fixed IPv4/IPv6 header is cut
 /// short or impossible, the headers forwarding will read. Other ether types
 /// (ARP, VLAN, ...) pass unexamined. The kernel's own `ip_rcv`/`ipv6_rcv`
@@ -50,20 +86,12 @@ pub(crate) fn header<T>(ctx: &TcContext, offset: usize) -> Result<*const T, Drop
 /// visible in `DROP_STATS` and keeps later stages from seeing them.
 #[inline(always)]
 pub(crate) fn check_headers(ctx: &TcContext) -> Result<(), DropReason> {
-    let eth = header::<EthHdr>(ctx, 0)?;
-    // SAFETY: `header` checked that the whole EthHdr lies within the packet.
-    let ether_type = unsafe { (*eth).ether_type };
+    let ether_type = ether_type(ctx)?;
     if ether_type == EtherType::Ipv4 as u16 {
         let ip = header::<Ipv4Hdr>(ctx, EthHdr::LEN)?;
         // SAFETY: `header` checked that the fixed IPv4 header is in bounds.
         let vihl = unsafe { (*ip).vihl };
-        let ihl_bytes = usize::from(vihl & 0x0f) * 4;
-        if vihl >> 4 != 4
-            || ihl_bytes < Ipv4Hdr::LEN
-            || EthHdr::LEN + ihl_bytes > ctx.len() as usize
-        {
-            return Err(DropReason::Malformed);
-        }
+        check_ipv4_vihl(ctx, vihl)?;
     } else if ether_type == EtherType::Ipv6 as u16 {
         let ip = header::<Ipv6Hdr>(ctx, EthHdr::LEN)?;
         // SAFETY: `header` checked that the fixed IPv6 header is in bounds.
@@ -74,3 +102,24 @@ pub(crate) fn check_headers(ctx: &TcContext) -> Result<(), DropReason> {
     }
     Ok(())
 }
+
+/// `a == b` for MAC addresses, spelled out byte by byte.
+///
+/// Verifier/linker note: `[u8; 6] == [u8; 6]` may be lowered to a `bcmp`
+/// call, which does not exist in BPF; six byte compares always compile to
+/// plain instructions.
+#[inline(always)]
+pub(crate) fn mac_eq(a: &[u8; 6], b: &[u8; 6]) -> bool {
+    a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] && a[5] == b[5]
+}
+
+/// The IPv4 address in `octets` as the maps store it (`ipv4_be`).
+#[inline(always)]
+pub(crate) fn ipv4(octets: [u8; 4]) -> u32 {
+    netd_common::ipv4_be(octets)
+}
+
+/// `EtherType::Arp`, as stored in the header.
+pub(crate) const ETH_P_ARP: u16 = EtherType::Arp as u16;
+/// `EtherType::Ipv4`, as stored in the header.
+pub(crate) const ETH_P_IP: u16 = EtherType::Ipv4 as u16;

@@ -28,7 +28,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::Mutex;
 use tracing::warn;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, Traffic};
 
 const CONTENT_TYPE_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -112,75 +112,26 @@ async fn scrape(State((metrics, engine)): State<(Arc<Metrics>, Arc<Mutex<Engine>
     }
 }
 
-/// Endpoint traffic of one container on one network.
-#[derive(Debug)]
-struct EndpointSample {
-    network: String,
-    container: String,
-    stats: netd_common::EndpointStats,
-}
-
 /// What the engine and the datapath maps hold at scrape time.
 #[derive(Debug, Default)]
 struct Snapshot {
     networks: usize,
     containers: usize,
-    endpoints: Vec<EndpointSample>,
-    drops: Vec<(&'static str, &'static str, u64)>,
+    traffic: Traffic,
 }
 
 impl Snapshot {
     fn read(engine: &Engine) -> Snapshot {
         let state = engine.state();
-        let mut snap = Snapshot {
+        Snapshot {
             networks: state.networks.len(),
             containers: state.containers.len(),
-            ..Default::default()
-        };
-        let dataplane = engine.dataplane();
-        match dataplane.endpoint_stats() {
-            Ok(stats) => {
-                for c in state.containers.values() {
-                    for ep in &c.endpoints {
-                        let Some(ifindex) = ifindex(&ep.host_ifname) else {
-                            continue;
-                        };
-                        let Some((_, s)) = stats.iter().find(|(i, _)| *i == ifindex) else {
-                            continue;
-                        };
-                        snap.endpoints.push(EndpointSample {
-                            network: state
-                                .networks
-                                .get(&ep.network_id)
-                                .map(|n| n.name.clone())
-                                .unwrap_or_default(),
-                            container: c.name.clone(),
-                            stats: *s,
-                        });
-                    }
-                }
-            }
-            Err(e) => warn!(error = %e, "cannot read endpoint counters"),
+            traffic: engine.traffic().unwrap_or_else(|e| {
+                warn!(error = %e, "cannot read datapath counters");
+                Traffic::default()
+            }),
         }
-        match dataplane.drop_stats() {
-            Ok(drops) => {
-                snap.drops = drops
-                    .into_iter()
-                    .map(|(reason, dir, n)| (reason.as_str(), dir.as_str(), n))
-                    .collect()
-            }
-            Err(e) => warn!(error = %e, "cannot read drop counters"),
-        }
-        snap
     }
-}
-
-fn ifindex(ifname: &str) -> Option<u32> {
-    std::fs::read_to_string(format!("/sys/class/net/{ifname}/ifindex"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 impl Collector for Snapshot {
@@ -215,7 +166,7 @@ impl Collector for Snapshot {
             ),
         ] {
             let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for ep in &self.endpoints {
+            for ep in &self.traffic.endpoints {
                 let (from, to) = pick(&ep.stats);
                 for (direction, v) in [("from_endpoint", from), ("to_endpoint", to)] {
                     let labels = vec![
@@ -234,8 +185,11 @@ impl Collector for Snapshot {
             None,
             MetricType::Counter,
         )?;
-        for (reason, direction, n) in &self.drops {
-            let labels = vec![("reason", *reason), ("direction", *direction)];
+        for (reason, direction, n) in &self.traffic.drops {
+            let labels = vec![
+                ("reason", reason.as_str()),
+                ("direction", direction.as_str()),
+            ];
             ConstCounter::new(*n).encode(drops.encode_family(&labels)?)?;
         }
         Ok(())

@@ -58,7 +58,10 @@ impl Driver {
     /// Whether this build of netd implements the driver; the others are
     /// known names that `network create` refuses with a clear message.
     pub fn available(self) -> bool {
-        matches!(self, Driver::Bridge | Driver::Host | Driver::Null)
+        matches!(
+            self,
+            Driver::Bridge | Driver::Host | Driver::Null | Driver::Macvlan
+        )
     }
 
     /// Docker's scope for the driver.
@@ -214,9 +217,10 @@ pub fn valid_name(name: &str) -> bool {
 
 /// Docker derives a container's MAC from its IPv4 address (02:42 + the
 /// address), which keeps MACs unique per network without storing a counter.
+/// The datapath derives the gateway's MAC the same way, from the same
+/// function, so the two can never disagree.
 pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
-    let o = ip.octets();
-    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+    netd_common::mac_for_ipv4(ip.octets())
 }
 
 pub fn format_mac(mac: &[u8; 6]) -> String {

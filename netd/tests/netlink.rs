@@ -4,7 +4,8 @@
 //! They need root (they are skipped otherwise) and run in parallel: every
 //! object gets a unique name (`nl<pid><n>`) and a guard deletes it even if
 //! the test panics. Traffic only goes to addresses on a bridge and
-//! namespaces the test itself made (10.231.x.0/24).
+//! namespaces the test itself made (10.231.x.0/24), or over a veth pair it
+//! made (10.233.x.0/24, macvlan).
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -14,7 +15,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use netd::netlink::{EndpointPlumbing, Netlink, NetlinkError, netns};
+use netd::netlink::{EndpointPlumbing, MacvlanPlumbing, Netlink, NetlinkError, netns};
 use netd::sandbox;
 use serde_json::Value;
 
@@ -141,6 +142,130 @@ fn netns_id(name: &str) -> String {
     format!("net:[{ino}]")
 }
 
+/// `02:42:` + the IPv4 address, as the engine derives MACs.
+fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = ip.octets();
+    [0x02, 0x42, a, b, c, d]
+}
+
+/// Whether this kernel has IPv6 at all (otherwise there is nothing to turn
+/// off, and the IPv6 checks are skipped).
+fn has_ipv6() -> bool {
+    Path::new("/proc/sys/net/ipv6").exists()
+}
+
+/// Runs a command inside `ns` (or on the host) and returns its stdout.
+fn run_in(ns: Option<&str>, args: &[&str]) -> String {
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]);
+            c
+        }
+        None => Command::new(args[0]),
+    };
+    let args = if ns.is_some() { args } else { &args[1..] };
+    let out = cmd.args(args).output().expect("run command");
+    assert!(
+        out.status.success(),
+        "{args:?} in {ns:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `net.ipv6.conf.KEY.disable_ipv6` as seen inside `ns` (or on the host).
+fn disable_ipv6(ns: Option<&str>, key: &str) -> String {
+    run_in(
+        ns,
+        &[
+            "cat",
+            &format!("/proc/sys/net/ipv6/conf/{key}/disable_ipv6"),
+        ],
+    )
+    .trim()
+    .to_string()
+}
+
+/// Every IPv6 address inside `ns` (or on link `dev` on the host).
+fn ipv6_addrs(ns: Option<&str>, dev: Option<&str>) -> Vec<Value> {
+    let mut args = vec![];
+    if let Some(ns) = ns {
+        args.extend(["-n", ns]);
+    }
+    args.extend(["-6", "addr", "show"]);
+    if let Some(dev) = dev {
+        args.extend(["dev", dev]);
+    }
+    ip_json(&args)
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// `/sys/class/net/NAME/carrier_changes` on the host: goes up whenever the
+/// link bounces.
+fn carrier_changes(name: &str) -> u64 {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/carrier_changes"))
+        .expect("read carrier_changes")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The permanent neighbour entry for `ip` on `bridge`, if any.
+fn neighbour(bridge: &str, ip: Ipv4Addr) -> Option<Value> {
+    ip_json(&["neigh", "show", "dev", bridge])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["dst"] == ip.to_string().as_str())
+        .cloned()
+}
+
+/// Checks what issue 3 asks of a bridged endpoint: the bridge's permanent
+/// neighbour entry for the container, the static FDB entry on the port,
+/// learning and flooding off on the port, and IPv6 off in the container and
+/// on the host side.
+fn assert_isolated(ns: &str, bridge: &str, host: &str, ifname: &str, ip: Ipv4Addr, mac: [u8; 6]) {
+    let mac_s = mac_string(mac);
+    let n = neighbour(bridge, ip).unwrap_or_else(|| panic!("no neighbour entry for {ip}"));
+    assert_eq!(n["lladdr"], mac_s.as_str(), "{n}");
+    assert_eq!(n["state"], serde_json::json!(["PERMANENT"]), "{n}");
+
+    let out = Command::new("bridge")
+        .args(["-j", "fdb", "show", "dev", host])
+        .output()
+        .expect("run bridge");
+    assert!(out.status.success());
+    let fdb: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entry = fdb
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["mac"] == mac_s.as_str() && e["master"] == bridge)
+        .unwrap_or_else(|| panic!("no fdb entry for {mac_s} on {host}: {fdb}"));
+    assert_eq!(entry["state"], "static", "{entry}");
+
+    let link = ip_json(&["-d", "link", "show", "dev", host]);
+    let port = &link[0]["linkinfo"]["info_slave_data"];
+    assert_eq!(link[0]["linkinfo"]["info_slave_kind"], "bridge", "{link}");
+    for flag in ["learning", "flood", "mcast_flood", "bcast_flood"] {
+        assert_eq!(port[flag], false, "{flag} off on {host}: {port}");
+    }
+
+    if has_ipv6() {
+        for key in ["all", "default", ifname] {
+            assert_eq!(disable_ipv6(Some(ns), key), "1", "{key} in {ns}");
+        }
+        assert_eq!(ipv6_addrs(Some(ns), None), Vec::<Value>::new());
+        assert_eq!(disable_ipv6(None, host), "1", "{host}");
+        assert_eq!(ipv6_addrs(None, Some(host)), Vec::<Value>::new());
+    }
+}
+
 #[test]
 fn netns_create_exists_delete() {
     if !is_root() {
@@ -215,15 +340,22 @@ async fn bridge_and_endpoints() {
     let nl = Netlink::new().await.expect("netlink");
     netns::create(&ns).expect("create netns");
 
-    let br_index = nl.ensure_bridge(&br, gateway, 24).await.expect("bridge");
+    let gw_mac = mac_for(gateway);
+    let br_index = nl
+        .ensure_bridge(&br, gateway, 24, gw_mac)
+        .await
+        .expect("bridge");
     assert_eq!(
-        nl.ensure_bridge(&br, gateway, 24).await.expect("adopt"),
+        nl.ensure_bridge(&br, gateway, 24, gw_mac)
+            .await
+            .expect("adopt"),
         br_index,
         "ensure_bridge adopts the existing bridge"
     );
     assert_eq!(nl.link_index(&br).await.unwrap(), Some(br_index));
     let br_link = link_json(None, &br).expect("bridge exists");
     assert!(has_flag(&br_link, "UP"), "{br_link}");
+    assert_eq!(br_link["address"], mac_string(gw_mac).as_str(), "{br_link}");
     let br_addrs = ip_json(&["addr", "show", "dev", &br]);
     assert!(
         br_addrs[0]["addr_info"]
@@ -249,6 +381,12 @@ async fn bridge_and_endpoints() {
     };
     let host0_index = nl.create_endpoint(&ep0).await.expect("create eth0");
     assert_eq!(nl.link_index(&host0).await.unwrap(), Some(host0_index));
+    assert_isolated(&ns, &br, &host0, "eth0", ep0.ip, mac0);
+    // Enslaving a port does not move the bridge's MAC off the gateway's.
+    assert_eq!(
+        link_json(None, &br).unwrap()["address"],
+        mac_string(gw_mac).as_str()
+    );
 
     // Container side: name, MAC, MTU, address, up.
     let eth0 = ip_json(&["-n", &ns, "addr", "show", "dev", "eth0"]);
@@ -285,11 +423,41 @@ async fn bridge_and_endpoints() {
     });
     assert!(pinged, "ping from {ns} to the gateway {gw}");
 
-    // Re-adoption: same request, same index, nothing changes.
-    assert_eq!(
-        nl.create_endpoint(&ep0).await.expect("adopt eth0"),
-        host0_index
+    // Re-adoption: same request, same index, nothing changes, and a flow
+    // running meanwhile loses nothing (no link is bounced).
+    let carrier_before = carrier_changes(&host0);
+    let flow = Command::new("ip")
+        .args([
+            "netns", "exec", &ns, "ping", "-c", "30", "-i", "0.05", "-W", "1", &gw,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ping");
+    cleanup.pids.push(flow.id());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        assert_eq!(
+            nl.create_endpoint(&ep0).await.expect("adopt eth0"),
+            host0_index
+        );
+        assert_eq!(
+            nl.ensure_bridge(&br, gateway, 24, gw_mac)
+                .await
+                .expect("adopt bridge"),
+            br_index
+        );
+    }
+    let flow = tokio::task::spawn_blocking(move || flow.wait_with_output())
+        .await
+        .unwrap()
+        .expect("ping finishes");
+    let flow_out = String::from_utf8_lossy(&flow.stdout);
+    assert!(
+        flow.status.success() && flow_out.contains(" 0% packet loss"),
+        "no loss while re-adopting: {flow_out}"
     );
+    assert_eq!(carrier_changes(&host0), carrier_before, "host0 not bounced");
+    assert_isolated(&ns, &br, &host0, "eth0", ep0.ip, mac0);
 
     // A second endpoint, without the default route.
     let ep1 = EndpointPlumbing {
@@ -303,6 +471,7 @@ async fn bridge_and_endpoints() {
     };
     let host1_index = nl.create_endpoint(&ep1).await.expect("create eth1");
     assert_ne!(host1_index, host0_index);
+    assert_isolated(&ns, &br, &host1, "eth1", ep1.ip, ep1.mac);
     let eth1 = ip_json(&["-n", &ns, "addr", "show", "dev", "eth1"]);
     assert!(
         eth1[0]["addr_info"]
@@ -346,18 +515,375 @@ async fn bridge_and_endpoints() {
     let prefixed = nl.links_with_prefix(&host0).await.unwrap();
     assert_eq!(prefixed, vec![host0.clone()]);
 
-    // Removing deletes both ends; removing again is fine.
-    nl.remove_endpoint(&host0).await.expect("remove eth0");
+    // Removing deletes both ends and the neighbour entry (and only that
+    // one); removing again is fine.
+    nl.remove_endpoint(&host0, Some((&br, ep0.ip)))
+        .await
+        .expect("remove eth0");
     assert!(link_json(None, &host0).is_none());
     assert!(link_json(Some(&ns), "eth0").is_none(), "peer went too");
     assert_eq!(nl.link_index(&host0).await.unwrap(), None);
-    nl.remove_endpoint(&host0).await.expect("remove again");
-    nl.remove_endpoint(&host1).await.expect("remove eth1");
+    assert!(neighbour(&br, ep0.ip).is_none(), "neighbour entry removed");
+    assert!(neighbour(&br, ep1.ip).is_some(), "eth1's entry kept");
+    nl.remove_endpoint(&host0, Some((&br, ep0.ip)))
+        .await
+        .expect("remove again");
+    nl.remove_endpoint(&host1, Some((&br, ep1.ip)))
+        .await
+        .expect("remove eth1");
     assert!(link_json(Some(&ns), "eth1").is_none());
+    assert!(neighbour(&br, ep1.ip).is_none());
+    let gone = unique("nlx");
+    nl.remove_endpoint(&host1, Some((&gone, ep1.ip)))
+        .await
+        .expect("missing bridge is fine");
 
     nl.delete_link(&br).await.expect("delete bridge");
     assert!(link_json(None, &br).is_none());
     nl.delete_link(&br).await.expect("delete missing bridge");
+}
+
+#[tokio::test]
+async fn bridge_mac_is_set_and_fixed() {
+    if !is_root() {
+        return;
+    }
+    let mut cleanup = Cleanup::default();
+    let br = unique("nlb");
+    cleanup.links.push(br.clone());
+    let x = test_subnet();
+    let gateway = Ipv4Addr::new(10, 231, x, 1);
+    let mac = mac_for(gateway);
+    let nl = Netlink::new().await.expect("netlink");
+
+    let index = nl
+        .ensure_bridge(&br, gateway, 24, mac)
+        .await
+        .expect("bridge");
+    let link = link_json(None, &br).unwrap();
+    assert_eq!(link["address"], mac_string(mac).as_str(), "{link}");
+    if has_ipv6() {
+        assert_eq!(disable_ipv6(None, &br), "1");
+        assert_eq!(ipv6_addrs(None, Some(&br)), Vec::<Value>::new());
+    }
+
+    // Someone changed it (or an older netd let it follow its ports): the
+    // next ensure_bridge puts the gateway MAC back, on the same bridge.
+    let out = Command::new("ip")
+        .args(["link", "set", &br, "address", "02:42:0a:e7:00:63"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        nl.ensure_bridge(&br, gateway, 24, mac)
+            .await
+            .expect("re-adopt"),
+        index
+    );
+    let link = link_json(None, &br).unwrap();
+    assert_eq!(link["address"], mac_string(mac).as_str(), "{link}");
+    assert!(has_flag(&link, "UP"), "{link}");
+
+    // A bridge made without a MAC (e.g. by an older netd) is adopted too.
+    nl.delete_link(&br).await.unwrap();
+    let out = Command::new("ip")
+        .args(["link", "add", &br, "type", "bridge"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    nl.ensure_bridge(&br, gateway, 24, mac)
+        .await
+        .expect("adopt a plain bridge");
+    let link = link_json(None, &br).unwrap();
+    assert_eq!(link["address"], mac_string(mac).as_str(), "{link}");
+
+    // The kernel's refusal (a multicast MAC) names the bridge and the step.
+    let err = nl
+        .ensure_bridge(&br, gateway, 24, [0x03, 0, 0, 0, 0, 1])
+        .await
+        .expect_err("multicast MAC");
+    assert!(
+        err.to_string().contains(&br) && err.to_string().contains("03:00:00:00:00:01"),
+        "{err}"
+    );
+}
+
+/// A "LAN" for macvlan tests: a veth pair whose host end is the macvlan
+/// parent and whose other end sits in its own namespace with `.1`.
+struct Lan {
+    parent: String,
+    ns: String,
+    router: Ipv4Addr,
+    x: u8,
+}
+
+fn make_lan(cleanup: &mut Cleanup) -> Lan {
+    let parent = unique("nlm");
+    let ns = unique("nl");
+    cleanup.links.push(parent.clone());
+    cleanup.netns.push(ns.clone());
+    let x = test_subnet();
+    let router = Ipv4Addr::new(10, 233, x, 1);
+    netns::create(&ns).expect("create lan netns");
+    let cmds: [&[&str]; 4] = [
+        &[
+            "link", "add", &parent, "type", "veth", "peer", "name", "lan0", "netns", &ns,
+        ],
+        &["link", "set", &parent, "up"],
+        &[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{router}/24"),
+            "dev",
+            "lan0",
+        ],
+        &["-n", &ns, "link", "set", "lan0", "up"],
+    ];
+    for args in cmds {
+        let out = Command::new("ip").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Lan {
+        parent,
+        ns,
+        router,
+        x,
+    }
+}
+
+fn ping_from(ns: &str, dst: Ipv4Addr) -> bool {
+    let dst = dst.to_string();
+    (0..5).any(|_| {
+        Command::new("ip")
+            .args(["netns", "exec", ns, "ping", "-c", "1", "-W", "1", &dst])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+#[tokio::test]
+async fn macvlan_endpoint() {
+    if !is_root() {
+        return;
+    }
+    let mut cleanup = Cleanup::default();
+    let lan = make_lan(&mut cleanup);
+    let ns = unique("nl");
+    cleanup.netns.push(ns.clone());
+    netns::create(&ns).expect("create netns");
+    let nl = Netlink::new().await.expect("netlink");
+    assert!(nl.link_index(&lan.parent).await.unwrap().is_some());
+
+    let ip = Ipv4Addr::new(10, 233, lan.x, 2);
+    let p = MacvlanPlumbing {
+        netns: ns.clone(),
+        parent: lan.parent.clone(),
+        ifname: "eth0".into(),
+        mac: mac_for(ip),
+        ip,
+        prefix_len: 24,
+        gateway: lan.router,
+        default_route: true,
+        mtu: Some(1400),
+    };
+    nl.create_macvlan_endpoint(&p)
+        .await
+        .expect("create macvlan");
+
+    let eth0 = ip_json(&["-n", &ns, "-d", "addr", "show", "dev", "eth0"]);
+    let eth0 = &eth0[0];
+    assert_eq!(eth0["linkinfo"]["info_kind"], "macvlan", "{eth0}");
+    assert_eq!(eth0["linkinfo"]["info_data"]["mode"], "bridge", "{eth0}");
+    assert_eq!(eth0["address"], mac_string(p.mac).as_str(), "{eth0}");
+    assert_eq!(eth0["mtu"], 1400);
+    assert!(has_flag(eth0, "UP"), "{eth0}");
+    assert!(
+        eth0["addr_info"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["local"] == ip.to_string().as_str() && a["prefixlen"] == 24),
+        "{eth0}"
+    );
+    let routes = ip_json(&["-n", &ns, "route", "show", "default"]);
+    assert_eq!(routes.as_array().unwrap().len(), 1, "{routes}");
+    assert_eq!(routes[0]["gateway"], lan.router.to_string().as_str());
+    assert_eq!(routes[0]["dev"], "eth0");
+    if has_ipv6() {
+        for key in ["all", "default", "eth0"] {
+            assert_eq!(disable_ipv6(Some(&ns), key), "1", "{key}");
+        }
+        assert_eq!(ipv6_addrs(Some(&ns), None), Vec::<Value>::new());
+    }
+    // Nothing of it shows up in the host namespace.
+    assert!(link_json(None, "eth0").is_none_or(|l| l["address"] != mac_string(p.mac).as_str()));
+
+    // Traffic over the parent to the LAN's router, both ways.
+    assert!(ping_from(&ns, lan.router), "ping {} from {ns}", lan.router);
+    assert!(ping_from(&lan.ns, ip), "ping {ip} from the lan");
+
+    // Re-adoption is idempotent and fixes a changed MAC.
+    nl.create_macvlan_endpoint(&p).await.expect("adopt");
+    let out = Command::new("ip")
+        .args([
+            "-n",
+            &ns,
+            "link",
+            "set",
+            "eth0",
+            "address",
+            "02:42:0a:e9:00:63",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    nl.create_macvlan_endpoint(&p).await.expect("adopt again");
+    let eth0 = link_json(Some(&ns), "eth0").unwrap();
+    assert_eq!(eth0["address"], mac_string(p.mac).as_str(), "{eth0}");
+    assert!(ping_from(&ns, lan.router), "ping after re-adoption");
+
+    // Removing it, then again, then in a missing namespace: all fine.
+    nl.remove_link_in_netns(&ns, "eth0").await.expect("remove");
+    assert!(link_json(Some(&ns), "eth0").is_none());
+    nl.remove_link_in_netns(&ns, "eth0")
+        .await
+        .expect("remove again");
+    nl.remove_link_in_netns(&unique("nl"), "eth0")
+        .await
+        .expect("missing netns");
+    assert!(link_json(None, &lan.parent).is_some(), "parent kept");
+}
+
+#[tokio::test]
+async fn macvlan_failures_leave_nothing_behind() {
+    if !is_root() {
+        return;
+    }
+    let mut cleanup = Cleanup::default();
+    let lan = make_lan(&mut cleanup);
+    let ns = unique("nl");
+    cleanup.netns.push(ns.clone());
+    let nl = Netlink::new().await.expect("netlink");
+    let ip = Ipv4Addr::new(10, 233, lan.x, 2);
+    let p = MacvlanPlumbing {
+        netns: ns.clone(),
+        parent: lan.parent.clone(),
+        ifname: "eth0".into(),
+        mac: mac_for(ip),
+        ip,
+        prefix_len: 24,
+        gateway: lan.router,
+        default_route: true,
+        mtu: None,
+    };
+    let only_lo = |ns: &str| {
+        let links = ip_json(&["-n", ns, "link", "show"]);
+        links
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["ifname"] == "lo")
+    };
+
+    // Namespace missing.
+    let err = nl.create_macvlan_endpoint(&p).await.expect_err("no netns");
+    assert!(matches!(err, NetlinkError::NetnsNotFound(_)), "{err}");
+    netns::create(&ns).expect("create netns");
+
+    // Parent missing: named in the error, nothing created.
+    let missing = MacvlanPlumbing {
+        parent: unique("nlx"),
+        ..p.clone()
+    };
+    let err = nl
+        .create_macvlan_endpoint(&missing)
+        .await
+        .expect_err("no parent");
+    assert!(err.is_not_found(), "{err}");
+    assert!(err.to_string().contains(&missing.parent), "{err}");
+    assert!(only_lo(&ns));
+
+    // Fails half-way (gateway off-link, refused after the macvlan exists):
+    // rolled back.
+    let unreachable = MacvlanPlumbing {
+        gateway: Ipv4Addr::new(10, 234, lan.x, 1),
+        ..p.clone()
+    };
+    let err = nl
+        .create_macvlan_endpoint(&unreachable)
+        .await
+        .expect_err("gateway off-link");
+    assert!(
+        err.to_string().contains("default route") && err.to_string().contains("macvlan eth0"),
+        "{err}"
+    );
+    assert!(err.raw_os_error().is_some(), "{err:?}");
+    assert!(only_lo(&ns), "macvlan rolled back");
+
+    // The kernel refuses the create (MTU above the parent's): nothing made.
+    let too_big = MacvlanPlumbing {
+        mtu: Some(9000),
+        ..p.clone()
+    };
+    let err = nl
+        .create_macvlan_endpoint(&too_big)
+        .await
+        .expect_err("mtu above parent");
+    assert!(err.raw_os_error().is_some(), "{err:?}");
+    assert!(only_lo(&ns));
+
+    // The name is taken by something that is not our macvlan: refused and
+    // left alone (a bridge stands in; this kernel has no dummy driver).
+    let out = Command::new("ip")
+        .args(["-n", &ns, "link", "add", "eth0", "type", "bridge"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = nl
+        .create_macvlan_endpoint(&p)
+        .await
+        .expect_err("eth0 taken");
+    assert!(matches!(err, NetlinkError::LinkConflict { .. }), "{err}");
+    assert!(link_json(Some(&ns), "eth0").is_some(), "kept");
+    nl.remove_link_in_netns(&ns, "eth0").await.unwrap();
+
+    // A macvlan of that name on another parent is not ours either.
+    let other = make_lan(&mut cleanup);
+    let on_other = MacvlanPlumbing {
+        parent: other.parent.clone(),
+        ..p.clone()
+    };
+    nl.create_macvlan_endpoint(&on_other)
+        .await
+        .expect("macvlan on the other parent");
+    let err = nl
+        .create_macvlan_endpoint(&p)
+        .await
+        .expect_err("other parent");
+    assert!(matches!(err, NetlinkError::LinkConflict { .. }), "{err}");
+    nl.remove_link_in_netns(&ns, "eth0").await.unwrap();
+
+    // Invalid names are refused up front.
+    let bad = MacvlanPlumbing {
+        ifname: "a-name-longer-than-15".into(),
+        ..p.clone()
+    };
+    assert!(matches!(
+        nl.create_macvlan_endpoint(&bad).await,
+        Err(NetlinkError::InvalidName { .. })
+    ));
+
+    // And after all that, a clean create still works.
+    nl.create_macvlan_endpoint(&p)
+        .await
+        .expect("create after failures");
+    assert!(ping_from(&ns, lan.router));
 }
 
 #[tokio::test]
@@ -377,7 +903,9 @@ async fn endpoint_failures_leave_nothing_behind() {
     let x = test_subnet();
     let gateway = Ipv4Addr::new(10, 231, x, 1);
     let nl = Netlink::new().await.expect("netlink");
-    nl.ensure_bridge(&br, gateway, 24).await.expect("bridge");
+    nl.ensure_bridge(&br, gateway, 24, mac_for(gateway))
+        .await
+        .expect("bridge");
 
     let ep = EndpointPlumbing {
         netns: ns.clone(),
@@ -417,6 +945,7 @@ async fn endpoint_failures_leave_nothing_behind() {
     assert!(err.raw_os_error().is_some(), "{err:?}");
     assert!(link_json(None, &host).is_none(), "host veth rolled back");
     assert!(link_json(Some(&ns), "eth0").is_none(), "peer rolled back");
+    assert!(neighbour(&br, ep.ip).is_none(), "no neighbour entry left");
 
     // Missing bridge: also after the pair exists, also rolled back.
     let no_bridge = EndpointPlumbing {
@@ -466,7 +995,7 @@ async fn endpoint_failures_leave_nothing_behind() {
         .unwrap();
     assert!(out.status.success());
     let err = nl
-        .ensure_bridge(&other, gateway, 24)
+        .ensure_bridge(&other, gateway, 24, mac_for(gateway))
         .await
         .expect_err("not a bridge");
     assert!(matches!(err, NetlinkError::LinkConflict { .. }), "{err}");
@@ -485,7 +1014,8 @@ async fn endpoint_failures_leave_nothing_behind() {
     nl.create_endpoint(&ep)
         .await
         .expect("create after failures");
-    nl.remove_endpoint(&host).await.unwrap();
+    assert!(neighbour(&br, ep.ip).is_some());
+    nl.remove_endpoint(&host, Some((&br, ep.ip))).await.unwrap();
 }
 
 /// Reads `pgrp` and `session` from /proc/PID/stat.

@@ -464,3 +464,44 @@ where
 {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
+
+/// `GET /stats` (netd's own): the datapath counters, by endpoint and by
+/// drop reason.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatsResponse {
+    #[serde(rename = "Endpoints")]
+    pub endpoints: Vec<EndpointStatsJson>,
+    #[serde(rename = "Drops")]
+    pub drops: Vec<DropJson>,
+}
+
+/// Traffic of one container on one network, seen from the container:
+/// `Sent` left it, `Received` was delivered to it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EndpointStatsJson {
+    #[serde(rename = "Container")]
+    pub container: String,
+    #[serde(rename = "Network")]
+    pub network: String,
+    #[serde(rename = "Interface")]
+    pub interface: String,
+    #[serde(rename = "SentPackets")]
+    pub sent_packets: u64,
+    #[serde(rename = "SentBytes")]
+    pub sent_bytes: u64,
+    #[serde(rename = "ReceivedPackets")]
+    pub received_packets: u64,
+    #[serde(rename = "ReceivedBytes")]
+    pub received_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DropJson {
+    #[serde(rename = "Reason")]
+    pub reason: String,
+    /// `from_endpoint` (sent by a container) or `to_endpoint`.
+    #[serde(rename = "Direction")]
+    pub direction: String,
+    #[serde(rename = "Packets")]
+    pub packets: u64,
+}

@@ -6,6 +6,9 @@
 //! <pin_dir>/                     e.g. /sys/fs/bpf/netd (must be on bpffs)
 //!   maps/EP_STATS                per-CPU hash  ifindex -> EndpointStats
 //!   maps/DROP_STATS              per-CPU array DropKey::index() -> u64
+//!   maps/EP_MAP                  hash  endpoint IPv4 -> EndpointInfo
+//!   maps/EP_BY_IF                hash  host ifindex -> EndpointInfo
+//!   maps/NET_LPM                 LPM trie  subnet -> NetworkInfo
 //!   links/<host_ifname>_from     TCX ingress link running netd_from_ep
 //!   links/<host_ifname>_to       TCX egress link running netd_to_ep
 //! ```
@@ -28,14 +31,26 @@
 //!
 //! The programs themselves are not pinned: the links hold them.
 //!
+//! # Steering state
+//! What the programs need to forward and isolate (see `netd-ebpf`) is
+//! written by the engine through [`Dataplane::set_network`] and
+//! [`Dataplane::set_endpoint`] (module `steering`): a network's subnet entry
+//! before its endpoints, an endpoint's entries before its programs are
+//! attached, so that no packet meets a half-known endpoint. Both are
+//! idempotent (restart re-writes them), and [`Dataplane::retain`] removes
+//! what a crash left behind.
+//!
 //! # Compatibility
 //! Pinned maps keep the shape they were created with. [`Dataplane::load`]
-//! refuses maps whose type or key/value/entry sizes differ from what this
-//! build expects ([`DataplaneError::IncompatiblePinnedMap`]) instead of
-//! letting programs run on a map of the wrong layout.
+//! refuses maps whose type, key/value/entry sizes or flags differ from what
+//! this build expects ([`DataplaneError::IncompatiblePinnedMap`]) instead of
+//! letting programs run on a map of the wrong layout. Maps this build adds
+//! (e.g. `EP_MAP` on top of a foundation-era pin directory) are simply
+//! created next to the old ones.
 
 mod bpffs;
 mod raw_link;
+mod steering;
 
 use std::{
     collections::BTreeMap,
@@ -47,7 +62,10 @@ use std::{
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{MapData, MapError, MapInfo, MapType, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    maps::{
+        HashMap, LpmTrie, MapData, MapError, MapInfo, MapType, PerCpuArray, PerCpuHashMap,
+        PerCpuValues,
+    },
     pin::PinError,
     programs::{
         LinkOrder, ProgramError, SchedClassifier, TcAttachType,
@@ -56,10 +74,10 @@ use aya::{
     },
     sys::SyscallError,
 };
-pub use netd_common::{Direction, DropReason, EndpointStats};
+pub use netd_common::{Direction, DropReason, EndpointInfo, EndpointStats, NetworkInfo};
 use netd_common::{
     DropKey,
-    limits::{DROP_STATS_ENTRIES, MAX_ENDPOINTS},
+    limits::{DROP_STATS_ENTRIES, MAX_ENDPOINTS, MAX_NETWORKS},
     map_names,
 };
 use tracing::{debug, info, warn};
@@ -244,6 +262,20 @@ pub enum DataplaneError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "invalid network {subnet} with gateway {gateway}: the gateway must be an address inside the subnet"
+    )]
+    InvalidNetwork {
+        subnet: ipnet::Ipv4Net,
+        gateway: std::net::Ipv4Addr,
+    },
+    #[error(
+        "invalid endpoint {ip} on ifindex {ifindex}: an endpoint needs its host-side veth's ifindex (not 0) and a unicast address"
+    )]
+    InvalidEndpoint {
+        ifindex: u32,
+        ip: std::net::Ipv4Addr,
+    },
     #[error("cannot read the loaded program {program}: {source} - restart netd")]
     ProgramInfo {
         program: &'static str,
@@ -270,6 +302,9 @@ pub struct Dataplane {
     ebpf: Ebpf,
     ep_stats: PerCpuHashMap<MapData, u32, EndpointStats>,
     drop_stats: PerCpuArray<MapData, u64>,
+    ep_map: HashMap<MapData, u32, EndpointInfo>,
+    ep_by_if: HashMap<MapData, u32, EndpointInfo>,
+    net_lpm: LpmTrie<MapData, u32, NetworkInfo>,
     pin_dir: PathBuf,
     nr_cpus: usize,
 }
@@ -289,27 +324,29 @@ struct ExpectedMap {
     key_size: u32,
     value_size: u32,
     max_entries: u32,
+    map_flags: u32,
 }
 
 impl fmt::Display for ExpectedMap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{:?} key {}B value {}B entries {}",
-            self.map_type, self.key_size, self.value_size, self.max_entries
+            "{:?} key {}B value {}B entries {} flags {:#x}",
+            self.map_type, self.key_size, self.value_size, self.max_entries, self.map_flags
         )
     }
 }
 
 /// Every map of the object; kept next to the kernel definitions in
 /// `netd-ebpf/src/maps.rs` by the sizes in `netd_common`.
-const EXPECTED_MAPS: [ExpectedMap; 2] = [
+const EXPECTED_MAPS: [ExpectedMap; 5] = [
     ExpectedMap {
         name: map_names::EP_STATS,
         map_type: MapType::PerCpuHash,
         key_size: size_of::<u32>() as u32,
         value_size: size_of::<EndpointStats>() as u32,
         max_entries: MAX_ENDPOINTS,
+        map_flags: 0,
     },
     ExpectedMap {
         name: map_names::DROP_STATS,
@@ -317,8 +354,38 @@ const EXPECTED_MAPS: [ExpectedMap; 2] = [
         key_size: size_of::<u32>() as u32,
         value_size: size_of::<u64>() as u32,
         max_entries: DROP_STATS_ENTRIES,
+        map_flags: 0,
+    },
+    ExpectedMap {
+        name: map_names::EP_MAP,
+        map_type: MapType::Hash,
+        key_size: size_of::<u32>() as u32,
+        value_size: size_of::<EndpointInfo>() as u32,
+        max_entries: MAX_ENDPOINTS,
+        map_flags: BPF_F_NO_PREALLOC,
+    },
+    ExpectedMap {
+        name: map_names::EP_BY_IF,
+        map_type: MapType::Hash,
+        key_size: size_of::<u32>() as u32,
+        value_size: size_of::<EndpointInfo>() as u32,
+        max_entries: MAX_ENDPOINTS,
+        map_flags: BPF_F_NO_PREALLOC,
+    },
+    ExpectedMap {
+        name: map_names::NET_LPM,
+        map_type: MapType::LpmTrie,
+        // `struct bpf_lpm_trie_key_u8` with 4 data bytes.
+        key_size: size_of::<aya::maps::lpm_trie::Key<u32>>() as u32,
+        value_size: size_of::<NetworkInfo>() as u32,
+        max_entries: MAX_NETWORKS,
+        map_flags: BPF_F_NO_PREALLOC,
     },
 ];
+
+/// `BPF_F_NO_PREALLOC`, as the eBPF side creates `EP_MAP`, `EP_BY_IF` and
+/// `NET_LPM` (see `netd-ebpf/src/maps.rs`).
+const BPF_F_NO_PREALLOC: u32 = 1;
 
 /// How an existing link pin relates to the endpoint being attached.
 enum PinState {
@@ -376,6 +443,9 @@ impl Dataplane {
         let drop_stats = take_map(&mut ebpf, map_names::DROP_STATS, |m| {
             PerCpuArray::try_from(m)
         })?;
+        let ep_map = take_map(&mut ebpf, map_names::EP_MAP, HashMap::try_from)?;
+        let ep_by_if = take_map(&mut ebpf, map_names::EP_BY_IF, HashMap::try_from)?;
+        let net_lpm = take_map(&mut ebpf, map_names::NET_LPM, LpmTrie::try_from)?;
         let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Map {
             map: map_names::EP_STATS,
             source: Box::new(MapError::IoError(e)),
@@ -385,6 +455,9 @@ impl Dataplane {
             ebpf,
             ep_stats,
             drop_stats,
+            ep_map,
+            ep_by_if,
+            net_lpm,
             pin_dir: pin_dir.to_path_buf(),
             nr_cpus,
         })
@@ -880,16 +953,18 @@ fn check_pinned_maps(pin_dir: &Path, maps_dir: &Path) -> Result<(), DataplaneErr
             || info.key_size() != expected.key_size
             || info.value_size() != expected.value_size
             || info.max_entries() != expected.max_entries
+            || info.map_flags() != expected.map_flags
         {
             return Err(DataplaneError::IncompatiblePinnedMap {
                 path,
                 pin_dir: pin_dir.to_path_buf(),
                 found: format!(
-                    "{} key {}B value {}B entries {}",
+                    "{} key {}B value {}B entries {} flags {:#x}",
                     map_type.map_or_else(|| "unknown type".to_string(), |t| format!("{t:?}")),
                     info.key_size(),
                     info.value_size(),
-                    info.max_entries()
+                    info.max_entries(),
+                    info.map_flags()
                 ),
                 expected: expected.to_string(),
             });

@@ -1,32 +1,55 @@
 //! Making the kernel match one record. "Apply" steps are idempotent so that
-//! reconcile can run them again after a crash; "remove" steps go on past
-//! errors (logging them) because the record is already gone and whatever
-//! they leave behind is collected at the next start.
+//! reconcile can run them again after a crash (and adopt what is already
+//! there without disturbing traffic); "remove" steps go on past errors
+//! (logging them) because the record is already gone and whatever they
+//! leave behind is collected at the next start.
+//!
+//! Order matters for the datapath: a network's subnet entry is written
+//! before any endpoint on it, and an endpoint's map entries before its
+//! programs are attached, so a program never sees an endpoint it cannot
+//! classify; removal goes the other way round.
+
+use std::time::{Duration, Instant};
 
 use tracing::warn;
 
 use super::{Engine, names};
 use crate::error::{EngineError, Result};
-use crate::model::{Container, Driver, Endpoint, NetMode, Network};
-use crate::netlink::{EndpointPlumbing, netns};
+use crate::model::{Container, Driver, Endpoint, NetMode, Network, mac_for};
+use crate::netlink::{EndpointPlumbing, MacvlanPlumbing, netns};
+
+/// The option naming a macvlan network's parent interface (`-o parent=`).
+pub(super) const PARENT_OPTION: &str = "parent";
 
 impl Engine {
-    pub(super) async fn apply_network(&self, net: &Network) -> Result<()> {
+    pub(super) async fn apply_network(&mut self, net: &Network) -> Result<()> {
         let (Driver::Bridge, Some(pool)) = (net.driver, &net.ipam) else {
             return Ok(());
         };
+        let context = || format!("failed to set up network {}", net.name);
         let name = names::bridge(&self.cfg.prefix, net);
+        // The gateway's MAC is derived like a container's, so the eBPF ARP
+        // responder knows it without asking the kernel.
         self.netlink
-            .ensure_bridge(&name, pool.gateway, pool.subnet.prefix_len())
+            .ensure_bridge(
+                &name,
+                pool.gateway,
+                pool.subnet.prefix_len(),
+                mac_for(pool.gateway),
+            )
             .await
-            .map_err(|e| {
-                EngineError::system(format!("failed to set up network {}", net.name), e)
-            })?;
+            .map_err(|e| EngineError::system(context(), e))?;
+        self.dataplane
+            .set_network(net.index, pool.subnet, pool.gateway, net.internal)
+            .map_err(|e| EngineError::system(context(), e))?;
         Ok(())
     }
 
-    pub(super) async fn remove_network_kernel(&self, net: &Network) {
-        if net.driver == Driver::Bridge {
+    pub(super) async fn remove_network_kernel(&mut self, net: &Network) {
+        if let (Driver::Bridge, Some(pool)) = (net.driver, &net.ipam) {
+            if let Err(e) = self.dataplane.remove_network(pool.subnet) {
+                warn!(network = %net.name, error = %e, "cannot remove datapath entry");
+            }
             let name = names::bridge(&self.cfg.prefix, net);
             if let Err(e) = self.netlink.delete_link(&name).await {
                 warn!(network = %net.name, link = %name, error = %e, "cannot delete bridge");
@@ -53,8 +76,9 @@ impl Engine {
     }
 
     pub(super) async fn remove_container_kernel(&mut self, c: &Container) {
+        // Deleting the namespace below takes macvlan endpoints with it.
         for ep in &c.endpoints {
-            self.remove_endpoint_kernel(ep).await;
+            self.remove_endpoint_kernel(None, ep).await;
         }
         if let NetMode::Own { netns: name } = &c.net
             && let Err(e) = netns::delete(name)
@@ -63,8 +87,8 @@ impl Engine {
         }
     }
 
-    /// Plumbs the veth pair and attaches the datapath programs to its host
-    /// side.
+    /// Plumbs one endpoint: a veth pair whose host side carries the
+    /// datapath programs (bridge networks), or a macvlan on the parent.
     pub(super) async fn apply_endpoint(
         &mut self,
         netns_name: &str,
@@ -72,6 +96,25 @@ impl Engine {
         ep: &Endpoint,
         default_route: bool,
     ) -> Result<()> {
+        let context = || format!("failed to connect to network {}", net.name);
+        if net.driver == Driver::Macvlan {
+            let plumbing = MacvlanPlumbing {
+                netns: netns_name.to_string(),
+                parent: net.options.get(PARENT_OPTION).cloned().unwrap_or_default(),
+                ifname: ep.ifname.clone(),
+                mac: ep.mac,
+                ip: ep.ip,
+                prefix_len: ep.prefix_len,
+                gateway: ep.gateway,
+                default_route,
+                mtu: None,
+            };
+            return self
+                .netlink
+                .create_macvlan_endpoint(&plumbing)
+                .await
+                .map_err(|e| EngineError::system(context(), e));
+        }
         let plumbing = EndpointPlumbing {
             netns: netns_name.to_string(),
             host_ifname: ep.host_ifname.clone(),
@@ -84,30 +127,79 @@ impl Engine {
             bridge: Some(names::bridge(&self.cfg.prefix, net)),
             mtu: None,
         };
-        let context = || format!("failed to connect to network {}", net.name);
         let ifindex = self
             .netlink
             .create_endpoint(&plumbing)
             .await
             .map_err(|e| EngineError::system(context(), e))?;
         self.dataplane
+            .set_endpoint(ifindex, ep.ip, ep.mac, net.index)
+            .map_err(|e| EngineError::system(context(), e))?;
+        self.dataplane
             .attach_endpoint(&ep.host_ifname, ifindex)
             .map_err(|e| EngineError::system(context(), e))?;
+        if let Some(bridge) = &plumbing.bridge {
+            wait_for_carrier(bridge).await;
+        }
         Ok(())
     }
 
-    pub(super) async fn remove_endpoint_kernel(&mut self, ep: &Endpoint) {
+    /// Undoes `apply_endpoint`. A macvlan endpoint lives only inside the
+    /// namespace: `netns` names it when the namespace stays (disconnect).
+    pub(super) async fn remove_endpoint_kernel(&mut self, netns: Option<&str>, ep: &Endpoint) {
+        let net = self.state.networks.get(&ep.network_id).cloned();
+        if net.as_ref().is_some_and(|n| n.driver == Driver::Macvlan) {
+            if let Some(ns) = netns
+                && let Err(e) = self.netlink.remove_link_in_netns(ns, &ep.ifname).await
+            {
+                warn!(netns = %ns, link = %ep.ifname, error = %e, "cannot delete macvlan");
+            }
+            return;
+        }
         match self.netlink.link_index(&ep.host_ifname).await {
             Ok(Some(ifindex)) => {
                 if let Err(e) = self.dataplane.detach_endpoint(&ep.host_ifname, ifindex) {
                     warn!(link = %ep.host_ifname, error = %e, "cannot detach datapath");
                 }
+                if let Err(e) = self.dataplane.remove_endpoint(ifindex, ep.ip) {
+                    warn!(link = %ep.host_ifname, error = %e, "cannot remove datapath entry");
+                }
             }
             Ok(None) => {}
             Err(e) => warn!(link = %ep.host_ifname, error = %e, "cannot look up link"),
         }
-        if let Err(e) = self.netlink.remove_endpoint(&ep.host_ifname).await {
+        let bridge = net.map(|n| names::bridge(&self.cfg.prefix, &n));
+        if let Err(e) = self
+            .netlink
+            .remove_endpoint(&ep.host_ifname, bridge.as_deref().map(|b| (b, ep.ip)))
+            .await
+        {
             warn!(link = %ep.host_ifname, error = %e, "cannot delete veth");
         }
     }
+}
+
+/// How long a new bridge may take to come up: the kernel applies a bridge's
+/// carrier change from its link-watch work, up to a second after the first
+/// port comes up, and drops what the host sends through it until then.
+const CARRIER_WAIT: Duration = Duration::from_secs(3);
+
+/// Returns once `bridge` is operationally up, so that `container create`
+/// returns a container the host can already reach (only the first endpoint
+/// of a network ever waits). Gives up quietly after `CARRIER_WAIT`: the
+/// bridge then comes up by itself a little later.
+async fn wait_for_carrier(bridge: &str) {
+    let operstate = format!("/sys/class/net/{bridge}/operstate");
+    let deadline = Instant::now() + CARRIER_WAIT;
+    while Instant::now() < deadline {
+        match std::fs::read_to_string(&operstate) {
+            Ok(s) if s.trim() == "up" => return,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(_) => return,
+        }
+    }
+    warn!(
+        bridge,
+        "bridge is not up yet; the host may not reach new containers for a moment"
+    );
 }

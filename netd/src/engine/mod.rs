@@ -9,6 +9,9 @@ mod kernel;
 mod names;
 mod reconcile;
 pub mod spec;
+mod traffic;
+
+pub use traffic::{EndpointTraffic, Traffic};
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
@@ -157,6 +160,9 @@ impl Engine {
             }
             _ => {}
         }
+        if spec.driver == Driver::Macvlan {
+            self.check_macvlan_parent(&spec).await?;
+        }
         let taken = self.subnets_in_use();
         let pool = match spec.subnet {
             Some(subnet) => ipam::user_subnet(subnet, spec.gateway, spec.ip_range, &taken)?,
@@ -284,7 +290,8 @@ impl Engine {
                 c.endpoints.retain(|x| x.id != endpoint.id);
             }
             self.commit(back)?;
-            self.remove_endpoint_kernel(&endpoint).await;
+            self.remove_endpoint_kernel(Some(&netns_name), &endpoint)
+                .await;
             return Err(e);
         }
         info!(container = %c.name, network = %net.name, ip = %endpoint.ip, "connected");
@@ -313,7 +320,11 @@ impl Engine {
             .then(|| stored.endpoints.first().cloned())
             .flatten();
         self.commit(next)?;
-        self.remove_endpoint_kernel(&endpoint).await;
+        let netns = match &c.net {
+            NetMode::Own { netns } => Some(netns.as_str()),
+            _ => None,
+        };
+        self.remove_endpoint_kernel(netns, &endpoint).await;
         if let (Some(ep), NetMode::Own { netns }) = (new_default, &c.net)
             && let Err(e) = self
                 .netlink
@@ -557,6 +568,36 @@ impl Engine {
         }
         if next != self.state {
             self.commit(next)?;
+        }
+        Ok(())
+    }
+
+    /// A macvlan network needs an existing parent interface that no other
+    /// macvlan network uses and that is not one of netd's own links.
+    async fn check_macvlan_parent(&self, spec: &NetworkSpec) -> Result<()> {
+        let Some(parent) = spec.options.get(kernel::PARENT_OPTION) else {
+            return Err(EngineError::InvalidParameter(
+                "macvlan networks need a parent interface: -o parent=IFACE".into(),
+            ));
+        };
+        let exists = self
+            .netlink
+            .link_index(parent)
+            .await
+            .map_err(|e| EngineError::system(format!("cannot look up {parent}"), e))?
+            .is_some();
+        if !exists || names::is_own_link(&self.cfg.prefix, parent) {
+            return Err(EngineError::InvalidParameter(format!(
+                "-o parent interface was not found on the host: {parent}"
+            )));
+        }
+        if let Some(other) = self.state.networks.values().find(|n| {
+            n.driver == Driver::Macvlan && n.options.get(kernel::PARENT_OPTION) == Some(parent)
+        }) {
+            return Err(EngineError::Forbidden(format!(
+                "network {} is already using parent interface {parent}",
+                other.name
+            )));
         }
         Ok(())
     }

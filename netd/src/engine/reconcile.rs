@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use tracing::{error, info, warn};
 
 use super::{Engine, names};
-use crate::model::NetMode;
+use crate::model::{Driver, NetMode};
 use crate::netlink::netns;
 use crate::sandbox;
 
@@ -53,6 +53,27 @@ impl Engine {
         }
     }
 
+    /// Drops datapath map entries (subnets, endpoints) that no record owns,
+    /// e.g. of a network removed while the daemon was being killed.
+    async fn retain_datapath_entries(&mut self) {
+        let networks: Vec<_> = self
+            .state
+            .networks
+            .values()
+            .filter(|n| n.driver == Driver::Bridge)
+            .filter_map(|n| n.ipam.as_ref().map(|p| p.subnet))
+            .collect();
+        let mut endpoints = Vec::new();
+        for ep in self.state.containers.values().flat_map(|c| &c.endpoints) {
+            if let Ok(Some(ifindex)) = self.netlink.link_index(&ep.host_ifname).await {
+                endpoints.push((ifindex, ep.ip));
+            }
+        }
+        if let Err(e) = self.dataplane.retain(&networks, &endpoints) {
+            warn!(error = %e, "cannot clean up datapath entries");
+        }
+    }
+
     /// Deletes links, namespaces and pinned programs that carry this daemon's
     /// prefix but belong to no record.
     async fn collect_garbage(&mut self) {
@@ -91,6 +112,7 @@ impl Engine {
             }
             Err(e) => warn!(error = %e, "cannot list pinned attachments"),
         }
+        self.retain_datapath_entries().await;
         match self.netlink.links_with_prefix(&prefix).await {
             Ok(found) => {
                 for name in found

@@ -6,8 +6,12 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures_util::TryStreamExt;
+use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
-use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use rtnetlink::{Handle, LinkBridgePort, LinkUnspec, RouteMessageBuilder};
 
 use super::{NetlinkError, nl_errno, nl_io};
 
@@ -43,6 +47,7 @@ pub(super) fn check_ifname(name: &str) -> Result<(), NetlinkError> {
 pub(super) enum Kind {
     Bridge,
     Veth,
+    MacVlan,
     Other,
 }
 
@@ -53,6 +58,7 @@ pub(super) fn link_kind(link: &LinkMessage) -> Option<Kind> {
         LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
             LinkInfo::Kind(InfoKind::Bridge) => Some(Kind::Bridge),
             LinkInfo::Kind(InfoKind::Veth) => Some(Kind::Veth),
+            LinkInfo::Kind(InfoKind::MacVlan) => Some(Kind::MacVlan),
             LinkInfo::Kind(_) => Some(Kind::Other),
             _ => None,
         }),
@@ -61,10 +67,19 @@ pub(super) fn link_kind(link: &LinkMessage) -> Option<Kind> {
 }
 
 /// `IFLA_LINK`: for a veth, the ifindex of its peer (in the peer's own
+/// namespace); for a macvlan, the ifindex of its parent (in the parent's
 /// namespace).
 pub(super) fn link_peer_index(link: &LinkMessage) -> Option<u32> {
     link.attributes.iter().find_map(|a| match a {
         LinkAttribute::Link(i) => Some(*i),
+        _ => None,
+    })
+}
+
+/// `IFLA_ADDRESS`: the link's MAC.
+pub(super) fn link_mac(link: &LinkMessage) -> Option<&[u8]> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Address(mac) => Some(mac.as_slice()),
         _ => None,
     })
 }
@@ -141,22 +156,134 @@ pub(super) async fn set_up(handle: &Handle, index: u32) -> io::Result<()> {
         .map_err(nl_io)
 }
 
-/// `ip link set INDEX [master BRIDGE] up` in one request.
-pub(super) async fn set_host_side_up(
-    handle: &Handle,
-    index: u32,
-    bridge: Option<u32>,
-) -> io::Result<()> {
-    let mut msg = LinkUnspec::new_with_index(index).up();
-    if let Some(br) = bridge {
-        msg = msg.controller(br);
-    }
+/// `ip link set INDEX address MAC`.
+pub(super) async fn set_mac(handle: &Handle, index: u32, mac: [u8; 6]) -> io::Result<()> {
     handle
         .link()
-        .change(msg.build())
+        .change(
+            LinkUnspec::new_with_index(index)
+                .address(mac.to_vec())
+                .build(),
+        )
         .execute()
         .await
         .map_err(nl_io)
+}
+
+/// `ip link set INDEX master BRIDGE`. Setting the master a port already has
+/// is a no-op in the kernel (the port is not re-added).
+pub(super) async fn set_controller(handle: &Handle, index: u32, bridge: u32) -> io::Result<()> {
+    handle
+        .link()
+        .change(LinkUnspec::new_with_index(index).controller(bridge).build())
+        .execute()
+        .await
+        .map_err(nl_io)
+}
+
+/// `ip link set INDEX type bridge_slave learning off flood off mcast_flood
+/// off bcast_flood off`: the bridge never learns a MAC on this port nor
+/// floods unknown unicast, multicast or broadcast to it (frames the bridge
+/// device itself sends still go out). Needs `RTM_NEWLINK` with
+/// `IFLA_INFO_SLAVE_DATA`, and the link must already be a bridge port.
+pub(super) async fn set_port_no_learning_no_flood(handle: &Handle, index: u32) -> io::Result<()> {
+    let msg = LinkBridgePort::new(index)
+        .learning(false)
+        .flood(false)
+        .mcast_flood(false)
+        .bcast_flood(false)
+        .build();
+    handle.link().set_port(msg).execute().await.map_err(nl_io)
+}
+
+/// `bridge fdb replace MAC dev PORT master static`: a static entry in the
+/// bridge's forwarding database. iproute2's "static" is `NUD_NOARP` (without
+/// `NUD_PERMANENT`, which would make it a "local" entry, i.e. delivered to
+/// the bridge itself); `NTF_MASTER` addresses the bridge's table rather than
+/// the port's own.
+pub(super) async fn replace_static_fdb(handle: &Handle, port: u32, mac: [u8; 6]) -> io::Result<()> {
+    handle
+        .neighbours()
+        .add_bridge(port, &mac)
+        .state(NeighbourState::Noarp)
+        .flags(NeighbourFlags::Controller)
+        .replace()
+        .execute()
+        .await
+        .map_err(nl_io)
+}
+
+/// `ip neigh replace IP lladdr MAC dev INDEX nud permanent`.
+pub(super) async fn replace_permanent_neighbour(
+    handle: &Handle,
+    index: u32,
+    ip: Ipv4Addr,
+    mac: [u8; 6],
+) -> io::Result<()> {
+    handle
+        .neighbours()
+        .add(index, IpAddr::V4(ip))
+        .state(NeighbourState::Permanent)
+        .link_layer_address(&mac)
+        .replace()
+        .execute()
+        .await
+        .map_err(nl_io)
+}
+
+/// The IPv4 neighbour entry for `ip` on link `index`, if any.
+async fn find_neighbour(
+    handle: &Handle,
+    index: u32,
+    ip: Ipv4Addr,
+) -> io::Result<Option<NeighbourMessage>> {
+    let mut dump = handle
+        .neighbours()
+        .get()
+        .set_address_family(AddressFamily::Inet)
+        .execute();
+    while let Some(n) = dump.try_next().await.map_err(nl_io)? {
+        let dst_matches = n.attributes.iter().any(
+            |a| matches!(a, NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) if *d == ip),
+        );
+        if n.header.ifindex == index && dst_matches {
+            return Ok(Some(n));
+        }
+    }
+    Ok(None)
+}
+
+/// `ip neigh del IP dev INDEX`; a missing entry (or link) is Ok. With
+/// `only_mac`, the entry is left alone unless it points to that MAC (so a
+/// rollback never removes an entry someone else wrote).
+pub(super) async fn delete_neighbour(
+    handle: &Handle,
+    index: u32,
+    ip: Ipv4Addr,
+    only_mac: Option<[u8; 6]>,
+) -> io::Result<()> {
+    if let Some(mac) = only_mac {
+        let Some(n) = find_neighbour(handle, index, ip).await? else {
+            return Ok(());
+        };
+        let ours = n
+            .attributes
+            .iter()
+            .any(|a| matches!(a, NeighbourAttribute::LinkLayerAddress(l) if l.as_slice() == mac));
+        if !ours {
+            return Ok(());
+        }
+    }
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = AddressFamily::Inet;
+    msg.header.ifindex = index;
+    msg.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+    match handle.neighbours().del(msg).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(nl_errno(&e), Some(libc::ENOENT | libc::ENODEV)) => Ok(()),
+        Err(e) => Err(nl_io(e)),
+    }
 }
 
 /// `ip route replace default via GATEWAY dev INDEX`: replace, because the

@@ -1,5 +1,13 @@
 //! Kernel plumbing for containers: network namespaces, bridges, veth pairs,
-//! addresses and routes, over rtnetlink.
+//! macvlans, addresses, routes, neighbour and FDB entries, over rtnetlink.
+//!
+//! Bridges never flood: the eBPF programs forward between containers and
+//! answer ARP, so every container port has learning and flooding off, a
+//! static FDB entry for the container's MAC, and the bridge (the host's
+//! gateway address) a permanent neighbour entry for the container's IP, so
+//! the host never broadcasts an ARP request either. IPv6 is off in
+//! container namespaces and on the links netd makes (no RS/DAD/MLD
+//! multicast).
 //!
 //! Every kernel object is named in the errors, so that a failure surfaces to
 //! the user as "failed to create veth pair netdv1234/eth0 in netns c1: File
@@ -12,6 +20,7 @@
 
 mod links;
 pub mod netns;
+mod sysctl;
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -19,7 +28,7 @@ use std::net::Ipv4Addr;
 use rtnetlink::Handle;
 use thiserror::Error;
 
-use links::{link_kind, link_peer_index};
+use links::{link_kind, link_mac, link_peer_index};
 
 /// Failures of the kernel plumbing. Each variant names the object involved;
 /// callers match on variants or on [`NetlinkError::raw_os_error`], never on
@@ -133,6 +142,32 @@ pub struct EndpointPlumbing {
     pub mtu: Option<u32>,
 }
 
+/// Everything needed to give a container a macvlan on a host interface:
+/// the container then sits directly on the parent's L2 segment with its own
+/// MAC (Docker's `macvlan` driver, mode bridge).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MacvlanPlumbing {
+    /// Namespace name under `/run/netns`.
+    pub netns: String,
+    /// Host interface the macvlan sits on (`-o parent=IFACE`).
+    pub parent: String,
+    /// Interface name inside the container (`eth0`, `eth1`, ...).
+    pub ifname: String,
+    pub mac: [u8; 6],
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    /// Whether this endpoint carries the container's default route.
+    pub default_route: bool,
+    pub mtu: Option<u32>,
+}
+
+/// `aa:bb:cc:dd:ee:ff`, for messages.
+fn fmt_mac(mac: [u8; 6]) -> String {
+    let [a, b, c, d, e, f] = mac;
+    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+}
+
 /// A netlink connection in the daemon's (host) namespace. Cheap to clone:
 /// clones share the connection task.
 #[derive(Clone, Debug)]
@@ -153,19 +188,23 @@ impl Netlink {
         Ok(Netlink { handle })
     }
 
-    /// Creates (or adopts if it exists) a Linux bridge `name` carrying
-    /// `gateway/prefix_len`, and sets it up. The bridge holds the network's
-    /// gateway address for the host, as Docker's `br-xxxx` does. Returns its
-    /// ifindex.
+    /// Creates (or adopts if it exists) a Linux bridge `name` with MAC `mac`
+    /// carrying `gateway/prefix_len`, and sets it up. The bridge holds the
+    /// network's gateway address for the host, as Docker's `br-xxxx` does;
+    /// its MAC is set explicitly (and fixed on an adopted bridge) so that
+    /// the gateway's MAC is stable and known to the eBPF programs, instead
+    /// of following the lowest port MAC. IPv6 is turned off on it (best
+    /// effort). Returns its ifindex.
     pub async fn ensure_bridge(
         &self,
         name: &str,
         gateway: Ipv4Addr,
         prefix_len: u8,
+        mac: [u8; 6],
     ) -> Result<u32, NetlinkError> {
         links::check_ifname(name)?;
         check_prefix(prefix_len)?;
-        let index = match links::get(&self.handle, name)
+        let link = match links::get(&self.handle, name)
             .await
             .map_err(|e| NetlinkError::kernel(format!("look up bridge {name}"), e))?
         {
@@ -176,10 +215,23 @@ impl Netlink {
                         detail: "is not a bridge".to_string(),
                     });
                 }
-                link.header.index
+                link
             }
-            None => self.create_bridge(name).await?,
+            None => self.create_bridge(name, mac).await?,
         };
+        let index = link.header.index;
+        if link_mac(&link) != Some(&mac[..]) {
+            links::set_mac(&self.handle, index, mac)
+                .await
+                .map_err(|e| {
+                    NetlinkError::kernel(format!("set MAC {} on bridge {name}", fmt_mac(mac)), e)
+                })?;
+        }
+        // Before it goes up, so it never gets a link-local address. Optional:
+        // the bridge works without it.
+        if let Err(e) = sysctl::disable_ipv6_on_link(name) {
+            tracing::warn!(bridge = name, error = %e, "cannot disable IPv6 on bridge");
+        }
         links::add_address(&self.handle, index, gateway, prefix_len)
             .await
             .map_err(|e| {
@@ -194,11 +246,21 @@ impl Netlink {
         Ok(index)
     }
 
-    async fn create_bridge(&self, name: &str) -> Result<u32, NetlinkError> {
+    /// Creates the bridge with its MAC (adopting one a concurrent creator
+    /// made) and returns it as the kernel reports it.
+    async fn create_bridge(
+        &self,
+        name: &str,
+        mac: [u8; 6],
+    ) -> Result<rtnetlink::packet_route::link::LinkMessage, NetlinkError> {
         let res = self
             .handle
             .link()
-            .add(rtnetlink::LinkBridge::new(name).build())
+            .add(
+                rtnetlink::LinkBridge::new(name)
+                    .address(mac.to_vec())
+                    .build(),
+            )
             .execute()
             .await;
         match res {
@@ -216,7 +278,7 @@ impl Netlink {
             .await
             .map_err(|e| NetlinkError::kernel(format!("look up bridge {name}"), e))?
         {
-            Some(link) if link_kind(&link) == Some(links::Kind::Bridge) => Ok(link.header.index),
+            Some(link) if link_kind(&link) == Some(links::Kind::Bridge) => Ok(link),
             Some(_) => Err(NetlinkError::LinkConflict {
                 name: name.to_string(),
                 detail: "is not a bridge".to_string(),
@@ -264,8 +326,12 @@ impl Netlink {
     /// netns NS address MAC`): one atomic kernel operation, so no
     /// temporarily-named peer can be left behind in the host namespace and a
     /// name clash inside the container fails before anything exists. Then:
-    /// container side address, up, optional default route; host side enslaved
-    /// to `p.bridge` (if any) and up. Returns the host ifindex.
+    /// container side address, up, optional default route; host side with
+    /// IPv6 off, and when `p.bridge` is set: enslaved to it, learning and
+    /// flooding off on the port, a static FDB entry for `p.mac` on the port,
+    /// a permanent neighbour entry `p.ip` → `p.mac` on the bridge; then the
+    /// host side up. IPv6 is turned off inside the namespace before anything
+    /// is created in it. Returns the host ifindex.
     ///
     /// Re-adoption: if `p.host_ifname` already exists and its peer is
     /// `p.ifname` inside `p.netns`, the configuration steps are re-applied
@@ -274,7 +340,8 @@ impl Netlink {
     /// creation was cut short by a crash.
     ///
     /// On failure after the pair exists, the host side is deleted (which
-    /// deletes the peer) before the error is returned.
+    /// deletes the peer and its FDB entry) and the neighbour entry removed
+    /// if it points to `p.mac`, before the error is returned.
     pub async fn create_endpoint(&self, p: &EndpointPlumbing) -> Result<u32, NetlinkError> {
         links::check_ifname(&p.host_ifname)?;
         links::check_ifname(&p.ifname)?;
@@ -288,6 +355,7 @@ impl Netlink {
             "endpoint {}/{} in netns {}",
             p.host_ifname, p.ifname, p.netns
         );
+        self.disable_ipv6_in(&ns_file, &p.netns).await?;
 
         if let Some(host) = links::get(&self.handle, &p.host_ifname)
             .await
@@ -351,12 +419,52 @@ impl Netlink {
             Ok(host_index)
         }
         .await;
-        if result.is_err()
-            && let Err(e) = links::delete(&self.handle, &p.host_ifname).await
-        {
-            tracing::warn!(host = %p.host_ifname, error = %e, "failed to roll back half-made endpoint");
+        if result.is_err() {
+            if let Err(e) = links::delete(&self.handle, &p.host_ifname).await {
+                tracing::warn!(host = %p.host_ifname, error = %e, "failed to roll back half-made endpoint");
+            }
+            if let Some(br) = &p.bridge
+                && let Err(e) = self.delete_neighbour(br, p.ip, Some(p.mac)).await
+            {
+                tracing::warn!(bridge = %br, ip = %p.ip, error = %e, "failed to roll back neighbour entry");
+            }
         }
         result
+    }
+
+    /// `sysctl -w net.ipv6.conf.{default,all}.disable_ipv6=1` inside `netns`.
+    async fn disable_ipv6_in(
+        &self,
+        ns_file: &std::fs::File,
+        netns: &str,
+    ) -> Result<(), NetlinkError> {
+        let action = || format!("disable IPv6 in netns {netns}");
+        let file = ns_file
+            .try_clone()
+            .map_err(|e| NetlinkError::kernel(action(), e))?;
+        sysctl::disable_ipv6_in_netns(file)
+            .await
+            .map_err(|e| NetlinkError::kernel(action(), e))
+    }
+
+    /// Deletes the IPv4 neighbour entry for `ip` on `bridge` (if it points
+    /// to `only_mac`, when given). A missing bridge or entry is Ok.
+    async fn delete_neighbour(
+        &self,
+        bridge: &str,
+        ip: Ipv4Addr,
+        only_mac: Option<[u8; 6]>,
+    ) -> Result<(), NetlinkError> {
+        let action = || format!("delete neighbour entry {ip} on bridge {bridge}");
+        let Some(br) = links::get(&self.handle, bridge)
+            .await
+            .map_err(|e| NetlinkError::kernel(action(), e))?
+        else {
+            return Ok(());
+        };
+        links::delete_neighbour(&self.handle, br.header.index, ip, only_mac)
+            .await
+            .map_err(|e| NetlinkError::kernel(action(), e))
     }
 
     /// The idempotent part of endpoint creation, shared by creation and
@@ -368,36 +476,15 @@ impl Netlink {
         host_index: u32,
         what: &str,
     ) -> Result<(), NetlinkError> {
-        let index = links::get(ns, &p.ifname)
-            .await
-            .map_err(|e| NetlinkError::kernel(format!("look up {} for {what}", p.ifname), e))?
-            .ok_or_else(|| NetlinkError::LinkNotFound {
-                name: p.ifname.clone(),
-                context: format!(" in netns {}", p.netns),
-            })?
-            .header
-            .index;
-        links::add_address(ns, index, p.ip, p.prefix_len)
-            .await
-            .map_err(|e| {
-                NetlinkError::kernel(
-                    format!("add address {}/{} to {what}", p.ip, p.prefix_len),
-                    e,
-                )
-            })?;
-        links::set_up(ns, index)
-            .await
-            .map_err(|e| NetlinkError::kernel(format!("set {} up for {what}", p.ifname), e))?;
-        if p.default_route {
-            links::replace_default_route(ns, index, p.gateway)
-                .await
-                .map_err(|e| {
-                    NetlinkError::kernel(
-                        format!("add default route via {} for {what}", p.gateway),
-                        e,
-                    )
-                })?;
-        }
+        configure_in_netns(
+            ns,
+            &p.netns,
+            &p.ifname,
+            (p.ip, p.prefix_len),
+            p.default_route.then_some(p.gateway),
+            what,
+        )
+        .await?;
         let bridge = match &p.bridge {
             Some(br) => Some(
                 links::get(&self.handle, br)
@@ -412,25 +499,196 @@ impl Netlink {
             ),
             None => None,
         };
-        links::set_host_side_up(&self.handle, host_index, bridge)
+        let host = &p.host_ifname;
+        sysctl::disable_ipv6_on_link(host)
+            .map_err(|e| NetlinkError::kernel(format!("disable IPv6 on {host} for {what}"), e))?;
+        // Every step below is a no-op when already in place (same master,
+        // same port flags, same entries), so re-adoption never disturbs a
+        // running flow. The port is configured before it goes up, so the
+        // bridge never learns or floods through it.
+        if let (Some(br), Some(br_index)) = (&p.bridge, bridge) {
+            links::set_controller(&self.handle, host_index, br_index)
+                .await
+                .map_err(|e| {
+                    NetlinkError::kernel(format!("attach {host} to bridge {br} for {what}"), e)
+                })?;
+            links::set_port_no_learning_no_flood(&self.handle, host_index)
+                .await
+                .map_err(|e| {
+                    NetlinkError::kernel(
+                        format!("turn off learning and flooding on bridge port {host} for {what}"),
+                        e,
+                    )
+                })?;
+            links::replace_static_fdb(&self.handle, host_index, p.mac)
+                .await
+                .map_err(|e| {
+                    NetlinkError::kernel(
+                        format!(
+                            "add static fdb entry {} on {host} for {what}",
+                            fmt_mac(p.mac)
+                        ),
+                        e,
+                    )
+                })?;
+            links::replace_permanent_neighbour(&self.handle, br_index, p.ip, p.mac)
+                .await
+                .map_err(|e| {
+                    NetlinkError::kernel(
+                        format!(
+                            "add neighbour entry {} lladdr {} on bridge {br} for {what}",
+                            p.ip,
+                            fmt_mac(p.mac)
+                        ),
+                        e,
+                    )
+                })?;
+        }
+        links::set_up(&self.handle, host_index)
             .await
-            .map_err(|e| {
-                let action = match &p.bridge {
-                    Some(br) => format!("attach {} to bridge {br} for {what}", p.host_ifname),
-                    None => format!("set {} up for {what}", p.host_ifname),
-                };
-                NetlinkError::kernel(action, e)
-            })?;
+            .map_err(|e| NetlinkError::kernel(format!("set {host} up for {what}"), e))?;
         Ok(())
     }
 
     /// Removes an endpoint: deleting the host side of a veth pair deletes
-    /// the peer inside the container too. A missing link is Ok.
-    pub async fn remove_endpoint(&self, host_ifname: &str) -> Result<(), NetlinkError> {
+    /// the peer inside the container too, and the bridge's FDB entries on
+    /// that port. `neighbour` (`(bridge, container IP)`) also removes the
+    /// permanent neighbour entry [`Netlink::create_endpoint`] put on the
+    /// bridge. Missing links and entries are Ok. Both steps are attempted;
+    /// the first failure is returned.
+    pub async fn remove_endpoint(
+        &self,
+        host_ifname: &str,
+        neighbour: Option<(&str, Ipv4Addr)>,
+    ) -> Result<(), NetlinkError> {
         links::check_ifname(host_ifname)?;
-        links::delete(&self.handle, host_ifname)
+        if let Some((br, _)) = neighbour {
+            links::check_ifname(br)?;
+        }
+        let veth = links::delete(&self.handle, host_ifname)
             .await
-            .map_err(|e| NetlinkError::kernel(format!("remove endpoint veth {host_ifname}"), e))
+            .map_err(|e| NetlinkError::kernel(format!("remove endpoint veth {host_ifname}"), e));
+        let neigh = match neighbour {
+            Some((br, ip)) => self.delete_neighbour(br, ip, None).await,
+            None => Ok(()),
+        };
+        veth.and(neigh)
+    }
+
+    /// Gives a container a macvlan (mode bridge) on host interface
+    /// `p.parent`: created directly inside `p.netns` with its final name,
+    /// MAC and MTU (`ip link add link PARENT name IFNAME netns NS address
+    /// MAC type macvlan mode bridge`, one atomic operation, so nothing
+    /// half-named is ever left in the host), then address, up and the
+    /// optional default route. IPv6 is turned off in the namespace first.
+    ///
+    /// Re-adoption: an existing `p.ifname` in the namespace that is a
+    /// macvlan on `p.parent` is reconfigured idempotently (its MAC fixed if
+    /// it differs); anything else of that name is a
+    /// [`NetlinkError::LinkConflict`]. A missing parent is
+    /// [`NetlinkError::LinkNotFound`]. On failure after creation the macvlan
+    /// is deleted before the error is returned.
+    pub async fn create_macvlan_endpoint(&self, p: &MacvlanPlumbing) -> Result<(), NetlinkError> {
+        links::check_ifname(&p.parent)?;
+        links::check_ifname(&p.ifname)?;
+        check_prefix(p.prefix_len)?;
+        let what = format!("macvlan {} on {} in netns {}", p.ifname, p.parent, p.netns);
+        let parent = links::get(&self.handle, &p.parent)
+            .await
+            .map_err(|e| {
+                NetlinkError::kernel(format!("look up parent {} for {what}", p.parent), e)
+            })?
+            .ok_or_else(|| NetlinkError::LinkNotFound {
+                name: p.parent.clone(),
+                context: format!(" (parent for {what})"),
+            })?
+            .header
+            .index;
+        let ns_file = netns::open(&p.netns)?;
+        let ns = netns::connect(&p.netns).await?;
+        self.disable_ipv6_in(&ns_file, &p.netns).await?;
+
+        if let Some(link) = links::get(&ns, &p.ifname).await.map_err(|e| {
+            NetlinkError::kernel(format!("look up {} in netns {}", p.ifname, p.netns), e)
+        })? {
+            if link_kind(&link) != Some(links::Kind::MacVlan)
+                || link_peer_index(&link) != Some(parent)
+            {
+                return Err(NetlinkError::LinkConflict {
+                    name: p.ifname.clone(),
+                    detail: format!("in netns {} is not a macvlan on {}", p.netns, p.parent),
+                });
+            }
+            tracing::debug!(ifname = %p.ifname, parent = %p.parent, netns = %p.netns, "adopting existing macvlan");
+            if link_mac(&link) != Some(&p.mac[..]) {
+                links::set_mac(&ns, link.header.index, p.mac)
+                    .await
+                    .map_err(|e| {
+                        NetlinkError::kernel(format!("set MAC {} on {what}", fmt_mac(p.mac)), e)
+                    })?;
+            }
+            return configure_in_netns(
+                &ns,
+                &p.netns,
+                &p.ifname,
+                (p.ip, p.prefix_len),
+                p.default_route.then_some(p.gateway),
+                &what,
+            )
+            .await;
+        }
+
+        let mut msg = rtnetlink::LinkMacVlan::new(
+            &p.ifname,
+            parent,
+            rtnetlink::packet_route::link::MacVlanMode::Bridge,
+        )
+        .setns_by_fd(std::os::fd::AsRawFd::as_raw_fd(&ns_file))
+        .address(p.mac.to_vec());
+        if let Some(mtu) = p.mtu {
+            msg = msg.mtu(mtu);
+        }
+        self.handle
+            .link()
+            .add(msg.build())
+            .execute()
+            .await
+            .map_err(|e| NetlinkError::kernel(format!("create {what}"), nl_io(e)))?;
+        drop(ns_file);
+
+        let result = configure_in_netns(
+            &ns,
+            &p.netns,
+            &p.ifname,
+            (p.ip, p.prefix_len),
+            p.default_route.then_some(p.gateway),
+            &what,
+        )
+        .await;
+        if result.is_err()
+            && let Err(e) = links::delete(&ns, &p.ifname).await
+        {
+            tracing::warn!(ifname = %p.ifname, netns = %p.netns, error = %e, "failed to roll back half-made macvlan");
+        }
+        result
+    }
+
+    /// Deletes link `ifname` inside namespace `netns` (e.g. a container's
+    /// macvlan on disconnect). A missing link or namespace is Ok.
+    pub async fn remove_link_in_netns(
+        &self,
+        netns: &str,
+        ifname: &str,
+    ) -> Result<(), NetlinkError> {
+        links::check_ifname(ifname)?;
+        let ns = match netns::connect(netns).await {
+            Ok(ns) => ns,
+            Err(NetlinkError::NetnsNotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        links::delete(&ns, ifname)
+            .await
+            .map_err(|e| NetlinkError::kernel(format!("delete {ifname} in netns {netns}"), e))
     }
 
     /// Sets (or replaces) the default route inside a namespace, used when the
@@ -461,6 +719,41 @@ impl Netlink {
                 )
             })
     }
+}
+
+/// Address, up and optional default route for a link inside a
+/// namespace; all idempotent.
+async fn configure_in_netns(
+    ns: &Handle,
+    netns: &str,
+    ifname: &str,
+    (ip, prefix_len): (Ipv4Addr, u8),
+    default_via: Option<Ipv4Addr>,
+    what: &str,
+) -> Result<(), NetlinkError> {
+    let index = links::get(ns, ifname)
+        .await
+        .map_err(|e| NetlinkError::kernel(format!("look up {ifname} for {what}"), e))?
+        .ok_or_else(|| NetlinkError::LinkNotFound {
+            name: ifname.to_string(),
+            context: format!(" in netns {netns}"),
+        })?
+        .header
+        .index;
+    links::add_address(ns, index, ip, prefix_len)
+        .await
+        .map_err(|e| NetlinkError::kernel(format!("add address {ip}/{prefix_len} to {what}"), e))?;
+    links::set_up(ns, index)
+        .await
+        .map_err(|e| NetlinkError::kernel(format!("set {ifname} up for {what}"), e))?;
+    if let Some(gateway) = default_via {
+        links::replace_default_route(ns, index, gateway)
+            .await
+            .map_err(|e| {
+                NetlinkError::kernel(format!("add default route via {gateway} for {what}"), e)
+            })?;
+    }
+    Ok(())
 }
 
 fn check_prefix(prefix_len: u8) -> Result<(), NetlinkError> {

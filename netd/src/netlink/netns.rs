@@ -378,3 +378,29 @@ pub(crate) async fn connect(name: &str) -> Result<Handle, NetlinkError> {
     tokio::spawn(conn);
     Ok(handle)
 }
+
+/// Runs `f` on a fresh std thread that has first `setns`ed into the
+/// namespace `file` refers to, and returns its result. The thread exits
+/// afterwards, so nothing else ever runs in that namespace by accident.
+/// Blocking work in `f` (e.g. a procfs write) never blocks a tokio worker.
+pub(crate) async fn run_in<T, F>(file: File, f: F) -> io::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> io::Result<T> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("netd-netns-run".into())
+        .spawn(move || {
+            // SAFETY: `file` is an open nsfs descriptor; setns affects only
+            // this dedicated thread, which exits right after `f`.
+            let res = if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                f()
+            };
+            let _ = tx.send(res);
+        })?;
+    rx.await
+        .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
+}

@@ -1,0 +1,118 @@
+//! ARP from a container, answered in the kernel.
+//!
+//! A container resolves only two kinds of address: its gateway and the other
+//! endpoints of its network. Both answers are in the maps (an endpoint's MAC
+//! in `EP_MAP`, the gateway's derived from its address by
+//! `netd_common::mac_for_ipv4`), so the request is turned into the reply in
+//! place and sent straight back to the container with `bpf_redirect` to the
+//! egress of the veth it came in on. Nothing is flooded: a request the maps
+//! cannot answer is dropped (`ArpUnanswered`), one for another network's
+//! address too (`CrossNetwork`).
+use aya_ebpf::{helpers::generated::bpf_redirect, programs::TcContext};
+use netd_common::{DropReason, EndpointInfo, mac_for_ipv4};
+
+use crate::{
+    VERDICT_NEXT, maps,
+    parse::{self, EthArp},
+    stats,
+};
+
+/// `ARPHRD_ETHER`.
+const HTYPE_ETHERNET: [u8; 2] = 1u16.to_be_bytes();
+/// `ETH_P_IP` as the ARP protocol type.
+const PTYPE_IPV4: [u8; 2] = 0x0800u16.to_be_bytes();
+const OP_REQUEST: [u8; 2] = 1u16.to_be_bytes();
+const OP_REPLY: [u8; 2] = 2u16.to_be_bytes();
+
+/// Handles an ARP frame sent by the endpoint `ep`.
+///
+/// - Not Ethernet/IPv4 ARP: `NotIp`; wrong address lengths: `Malformed`.
+/// - Ethernet source, sender MAC or sender IP not the endpoint's own:
+///   `SpoofedSource` (so an ARP probe with sender 0.0.0.0 is dropped too;
+///   netd's containers are configured statically and never probe).
+/// - A request for the gateway or for an endpoint of the same network: the
+///   reply, redirected back to the container (`TC_ACT_REDIRECT`).
+/// - A request for an address of another netd network: `CrossNetwork`;
+///   for anything else: `ArpUnanswered`.
+/// - A reply, or a gratuitous request (target = sender): passed on to the
+///   host, with the Ethernet destination set to the gateway's MAC so the
+///   bridge delivers it locally instead of flooding it to the other ports.
+#[inline(always)]
+pub(crate) fn from_endpoint(ctx: &TcContext, ep: &EndpointInfo) -> Result<i32, DropReason> {
+    let frame = parse::header::<EthArp>(ctx, 0)?;
+    // SAFETY: `header` checked that the 42 bytes of EthArp are in the packet;
+    // no helper that moves packet data runs until the last use of `frame`.
+    let (eth_src, htype, ptype, hlen, plen, oper, sha, spa, tpa) = unsafe {
+        let f = &*frame;
+        (
+            f.eth.src_addr,
+            f.arp.htype,
+            f.arp.ptype,
+            f.arp.hlen,
+            f.arp.plen,
+            f.arp.oper,
+            f.arp.sha,
+            f.arp.spa,
+            f.arp.tpa,
+        )
+    };
+    if htype != HTYPE_ETHERNET || ptype != PTYPE_IPV4 {
+        return Err(DropReason::NotIp);
+    }
+    if hlen != 6 || plen != 4 {
+        return Err(DropReason::Malformed);
+    }
+    let spa = parse::ipv4(spa);
+    let tpa = parse::ipv4(tpa);
+    if !parse::mac_eq(&eth_src, &ep.mac) || !parse::mac_eq(&sha, &ep.mac) || spa != ep.ip {
+        return Err(DropReason::SpoofedSource);
+    }
+
+    if oper == OP_REPLY || (oper == OP_REQUEST && tpa == ep.ip) {
+        let own = maps::network_of(ep.ip).ok_or(DropReason::NoNetwork)?;
+        // SAFETY: in bounds (checked above); direct packet writes are allowed
+        // for TC programs, the verifier unclones the skb first.
+        unsafe { (*frame.cast_mut()).eth.dst_addr = mac_for_ipv4(own.gateway.to_ne_bytes()) };
+        return Ok(VERDICT_NEXT);
+    }
+    if oper != OP_REQUEST {
+        return Err(DropReason::ArpUnanswered);
+    }
+
+    let answer = resolve(ep, tpa)?;
+    // The request becomes the reply: from `answer` (claiming `tpa`) to the
+    // container (which asked from `ep.mac`/`ep.ip`).
+    // SAFETY: as above.
+    unsafe {
+        let f = &mut *frame.cast_mut();
+        f.eth.dst_addr = ep.mac;
+        f.eth.src_addr = answer;
+        f.arp.oper = OP_REPLY;
+        f.arp.tha = ep.mac;
+        f.arp.tpa = ep.ip.to_ne_bytes();
+        f.arp.sha = answer;
+        f.arp.spa = tpa.to_ne_bytes();
+    }
+    let ifindex = stats::ifindex(ctx);
+    // SAFETY: plain helper call. With flags 0 it records "egress of
+    // `ifindex`" for the kernel to act on after the program returns and
+    // returns TC_ACT_REDIRECT.
+    Ok(unsafe { bpf_redirect(ifindex, 0) } as i32)
+}
+
+/// The MAC that answers "who has `target`?" for the endpoint `ep`.
+#[inline(always)]
+fn resolve(ep: &EndpointInfo, target: u32) -> Result<[u8; 6], DropReason> {
+    if let Some(peer) = maps::endpoint_by_ip(target) {
+        if peer.net_index != ep.net_index {
+            return Err(DropReason::CrossNetwork);
+        }
+        return Ok(peer.mac);
+    }
+    match maps::network_of(target) {
+        Some(net) if net.net_index != ep.net_index => Err(DropReason::CrossNetwork),
+        Some(net) if net.gateway == target => Ok(mac_for_ipv4(target.to_ne_bytes())),
+        // An unused address of the own network, or no netd network at all.
+        _ => Err(DropReason::ArpUnanswered),
+    }
+}

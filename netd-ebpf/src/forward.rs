@@ -1,0 +1,75 @@
+//! IPv4 from a container: anti-spoofing, isolation between networks, and
+//! delivery to endpoints of the same network without the Linux bridge.
+//!
+//! Same network: the frame is handed to the destination container's `eth0`
+//! with `bpf_redirect_peer` (it enters that namespace's stack directly,
+//! skipping the destination's host-side veth and the bridge). The frame is
+//! forwarded as a bridge would (L2 semantics: the containers share a subnet,
+//! so the TTL is not decremented and the Ethernet source stays the sender's
+//! MAC); only the destination MAC is (re)written to the endpoint's, so the
+//! frame is right even if the sender's neighbour entry was not.
+//!
+//! Everything that is passed on (to the gateway, to an unused address of the
+//! own subnet, to the outside world) gets the gateway's MAC as Ethernet
+//! destination: the bridge then delivers it to the host's stack and never
+//! forwards or floods it to another port, whatever the container addressed
+//! it to. This is what keeps containers from reaching each other through the
+//! bridge's static FDB entries or by broadcast.
+use aya_ebpf::{helpers::generated::bpf_redirect_peer, programs::TcContext};
+use netd_common::{DropReason, EndpointInfo, NET_F_INTERNAL, mac_for_ipv4};
+
+use crate::{
+    VERDICT_NEXT, maps,
+    parse::{self, EthIpv4},
+    stats,
+};
+
+/// Handles an IPv4 packet sent by the endpoint `ep`.
+///
+/// Lookups: `EP_MAP` for the destination always; `NET_LPM` only when the
+/// destination is not an endpoint, and a second time (for the sender's own
+/// network) only when the destination is outside every netd network.
+#[inline(always)]
+pub(crate) fn from_endpoint(ctx: &TcContext, ep: &EndpointInfo) -> Result<i32, DropReason> {
+    let frame = parse::header::<EthIpv4>(ctx, 0)?;
+    // SAFETY: `header` checked that the 34 bytes of EthIpv4 are in the packet;
+    // map lookups do not move packet data, so `frame` stays valid below.
+    let (eth_src, vihl, src, dst) = unsafe {
+        let f = &*frame;
+        (f.eth.src_addr, f.ip.vihl, f.ip.src_addr, f.ip.dst_addr)
+    };
+    parse::check_ipv4_vihl(ctx, vihl)?;
+    if parse::ipv4(src) != ep.ip || !parse::mac_eq(&eth_src, &ep.mac) {
+        return Err(DropReason::SpoofedSource);
+    }
+    let dst = parse::ipv4(dst);
+
+    if let Some(peer) = maps::endpoint_by_ip(dst) {
+        if peer.net_index != ep.net_index {
+            return Err(DropReason::CrossNetwork);
+        }
+        // SAFETY: in bounds (checked above); direct packet writes are allowed
+        // for TC programs, the verifier unclones the skb first.
+        unsafe { (*frame.cast_mut()).eth.dst_addr = peer.mac };
+        stats::count_delivered(peer.ifindex, ctx.len());
+        // SAFETY: plain helper call. With flags 0 it records "ingress of the
+        // peer of `peer.ifindex`" for the kernel to act on after the program
+        // returns, and returns TC_ACT_REDIRECT.
+        return Ok(unsafe { bpf_redirect_peer(peer.ifindex, 0) } as i32);
+    }
+
+    let gateway = match maps::network_of(dst) {
+        Some(net) if net.net_index == ep.net_index => net.gateway,
+        Some(_) => return Err(DropReason::CrossNetwork),
+        None => {
+            let own = maps::network_of(ep.ip).ok_or(DropReason::NoNetwork)?;
+            if own.flags & NET_F_INTERNAL != 0 {
+                return Err(DropReason::InternalNetwork);
+            }
+            own.gateway
+        }
+    };
+    // SAFETY: as above.
+    unsafe { (*frame.cast_mut()).eth.dst_addr = mac_for_ipv4(gateway.to_ne_bytes()) };
+    Ok(VERDICT_NEXT)
+}

@@ -1,0 +1,73 @@
+//! What the datapath counted, joined with the names users know. Both the
+//! `/stats` API (`netd stats`) and the Prometheus endpoint read it, at the
+//! moment they are asked, straight from the per-CPU maps.
+
+use netd_common::{Direction, DropReason, EndpointStats};
+
+use super::Engine;
+use crate::error::{EngineError, Result};
+
+/// Traffic of one container on one network.
+#[derive(Debug, Clone)]
+pub struct EndpointTraffic {
+    pub container: String,
+    pub network: String,
+    /// Interface name inside the container (eth0, ...).
+    pub ifname: String,
+    pub stats: EndpointStats,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Traffic {
+    /// In container, then network order.
+    pub endpoints: Vec<EndpointTraffic>,
+    /// Every known {reason, direction}, zeros included.
+    pub drops: Vec<(DropReason, Direction, u64)>,
+}
+
+impl Engine {
+    pub fn traffic(&self) -> Result<Traffic> {
+        let counters = self
+            .dataplane
+            .endpoint_stats()
+            .map_err(|e| EngineError::system("cannot read endpoint counters", e))?;
+        let drops = self
+            .dataplane
+            .drop_stats()
+            .map_err(|e| EngineError::system("cannot read drop counters", e))?;
+        let mut endpoints = Vec::new();
+        for c in self.state.containers.values() {
+            for ep in &c.endpoints {
+                let Some(ifindex) = host_ifindex(&ep.host_ifname) else {
+                    continue;
+                };
+                let Some((_, stats)) = counters.iter().find(|(i, _)| *i == ifindex) else {
+                    continue;
+                };
+                endpoints.push(EndpointTraffic {
+                    container: c.name.clone(),
+                    network: self
+                        .state
+                        .networks
+                        .get(&ep.network_id)
+                        .map(|n| n.name.clone())
+                        .unwrap_or_default(),
+                    ifname: ep.ifname.clone(),
+                    stats: *stats,
+                });
+            }
+        }
+        endpoints.sort_by(|a, b| (&a.container, &a.network).cmp(&(&b.container, &b.network)));
+        Ok(Traffic { endpoints, drops })
+    }
+}
+
+/// The ifindex of a host-side veth, from sysfs (no netlink round trip on a
+/// scrape).
+fn host_ifindex(ifname: &str) -> Option<u32> {
+    std::fs::read_to_string(format!("/sys/class/net/{ifname}/ifindex"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
