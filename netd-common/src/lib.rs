@@ -40,6 +40,20 @@ pub mod limits {
     /// Entries of the `DROP_STATS` per-CPU array: one counter per
     /// {direction, reason slot}, see [`crate::DropKey::index`].
     pub const DROP_STATS_ENTRIES: u32 = DROP_REASON_SLOTS * DIRECTIONS;
+
+    /// Most published host ports (`PUBLISH` entries) one host can carry:
+    /// every {host address, port, protocol} once.
+    pub const MAX_PUBLISHED: u32 = 65536;
+
+    /// Size of the `NAT_CT` connection tracking LRU: two entries per
+    /// translated flow, so 131072 concurrent flows (the least recently used
+    /// are evicted beyond that). A load-time override is planned; until then
+    /// changing it makes the pinned map incompatible (see `netd::dataplane`).
+    pub const NAT_CT_ENTRIES: u32 = 262144;
+
+    /// Slots of the `NAT_STATS` per-CPU array (more than there are
+    /// [`crate::nat::NatCounter`]s, so adding one does not resize it).
+    pub const NAT_STATS_SLOTS: u32 = 16;
 }
 
 /// Map names as they appear in the object file and as pin file names.
@@ -63,6 +77,19 @@ pub mod map_names {
     /// (host order) then the network address ([`crate::ipv4_be`]), 8 bytes,
     /// built on both sides with aya's `lpm_trie::Key<u32>`.
     pub const NET_LPM: &str = "NET_LPM";
+    /// Hash: [`crate::PublishKey`] -> [`crate::PublishTarget`]. Published
+    /// ports (DNAT on the uplink, hairpin, socket hooks).
+    pub const PUBLISH: &str = "PUBLISH";
+    /// Array, one entry (index 0): [`crate::HostConfig`].
+    pub const HOST_CFG: &str = "HOST_CFG";
+    /// LRU hash: [`crate::nat::CtKey`] -> [`crate::nat::CtEntry`], the NAT
+    /// connection tracking table (two entries per flow).
+    pub const NAT_CT: &str = "NAT_CT";
+    /// Per-CPU array: [`crate::nat::NatCounter`] -> count (`u64`).
+    pub const NAT_STATS: &str = "NAT_STATS";
+    /// Per-CPU hash: [`crate::PublishKey`] -> flows translated through that
+    /// published port (`u64`).
+    pub const PUBLISH_STATS: &str = "PUBLISH_STATS";
 }
 
 /// An IPv4 address as the maps store it: the four octets in network order,
@@ -190,11 +217,20 @@ pub enum DropReason {
     /// cannot tell whether the packet may leave (fail closed). Stays at zero
     /// unless the daemon wrote an endpoint without its network.
     NoNetwork = 7,
+    /// Masquerade or hairpin found no free source port for a new flow
+    /// (every try of the bounded search was taken).
+    NatNoPort = 8,
+    /// A new flow's connection tracking entries could not be inserted into
+    /// `NAT_CT` (the kernel refused the element, e.g. out of memory).
+    CtMapFull = 9,
+    /// A packet of a translated flow the program cannot translate: an IPv4
+    /// fragment other than the first (no ports to look the flow up by).
+    NatFragment = 10,
 }
 
 impl DropReason {
     /// All reasons, in value order.
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::Unknown,
         DropReason::Malformed,
         DropReason::NotIp,
@@ -203,6 +239,9 @@ impl DropReason {
         DropReason::ArpUnanswered,
         DropReason::InternalNetwork,
         DropReason::NoNetwork,
+        DropReason::NatNoPort,
+        DropReason::CtMapFull,
+        DropReason::NatFragment,
     ];
 
     /// Decodes a raw value read from a map; `None` for values this build does
@@ -217,6 +256,9 @@ impl DropReason {
             5 => Some(DropReason::ArpUnanswered),
             6 => Some(DropReason::InternalNetwork),
             7 => Some(DropReason::NoNetwork),
+            8 => Some(DropReason::NatNoPort),
+            9 => Some(DropReason::CtMapFull),
+            10 => Some(DropReason::NatFragment),
             _ => None,
         }
     }
@@ -232,6 +274,9 @@ impl DropReason {
             DropReason::ArpUnanswered => "arp_unanswered",
             DropReason::InternalNetwork => "internal_network",
             DropReason::NoNetwork => "no_network",
+            DropReason::NatNoPort => "nat_no_port",
+            DropReason::CtMapFull => "ct_map_full",
+            DropReason::NatFragment => "nat_fragment",
         }
     }
 }
@@ -385,6 +430,9 @@ mod tests {
         assert_eq!(DropReason::ArpUnanswered as u32, 5);
         assert_eq!(DropReason::InternalNetwork as u32, 6);
         assert_eq!(DropReason::NoNetwork as u32, 7);
+        assert_eq!(DropReason::NatNoPort as u32, 8);
+        assert_eq!(DropReason::CtMapFull as u32, 9);
+        assert_eq!(DropReason::NatFragment as u32, 10);
         assert_eq!(Direction::FromEndpoint as u32, 0);
         assert_eq!(Direction::ToEndpoint as u32, 1);
     }
@@ -453,5 +501,462 @@ mod tests {
                 to_bytes: 8
             }
         );
+    }
+}
+
+/// An IP protocol netd translates, with its IANA number as the value (what
+/// [`PublishKey::proto`] and the packet's IPv4 protocol field hold).
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    /// TCP, 6.
+    Tcp = 6,
+    /// UDP, 17.
+    Udp = 17,
+}
+
+impl Proto {
+    /// The IANA protocol number.
+    pub const fn number(self) -> u8 {
+        self as u8
+    }
+
+    /// Decodes an IPv4 protocol number; `None` for anything but TCP/UDP.
+    pub const fn from_u8(value: u8) -> Option<Proto> {
+        match value {
+            6 => Some(Proto::Tcp),
+            17 => Some(Proto::Udp),
+            _ => None,
+        }
+    }
+
+    /// Stable, lower-case label (`tcp`, `udp`), as in Docker's `80/tcp`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// `PUBLISH` map key: a published host address/port. `addr` 0 = every host
+/// address (`-p 8080:80`); 127.0.0.1 = loopback only
+/// (`-p 127.0.0.1:8080:80`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct PublishKey {
+    /// Host IPv4 address, network byte order ([`ipv4_be`]); 0 = any.
+    pub addr: u32,
+    /// Host port, network byte order (`port.to_be()`).
+    pub port: u16,
+    /// IP protocol number: 6 TCP, 17 UDP ([`Proto`]).
+    pub proto: u8,
+    /// Zero.
+    pub _pad: u8,
+}
+
+/// `PUBLISH` map value: where a published port leads.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct PublishTarget {
+    /// Container IPv4 address, network byte order ([`ipv4_be`]).
+    pub addr: u32,
+    /// Container port, network byte order.
+    pub port: u16,
+    /// Zero.
+    pub _pad: u16,
+    /// The container's host-side veth ifindex.
+    pub ifindex: u32,
+    /// The container's network index ([`EndpointInfo::net_index`]).
+    pub net_index: u32,
+}
+
+/// `HOST_CFG` array map value, one entry (index 0): facts about the host.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct HostConfig {
+    /// The uplink's ifindex (where masqueraded traffic leaves).
+    pub uplink_ifindex: u32,
+    /// The uplink's IPv4 address, network byte order; 0 = no uplink (no
+    /// masquerade, no DNAT from outside).
+    pub uplink_addr: u32,
+    /// The daemon's (host) network namespace cookie; the socket hooks act
+    /// only there.
+    pub netns_cookie: u64,
+}
+
+#[cfg(feature = "user")]
+mod pod_publish {
+    // SAFETY: `#[repr(C)]`, `Copy`, integers only with the padding spelled
+    // out as fields (8 bytes, no implicit padding), any bit pattern valid.
+    unsafe impl aya::Pod for super::PublishKey {}
+    // SAFETY: as above, 16 bytes of integers, no implicit padding.
+    unsafe impl aya::Pod for super::PublishTarget {}
+    // SAFETY: as above, two `u32`s then a `u64` at offset 8, 16 bytes.
+    unsafe impl aya::Pod for super::HostConfig {}
+}
+
+#[cfg(test)]
+mod publish_tests {
+    use core::mem::{align_of, offset_of, size_of};
+
+    use super::*;
+
+    #[test]
+    fn publish_layouts() {
+        assert_eq!(size_of::<PublishKey>(), 8);
+        assert_eq!(offset_of!(PublishKey, addr), 0);
+        assert_eq!(offset_of!(PublishKey, port), 4);
+        assert_eq!(offset_of!(PublishKey, proto), 6);
+        assert_eq!(offset_of!(PublishKey, _pad), 7);
+        assert_eq!(size_of::<PublishTarget>(), 16);
+        assert_eq!(offset_of!(PublishTarget, addr), 0);
+        assert_eq!(offset_of!(PublishTarget, port), 4);
+        assert_eq!(offset_of!(PublishTarget, _pad), 6);
+        assert_eq!(offset_of!(PublishTarget, ifindex), 8);
+        assert_eq!(offset_of!(PublishTarget, net_index), 12);
+        assert_eq!(size_of::<HostConfig>(), 16);
+        assert_eq!(align_of::<HostConfig>(), 8);
+        assert_eq!(offset_of!(HostConfig, uplink_ifindex), 0);
+        assert_eq!(offset_of!(HostConfig, uplink_addr), 4);
+        assert_eq!(offset_of!(HostConfig, netns_cookie), 8);
+    }
+
+    #[test]
+    fn proto_values_are_iana_numbers() {
+        assert_eq!(Proto::Tcp as u8, 6);
+        assert_eq!(Proto::Udp as u8, 17);
+        assert_eq!(Proto::from_u8(6), Some(Proto::Tcp));
+        assert_eq!(Proto::from_u8(17), Some(Proto::Udp));
+        assert_eq!(Proto::from_u8(1), None);
+        for name in [map_names::PUBLISH, map_names::HOST_CFG] {
+            assert!(name.len() <= 15);
+        }
+    }
+}
+
+/// Connection tracking and address translation (masquerade, published
+/// ports, hairpin): the `NAT_CT` map's layout and the rules both sides
+/// apply to it (timeouts), so that the daemon's view (`nat_stats`) agrees
+/// with the programs'.
+///
+/// # Entries
+/// Every translated flow has two entries, inserted together, each keyed by
+/// the tuple of a packet *as it arrives* at the hook that translates it and
+/// holding the tuple to rewrite it to. The other entry's key is always the
+/// reverse of the translated tuple, so either entry finds its partner:
+/// ```text
+/// masquerade  C:cp -> R:rp  becomes  U:up -> R:rp   key {C,R,cp,rp}  (netd_from_ep)
+///             R:rp -> U:up  becomes  R:rp -> C:cp   key {R,U,rp,up}  (netd_uplink_in)
+/// published   R:rp -> U:hp  becomes  R:rp -> T:tp   key {R,U,rp,hp}  (netd_uplink_in)
+///             T:tp -> R:rp  becomes  U:hp -> R:rp   key {T,R,tp,rp}  (netd_from_ep)
+/// hairpin     A:ap -> U:hp  becomes  G:xp -> T:tp   key {A,U,ap,hp}  (netd_from_ep of A)
+///             T:tp -> G:xp  becomes  U:hp -> A:ap   key {T,G,tp,xp}  (netd_from_ep of T)
+/// ```
+/// (U uplink address, G the target network's gateway.) ICMP echo uses the
+/// identifier as the "port": `sport` = id for requests, `dport` = id for
+/// replies, the other one 0, so that reversing a tuple works the same way.
+pub mod nat {
+    /// `IPPROTO_ICMP`.
+    pub const PROTO_ICMP: u8 = 1;
+    /// `IPPROTO_TCP`.
+    pub const PROTO_TCP: u8 = 6;
+    /// `IPPROTO_UDP`.
+    pub const PROTO_UDP: u8 = 17;
+
+    /// Masquerade/hairpin source ports are searched in
+    /// `PORT_MIN..=PORT_MAX` (Linux's default ephemeral range) when the
+    /// original one is taken.
+    pub const PORT_MIN: u16 = 32768;
+    /// See [`PORT_MIN`].
+    pub const PORT_MAX: u16 = 60999;
+    /// How many ports a new flow tries (the original, then this many minus
+    /// one from a random start in the range) before it is dropped with
+    /// `DropReason::NatNoPort`. Bounded so the verifier accepts the loop
+    /// and a packet's cost stays bounded.
+    pub const PORT_TRIES: u32 = 32;
+
+    const SECOND: u64 = 1_000_000_000;
+    /// TCP flow whose reply direction has not been seen yet.
+    pub const TIMEOUT_TCP_SYN_NS: u64 = 60 * SECOND;
+    /// TCP flow with traffic both ways.
+    pub const TIMEOUT_TCP_ESTABLISHED_NS: u64 = 2 * 3600 * SECOND;
+    /// TCP flow after a FIN in both directions (normally removed at the
+    /// last ACK already; this covers a lost last ACK).
+    pub const TIMEOUT_TCP_CLOSING_NS: u64 = 10 * SECOND;
+    /// UDP flow.
+    pub const TIMEOUT_UDP_NS: u64 = 60 * SECOND;
+    /// ICMP echo flow.
+    pub const TIMEOUT_ICMP_NS: u64 = 30 * SECOND;
+    /// `last_seen` is only rewritten when it is older than this, so that a
+    /// busy flow does not write its entry on every packet (the cache line
+    /// would bounce between CPUs). Timeouts are accurate to this much.
+    pub const REFRESH_NS: u64 = SECOND;
+
+    /// [`CtEntry::flags`]: the entry translates the reply direction (the
+    /// flow was created by a packet the other entry matches).
+    pub const CT_F_REPLY: u32 = 1;
+    /// Traffic was seen in the reply direction.
+    pub const CT_F_ESTABLISHED: u32 = 1 << 1;
+    /// TCP FIN seen in the original direction.
+    pub const CT_F_FIN_ORIG: u32 = 1 << 2;
+    /// TCP FIN seen in the reply direction.
+    pub const CT_F_FIN_REPLY: u32 = 1 << 3;
+    /// TCP FIN seen both ways: the next ACK from the side that sent the first
+    /// FIN ends the flow (both entries are deleted).
+    pub const CT_F_CLOSING: u32 = 1 << 4;
+    /// With [`CT_F_CLOSING`]: the second FIN came from the reply direction.
+    pub const CT_F_LAST_FIN_REPLY: u32 = 1 << 5;
+    /// Deliver the translated packet to the uplink
+    /// (`bpf_redirect_neigh(ifindex)`); otherwise to the endpoint behind the
+    /// host-side veth `ifindex` (`bpf_redirect_peer`).
+    pub const CT_F_TO_UPLINK: u32 = 1 << 6;
+    /// The flow is a masquerade (container to outside).
+    pub const CT_F_SNAT: u32 = 1 << 7;
+    /// The flow came in through a published port from outside.
+    pub const CT_F_DNAT: u32 = 1 << 8;
+    /// The flow is a container reaching a published port through a host
+    /// address (hairpin).
+    pub const CT_F_HAIRPIN: u32 = 1 << 9;
+
+    /// `NAT_CT` key: a packet's tuple as it arrives. Addresses and ports in
+    /// network byte order, as in the packet.
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub struct CtKey {
+        pub saddr: u32,
+        pub daddr: u32,
+        pub sport: u16,
+        pub dport: u16,
+        /// `PROTO_TCP`, `PROTO_UDP` or `PROTO_ICMP`.
+        pub proto: u8,
+        /// Zero.
+        pub _pad: [u8; 3],
+    }
+
+    impl CtKey {
+        /// The tuple of a packet going the other way.
+        pub const fn reversed(self) -> CtKey {
+            CtKey {
+                saddr: self.daddr,
+                daddr: self.saddr,
+                sport: self.dport,
+                dport: self.sport,
+                proto: self.proto,
+                _pad: [0; 3],
+            }
+        }
+    }
+
+    /// `NAT_CT` value: how to rewrite and where to send a packet whose tuple
+    /// is the key.
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+    pub struct CtEntry {
+        /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet, to
+        /// [`REFRESH_NS`].
+        pub last_seen: u64,
+        /// The tuple after translation.
+        pub new_saddr: u32,
+        pub new_daddr: u32,
+        pub new_sport: u16,
+        pub new_dport: u16,
+        /// Where the translated packet goes, see [`CT_F_TO_UPLINK`].
+        pub ifindex: u32,
+        /// When delivering to an endpoint: its network's gateway, whose MAC
+        /// ([`crate::mac_for_ipv4`]) becomes the Ethernet source.
+        pub gateway: u32,
+        /// `CT_F_*`.
+        pub flags: u32,
+    }
+
+    impl CtEntry {
+        /// The key of the flow's other entry.
+        pub const fn peer_key(&self, proto: u8) -> CtKey {
+            CtKey {
+                saddr: self.new_daddr,
+                daddr: self.new_saddr,
+                sport: self.new_dport,
+                dport: self.new_sport,
+                proto,
+                _pad: [0; 3],
+            }
+        }
+    }
+
+    /// How long an entry of protocol `proto` with `flags` lives after its
+    /// last packet.
+    pub const fn timeout_ns(proto: u8, flags: u32) -> u64 {
+        match proto {
+            PROTO_TCP => {
+                if flags & CT_F_CLOSING != 0 {
+                    TIMEOUT_TCP_CLOSING_NS
+                } else if flags & CT_F_ESTABLISHED != 0 {
+                    TIMEOUT_TCP_ESTABLISHED_NS
+                } else {
+                    TIMEOUT_TCP_SYN_NS
+                }
+            }
+            PROTO_ICMP => TIMEOUT_ICMP_NS,
+            _ => TIMEOUT_UDP_NS,
+        }
+    }
+
+    /// Whether an entry last seen at `last_seen` has timed out at `now`
+    /// (both `CLOCK_MONOTONIC` nanoseconds). A flow is over when *both* its
+    /// entries have.
+    pub const fn expired(last_seen: u64, proto: u8, flags: u32, now: u64) -> bool {
+        now > last_seen && now - last_seen > timeout_ns(proto, flags)
+    }
+
+    /// Slots of the `NAT_STATS` per-CPU array. Values are stored in a
+    /// pinned map: never renumber, only append.
+    #[repr(u32)]
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum NatCounter {
+        /// Masqueraded flows created (container to outside).
+        SnatFlows = 0,
+        /// Flows created through a published port from outside.
+        DnatFlows = 1,
+        /// Hairpin flows created (container to a published port through a
+        /// host address).
+        HairpinFlows = 2,
+        /// Flows removed because TCP closed them (RST, or FIN both ways and
+        /// the last ACK).
+        ClosedFlows = 3,
+        /// Flows removed because both entries had timed out when a packet
+        /// looked them up again.
+        ExpiredFlows = 4,
+        /// Source ports found taken during port selection (each try beyond
+        /// the first counts one).
+        PortCollisions = 5,
+        /// Packets translated (every direction).
+        TranslatedPackets = 6,
+    }
+
+    impl NatCounter {
+        /// All counters, in value order.
+        pub const ALL: [NatCounter; 7] = [
+            NatCounter::SnatFlows,
+            NatCounter::DnatFlows,
+            NatCounter::HairpinFlows,
+            NatCounter::ClosedFlows,
+            NatCounter::ExpiredFlows,
+            NatCounter::PortCollisions,
+            NatCounter::TranslatedPackets,
+        ];
+
+        /// Stable, lower-case label (metrics).
+        pub const fn as_str(self) -> &'static str {
+            match self {
+                NatCounter::SnatFlows => "snat_flows",
+                NatCounter::DnatFlows => "dnat_flows",
+                NatCounter::HairpinFlows => "hairpin_flows",
+                NatCounter::ClosedFlows => "closed_flows",
+                NatCounter::ExpiredFlows => "expired_flows",
+                NatCounter::PortCollisions => "port_collisions",
+                NatCounter::TranslatedPackets => "translated_packets",
+            }
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod_nat {
+    // SAFETY: `#[repr(C)]`, `Copy`, integers with the padding spelled out
+    // (16 bytes, no implicit padding), any bit pattern valid.
+    unsafe impl aya::Pod for super::nat::CtKey {}
+    // SAFETY: as above: a `u64` then `u32`/`u16` fields filling 32 bytes
+    // with no implicit padding.
+    unsafe impl aya::Pod for super::nat::CtEntry {}
+}
+
+#[cfg(test)]
+mod nat_tests {
+    use core::mem::{align_of, offset_of, size_of};
+
+    use super::nat::*;
+    use super::*;
+
+    #[test]
+    fn conntrack_layouts() {
+        assert_eq!(size_of::<CtKey>(), 16);
+        assert_eq!(offset_of!(CtKey, saddr), 0);
+        assert_eq!(offset_of!(CtKey, daddr), 4);
+        assert_eq!(offset_of!(CtKey, sport), 8);
+        assert_eq!(offset_of!(CtKey, dport), 10);
+        assert_eq!(offset_of!(CtKey, proto), 12);
+        assert_eq!(offset_of!(CtKey, _pad), 13);
+        assert_eq!(size_of::<CtEntry>(), 32);
+        assert_eq!(align_of::<CtEntry>(), 8);
+        assert_eq!(offset_of!(CtEntry, last_seen), 0);
+        assert_eq!(offset_of!(CtEntry, new_saddr), 8);
+        assert_eq!(offset_of!(CtEntry, new_daddr), 12);
+        assert_eq!(offset_of!(CtEntry, new_sport), 16);
+        assert_eq!(offset_of!(CtEntry, new_dport), 18);
+        assert_eq!(offset_of!(CtEntry, ifindex), 20);
+        assert_eq!(offset_of!(CtEntry, gateway), 24);
+        assert_eq!(offset_of!(CtEntry, flags), 28);
+    }
+
+    #[test]
+    fn peer_keys_reverse_the_translation() {
+        let key = CtKey {
+            saddr: 1,
+            daddr: 2,
+            sport: 3,
+            dport: 4,
+            proto: PROTO_TCP,
+            _pad: [0; 3],
+        };
+        assert_eq!(key.reversed().reversed(), key);
+        let entry = CtEntry {
+            new_saddr: 9,
+            new_daddr: 2,
+            new_sport: 7,
+            new_dport: 4,
+            ..CtEntry::default()
+        };
+        let peer = entry.peer_key(PROTO_TCP);
+        assert_eq!(
+            (peer.saddr, peer.daddr, peer.sport, peer.dport),
+            (2, 9, 4, 7)
+        );
+    }
+
+    #[test]
+    fn timeouts_follow_the_tcp_state() {
+        assert_eq!(timeout_ns(PROTO_TCP, 0), TIMEOUT_TCP_SYN_NS);
+        assert_eq!(
+            timeout_ns(PROTO_TCP, CT_F_ESTABLISHED),
+            TIMEOUT_TCP_ESTABLISHED_NS
+        );
+        assert_eq!(
+            timeout_ns(PROTO_TCP, CT_F_ESTABLISHED | CT_F_CLOSING),
+            TIMEOUT_TCP_CLOSING_NS
+        );
+        assert_eq!(timeout_ns(PROTO_UDP, 0), TIMEOUT_UDP_NS);
+        assert_eq!(timeout_ns(PROTO_ICMP, 0), TIMEOUT_ICMP_NS);
+        assert!(!expired(100, PROTO_UDP, 0, 100 + TIMEOUT_UDP_NS));
+        assert!(expired(100, PROTO_UDP, 0, 101 + TIMEOUT_UDP_NS));
+        // A clock reading older than the entry (another CPU refreshed it
+        // meanwhile) is not expiry.
+        assert!(!expired(100, PROTO_UDP, 0, 50));
+    }
+
+    #[test]
+    fn nat_counters_are_stable_and_fit() {
+        for (i, c) in NatCounter::ALL.iter().enumerate() {
+            assert_eq!(*c as u32, i as u32);
+            assert!((*c as u32) < limits::NAT_STATS_SLOTS);
+        }
+        for name in [
+            map_names::NAT_CT,
+            map_names::NAT_STATS,
+            map_names::PUBLISH_STATS,
+        ] {
+            assert!(name.len() <= 15);
+        }
+        const { assert!(PORT_MIN < PORT_MAX) };
     }
 }

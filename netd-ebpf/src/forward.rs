@@ -15,11 +15,15 @@
 //! forwards or floods it to another port, whatever the container addressed
 //! it to. This is what keeps containers from reaching each other through the
 //! bridge's static FDB entries or by broadcast.
+//!
+//! Before that, on non-internal networks, `nat` gets to translate what goes
+//! outside every netd network or to the own gateway (masquerade, hairpin,
+//! replies of published ports); what it translates it also redirects.
 use aya_ebpf::{helpers::generated::bpf_redirect_peer, programs::TcContext};
 use netd_common::{DropReason, EndpointInfo, NET_F_INTERNAL, mac_for_ipv4};
 
 use crate::{
-    VERDICT_NEXT, maps,
+    VERDICT_NEXT, maps, nat,
     parse::{self, EthIpv4},
     stats,
 };
@@ -59,16 +63,33 @@ pub(crate) fn from_endpoint(ctx: &TcContext, ep: &EndpointInfo) -> Result<i32, D
     }
 
     let gateway = match maps::network_of(dst) {
-        Some(net) if net.net_index == ep.net_index => net.gateway,
+        Some(net) if net.net_index == ep.net_index => {
+            // The gateway is a host address: a published port there is
+            // hairpin, and replies of hairpin flows come back to it.
+            if dst == net.gateway
+                && let Some(verdict) = nat::from_endpoint(ctx, ep, &net, true)?
+            {
+                return Ok(verdict);
+            }
+            net.gateway
+        }
         Some(_) => return Err(DropReason::CrossNetwork),
         None => {
             let own = maps::network_of(ep.ip).ok_or(DropReason::NoNetwork)?;
             if own.flags & NET_F_INTERNAL != 0 {
                 return Err(DropReason::InternalNetwork);
             }
+            // Masquerade, hairpin through the uplink address, replies of
+            // published-port flows.
+            if let Some(verdict) = nat::from_endpoint(ctx, ep, &own, false)? {
+                return Ok(verdict);
+            }
             own.gateway
         }
     };
+    // Verifier note: `nat` may have pulled the packet (parse::header),
+    // which invalidates `frame`; write through a freshly checked pointer.
+    let frame = parse::header::<EthIpv4>(ctx, 0)?;
     // SAFETY: as above.
     unsafe { (*frame.cast_mut()).eth.dst_addr = mac_for_ipv4(gateway.to_ne_bytes()) };
     Ok(VERDICT_NEXT)

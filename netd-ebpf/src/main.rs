@@ -111,3 +111,58 @@ fn main() {}
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+// ---------------------------------------------------------------------------
+// Socket hooks (module `sock`): published ports for the host's own sockets.
+// Attached by `netd::dataplane::Dataplane::attach_socket_hooks` to the
+// cgroup v2 root; they act only in the daemon's network namespace.
+
+mod sock;
+
+/// `connect()` of an IPv4 socket: a published host address/port becomes the
+/// container's.
+#[aya_ebpf::macros::cgroup_sock_addr(connect4)]
+pub fn netd_connect4(ctx: aya_ebpf::programs::SockAddrContext) -> i32 {
+    sock::connect4(&ctx)
+}
+
+/// `sendto()`/`sendmsg()` with an IPv4 address (unconnected UDP): same
+/// rewrite, remembering the original destination for `netd_recvmsg4`.
+#[aya_ebpf::macros::cgroup_sock_addr(sendmsg4)]
+pub fn netd_sendmsg4(ctx: aya_ebpf::programs::SockAddrContext) -> i32 {
+    sock::sendmsg4(&ctx)
+}
+
+/// `recvfrom()`/`recvmsg()` of UDP: a reply from a container shows the
+/// address the application sent to.
+#[aya_ebpf::macros::cgroup_sock_addr(recvmsg4)]
+pub fn netd_recvmsg4(ctx: aya_ebpf::programs::SockAddrContext) -> i32 {
+    sock::recvmsg4(&ctx)
+}
+
+/// `bind()` of an IPv4 socket: a published address/port is refused with
+/// `EADDRINUSE`.
+#[aya_ebpf::macros::cgroup_sock(post_bind4)]
+pub fn netd_post_bind4(ctx: aya_ebpf::programs::SockContext) -> i32 {
+    sock::post_bind4(&ctx)
+}
+
+// ---------------------------------------------------------------------------
+// NAT (modules `nat`, `conntrack`, `csum`): masquerade, published ports and
+// hairpin. `netd_from_ep` calls into `nat` from `forward`; the uplink has a
+// program of its own.
+
+mod conntrack;
+mod csum;
+mod nat;
+
+/// TCX ingress of the uplink: replies of masqueraded flows and connections
+/// to published ports from outside, translated and handed straight to the
+/// container (`bpf_redirect_peer`). Anything else passes untouched.
+#[classifier]
+pub fn netd_uplink_in(ctx: TcContext) -> i32 {
+    match nat::uplink_in(&ctx) {
+        Ok(verdict) => verdict,
+        Err(reason) => drop_packet(reason, Direction::ToEndpoint),
+    }
+}

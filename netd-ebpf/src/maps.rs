@@ -77,3 +77,77 @@ pub(crate) fn endpoint_by_ip(ip: u32) -> Option<EndpointInfo> {
 pub(crate) fn network_of(ip: u32) -> Option<NetworkInfo> {
     NET_LPM.get(Key::new(32, ip)).copied()
 }
+
+// ---------------------------------------------------------------------------
+// Socket hooks (`sock`). Fully qualified paths so this block does not depend
+// on (or clash with) the imports at the top.
+
+/// Host addresses besides 127.0.0.0/8 and `HOST_CFG.uplink_addr`
+/// ([`netd_common::ipv4_be`] -> 0, the value is unused): destinations the
+/// socket hooks treat as "this host" for published ports. Written only by
+/// the daemon (`Dataplane::set_host_addresses`). Name: `HOST_ADDRS`.
+#[aya_ebpf::macros::map]
+pub(crate) static HOST_ADDRS: aya_ebpf::maps::HashMap<u32, u32> = aya_ebpf::maps::HashMap::pinned(
+    crate::sock::MAX_HOST_ADDRS,
+    aya_ebpf::bindings::BPF_F_NO_PREALLOC,
+);
+
+/// {UDP socket cookie, container address/port} -> the destination the
+/// application used: what `netd_recvmsg4` shows as the source of replies.
+/// LRU because nothing tells the program when a socket closes; a socket
+/// cookie is never reused, so a stale entry can only age out.
+/// Name: `SOCK_UDP_REV`.
+#[aya_ebpf::macros::map]
+pub(crate) static SOCK_UDP_REV: aya_ebpf::maps::LruHashMap<
+    crate::sock::UdpRevKey,
+    crate::sock::UdpRevValue,
+> = aya_ebpf::maps::LruHashMap::pinned(crate::sock::UDP_REV_ENTRIES, 0);
+
+// ---- NAT and published ports (see `nat`, `conntrack`) ----
+
+/// Published host ports: `PublishKey` -> `PublishTarget`. Written by the
+/// daemon (`Dataplane::set_publish`), read by `netd_uplink_in` (DNAT from
+/// outside), `netd_from_ep` (hairpin) and the socket hooks (`sock`).
+/// Name: `map_names::PUBLISH`.
+#[map]
+pub(crate) static PUBLISH: aya_ebpf::maps::HashMap<
+    netd_common::PublishKey,
+    netd_common::PublishTarget,
+> = aya_ebpf::maps::HashMap::pinned(netd_common::limits::MAX_PUBLISHED, BPF_F_NO_PREALLOC);
+
+/// Host facts, one element (index 0): uplink ifindex and address, the
+/// daemon's netns cookie. All zero until the daemon writes it
+/// (`Dataplane::set_host`): no uplink means no masquerade and no DNAT.
+/// Name: `map_names::HOST_CFG`.
+#[map]
+pub(crate) static HOST_CFG: aya_ebpf::maps::Array<netd_common::HostConfig> =
+    aya_ebpf::maps::Array::pinned(1, 0);
+
+/// The host configuration (a copy; zeroes if the map cannot be read).
+#[inline(always)]
+pub(crate) fn host_config() -> netd_common::HostConfig {
+    HOST_CFG.get(0).copied().unwrap_or_default()
+}
+
+/// NAT connection tracking: `CtKey` -> `CtEntry`, two entries per flow (see
+/// `netd_common::nat`). LRU: when full, the least recently used entries
+/// make room, so a burst of flows can never stop new ones; TCP entries are
+/// deleted when the connection closes and the others time out.
+/// Name: `map_names::NAT_CT`.
+#[map]
+pub(crate) static NAT_CT: aya_ebpf::maps::LruHashMap<
+    netd_common::nat::CtKey,
+    netd_common::nat::CtEntry,
+> = aya_ebpf::maps::LruHashMap::pinned(netd_common::limits::NAT_CT_ENTRIES, 0);
+
+/// `NatCounter` -> count. Name: `map_names::NAT_STATS`.
+#[map]
+pub(crate) static NAT_STATS: PerCpuArray<u64> =
+    PerCpuArray::pinned(netd_common::limits::NAT_STATS_SLOTS, 0);
+
+/// `PublishKey` -> flows translated through that published port. The
+/// daemon creates the entry with the `PUBLISH` one; the programs only bump
+/// existing entries. Name: `map_names::PUBLISH_STATS`.
+#[map]
+pub(crate) static PUBLISH_STATS: PerCpuHashMap<netd_common::PublishKey, u64> =
+    PerCpuHashMap::pinned(netd_common::limits::MAX_PUBLISHED, BPF_F_NO_PREALLOC);

@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::netlink::Netlink;
 use crate::notify;
 use crate::store::FileStore;
+use crate::uplink;
 
 /// Mode of the API socket: root and the socket's group may talk to it.
 const SOCKET_MODE: u32 = 0o660;
@@ -49,10 +50,13 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
              available in this version of netd; start without them"
         );
     }
-    if let Some(uplink) = &s.uplink
-        && !Path::new("/sys/class/net").join(uplink).exists()
-    {
-        bail!("uplink interface {uplink} not found; check `ip link` or omit --uplink");
+    let uplink = uplink::resolve(s.uplink.as_deref())?;
+    match &uplink {
+        Some(u) => info!(uplink = %u.ifname, addr = %u.addr, "outside is through the uplink"),
+        None => tracing::warn!(
+            "no default route and no --uplink: containers have no outbound access and \
+             published ports answer only on the host"
+        ),
     }
     let store = FileStore::new(&s.state_dir)?;
     let netlink = Netlink::new()
@@ -63,6 +67,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         EngineConfig {
             prefix: s.prefix.clone(),
             log_dir: s.state_dir.join("logs"),
+            uplink,
         },
         Box::new(store),
         netlink,

@@ -9,6 +9,7 @@
 //! - `netlink`: namespaces, links, addresses and routes (rtnetlink).
 //! - `sandbox`: processes inside container namespaces.
 //! - `dataplane`: loading, pinning and attaching the eBPF programs; map access.
+//! - `uplink`: the interface to the outside (masquerade, published ports).
 //! - `daemon`, `config`, `metrics`, `notify`: the long-running process.
 
 pub mod api;
@@ -25,3 +26,4 @@ pub mod netlink;
 pub mod notify;
 pub mod sandbox;
 pub mod store;
+pub mod uplink;

@@ -179,6 +179,81 @@ impl Collector for Snapshot {
             }
         }
 
+        let nat = &self.traffic.nat;
+        for (name, help, v) in [
+            (
+                "netd_conntrack_entries",
+                "Connection tracking entries of live flows (two per flow)",
+                nat.conntrack_entries,
+            ),
+            (
+                "netd_conntrack_expired_entries",
+                "Timed-out entries not reclaimed yet",
+                nat.conntrack_expired,
+            ),
+            (
+                "netd_conntrack_capacity",
+                "Size of the connection tracking table",
+                nat.conntrack_capacity,
+            ),
+        ] {
+            ConstGauge::new(v as i64).encode(enc.encode_descriptor(
+                name,
+                help,
+                None,
+                MetricType::Gauge,
+            )?)?;
+        }
+        let mut flows = enc.encode_descriptor(
+            "netd_nat_flows",
+            "Translated flows created, by kind",
+            None,
+            MetricType::Counter,
+        )?;
+        for (kind, v) in [
+            ("masquerade", nat.snat_flows),
+            ("published", nat.dnat_flows),
+            ("hairpin", nat.hairpin_flows),
+        ] {
+            ConstCounter::new(v).encode(flows.encode_family(&vec![("kind", kind)])?)?;
+        }
+        for (name, help, v) in [
+            (
+                "netd_nat_flows_ended",
+                "Translated flows removed (closed by TCP or timed out)",
+                nat.closed_flows + nat.expired_flows,
+            ),
+            (
+                "netd_nat_port_collisions",
+                "Source ports found taken while masquerading",
+                nat.port_collisions,
+            ),
+            (
+                "netd_nat_translated_packets",
+                "Packets whose addresses were translated",
+                nat.translated_packets,
+            ),
+        ] {
+            ConstCounter::new(v).encode(enc.encode_descriptor(
+                name,
+                help,
+                None,
+                MetricType::Counter,
+            )?)?;
+        }
+        let mut per_port = enc.encode_descriptor(
+            "netd_published_port_flows",
+            "Flows translated through a published port (from outside and hairpin)",
+            None,
+            MetricType::Counter,
+        )?;
+        for p in &nat.published {
+            let address = p.host_addr.map_or("0.0.0.0".to_string(), |a| a.to_string());
+            let port = format!("{}/{}", p.host_port, p.proto.as_str());
+            let labels = vec![("address", address.as_str()), ("port", port.as_str())];
+            ConstCounter::new(p.flows).encode(per_port.encode_family(&labels)?)?;
+        }
+
         let mut drops = enc.encode_descriptor(
             "netd_drops",
             "Packets dropped by the datapath, by reason",

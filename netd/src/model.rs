@@ -134,6 +134,58 @@ pub struct Endpoint {
     pub static_ip: bool,
 }
 
+/// Transport protocol of a published port: the datapath's own type, stored
+/// by name (`tcp`/`udp`).
+pub use netd_common::Proto;
+
+mod proto_by_name {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    use super::Proto;
+
+    pub fn serialize<S: Serializer>(p: &Proto, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(p.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Proto, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "tcp" => Ok(Proto::Tcp),
+            "udp" => Ok(Proto::Udp),
+            other => Err(D::Error::custom(format!("unknown protocol {other:?}"))),
+        }
+    }
+}
+
+/// A published port (`-p`), with the host port decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortBinding {
+    /// `None`: every host address (`-p 8080:80`); `Some`: only that one
+    /// (`-p 127.0.0.1:8080:80`).
+    pub host_ip: Option<Ipv4Addr>,
+    pub host_port: u16,
+    pub container_port: u16,
+    #[serde(with = "proto_by_name")]
+    pub proto: Proto,
+}
+
+impl PortBinding {
+    /// The host side as Docker prints it: `0.0.0.0:8080`.
+    pub fn host_side(&self) -> String {
+        format!(
+            "{}:{}",
+            self.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            self.host_port
+        )
+    }
+
+    /// Whether two bindings would claim the same host port.
+    pub fn overlaps(&self, other: &PortBinding) -> bool {
+        self.proto == other.proto
+            && self.host_port == other.host_port
+            && (self.host_ip.is_none() || other.host_ip.is_none() || self.host_ip == other.host_ip)
+    }
+}
+
 /// What `container run` started inside the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Process {
@@ -153,6 +205,9 @@ pub struct Container {
     pub network_mode: String,
     pub endpoints: Vec<Endpoint>,
     pub process: Option<Process>,
+    /// Published ports, translated to the first endpoint.
+    #[serde(default)]
+    pub ports: Vec<PortBinding>,
 }
 
 /// Everything the store persists, as one consistent snapshot.

@@ -126,6 +126,7 @@ mod tests {
                 network_mode: "bridge".into(),
                 endpoints: vec![],
                 process: None,
+                ports: vec![],
             },
         );
         store.save(&s).unwrap();

@@ -19,8 +19,9 @@ const LLVM_MAJOR: u32 = 22;
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// What the tests use besides Rust: links and namespaces (`ip`), traffic
-/// (`ping`, `iperf3`), DNS (`dig`), datapath inspection (`bpftool`,
-/// `tcpdump`).
+/// (`ping`, `iperf3`, `socat` for UDP echo, `python3` for scripted servers), DNS (`dig`), datapath
+/// inspection (`bpftool`, `tcpdump`), and the firewall tools whose output
+/// proves netd added no rules (`nft`, `iptables-save`).
 const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "iputils-ping",
@@ -28,6 +29,10 @@ const TEST_PACKAGES: &[&str] = &[
     "bind9-dnsutils",
     "bpftool",
     "tcpdump",
+    "socat",
+    "python3",
+    "nftables",
+    "iptables",
 ];
 
 /// Where maps and programs get pinned; the daemon pins below it.

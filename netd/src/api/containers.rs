@@ -3,7 +3,8 @@
 //! `POST /containers/create?name=NAME`, `DELETE /containers/{id}?force=1`.
 //! The JSON mirrors `docker container inspect` where the concepts overlap.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use axum::body::Bytes;
@@ -16,12 +17,14 @@ use super::errors::{ApiError, ApiResult};
 use super::networks::parse_ipv4;
 use super::wire::{
     ContainerCreateRequest, ContainerCreateResponse, ContainerJson, ContainerState,
-    EndpointIpamConfig, EndpointSettings, HostConfig, NetworkSettings,
+    EndpointIpamConfig, EndpointSettings, HostConfig, NetworkSettings, PortBindingJson,
 };
 use super::{AppState, json_response, query_bool};
 use crate::engine::Engine;
-use crate::engine::spec::{ContainerSpec, EndpointSpec, NetworkMode};
-use crate::model::{Container, Driver, NetMode, State as ModelState, format_mac, valid_name};
+use crate::engine::spec::{ContainerSpec, EndpointSpec, NetworkMode, PortSpec};
+use crate::model::{
+    Container, Driver, NetMode, PortBinding, State as ModelState, format_mac, valid_name,
+};
 
 type QueryMap = Result<Query<HashMap<String, String>>, QueryRejection>;
 
@@ -145,6 +148,12 @@ pub fn container_spec(
         ));
     }
     let cmd = req.cmd.filter(|c| !c.is_empty());
+    let ports = req
+        .ports
+        .iter()
+        .map(|p| PortSpec::parse(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::bad_request)?;
     Ok(ContainerSpec {
         name,
         network,
@@ -152,6 +161,7 @@ pub fn container_spec(
             ip,
             aliases: req.aliases,
         },
+        ports,
         cmd,
     })
 }
@@ -240,8 +250,23 @@ pub fn container_json(
         network_settings: NetworkSettings {
             sandbox_key,
             networks,
+            ports: ports_json(&c.ports),
         },
     }
+}
+
+/// Docker's `NetworkSettings.Ports`: container port -> host bindings.
+fn ports_json(ports: &[PortBinding]) -> BTreeMap<String, Vec<PortBindingJson>> {
+    let mut out: BTreeMap<String, Vec<PortBindingJson>> = BTreeMap::new();
+    for b in ports {
+        out.entry(format!("{}/{}", b.container_port, b.proto.as_str()))
+            .or_default()
+            .push(PortBindingJson {
+                host_ip: b.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED).to_string(),
+                host_port: b.host_port.to_string(),
+            });
+    }
+    out
 }
 
 #[cfg(test)]
@@ -363,6 +388,7 @@ mod tests {
                 cmd: vec!["sleep".into(), "9".into()],
                 pid: Some(42),
             }),
+            ports: vec![],
         };
         let st = state_with(&c);
         let j = container_json(
@@ -413,6 +439,7 @@ mod tests {
             network_mode: "host".into(),
             endpoints: vec![],
             process: None,
+            ports: vec![],
         };
         let st = state_with(&c);
         let j = container_json(&c, &st, None, None, None);

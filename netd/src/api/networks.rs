@@ -698,6 +698,7 @@ mod tests {
                 static_ip: false,
             }],
             process: None,
+            ports: vec![],
         };
         let mut st = ModelState::default();
         st.networks.insert(net.id.clone(), net.clone());

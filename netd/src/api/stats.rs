@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 
 use super::errors::ApiResult;
-use super::wire::{DropJson, EndpointStatsJson, StatsResponse};
+use super::wire::{DropJson, EndpointStatsJson, NatJson, StatsResponse};
 use super::{AppState, json_response};
 
 pub async fn stats(State(app): State<AppState>) -> ApiResult {
@@ -23,6 +23,13 @@ pub async fn stats(State(app): State<AppState>) -> ApiResult {
                 received_bytes: e.stats.to_bytes,
             })
             .collect(),
+        nat: NatJson {
+            conntrack_entries: traffic.nat.conntrack_entries,
+            conntrack_capacity: traffic.nat.conntrack_capacity,
+            masqueraded_flows: traffic.nat.snat_flows,
+            published_flows: traffic.nat.dnat_flows,
+            hairpin_flows: traffic.nat.hairpin_flows,
+        },
         drops: traffic
             .drops
             .into_iter()

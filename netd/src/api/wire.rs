@@ -387,6 +387,17 @@ pub struct NetworkSettings {
     /// Keyed by network name.
     #[serde(rename = "Networks")]
     pub networks: BTreeMap<String, EndpointSettings>,
+    /// Docker's shape: `"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]`.
+    #[serde(rename = "Ports", deserialize_with = "null_as_default")]
+    pub ports: BTreeMap<String, Vec<PortBindingJson>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PortBindingJson {
+    #[serde(rename = "HostIp")]
+    pub host_ip: String,
+    #[serde(rename = "HostPort")]
+    pub host_port: String,
 }
 
 /// A container's attachment to one network (Docker's
@@ -436,6 +447,13 @@ pub struct ContainerCreateRequest {
     /// Started in the background inside the sandbox (`container run`).
     #[serde(rename = "Cmd", skip_serializing_if = "Option::is_none")]
     pub cmd: Option<Vec<String>>,
+    /// Published ports in `-p` syntax: `[IP:][HOSTPORT:]PORT[/udp]`.
+    #[serde(
+        rename = "Ports",
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub ports: Vec<String>,
     #[serde(rename = "HostConfig", skip_serializing_if = "Option::is_none")]
     pub host_config: Option<HostConfigRequest>,
 }
@@ -473,6 +491,23 @@ pub struct StatsResponse {
     pub endpoints: Vec<EndpointStatsJson>,
     #[serde(rename = "Drops")]
     pub drops: Vec<DropJson>,
+    #[serde(rename = "Nat")]
+    pub nat: NatJson,
+}
+
+/// Connection tracking and translation counters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NatJson {
+    #[serde(rename = "ConntrackEntries")]
+    pub conntrack_entries: u64,
+    #[serde(rename = "ConntrackCapacity")]
+    pub conntrack_capacity: u64,
+    #[serde(rename = "MasqueradedFlows")]
+    pub masqueraded_flows: u64,
+    #[serde(rename = "PublishedFlows")]
+    pub published_flows: u64,
+    #[serde(rename = "HairpinFlows")]
+    pub hairpin_flows: u64,
 }
 
 /// Traffic of one container on one network, seen from the container:

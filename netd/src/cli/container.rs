@@ -82,7 +82,7 @@ pub struct CreateArgs {
     /// Network-scoped name (repeatable).
     #[arg(long)]
     pub alias: Vec<String>,
-    /// Publish a port: [IP:]HOSTPORT:PORT[/udp] or PORT (not supported yet).
+    /// Publish a port: [IP:][HOSTPORT:]PORT[/udp] (no HOSTPORT: a free one).
     #[arg(short = 'p', long = "publish", value_name = "PORT")]
     pub publish: Vec<String>,
     pub name: String,
@@ -101,11 +101,26 @@ pub async fn run(client: &Client, cmd: ContainerCommand) -> Outcome {
         ContainerCommand::Rm { force, containers } => rm(client, force, &containers).await,
         ContainerCommand::Exec { container, cmd } => exec(client, &container, cmd).await,
         ContainerCommand::Port { container } => match get(client, &container).await {
-            // Nothing is published until port publishing lands.
-            Ok(_) => Outcome::Exit(0),
+            Ok(c) => {
+                out(&port_lines(&c));
+                Outcome::Exit(0)
+            }
             Err(e) => e.into(),
         },
     }
+}
+
+/// `docker port`'s format: `80/tcp -> 0.0.0.0:8080`, one line a binding.
+fn port_lines(c: &ContainerJson) -> String {
+    c.network_settings
+        .ports
+        .iter()
+        .flat_map(|(port, bindings)| {
+            bindings
+                .iter()
+                .map(move |b| format!("{port} -> {}:{}\n", b.host_ip, b.host_port))
+        })
+        .collect()
 }
 
 /// The create request for `create` / `run`, or the reason not to send one.
@@ -113,9 +128,6 @@ pub fn create_request(
     a: CreateArgs,
     cmd: Option<Vec<String>>,
 ) -> Result<(String, ContainerCreateRequest), String> {
-    if !a.publish.is_empty() {
-        return Err("port publishing is not supported yet".into());
-    }
     Ok((
         a.name,
         ContainerCreateRequest {
@@ -123,6 +135,7 @@ pub fn create_request(
             ip_address: a.ip,
             aliases: a.alias,
             cmd,
+            ports: a.publish,
             ..Default::default()
         },
     ))
@@ -335,7 +348,7 @@ fn exec_netns(c: &ContainerJson) -> Result<Option<PathBuf>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::wire::{ContainerState, EndpointSettings, NetworkSettings};
+    use crate::api::wire::{ContainerState, EndpointSettings, NetworkSettings, PortBindingJson};
     use crate::cli::{Cli, Command};
     use clap::Parser;
     use std::collections::BTreeMap;
@@ -373,16 +386,13 @@ mod tests {
     }
 
     #[test]
-    fn publish_is_accepted_then_refused() {
+    fn publish_flags_go_into_the_request() {
         let ContainerCommand::Create(a) = ctr(&["create", "-p", "8080:80", "-p", "53/udp", "web"])
         else {
             panic!()
         };
-        assert_eq!(a.publish, vec!["8080:80", "53/udp"]);
-        assert_eq!(
-            create_request(a, None).unwrap_err(),
-            "port publishing is not supported yet"
-        );
+        let (_, req) = create_request(a, None).unwrap();
+        assert_eq!(req.ports, vec!["8080:80", "53/udp"]);
     }
 
     #[test]
@@ -465,9 +475,21 @@ mod tests {
                         ..Default::default()
                     },
                 )]),
+                ports: BTreeMap::from([(
+                    "80/tcp".to_string(),
+                    vec![PortBindingJson {
+                        host_ip: "0.0.0.0".into(),
+                        host_port: "8080".into(),
+                    }],
+                )]),
             },
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn port_prints_dockers_format() {
+        assert_eq!(port_lines(&sample()), "80/tcp -> 0.0.0.0:8080\n");
     }
 
     #[test]

@@ -84,11 +84,17 @@ fn render(s: &StatsResponse, all: bool) -> String {
     endpoint_headers.extend(counters);
     let mut network_headers = vec!["NETWORK"];
     network_headers.extend(counters);
+    let n = &s.nat;
     format!(
-        "{}\n{}\n{}",
+        "{}\n{}\n{}\nNAT: {} of {} conntrack entries in use; flows: {} masqueraded, {} published, {} hairpin\n",
         table(&endpoint_headers, &endpoints),
         table(&network_headers, &networks),
-        table(&["DROP REASON", "DIRECTION", "PACKETS"], &drops)
+        table(&["DROP REASON", "DIRECTION", "PACKETS"], &drops),
+        n.conntrack_entries,
+        n.conntrack_capacity,
+        n.masqueraded_flows,
+        n.published_flows,
+        n.hairpin_flows,
     )
 }
 
@@ -122,6 +128,7 @@ mod tests {
                     packets: 0,
                 },
             ],
+            ..Default::default()
         };
         let text = render(&s, false);
         assert!(text.contains("n1        5              500"), "{text}");

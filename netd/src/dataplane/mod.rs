@@ -51,6 +51,8 @@
 mod bpffs;
 mod raw_link;
 mod steering;
+// NAT, published ports, uplink (after the others so parallel work appends).
+mod nat;
 
 use std::{
     collections::BTreeMap,
@@ -82,6 +84,9 @@ use netd_common::{
 };
 use tracing::{debug, info, warn};
 
+pub use self::nat::{
+    ConntrackEntry, ConntrackKey, NatStats, Proto, Published, PublishedPortStats, UPLINK_PROGRAM,
+};
 pub use self::raw_link::Attachment;
 
 /// The kernel object built by `build.rs` from `netd-ebpf`.
@@ -282,6 +287,10 @@ pub enum DataplaneError {
         #[source]
         source: Box<ProgramError>,
     },
+    #[error(
+        "invalid published port {port}: host and container ports must not be 0, the target must be a unicast address on an endpoint's veth (ifindex not 0), the host address a unicast one"
+    )]
+    InvalidPublish { port: String },
 }
 
 /// The aya error behind a failed link operation (attach, take, convert,
@@ -437,6 +446,12 @@ impl Dataplane {
                     source: Box::new(source),
                 })?;
         }
+        classifier_mut(&mut ebpf, nat::UPLINK_PROGRAM)?
+            .load()
+            .map_err(|source| DataplaneError::LoadProgram {
+                program: nat::UPLINK_PROGRAM,
+                source: Box::new(source),
+            })?;
         let ep_stats = take_map(&mut ebpf, map_names::EP_STATS, |m| {
             PerCpuHashMap::try_from(m)
         })?;
@@ -932,7 +947,7 @@ impl Dataplane {
 /// Refuses pinned maps whose shape differs from this build's (see the
 /// module docs). Absent pins are fine: the loader creates them.
 fn check_pinned_maps(pin_dir: &Path, maps_dir: &Path) -> Result<(), DataplaneError> {
-    for expected in &EXPECTED_MAPS {
+    for expected in EXPECTED_MAPS.iter().chain(&nat::NAT_MAPS) {
         let path = maps_dir.join(expected.name);
         let info = match MapInfo::from_pin(&path) {
             Ok(info) => info,
@@ -1088,3 +1103,11 @@ mod tests {
         );
     }
 }
+
+// Cgroup socket hooks: published ports for the host's own sockets (module
+// `sock`, kernel side `netd-ebpf/src/sock.rs`).
+mod sock;
+pub use self::sock::{
+    HOST_ADDRS_MAP, MAX_HOST_ADDRS, SOCK_UDP_REV_MAP, SocketHook, SocketHookAttachment,
+    UDP_REV_ENTRIES, cgroup2_root, host_netns_cookie,
+};

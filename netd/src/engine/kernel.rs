@@ -72,13 +72,54 @@ impl Engine {
             let net = self.network(&ep.network_id)?.clone();
             self.apply_endpoint(name, &net, ep, i == 0).await?;
         }
+        self.apply_ports(c).await
+    }
+
+    /// Points every published port of `c` at its first endpoint.
+    async fn apply_ports(&mut self, c: &Container) -> Result<()> {
+        let Some(ep) = c.endpoints.first().filter(|_| !c.ports.is_empty()) else {
+            return Ok(());
+        };
+        let context = || format!("failed to publish ports of {}", c.name);
+        let net = self.network(&ep.network_id)?.clone();
+        let ifindex = self
+            .netlink
+            .link_index(&ep.host_ifname)
+            .await
+            .map_err(|e| EngineError::system(context(), e))?
+            .ok_or_else(|| EngineError::system(context(), "its veth is gone"))?;
+        for b in &c.ports {
+            self.dataplane
+                .set_publish(
+                    b.host_ip,
+                    b.host_port,
+                    b.proto,
+                    ep.ip,
+                    b.container_port,
+                    ifindex,
+                    net.index,
+                )
+                .map_err(|e| EngineError::system(context(), e))?;
+        }
         Ok(())
     }
 
     pub(super) async fn remove_container_kernel(&mut self, c: &Container) {
+        for b in &c.ports {
+            if let Err(e) = self
+                .dataplane
+                .remove_publish(b.host_ip, b.host_port, b.proto)
+            {
+                warn!(container = %c.name, port = %b.host_side(), error = %e, "cannot unpublish");
+            }
+        }
         // Deleting the namespace below takes macvlan endpoints with it.
         for ep in &c.endpoints {
             self.remove_endpoint_kernel(None, ep).await;
+            // A later container with this address must not inherit flows.
+            if let Err(e) = self.dataplane.remove_flows_of(ep.ip) {
+                warn!(container = %c.name, error = %e, "cannot forget tracked flows");
+            }
         }
         if let NetMode::Own { netns: name } = &c.net
             && let Err(e) = netns::delete(name)

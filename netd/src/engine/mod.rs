@@ -7,6 +7,7 @@
 
 mod kernel;
 mod names;
+mod ports;
 mod reconcile;
 pub mod spec;
 mod traffic;
@@ -21,7 +22,7 @@ use std::time::{Duration, SystemTime};
 use ipnet::Ipv4Net;
 use tracing::{info, warn};
 
-use crate::dataplane::Dataplane;
+use crate::dataplane::{self, Dataplane};
 use crate::error::{EngineError, Result};
 use crate::ipam;
 use crate::model::{
@@ -30,6 +31,7 @@ use crate::model::{
 use crate::netlink::{Netlink, netns};
 use crate::sandbox;
 use crate::store::Store;
+use crate::uplink::Uplink;
 use spec::{ContainerSpec, EndpointSpec, NetworkFilters, NetworkMode, NetworkSpec};
 
 /// How long `rm -f` waits for a container's process after SIGTERM.
@@ -41,6 +43,8 @@ pub struct EngineConfig {
     pub prefix: String,
     /// Where container process logs go.
     pub log_dir: PathBuf,
+    /// The way out; `None` on a host without one.
+    pub uplink: Option<Uplink>,
 }
 
 pub struct Engine {
@@ -73,9 +77,46 @@ impl Engine {
             netlink,
             dataplane,
         };
+        engine.attach_host()?;
         engine.ensure_predefined()?;
         engine.reconcile().await;
+        engine.sync_host_addresses();
         Ok(engine)
+    }
+
+    /// The host-wide datapath: the uplink program (masquerade replies and
+    /// published ports from outside) and the socket hooks (published ports
+    /// from the host itself), attached once per daemon and re-adopted on
+    /// restart.
+    fn attach_host(&mut self) -> Result<()> {
+        let context = "cannot set up the host datapath";
+        let cookie = dataplane::host_netns_cookie().map_err(|e| EngineError::system(context, e))?;
+        let uplink = self.cfg.uplink.as_ref().map(|u| (u.ifindex, u.addr));
+        self.dataplane
+            .set_host(uplink, cookie)
+            .map_err(|e| EngineError::system(context, e))?;
+        if let Some(u) = &self.cfg.uplink {
+            self.dataplane
+                .attach_uplink(&u.ifname, u.ifindex)
+                .map_err(|e| EngineError::system(context, e))?;
+        }
+        let cgroup = dataplane::cgroup2_root().map_err(|e| EngineError::system(context, e))?;
+        self.dataplane
+            .attach_socket_hooks(&cgroup)
+            .map_err(|e| EngineError::system(context, e))?;
+        Ok(())
+    }
+
+    /// Tells the socket hooks which addresses are "this host" (published
+    /// ports answer on all of them); called at start and whenever a network
+    /// (and so a gateway address) comes or goes.
+    fn sync_host_addresses(&mut self) {
+        if let Err(e) = self
+            .dataplane
+            .set_host_addresses(&crate::uplink::host_addresses())
+        {
+            warn!(error = %e, "cannot update the host's addresses for published ports");
+        }
     }
 
     pub fn state(&self) -> &State {
@@ -196,6 +237,7 @@ impl Engine {
             self.remove_network_kernel(&net).await;
             return Err(e);
         }
+        self.sync_host_addresses();
         info!(network = %net.name, id = %net.id, "network created");
         Ok(net)
     }
@@ -218,6 +260,7 @@ impl Engine {
         next.networks.remove(&net.id);
         self.commit(next)?;
         self.remove_network_kernel(&net).await;
+        self.sync_host_addresses();
         info!(network = %net.name, "network removed");
         Ok(())
     }
@@ -362,6 +405,7 @@ impl Engine {
             network_mode: String::new(),
             endpoints: Vec::new(),
             process: spec.cmd.clone().map(|cmd| Process { cmd, pid: None }),
+            ports: Vec::new(),
         };
         let own_netns = NetMode::Own {
             netns: names::netns(&self.cfg.prefix, &spec.name),
@@ -418,6 +462,15 @@ impl Engine {
         if let Some(net) = &network {
             let ep = self.new_endpoint(&c, net, &spec.endpoint)?;
             c.endpoints.push(ep);
+        }
+        if !spec.ports.is_empty() {
+            if network.as_ref().is_none_or(|n| n.driver != Driver::Bridge) {
+                return Err(EngineError::InvalidParameter(format!(
+                    "published ports need a bridge network; the container's network mode is {}",
+                    c.network_mode
+                )));
+            }
+            c.ports = ports::resolve(&spec.ports, &self.state, &ports::HostListeners::read())?;
         }
         let mut next = self.state.clone();
         next.containers.insert(c.id.clone(), c.clone());

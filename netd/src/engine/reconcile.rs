@@ -53,7 +53,8 @@ impl Engine {
         }
     }
 
-    /// Drops datapath map entries (subnets, endpoints) that no record owns,
+    /// Drops datapath map entries (subnets, endpoints, published ports) that
+    /// no record owns,
     /// e.g. of a network removed while the daemon was being killed.
     async fn retain_datapath_entries(&mut self) {
         let networks: Vec<_> = self
@@ -71,6 +72,15 @@ impl Engine {
         }
         if let Err(e) = self.dataplane.retain(&networks, &endpoints) {
             warn!(error = %e, "cannot clean up datapath entries");
+        }
+        let published: Vec<_> = self
+            .state
+            .containers
+            .values()
+            .flat_map(|c| c.ports.iter().map(|b| (b.host_ip, b.host_port, b.proto)))
+            .collect();
+        if let Err(e) = self.dataplane.retain_publish(&published) {
+            warn!(error = %e, "cannot clean up published ports");
         }
     }
 
@@ -113,6 +123,18 @@ impl Engine {
             Err(e) => warn!(error = %e, "cannot list pinned attachments"),
         }
         self.retain_datapath_entries().await;
+        let uplink = self.cfg.uplink.as_ref().map(|u| u.ifname.clone());
+        match self.dataplane.pinned_uplinks() {
+            Ok(pinned) => {
+                for name in pinned.into_iter().filter(|n| Some(n) != uplink.as_ref()) {
+                    info!(link = %name, "detaching from a former uplink");
+                    if let Err(e) = self.dataplane.detach_uplink(&name) {
+                        warn!(link = %name, error = %e, "cannot detach former uplink");
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot list pinned uplinks"),
+        }
         match self.netlink.links_with_prefix(&prefix).await {
             Ok(found) => {
                 for name in found

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use crate::model::Driver;
+use crate::model::{Driver, Proto};
 
 /// `network create`.
 #[derive(Debug, Clone)]
@@ -71,12 +71,113 @@ pub struct EndpointSpec {
     pub aliases: Vec<String>,
 }
 
+/// One `-p` as the user wrote it, Docker's syntax:
+/// `[IP:][HOSTPORT:]PORT[/tcp|/udp]`; no host port means "pick a free one".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortSpec {
+    pub host_ip: Option<Ipv4Addr>,
+    pub host_port: Option<u16>,
+    pub container_port: u16,
+    pub proto: Proto,
+}
+
+impl PortSpec {
+    /// Parses one `-p` value; errors use Docker's wording.
+    pub fn parse(s: &str) -> Result<PortSpec, String> {
+        let (rest, proto) = match s.rsplit_once('/') {
+            Some((r, "tcp")) => (r, Proto::Tcp),
+            Some((r, "udp")) => (r, Proto::Udp),
+            Some((_, p)) => return Err(format!("invalid proto: {p}")),
+            None => (s, Proto::Tcp),
+        };
+        let parts: Vec<&str> = rest.split(':').collect();
+        let (ip, host, container) = match parts.as_slice() {
+            [c] => (None, None, *c),
+            [h, c] => (None, Some(*h), *c),
+            [i, h, c] => (Some(*i), Some(*h).filter(|h| !h.is_empty()), *c),
+            _ => return Err(format!("invalid port format for --publish: {s}")),
+        };
+        let port = |p: &str, what: &str| match p.parse::<u16>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("invalid {what}: {p}")),
+        };
+        let host_ip = match ip {
+            None | Some("") => None,
+            Some(i) => {
+                let addr: Ipv4Addr = i.parse().map_err(|_| format!("invalid IP address: {i}"))?;
+                Some(addr).filter(|a| !a.is_unspecified())
+            }
+        };
+        Ok(PortSpec {
+            host_ip,
+            host_port: host.map(|h| port(h, "hostPort")).transpose()?,
+            container_port: port(container, "containerPort")?,
+            proto,
+        })
+    }
+}
+
 /// `container create` / `container run`.
 #[derive(Debug, Clone)]
 pub struct ContainerSpec {
     pub name: String,
     pub network: NetworkMode,
     pub endpoint: EndpointSpec,
+    pub ports: Vec<PortSpec>,
     /// Started in the background inside the sandbox when present.
     pub cmd: Option<Vec<String>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> PortSpec {
+        PortSpec::parse(s).unwrap()
+    }
+
+    #[test]
+    fn port_specs_follow_dockers_syntax() {
+        assert_eq!(
+            p("8080:80"),
+            PortSpec {
+                host_ip: None,
+                host_port: Some(8080),
+                container_port: 80,
+                proto: Proto::Tcp
+            }
+        );
+        assert_eq!(p("53/udp").host_port, None);
+        assert_eq!(p("53/udp").proto, Proto::Udp);
+        assert_eq!(p("80").container_port, 80);
+        let local = p("127.0.0.1:8080:80/tcp");
+        assert_eq!(local.host_ip, Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(local.host_port, Some(8080));
+        assert_eq!(
+            p("127.0.0.1::80").host_port,
+            None,
+            "ephemeral on one address"
+        );
+        assert_eq!(p("0.0.0.0:8080:80").host_ip, None, "0.0.0.0 means all");
+    }
+
+    #[test]
+    fn bad_port_specs_say_what_is_wrong() {
+        assert_eq!(
+            PortSpec::parse("abc").unwrap_err(),
+            "invalid containerPort: abc"
+        );
+        assert_eq!(PortSpec::parse("x:80").unwrap_err(), "invalid hostPort: x");
+        assert_eq!(
+            PortSpec::parse("80/sctp").unwrap_err(),
+            "invalid proto: sctp"
+        );
+        assert_eq!(
+            PortSpec::parse("1.2.3:8:80").unwrap_err(),
+            "invalid IP address: 1.2.3"
+        );
+        assert!(PortSpec::parse("0").is_err());
+        assert!(PortSpec::parse("70000:80").is_err());
+        assert!(PortSpec::parse("a:b:c:d").is_err());
+    }
 }

@@ -5,6 +5,7 @@
 use netd_common::{Direction, DropReason, EndpointStats};
 
 use super::Engine;
+use crate::dataplane::NatStats;
 use crate::error::{EngineError, Result};
 
 /// Traffic of one container on one network.
@@ -23,6 +24,8 @@ pub struct Traffic {
     pub endpoints: Vec<EndpointTraffic>,
     /// Every known {reason, direction}, zeros included.
     pub drops: Vec<(DropReason, Direction, u64)>,
+    /// Connection tracking and translations (masquerade, published ports).
+    pub nat: NatStats,
 }
 
 impl Engine {
@@ -35,6 +38,10 @@ impl Engine {
             .dataplane
             .drop_stats()
             .map_err(|e| EngineError::system("cannot read drop counters", e))?;
+        let nat = self
+            .dataplane
+            .nat_stats()
+            .map_err(|e| EngineError::system("cannot read NAT counters", e))?;
         let mut endpoints = Vec::new();
         for c in self.state.containers.values() {
             for ep in &c.endpoints {
@@ -58,7 +65,11 @@ impl Engine {
             }
         }
         endpoints.sort_by(|a, b| (&a.container, &a.network).cmp(&(&b.container, &b.network)));
-        Ok(Traffic { endpoints, drops })
+        Ok(Traffic {
+            endpoints,
+            drops,
+            nat,
+        })
     }
 }
 

@@ -19,10 +19,34 @@ const READY_WAIT: Duration = Duration::from_secs(60);
 
 pub struct Daemon {
     pub prefix: String,
+    /// The daemon's uplink: a veth whose peer (`eth0` in the `outside`
+    /// namespace) stands in for the world, so no test ever touches the
+    /// machine's real interfaces.
+    pub uplink: String,
+    pub uplink_addr: String,
+    pub outside: String,
+    pub outside_addr: String,
     pub dir: PathBuf,
     pub bpffs: PathBuf,
     pub metrics_port: u16,
     child: Option<Child>,
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    // SAFETY: getrandom writes at most buf.len() bytes into buf.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), N, 0) };
+    assert_eq!(n, N as isize);
+    buf
+}
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn random_prefix() -> String {
@@ -55,15 +79,51 @@ impl Daemon {
         let dir = std::env::temp_dir().join(format!("netd-test-{prefix}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        // A /24 of the shared address space (100.64.0.0/10) per daemon.
+        let [a, b] = random_bytes::<2>();
+        let net = format!("100.{}.{}", 64 + a % 64, b);
         let mut d = Daemon {
             bpffs: PathBuf::from(format!("/sys/fs/bpf/netd-test-{prefix}")),
+            uplink: format!("u{prefix}"),
+            uplink_addr: format!("{net}.1"),
+            outside: format!("o{prefix}"),
+            outside_addr: format!("{net}.2"),
             prefix,
             dir,
             metrics_port: free_port(),
             child: None,
         };
+        sh(&["ip", "netns", "add", &d.outside]);
+        sh(&[
+            "ip", "link", "add", &d.uplink, "type", "veth", "peer", "name", "eth0", "netns",
+            &d.outside,
+        ]);
+        sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", d.uplink_addr),
+            "dev",
+            &d.uplink,
+        ]);
+        sh(&["ip", "link", "set", &d.uplink, "up"]);
+        let ns = d.outside.clone();
+        let out_addr = format!("{}/24", d.outside_addr);
+        sh(&["ip", "-n", &ns, "addr", "add", &out_addr, "dev", "eth0"]);
+        sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
         d.spawn();
         d
+    }
+
+    /// Runs a command in the outside namespace.
+    pub fn outside(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.outside])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -94,6 +154,8 @@ impl Daemon {
             .arg(&self.bpffs)
             .arg("--prefix")
             .arg(&self.prefix)
+            .arg("--uplink")
+            .arg(&self.uplink)
             .arg("--metrics-addr")
             .arg(format!("127.0.0.1:{}", self.metrics_port))
             .env("NETD_LOG", "debug")
@@ -289,11 +351,30 @@ impl Drop for Daemon {
             unsafe { libc::kill(-pid, libc::SIGKILL) };
         }
         for ns in self.own_netns() {
-            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+            let _ = Command::new("ip").args(["netns", "del", &ns]).output();
         }
         for link in self.own_links() {
-            let _ = Command::new("ip").args(["link", "del", &link]).status();
+            let _ = Command::new("ip").args(["link", "del", &link]).output();
         }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.uplink])
+            .output();
+        if let Ok(pids) = Command::new("ip")
+            .args(["netns", "pids", &self.outside])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&pids.stdout)
+                .split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+                .filter(|p| *p > 0)
+            {
+                // SAFETY: signalling processes the test started in its namespace.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.outside])
+            .output();
         let _ = std::fs::remove_dir_all(&self.bpffs);
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);

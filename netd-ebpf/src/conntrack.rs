@@ -1,0 +1,279 @@
+//! Connection tracking for NAT: the `NAT_CT` LRU hash, two entries per flow
+//! (layout and timeouts in `netd_common::nat`).
+//!
+//! Per packet of a known flow: one lookup, plus a write of `last_seen` at
+//! most once per `REFRESH_NS`; the flow's other entry is touched only on
+//! state changes (first reply, FIN, RST) and when the entry looks expired.
+//!
+//! Lifetime:
+//! - TCP: RST removes both entries at once; after a FIN each way the next
+//!   ACK from the side that closed first (the last ACK) removes them. A
+//!   lost last ACK leaves them to the closing timeout.
+//! - Everything: an entry is expired when it saw no packet for its
+//!   timeout; a flow is over when both its entries are (a one-way stream
+//!   keeps its flow alive). An expired flow is removed by the next packet
+//!   that looks it up, by a new flow that wants its tuple, or by the LRU.
+//!
+//! Ports: a new flow keeps its source port when the reverse tuple is free,
+//! else tries `PORT_TRIES - 1` more ports from a random start in
+//! `PORT_MIN..=PORT_MAX`. Claiming the reverse tuple is one
+//! `BPF_NOEXIST` insert, atomic against other CPUs.
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_NOEXIST},
+    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+};
+use netd_common::{
+    DropReason,
+    nat::{
+        CT_F_CLOSING, CT_F_ESTABLISHED, CT_F_FIN_ORIG, CT_F_FIN_REPLY, CT_F_LAST_FIN_REPLY,
+        CT_F_REPLY, CtEntry, CtKey, NatCounter, PORT_MAX, PORT_MIN, PORT_TRIES, PROTO_TCP,
+        REFRESH_NS, expired,
+    },
+};
+
+use crate::maps::{NAT_CT, NAT_STATS};
+
+pub(crate) const TCP_FIN: u8 = 0x01;
+pub(crate) const TCP_SYN: u8 = 0x02;
+pub(crate) const TCP_RST: u8 = 0x04;
+pub(crate) const TCP_ACK: u8 = 0x10;
+
+/// The flags that describe the flow's state (the same in both entries);
+/// the others describe the entry (direction, delivery, kind).
+const STATE_MASK: u32 =
+    CT_F_ESTABLISHED | CT_F_FIN_ORIG | CT_F_FIN_REPLY | CT_F_CLOSING | CT_F_LAST_FIN_REPLY;
+
+/// `EEXIST`, as map helpers return it (negated).
+const EEXIST: i32 = 17;
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds.
+#[inline(always)]
+pub(crate) fn now() -> u64 {
+    // SAFETY: plain helper call without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// Bumps a `NAT_STATS` counter.
+#[inline(always)]
+pub(crate) fn count(counter: NatCounter) {
+    if let Some(n) = NAT_STATS.get_ptr_mut(counter as u32) {
+        // SAFETY: this CPU's slot of a per-CPU array element; TC programs
+        // do not nest on a CPU, so nobody else writes it meanwhile.
+        unsafe { *n = (*n).wrapping_add(1) };
+    }
+}
+
+/// Tuple equality without the padding, field by field (a derived `==` on
+/// the struct could become a `bcmp` call, which BPF does not have).
+#[inline(always)]
+fn same(a: &CtKey, b: &CtKey) -> bool {
+    a.saddr == b.saddr
+        && a.daddr == b.daddr
+        && a.sport == b.sport
+        && a.dport == b.dport
+        && a.proto == b.proto
+}
+
+/// A known flow, as found for a packet.
+pub(crate) struct Hit {
+    /// The packet's entry (a copy, state already updated for this packet).
+    pub(crate) entry: CtEntry,
+    /// The packet ends the flow: translate it, then [`close`].
+    pub(crate) close: bool,
+}
+
+/// Looks the packet's tuple up. Updates the flow's state with the TCP flags
+/// `tcp_flags` (0 for other protocols) and its `last_seen`. An expired flow
+/// is removed and reported as unknown.
+#[inline(always)]
+pub(crate) fn lookup(key: &CtKey, now: u64, tcp_flags: u8) -> Option<Hit> {
+    let ptr = NAT_CT.get_ptr_mut(key)?;
+    // SAFETY: a map value pointer, valid for the rest of the program run
+    // (the element may be replaced concurrently; then we work on a copy of
+    // a slightly older entry, which is fine for NAT).
+    let mut entry = unsafe { *ptr };
+    if expired(entry.last_seen, key.proto, entry.flags, now) && !peer_alive(key, &entry, now) {
+        remove_pair(key, &entry);
+        count(NatCounter::ExpiredFlows);
+        return None;
+    }
+    if now > entry.last_seen && now - entry.last_seen > REFRESH_NS {
+        // SAFETY: as above; an 8-byte aligned store.
+        unsafe { (*ptr).last_seen = now };
+    }
+
+    let reply = entry.flags & CT_F_REPLY != 0;
+    let old_state = entry.flags & STATE_MASK;
+    let mut state = old_state;
+    let mut close = false;
+    if key.proto == PROTO_TCP {
+        if tcp_flags & TCP_RST != 0 {
+            close = true;
+        } else if tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN && state & CT_F_CLOSING != 0 {
+            // A new connection on the tuple of one that just closed.
+            state = 0;
+        } else if tcp_flags & TCP_FIN != 0 {
+            state |= if reply { CT_F_FIN_REPLY } else { CT_F_FIN_ORIG };
+            if state & (CT_F_FIN_ORIG | CT_F_FIN_REPLY) == CT_F_FIN_ORIG | CT_F_FIN_REPLY
+                && state & CT_F_CLOSING == 0
+            {
+                state |= CT_F_CLOSING | if reply { CT_F_LAST_FIN_REPLY } else { 0 };
+            }
+        } else if state & CT_F_CLOSING != 0
+            && tcp_flags & TCP_ACK != 0
+            && reply != (state & CT_F_LAST_FIN_REPLY != 0)
+        {
+            // The ACK of the second FIN.
+            close = true;
+        }
+    }
+    if reply {
+        state |= CT_F_ESTABLISHED;
+    }
+    if !close && state != old_state {
+        entry.flags = (entry.flags & !STATE_MASK) | state;
+        set_state(ptr, key, &entry, state);
+    }
+    Some(Hit { entry, close })
+}
+
+/// Writes the flow state `state` into the entry at `ptr` (key `key`) and
+/// into its partner.
+#[inline(always)]
+fn set_state(ptr: *mut CtEntry, key: &CtKey, entry: &CtEntry, state: u32) {
+    // SAFETY: map value pointers, see `lookup`; 4-byte aligned stores.
+    unsafe { (*ptr).flags = ((*ptr).flags & !STATE_MASK) | state };
+    let peer = entry.peer_key(key.proto);
+    if let Some(p) = NAT_CT.get_ptr_mut(peer) {
+        // SAFETY: as above.
+        unsafe {
+            if same(&(*p).peer_key(key.proto), key) {
+                (*p).flags = ((*p).flags & !STATE_MASK) | state;
+            }
+        }
+    }
+}
+
+/// Whether the partner of `entry` (at `key`) exists, still points back, and
+/// has not expired: then the flow is alive even if `entry` is idle.
+#[inline(always)]
+fn peer_alive(key: &CtKey, entry: &CtEntry, now: u64) -> bool {
+    let peer = entry.peer_key(key.proto);
+    match NAT_CT.get_ptr(peer) {
+        // SAFETY: see `lookup`.
+        Some(p) => unsafe {
+            let p = *p;
+            same(&p.peer_key(key.proto), key) && !expired(p.last_seen, key.proto, p.flags, now)
+        },
+        None => false,
+    }
+}
+
+/// Deletes the entry at `key` and its partner, if the partner still belongs
+/// to it (its tuple may have been taken over by a newer flow).
+#[inline(always)]
+fn remove_pair(key: &CtKey, entry: &CtEntry) {
+    let peer = entry.peer_key(key.proto);
+    if let Some(p) = NAT_CT.get_ptr(peer) {
+        // SAFETY: see `lookup`.
+        if same(&unsafe { *p }.peer_key(key.proto), key) {
+            let _ = NAT_CT.remove(peer);
+        }
+    }
+    let _ = NAT_CT.remove(key);
+}
+
+/// Ends the flow of the packet whose entry is `entry` at `key` (TCP RST or
+/// last ACK), after the packet was translated.
+#[inline(always)]
+pub(crate) fn close(key: &CtKey, entry: &CtEntry) {
+    remove_pair(key, entry);
+    count(NatCounter::ClosedFlows);
+}
+
+/// Frees the tuple `key` if the flow holding it is over; returns whether it
+/// did.
+#[inline(always)]
+fn reclaim(key: &CtKey, now: u64) -> bool {
+    let Some(p) = NAT_CT.get_ptr(key) else {
+        // Gone meanwhile.
+        return true;
+    };
+    // SAFETY: see `lookup`.
+    let entry = unsafe { *p };
+    if expired(entry.last_seen, key.proto, entry.flags, now) && !peer_alive(key, &entry, now) {
+        remove_pair(key, &entry);
+        count(NatCounter::ExpiredFlows);
+        return true;
+    }
+    false
+}
+
+/// Creates a flow for the packet with tuple `key`: `fwd` is its entry with
+/// the translated addresses and destination port filled in (`new_sport` is
+/// chosen here), `rev` carries the partner's delivery (`ifindex`,
+/// `gateway`, `flags`; its tuple is derived). Returns the packet's entry.
+///
+/// The translated source port is `key.sport` if the reverse tuple is free,
+/// else the first free one of up to `PORT_TRIES - 1` ports from a random
+/// start in the range.
+#[inline(always)]
+pub(crate) fn create(
+    key: &CtKey,
+    mut fwd: CtEntry,
+    rev: CtEntry,
+    now: u64,
+) -> Result<CtEntry, DropReason> {
+    let range = u32::from(PORT_MAX - PORT_MIN) + 1;
+    // SAFETY: plain helper call without arguments.
+    let start = unsafe { bpf_get_prandom_u32() } % range;
+    let rev_entry = CtEntry {
+        last_seen: now,
+        new_saddr: key.daddr,
+        new_daddr: key.saddr,
+        new_sport: key.dport,
+        new_dport: key.sport,
+        ifindex: rev.ifindex,
+        gateway: rev.gateway,
+        flags: rev.flags,
+    };
+    fwd.last_seen = now;
+    // A bounded loop (verifier: the trip count is a constant, so it is
+    // accepted whether or not LLVM unrolls it).
+    for i in 0..PORT_TRIES {
+        let port = if i == 0 {
+            key.sport
+        } else {
+            // Host order in the range, stored in network order.
+            ((u32::from(PORT_MIN) + (start + i) % range) as u16).to_be()
+        };
+        let rev_key = CtKey {
+            saddr: fwd.new_daddr,
+            daddr: fwd.new_saddr,
+            sport: fwd.new_dport,
+            dport: port,
+            proto: key.proto,
+            _pad: [0; 3],
+        };
+        let claimed = match NAT_CT.insert(rev_key, rev_entry, BPF_NOEXIST as u64) {
+            Ok(()) => true,
+            Err(e) if e == -EEXIST => {
+                reclaim(&rev_key, now)
+                    && NAT_CT
+                        .insert(rev_key, rev_entry, BPF_NOEXIST as u64)
+                        .is_ok()
+            }
+            Err(_) => return Err(DropReason::CtMapFull),
+        };
+        if claimed {
+            fwd.new_sport = port;
+            if NAT_CT.insert(key, fwd, BPF_ANY as u64).is_err() {
+                let _ = NAT_CT.remove(rev_key);
+                return Err(DropReason::CtMapFull);
+            }
+            return Ok(fwd);
+        }
+        count(NatCounter::PortCollisions);
+    }
+    Err(DropReason::NatNoPort)
+}

@@ -1,0 +1,475 @@
+//! Address translation: masquerade, published ports, hairpin (the design of
+//! Cilium's `lib/nat.h`, on the conntrack of `conntrack`).
+//!
+//! Two hooks translate:
+//! - `netd_from_ep` (via `forward`), for what a container sends outside
+//!   every netd network or to its gateway: first the flow's entry (replies
+//!   of published-port and hairpin flows, further packets of masqueraded
+//!   ones); for a new flow to a host address (the uplink's, the own
+//!   gateway, or one in `HOST_ADDRS`) on a published port, hairpin (DNAT to
+//!   the target and SNAT to the target network's gateway, so the reply comes
+//!   back through the target's `netd_from_ep`); for a new flow to anywhere
+//!   else, masquerade (SNAT to the uplink address) and
+//!   `bpf_redirect_neigh` to the uplink (the kernel does the FIB and
+//!   neighbour work; IP forwarding need not be enabled).
+//! - `netd_uplink_in` (TCX ingress of the uplink), for packets to the
+//!   uplink address: the flow's entry (replies of masqueraded flows, further
+//!   packets of published-port flows), else a published port
+//!   (`{uplink address, port, proto}`, then `{0, port, proto}`; never a
+//!   127.0.0.1 key, so loopback-only ports stay unreachable from outside),
+//!   else the packet passes untouched to the host.
+//!
+//! A translated packet gets its TTL decremented (it is routed) and its
+//! checksums updated incrementally (`csum`). Delivered to a container, it
+//! gets the container's MAC as destination and its gateway's as source,
+//! and goes straight into the container's namespace (`bpf_redirect_peer`).
+//!
+//! New flows: masquerade starts on any packet but a TCP RST (so a flow
+//! whose entries were evicted recovers); a published port (from outside or
+//! hairpin) only on a TCP SYN without ACK, or any UDP datagram, because an
+//! ACK to a published port without a flow is the reply to a connection the
+//! host itself made from that port number. (A UDP reply to a host socket
+//! whose ephemeral port equals a published UDP port is taken by the
+//! published port: the host's own flows are not tracked.)
+//!
+//! Translated: TCP, UDP, ICMP echo (the identifier stands in for the port).
+//! Not translated (passed as before): other protocols, ICMP errors, packets
+//! with TTL <= 1 (the host's stack answers them). Fragments other than the
+//! first carry no ports and cannot be matched to a flow: to the outside
+//! they are dropped (`NatFragment`), on the uplink they pass.
+//!
+//! Limits: masqueraded traffic always leaves through the uplink
+//! (`bpf_redirect_neigh` to it; destinations routed elsewhere are not
+//! reachable masqueraded). Masquerade ports come from the host's
+//! ephemeral range and the host's own connections are not tracked, so a
+//! host connection from the uplink address and the same port to the same
+//! remote address and port as a masqueraded flow would lose its replies to
+//! the container (needs the same 4-tuple: rare). A packet larger than the
+//! uplink's MTU is dropped by the kernel without an ICMP "fragmentation
+//! needed" back (TCP's MSS normally prevents it). ICMP errors about a
+//! translated flow are not translated.
+//!
+//! Per-packet cost: `HOST_CFG` (array) and `NAT_CT` lookups for packets of
+//! known flows; a new flow adds at most two `PUBLISH` lookups, a
+//! `HOST_ADDRS` lookup and the inserts. No loop over ports or services;
+//! the only loop is the bounded port search of a new flow whose port is
+//! taken.
+use core::ptr;
+
+use aya_ebpf::{
+    helpers::generated::{bpf_redirect_neigh, bpf_redirect_peer},
+    programs::TcContext,
+};
+use netd_common::{
+    DropReason, EndpointInfo, NET_F_INTERNAL, NetworkInfo, PublishKey, PublishTarget, mac_for_ipv4,
+    nat::{
+        CT_F_DNAT, CT_F_HAIRPIN, CT_F_REPLY, CT_F_SNAT, CT_F_TO_UPLINK, CtEntry, CtKey, NatCounter,
+        PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+    },
+};
+use network_types::eth::EthHdr;
+
+use crate::{
+    VERDICT_NEXT,
+    conntrack::{self, Hit, TCP_ACK, TCP_RST, TCP_SYN},
+    csum::{self, IP_DST_OFF, IP_SRC_OFF, L4Csum},
+    maps,
+    parse::{self, EthIpv4},
+    stats,
+};
+
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_ECHO_REQUEST: u8 = 8;
+/// `IP_MF | IP_OFFSET` in host order: set on every fragment.
+const IP_OFFSET_MASK: u16 = 0x1fff;
+
+/// 127.0.0.0/8 as [`netd_common::ipv4_be`] network and mask.
+const LOOPBACK_NET: u32 = netd_common::ipv4_be([127, 0, 0, 0]);
+const LOOPBACK_MASK: u32 = netd_common::ipv4_be([255, 0, 0, 0]);
+
+/// A packet NAT can translate.
+struct Packet {
+    /// Its tuple (ICMP echo: the identifier as `sport` for requests, as
+    /// `dport` for replies).
+    key: CtKey,
+    /// Offset of the L4 header in the frame.
+    l4: usize,
+    /// TCP flags byte (0 for other protocols).
+    tcp_flags: u8,
+    ttl: u8,
+    /// ICMP echo request (the identifier is `key.sport`).
+    icmp_request: bool,
+}
+
+/// What [`parse`] found.
+enum Parsed {
+    Packet(Packet),
+    /// A fragment other than the first: no L4 header.
+    Fragment,
+    /// A protocol (or ICMP type) NAT does not translate.
+    Other,
+}
+
+/// Reads the tuple of the IPv4 packet in the frame. `Err` only for headers
+/// that are cut short or impossible.
+#[inline(always)]
+fn parse(ctx: &TcContext) -> Result<Parsed, DropReason> {
+    let frame = parse::header::<EthIpv4>(ctx, 0)?;
+    // SAFETY: `header` checked that the 34 bytes are in the packet; the
+    // values are copied out before any helper runs.
+    let (vihl, frags, ttl, proto, src, dst) = unsafe {
+        let f = &*frame;
+        (
+            f.ip.vihl,
+            f.ip.frags,
+            f.ip.ttl,
+            f.ip.proto,
+            f.ip.src_addr,
+            f.ip.dst_addr,
+        )
+    };
+    parse::check_ipv4_vihl(ctx, vihl)?;
+    if u16::from_be_bytes(frags) & IP_OFFSET_MASK != 0 {
+        return Ok(Parsed::Fragment);
+    }
+    let l4 = EthHdr::LEN + usize::from(vihl & 0x0f) * 4;
+    let mut key = CtKey {
+        saddr: parse::ipv4(src),
+        daddr: parse::ipv4(dst),
+        sport: 0,
+        dport: 0,
+        proto,
+        _pad: [0; 3],
+    };
+    let mut tcp_flags = 0;
+    let mut icmp_request = false;
+    // Verifier note: `l4` is a variable offset (IHL), so the L4 header is
+    // read with `bpf_skb_load_bytes` (bounds checked by the helper, works
+    // on non-linear skbs) rather than by packet pointer.
+    match proto {
+        PROTO_TCP => {
+            let h: [u8; 14] = ctx.load(l4).map_err(|_| DropReason::Malformed)?;
+            key.sport = u16::from_ne_bytes([h[0], h[1]]);
+            key.dport = u16::from_ne_bytes([h[2], h[3]]);
+            tcp_flags = h[13];
+        }
+        PROTO_UDP => {
+            let h: [u8; 4] = ctx.load(l4).map_err(|_| DropReason::Malformed)?;
+            key.sport = u16::from_ne_bytes([h[0], h[1]]);
+            key.dport = u16::from_ne_bytes([h[2], h[3]]);
+        }
+        PROTO_ICMP => {
+            let h: [u8; 8] = ctx.load(l4).map_err(|_| DropReason::Malformed)?;
+            let id = u16::from_ne_bytes([h[4], h[5]]);
+            match h[0] {
+                ICMP_ECHO_REQUEST if h[1] == 0 => {
+                    key.sport = id;
+                    icmp_request = true;
+                }
+                ICMP_ECHO_REPLY if h[1] == 0 => key.dport = id,
+                _ => return Ok(Parsed::Other),
+            }
+        }
+        _ => return Ok(Parsed::Other),
+    }
+    Ok(Parsed::Packet(Packet {
+        key,
+        l4,
+        tcp_flags,
+        ttl,
+        icmp_request,
+    }))
+}
+
+/// The published port `{addr, port, proto}` or else `{0, port, proto}`,
+/// with the key that matched. Never for loopback addresses.
+#[inline(always)]
+fn published(addr: u32, port: u16, proto: u8) -> Option<(PublishKey, PublishTarget)> {
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return None;
+    }
+    if addr & LOOPBACK_MASK == LOOPBACK_NET {
+        return None;
+    }
+    let mut key = PublishKey {
+        addr,
+        port,
+        proto,
+        _pad: 0,
+    };
+    if let Some(t) = maps::PUBLISH.get_ptr(key) {
+        // SAFETY: map value pointer, copied out at once.
+        return Some((key, unsafe { *t }));
+    }
+    key.addr = 0;
+    // SAFETY: as above.
+    maps::PUBLISH.get_ptr(key).map(|t| (key, unsafe { *t }))
+}
+
+/// Counts a new flow through the published port `key`.
+#[inline(always)]
+fn count_published(key: &PublishKey) {
+    if let Some(n) = maps::PUBLISH_STATS.get_ptr_mut(key) {
+        // SAFETY: this CPU's slot of a per-CPU hash value.
+        unsafe { *n = (*n).wrapping_add(1) };
+    }
+}
+
+/// The network of a published port's target, if translating to it is
+/// allowed (it exists and is not `--internal`).
+#[inline(always)]
+fn target_network(target: &PublishTarget) -> Option<NetworkInfo> {
+    match maps::network_of(target.addr) {
+        Some(net) if net.flags & NET_F_INTERNAL == 0 => Some(net),
+        _ => None,
+    }
+}
+
+/// Rewrites the packet to the tuple of `entry` and hands it on. Returns the
+/// verdict (a redirect).
+#[inline(always)]
+fn translate(ctx: &TcContext, p: &Packet, hit: &Hit) -> Result<i32, DropReason> {
+    let e = &hit.entry;
+    let k = &p.key;
+    let l4 = L4Csum::new(k.proto, p.l4);
+    if e.new_saddr != k.saddr {
+        csum::set_addr(ctx, IP_SRC_OFF, k.saddr, e.new_saddr, l4)?;
+    }
+    if e.new_daddr != k.daddr {
+        csum::set_addr(ctx, IP_DST_OFF, k.daddr, e.new_daddr, l4)?;
+    }
+    if k.proto == PROTO_ICMP {
+        let (old, new) = if p.icmp_request {
+            (k.sport, e.new_sport)
+        } else {
+            (k.dport, e.new_dport)
+        };
+        if old != new {
+            csum::set_l4_u16(ctx, p.l4 + 4, old, new, l4)?;
+        }
+    } else {
+        if e.new_sport != k.sport {
+            csum::set_l4_u16(ctx, p.l4, k.sport, e.new_sport, l4)?;
+        }
+        if e.new_dport != k.dport {
+            csum::set_l4_u16(ctx, p.l4 + 2, k.dport, e.new_dport, l4)?;
+        }
+    }
+    csum::decrement_ttl(ctx, p.ttl, k.proto)?;
+    conntrack::count(NatCounter::TranslatedPackets);
+
+    let verdict = if e.flags & CT_F_TO_UPLINK != 0 {
+        // SAFETY: plain helper call; no parameters (NULL, 0): the kernel
+        // looks up the route and the neighbour itself, and the redirect
+        // happens after the program returns (TC_ACT_REDIRECT).
+        unsafe { bpf_redirect_neigh(e.ifindex, ptr::null_mut(), 0, 0) as i32 }
+    } else {
+        let d = mac_for_ipv4(e.new_daddr.to_ne_bytes());
+        let s = mac_for_ipv4(e.gateway.to_ne_bytes());
+        let macs = [
+            d[0], d[1], d[2], d[3], d[4], d[5], s[0], s[1], s[2], s[3], s[4], s[5],
+        ];
+        ctx.store(0, &macs, 0).map_err(|_| DropReason::Unknown)?;
+        stats::count_delivered(e.ifindex, ctx.len());
+        // SAFETY: plain helper call, see `forward`.
+        unsafe { bpf_redirect_peer(e.ifindex, 0) as i32 }
+    };
+    if hit.close {
+        conntrack::close(k, e);
+    }
+    Ok(verdict)
+}
+
+/// Creates the flow for `p` (see `conntrack::create`) and translates the
+/// packet.
+#[inline(always)]
+fn start_flow(
+    ctx: &TcContext,
+    p: &Packet,
+    fwd: CtEntry,
+    rev: CtEntry,
+    now: u64,
+    counter: NatCounter,
+) -> Result<i32, DropReason> {
+    let entry = conntrack::create(&p.key, fwd, rev, now)?;
+    conntrack::count(counter);
+    translate(
+        ctx,
+        p,
+        &Hit {
+            entry,
+            close: false,
+        },
+    )
+}
+
+/// An IPv4 packet from the endpoint `ep` (on the non-internal network
+/// `own`) to outside every netd network (`to_gateway` false) or to its own
+/// gateway (true). `Ok(None)`: nothing to translate, `forward` passes it to
+/// the host as before.
+#[inline(always)]
+pub(crate) fn from_endpoint(
+    ctx: &TcContext,
+    ep: &EndpointInfo,
+    own: &NetworkInfo,
+    to_gateway: bool,
+) -> Result<Option<i32>, DropReason> {
+    let host = maps::host_config();
+    if host.uplink_addr == 0 || own.flags & NET_F_INTERNAL != 0 {
+        return Ok(None);
+    }
+    let p = match parse(ctx)? {
+        Parsed::Packet(p) => p,
+        Parsed::Other => return Ok(None),
+        Parsed::Fragment => {
+            let dst = read_daddr(ctx)?;
+            if to_gateway || is_host_addr(dst, host.uplink_addr) {
+                return Ok(None);
+            }
+            return Err(DropReason::NatFragment);
+        }
+    };
+    if p.ttl <= 1 {
+        return Ok(None);
+    }
+    let now = conntrack::now();
+    if let Some(hit) = conntrack::lookup(&p.key, now, p.tcp_flags) {
+        return translate(ctx, &p, &hit).map(Some);
+    }
+    if p.tcp_flags & TCP_RST != 0 {
+        // A RST never starts a flow.
+        return Ok(None);
+    }
+    let daddr = p.key.daddr;
+    if to_gateway || is_host_addr(daddr, host.uplink_addr) {
+        // Hairpin: a host address on a published port. Only a connection
+        // attempt starts a TCP flow: anything else (an ACK, a SYN-ACK) to
+        // that port is the reply of a connection the host made from it.
+        if !opens_flow(&p) {
+            return Ok(None);
+        }
+        let Some((pkey, target)) = published(daddr, p.key.dport, p.key.proto) else {
+            return Ok(None);
+        };
+        let Some(tnet) = target_network(&target) else {
+            return Ok(None);
+        };
+        let fwd = CtEntry {
+            new_saddr: tnet.gateway,
+            new_daddr: target.addr,
+            new_dport: target.port,
+            ifindex: target.ifindex,
+            gateway: tnet.gateway,
+            flags: CT_F_HAIRPIN,
+            ..CtEntry::default()
+        };
+        let rev = CtEntry {
+            ifindex: ep.ifindex,
+            gateway: own.gateway,
+            flags: CT_F_HAIRPIN | CT_F_REPLY,
+            ..CtEntry::default()
+        };
+        let verdict = start_flow(ctx, &p, fwd, rev, now, NatCounter::HairpinFlows)?;
+        count_published(&pkey);
+        return Ok(Some(verdict));
+    }
+    if daddr & LOOPBACK_MASK == LOOPBACK_NET {
+        return Ok(None);
+    }
+    // Masquerade.
+    let fwd = CtEntry {
+        new_saddr: host.uplink_addr,
+        new_daddr: daddr,
+        new_dport: p.key.dport,
+        ifindex: host.uplink_ifindex,
+        flags: CT_F_SNAT | CT_F_TO_UPLINK,
+        ..CtEntry::default()
+    };
+    let rev = CtEntry {
+        ifindex: ep.ifindex,
+        gateway: own.gateway,
+        flags: CT_F_SNAT | CT_F_REPLY,
+        ..CtEntry::default()
+    };
+    start_flow(ctx, &p, fwd, rev, now, NatCounter::SnatFlows).map(Some)
+}
+
+/// Whether `p` may start a flow to a published port: for TCP only a SYN
+/// without ACK (a connection attempt); UDP always.
+#[inline(always)]
+fn opens_flow(p: &Packet) -> bool {
+    p.key.proto != PROTO_TCP || p.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN
+}
+
+/// Whether `addr` is one of the host's own: the uplink address or one the
+/// daemon listed in `HOST_ADDRS`.
+#[inline(always)]
+fn is_host_addr(addr: u32, uplink_addr: u32) -> bool {
+    addr == uplink_addr || maps::HOST_ADDRS.get_ptr(addr).is_some()
+}
+
+#[inline(always)]
+fn read_daddr(ctx: &TcContext) -> Result<u32, DropReason> {
+    let frame = parse::header::<EthIpv4>(ctx, 0)?;
+    // SAFETY: `header` checked the bounds.
+    Ok(parse::ipv4(unsafe { (*frame).ip.dst_addr }))
+}
+
+/// `netd_uplink_in`: a packet arriving on the uplink. Only IPv4 to the
+/// uplink address is looked at; everything else, and everything netd has
+/// no flow or published port for, continues untouched (`TCX_NEXT`): this
+/// program must never get in the way of the host's own traffic.
+#[inline(always)]
+pub(crate) fn uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
+    let host = maps::host_config();
+    if host.uplink_addr == 0 {
+        return Ok(VERDICT_NEXT);
+    }
+    match parse::ether_type(ctx) {
+        Ok(t) if t == parse::ETH_P_IP => {}
+        _ => return Ok(VERDICT_NEXT),
+    }
+    match read_daddr(ctx) {
+        Ok(dst) if dst == host.uplink_addr => {}
+        _ => return Ok(VERDICT_NEXT),
+    }
+    let p = match parse(ctx) {
+        Ok(Parsed::Packet(p)) if p.ttl > 1 => p,
+        // Malformed headers, fragments, other protocols: the host's stack
+        // decides (and drops what is broken).
+        _ => return Ok(VERDICT_NEXT),
+    };
+    let now = conntrack::now();
+    if let Some(hit) = conntrack::lookup(&p.key, now, p.tcp_flags) {
+        return translate(ctx, &p, &hit);
+    }
+    // Only a connection attempt starts a TCP flow to a published port: an
+    // ACK or SYN-ACK to it without a flow belongs to a connection of the
+    // host itself (whose ephemeral port may equal a published one).
+    if !opens_flow(&p) {
+        return Ok(VERDICT_NEXT);
+    }
+    let Some((pkey, target)) = published(host.uplink_addr, p.key.dport, p.key.proto) else {
+        return Ok(VERDICT_NEXT);
+    };
+    let Some(tnet) = target_network(&target) else {
+        return Ok(VERDICT_NEXT);
+    };
+    let fwd = CtEntry {
+        new_saddr: p.key.saddr,
+        new_daddr: target.addr,
+        new_dport: target.port,
+        ifindex: target.ifindex,
+        gateway: tnet.gateway,
+        flags: CT_F_DNAT,
+        ..CtEntry::default()
+    };
+    let rev = CtEntry {
+        ifindex: host.uplink_ifindex,
+        flags: CT_F_DNAT | CT_F_REPLY | CT_F_TO_UPLINK,
+        ..CtEntry::default()
+    };
+    let verdict = start_flow(ctx, &p, fwd, rev, now, NatCounter::DnatFlows)?;
+    count_published(&pkey);
+    Ok(verdict)
+}

@@ -1,0 +1,925 @@
+//! The cgroup socket hooks: published ports for the host's own processes
+//! (`curl localhost:8080`) without a proxy, and `EADDRINUSE` for a host
+//! process binding a published port. The kernel side is `netd-ebpf/src/sock.rs`.
+//!
+//! # Attachment
+//! Four programs, attached to the cgroup v2 *root* (so they see every
+//! socket on the machine) as cgroup BPF links, next to whatever else is
+//! attached there (other netd daemons, other tools). A cgroup link is always
+//! a multi-attach (`BPF_F_ALLOW_MULTI`) attachment; the kernel rejects the
+//! flag itself in `BPF_LINK_CREATE` (EINVAL), which is why the attach below
+//! passes aya's `CgroupAttachMode::Single` (no flags). The programs run in
+//! attach order with the others on the hook; each sees the address the
+//! previous one left:
+//!
+//! | hook         | program           | does                                   |
+//! |--------------|-------------------|----------------------------------------|
+//! | `connect4`   | `netd_connect4`   | destination host addr:port -> container |
+//! | `sendmsg4`   | `netd_sendmsg4`   | same for unconnected UDP                |
+//! | `recvmsg4`   | `netd_recvmsg4`   | reply source container -> host addr:port |
+//! | `post_bind4` | `netd_post_bind4` | bind of a published port: `EADDRINUSE`  |
+//!
+//! They act only in the network namespace whose cookie is in
+//! `HOST_CFG.netns_cookie` (see [`host_netns_cookie`]); until the daemon
+//! writes it (`Dataplane::set_host`) they do nothing. Host addresses are
+//! 127.0.0.0/8, `HOST_CFG.uplink_addr`, and [`Dataplane::set_host_addresses`].
+//!
+//! # Pins and restarts
+//! The links are pinned at `<pin_dir>/links/cgroup_<hook>` (e.g.
+//! `links/cgroup_connect4`), so they survive the daemon like the endpoint
+//! links. [`Dataplane::attach_socket_hooks`] re-adopts a pin that is still a
+//! cgroup link of the right hook on the same cgroup (switching it to the
+//! freshly loaded program with `BPF_LINK_UPDATE`, atomically: no socket call
+//! goes unhooked during a restart), and replaces any other pin.
+//! [`Dataplane::detach_socket_hooks`] detaches and unpins them;
+//! [`Dataplane::remove_pins`] also does.
+//!
+//! None of the pin names ends in `_from`/`_to`, so
+//! [`Dataplane::pinned_endpoints`] never mistakes them for endpoints.
+//!
+//! # Call order (daemon start)
+//! 1. [`Dataplane::load`];
+//! 2. `set_host(uplink, host_netns_cookie()?)` and
+//!    [`Dataplane::set_host_addresses`] (the hooks need the cookie to act);
+//! 3. `set_publish(...)` for every published port (idempotent);
+//! 4. [`Dataplane::attach_socket_hooks`]`(&cgroup2_root()?)`.
+//!
+//! Steps 2-4 may come in any order without harm (a hook without a cookie or
+//! a publish entry leaves the call alone), but only after all of them do
+//! host connections to published ports work.
+
+use std::{
+    collections::HashSet,
+    fs::File,
+    io,
+    mem::size_of,
+    net::Ipv4Addr,
+    os::{
+        fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd},
+        unix::{ffi::OsStrExt as _, fs::MetadataExt as _},
+    },
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::{HashMap, MapData, MapInfo, MapType},
+    programs::{
+        CgroupAttachMode, CgroupSock, CgroupSockAddr, Program, ProgramError,
+        links::{FdLink, LinkError},
+    },
+    sys::SyscallError,
+};
+use netd_common::{PublishKey, ipv4_be};
+use tracing::{debug, info, warn};
+
+use super::{
+    BPF_ANY, BPF_F_NO_PREALLOC, Dataplane, DataplaneError, ExpectedMap, LinkOpError, errno,
+    raw_link,
+};
+
+/// Map: host addresses (`ipv4_be` -> unused `u32`) besides loopback and the
+/// uplink's. Name as in `netd-ebpf/src/maps.rs`.
+pub const HOST_ADDRS_MAP: &str = "HOST_ADDRS";
+/// LRU map: {UDP socket cookie, container addr/port} -> original
+/// destination ([`PublishKey`]), for `netd_recvmsg4`.
+pub const SOCK_UDP_REV_MAP: &str = "SOCK_UDP_REV";
+/// Entries of `HOST_ADDRS` (as `netd-ebpf/src/sock.rs` `MAX_HOST_ADDRS`).
+pub const MAX_HOST_ADDRS: u32 = 1024;
+/// Entries of `SOCK_UDP_REV` (as `netd-ebpf/src/sock.rs` `UDP_REV_ENTRIES`).
+pub const UDP_REV_ENTRIES: u32 = 65536;
+
+/// `SOCK_UDP_REV` key, as `netd-ebpf/src/sock.rs` `UdpRevKey`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct UdpRevKey {
+    cookie: u64,
+    addr: u32,
+    port: u16,
+    _pad: u16,
+}
+
+// SAFETY: `#[repr(C)]`, `Copy`, integers only, the padding spelled out as a
+// field (16 bytes, no implicit padding), any bit pattern valid.
+unsafe impl aya::Pod for UdpRevKey {}
+
+/// The socket maps' expected shapes. Checked by
+/// [`Dataplane::attach_socket_hooks`] rather than at load: only the socket
+/// programs use these maps, so refusing to attach them is enough to keep a
+/// wrongly shaped pinned map from being used.
+const SOCK_EXPECTED_MAPS: [ExpectedMap; 2] = [
+    ExpectedMap {
+        name: HOST_ADDRS_MAP,
+        map_type: MapType::Hash,
+        key_size: size_of::<u32>() as u32,
+        value_size: size_of::<u32>() as u32,
+        max_entries: MAX_HOST_ADDRS,
+        map_flags: BPF_F_NO_PREALLOC,
+    },
+    ExpectedMap {
+        name: SOCK_UDP_REV_MAP,
+        map_type: MapType::LruHash,
+        key_size: size_of::<UdpRevKey>() as u32,
+        value_size: size_of::<PublishKey>() as u32,
+        max_entries: UDP_REV_ENTRIES,
+        map_flags: 0,
+    },
+];
+
+/// What aya is told for `BPF_LINK_CREATE`: no flags. A cgroup link is
+/// multi-attach by nature (the kernel attaches it with `BPF_F_ALLOW_MULTI`
+/// and refuses that flag from user space with EINVAL). aya 0.14 uses
+/// `BPF_LINK_CREATE` on Linux >= 5.7; older kernels, where it would fall
+/// back to an exclusive `BPF_PROG_ATTACH`, are refused below (their link
+/// cannot be pinned) and lack `bpf_set_retval` anyway.
+const LINK_MODE: CgroupAttachMode = CgroupAttachMode::Single;
+
+/// One of the four cgroup socket hooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SocketHook {
+    /// `connect()`: `netd_connect4`.
+    Connect4,
+    /// `sendto()`/`sendmsg()` with an address: `netd_sendmsg4`.
+    Sendmsg4,
+    /// `recvfrom()`/`recvmsg()` of UDP: `netd_recvmsg4`.
+    Recvmsg4,
+    /// after `bind()`: `netd_post_bind4`.
+    PostBind4,
+}
+
+impl SocketHook {
+    /// Every hook, in attach order.
+    pub const ALL: [SocketHook; 4] = [
+        SocketHook::Recvmsg4,
+        SocketHook::PostBind4,
+        SocketHook::Sendmsg4,
+        SocketHook::Connect4,
+    ];
+
+    /// The hook's name, as in the pin file `cgroup_<name>` and in the
+    /// kernel's section names.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SocketHook::Connect4 => "connect4",
+            SocketHook::Sendmsg4 => "sendmsg4",
+            SocketHook::Recvmsg4 => "recvmsg4",
+            SocketHook::PostBind4 => "post_bind4",
+        }
+    }
+
+    /// The program attached there.
+    pub const fn program_name(self) -> &'static str {
+        match self {
+            SocketHook::Connect4 => "netd_connect4",
+            SocketHook::Sendmsg4 => "netd_sendmsg4",
+            SocketHook::Recvmsg4 => "netd_recvmsg4",
+            SocketHook::PostBind4 => "netd_post_bind4",
+        }
+    }
+
+    /// `enum bpf_attach_type` value (uapi/linux/bpf.h), as link info
+    /// reports it.
+    const fn attach_type(self) -> u32 {
+        match self {
+            SocketHook::Connect4 => 10,  // BPF_CGROUP_INET4_CONNECT
+            SocketHook::Sendmsg4 => 14,  // BPF_CGROUP_UDP4_SENDMSG
+            SocketHook::Recvmsg4 => 19,  // BPF_CGROUP_UDP4_RECVMSG
+            SocketHook::PostBind4 => 12, // BPF_CGROUP_INET4_POST_BIND
+        }
+    }
+
+    fn pin_name(self) -> String {
+        format!("cgroup_{}", self.as_str())
+    }
+}
+
+/// What a pinned socket hook link is attached to, according to the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketHookAttachment {
+    /// Which hook the pin is for.
+    pub hook: SocketHook,
+    /// Kernel link id (stable while the link lives: a re-adopted link keeps
+    /// it).
+    pub link_id: u32,
+    /// Id of the program the link runs.
+    pub program_id: u32,
+    /// Id of the cgroup it is attached to (the cgroup directory's inode
+    /// number); 0 once detached or the cgroup is gone.
+    pub cgroup_id: u64,
+    /// Whether the link is a cgroup link of this hook's attach type.
+    pub matches_hook: bool,
+}
+
+/// The mount point of the cgroup v2 hierarchy, from /proc/self/mountinfo:
+/// `/sys/fs/cgroup` on a unified system, `/sys/fs/cgroup/unified` on a
+/// hybrid (v1 + v2) one. `NotFound` if cgroup2 is not mounted.
+pub fn cgroup2_root() -> io::Result<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    cgroup2_mount_in(&mountinfo).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            "no cgroup2 filesystem is mounted (see /proc/self/mountinfo) - mount it with `mount -t cgroup2 none /sys/fs/cgroup`",
+        )
+    })
+}
+
+/// The cgroup2 mount point in a mountinfo text, preferring a mount of the
+/// hierarchy's root (in a cgroup namespace or a bind mount, the root field
+/// is a sub-path).
+fn cgroup2_mount_in(mountinfo: &str) -> Option<PathBuf> {
+    let mut fallback = None;
+    for line in mountinfo.lines() {
+        // `id parent major:minor root mount-point options [optional...] - fstype source super-options`
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        if right.split_whitespace().next() != Some("cgroup2") {
+            continue;
+        }
+        let mut fields = left.split_whitespace();
+        let (Some(root), Some(mount_point)) = (fields.nth(3), fields.next()) else {
+            continue;
+        };
+        let path = PathBuf::from(unescape_mountinfo(mount_point));
+        if root == "/" {
+            return Some(path);
+        }
+        fallback.get_or_insert(path);
+    }
+    fallback
+}
+
+/// mountinfo writes space, tab, newline and backslash in paths as `\ooo`.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && let Some(digits) = bytes.get(i + 1..i + 4)
+            && digits.iter().all(|d| (b'0'..=b'7').contains(d))
+        {
+            let value = digits
+                .iter()
+                .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+            out.push(value as u8);
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The cookie of the caller's network namespace (`SO_NETNS_COOKIE`,
+/// Linux >= 5.14), what `bpf_get_netns_cookie()` returns for sockets there:
+/// the value for `Dataplane::set_host`. Asked of the calling *thread*'s
+/// namespace.
+pub fn host_netns_cookie() -> io::Result<u64> {
+    // SAFETY: plain socket(2); the result is checked below.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut cookie: u64 = 0;
+    let mut len = size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `cookie` is `len` writable bytes; both outlive the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &raw mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if len as usize != size_of::<u64>() || cookie == 0 {
+        return Err(io::Error::other(
+            "SO_NETNS_COOKIE returned no cookie - netd needs Linux >= 5.14",
+        ));
+    }
+    Ok(cookie)
+}
+
+/// How an existing pin relates to the hook being attached.
+enum HookPin {
+    /// A cgroup link of this hook on this cgroup: keep it.
+    Adopt(SocketHookAttachment),
+    /// No pin.
+    Missing,
+    /// Something else was pinned there; it was detached and removed.
+    ReplacedStale,
+}
+
+impl Dataplane {
+    /// Attaches the four socket hooks to `cgroup` (normally
+    /// [`cgroup2_root`]) as multi-attach cgroup links, pinning them at
+    /// `<pin_dir>/links/cgroup_<hook>`.
+    ///
+    /// Idempotent and restart-safe like [`Dataplane::attach_endpoint`]: a
+    /// pin that is still a link of the right hook on `cgroup` is kept and
+    /// switched atomically to the program this daemon loaded; any other pin
+    /// (another cgroup, a detached link) is replaced. On failure, links
+    /// created by this call are detached again; adopted ones are left as
+    /// they were.
+    ///
+    /// Refuses ([`DataplaneError::IncompatiblePinnedMap`]) if the pinned
+    /// `HOST_ADDRS`/`SOCK_UDP_REV` maps have another shape than this build's.
+    pub fn attach_socket_hooks(&mut self, cgroup: &Path) -> Result<(), DataplaneError> {
+        self.check_sock_maps()?;
+        let cgroup_dir = File::open(cgroup)
+            .map_err(|e| cgroup_error(SocketHook::Connect4, cgroup, ProgramError::IOError(e)))?;
+        let cgroup_id = cgroup_dir
+            .metadata()
+            .map_err(|e| cgroup_error(SocketHook::Connect4, cgroup, ProgramError::IOError(e)))?
+            .ino();
+        for hook in SocketHook::ALL {
+            self.load_hook(hook)?;
+        }
+
+        let mut created = Vec::new();
+        let mut adopted = 0;
+        let result = (|| {
+            for hook in SocketHook::ALL {
+                match self.hook_pin_state(hook, cgroup_id)? {
+                    HookPin::Adopt(attachment) => {
+                        self.update_hook_link(hook, &attachment)?;
+                        adopted += 1;
+                    }
+                    HookPin::Missing | HookPin::ReplacedStale => {
+                        created.push(self.attach_hook(hook, &cgroup_dir, cgroup)?);
+                    }
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            for pin in created {
+                if let Err(err) = raw_link::detach_and_unpin(&pin) {
+                    warn!(pin = %pin.display(), error = %err, "cannot roll back socket hook pin");
+                }
+            }
+            return Err(e);
+        }
+        info!(
+            cgroup = %cgroup.display(),
+            cgroup_id,
+            readopted = adopted,
+            "socket hooks attached"
+        );
+        Ok(())
+    }
+
+    /// Detaches the socket hooks and removes their pins (missing ones are
+    /// fine). Goes on past errors and returns the first one.
+    pub fn detach_socket_hooks(&mut self) -> Result<(), DataplaneError> {
+        let mut first_error = None;
+        for hook in SocketHook::ALL {
+            let pin = self.hook_pin(hook);
+            if let Err(source) = raw_link::detach_and_unpin(&pin) {
+                first_error.get_or_insert(DataplaneError::PinDir {
+                    action: "detach and remove",
+                    path: pin,
+                    source,
+                });
+            }
+        }
+        debug!("socket hooks detached");
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// The pinned socket hook links as the kernel sees them (empty if not
+    /// attached), in [`SocketHook::ALL`] order.
+    pub fn socket_hook_attachments(&self) -> Result<Vec<SocketHookAttachment>, DataplaneError> {
+        let mut out = Vec::new();
+        for hook in SocketHook::ALL {
+            let pin = self.hook_pin(hook);
+            match cgroup_link_info(&pin, hook) {
+                Ok(attachment) => out.push(attachment),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => return Err(DataplaneError::InspectLink { path: pin, source }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes `HOST_ADDRS` exactly `addrs`: the host's addresses (other than
+    /// 127.0.0.0/8 and the uplink's, which the hooks know anyway) that
+    /// count as "this host" for published ports, e.g. a second NIC's or a
+    /// network's gateway address. Idempotent; call it at start and when the
+    /// host's addresses change. At most [`MAX_HOST_ADDRS`] (beyond that the
+    /// insert fails with `E2BIG` and the error is returned, the addresses
+    /// written so far staying in place).
+    pub fn set_host_addresses(&mut self, addrs: &[Ipv4Addr]) -> Result<(), DataplaneError> {
+        let map_err = |e| DataplaneError::Map {
+            map: HOST_ADDRS_MAP,
+            source: Box::new(e),
+        };
+        let mut map = self.host_addrs_map()?;
+        let wanted: HashSet<u32> = addrs.iter().map(|a| ipv4_be(a.octets())).collect();
+        // Stale ones out first, so that a changed set never needs more room
+        // than its final size; the addresses that stay are never missing.
+        let stale: Vec<u32> = map
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err)?
+            .into_iter()
+            .filter(|k| !wanted.contains(k))
+            .collect();
+        for key in stale {
+            match map.remove(&key) {
+                Ok(()) => {}
+                Err(e) if errno(&e) == Some(libc::ENOENT) => {}
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+        for key in &wanted {
+            map.insert(key, 0, BPF_ANY).map_err(map_err)?;
+        }
+        debug!(count = wanted.len(), "host addresses written");
+        Ok(())
+    }
+
+    /// The addresses in `HOST_ADDRS`, sorted.
+    pub fn host_addresses(&self) -> Result<Vec<Ipv4Addr>, DataplaneError> {
+        let map = self
+            .ebpf
+            .map(HOST_ADDRS_MAP)
+            .ok_or(DataplaneError::MissingInObject {
+                kind: "map",
+                name: HOST_ADDRS_MAP,
+            })?;
+        let map =
+            HashMap::<&MapData, u32, u32>::try_from(map).map_err(|e| DataplaneError::Map {
+                map: HOST_ADDRS_MAP,
+                source: Box::new(e),
+            })?;
+        let mut out = map
+            .keys()
+            .map(|k| k.map(|k| Ipv4Addr::from(k.to_ne_bytes())))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| DataplaneError::Map {
+                map: HOST_ADDRS_MAP,
+                source: Box::new(e),
+            })?;
+        out.sort();
+        Ok(out)
+    }
+
+    /// Entries in `SOCK_UDP_REV`: UDP {socket, published port} pairs the
+    /// hooks remember (for metrics; LRU, so at most [`UDP_REV_ENTRIES`]).
+    pub fn udp_reverse_entries(&self) -> Result<usize, DataplaneError> {
+        let map_err = |e| DataplaneError::Map {
+            map: SOCK_UDP_REV_MAP,
+            source: Box::new(e),
+        };
+        let map = self
+            .ebpf
+            .map(SOCK_UDP_REV_MAP)
+            .ok_or(DataplaneError::MissingInObject {
+                kind: "map",
+                name: SOCK_UDP_REV_MAP,
+            })?;
+        let map = HashMap::<&MapData, UdpRevKey, PublishKey>::try_from(map).map_err(map_err)?;
+        let mut n = 0;
+        for key in map.keys() {
+            match key {
+                Ok(_) => n += 1,
+                // An LRU entry evicted during the walk ends it early.
+                Err(e) if errno(&e) == Some(libc::ENOENT) => break,
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+        Ok(n)
+    }
+
+    fn host_addrs_map(&mut self) -> Result<HashMap<&mut MapData, u32, u32>, DataplaneError> {
+        let map = self
+            .ebpf
+            .map_mut(HOST_ADDRS_MAP)
+            .ok_or(DataplaneError::MissingInObject {
+                kind: "map",
+                name: HOST_ADDRS_MAP,
+            })?;
+        HashMap::try_from(map).map_err(|e| DataplaneError::Map {
+            map: HOST_ADDRS_MAP,
+            source: Box::new(e),
+        })
+    }
+
+    fn check_sock_maps(&self) -> Result<(), DataplaneError> {
+        let maps_dir = self.pin_dir.join("maps");
+        for expected in &SOCK_EXPECTED_MAPS {
+            let path = maps_dir.join(expected.name);
+            let info = MapInfo::from_pin(&path).map_err(|e| DataplaneError::Map {
+                map: expected.name,
+                source: Box::new(e),
+            })?;
+            let map_type = info.map_type().ok();
+            if map_type != Some(expected.map_type)
+                || info.key_size() != expected.key_size
+                || info.value_size() != expected.value_size
+                || info.max_entries() != expected.max_entries
+                || info.map_flags() != expected.map_flags
+            {
+                return Err(DataplaneError::IncompatiblePinnedMap {
+                    path,
+                    pin_dir: self.pin_dir.clone(),
+                    found: format!(
+                        "{} key {}B value {}B entries {} flags {:#x}",
+                        map_type.map_or_else(|| "unknown type".to_string(), |t| format!("{t:?}")),
+                        info.key_size(),
+                        info.value_size(),
+                        info.max_entries(),
+                        info.map_flags()
+                    ),
+                    expected: expected.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn hook_pin(&self, hook: SocketHook) -> PathBuf {
+        self.pin_dir.join("links").join(hook.pin_name())
+    }
+
+    fn hook_program(&self, hook: SocketHook) -> Result<&Program, DataplaneError> {
+        self.ebpf
+            .program(hook.program_name())
+            .ok_or(DataplaneError::MissingInObject {
+                kind: "program",
+                name: hook.program_name(),
+            })
+    }
+
+    /// Loads (verifies) the hook's program unless this `Dataplane` already
+    /// did.
+    fn load_hook(&mut self, hook: SocketHook) -> Result<(), DataplaneError> {
+        let name = hook.program_name();
+        let load_err = |source| DataplaneError::LoadProgram {
+            program: name,
+            source: Box::new(source),
+        };
+        let program = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(DataplaneError::MissingInObject {
+                kind: "program",
+                name,
+            })?;
+        if program.fd().is_ok() {
+            return Ok(());
+        }
+        match hook {
+            SocketHook::PostBind4 => {
+                let program: &mut CgroupSock = program.try_into().map_err(load_err)?;
+                program.load().map_err(load_err)
+            }
+            SocketHook::Connect4 | SocketHook::Sendmsg4 | SocketHook::Recvmsg4 => {
+                let program: &mut CgroupSockAddr = program.try_into().map_err(load_err)?;
+                program.load().map_err(load_err)
+            }
+        }
+    }
+
+    /// Classifies the pin of `hook`, removing it if it is not ours to keep.
+    fn hook_pin_state(&self, hook: SocketHook, cgroup_id: u64) -> Result<HookPin, DataplaneError> {
+        let pin = self.hook_pin(hook);
+        let attachment = match cgroup_link_info(&pin, hook) {
+            Ok(attachment) => attachment,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HookPin::Missing),
+            Err(source) => return Err(DataplaneError::InspectLink { path: pin, source }),
+        };
+        if attachment.matches_hook && attachment.cgroup_id == cgroup_id {
+            return Ok(HookPin::Adopt(attachment));
+        }
+        info!(
+            pin = %pin.display(),
+            pinned_cgroup_id = attachment.cgroup_id,
+            cgroup_id,
+            "replacing stale socket hook pin"
+        );
+        raw_link::detach_and_unpin(&pin).map_err(|source| DataplaneError::PinDir {
+            action: "detach and remove",
+            path: pin,
+            source,
+        })?;
+        Ok(HookPin::ReplacedStale)
+    }
+
+    /// Creates the hook's cgroup link (`BPF_LINK_CREATE`, multi-attach)
+    /// and pins it; returns the pin path.
+    fn attach_hook(
+        &mut self,
+        hook: SocketHook,
+        cgroup_dir: &File,
+        cgroup: &Path,
+    ) -> Result<PathBuf, DataplaneError> {
+        let name = hook.program_name();
+        let pin = self.hook_pin(hook);
+        let attach_err = |source: ProgramError| cgroup_error(hook, cgroup, source);
+        let program = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(DataplaneError::MissingInObject {
+                kind: "program",
+                name,
+            })?;
+        // Take the link out of the program's bookkeeping so that dropping
+        // the `Ebpf` does not detach it; from here on the pin owns it (if
+        // pinning fails, dropping `fd_link` detaches it again).
+        let fd_link = match hook {
+            SocketHook::PostBind4 => {
+                let program: &mut CgroupSock = program.try_into().map_err(attach_err)?;
+                let id = program.attach(cgroup_dir, LINK_MODE).map_err(attach_err)?;
+                let link = program.take_link(id).map_err(attach_err)?;
+                FdLink::try_from(link)
+            }
+            SocketHook::Connect4 | SocketHook::Sendmsg4 | SocketHook::Recvmsg4 => {
+                let program: &mut CgroupSockAddr = program.try_into().map_err(attach_err)?;
+                let id = program.attach(cgroup_dir, LINK_MODE).map_err(attach_err)?;
+                let link = program.take_link(id).map_err(attach_err)?;
+                FdLink::try_from(link)
+            }
+        }
+        // Not an fd link: the kernel has no BPF_LINK_CREATE for cgroups
+        // (< 5.7), and aya fell back to a plain attach that cannot be pinned.
+        .map_err(|e| DataplaneError::Attach {
+            program: name,
+            ifname: format!("cgroup {}", cgroup.display()),
+            source: Box::new(LinkOpError::Link(e)),
+        })?;
+        fd_link
+            .pin(&pin)
+            .map_err(|source| DataplaneError::PinLink {
+                program: name,
+                ifname: format!("cgroup {}", cgroup.display()),
+                path: pin.clone(),
+                source: Box::new(source),
+            })?;
+        debug!(hook = hook.as_str(), program = name, pin = %pin.display(), "socket hook attached and pinned");
+        Ok(pin)
+    }
+
+    /// Points an adopted link at the program this daemon loaded, unless it
+    /// already runs it (`BPF_LINK_UPDATE`: atomic, the hook never goes
+    /// missing).
+    fn update_hook_link(
+        &mut self,
+        hook: SocketHook,
+        attachment: &SocketHookAttachment,
+    ) -> Result<(), DataplaneError> {
+        let name = hook.program_name();
+        let pin = self.hook_pin(hook);
+        let program = self.hook_program(hook)?;
+        let current = program
+            .info()
+            .map_err(|source| DataplaneError::ProgramInfo {
+                program: name,
+                source: Box::new(source),
+            })?
+            .id();
+        if attachment.program_id == current {
+            return Ok(());
+        }
+        let update_err = |io_error| DataplaneError::UpdateLink {
+            program: name,
+            path: pin.clone(),
+            source: Box::new(LinkOpError::Link(LinkError::SyscallError(SyscallError {
+                call: "BPF_LINK_UPDATE",
+                io_error,
+            }))),
+        };
+        let prog_fd = program.fd().map_err(|source| DataplaneError::ProgramInfo {
+            program: name,
+            source: Box::new(source),
+        })?;
+        let link_fd = obj_get(&pin).map_err(update_err)?;
+        link_update(&link_fd, prog_fd.as_fd().as_raw_fd()).map_err(update_err)?;
+        info!(
+            hook = hook.as_str(),
+            program = name,
+            old_program_id = attachment.program_id,
+            new_program_id = current,
+            "re-adopted socket hook switched to the loaded program"
+        );
+        Ok(())
+    }
+}
+
+/// An attach failure on `cgroup`, reported with the hook's program.
+fn cgroup_error(hook: SocketHook, cgroup: &Path, source: ProgramError) -> DataplaneError {
+    DataplaneError::Attach {
+        program: hook.program_name(),
+        ifname: format!("cgroup {}", cgroup.display()),
+        source: Box::new(LinkOpError::Program(source)),
+    }
+}
+
+/// `enum bpf_cmd` values (uapi/linux/bpf.h).
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_LINK_UPDATE: libc::c_long = 29;
+/// `BPF_LINK_TYPE_CGROUP`.
+const BPF_LINK_TYPE_CGROUP: u32 = 3;
+
+/// `union bpf_attr` member for `BPF_OBJ_GET`.
+#[repr(C)]
+#[derive(Default)]
+struct ObjGetAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+    path_fd: i32,
+    _pad: u32,
+}
+
+/// `union bpf_attr` member for `BPF_OBJ_GET_INFO_BY_FD`.
+#[repr(C)]
+#[derive(Default)]
+struct InfoByFdAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// `union bpf_attr` member for `BPF_LINK_UPDATE`.
+#[repr(C)]
+#[derive(Default)]
+struct LinkUpdateAttr {
+    link_fd: u32,
+    new_prog_fd: u32,
+    flags: u32,
+    old_prog_fd: u32,
+}
+
+/// Prefix of `struct bpf_link_info`: `type`, `id`, `prog_id`, then the
+/// 8-byte aligned union at offset 16, for cgroup links
+/// `{ __u64 cgroup_id; __u32 attach_type; }`. The tail is zeroed room for
+/// the rest of the union (see `raw_link::LinkInfoPrefix`).
+#[repr(C)]
+#[derive(Default)]
+struct CgroupLinkInfo {
+    link_type: u32,
+    id: u32,
+    prog_id: u32,
+    _pad: u32,
+    cgroup_id: u64,
+    attach_type: u32,
+    _pad2: u32,
+    _rest: [u64; 11],
+}
+
+/// Reads the link pinned at `path`. `NotFound` if there is no pin.
+fn cgroup_link_info(path: &Path, hook: SocketHook) -> io::Result<SocketHookAttachment> {
+    let fd = obj_get(path)?;
+    let mut info = CgroupLinkInfo::default();
+    let mut attr = InfoByFdAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: size_of::<CgroupLinkInfo>() as u32,
+        info: &raw mut info as u64,
+    };
+    // SAFETY: `attr` is a properly laid out `bpf_attr` prefix for this
+    // command and `info` points to `info_len` writable bytes; both outlive
+    // the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &raw mut attr,
+            size_of::<InfoByFdAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let is_cgroup = info.link_type == BPF_LINK_TYPE_CGROUP;
+    Ok(SocketHookAttachment {
+        hook,
+        link_id: info.id,
+        program_id: info.prog_id,
+        cgroup_id: if is_cgroup { info.cgroup_id } else { 0 },
+        matches_hook: is_cgroup && info.attach_type == hook.attach_type(),
+    })
+}
+
+/// `BPF_LINK_UPDATE`: make the link run `prog_fd` instead.
+fn link_update(link: &OwnedFd, prog_fd: i32) -> io::Result<()> {
+    let mut attr = LinkUpdateAttr {
+        link_fd: link.as_raw_fd() as u32,
+        new_prog_fd: prog_fd as u32,
+        ..Default::default()
+    };
+    // SAFETY: `attr` is a properly laid out `bpf_attr` prefix for
+    // BPF_LINK_UPDATE and outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_UPDATE,
+            &raw mut attr,
+            size_of::<LinkUpdateAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Opens the bpf object pinned at `path`.
+fn obj_get(path: &Path) -> io::Result<OwnedFd> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut attr = ObjGetAttr {
+        pathname: c_path.as_ptr() as u64,
+        ..Default::default()
+    };
+    // SAFETY: `attr` is a properly laid out `bpf_attr` prefix for
+    // BPF_OBJ_GET and `pathname` points to a NUL-terminated string; both
+    // outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &raw mut attr,
+            size_of::<ObjGetAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: on success BPF_OBJ_GET returns a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(rc as i32) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_cgroup2_on_hybrid_and_unified_systems() {
+        let hybrid = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+        assert_eq!(
+            cgroup2_mount_in(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let unified = "\
+25 30 0:23 / /sys rw,nosuid - sysfs sysfs rw
+26 25 0:24 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate
+";
+        assert_eq!(
+            cgroup2_mount_in(unified),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        // A sub-tree bind mount is only a fallback; escapes are decoded.
+        let bind_first = "\
+50 1 0:24 /system.slice /mnt/sub rw - cgroup2 cgroup2 rw
+51 1 0:24 / /mnt/cg\\040root rw - cgroup2 cgroup2 rw
+";
+        assert_eq!(
+            cgroup2_mount_in(bind_first),
+            Some(PathBuf::from("/mnt/cg root"))
+        );
+        assert_eq!(
+            cgroup2_mount_in("50 1 0:24 /x /mnt/sub rw - cgroup2 cgroup2 rw\n"),
+            Some(PathBuf::from("/mnt/sub"))
+        );
+        assert_eq!(
+            cgroup2_mount_in("31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn hook_pins_are_not_endpoint_pins() {
+        let mut names = HashSet::new();
+        for hook in SocketHook::ALL {
+            let pin = hook.pin_name();
+            assert!(!pin.contains('.'), "{pin}");
+            assert!(!pin.ends_with("_from") && !pin.ends_with("_to"), "{pin}");
+            assert!(hook.program_name().len() <= 15, "{}", hook.program_name());
+            assert!(names.insert(pin));
+        }
+    }
+
+    #[test]
+    fn udp_rev_key_layout() {
+        assert_eq!(size_of::<UdpRevKey>(), 16);
+        assert_eq!(std::mem::offset_of!(UdpRevKey, addr), 8);
+        assert_eq!(std::mem::offset_of!(UdpRevKey, port), 12);
+        assert_eq!(size_of::<PublishKey>(), 8);
+        for map in SOCK_EXPECTED_MAPS {
+            assert!(map.name.len() <= 15, "{}", map.name);
+        }
+    }
+}

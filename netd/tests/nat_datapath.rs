@@ -1,0 +1,1709 @@
+//! NAT tests: masquerade, published ports, hairpin and connection tracking,
+//! with BPF_PROG_TEST_RUN on crafted frames (checksums verified by
+//! recomputing them here) and one real-traffic test between namespaces.
+//!
+//! Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN), `ip`, `ping` and
+//! `python3` (the real-traffic servers). Every test uses its own pin
+//! directory (so its own maps) and its own interfaces/namespaces, removed by
+//! guards even when it panics, so the tests run in parallel with each other
+//! and with the other test files.
+//!
+//! The addresses of the crafted frames are documentation ranges and appear
+//! only in the test's maps: 192.0.2.10 is the "uplink" address,
+//! 198.51.100.7 and 203.0.113.5 are hosts "outside". The real-traffic test
+//! puts 10.248.x.0/24 on a veth it owns (x from the pid) and 10.249.x.0/24
+//! in its maps only; no other test file uses 10.248/10.249.
+
+use std::{
+    fs,
+    io::{BufRead as _, BufReader},
+    net::Ipv4Addr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use aya::programs::{SchedClassifier, TcAttachType, TestRun as _, TestRunOptions};
+use ipnet::Ipv4Net;
+use netd::dataplane::{
+    ConntrackEntry, ConntrackKey, Dataplane, Direction, DropReason, NatStats, Proto,
+};
+use netd_common::nat::{CT_F_CLOSING, CT_F_ESTABLISHED, PORT_MAX, PORT_MIN};
+
+const VERDICT_NEXT: u32 = -1i32 as u32;
+const VERDICT_DROP: u32 = 2;
+/// `TC_ACT_REDIRECT`: what `bpf_redirect_peer`/`bpf_redirect_neigh` return.
+const VERDICT_REDIRECT: u32 = 7;
+/// Offset of `ifindex` in `struct __sk_buff`.
+const SKB_IFINDEX_OFFSET: usize = 40;
+
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+const ICMP: u8 = 1;
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const ACK: u8 = 0x10;
+
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+fn next_id() -> u32 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().expect("address")
+}
+
+fn net(s: &str) -> Ipv4Net {
+    s.parse().expect("subnet")
+}
+
+fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
+    netd_common::mac_for_ipv4(ip.octets())
+}
+
+fn mac_str(ip: Ipv4Addr) -> String {
+    mac_of(ip)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// A private pin directory, removed (detaching the test's links) on drop.
+struct PinDir(PathBuf);
+
+impl PinDir {
+    fn new() -> PinDir {
+        PinDir(PathBuf::from(format!(
+            "/sys/fs/bpf/netd-nattest-{}-{}",
+            std::process::id(),
+            next_id()
+        )))
+    }
+
+    fn load(&self) -> Dataplane {
+        Dataplane::load(&self.0).expect("load the data path")
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        if let Err(e) = Dataplane::remove_pins(&self.0) {
+            eprintln!("cannot remove {}: {e}", self.0.display());
+        }
+    }
+}
+
+/// A network namespace, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(kind: &str) -> Netns {
+        let name = format!("netd-nt{kind}-{}-{}", std::process::id(), next_id());
+        run(&["ip", "netns", "add", &name]);
+        Netns(name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+/// A veth pair: `host` in the root namespace, `peer` in `netns`. Deleted on
+/// drop (before its namespace, by field order).
+struct Veth {
+    host: String,
+    peer: String,
+    netns: Netns,
+}
+
+impl Veth {
+    fn new() -> Veth {
+        let tag = format!("{}{}", std::process::id() % 100_000, next_id());
+        let veth = Veth {
+            host: format!("nth{tag}"),
+            peer: format!("ntp{tag}"),
+            netns: Netns::new("c"),
+        };
+        run(&[
+            "ip",
+            "link",
+            "add",
+            &veth.host,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &veth.peer,
+            "netns",
+            &veth.netns.0,
+        ]);
+        veth
+    }
+
+    fn ifindex(&self) -> u32 {
+        fs::read_to_string(format!("/sys/class/net/{}/ifindex", self.host))
+            .expect("read ifindex")
+            .trim()
+            .parse()
+            .expect("parse ifindex")
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host])
+            .output();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Frames and checksums.
+
+/// The 16-bit ones' complement sum of `data` (odd length padded with 0),
+/// folded, not inverted.
+fn ones_sum(data: &[u8], mut sum: u32) -> u16 {
+    for w in data.chunks(2) {
+        let word = if w.len() == 2 {
+            u16::from_be_bytes([w[0], w[1]])
+        } else {
+            u16::from_be_bytes([w[0], 0])
+        };
+        sum += u32::from(word);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+fn pseudo_sum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> u32 {
+    let mut p = Vec::with_capacity(12);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(&[0, proto]);
+    p.extend_from_slice(&(len as u16).to_be_bytes());
+    u32::from(ones_sum(&p, 0))
+}
+
+/// The L4 bytes of a TCP segment with a valid checksum.
+fn tcp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut s = Vec::with_capacity(24);
+    s.extend_from_slice(&sport.to_be_bytes());
+    s.extend_from_slice(&dport.to_be_bytes());
+    s.extend_from_slice(&0x01020304u32.to_be_bytes()); // seq
+    s.extend_from_slice(&0x0a0b0c0du32.to_be_bytes()); // ack
+    s.extend_from_slice(&[5 << 4, flags]);
+    s.extend_from_slice(&64240u16.to_be_bytes()); // window
+    s.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent
+    s.extend_from_slice(b"data"); // payload
+    let sum = !ones_sum(&s, pseudo_sum(src, dst, TCP, s.len()));
+    s[16..18].copy_from_slice(&sum.to_be_bytes());
+    s
+}
+
+/// A UDP datagram, with a valid checksum or none (0).
+fn udp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, checksum: bool) -> Vec<u8> {
+    let mut s = Vec::with_capacity(16);
+    s.extend_from_slice(&sport.to_be_bytes());
+    s.extend_from_slice(&dport.to_be_bytes());
+    s.extend_from_slice(&16u16.to_be_bytes());
+    s.extend_from_slice(&[0, 0]);
+    s.extend_from_slice(b"payload!");
+    if checksum {
+        let mut sum = !ones_sum(&s, pseudo_sum(src, dst, UDP, s.len()));
+        if sum == 0 {
+            sum = 0xffff;
+        }
+        s[6..8].copy_from_slice(&sum.to_be_bytes());
+    }
+    s
+}
+
+/// An ICMP echo request (or reply) with a valid checksum.
+fn icmp_echo(request: bool, id: u16, seq: u16) -> Vec<u8> {
+    let mut s = vec![if request { 8 } else { 0 }, 0, 0, 0];
+    s.extend_from_slice(&id.to_be_bytes());
+    s.extend_from_slice(&seq.to_be_bytes());
+    s.extend_from_slice(b"0123456789abcdef");
+    let sum = !ones_sum(&s, 0);
+    s[2..4].copy_from_slice(&sum.to_be_bytes());
+    s
+}
+
+/// Ethernet + IPv4 (TTL 64, valid checksum) around `l4`. `frag` is the
+/// flags/fragment-offset word.
+#[allow(clippy::too_many_arguments)]
+fn frame_with(
+    eth_dst: [u8; 6],
+    eth_src: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    l4: &[u8],
+    ttl: u8,
+    frag: u16,
+) -> Vec<u8> {
+    let mut f = Vec::with_capacity(34 + l4.len());
+    f.extend_from_slice(&eth_dst);
+    f.extend_from_slice(&eth_src);
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let mut h = [0u8; 20];
+    h[0] = 0x45;
+    h[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+    h[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+    h[6..8].copy_from_slice(&frag.to_be_bytes());
+    h[8] = ttl;
+    h[9] = proto;
+    h[12..16].copy_from_slice(&src.octets());
+    h[16..20].copy_from_slice(&dst.octets());
+    let sum = !ones_sum(&h, 0);
+    h[10..12].copy_from_slice(&sum.to_be_bytes());
+    f.extend_from_slice(&h);
+    f.extend_from_slice(l4);
+    f
+}
+
+fn frame(
+    eth_dst: [u8; 6],
+    eth_src: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    l4: &[u8],
+) -> Vec<u8> {
+    frame_with(eth_dst, eth_src, src, dst, proto, l4, 64, 0)
+}
+
+/// What a translated frame says, after checking every checksum in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    eth_dst: [u8; 6],
+    eth_src: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ttl: u8,
+    proto: u8,
+    /// Ports; for ICMP echo the identifier is in `sport` and `dport` is 0.
+    sport: u16,
+    dport: u16,
+    /// The L4 checksum field (to check UDP's "no checksum" stays 0).
+    l4_check: u16,
+}
+
+/// Decodes `f` and asserts that its IPv4 and L4 checksums are valid.
+fn seen(f: &[u8]) -> Seen {
+    assert!(f.len() >= 34, "short frame {f:?}");
+    let h = &f[14..34];
+    assert_eq!(ones_sum(h, 0), 0xffff, "IPv4 header checksum of {f:02x?}");
+    let src = Ipv4Addr::new(h[12], h[13], h[14], h[15]);
+    let dst = Ipv4Addr::new(h[16], h[17], h[18], h[19]);
+    let proto = h[9];
+    let l4 = &f[34..];
+    assert_eq!(
+        usize::from(u16::from_be_bytes([h[2], h[3]])),
+        20 + l4.len(),
+        "total length"
+    );
+    let (sport, dport, l4_check) = match proto {
+        TCP => {
+            assert_eq!(
+                ones_sum(l4, pseudo_sum(src, dst, TCP, l4.len())),
+                0xffff,
+                "TCP checksum of {f:02x?}"
+            );
+            (
+                u16::from_be_bytes([l4[0], l4[1]]),
+                u16::from_be_bytes([l4[2], l4[3]]),
+                u16::from_be_bytes([l4[16], l4[17]]),
+            )
+        }
+        UDP => {
+            let check = u16::from_be_bytes([l4[6], l4[7]]);
+            if check != 0 {
+                assert_eq!(
+                    ones_sum(l4, pseudo_sum(src, dst, UDP, l4.len())),
+                    0xffff,
+                    "UDP checksum of {f:02x?}"
+                );
+            }
+            (
+                u16::from_be_bytes([l4[0], l4[1]]),
+                u16::from_be_bytes([l4[2], l4[3]]),
+                check,
+            )
+        }
+        ICMP => {
+            assert_eq!(ones_sum(l4, 0), 0xffff, "ICMP checksum of {f:02x?}");
+            (
+                u16::from_be_bytes([l4[4], l4[5]]),
+                0,
+                u16::from_be_bytes([l4[2], l4[3]]),
+            )
+        }
+        other => panic!("unexpected protocol {other}"),
+    };
+    Seen {
+        eth_dst: f[0..6].try_into().expect("6 bytes"),
+        eth_src: f[6..12].try_into().expect("6 bytes"),
+        src,
+        dst,
+        ttl: h[8],
+        proto,
+        sport,
+        dport,
+        l4_check,
+    }
+}
+
+#[derive(Debug)]
+struct RunResult {
+    verdict: u32,
+    out: Vec<u8>,
+}
+
+fn test_run(prog: &SchedClassifier, ifindex: u32, frame: &[u8]) -> RunResult {
+    let mut ctx = [0u8; SKB_IFINDEX_OFFSET + 4];
+    ctx[SKB_IFINDEX_OFFSET..].copy_from_slice(&ifindex.to_ne_bytes());
+    let mut out = vec![0u8; frame.len() + 256];
+    let result = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            repeat: 1,
+            ..Default::default()
+        })
+        .expect("test run");
+    out.truncate(result.data_size_out as usize);
+    RunResult {
+        verdict: result.return_value,
+        out,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The lab: three networks, four endpoints, an uplink.
+
+struct Ep {
+    _veth: Veth,
+    ifindex: u32,
+    ip: Ipv4Addr,
+    mac: [u8; 6],
+    gw: Ipv4Addr,
+}
+
+/// - network 1, 10.61.0.0/24 (gateway .1): `a` = .2, `b` = .3;
+/// - network 2, 10.62.0.0/24 (gateway .1): `c` = .2;
+/// - network 3, 10.63.0.0/24 (gateway .1, internal): `d` = .2;
+/// - an "uplink" veth with address 192.0.2.10 (`HOST_CFG`).
+///
+/// Map contents only; the veths stay down.
+struct Lab {
+    dp: Dataplane,
+    a: Ep,
+    b: Ep,
+    c: Ep,
+    d: Ep,
+    uplink: Veth,
+    uplink_ifindex: u32,
+    pins: PinDir,
+}
+
+const UPLINK: &str = "192.0.2.10";
+const REMOTE: &str = "198.51.100.7";
+const CLIENT: &str = "203.0.113.5";
+/// The MAC frames from outside are addressed to (the uplink's; the
+/// program does not care).
+const UPLINK_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 0x10];
+const ROUTER_MAC: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 0x01];
+
+impl Lab {
+    fn new() -> Lab {
+        let pins = PinDir::new();
+        let mut dp = pins.load();
+        dp.set_network(1, net("10.61.0.0/24"), ip("10.61.0.1"), false)
+            .expect("network 1");
+        dp.set_network(2, net("10.62.0.0/24"), ip("10.62.0.1"), false)
+            .expect("network 2");
+        dp.set_network(3, net("10.63.0.0/24"), ip("10.63.0.1"), true)
+            .expect("network 3");
+        let mut endpoint = |addr: &str, net_index: u32, gw: &str| {
+            let veth = Veth::new();
+            let ifindex = veth.ifindex();
+            let ip = ip(addr);
+            dp.set_endpoint(ifindex, ip, mac_of(ip), net_index)
+                .expect("set endpoint");
+            dp.attach_endpoint(&veth.host, ifindex).expect("attach");
+            Ep {
+                _veth: veth,
+                ifindex,
+                ip,
+                mac: mac_of(ip),
+                gw: self::ip(gw),
+            }
+        };
+        let a = endpoint("10.61.0.2", 1, "10.61.0.1");
+        let b = endpoint("10.61.0.3", 1, "10.61.0.1");
+        let c = endpoint("10.62.0.2", 2, "10.62.0.1");
+        let d = endpoint("10.63.0.2", 3, "10.63.0.1");
+        let uplink = Veth::new();
+        let uplink_ifindex = uplink.ifindex();
+        dp.set_host(Some((uplink_ifindex, ip(UPLINK))), 0)
+            .expect("set host");
+        Lab {
+            dp,
+            a,
+            b,
+            c,
+            d,
+            uplink,
+            uplink_ifindex,
+            pins,
+        }
+    }
+
+    /// `netd_from_ep` on a frame `ep` sends (Ethernet addresses as the
+    /// container's stack writes them: to its gateway's MAC).
+    fn send(&self, ep: &Ep, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> RunResult {
+        let f = frame(mac_of(ep.gw), ep.mac, ep.ip, dst, proto, l4);
+        self.send_frame(ep, &f)
+    }
+
+    fn send_frame(&self, ep: &Ep, f: &[u8]) -> RunResult {
+        test_run(
+            self.dp.program(Direction::FromEndpoint).expect("program"),
+            ep.ifindex,
+            f,
+        )
+    }
+
+    /// `netd_uplink_in` on a frame arriving from outside.
+    fn arrive(&self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> RunResult {
+        let f = frame(UPLINK_MAC, ROUTER_MAC, src, dst, proto, l4);
+        self.arrive_frame(&f)
+    }
+
+    fn arrive_frame(&self, f: &[u8]) -> RunResult {
+        test_run(
+            self.dp.uplink_program().expect("uplink program"),
+            self.uplink_ifindex,
+            f,
+        )
+    }
+
+    fn stats(&self) -> NatStats {
+        self.dp.nat_stats().expect("nat stats")
+    }
+
+    fn flows(&self) -> u64 {
+        let s = self.stats();
+        assert_eq!(s.conntrack_entries % 2, 0, "entries come in pairs: {s:?}");
+        s.conntrack_entries / 2
+    }
+
+    fn drops(&self, reason: DropReason, direction: Direction) -> u64 {
+        self.dp
+            .drop_stats()
+            .expect("drops")
+            .into_iter()
+            .find(|(r, d, _)| *r == reason && *d == direction)
+            .map(|(_, _, n)| n)
+            .expect("every reason is reported")
+    }
+
+    fn total_drops(&self) -> u64 {
+        self.dp
+            .drop_stats()
+            .expect("drops")
+            .iter()
+            .map(|(_, _, n)| n)
+            .sum()
+    }
+
+    fn to_packets(&self, ep: &Ep) -> u64 {
+        self.dp
+            .endpoint_stats()
+            .expect("stats")
+            .into_iter()
+            .find(|(i, _)| *i == ep.ifindex)
+            .map(|(_, s)| s.to_packets)
+            .expect("endpoint counted")
+    }
+}
+
+fn redirected(r: &RunResult) -> Seen {
+    assert_eq!(r.verdict, VERDICT_REDIRECT, "expected a redirect: {r:02x?}");
+    seen(&r.out)
+}
+
+// ---------------------------------------------------------------------------
+// Masquerade.
+
+#[test]
+fn masquerade_rewrites_the_source_with_valid_checksums() {
+    let lab = Lab::new();
+    let (a, remote, uplink) = (&lab.a, ip(REMOTE), ip(UPLINK));
+
+    // TCP: address changes, the port is free so it is kept; TTL - 1.
+    let r = lab.send(a, remote, TCP, &tcp(a.ip, remote, 40000, 80, SYN));
+    let s = redirected(&r);
+    assert_eq!(
+        (s.src, s.sport, s.dst, s.dport, s.ttl),
+        (uplink, 40000, remote, 80, 63)
+    );
+
+    // UDP with a checksum, and without one (it must stay 0).
+    let s = redirected(&lab.send(a, remote, UDP, &udp(a.ip, remote, 41000, 53, true)));
+    assert_eq!(
+        (s.src, s.sport, s.dst, s.dport),
+        (uplink, 41000, remote, 53)
+    );
+    assert_ne!(s.l4_check, 0);
+    let s = redirected(&lab.send(a, remote, UDP, &udp(a.ip, remote, 41001, 53, false)));
+    assert_eq!((s.src, s.sport), (uplink, 41001));
+    assert_eq!(s.l4_check, 0, "a UDP datagram without checksum keeps none");
+
+    // ICMP echo: the identifier is the "port".
+    let s = redirected(&lab.send(a, remote, ICMP, &icmp_echo(true, 0x4242, 1)));
+    assert_eq!((s.src, s.dst, s.sport), (uplink, remote, 0x4242));
+
+    let stats = lab.stats();
+    assert_eq!(stats.snat_flows, 4, "{stats:?}");
+    assert_eq!(lab.flows(), 4);
+    assert_eq!(stats.translated_packets, 4);
+    assert_eq!(lab.total_drops(), 0);
+
+    // A second packet of a flow reuses the entry.
+    redirected(&lab.send(a, remote, TCP, &tcp(a.ip, remote, 40000, 80, ACK)));
+    assert_eq!(lab.stats().snat_flows, 4);
+}
+
+#[test]
+fn replies_are_translated_back_and_delivered_to_the_container() {
+    let lab = Lab::new();
+    let (a, remote, uplink) = (&lab.a, ip(REMOTE), ip(UPLINK));
+    redirected(&lab.send(a, remote, TCP, &tcp(a.ip, remote, 40000, 80, SYN)));
+    redirected(&lab.send(a, remote, UDP, &udp(a.ip, remote, 41000, 53, true)));
+    redirected(&lab.send(a, remote, ICMP, &icmp_echo(true, 7, 1)));
+
+    let s = redirected(&lab.arrive(
+        remote,
+        uplink,
+        TCP,
+        &tcp(remote, uplink, 80, 40000, SYN | ACK),
+    ));
+    assert_eq!(
+        (s.src, s.sport, s.dst, s.dport, s.ttl),
+        (remote, 80, a.ip, 40000, 63)
+    );
+    assert_eq!(s.eth_dst, a.mac, "to the container's MAC");
+    assert_eq!(s.eth_src, mac_of(a.gw), "from its gateway's");
+
+    let s = redirected(&lab.arrive(remote, uplink, UDP, &udp(remote, uplink, 53, 41000, true)));
+    assert_eq!((s.src, s.sport, s.dst, s.dport), (remote, 53, a.ip, 41000));
+
+    let r = lab.arrive(remote, uplink, ICMP, &icmp_echo(false, 7, 1));
+    let s = redirected(&r);
+    assert_eq!((s.src, s.dst, s.sport), (remote, a.ip, 7));
+    assert_eq!(r.out[34], 0, "still an echo reply");
+
+    assert_eq!(lab.to_packets(a), 3, "deliveries are counted for a");
+    // The reply marked the flows established.
+    let ct = lab.dp.conntrack().expect("conntrack");
+    assert_eq!(ct.len(), 6);
+    assert!(
+        ct.iter().all(|(_, e)| e.flags & CT_F_ESTABLISHED != 0),
+        "{ct:?}"
+    );
+    assert_eq!(lab.total_drops(), 0);
+}
+
+#[test]
+fn colliding_source_ports_get_distinct_uplink_ports() {
+    let lab = Lab::new();
+    let (a, b, remote, uplink) = (&lab.a, &lab.b, ip(REMOTE), ip(UPLINK));
+
+    let sa = redirected(&lab.send(a, remote, TCP, &tcp(a.ip, remote, 40000, 443, SYN)));
+    let sb = redirected(&lab.send(b, remote, TCP, &tcp(b.ip, remote, 40000, 443, SYN)));
+    assert_eq!(sa.sport, 40000, "the first flow keeps its port");
+    assert_ne!(sb.sport, 40000, "the second one cannot");
+    assert!(
+        (PORT_MIN..=PORT_MAX).contains(&sb.sport),
+        "{} outside the range",
+        sb.sport
+    );
+    assert_eq!((sa.src, sb.src), (uplink, uplink));
+    assert!(lab.stats().port_collisions >= 1);
+
+    // Replies find their own container, with the original port restored.
+    let r = redirected(&lab.arrive(
+        remote,
+        uplink,
+        TCP,
+        &tcp(remote, uplink, 443, sb.sport, SYN | ACK),
+    ));
+    assert_eq!((r.dst, r.dport, r.eth_dst), (b.ip, 40000, b.mac));
+    let r = redirected(&lab.arrive(
+        remote,
+        uplink,
+        TCP,
+        &tcp(remote, uplink, 443, 40000, SYN | ACK),
+    ));
+    assert_eq!((r.dst, r.dport, r.eth_dst), (a.ip, 40000, a.mac));
+
+    // The same for ICMP echo identifiers.
+    let ia = redirected(&lab.send(a, remote, ICMP, &icmp_echo(true, 99, 1)));
+    let ib = redirected(&lab.send(b, remote, ICMP, &icmp_echo(true, 99, 1)));
+    assert_eq!(ia.sport, 99);
+    assert_ne!(ib.sport, 99);
+    let r = redirected(&lab.arrive(remote, uplink, ICMP, &icmp_echo(false, ib.sport, 1)));
+    assert_eq!((r.dst, r.sport), (b.ip, 99));
+    let r = redirected(&lab.arrive(remote, uplink, ICMP, &icmp_echo(false, 99, 1)));
+    assert_eq!((r.dst, r.sport), (a.ip, 99));
+
+    // Twenty UDP flows of a, then the same twenty tuples from b: every one
+    // of b's collides, and each gets its own port, distinct from all others.
+    let mut taken = std::collections::HashSet::new();
+    for port in 50000..50020u16 {
+        let s = redirected(&lab.send(a, remote, UDP, &udp(a.ip, remote, port, 9, true)));
+        assert_eq!(s.sport, port);
+        taken.insert(port);
+    }
+    for port in 50000..50020u16 {
+        let s = redirected(&lab.send(b, remote, UDP, &udp(b.ip, remote, port, 9, true)));
+        assert!(taken.insert(s.sport), "uplink port {} given twice", s.sport);
+        let r =
+            redirected(&lab.arrive(remote, uplink, UDP, &udp(remote, uplink, 9, s.sport, true)));
+        assert_eq!((r.dst, r.dport), (b.ip, port));
+    }
+    assert_eq!(lab.total_drops(), 0);
+}
+
+// ---------------------------------------------------------------------------
+// Published ports.
+
+#[test]
+fn published_tcp_and_udp_ports_are_translated_and_answered() {
+    let mut lab = Lab::new();
+    let (client, uplink) = (ip(CLIENT), ip(UPLINK));
+    let (c_ip, c_if) = (lab.c.ip, lab.c.ifindex);
+    lab.dp
+        .set_publish(None, 8080, Proto::Tcp, c_ip, 80, c_if, 2)
+        .expect("publish tcp");
+    lab.dp
+        .set_publish(Some(uplink), 5353, Proto::Udp, c_ip, 53, c_if, 2)
+        .expect("publish udp on the uplink address");
+    let c = &lab.c;
+
+    let s = redirected(&lab.arrive(client, uplink, TCP, &tcp(client, uplink, 5555, 8080, SYN)));
+    assert_eq!(
+        (s.src, s.sport, s.dst, s.dport, s.ttl),
+        (client, 5555, c.ip, 80, 63),
+        "DNAT keeps the client's address"
+    );
+    assert_eq!((s.eth_dst, s.eth_src), (c.mac, mac_of(c.gw)));
+    // c answers; netd_from_ep finds the flow and sends it out of the uplink.
+    let s = redirected(&lab.send(c, client, TCP, &tcp(c.ip, client, 80, 5555, SYN | ACK)));
+    assert_eq!(
+        (s.src, s.sport, s.dst, s.dport),
+        (uplink, 8080, client, 5555)
+    );
+
+    let s = redirected(&lab.arrive(client, uplink, UDP, &udp(client, uplink, 6000, 5353, true)));
+    assert_eq!((s.dst, s.dport), (c.ip, 53));
+    let s = redirected(&lab.send(c, client, UDP, &udp(c.ip, client, 53, 6000, false)));
+    assert_eq!(
+        (s.src, s.sport, s.dst, s.dport),
+        (uplink, 5353, client, 6000)
+    );
+    assert_eq!(s.l4_check, 0);
+
+    let stats = lab.stats();
+    assert_eq!(stats.dnat_flows, 2, "{stats:?}");
+    assert_eq!(stats.snat_flows, 0, "replies are not new flows");
+    let per_port: Vec<_> = stats
+        .published
+        .iter()
+        .map(|p| (p.host_addr, p.host_port, p.proto, p.flows))
+        .collect();
+    assert_eq!(
+        per_port,
+        [
+            (None, 8080, Proto::Tcp, 1),
+            (Some(uplink), 5353, Proto::Udp, 1)
+        ]
+    );
+    assert_eq!(lab.to_packets(c), 2);
+
+    // The same client port to another published port of the same target
+    // port: the reverse tuple is taken, so the client's port is remapped.
+    lab.dp
+        .set_publish(None, 8081, Proto::Tcp, c_ip, 80, c_if, 2)
+        .expect("publish a second port");
+    let s = redirected(&lab.arrive(client, uplink, TCP, &tcp(client, uplink, 5555, 8081, SYN)));
+    assert_eq!((s.dst, s.dport), (lab.c.ip, 80));
+    assert_ne!(
+        s.sport, 5555,
+        "the reverse tuple of the first flow is taken"
+    );
+    let back = redirected(&lab.send(
+        &lab.c,
+        client,
+        TCP,
+        &tcp(lab.c.ip, client, 80, s.sport, SYN | ACK),
+    ));
+    assert_eq!((back.sport, back.dport), (8081, 5555));
+    assert_eq!(lab.total_drops(), 0);
+}
+
+#[test]
+fn a_loopback_only_port_is_not_reachable_from_the_uplink() {
+    let mut lab = Lab::new();
+    let (client, uplink) = (ip(CLIENT), ip(UPLINK));
+    let (c_ip, c_if) = (lab.c.ip, lab.c.ifindex);
+    lab.dp
+        .set_publish(Some(ip("127.0.0.1")), 8080, Proto::Tcp, c_ip, 80, c_if, 2)
+        .expect("publish on loopback");
+    let f = frame(
+        UPLINK_MAC,
+        ROUTER_MAC,
+        client,
+        uplink,
+        TCP,
+        &tcp(client, uplink, 5555, 8080, SYN),
+    );
+    let r = lab.arrive_frame(&f);
+    assert_eq!(r.verdict, VERDICT_NEXT);
+    assert_eq!(r.out, f, "untouched");
+    // Nor from a container through the uplink address (hairpin).
+    let a = &lab.a;
+    let f = frame(
+        mac_of(a.gw),
+        a.mac,
+        a.ip,
+        uplink,
+        TCP,
+        &tcp(a.ip, uplink, 1234, 8080, SYN),
+    );
+    let r = lab.send_frame(a, &f);
+    assert_eq!(r.verdict, VERDICT_NEXT, "to the host, untranslated");
+    assert_eq!(&r.out[14..], &f[14..]);
+    assert_eq!(lab.flows(), 0);
+    assert_eq!(lab.stats().published[0].flows, 0);
+}
+
+#[test]
+fn unknown_traffic_on_the_uplink_passes_untouched() {
+    let mut lab = Lab::new();
+    let (client, uplink) = (ip(CLIENT), ip(UPLINK));
+    let (c_ip, c_if) = (lab.c.ip, lab.c.ifindex);
+    lab.dp
+        .set_publish(None, 8080, Proto::Tcp, c_ip, 80, c_if, 2)
+        .expect("publish");
+    let mut frames = vec![
+        // Not published (another port, another protocol on the port).
+        frame(
+            UPLINK_MAC,
+            ROUTER_MAC,
+            client,
+            uplink,
+            TCP,
+            &tcp(client, uplink, 5555, 22, SYN),
+        ),
+        frame(
+            UPLINK_MAC,
+            ROUTER_MAC,
+            client,
+            uplink,
+            UDP,
+            &udp(client, uplink, 5555, 8080, true),
+        ),
+        // A ping of the host.
+        frame(
+            UPLINK_MAC,
+            ROUTER_MAC,
+            client,
+            uplink,
+            ICMP,
+            &icmp_echo(true, 1, 1),
+        ),
+        // Not for the uplink address.
+        frame(
+            UPLINK_MAC,
+            ROUTER_MAC,
+            client,
+            ip("192.0.2.11"),
+            TCP,
+            &tcp(client, ip("192.0.2.11"), 5555, 8080, SYN),
+        ),
+        // A reply for a flow that does not exist.
+        frame(
+            UPLINK_MAC,
+            ROUTER_MAC,
+            client,
+            uplink,
+            TCP,
+            &tcp(client, uplink, 80, 40000, SYN | ACK),
+        ),
+        // Only a SYN opens a TCP flow to a published port: an ACK or a
+        // SYN-ACK without a flow is a reply to the host's own connection.
+        frame(
+            UPLINK_MAC,
+            ROUTER_MAC,
+            client,
+            uplink,
+            TCP,
+            &tcp(client, uplink, 5555, 8080, ACK),
+        ),
+        frame(
+            UPLINK_MAC,
+            ROUTER_MAC,
+            client,
+            uplink,
+            TCP,
+            &tcp(client, uplink, 5555, 8080, SYN | ACK),
+        ),
+        // A RST never creates a flow, even to a published port.
+        frame(
+            UPLINK_MAC,
+            ROUTER_MAC,
+            client,
+            uplink,
+            TCP,
+            &tcp(client, uplink, 5555, 8080, RST),
+        ),
+        // A fragment (no ports in it).
+        frame_with(
+            UPLINK_MAC, ROUTER_MAC, client, uplink, UDP, &[0u8; 24], 64, 0x0010,
+        ),
+        // TTL 1: the host's stack answers it.
+        frame_with(
+            UPLINK_MAC,
+            ROUTER_MAC,
+            client,
+            uplink,
+            TCP,
+            &tcp(client, uplink, 5555, 8080, SYN),
+            1,
+            0,
+        ),
+    ];
+    // Not IPv4 at all: ARP, IPv6.
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&ROUTER_MAC);
+    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&ROUTER_MAC);
+    arp.extend_from_slice(&client.octets());
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&uplink.octets());
+    frames.push(arp);
+    let mut v6 = UPLINK_MAC.to_vec();
+    v6.extend_from_slice(&ROUTER_MAC);
+    v6.extend_from_slice(&[0x86, 0xdd]);
+    v6.extend_from_slice(&[0x60; 40]);
+    frames.push(v6);
+    // An IPv4 header for TCP without the TCP header (cut short).
+    frames.push(frame(UPLINK_MAC, ROUTER_MAC, client, uplink, TCP, &[]));
+
+    for f in &frames {
+        let r = lab.arrive_frame(f);
+        assert_eq!(r.verdict, VERDICT_NEXT, "{f:02x?}");
+        assert_eq!(&r.out, f, "untouched");
+    }
+    assert_eq!(lab.flows(), 0);
+    assert_eq!(
+        lab.total_drops(),
+        0,
+        "the uplink program drops nothing it does not own"
+    );
+
+    // And without an uplink address configured the program ignores
+    // everything, even a published port.
+    lab.dp.set_host(None, 0).expect("no uplink");
+    let f = frame(
+        UPLINK_MAC,
+        ROUTER_MAC,
+        client,
+        uplink,
+        TCP,
+        &tcp(client, uplink, 5555, 8080, SYN),
+    );
+    let r = lab.arrive_frame(&f);
+    assert_eq!((r.verdict, &r.out), (VERDICT_NEXT, &f));
+}
+
+// ---------------------------------------------------------------------------
+// Connection tracking lifetime.
+
+#[test]
+fn tcp_rst_ends_the_flow() {
+    let lab = Lab::new();
+    let (a, remote, uplink) = (&lab.a, ip(REMOTE), ip(UPLINK));
+    redirected(&lab.send(a, remote, TCP, &tcp(a.ip, remote, 40000, 80, SYN)));
+    redirected(&lab.arrive(
+        remote,
+        uplink,
+        TCP,
+        &tcp(remote, uplink, 80, 40000, SYN | ACK),
+    ));
+    assert_eq!(lab.flows(), 1);
+    // The RST itself is still translated, then both entries go.
+    let s = redirected(&lab.arrive(
+        remote,
+        uplink,
+        TCP,
+        &tcp(remote, uplink, 80, 40000, RST | ACK),
+    ));
+    assert_eq!((s.dst, s.dport), (a.ip, 40000));
+    assert_eq!(lab.dp.conntrack().expect("ct"), []);
+    assert_eq!(lab.stats().closed_flows, 1);
+
+    // From the container's side as well.
+    redirected(&lab.send(a, remote, TCP, &tcp(a.ip, remote, 40001, 80, SYN)));
+    assert_eq!(lab.flows(), 1);
+    redirected(&lab.send(a, remote, TCP, &tcp(a.ip, remote, 40001, 80, RST)));
+    assert_eq!(lab.dp.conntrack().expect("ct"), []);
+}
+
+#[test]
+fn tcp_fin_both_ways_ends_the_flow_at_the_last_ack() {
+    let mut lab = Lab::new();
+    let (remote, uplink, client) = (ip(REMOTE), ip(UPLINK), ip(CLIENT));
+    let a = &lab.a;
+    let out = |lab: &Lab, flags| {
+        redirected(&lab.send(
+            &lab.a,
+            remote,
+            TCP,
+            &tcp(lab.a.ip, remote, 40000, 80, flags),
+        ))
+    };
+    let back = |lab: &Lab, flags| {
+        redirected(&lab.arrive(remote, uplink, TCP, &tcp(remote, uplink, 80, 40000, flags)))
+    };
+    out(&lab, SYN);
+    back(&lab, SYN | ACK);
+    out(&lab, ACK);
+    out(&lab, FIN | ACK);
+    back(&lab, ACK);
+    assert_eq!(lab.flows(), 1, "half closed");
+    back(&lab, FIN | ACK);
+    let ct = lab.dp.conntrack().expect("ct");
+    assert_eq!(ct.len(), 2);
+    assert!(
+        ct.iter().all(|(_, e)| e.flags & CT_F_CLOSING != 0),
+        "{ct:?}"
+    );
+    // A retransmitted FIN does not end it.
+    out(&lab, FIN | ACK);
+    assert_eq!(lab.flows(), 1);
+    // The last ACK, from the side that closed first, does.
+    let s = out(&lab, ACK);
+    assert_eq!((s.src, s.sport), (uplink, 40000));
+    assert_eq!(lab.dp.conntrack().expect("ct"), []);
+    assert_eq!(lab.stats().closed_flows, 1);
+    let _ = a;
+
+    // A published-port flow closed by the outside client first.
+    let (c_ip, c_if) = (lab.c.ip, lab.c.ifindex);
+    lab.dp
+        .set_publish(None, 8080, Proto::Tcp, c_ip, 80, c_if, 2)
+        .expect("publish");
+    let c = &lab.c;
+    let inb = |flags| {
+        redirected(&lab.arrive(client, uplink, TCP, &tcp(client, uplink, 5555, 8080, flags)))
+    };
+    let outb = |flags| redirected(&lab.send(c, client, TCP, &tcp(c.ip, client, 80, 5555, flags)));
+    inb(SYN);
+    outb(SYN | ACK);
+    inb(ACK);
+    inb(FIN | ACK);
+    outb(FIN | ACK);
+    assert_eq!(lab.flows(), 1);
+    inb(ACK);
+    assert_eq!(lab.dp.conntrack().expect("ct"), []);
+    assert_eq!(lab.stats().closed_flows, 2);
+}
+
+/// Opens the test's pinned `NAT_CT` directly, to age entries (the data
+/// path offers no way to, on purpose).
+fn age_entries(lab: &Lab, by: Duration, pick: impl Fn(&ConntrackKey) -> bool) {
+    let data = aya::maps::MapData::from_pin(lab.pins.0.join("maps/NAT_CT")).expect("pinned NAT_CT");
+    let map = aya::maps::Map::from_map_data(data).expect("map");
+    let mut ct: aya::maps::HashMap<_, ConntrackKey, ConntrackEntry> =
+        aya::maps::HashMap::try_from(map).expect("hash map");
+    let entries: Vec<_> = ct.iter().map(|kv| kv.expect("entry")).collect();
+    for (key, mut entry) in entries {
+        if pick(&key) {
+            entry.last_seen -= by.as_nanos() as u64;
+            ct.insert(key, entry, 0).expect("rewrite entry");
+        }
+    }
+}
+
+#[test]
+fn idle_flows_expire_and_free_their_ports() {
+    let lab = Lab::new();
+    let (a, b, remote, uplink) = (&lab.a, &lab.b, ip(REMOTE), ip(UPLINK));
+    let udp_timeout = Duration::from_nanos(netd_common::nat::TIMEOUT_UDP_NS);
+
+    // A one-way stream stays alive while either direction is active.
+    redirected(&lab.send(a, remote, UDP, &udp(a.ip, remote, 41000, 53, true)));
+    age_entries(&lab, udp_timeout + Duration::from_secs(1), |k| {
+        k.saddr == netd_common::ipv4_be(remote.octets())
+    });
+    let s = redirected(&lab.arrive(remote, uplink, UDP, &udp(remote, uplink, 53, 41000, true)));
+    assert_eq!(s.dst, a.ip, "the other entry is fresh: the flow lives");
+
+    // Both entries idle past the timeout: the flow is over.
+    age_entries(&lab, udp_timeout * 2, |_| true);
+    let stats = lab.stats();
+    assert_eq!(
+        (stats.conntrack_entries, stats.conntrack_expired),
+        (0, 2),
+        "{stats:?}"
+    );
+    let f = frame(
+        UPLINK_MAC,
+        ROUTER_MAC,
+        remote,
+        uplink,
+        UDP,
+        &udp(remote, uplink, 53, 41000, true),
+    );
+    let r = lab.arrive_frame(&f);
+    assert_eq!((r.verdict, &r.out), (VERDICT_NEXT, &f), "no flow any more");
+    assert_eq!(lab.dp.conntrack().expect("ct"), []);
+    assert_eq!(lab.stats().expired_flows, 1);
+
+    // A TCP attempt that was never answered times out after the SYN
+    // timeout, and its port goes to the next container that wants it.
+    redirected(&lab.send(a, remote, TCP, &tcp(a.ip, remote, 40000, 80, SYN)));
+    age_entries(
+        &lab,
+        Duration::from_nanos(netd_common::nat::TIMEOUT_TCP_SYN_NS) + Duration::from_secs(1),
+        |_| true,
+    );
+    let s = redirected(&lab.send(b, remote, TCP, &tcp(b.ip, remote, 40000, 80, SYN)));
+    assert_eq!(s.sport, 40000, "the expired flow's port was reclaimed");
+    let r = redirected(&lab.arrive(
+        remote,
+        uplink,
+        TCP,
+        &tcp(remote, uplink, 80, 40000, SYN | ACK),
+    ));
+    assert_eq!(r.dst, b.ip);
+    assert_eq!(lab.stats().expired_flows, 2);
+    assert_eq!(lab.total_drops(), 0);
+}
+
+// ---------------------------------------------------------------------------
+// Hairpin.
+
+#[test]
+fn hairpin_reaches_published_ports_through_host_addresses() {
+    let mut lab = Lab::new();
+    let uplink = ip(UPLINK);
+    let (c_ip, c_if) = (lab.c.ip, lab.c.ifindex);
+    lab.dp
+        .set_publish(None, 8080, Proto::Tcp, c_ip, 80, c_if, 2)
+        .expect("publish");
+    let (a, c) = (&lab.a, &lab.c);
+
+    // a (network 1) -> uplink:8080 -> c:80 (network 2), with the source
+    // translated to c's gateway so that c answers through netd_from_ep.
+    let s = redirected(&lab.send(a, uplink, TCP, &tcp(a.ip, uplink, 40000, 8080, SYN)));
+    assert_eq!(
+        (s.src, s.sport, s.dst, s.dport, s.ttl),
+        (c.gw, 40000, c.ip, 80, 63)
+    );
+    assert_eq!((s.eth_dst, s.eth_src), (c.mac, mac_of(c.gw)));
+    assert_eq!(lab.to_packets(c), 1);
+    // c's reply goes to its gateway: translated back to uplink:8080 -> a.
+    let s = redirected(&lab.send(c, c.gw, TCP, &tcp(c.ip, c.gw, 80, 40000, SYN | ACK)));
+    assert_eq!(
+        (s.src, s.sport, s.dst, s.dport),
+        (uplink, 8080, a.ip, 40000)
+    );
+    assert_eq!((s.eth_dst, s.eth_src), (a.mac, mac_of(a.gw)));
+    assert_eq!(lab.to_packets(a), 1);
+
+    // The owner itself, through the uplink address.
+    let s = redirected(&lab.send(c, uplink, TCP, &tcp(c.ip, uplink, 40001, 8080, SYN)));
+    assert_eq!((s.src, s.sport, s.dst, s.dport), (c.gw, 40001, c.ip, 80));
+    let s = redirected(&lab.send(c, c.gw, TCP, &tcp(c.ip, c.gw, 80, 40001, SYN | ACK)));
+    assert_eq!(
+        (s.src, s.sport, s.dst, s.dport),
+        (uplink, 8080, c.ip, 40001)
+    );
+
+    // b through its own gateway address (a host address too), UDP-free
+    // port collision with a's flow on c's side: a already uses
+    // {c:80, gw:40000}, so b's 40000 is remapped.
+    let b = &lab.b;
+    let s = redirected(&lab.send(b, b.gw, TCP, &tcp(b.ip, b.gw, 40000, 8080, SYN)));
+    assert_eq!((s.src, s.dst, s.dport), (c.gw, c.ip, 80));
+    assert_ne!(s.sport, 40000);
+    let back = redirected(&lab.send(c, c.gw, TCP, &tcp(c.ip, c.gw, 80, s.sport, SYN | ACK)));
+    assert_eq!(
+        (back.src, back.sport, back.dst, back.dport),
+        (b.gw, 8080, b.ip, 40000),
+        "the reply comes from the address b used"
+    );
+
+    let stats = lab.stats();
+    assert_eq!(stats.hairpin_flows, 3, "{stats:?}");
+    assert_eq!(stats.published[0].flows, 3);
+    // Not a connection attempt (the reply of the host's own connection from
+    // a port that happens to be published): to the host, untranslated.
+    let r = lab.send(a, a.gw, TCP, &tcp(a.ip, a.gw, 80, 8080, SYN | ACK));
+    assert_eq!(r.verdict, VERDICT_NEXT);
+    // Unpublished port on the uplink address: to the host, untranslated.
+    let r = lab.send(a, uplink, TCP, &tcp(a.ip, uplink, 40002, 22, SYN));
+    assert_eq!(r.verdict, VERDICT_NEXT);
+    assert_eq!(lab.total_drops(), 0);
+}
+
+// ---------------------------------------------------------------------------
+// What is not translated.
+
+#[test]
+fn nothing_is_translated_without_an_uplink_or_from_internal_networks() {
+    let mut lab = Lab::new();
+    let remote = ip(REMOTE);
+    lab.dp.set_host(None, 0).expect("no uplink");
+    let a = &lab.a;
+    let f = frame(
+        mac_of(a.gw),
+        a.mac,
+        a.ip,
+        remote,
+        TCP,
+        &tcp(a.ip, remote, 40000, 80, SYN),
+    );
+    let r = lab.send_frame(a, &f);
+    assert_eq!(r.verdict, VERDICT_NEXT, "passed to the host as before NAT");
+    assert_eq!(&r.out[14..], &f[14..]);
+    assert_eq!(lab.flows(), 0);
+
+    lab.dp
+        .set_host(Some((lab.uplink_ifindex, ip(UPLINK))), 0)
+        .expect("uplink");
+    let d = &lab.d;
+    let before = lab.drops(DropReason::InternalNetwork, Direction::FromEndpoint);
+    let r = lab.send(d, remote, TCP, &tcp(d.ip, remote, 40000, 80, SYN));
+    assert_eq!(r.verdict, VERDICT_DROP);
+    assert_eq!(
+        lab.drops(DropReason::InternalNetwork, Direction::FromEndpoint),
+        before + 1
+    );
+    // Same-network traffic is still redirected as before, untranslated.
+    let b = &lab.b;
+    let r = lab.send(a, b.ip, UDP, &udp(a.ip, b.ip, 1, 2, true));
+    let s = redirected(&r);
+    assert_eq!((s.src, s.dst, s.ttl), (a.ip, b.ip, 64));
+    // Other protocols and TTL 1 pass untranslated; fragments to the
+    // outside cannot be translated and are dropped.
+    let gre = frame(mac_of(a.gw), a.mac, a.ip, remote, 47, &[0u8; 8]);
+    assert_eq!(lab.send_frame(a, &gre).verdict, VERDICT_NEXT);
+    let ttl1 = frame_with(
+        mac_of(a.gw),
+        a.mac,
+        a.ip,
+        remote,
+        TCP,
+        &tcp(a.ip, remote, 1, 2, SYN),
+        1,
+        0,
+    );
+    assert_eq!(lab.send_frame(a, &ttl1).verdict, VERDICT_NEXT);
+    let frag = frame_with(
+        mac_of(a.gw),
+        a.mac,
+        a.ip,
+        remote,
+        UDP,
+        &[0u8; 24],
+        64,
+        0x0010,
+    );
+    assert_eq!(lab.send_frame(a, &frag).verdict, VERDICT_DROP);
+    assert_eq!(
+        lab.drops(DropReason::NatFragment, Direction::FromEndpoint),
+        1
+    );
+    // ... but a first fragment carries its ports and is translated.
+    let first = frame_with(
+        mac_of(a.gw),
+        a.mac,
+        a.ip,
+        remote,
+        UDP,
+        &udp(a.ip, remote, 7, 8, false),
+        64,
+        0x2000,
+    );
+    assert_eq!(lab.send_frame(a, &first).verdict, VERDICT_REDIRECT);
+    assert_eq!(lab.flows(), 1);
+    let _ = &lab.uplink;
+}
+
+// ---------------------------------------------------------------------------
+// Daemon-side management.
+
+#[test]
+fn removing_a_port_or_a_container_ends_its_flows() {
+    let mut lab = Lab::new();
+    let (client, uplink, remote) = (ip(CLIENT), ip(UPLINK), ip(REMOTE));
+    let (c_ip, c_if) = (lab.c.ip, lab.c.ifindex);
+    for port in [8080, 8081] {
+        lab.dp
+            .set_publish(None, port, Proto::Tcp, c_ip, 80, c_if, 2)
+            .expect("publish");
+        redirected(&lab.arrive(client, uplink, TCP, &tcp(client, uplink, 5555, port, SYN)));
+    }
+    // A hairpin flow through 8080 and a masqueraded flow of a.
+    redirected(&lab.send(&lab.a, uplink, TCP, &tcp(lab.a.ip, uplink, 1000, 8080, SYN)));
+    redirected(&lab.send(&lab.a, remote, TCP, &tcp(lab.a.ip, remote, 1001, 80, SYN)));
+    assert_eq!(lab.flows(), 4);
+    assert_eq!(lab.dp.published().expect("published").len(), 2);
+
+    lab.dp
+        .remove_publish(None, 8080, Proto::Tcp)
+        .expect("unpublish");
+    assert_eq!(lab.flows(), 2, "8080's outside and hairpin flows are gone");
+    let f = frame(
+        UPLINK_MAC,
+        ROUTER_MAC,
+        client,
+        uplink,
+        TCP,
+        &tcp(client, uplink, 5556, 8080, SYN),
+    );
+    assert_eq!(lab.arrive_frame(&f).verdict, VERDICT_NEXT);
+    lab.dp
+        .remove_publish(None, 8080, Proto::Tcp)
+        .expect("unpublishing twice is fine");
+
+    // Restart-style garbage collection: keep nothing.
+    lab.dp.retain_publish(&[]).expect("retain");
+    assert_eq!(lab.dp.published().expect("published"), []);
+    assert_eq!(lab.flows(), 1, "only a's masquerade is left");
+    assert_eq!(lab.dp.remove_flows_of(lab.a.ip).expect("remove"), 1);
+    assert_eq!(lab.flows(), 0);
+
+    // Invalid publishes are refused.
+    assert!(
+        lab.dp
+            .set_publish(None, 0, Proto::Tcp, c_ip, 80, c_if, 2)
+            .is_err()
+    );
+    assert!(
+        lab.dp
+            .set_publish(None, 80, Proto::Tcp, c_ip, 80, 0, 2)
+            .is_err()
+    );
+}
+
+#[test]
+fn retain_keeps_what_is_listed_and_counters_survive_a_restart() {
+    let pins = PinDir::new();
+    let mut dp = pins.load();
+    let target = ip("10.70.0.2");
+    for (addr, port, proto) in [
+        (None, 8080, Proto::Tcp),
+        (Some(ip("127.0.0.1")), 8080, Proto::Tcp),
+        (None, 53, Proto::Udp),
+    ] {
+        dp.set_publish(addr, port, proto, target, 80, 1, 1)
+            .expect("publish");
+    }
+    dp.set_host(Some((1, ip(UPLINK))), 42).expect("host");
+    drop(dp);
+    let mut dp = pins.load();
+    assert_eq!(dp.published().expect("published").len(), 3);
+    let cfg = dp.host_config().expect("host config");
+    assert_eq!(cfg.netns_cookie, 42);
+    assert_eq!(cfg.uplink_addr.to_ne_bytes(), ip(UPLINK).octets());
+    dp.retain_publish(&[(Some(ip("127.0.0.1")), 8080, Proto::Tcp)])
+        .expect("retain");
+    let left = dp.published().expect("published");
+    assert_eq!(left.len(), 1);
+    assert_eq!(
+        (left[0].host_addr, left[0].host_port, left[0].target),
+        (Some(ip("127.0.0.1")), 8080, target)
+    );
+    let stats = dp.nat_stats().expect("stats");
+    assert_eq!(stats.published.len(), 1);
+    assert_eq!(
+        stats.conntrack_capacity,
+        u64::from(netd_common::limits::NAT_CT_ENTRIES)
+    );
+}
+
+#[test]
+fn uplink_attach_is_idempotent_and_readopted() {
+    let pins = PinDir::new();
+    let uplink = Veth::new();
+    let ifindex = uplink.ifindex();
+    let mut dp = pins.load();
+    dp.attach_uplink(&uplink.host, ifindex).expect("attach");
+    let first = dp
+        .uplink_attachment(&uplink.host)
+        .expect("inspect")
+        .expect("pinned");
+    assert_eq!(first.ifindex, ifindex);
+    dp.attach_uplink(&uplink.host, ifindex).expect("again");
+    assert_eq!(
+        dp.uplink_attachment(&uplink.host).expect("inspect"),
+        Some(first),
+        "same link, same program"
+    );
+    assert_eq!(dp.pinned_uplinks().expect("pins"), [uplink.host.as_str()]);
+    assert_eq!(
+        dp.pinned_endpoints().expect("endpoint pins"),
+        Vec::<String>::new(),
+        "an uplink pin is not an endpoint pin"
+    );
+    let ids = |name: &str| -> Vec<u32> {
+        SchedClassifier::query_tcx(name, TcAttachType::Ingress)
+            .expect("query")
+            .1
+            .iter()
+            .map(|p| p.id())
+            .collect()
+    };
+    assert_eq!(ids(&uplink.host).len(), 1);
+
+    // A restarted daemon adopts the link and switches it to its program.
+    drop(dp);
+    let mut dp = pins.load();
+    dp.attach_uplink(&uplink.host, ifindex).expect("re-adopt");
+    let after = dp
+        .uplink_attachment(&uplink.host)
+        .expect("inspect")
+        .expect("pinned");
+    assert_eq!(after.link_id, first.link_id, "never detached");
+    assert_ne!(after.program_id, first.program_id, "runs the new program");
+    assert_eq!(ids(&uplink.host), [after.program_id]);
+
+    assert!(
+        dp.attach_uplink(&uplink.host, ifindex + 1000).is_err(),
+        "wrong ifindex"
+    );
+    dp.detach_uplink(&uplink.host).expect("detach");
+    assert!(ids(&uplink.host).is_empty());
+    assert_eq!(dp.pinned_uplinks().expect("pins"), Vec::<String>::new());
+    dp.detach_uplink(&uplink.host)
+        .expect("detaching twice is fine");
+}
+
+// ---------------------------------------------------------------------------
+// Real traffic.
+
+/// A one-shot TCP or UDP server in `netns` on `port`, printing the peer's
+/// address when a client talks to it (and answering "pong").
+struct Server {
+    child: Child,
+}
+
+impl Server {
+    fn start(netns: &str, proto: &str, port: u16) -> Server {
+        let script = match proto {
+            "tcp" => format!(
+                "import socket,sys\n\
+                 s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                 s.bind(('0.0.0.0',{port})); s.listen(1)\n\
+                 print('ready', flush=True)\n\
+                 c,a=s.accept(); c.recv(100); c.sendall(b'pong')\n\
+                 print(a[0], flush=True); c.close()\n"
+            ),
+            _ => format!(
+                "import socket,sys\n\
+                 s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                 s.bind(('0.0.0.0',{port}))\n\
+                 print('ready', flush=True)\n\
+                 d,a=s.recvfrom(100); s.sendto(b'pong', a)\n\
+                 print(a[0], flush=True)\n"
+            ),
+        };
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", netns, "python3", "-c", &script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start python3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read");
+        assert_eq!(line.trim(), "ready");
+        Server { child }
+    }
+
+    /// The address the server saw the client come from.
+    fn peer(mut self) -> String {
+        let mut line = String::new();
+        BufReader::new(self.child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read");
+        let _ = self.child.wait();
+        line.trim().to_string()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client in `netns`: sends "ping" to `addr:port`, returns the answer.
+fn client(netns: &str, proto: &str, addr: Ipv4Addr, port: u16) -> String {
+    let script = match proto {
+        "tcp" => format!(
+            "import socket\n\
+             c=socket.create_connection(('{addr}',{port}), timeout=5)\n\
+             c.sendall(b'ping'); print(c.recv(100).decode())\n"
+        ),
+        _ => format!(
+            "import socket\n\
+             c=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(5)\n\
+             c.sendto(b'ping', ('{addr}',{port})); print(c.recvfrom(100)[0].decode())\n"
+        ),
+    };
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns, "python3", "-c", &script])
+        .output()
+        .expect("python3 client");
+    assert!(
+        out.status.success(),
+        "{proto} client to {addr}:{port} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// An "outside" namespace behind a veth whose root-namespace end is the
+/// uplink (10.248.x.1/24 <-> 10.248.x.2/24), and a container namespace
+/// whose host-side veth carries the programs (10.249.x.2/24, gateway .1;
+/// no bridge is needed: ARP is answered by the program and translated
+/// traffic is redirected). Checks that the container reaches the outside
+/// with the uplink address as source (ping, TCP, UDP), and that a
+/// published port answers from outside.
+#[test]
+fn real_traffic_is_masqueraded_and_published_ports_answer() {
+    let pins = PinDir::new();
+    let x = std::process::id() % 250 + 1;
+    let (up_addr, out_addr) = (ip(&format!("10.248.{x}.1")), ip(&format!("10.248.{x}.2")));
+    let (gw, c_addr) = (ip(&format!("10.249.{x}.1")), ip(&format!("10.249.{x}.2")));
+
+    // Outside.
+    let outside = Veth::new();
+    let out_ns = outside.netns.0.clone();
+    run(&[
+        "sysctl",
+        "-qw",
+        &format!("net.ipv6.conf.{}.disable_ipv6=1", outside.host),
+    ]);
+    run(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{up_addr}/24"),
+        "dev",
+        &outside.host,
+    ]);
+    run(&["ip", "link", "set", &outside.host, "up"]);
+    run(&[
+        "ip",
+        "-n",
+        &out_ns,
+        "addr",
+        "add",
+        &format!("{out_addr}/24"),
+        "dev",
+        &outside.peer,
+    ]);
+    run(&["ip", "-n", &out_ns, "link", "set", &outside.peer, "up"]);
+    run(&["ip", "-n", &out_ns, "link", "set", "lo", "up"]);
+
+    // Container.
+    let cont = Veth::new();
+    let c_ns = cont.netns.0.clone();
+    for key in ["all", "default"] {
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &c_ns,
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{key}.disable_ipv6=1"),
+        ]);
+    }
+    run(&[
+        "sysctl",
+        "-qw",
+        &format!("net.ipv6.conf.{}.disable_ipv6=1", cont.host),
+    ]);
+    run(&[
+        "ip",
+        "-n",
+        &c_ns,
+        "link",
+        "set",
+        &cont.peer,
+        "address",
+        &mac_str(c_addr),
+    ]);
+    run(&[
+        "ip",
+        "-n",
+        &c_ns,
+        "addr",
+        "add",
+        &format!("{c_addr}/24"),
+        "dev",
+        &cont.peer,
+    ]);
+    run(&["ip", "-n", &c_ns, "link", "set", &cont.peer, "up"]);
+    run(&["ip", "-n", &c_ns, "link", "set", "lo", "up"]);
+    run(&[
+        "ip",
+        "-n",
+        &c_ns,
+        "route",
+        "add",
+        "default",
+        "via",
+        &gw.to_string(),
+    ]);
+    run(&["ip", "link", "set", &cont.host, "up"]);
+
+    let mut dp = pins.load();
+    let (c_if, up_if) = (cont.ifindex(), outside.ifindex());
+    dp.set_network(1, net(&format!("10.249.{x}.0/24")), gw, false)
+        .expect("network");
+    dp.set_endpoint(c_if, c_addr, mac_of(c_addr), 1)
+        .expect("endpoint");
+    dp.attach_endpoint(&cont.host, c_if)
+        .expect("attach endpoint");
+    dp.set_host(Some((up_if, up_addr)), 0).expect("host");
+    dp.attach_uplink(&outside.host, up_if)
+        .expect("attach uplink");
+
+    // Wait for the links' carriers (the kernel drops what it transmits
+    // before linkwatch has seen them).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for dev in [&outside.host, &cont.host] {
+        while fs::read_to_string(format!("/sys/class/net/{dev}/operstate"))
+            .expect("operstate")
+            .trim()
+            != "up"
+        {
+            assert!(Instant::now() < deadline, "{dev} never came up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    // Ping: echo out with the uplink's address, reply back in.
+    let ok = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &c_ns,
+            "ping",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            &out_addr.to_string(),
+        ])
+        .output()
+        .expect("ping");
+    assert!(
+        ok.status.success(),
+        "the container cannot ping the outside: {}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+
+    // TCP and UDP: the server outside sees the uplink address.
+    let server = Server::start(&out_ns, "tcp", 7001);
+    assert_eq!(client(&c_ns, "tcp", out_addr, 7001), "pong");
+    assert_eq!(
+        server.peer(),
+        up_addr.to_string(),
+        "TCP source seen outside"
+    );
+    let server = Server::start(&out_ns, "udp", 7002);
+    assert_eq!(client(&c_ns, "udp", out_addr, 7002), "pong");
+    assert_eq!(
+        server.peer(),
+        up_addr.to_string(),
+        "UDP source seen outside"
+    );
+
+    // Published ports, from outside: the container sees the real client.
+    dp.set_publish(None, 8080, Proto::Tcp, c_addr, 80, c_if, 1)
+        .expect("publish tcp");
+    dp.set_publish(None, 8053, Proto::Udp, c_addr, 53, c_if, 1)
+        .expect("publish udp");
+    let server = Server::start(&c_ns, "tcp", 80);
+    assert_eq!(client(&out_ns, "tcp", up_addr, 8080), "pong");
+    assert_eq!(server.peer(), out_addr.to_string());
+    let server = Server::start(&c_ns, "udp", 53);
+    assert_eq!(client(&out_ns, "udp", up_addr, 8053), "pong");
+    assert_eq!(server.peer(), out_addr.to_string());
+
+    let stats = dp.nat_stats().expect("stats");
+    assert!(stats.snat_flows >= 3, "{stats:?}");
+    assert_eq!(stats.dnat_flows, 2, "{stats:?}");
+    // The TCP flows closed (FIN both ways, last ACK): only the UDP and ICMP
+    // flows are left.
+    let tcp_left = dp
+        .conntrack()
+        .expect("ct")
+        .iter()
+        .filter(|(k, _)| k.proto == TCP)
+        .count();
+    assert_eq!(tcp_left, 0, "TCP entries drain after close");
+    for reason in DropReason::ALL {
+        assert_eq!(
+            dp.drop_stats()
+                .expect("drops")
+                .iter()
+                .filter(|(r, _, _)| *r == reason)
+                .map(|(_, _, n)| n)
+                .sum::<u64>(),
+            0,
+            "{reason:?}"
+        );
+    }
+    drop(dp);
+    drop(cont);
+    drop(outside);
+}
