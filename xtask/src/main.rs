@@ -4,11 +4,13 @@
 //! - `lint`: formatting and clippy, the eBPF crate included;
 //! - `run`: build and run a development daemon in the foreground;
 //! - `test`: setup, lint, build, then every test (as root, privileged ones
-//!   included).
+//!   included), and a quick benchmark run;
+//! - `bench`: netd side by side with the alternatives (as root).
 //!
 //! Every line xtask itself prints starts with `xtask: `, and every command it
 //! runs is printed before it runs, so a CI log tells what happened.
 
+mod bench;
 mod cmd;
 mod lint;
 mod run;
@@ -47,6 +49,13 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         test_args: Vec<OsString>,
     },
+    /// Set up, build in release mode, and benchmark netd side by side with a
+    /// plain veth pair, a Docker-like bridge and the CNI plugins (root).
+    Bench {
+        /// Smoke run of a few minutes, written to target/bench-quick/.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -55,6 +64,7 @@ fn main() -> ExitCode {
         Command::Lint => lint::lint(),
         Command::Run { daemon_args } => run::run(&daemon_args),
         Command::Test { test_args } => test::test(&test_args),
+        Command::Bench { quick } => bench::bench(quick),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

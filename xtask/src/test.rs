@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 
 use crate::setup::{self, Scope};
-use crate::{cmd, lint};
+use crate::{bench, cmd, lint};
 
 pub fn test(test_args: &[OsString]) -> Result<()> {
     setup::require_root(
@@ -16,6 +16,15 @@ pub fn test(test_args: &[OsString]) -> Result<()> {
     )?;
     setup::ensure(Scope::All)?;
     lint::checks()?;
+    // `cargo xtask bench --quick`, so that a change that breaks a benchmark
+    // topology fails the tests (it never fails on a measured value). Before
+    // the tests, so that their totals are the last thing printed. Not when
+    // the tests were filtered: that is someone iterating on one test.
+    if test_args.is_empty() {
+        bench::run(true)?;
+    } else {
+        cmd::say!("skipping `cargo xtask bench --quick`: tests were filtered");
+    }
     // Tests that start a real daemon run this binary.
     cmd::run(cmd::cargo().args(["build", "--package", "netd"]))?;
     // No `--workspace`, as in lint: the default members are the host crates.
@@ -24,10 +33,7 @@ pub fn test(test_args: &[OsString]) -> Result<()> {
     if !test_args.is_empty() {
         cargo_test.arg("--").args(test_args);
     }
-    run_counting(&mut cargo_test)?;
-    // Benchmarks go here once bench/ has one: `cargo xtask bench --quick`,
-    // so that a change that breaks a benchmark topology fails the tests.
-    Ok(())
+    run_counting(&mut cargo_test)
 }
 
 /// Runs `cargo test`, echoing its output, and ends with one line of totals

@@ -1,0 +1,156 @@
+//! A minimal, blocking HTTP/1.1 client for netd's API on its unix socket.
+//!
+//! Why not the netd CLI: starting a process per call would add its start-up
+//! to every attach we time; and why not hyper: one request per connection
+//! (`Connection: close`) needs nothing more than this, and keeps the bench
+//! free of an async runtime.
+
+use std::io::{Read as _, Write as _};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
+
+pub struct Api {
+    socket: PathBuf,
+}
+
+impl Api {
+    pub fn new(socket: &Path) -> Api {
+        Api {
+            socket: socket.to_path_buf(),
+        }
+    }
+
+    /// One request; the status and the (de-chunked) body.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Vec<u8>)> {
+        let mut stream = UnixStream::connect(&self.socket)
+            .with_context(|| format!("cannot connect to {}", self.socket.display()))?;
+        // Generous: creating a container touches the kernel a lot, and the
+        // machine may be busy; a hung daemon still ends the run.
+        stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: netd\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes())?;
+        let mut response = Vec::new();
+        stream
+            .read_to_end(&mut response)
+            .with_context(|| format!("no answer to {method} {path}"))?;
+        parse_response(&response).with_context(|| format!("bad answer to {method} {path}"))
+    }
+
+    /// A request that must succeed (2xx); its body as JSON (null if empty).
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        let (status, body) = self.request(method, path, body)?;
+        if !(200..300).contains(&status) {
+            bail!(
+                "netd answered {method} {path} with {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Null);
+        }
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    pub fn ping(&self) -> bool {
+        self.request("GET", "/_ping", None)
+            .is_ok_and(|(status, _)| status == 200)
+    }
+
+    pub fn create_network(&self, name: &str, subnet: &str) -> Result<()> {
+        self.call(
+            "POST",
+            "/networks/create",
+            Some(&json!({"Name": name, "IPAM": {"Config": [{"Subnet": subnet}]}})),
+        )?;
+        Ok(())
+    }
+
+    /// `netd container create --network NETWORK NAME`.
+    pub fn create_container(&self, name: &str, network: &str) -> Result<()> {
+        self.call(
+            "POST",
+            &format!("/containers/create?name={name}"),
+            Some(&json!({"NetworkMode": network})),
+        )?;
+        Ok(())
+    }
+
+    /// `netd container rm -f NAME`.
+    pub fn remove_container(&self, name: &str) -> Result<()> {
+        self.call("DELETE", &format!("/containers/{name}?force=1"), None)?;
+        Ok(())
+    }
+}
+
+fn parse_response(response: &[u8]) -> Result<(u16, Vec<u8>)> {
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of headers")?;
+    let head = String::from_utf8_lossy(&response[..split]);
+    let body = &response[split + 4..];
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .context("no status line")?
+        .parse()
+        .context("bad status code")?;
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_vec()
+    };
+    Ok((status, body))
+}
+
+/// Decodes a `Transfer-Encoding: chunked` body.
+fn dechunk(mut data: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .context("truncated chunk size")?;
+        let size_text = String::from_utf8_lossy(&data[..eol]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .context("bad chunk size")?;
+        data = &data[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(data.get(..size).context("truncated chunk")?);
+        data = data.get(size + 2..).context("truncated chunk")?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_and_chunked_bodies() {
+        let plain = b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}";
+        assert_eq!(parse_response(plain).unwrap(), (201, b"{}".to_vec()));
+        let chunked =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        assert_eq!(parse_response(chunked).unwrap(), (200, b"abcde".to_vec()));
+    }
+}

@@ -1,0 +1,187 @@
+//! The real netd daemon, private to this run: its own prefix, state
+//! directory, socket, bpffs directory and metrics port, so it can run beside
+//! an installed netd or a test's. Dropping it stops the daemon and removes
+//! everything it made, the way the integration tests' harness does.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+use crate::api::Api;
+use crate::cmd::{self, say};
+use crate::netns::NETNS_DIR;
+
+pub struct Daemon {
+    /// netd's name prefix: every link and namespace it makes starts with it.
+    pub prefix: String,
+    dir: PathBuf,
+    bpffs: PathBuf,
+    child: Option<Child>,
+    api: Api,
+}
+
+impl Daemon {
+    /// Starts `netd daemon` and waits until its API answers.
+    ///
+    /// The prefix is `bd` plus two characters from the pid: four characters
+    /// (netd's maximum), never a prefix of `netd`, `dev` or the tests' `t???`,
+    /// and unlike the bench's own `bn...` names, so neither side ever takes
+    /// the other's objects for its own leftovers.
+    pub fn start(netd: &Path) -> Result<Daemon> {
+        let tail = cmd::base36(std::process::id() % (36 * 36));
+        let prefix = format!("bd{tail:0>2}");
+        let dir = std::env::temp_dir().join(format!("netd-bench-{prefix}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let socket = dir.join("netd.sock");
+        let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let log = fs::File::create(dir.join("daemon.log"))?;
+        let mut daemon = Daemon {
+            bpffs: PathBuf::from(format!("/sys/fs/bpf/netd-bench-{prefix}")),
+            prefix,
+            api: Api::new(&socket),
+            dir,
+            child: None,
+        };
+        // The guard exists before the process does, so a failed start is
+        // cleaned up too.
+        let mut command = Command::new(netd);
+        command
+            .arg("daemon")
+            .arg("--state-dir")
+            .arg(daemon.dir.join("state"))
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--bpffs")
+            .arg(&daemon.bpffs)
+            .arg("--prefix")
+            .arg(&daemon.prefix)
+            .arg("--metrics-addr")
+            .arg(metrics.to_string())
+            // No /etc/netd/netd.toml: only what we pass.
+            .arg("--config")
+            .arg("/dev/null")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        {
+            use std::os::unix::process::CommandExt as _;
+            // Ctrl-C reaches only the bench, which stops the daemon in order.
+            command.process_group(0);
+        }
+        daemon.child = Some(
+            command
+                .spawn()
+                .with_context(|| format!("cannot start {}", netd.display()))?,
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !daemon.api.ping() {
+            cmd::check_interrupted()?;
+            if let Some(status) = daemon.child.as_mut().expect("spawned").try_wait()? {
+                bail!(
+                    "netd exited ({status}) before it was ready:\n{}",
+                    daemon.log_tail()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("netd not ready after 60 s:\n{}", daemon.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        say!(
+            "netd daemon up (prefix {}, pid {})",
+            daemon.prefix,
+            daemon.pid()
+        );
+        Ok(daemon)
+    }
+
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// The namespace netd gives container `name`.
+    pub fn netns_name(&self, container: &str) -> String {
+        format!("{}-{container}", self.prefix)
+    }
+
+    /// Resident memory of the daemon (VmRSS), in KiB.
+    pub fn rss_kib(&self) -> Result<u64> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .context("no VmRSS in the daemon's /proc status")
+    }
+
+    fn log_tail(&self) -> String {
+        let log = fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Links in the host namespace that netd names as its own: `{prefix}0`,
+    /// `{prefix}-...` (bridges) and `{prefix}v...` (host-side veths).
+    fn own_links(&self) -> Vec<String> {
+        let Ok(text) = cmd::output(Command::new("ip").args(["-j", "link", "show"])) else {
+            return Vec::new();
+        };
+        let links: Value = serde_json::from_str(&text).unwrap_or_default();
+        links
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l["ifname"].as_str())
+            .filter(|name| {
+                name.strip_prefix(&self.prefix).is_some_and(|rest| {
+                    rest == "0" || rest.starts_with('-') || rest.starts_with('v')
+                })
+            })
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGTERM first (a clean stop), SIGKILL if it hangs; our own
+            // child, by its pid.
+            // SAFETY: signalling a process we started and have not reaped.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // A stopped netd leaves its data plane in place by design; remove it.
+        let own_ns = format!("{}-", self.prefix);
+        if let Ok(entries) = fs::read_dir(NETNS_DIR) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&own_ns) {
+                    let _ = Command::new("ip").args(["netns", "del", &name]).output();
+                }
+            }
+        }
+        for link in self.own_links() {
+            let _ = Command::new("ip").args(["link", "del", &link]).output();
+        }
+        if let Err(e) = netd::dataplane::Dataplane::remove_pins(&self.bpffs) {
+            eprintln!("bench: cannot remove {}: {e}", self.bpffs.display());
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,154 @@
+//! The bench's own TCP server and clients, and the hidden subcommands that
+//! run them (and the packet generator) inside a namespace.
+//!
+//! Request/response latency is measured per round trip on one connection
+//! (64-byte messages, TCP_NODELAY), so p99 comes from real samples rather
+//! than from averages. The connection rate is a TCP_CRR-like loop: connect,
+//! one byte each way, and the server closes first so that TIME_WAIT stays
+//! on the server and the client never runs out of ports.
+//!
+//! Each helper prints one JSON object on stdout; the server prints `ready`
+//! once it listens.
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use clap::Subcommand;
+use serde_json::json;
+
+use crate::stats;
+
+pub const RR_PORT: u16 = 7001;
+pub const CRR_PORT: u16 = 7002;
+/// Request and response size of the latency test.
+const RR_SIZE: usize = 64;
+
+#[derive(Subcommand)]
+pub enum Helper {
+    /// Echo server for `rr` (port 7001) and `crr` (port 7002).
+    #[command(hide = true)]
+    Serve,
+    /// Round trips on one connection for SECS; prints p50/p99 in µs.
+    #[command(hide = true)]
+    Rr { addr: SocketAddr, secs: f64 },
+    /// New connections for SECS; prints how many.
+    #[command(hide = true)]
+    Crr { addr: SocketAddr, secs: f64 },
+    /// Raw UDP frames out of IFNAME for SECS; prints how many were sent.
+    #[command(hide = true)]
+    Pktgen(crate::pktgen::Args),
+}
+
+pub fn run_helper(helper: Helper) -> Result<()> {
+    let result = match helper {
+        Helper::Serve => return serve(),
+        Helper::Rr { addr, secs } => rr(addr, secs)?,
+        Helper::Crr { addr, secs } => crr(addr, secs)?,
+        Helper::Pktgen(args) => crate::pktgen::send(&args)?,
+    };
+    println!("{result}");
+    Ok(())
+}
+
+fn serve() -> Result<()> {
+    let rr = TcpListener::bind(("0.0.0.0", RR_PORT)).context("bind the rr port")?;
+    let crr = TcpListener::bind(("0.0.0.0", CRR_PORT)).context("bind the crr port")?;
+    println!("ready");
+    std::io::stdout().flush()?;
+    std::thread::spawn(move || {
+        for conn in rr.incoming().flatten() {
+            std::thread::spawn(move || echo(conn));
+        }
+    });
+    // Connections are short and sequential: serve them inline, no thread
+    // start per connection in what we measure.
+    for conn in crr.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let _ = conn.set_nodelay(true);
+        let mut byte = [0u8; 1];
+        if conn.read_exact(&mut byte).is_ok() {
+            let _ = conn.write_all(&byte);
+        }
+        // Dropping closes first, on the server side.
+    }
+    Ok(())
+}
+
+fn echo(mut conn: TcpStream) {
+    let _ = conn.set_nodelay(true);
+    let mut buf = [0u8; RR_SIZE];
+    while conn.read_exact(&mut buf).is_ok() {
+        if conn.write_all(&buf).is_err() {
+            return;
+        }
+    }
+}
+
+fn rr(addr: SocketAddr, secs: f64) -> Result<serde_json::Value> {
+    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .with_context(|| format!("connect to {addr}"))?;
+    conn.set_nodelay(true)?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut buf = [0x5au8; RR_SIZE];
+    let mut round_trip = |buf: &mut [u8; RR_SIZE]| -> Result<()> {
+        conn.write_all(buf)?;
+        conn.read_exact(buf)?;
+        Ok(())
+    };
+    // Warm up caches, the scheduler and the path (ARP, conntrack entry).
+    for _ in 0..200 {
+        round_trip(&mut buf)?;
+    }
+    let mut samples_ns = Vec::with_capacity(200_000);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    while Instant::now() < deadline {
+        let t = Instant::now();
+        round_trip(&mut buf)?;
+        samples_ns.push(t.elapsed().as_nanos() as f64);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    Ok(json!({
+        "transactions": samples_ns.len(),
+        "per_sec": samples_ns.len() as f64 / elapsed,
+        "p50_us": stats::percentile(&mut samples_ns, 50.0) / 1000.0,
+        "p99_us": stats::percentile(&mut samples_ns, 99.0) / 1000.0,
+    }))
+}
+
+fn crr(addr: SocketAddr, secs: f64) -> Result<serde_json::Value> {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    let (mut done, mut failed) = (0u64, 0u64);
+    while Instant::now() < deadline {
+        match one_connection(addr) {
+            Ok(()) => done += 1,
+            Err(_) => {
+                failed += 1;
+                // Refused or out of ports: give the server a moment rather
+                // than spinning (counted and reported, never fatal).
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    Ok(json!({
+        "connections": done,
+        "failed": failed,
+        "per_sec": done as f64 / elapsed,
+    }))
+}
+
+fn one_connection(addr: SocketAddr) -> Result<()> {
+    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    conn.set_nodelay(true)?;
+    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+    conn.write_all(&[1])?;
+    let mut byte = [0u8; 1];
+    conn.read_exact(&mut byte)?;
+    // Wait for the server's FIN so that we close second.
+    let _ = conn.read(&mut byte)?;
+    Ok(())
+}

@@ -1,0 +1,405 @@
+//! The results: every figure with its raw samples per system, rendered as a
+//! Markdown table (medians, spread, netd/baseline ratios) and as JSON, plus
+//! the SVG plots, all named `<date>-<host>` so runs on several machines can
+//! sit side by side in `bench/results/`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+
+use crate::Plan;
+use crate::machine::Machine;
+use crate::stats::{Summary, fmt3};
+use crate::topology::System;
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub enum Better {
+    Higher,
+    Lower,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Figure {
+    pub scenario: u8,
+    pub name: String,
+    pub unit: String,
+    pub better: Better,
+    /// One sample per repetition (or one per figure for one-shot figures).
+    pub samples: BTreeMap<System, Vec<f64>>,
+    /// Medians and spread of `samples`, filled in by [`Report::finish`].
+    pub summary: BTreeMap<System, Summary>,
+    /// Why this figure has no numbers yet (the feature is not built).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_yet: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct Report {
+    pub machine: Machine,
+    pub plan: Plan,
+    pub runtime_secs: f64,
+    pub figures: Vec<Figure>,
+    /// Remarks worth keeping with the numbers (a failed connection count,
+    /// a tool's version...).
+    pub notes: Vec<String>,
+    #[serde(skip)]
+    plots: Vec<(String, String)>,
+}
+
+impl Report {
+    pub fn new(machine: Machine, plan: Plan) -> Report {
+        Report {
+            machine,
+            plan,
+            runtime_secs: 0.0,
+            figures: Vec::new(),
+            notes: Vec::new(),
+            plots: Vec::new(),
+        }
+    }
+
+    /// Records one sample of figure `name` on `system`; the first sample
+    /// creates the figure (figures keep the order they first appear in).
+    pub fn add(
+        &mut self,
+        scenario: u8,
+        name: &str,
+        unit: &str,
+        better: Better,
+        system: System,
+        value: f64,
+    ) {
+        let figure = match self.figures.iter().position(|f| f.name == name) {
+            Some(i) => &mut self.figures[i],
+            None => {
+                self.figures.push(Figure {
+                    scenario,
+                    name: name.to_string(),
+                    unit: unit.to_string(),
+                    better,
+                    samples: BTreeMap::new(),
+                    summary: BTreeMap::new(),
+                    not_yet: None,
+                });
+                self.figures.last_mut().expect("just pushed")
+            }
+        };
+        figure.samples.entry(system).or_default().push(value);
+    }
+
+    /// A row for a figure whose feature is not built yet: listed, not
+    /// silently dropped.
+    pub fn not_yet(&mut self, scenario: u8, name: &str, why: &str) {
+        self.figures.push(Figure {
+            scenario,
+            name: name.to_string(),
+            unit: String::new(),
+            better: Better::Higher,
+            samples: BTreeMap::new(),
+            summary: BTreeMap::new(),
+            not_yet: Some(why.to_string()),
+        });
+    }
+
+    pub fn note(&mut self, text: impl Into<String>) {
+        self.notes.push(text.into());
+    }
+
+    /// An SVG to write next to the report, as `<date>-<host>-<stem>.svg`.
+    pub fn plot(&mut self, stem: &str, svg: String) {
+        self.plots.push((stem.to_string(), svg));
+    }
+
+    pub fn finish(&mut self, runtime: Duration) {
+        self.runtime_secs = runtime.as_secs_f64();
+        for figure in &mut self.figures {
+            figure.summary = figure
+                .samples
+                .iter()
+                .map(|(system, values)| (*system, Summary::of(values)))
+                .collect();
+        }
+    }
+
+    fn stem(&self) -> String {
+        format!("{}-{}", self.machine.date, self.machine.hostname)
+    }
+
+    /// Writes the Markdown, the JSON and the plots into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let stem = self.stem();
+        let mut written = Vec::new();
+        let mut put = |name: String, text: &str| -> Result<()> {
+            let path = dir.join(name);
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            written.push(path);
+            Ok(())
+        };
+        put(format!("{stem}.md"), &self.markdown(&stem))?;
+        put(
+            format!("{stem}.json"),
+            &serde_json::to_string_pretty(self).expect("plain data serializes"),
+        )?;
+        for (plot, svg) in &self.plots {
+            put(format!("{stem}-{plot}.svg"), svg)?;
+        }
+        Ok(written)
+    }
+
+    /// The tables: one per scenario, with the systems measured in it as
+    /// columns ("median (min–max)") and then the netd/baseline ratios of
+    /// the medians; and one of the figures that are not measured yet.
+    pub fn markdown_table(&self) -> String {
+        let mut scenarios: Vec<u8> = Vec::new();
+        for f in self.figures.iter().filter(|f| f.not_yet.is_none()) {
+            if !scenarios.contains(&f.scenario) {
+                scenarios.push(f.scenario);
+            }
+        }
+        let mut out = String::new();
+        for scenario in scenarios {
+            let figures: Vec<&Figure> = self
+                .figures
+                .iter()
+                .filter(|f| f.scenario == scenario && f.not_yet.is_none())
+                .collect();
+            let _ = writeln!(out, "### {scenario}. {}\n", section_title(scenario));
+            out.push_str(&table(&figures));
+            out.push('\n');
+        }
+        let not_yet: Vec<&Figure> = self
+            .figures
+            .iter()
+            .filter(|f| f.not_yet.is_some())
+            .collect();
+        if !not_yet.is_empty() {
+            out.push_str("### Not measured yet\n\n| # | figure | why |\n|---|---|---|\n");
+            for f in not_yet {
+                let why = f.not_yet.as_deref().unwrap_or_default();
+                let _ = writeln!(out, "| {} | {} | {why} |", f.scenario, f.name);
+            }
+        }
+        out
+    }
+
+    fn markdown(&self, stem: &str) -> String {
+        let m = &self.machine;
+        let mut out = format!("# netd benchmarks: {}, {}\n\n", m.date, m.hostname);
+        let _ = writeln!(
+            out,
+            "Machine: {}, {} cores, {} GiB, kernel {}; netd {}.  ",
+            m.cpu, m.cores, m.mem_gib, m.kernel, m.revision
+        );
+        let _ = writeln!(
+            out,
+            "Mode: {} ({} repetition(s) per figure, netd and baselines interleaved); \
+             runtime {:.0} s.\n",
+            if self.plan.quick { "quick" } else { "full" },
+            self.plan.reps,
+            self.runtime_secs
+        );
+        out.push_str(
+            "Cells: median (min–max) over the repetitions; ↑ higher is better, ↓ lower is \
+             better; ratios are netd's median over the baseline's.\n\n",
+        );
+        out.push_str(&self.markdown_table());
+        out.push_str(SCENARIOS);
+        if !self.plots.is_empty() {
+            out.push_str("\n## Plots\n\n");
+            for (plot, _) in &self.plots {
+                let _ = writeln!(out, "![{plot}]({stem}-{plot}.svg)");
+            }
+        }
+        if !self.notes.is_empty() {
+            out.push_str("\n## Notes from this run\n\n");
+            for note in &self.notes {
+                let _ = writeln!(out, "- {note}");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\nReproduce: `cargo xtask bench` (as root; `--quick` for a smoke run)."
+        );
+        out
+    }
+}
+
+/// One scenario's table: figure, unit, a column per system measured in it,
+/// then netd's ratio to each baseline.
+fn table(figures: &[&Figure]) -> String {
+    let mut columns: Vec<System> = figures
+        .iter()
+        .flat_map(|f| f.samples.keys().copied())
+        .collect();
+    columns.sort();
+    columns.dedup();
+    let baselines: Vec<System> = columns
+        .iter()
+        .copied()
+        .filter(|s| *s != System::Netd)
+        .collect();
+    let ratios = columns.contains(&System::Netd);
+    let mut out = String::from("| figure | unit |");
+    for system in &columns {
+        let _ = write!(out, " {} |", system.label());
+    }
+    if ratios {
+        for baseline in &baselines {
+            let _ = write!(out, " netd / {} |", short(*baseline));
+        }
+    }
+    let width = 2 + columns.len() + if ratios { baselines.len() } else { 0 };
+    let _ = writeln!(out, "\n{}|", "|---".repeat(width));
+    for f in figures {
+        let better = match f.better {
+            Better::Higher => "↑",
+            Better::Lower => "↓",
+        };
+        let _ = write!(out, "| {} | {} {better} |", f.name, f.unit);
+        for system in &columns {
+            let cell = match f.summary.get(system) {
+                Some(s) if s.n > 1 => {
+                    format!("{} ({}–{})", fmt3(s.median), fmt3(s.min), fmt3(s.max))
+                }
+                Some(s) => fmt3(s.median),
+                None => "—".into(),
+            };
+            let _ = write!(out, " {cell} |");
+        }
+        if ratios {
+            for baseline in &baselines {
+                let ratio = match (f.summary.get(&System::Netd), f.summary.get(baseline)) {
+                    (Some(n), Some(b)) if b.median != 0.0 => {
+                        format!("{:.2}×", n.median / b.median)
+                    }
+                    _ => "—".into(),
+                };
+                let _ = write!(out, " {ratio} |");
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn section_title(scenario: u8) -> &'static str {
+    match scenario {
+        1 => "Container to container, one network",
+        2 => "Published port from an outside client",
+        3 => "Outbound masquerade",
+        4 => "Services",
+        5 => "Per-packet cost in the kernel (BPF_PROG_TEST_RUN)",
+        6 => "Packet rate",
+        7 => "Control plane",
+        _ => "Other",
+    }
+}
+
+/// Column heads for the ratios, kept narrow.
+fn short(system: System) -> &'static str {
+    match system {
+        System::Netd => "netd",
+        System::Limit => "limit",
+        System::DockerLike => "docker-like",
+        System::PodmanLike => "podman-like",
+        System::Cni => "CNI",
+    }
+}
+
+/// What each scenario measures, written next to every table so the numbers
+/// never travel without their meaning.
+const SCENARIOS: &str = "
+## What is measured
+
+- **Systems.** *limit*: one veth pair straight between two namespaces (no
+  bridge, no rules). *docker-like*: a Linux bridge, a veth pair per
+  container and the iptables (nft backend) ruleset Docker writes (MASQUERADE,
+  a published-port DNAT, the DOCKER-* filter chains), so conntrack and bridge
+  netfilter see every packet; its \"host\" is a namespace of its own.
+  *podman-like*: the same bridge and veths with the nftables ruleset Podman's
+  netavark writes (verdict map for published ports, masquerade, conntrack).
+  *netd*: the real daemon (release build, private prefix/state/socket/bpffs),
+  two containers created through its API on one network, netd's TC programs
+  on both endpoints. *CNI bridge plugin*: Debian's containernetworking-plugins
+  `bridge` + `host-local`, invoked per the CNI spec (ADD/DEL, config on stdin)
+  with ipMasq, from a namespace of its own as the \"host\".
+- **1. Container to container.** TCP throughput: `iperf3 -c` from the client
+  namespace to the server namespace, 1 and 4 streams, received bits/s.
+  Request/response: the bench's own client does 64-byte round trips on one
+  TCP connection (TCP_NODELAY) for a few seconds; p50/p99 of every round
+  trip. Connection rate: connect, 1 byte each way, server closes, client
+  closes; completed connections per second, one client.
+- **5. Per-packet cost in the kernel.** Each netd program path run with
+  BPF_PROG_TEST_RUN on a crafted frame, with netd's maps written for two
+  networks as the daemon writes them; the kernel's own average ns per run
+  over many runs per syscall (one run per syscall, median of many calls,
+  for a path that rewrites the frame into something else, like the ARP
+  responder). The empty-program rows are the harness's own cost, measured
+  the same way: subtract them to get netd's. No network, no noise from
+  other stages.
+- **6. Packet rate.** The bench's AF_PACKET generator (`sendmmsg`, qdisc
+  bypassed, 60-byte UDP frames to the server's MAC and IP) in the client
+  namespace; packets per second counted by the receiving interface's
+  `rx_packets`. Sender and path share the machine's cores.
+- **7. Control plane.** Attach: netd `POST /containers/create` with a network
+  (the API call of `netd container create --network N`: it creates the
+  namespace too) vs the CNI `bridge` plugin's ADD into an existing namespace;
+  remove: `DELETE /containers/{id}?force=1` vs CNI DEL; p50/p99 over the
+  cycles, netd and CNI alternating. Fleet: time to create N containers one
+  after the other and the daemon's VmRSS with them (CNI: N ADDs; it has no
+  daemon).
+- **Not yet**: rows for features netd does not have yet; they get numbers
+  when those land.
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Report {
+        let machine = Machine {
+            hostname: "h".into(),
+            date: "2026-01-01".into(),
+            kernel: "6.18".into(),
+            cpu: "cpu".into(),
+            cores: 2,
+            mem_gib: 24,
+            revision: "abc".into(),
+        };
+        Report::new(machine, crate::Plan::new(true))
+    }
+
+    #[test]
+    fn tables_per_scenario_with_medians_spread_ratios_and_not_yet_rows() {
+        let mut r = report();
+        for v in [10.0, 12.0, 11.0] {
+            r.add(1, "tput", "Gbit/s", Better::Higher, System::Netd, v);
+        }
+        r.add(1, "tput", "Gbit/s", Better::Higher, System::Limit, 22.0);
+        r.add(7, "attach", "ms", Better::Lower, System::Cni, 80.0);
+        r.not_yet(2, "published port", "needs NAT");
+        r.finish(Duration::from_secs(1));
+        let text = r.markdown_table();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "### 1. Container to container, one network");
+        assert_eq!(
+            lines[2],
+            "| figure | unit | netd | limit (veth pair) | netd / limit |"
+        );
+        assert_eq!(lines[3], "|---|---|---|---|---|");
+        assert_eq!(
+            lines[4],
+            "| tput | Gbit/s ↑ | 11.0 (10.0–12.0) | 22.0 | 0.50× |"
+        );
+        // A scenario without netd numbers has no ratio columns.
+        assert_eq!(lines[8], "| figure | unit | CNI bridge plugin |");
+        assert_eq!(lines[10], "| attach | ms ↓ | 80.0 |");
+        assert!(text.ends_with("| 2 | published port | needs NAT |\n"));
+    }
+}

@@ -1,0 +1,282 @@
+//! Scenarios 1 and 6: container to container on one network, through netd,
+//! a plain veth pair (the limit), a Docker-like bridge with its iptables
+//! rules and a Podman-like one with nftables. All the topologies exist at
+//! once and every figure is measured on each in turn, the order rotating
+//! per repetition, so that slow phases of a noisy machine spread over all
+//! systems instead of hitting one.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use serde_json::Value;
+
+use crate::cmd::{self, Background, say};
+use crate::daemon::Daemon;
+use crate::pingpong::{CRR_PORT, RR_PORT};
+use crate::report::{Better, Report};
+use crate::topology::{self, Pair};
+use crate::{Ctx, stats};
+
+const IPERF_PORT: u16 = 5201;
+
+/// What one measurement yields: (figure, unit, better, value) rows.
+type Rows = Vec<(&'static str, &'static str, Better, f64)>;
+
+/// The figures, in the order they run within a repetition.
+#[derive(Clone, Copy, PartialEq)]
+enum Figure {
+    Tcp1,
+    Tcp4,
+    Rr,
+    Crr,
+    Pps,
+}
+
+pub fn run(ctx: &Ctx, tcp: bool, pps: bool, report: &mut Report) -> Result<()> {
+    say!(
+        "[1,6] building the container-to-container topologies: netd, limit, docker-like, podman-like"
+    );
+    // Declared in this order so they drop in reverse: servers, then the
+    // topologies, then the daemon.
+    let daemon = Daemon::start(&ctx.netd)?;
+    let pairs = [
+        topology::netd(&daemon)?,
+        topology::limit(&ctx.tag)?,
+        topology::docker_like(&ctx.tag)?,
+        topology::podman_like(&ctx.tag)?,
+    ];
+    let mut servers = Vec::new();
+    for pair in &pairs {
+        servers.push(Servers::start(pair)?);
+    }
+    let mut figures = Vec::new();
+    if tcp {
+        figures.extend([Figure::Tcp1, Figure::Tcp4, Figure::Rr, Figure::Crr]);
+    }
+    if pps {
+        figures.push(Figure::Pps);
+    }
+    let plan = ctx.plan;
+    for rep in 0..plan.reps {
+        for &figure in &figures {
+            for i in 0..pairs.len() {
+                cmd::check_interrupted()?;
+                let k = (i + rep) % pairs.len();
+                let (pair, server) = (&pairs[k], &mut servers[k]);
+                server.check_alive()?;
+                let rows = retry(|| measure(ctx, pair, figure))
+                    .with_context(|| format!("measuring on {}", pair.system))?;
+                let scenario = if figure == Figure::Pps { 6 } else { 1 };
+                for (name, unit, better, value) in rows {
+                    say!(
+                        "[{scenario}] rep {}/{} {:<30} {:<40} {:>10} {unit}",
+                        rep + 1,
+                        plan.reps,
+                        pair.system.label(),
+                        name,
+                        stats::fmt3(value)
+                    );
+                    report.add(scenario, name, unit, better, pair.system, value);
+                }
+            }
+        }
+    }
+    // netd's bridge and veths live in the real host namespace, so whatever
+    // firewall the host runs is on netd's path too: record it.
+    let host_rules = cmd::output(std::process::Command::new("nft").args(["list", "ruleset"]))
+        .map_or(0, |rules| {
+            rules.lines().filter(|l| !l.trim().is_empty()).count()
+        });
+    report.note(format!(
+        "host namespace (netd's path): {host_rules} lines of nftables/iptables-nft ruleset"
+    ));
+    // Conntrack is part of the bridged baselines' cost; say how full it got.
+    for pair in &pairs {
+        if let Some(host) = &pair.host
+            && let Ok(count) = host.read_sysctl("net.netfilter.nf_conntrack_count")
+        {
+            report.note(format!(
+                "{}: {count} conntrack entries in its host namespace at the end of \
+                 scenarios 1/6",
+                pair.system
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Once more after a pause if a measurement failed (a server still busy
+/// with the previous client); a second failure means a broken path.
+fn retry(mut f: impl FnMut() -> Result<Rows>) -> Result<Rows> {
+    match f() {
+        Ok(rows) => Ok(rows),
+        Err(first) => {
+            // Ctrl-C kills the client too: that is no reason to retry.
+            cmd::check_interrupted()?;
+            say!("    retrying after: {first:#}");
+            std::thread::sleep(Duration::from_secs(1));
+            f()
+        }
+    }
+}
+
+fn measure(ctx: &Ctx, pair: &Pair, figure: Figure) -> Result<Rows> {
+    let plan = ctx.plan;
+    let server_ip = pair.server_ep.ip;
+    Ok(match figure {
+        Figure::Tcp1 | Figure::Tcp4 => {
+            let streams = if figure == Figure::Tcp1 { 1 } else { 4 };
+            let out = cmd::json(pair.client.command("iperf3").args([
+                "-c",
+                &server_ip.to_string(),
+                "-p",
+                &IPERF_PORT.to_string(),
+                "-t",
+                &plan.tcp_secs.to_string(),
+                "-P",
+                &streams.to_string(),
+                "-J",
+            ]))?;
+            let bps = out["end"]["sum_received"]["bits_per_second"]
+                .as_f64()
+                .with_context(|| format!("iperf3 reported no throughput: {}", out["error"]))?;
+            let name = if streams == 1 {
+                "TCP throughput, 1 stream (iperf3)"
+            } else {
+                "TCP throughput, 4 streams (iperf3)"
+            };
+            vec![(name, "Gbit/s", Better::Higher, bps / 1e9)]
+        }
+        Figure::Rr => {
+            let addr = SocketAddr::from((server_ip, RR_PORT));
+            let out = helper(pair, &["rr", &addr.to_string(), &plan.rr_secs.to_string()])?;
+            vec![
+                (
+                    "request/response latency p50 (64 B)",
+                    "µs",
+                    Better::Lower,
+                    num(&out, "p50_us")?,
+                ),
+                (
+                    "request/response latency p99 (64 B)",
+                    "µs",
+                    Better::Lower,
+                    num(&out, "p99_us")?,
+                ),
+            ]
+        }
+        Figure::Crr => {
+            let addr = SocketAddr::from((server_ip, CRR_PORT));
+            let out = helper(pair, &["crr", &addr.to_string(), &plan.rr_secs.to_string()])?;
+            let failed = num(&out, "failed")?;
+            if failed > 0.0 {
+                say!("    {} connections failed on {}", failed, pair.system);
+            }
+            vec![(
+                "new TCP connections (connect, 1 B each way, close)",
+                "conn/s",
+                Better::Higher,
+                num(&out, "per_sec")?,
+            )]
+        }
+        Figure::Pps => {
+            let rx_if = &pair.server_ep.ifname;
+            let before = pair.server.rx_packets(rx_if)?;
+            let (c, s) = (&pair.client_ep, &pair.server_ep);
+            let out = helper(
+                pair,
+                &[
+                    "pktgen",
+                    &c.ifname,
+                    &mac(c.mac),
+                    &mac(s.mac),
+                    &c.ip.to_string(),
+                    &s.ip.to_string(),
+                    &plan.pps_secs.to_string(),
+                ],
+            )?;
+            // Let the receiver drain its backlog before reading the counter.
+            std::thread::sleep(Duration::from_millis(100));
+            let received = pair.server.rx_packets(rx_if)? - before;
+            let secs = num(&out, "secs")?;
+            vec![
+                (
+                    "packet rate received (60 B UDP, AF_PACKET sender)",
+                    "Mpps",
+                    Better::Higher,
+                    received as f64 / secs / 1e6,
+                ),
+                (
+                    "packet rate offered by the sender (same run)",
+                    "Mpps",
+                    Better::Higher,
+                    num(&out, "per_sec")? / 1e6,
+                ),
+            ]
+        }
+    })
+}
+
+/// Runs a hidden subcommand of this binary in the client namespace.
+fn helper(pair: &Pair, args: &[&str]) -> Result<Value> {
+    cmd::json(
+        pair.client
+            .command(std::env::current_exe()?)
+            .args(args)
+            .env_remove("RUST_BACKTRACE"),
+    )
+}
+
+fn num(v: &Value, key: &str) -> Result<f64> {
+    v[key]
+        .as_f64()
+        .with_context(|| format!("helper output has no {key}: {v}"))
+}
+
+fn mac(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// iperf3 and our echo server in a pair's server namespace.
+struct Servers {
+    iperf: Background,
+    pingpong: Background,
+}
+
+impl Servers {
+    fn start(pair: &Pair) -> Result<Servers> {
+        let iperf = Background::spawn_quiet(pair.server.command("iperf3").args([
+            "-s",
+            "-p",
+            &IPERF_PORT.to_string(),
+        ]))?;
+        let mut pingpong =
+            Background::spawn(pair.server.command(std::env::current_exe()?).arg("serve"))?;
+        pingpong.wait_for_line("ready", Duration::from_secs(10))?;
+        // iperf3 prints a report per test, which nobody reads; whether it
+        // listens yet, ask the kernel.
+        let listening = || {
+            cmd::output(
+                pair.server
+                    .command("ss")
+                    .args(["-Hltn", &format!("sport = :{IPERF_PORT}")]),
+            )
+            .is_ok_and(|out| !out.trim().is_empty())
+        };
+        cmd::wait_until(
+            &format!("iperf3 server on {}", pair.system),
+            Duration::from_secs(10),
+            listening,
+        )?;
+        Ok(Servers { iperf, pingpong })
+    }
+
+    fn check_alive(&mut self) -> Result<()> {
+        self.iperf.check_alive()?;
+        self.pingpong.check_alive()
+    }
+}

@@ -1,0 +1,364 @@
+//! Scenario 5: what each netd program path costs per packet, measured in the
+//! kernel with BPF_PROG_TEST_RUN: no network, no scheduler, so a change to a
+//! program shows its cost even on a noisy machine.
+//!
+//! The programs are loaded through netd's own `Dataplane` (the object the
+//! daemon runs) into a private pin directory, with the maps written as the
+//! daemon writes them for two networks, and attached to veths that live,
+//! down, in a namespace of the bench's: the programs look the sender up by
+//! `skb->ifindex`, and the kernel only accepts a `ctx_in.ifindex` naming a
+//! device in the caller's namespace, so the measuring thread enters that
+//! namespace. Test runs never transmit: a redirect is only a return code.
+//!
+//! Adding a path is one line in [`PATHS`] (plus a frame builder if none
+//! fits); map state a new path needs goes into [`prepare`].
+
+use std::ffi::CString;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result, bail};
+use aya::programs::{TestRun as _, TestRunOptions};
+use netd::dataplane::{Dataplane, Direction};
+
+use self::frames::{OTHER_NET_MAC, OTHER_NET_PEER, PEER, PEER_MAC, SENDER, SENDER_MAC};
+use super::floor::EmptyProgram;
+use crate::Ctx;
+use crate::cmd::say;
+use crate::netns::Netns;
+use crate::report::{Better, Report};
+use crate::topology::System;
+
+/// Offset of `ifindex` in `struct __sk_buff` (uapi/linux/bpf.h): after ten
+/// `__u32`s (`len` ... `ingress_ifindex`).
+const SKB_IFINDEX_OFFSET: usize = 40;
+
+/// Which device the frame is presented as arriving on.
+#[derive(Clone, Copy)]
+enum Device {
+    /// The sending endpoint netd knows (network 1, address `SENDER`).
+    Endpoint,
+    /// A device netd knows nothing about.
+    Unknown,
+}
+
+/// How a path is timed.
+#[derive(Clone, Copy, PartialEq)]
+enum Timing {
+    /// Many runs in one syscall, on the same skb: for programs whose
+    /// changes to the packet are idempotent (or none).
+    Batched,
+    /// One run per syscall, median over many calls: for programs that turn
+    /// the packet into something else (an ARP request into its reply), so
+    /// that every run sees the crafted frame. Compare with the per-call
+    /// floor.
+    PerCall,
+}
+
+/// One path through a program: which program, which device, which frame.
+struct Path {
+    name: &'static str,
+    direction: Direction,
+    device: Device,
+    frame: fn() -> Vec<u8>,
+    timing: Timing,
+}
+
+/// Every path measured. One line per path.
+#[rustfmt::skip]
+const PATHS: &[Path] = &[
+    Path { name: "from_ep: UDP to a peer on the same network (forward, redirect_peer)", direction: Direction::FromEndpoint, device: Device::Endpoint, frame: frames::udp_to_peer, timing: Timing::Batched },
+    Path { name: "from_ep: TCP SYN to a peer on the same network (forward)", direction: Direction::FromEndpoint, device: Device::Endpoint, frame: frames::tcp_syn_to_peer, timing: Timing::Batched },
+    Path { name: "from_ep: UDP leaving the networks (to the gateway, passed on)", direction: Direction::FromEndpoint, device: Device::Endpoint, frame: frames::udp_outside, timing: Timing::Batched },
+    Path { name: "from_ep: UDP to another network's endpoint (isolation drop)", direction: Direction::FromEndpoint, device: Device::Endpoint, frame: frames::udp_other_network, timing: Timing::Batched },
+    Path { name: "from_ep: spoofed source address (drop)", direction: Direction::FromEndpoint, device: Device::Endpoint, frame: frames::udp_spoofed, timing: Timing::Batched },
+    Path { name: "from_ep: malformed IPv4 (drop)", direction: Direction::FromEndpoint, device: Device::Endpoint, frame: frames::bad_ipv4, timing: Timing::Batched },
+    Path { name: "from_ep: UDP from a device netd does not know (count only)", direction: Direction::FromEndpoint, device: Device::Unknown, frame: frames::udp_to_peer, timing: Timing::Batched },
+    Path { name: "to_ep: UDP delivered to an endpoint (parse + count)", direction: Direction::ToEndpoint, device: Device::Endpoint, frame: frames::udp_to_peer, timing: Timing::Batched },
+    Path { name: "from_ep: ARP request for a peer (answered in BPF; one run per call)", direction: Direction::FromEndpoint, device: Device::Endpoint, frame: frames::arp_for_peer, timing: Timing::PerCall },
+];
+
+/// The rows of the empty program ([`EmptyProgram`]), one per timing.
+const FLOOR: &str = "empty program (the test-run floor: subtract it from the batched rows)";
+const FLOOR_PER_CALL: &str = "empty program, one run per call (floor of the per-call rows)";
+
+/// The devices of the bench namespace, by ifindex.
+struct Env {
+    /// `ep0`: the sender, an endpoint of network 1.
+    endpoint: u32,
+    /// `ep1`: no endpoint.
+    unknown: u32,
+    /// `ep2`: the peer on network 1 (the redirect target).
+    peer: u32,
+    /// `ep3`: an endpoint of network 2.
+    other_net_peer: u32,
+}
+
+/// The maps as the daemon writes them for two networks: the sender and a
+/// peer on network 1, one endpoint on network 2.
+fn prepare(dp: &mut Dataplane, env: &Env) -> Result<()> {
+    dp.set_network(
+        1,
+        "198.19.9.0/24".parse()?,
+        Ipv4Addr::new(198, 19, 9, 1),
+        false,
+    )?;
+    dp.set_network(
+        2,
+        "198.19.10.0/24".parse()?,
+        Ipv4Addr::new(198, 19, 10, 1),
+        false,
+    )?;
+    dp.set_endpoint(env.endpoint, SENDER, SENDER_MAC, 1)?;
+    dp.set_endpoint(env.peer, PEER, PEER_MAC, 1)?;
+    dp.set_endpoint(env.other_net_peer, OTHER_NET_PEER, OTHER_NET_MAC, 2)?;
+    Ok(())
+}
+
+pub fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
+    say!("[5] per-packet cost of netd's programs (BPF_PROG_TEST_RUN)");
+    let ns = Netns::create(&format!("{}-pc", ctx.tag))?;
+    // Every end stays down: no stray kernel traffic, only our test runs.
+    ns.ip(&["link", "add", "ep0", "type", "veth", "peer", "name", "ep1"])?;
+    ns.ip(&["link", "add", "ep2", "type", "veth", "peer", "name", "ep3"])?;
+    let pins = Pins(PathBuf::from(format!("/sys/fs/bpf/{}-pc", ctx.tag)));
+    let reps = ctx.plan.reps.max(3);
+    let repeat = ctx.plan.prog_repeat;
+    let results = std::thread::scope(|s| {
+        s.spawn(|| measure(&ns, &pins, reps, repeat))
+            .join()
+            .unwrap_or_else(|_| bail!("the measuring thread panicked"))
+    })?;
+    for (path, samples, verdict) in results {
+        for ns_per_packet in samples {
+            report.add(
+                5,
+                path,
+                "ns/packet",
+                Better::Lower,
+                System::Netd,
+                ns_per_packet,
+            );
+        }
+        report.note(format!("5. {path}: verdict {verdict}"));
+    }
+    Ok(())
+}
+
+type Measured = Vec<(&'static str, Vec<f64>, &'static str)>;
+
+/// In a thread of its own: it enters the namespace for good.
+fn measure(ns: &Netns, pins: &Pins, reps: usize, repeat: u32) -> Result<Measured> {
+    ns.enter_current_thread()?;
+    let env = Env {
+        endpoint: ifindex("ep0")?,
+        unknown: ifindex("ep1")?,
+        peer: ifindex("ep2")?,
+        other_net_peer: ifindex("ep3")?,
+    };
+    let mut dp = Dataplane::load(&pins.0).context("load netd's eBPF object")?;
+    // As the daemon does it: the maps first, then the programs.
+    prepare(&mut dp, &env).context("write the bench networks into netd's maps")?;
+    dp.attach_endpoint("ep0", env.endpoint)
+        .context("attach netd's programs to the test veth")?;
+    let empty = EmptyProgram::load().context("load the empty program")?;
+    // One run per call: enough calls for a stable median.
+    let calls = (repeat / 50).max(1000);
+    let floor_frame = frames::udp_to_peer();
+    let floor_ctx = skb_ctx(env.endpoint);
+    let (mut floor, mut floor_per_call) = (Vec::new(), Vec::new());
+    let mut results: Vec<_> = PATHS.iter().map(|p| (p, Vec::new(), "")).collect();
+    for rep in 0..reps {
+        if rep == 0 {
+            // Warm up: JIT-ed code and maps into the caches.
+            empty.test_run(&floor_frame, &floor_ctx, 10_000)?;
+        }
+        floor.push(empty.test_run(&floor_frame, &floor_ctx, repeat)?);
+        let mut one = Vec::with_capacity(calls as usize);
+        for _ in 0..calls {
+            one.push(empty.test_run(&floor_frame, &floor_ctx, 1)?);
+        }
+        floor_per_call.push(crate::stats::median(&one));
+        for (path, samples, verdict) in &mut results {
+            let ifindex = match path.device {
+                Device::Endpoint => env.endpoint,
+                Device::Unknown => env.unknown,
+            };
+            let frame = (path.frame)();
+            let run = |repeat| {
+                test_run(&dp, path.direction, ifindex, &frame, repeat)
+                    .with_context(|| format!("test run of {}", path.name))
+            };
+            if rep == 0 {
+                run(10_000)?;
+            }
+            let (ns_per_run, code) = match path.timing {
+                Timing::Batched => run(repeat)?,
+                Timing::PerCall => {
+                    let mut one = Vec::with_capacity(calls as usize);
+                    let mut code = 0;
+                    for _ in 0..calls {
+                        let (ns, c) = run(1)?;
+                        one.push(ns);
+                        code = c;
+                    }
+                    (crate::stats::median(&one), code)
+                }
+            };
+            samples.push(ns_per_run);
+            *verdict = verdict_name(code);
+        }
+    }
+    let per_call_used = PATHS.iter().any(|p| p.timing == Timing::PerCall);
+    let results: Measured = std::iter::once((FLOOR, floor, "next"))
+        .chain(per_call_used.then_some((FLOOR_PER_CALL, floor_per_call, "next")))
+        .chain(results.into_iter().map(|(p, s, v)| (p.name, s, v)))
+        .collect();
+    for (name, samples, verdict) in &results {
+        say!(
+            "    {name:<70} {:>6.1} ns/packet  ({verdict})",
+            crate::stats::median(samples)
+        );
+    }
+    Ok(results)
+}
+
+/// Runs the program `repeat` times in one syscall; the kernel's average ns
+/// per run and the program's return code (of the last run).
+fn test_run(
+    dp: &Dataplane,
+    direction: Direction,
+    ifindex: u32,
+    frame: &[u8],
+    repeat: u32,
+) -> Result<(f64, u32)> {
+    let ctx = skb_ctx(ifindex);
+    let mut out = vec![0u8; frame.len() + 256];
+    let result = dp.program(direction)?.test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ctx_in: Some(&ctx),
+        repeat,
+        ..Default::default()
+    })?;
+    Ok((result.duration.as_nanos() as f64, result.return_value))
+}
+
+/// A `struct __sk_buff` context that sets only `ifindex`.
+fn skb_ctx(ifindex: u32) -> [u8; SKB_IFINDEX_OFFSET + 4] {
+    let mut ctx = [0u8; SKB_IFINDEX_OFFSET + 4];
+    ctx[SKB_IFINDEX_OFFSET..].copy_from_slice(&ifindex.to_ne_bytes());
+    ctx
+}
+
+fn verdict_name(code: u32) -> &'static str {
+    match code as i32 {
+        -1 => "next",
+        0 => "pass",
+        2 => "drop",
+        7 => "redirect",
+        _ => "other",
+    }
+}
+
+fn ifindex(name: &str) -> Result<u32> {
+    let c = CString::new(name)?;
+    // SAFETY: `c` is NUL-terminated and outlives the call.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => bail!("no interface {name} in the bench namespace"),
+        i => Ok(i),
+    }
+}
+
+/// The private pin directory; removing it detaches the links and frees the
+/// maps.
+struct Pins(PathBuf);
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        if let Err(e) = Dataplane::remove_pins(&self.0) {
+            eprintln!("bench: cannot remove {}: {e}", self.0.display());
+        }
+    }
+}
+
+/// Crafted frames from the sender endpoint (network 1, 198.19.9.0/24).
+mod frames {
+    use std::net::Ipv4Addr;
+
+    use crate::pktgen::{ipv4_checksum, udp_frame};
+
+    pub const SENDER: Ipv4Addr = Ipv4Addr::new(198, 19, 9, 2);
+    pub const SENDER_MAC: [u8; 6] = [0x02, 0x42, 198, 19, 9, 2];
+    pub const PEER: Ipv4Addr = Ipv4Addr::new(198, 19, 9, 3);
+    pub const PEER_MAC: [u8; 6] = [0x02, 0x42, 198, 19, 9, 3];
+    pub const OTHER_NET_PEER: Ipv4Addr = Ipv4Addr::new(198, 19, 10, 2);
+    pub const OTHER_NET_MAC: [u8; 6] = [0x02, 0x42, 198, 19, 10, 2];
+    /// In no netd network (and test runs never transmit anyway).
+    const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 19, 200, 1);
+    /// What the sender's neighbour table says for anything off-link: the
+    /// gateway's MAC, as netd derives it.
+    const GATEWAY_MAC: [u8; 6] = [0x02, 0x42, 198, 19, 9, 1];
+
+    pub fn udp_to_peer() -> Vec<u8> {
+        udp_frame(SENDER_MAC, PEER_MAC, SENDER, PEER)
+    }
+
+    pub fn udp_outside() -> Vec<u8> {
+        udp_frame(SENDER_MAC, GATEWAY_MAC, SENDER, OUTSIDE)
+    }
+
+    pub fn udp_other_network() -> Vec<u8> {
+        udp_frame(SENDER_MAC, GATEWAY_MAC, SENDER, OTHER_NET_PEER)
+    }
+
+    pub fn udp_spoofed() -> Vec<u8> {
+        udp_frame(SENDER_MAC, PEER_MAC, Ipv4Addr::new(198, 19, 9, 99), PEER)
+    }
+
+    pub fn tcp_syn_to_peer() -> Vec<u8> {
+        let mut f = Vec::with_capacity(54);
+        f.extend_from_slice(&PEER_MAC);
+        f.extend_from_slice(&SENDER_MAC);
+        f.extend_from_slice(&0x0800u16.to_be_bytes());
+        let mut ip = [0u8; 20];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&40u16.to_be_bytes());
+        ip[6] = 0x40;
+        ip[8] = 64;
+        ip[9] = 6; // TCP
+        ip[12..16].copy_from_slice(&SENDER.octets());
+        ip[16..20].copy_from_slice(&PEER.octets());
+        let checksum = ipv4_checksum(&ip);
+        ip[10..12].copy_from_slice(&checksum.to_be_bytes());
+        f.extend_from_slice(&ip);
+        let mut tcp = [0u8; 20];
+        tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
+        tcp[12] = 5 << 4; // data offset
+        tcp[13] = 0x02; // SYN
+        tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
+        f.extend_from_slice(&tcp);
+        f
+    }
+
+    pub fn arp_for_peer() -> Vec<u8> {
+        let mut f = Vec::with_capacity(42);
+        f.extend_from_slice(&[0xff; 6]);
+        f.extend_from_slice(&SENDER_MAC);
+        f.extend_from_slice(&0x0806u16.to_be_bytes());
+        f.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]); // Ethernet/IPv4, request
+        f.extend_from_slice(&SENDER_MAC);
+        f.extend_from_slice(&SENDER.octets());
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&PEER.octets());
+        f
+    }
+
+    /// A complete frame whose IPv4 header claims version 6.
+    pub fn bad_ipv4() -> Vec<u8> {
+        let mut f = udp_to_peer();
+        f[14] = 0x65;
+        f
+    }
+}
