@@ -18,7 +18,9 @@ use serde_json::Value;
 const REPLICA: &[&str] = &[
     "socat",
     "TCP-LISTEN:80,fork,reuseaddr",
-    "SYSTEM:ip -o -4 addr show eth0 | awk '{print $4}' | cut -d/ -f1; cat",
+    // `hostname -I` prints the namespace's addresses (just eth0's here);
+    // no quoting, which socat's address syntax would mangle.
+    "SYSTEM:hostname -I; cat",
 ];
 
 fn service(d: &Daemon, name: &str) -> Value {
