@@ -54,6 +54,23 @@ pub mod limits {
     /// Slots of the `NAT_STATS` per-CPU array (more than there are
     /// [`crate::nat::NatCounter`]s, so adding one does not resize it).
     pub const NAT_STATS_SLOTS: u32 = 16;
+
+    /// Most services (virtual IPs) one host can carry: the size of the
+    /// `LB_RR` cursor array, so a service index must be below it.
+    pub const MAX_SERVICES: u32 = 16384;
+
+    /// Most backends one service can have (slots `1..=MAX_BACKENDS` of
+    /// `LB_SVC`).
+    pub const MAX_BACKENDS: u32 = 1024;
+
+    /// Entries of `LB_SVC`: every service's slot 0 plus one slot per
+    /// backend, summed over all services (e.g. 16384 services with 15
+    /// backends each). Not preallocated: memory follows what is written.
+    pub const LB_SVC_ENTRIES: u32 = 262144;
+
+    /// Entries of `LB_STATS`: one counter per {service, backend}, as many
+    /// as there can be backend slots.
+    pub const LB_STATS_ENTRIES: u32 = LB_SVC_ENTRIES;
 }
 
 /// Map names as they appear in the object file and as pin file names.
@@ -90,6 +107,19 @@ pub mod map_names {
     /// Per-CPU hash: [`crate::PublishKey`] -> flows translated through that
     /// published port (`u64`).
     pub const PUBLISH_STATS: &str = "PUBLISH_STATS";
+    /// Hash: [`crate::lb::SvcKey`] -> [`crate::lb::SvcSlot`], the services'
+    /// frontends and backends (slot 0 the count, slots 1..=n the backends).
+    pub const LB_SVC: &str = "LB_SVC";
+    /// Array: service index -> round-robin cursor (`u64`), shared by every
+    /// CPU and advanced atomically.
+    pub const LB_RR: &str = "LB_RR";
+    /// Per-CPU hash: [`crate::lb::LbStatsKey`] -> backend selections
+    /// (`u64`).
+    pub const LB_STATS: &str = "LB_STATS";
+    /// Hash: host-side ifindex (`u32`) -> services it is a backend of
+    /// (`u32`, informational): endpoints whose replies may need translating
+    /// back to a virtual IP.
+    pub const LB_BACKEND: &str = "LB_BACKEND";
 }
 
 /// An IPv4 address as the maps store it: the four octets in network order,
@@ -226,11 +256,15 @@ pub enum DropReason {
     /// A packet of a translated flow the program cannot translate: an IPv4
     /// fragment other than the first (no ports to look the flow up by).
     NatFragment = 10,
+    /// A new flow to a service (its virtual IP, or a port published to it)
+    /// that has no backend right now: dropped rather than sent anywhere
+    /// stale. Host connections refused for the same reason count here too.
+    NoBackend = 11,
 }
 
 impl DropReason {
     /// All reasons, in value order.
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::Unknown,
         DropReason::Malformed,
         DropReason::NotIp,
@@ -242,6 +276,7 @@ impl DropReason {
         DropReason::NatNoPort,
         DropReason::CtMapFull,
         DropReason::NatFragment,
+        DropReason::NoBackend,
     ];
 
     /// Decodes a raw value read from a map; `None` for values this build does
@@ -259,6 +294,7 @@ impl DropReason {
             8 => Some(DropReason::NatNoPort),
             9 => Some(DropReason::CtMapFull),
             10 => Some(DropReason::NatFragment),
+            11 => Some(DropReason::NoBackend),
             _ => None,
         }
     }
@@ -277,6 +313,7 @@ impl DropReason {
             DropReason::NatNoPort => "nat_no_port",
             DropReason::CtMapFull => "ct_map_full",
             DropReason::NatFragment => "nat_fragment",
+            DropReason::NoBackend => "no_backend",
         }
     }
 }
@@ -433,6 +470,7 @@ mod tests {
         assert_eq!(DropReason::NatNoPort as u32, 8);
         assert_eq!(DropReason::CtMapFull as u32, 9);
         assert_eq!(DropReason::NatFragment as u32, 10);
+        assert_eq!(DropReason::NoBackend as u32, 11);
         assert_eq!(Direction::FromEndpoint as u32, 0);
         assert_eq!(Direction::ToEndpoint as u32, 1);
     }
@@ -555,20 +593,37 @@ pub struct PublishKey {
     pub _pad: u8,
 }
 
+/// [`PublishTarget::flags`]: the port is published to a service, not to
+/// one container. `addr` is then the service's virtual IP (its `LB_SVC`
+/// frontend), `ifindex` is 0 and `net_index` holds the service index; each
+/// new flow goes to a backend chosen round-robin (see [`lb`]).
+pub const PUBLISH_F_SERVICE: u16 = 1;
+
 /// `PUBLISH` map value: where a published port leads.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct PublishTarget {
-    /// Container IPv4 address, network byte order ([`ipv4_be`]).
+    /// Container IPv4 address, network byte order ([`ipv4_be`]); with
+    /// [`PUBLISH_F_SERVICE`] the service's virtual IP.
     pub addr: u32,
     /// Container port, network byte order.
     pub port: u16,
-    /// Zero.
-    pub _pad: u16,
-    /// The container's host-side veth ifindex.
+    /// `PUBLISH_F_*` bits (0 for a container target, which is what a
+    /// `PUBLISH` entry of a netd without services holds here).
+    pub flags: u16,
+    /// The container's host-side veth ifindex; 0 for a service.
     pub ifindex: u32,
-    /// The container's network index ([`EndpointInfo::net_index`]).
+    /// The container's network index ([`EndpointInfo::net_index`]); for a
+    /// service, the service index.
     pub net_index: u32,
+}
+
+impl PublishTarget {
+    /// Whether the port leads to a service (balanced) rather than one
+    /// container.
+    pub const fn is_service(&self) -> bool {
+        self.flags & PUBLISH_F_SERVICE != 0
+    }
 }
 
 /// `HOST_CFG` array map value, one entry (index 0): facts about the host.
@@ -612,7 +667,7 @@ mod publish_tests {
         assert_eq!(size_of::<PublishTarget>(), 16);
         assert_eq!(offset_of!(PublishTarget, addr), 0);
         assert_eq!(offset_of!(PublishTarget, port), 4);
-        assert_eq!(offset_of!(PublishTarget, _pad), 6);
+        assert_eq!(offset_of!(PublishTarget, flags), 6);
         assert_eq!(offset_of!(PublishTarget, ifindex), 8);
         assert_eq!(offset_of!(PublishTarget, net_index), 12);
         assert_eq!(size_of::<HostConfig>(), 16);
@@ -652,9 +707,17 @@ mod publish_tests {
 ///             T:tp -> R:rp  becomes  U:hp -> R:rp   key {T,R,tp,rp}  (netd_from_ep)
 /// hairpin     A:ap -> U:hp  becomes  G:xp -> T:tp   key {A,U,ap,hp}  (netd_from_ep of A)
 ///             T:tp -> G:xp  becomes  U:hp -> A:ap   key {T,G,tp,xp}  (netd_from_ep of T)
+/// service     C:cp -> V:vp  becomes  C:cp -> B:vp   key {C,V,cp,vp}  (netd_from_ep of C)
+///             B:vp -> C:cp  becomes  V:vp -> C:cp   key {B,C,vp,cp}  (netd_from_ep of B)
+/// self        C:cp -> V:vp  becomes  V:xp -> C:vp   key {C,V,cp,vp}  (netd_from_ep of C)
+///             C:vp -> V:xp  becomes  V:vp -> C:cp   key {C,V,vp,xp}  (netd_from_ep of C)
 /// ```
-/// (U uplink address, G the target network's gateway.) ICMP echo uses the
-/// identifier as the "port": `sport` = id for requests, `dport` = id for
+/// (U uplink address, G the target network's gateway, V a service's
+/// virtual IP, B the backend the load balancer chose; "self" is a client
+/// that the load balancer chose as its own backend: its source becomes the
+/// VIP, since a packet from its own address would be a martian to it. A
+/// port published to a service is "published" or "hairpin" with T = B.)
+/// ICMP echo uses the identifier as the "port": `sport` = id for requests, `dport` = id for
 /// replies, the other one 0, so that reversing a tuple works the same way.
 pub mod nat {
     /// `IPPROTO_ICMP`.
@@ -718,6 +781,10 @@ pub mod nat {
     /// The flow is a container reaching a published port through a host
     /// address (hairpin).
     pub const CT_F_HAIRPIN: u32 = 1 << 9;
+    /// The flow's destination was chosen by the load balancer: a container
+    /// to a service's virtual IP (then alone), or with [`CT_F_DNAT`] /
+    /// [`CT_F_HAIRPIN`] through a port published to a service.
+    pub const CT_F_LB: u32 = 1 << 10;
 
     /// `NAT_CT` key: a packet's tuple as it arrives. Addresses and ports in
     /// network byte order, as in the packet.
@@ -832,11 +899,15 @@ pub mod nat {
         PortCollisions = 5,
         /// Packets translated (every direction).
         TranslatedPackets = 6,
+        /// Flows created from a container to a service's virtual IP (the
+        /// flows through ports published to services count as `DnatFlows` /
+        /// `HairpinFlows`).
+        LbFlows = 7,
     }
 
     impl NatCounter {
         /// All counters, in value order.
-        pub const ALL: [NatCounter; 7] = [
+        pub const ALL: [NatCounter; 8] = [
             NatCounter::SnatFlows,
             NatCounter::DnatFlows,
             NatCounter::HairpinFlows,
@@ -844,6 +915,7 @@ pub mod nat {
             NatCounter::ExpiredFlows,
             NatCounter::PortCollisions,
             NatCounter::TranslatedPackets,
+            NatCounter::LbFlows,
         ];
 
         /// Stable, lower-case label (metrics).
@@ -856,6 +928,7 @@ pub mod nat {
                 NatCounter::ExpiredFlows => "expired_flows",
                 NatCounter::PortCollisions => "port_collisions",
                 NatCounter::TranslatedPackets => "translated_packets",
+                NatCounter::LbFlows => "lb_flows",
             }
         }
     }
@@ -958,5 +1031,172 @@ mod nat_tests {
             assert!(name.len() <= 15);
         }
         const { assert!(PORT_MIN < PORT_MAX) };
+    }
+}
+
+/// Services: a virtual IP (VIP) balanced round-robin over backends, in the
+/// kernel. The layout of `LB_SVC`, `LB_RR`, `LB_STATS` and `LB_BACKEND`.
+///
+/// # `LB_SVC`: frontend and backend slots in one hash
+/// A service is a run of entries with the same `{vip, port, proto}` and
+/// `slot` = 0..=n:
+/// ```text
+/// {vip, 0, 0, slot 0}  ->  {count: n, svc_index, ...}        the frontend
+/// {vip, 0, 0, slot i}  ->  {backend: B_i, ifindex: I_i, ...}  1 <= i <= n
+/// ```
+/// `port`/`proto` 0 mean every port and protocol (the only frontends netd
+/// writes today; the key has room for per-port frontends later). A new
+/// flow costs the slot 0 lookup, one atomic add on the service's `LB_RR`
+/// cursor `c`, and the lookup of slot `c % n + 1`: no loop over services or
+/// backends, whatever their number.
+///
+/// # Write order (the programs read whatever is there)
+/// The daemon writes the backends' bookkeeping (`LB_STATS`, `LB_BACKEND`)
+/// first, then slots 1..=n, then slot 0 with the count; when shrinking,
+/// slots beyond the new count are deleted after the count went down.
+/// Removing a service deletes slot 0 first. So every slot a program can
+/// reach through the count it read is a complete backend; the one race left
+/// (the count read just before a shrink, the slot deleted just after) is a
+/// missed lookup, which the program retries once with the count read again.
+/// A count of 0 is a service without backends: its new flows are dropped
+/// (`DropReason::NoBackend`).
+///
+/// # Round robin
+/// `LB_RR[svc_index]` is a `u64` shared by every CPU (an array, not per
+/// CPU) advanced with an atomic fetch-and-add, so N*k new flows in sequence
+/// hit each of N backends exactly k times, also after the backend list
+/// changed (any N*k consecutive cursor values cover every residue mod N k
+/// times). The chosen backend is recorded in `NAT_CT` (flag
+/// [`crate::nat::CT_F_LB`]), so a flow stays on it.
+pub mod lb {
+    /// [`SvcKey::slot`] of the frontend entry (the count).
+    pub const SLOT_FRONTEND: u32 = 0;
+
+    /// `LB_SVC` key. `vip` and `port` in network byte order.
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub struct SvcKey {
+        /// The service's virtual IP, [`crate::ipv4_be`].
+        pub vip: u32,
+        /// Frontend port, network byte order; 0 = every port.
+        pub port: u16,
+        /// IP protocol number; 0 = every protocol (TCP, UDP, ICMP echo).
+        pub proto: u8,
+        /// Zero.
+        pub _pad: u8,
+        /// 0: the frontend (count); 1..=count: the backends.
+        pub slot: u32,
+    }
+
+    impl SvcKey {
+        /// The key of slot `slot` of the every-port frontend of `vip`.
+        pub const fn new(vip: u32, slot: u32) -> SvcKey {
+            SvcKey {
+                vip,
+                port: 0,
+                proto: 0,
+                _pad: 0,
+                slot,
+            }
+        }
+    }
+
+    /// `LB_SVC` value; which fields mean something depends on the slot.
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+    pub struct SvcSlot {
+        /// Slots >= 1: the backend's address ([`crate::ipv4_be`]); slot 0: 0.
+        pub backend: u32,
+        /// Slots >= 1: the backend's host-side veth ifindex (where
+        /// `bpf_redirect_peer` delivers); slot 0: 0.
+        pub ifindex: u32,
+        /// Slot 0: the number of backends (slots 1..=count); others: 0.
+        pub count: u32,
+        /// The service index (`LB_RR` index, `LB_STATS` key), in every slot.
+        pub svc_index: u32,
+        /// Slots >= 1: the backend's port, network byte order; 0 = the
+        /// port the flow was sent to (the only value written today).
+        pub port: u16,
+        /// Zero.
+        pub _pad: u16,
+        /// Reserved, 0.
+        pub flags: u32,
+    }
+
+    /// `LB_STATS` key: one backend of one service.
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub struct LbStatsKey {
+        /// The service index.
+        pub svc_index: u32,
+        /// The backend's address, [`crate::ipv4_be`].
+        pub backend: u32,
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod_lb {
+    // SAFETY: `#[repr(C)]`, `Copy`, integers only with the padding spelled
+    // out (12 bytes, no implicit padding), any bit pattern valid.
+    unsafe impl aya::Pod for super::lb::SvcKey {}
+    // SAFETY: as above, 24 bytes of integers, no implicit padding.
+    unsafe impl aya::Pod for super::lb::SvcSlot {}
+    // SAFETY: as above, two `u32`s.
+    unsafe impl aya::Pod for super::lb::LbStatsKey {}
+}
+
+#[cfg(test)]
+mod lb_tests {
+    use core::mem::{align_of, offset_of, size_of};
+
+    use super::lb::*;
+    use super::*;
+
+    #[test]
+    fn lb_layouts() {
+        assert_eq!(size_of::<SvcKey>(), 12);
+        assert_eq!(align_of::<SvcKey>(), 4);
+        assert_eq!(offset_of!(SvcKey, vip), 0);
+        assert_eq!(offset_of!(SvcKey, port), 4);
+        assert_eq!(offset_of!(SvcKey, proto), 6);
+        assert_eq!(offset_of!(SvcKey, _pad), 7);
+        assert_eq!(offset_of!(SvcKey, slot), 8);
+        assert_eq!(size_of::<SvcSlot>(), 24);
+        assert_eq!(offset_of!(SvcSlot, backend), 0);
+        assert_eq!(offset_of!(SvcSlot, ifindex), 4);
+        assert_eq!(offset_of!(SvcSlot, count), 8);
+        assert_eq!(offset_of!(SvcSlot, svc_index), 12);
+        assert_eq!(offset_of!(SvcSlot, port), 16);
+        assert_eq!(offset_of!(SvcSlot, _pad), 18);
+        assert_eq!(offset_of!(SvcSlot, flags), 20);
+        assert_eq!(size_of::<LbStatsKey>(), 8);
+        assert_eq!(offset_of!(LbStatsKey, svc_index), 0);
+        assert_eq!(offset_of!(LbStatsKey, backend), 4);
+    }
+
+    #[test]
+    fn lb_names_and_sizes_fit() {
+        for name in [
+            map_names::LB_SVC,
+            map_names::LB_RR,
+            map_names::LB_STATS,
+            map_names::LB_BACKEND,
+        ] {
+            assert!(name.len() <= 15);
+        }
+        const {
+            assert!(limits::MAX_SERVICES * 2 <= limits::LB_SVC_ENTRIES);
+            assert!(limits::MAX_BACKENDS < limits::LB_SVC_ENTRIES);
+        };
+        let key = SvcKey::new(ipv4_be([10, 0, 0, 9]), 3);
+        assert_eq!((key.port, key.proto, key._pad, key.slot), (0, 0, 0, 3));
+        assert!(
+            PublishTarget {
+                flags: PUBLISH_F_SERVICE,
+                ..PublishTarget::default()
+            }
+            .is_service()
+        );
+        assert!(!PublishTarget::default().is_service());
     }
 }

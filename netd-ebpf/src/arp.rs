@@ -1,7 +1,8 @@
 //! ARP from a container, answered in the kernel.
 //!
-//! A container resolves only two kinds of address: its gateway and the other
-//! endpoints of its network. Both answers are in the maps (an endpoint's MAC
+//! A container resolves only three kinds of address: its gateway, the other
+//! endpoints of its network, and the virtual IPs of its network's services
+//! (answered with the gateway's MAC, see `lb`). Both answers are in the maps (an endpoint's MAC
 //! in `EP_MAP`, the gateway's derived from its address by
 //! `netd_common::mac_for_ipv4`), so the request is turned into the reply in
 //! place and sent straight back to the container with `bpf_redirect` to the
@@ -12,7 +13,7 @@ use aya_ebpf::{helpers::generated::bpf_redirect, programs::TcContext};
 use netd_common::{DropReason, EndpointInfo, mac_for_ipv4};
 
 use crate::{
-    VERDICT_NEXT, maps,
+    VERDICT_NEXT, lb, maps,
     parse::{self, EthArp},
     stats,
 };
@@ -30,8 +31,9 @@ const OP_REPLY: [u8; 2] = 2u16.to_be_bytes();
 /// - Ethernet source, sender MAC or sender IP not the endpoint's own:
 ///   `SpoofedSource` (so an ARP probe with sender 0.0.0.0 is dropped too;
 ///   netd's containers are configured statically and never probe).
-/// - A request for the gateway or for an endpoint of the same network: the
-///   reply, redirected back to the container (`TC_ACT_REDIRECT`).
+/// - A request for the gateway, a service's VIP or an endpoint of the same
+///   network: the reply, redirected back to the container
+///   (`TC_ACT_REDIRECT`).
 /// - A request for an address of another netd network: `CrossNetwork`;
 ///   for anything else: `ArpUnanswered`.
 /// - A reply, or a gratuitous request (target = sender): passed on to the
@@ -112,6 +114,10 @@ fn resolve(ep: &EndpointInfo, target: u32) -> Result<[u8; 6], DropReason> {
     match maps::network_of(target) {
         Some(net) if net.net_index != ep.net_index => Err(DropReason::CrossNetwork),
         Some(net) if net.gateway == target => Ok(mac_for_ipv4(target.to_ne_bytes())),
+        // A service's virtual IP: answered with the gateway's MAC, so the
+        // container sends VIP traffic towards the gateway and
+        // `netd_from_ep` balances it by destination address.
+        Some(net) if lb::frontend(target).is_some() => Ok(mac_for_ipv4(net.gateway.to_ne_bytes())),
         // An unused address of the own network, or no netd network at all.
         _ => Err(DropReason::ArpUnanswered),
     }

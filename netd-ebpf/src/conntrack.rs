@@ -16,11 +16,12 @@
 //!
 //! Ports: a new flow keeps its source port when the reverse tuple is free,
 //! else tries `PORT_TRIES - 1` more ports from a random start in
-//! `PORT_MIN..=PORT_MAX`. Claiming the reverse tuple is one
-//! `BPF_NOEXIST` insert, atomic against other CPUs.
+//! `PORT_MIN..=PORT_MAX` (in a `bpf_loop`, see [`create`]). Claiming the
+//! reverse tuple is one `BPF_NOEXIST` insert, atomic against other CPUs.
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
-    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    cty::c_void,
+    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_loop},
 };
 use netd_common::{
     DropReason,
@@ -217,6 +218,12 @@ fn reclaim(key: &CtKey, now: u64) -> bool {
 /// The translated source port is `key.sport` if the reverse tuple is free,
 /// else the first free one of up to `PORT_TRIES - 1` ports from a random
 /// start in the range.
+///
+/// Verifier note: the search runs in `bpf_loop` (Linux >= 5.17) rather than
+/// as a bounded loop. A bounded loop is verified once per iteration and per
+/// call site, and `netd_from_ep` creates flows on three paths (masquerade,
+/// hairpin, services), which together went past the verifier's budget of
+/// one million instructions; a `bpf_loop` callback is verified once.
 #[inline(always)]
 pub(crate) fn create(
     key: &CtKey,
@@ -224,56 +231,141 @@ pub(crate) fn create(
     rev: CtEntry,
     now: u64,
 ) -> Result<CtEntry, DropReason> {
-    let range = u32::from(PORT_MAX - PORT_MIN) + 1;
-    // SAFETY: plain helper call without arguments.
-    let start = unsafe { bpf_get_prandom_u32() } % range;
-    let rev_entry = CtEntry {
-        last_seen: now,
-        new_saddr: key.daddr,
-        new_daddr: key.saddr,
-        new_sport: key.dport,
-        new_dport: key.sport,
-        ifindex: rev.ifindex,
-        gateway: rev.gateway,
-        flags: rev.flags,
-    };
     fwd.last_seen = now;
-    // A bounded loop (verifier: the trip count is a constant, so it is
-    // accepted whether or not LLVM unrolls it).
-    for i in 0..PORT_TRIES {
-        let port = if i == 0 {
-            key.sport
-        } else {
-            // Host order in the range, stored in network order.
-            ((u32::from(PORT_MIN) + (start + i) % range) as u16).to_be()
-        };
-        let rev_key = CtKey {
-            saddr: fwd.new_daddr,
-            daddr: fwd.new_saddr,
-            sport: fwd.new_dport,
-            dport: port,
-            proto: key.proto,
-            _pad: [0; 3],
-        };
-        let claimed = match NAT_CT.insert(rev_key, rev_entry, BPF_NOEXIST as u64) {
-            Ok(()) => true,
-            Err(e) if e == -EEXIST => {
-                reclaim(&rev_key, now)
-                    && NAT_CT
-                        .insert(rev_key, rev_entry, BPF_NOEXIST as u64)
-                        .is_ok()
-            }
-            Err(_) => return Err(DropReason::CtMapFull),
-        };
-        if claimed {
-            fwd.new_sport = port;
+    let mut search = PortSearch {
+        key: *key,
+        rev_entry: CtEntry {
+            last_seen: now,
+            new_saddr: key.daddr,
+            new_daddr: key.saddr,
+            new_sport: key.dport,
+            new_dport: key.sport,
+            ifindex: rev.ifindex,
+            gateway: rev.gateway,
+            flags: rev.flags,
+        },
+        rev_saddr: fwd.new_daddr,
+        rev_daddr: fwd.new_saddr,
+        rev_sport: fwd.new_dport,
+        // SAFETY: plain helper call without arguments.
+        start: unsafe { bpf_get_prandom_u32() },
+        outcome: SEARCHING,
+        port: 0,
+        _pad: 0,
+        now,
+    };
+    // SAFETY: `try_port` has the signature `bpf_loop` calls back with, and
+    // `search` lives on this stack frame for the whole call.
+    unsafe {
+        bpf_loop(
+            PORT_TRIES,
+            try_port as *mut c_void,
+            (&raw mut search).cast(),
+            0,
+        )
+    };
+    match search.outcome {
+        CLAIMED => {
+            fwd.new_sport = search.port;
             if NAT_CT.insert(key, fwd, BPF_ANY as u64).is_err() {
-                let _ = NAT_CT.remove(rev_key);
+                let _ = NAT_CT.remove(search.rev_key());
                 return Err(DropReason::CtMapFull);
             }
-            return Ok(fwd);
+            Ok(fwd)
         }
-        count(NatCounter::PortCollisions);
+        FAILED => Err(DropReason::CtMapFull),
+        _ => Err(DropReason::NatNoPort),
     }
-    Err(DropReason::NatNoPort)
+}
+
+/// [`PortSearch::outcome`]: no free port yet.
+const SEARCHING: u32 = 0;
+/// A port was claimed (the reverse entry is inserted).
+const CLAIMED: u32 = 1;
+/// The map refused the reverse entry.
+const FAILED: u32 = 2;
+
+/// The state of [`create`]'s port search, shared with [`try_port`].
+#[repr(C)]
+struct PortSearch {
+    /// The packet's tuple.
+    key: CtKey,
+    /// The reverse entry to insert.
+    rev_entry: CtEntry,
+    /// The reverse tuple but its destination port (the port searched).
+    rev_saddr: u32,
+    rev_daddr: u32,
+    rev_sport: u16,
+    /// The port claimed (network order), with `CLAIMED`.
+    port: u16,
+    /// Random start of the search in the range.
+    start: u32,
+    /// `SEARCHING`, `CLAIMED` or `FAILED`.
+    outcome: u32,
+    _pad: u32,
+    now: u64,
+}
+
+impl PortSearch {
+    /// The reverse tuple with destination port `port`.
+    #[inline(always)]
+    fn rev_key_for(&self, port: u16) -> CtKey {
+        CtKey {
+            saddr: self.rev_saddr,
+            daddr: self.rev_daddr,
+            sport: self.rev_sport,
+            dport: port,
+            proto: self.key.proto,
+            _pad: [0; 3],
+        }
+    }
+
+    #[inline(always)]
+    fn rev_key(&self) -> CtKey {
+        self.rev_key_for(self.port)
+    }
+}
+
+/// One try of the port search (`bpf_loop` callback; `i` counts from 0):
+/// try 0 the packet's own source port, then ports from the random start.
+/// Returns 1 to stop the loop (a port was claimed or the map failed), 0 to
+/// go on.
+extern "C" fn try_port(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `PortSearch` on `create`'s stack, which outlives
+    // the loop; nothing else accesses it meanwhile.
+    let search = unsafe { &mut *ctx.cast::<PortSearch>() };
+    let range = u32::from(PORT_MAX - PORT_MIN) + 1;
+    let port = if i == 0 {
+        search.key.sport
+    } else {
+        // Host order in the range, stored in network order.
+        let offset = (search.start % range + i as u32) % range;
+        ((u32::from(PORT_MIN) + offset) as u16).to_be()
+    };
+    let rev_key = search.rev_key_for(port);
+    if same(&rev_key, &search.key) {
+        // Only for a flow translated to its own reverse (a client balanced
+        // to itself with equal ports): the two entries need distinct keys.
+        return 0;
+    }
+    let claimed = match NAT_CT.insert(rev_key, search.rev_entry, BPF_NOEXIST as u64) {
+        Ok(()) => true,
+        Err(e) if e == -EEXIST => {
+            reclaim(&rev_key, search.now)
+                && NAT_CT
+                    .insert(rev_key, search.rev_entry, BPF_NOEXIST as u64)
+                    .is_ok()
+        }
+        Err(_) => {
+            search.outcome = FAILED;
+            return 1;
+        }
+    };
+    if claimed {
+        search.port = port;
+        search.outcome = CLAIMED;
+        return 1;
+    }
+    count(NatCounter::PortCollisions);
+    0
 }

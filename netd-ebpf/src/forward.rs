@@ -19,11 +19,15 @@
 //! Before that, on non-internal networks, `nat` gets to translate what goes
 //! outside every netd network or to the own gateway (masquerade, hairpin,
 //! replies of published ports); what it translates it also redirects.
+//! A destination in the own subnet that is a service's virtual IP goes to
+//! `lb` (balanced to a backend, on internal networks too), and a packet to
+//! a peer from an endpoint marked as a backend is first offered to `lb` as
+//! a possible reply of a balanced flow.
 use aya_ebpf::{helpers::generated::bpf_redirect_peer, programs::TcContext};
 use netd_common::{DropReason, EndpointInfo, NET_F_INTERNAL, mac_for_ipv4};
 
 use crate::{
-    VERDICT_NEXT, maps, nat,
+    VERDICT_NEXT, lb, maps, nat,
     parse::{self, EthIpv4},
     stats,
 };
@@ -32,7 +36,9 @@ use crate::{
 ///
 /// Lookups: `EP_MAP` for the destination always; `NET_LPM` only when the
 /// destination is not an endpoint, and a second time (for the sender's own
-/// network) only when the destination is outside every netd network.
+/// network) only when the destination is outside every netd network;
+/// `LB_SVC` only for non-endpoint addresses of the own subnet; `LB_BACKEND`
+/// only for packets to peers.
 #[inline(always)]
 pub(crate) fn from_endpoint(ctx: &TcContext, ep: &EndpointInfo) -> Result<i32, DropReason> {
     let frame = parse::header::<EthIpv4>(ctx, 0)?;
@@ -52,8 +58,18 @@ pub(crate) fn from_endpoint(ctx: &TcContext, ep: &EndpointInfo) -> Result<i32, D
         if peer.net_index != ep.net_index {
             return Err(DropReason::CrossNetwork);
         }
-        // SAFETY: in bounds (checked above); direct packet writes are allowed
-        // for TC programs, the verifier unclones the skb first.
+        // A service's backend answering a client that called the VIP: the
+        // reply must come from the VIP.
+        if lb::is_backend(ep.ifindex)
+            && let Some(verdict) = lb::reply(ctx)?
+        {
+            return Ok(verdict);
+        }
+        // Verifier note: `lb::reply` may have pulled the packet, which
+        // invalidates `frame`; write through a freshly checked pointer.
+        let frame = parse::header::<EthIpv4>(ctx, 0)?;
+        // SAFETY: in bounds (checked by `header`); direct packet writes are
+        // allowed for TC programs, the verifier unclones the skb first.
         unsafe { (*frame.cast_mut()).eth.dst_addr = peer.mac };
         stats::count_delivered(peer.ifindex, ctx.len());
         // SAFETY: plain helper call. With flags 0 it records "ingress of the
@@ -64,6 +80,13 @@ pub(crate) fn from_endpoint(ctx: &TcContext, ep: &EndpointInfo) -> Result<i32, D
 
     let gateway = match maps::network_of(dst) {
         Some(net) if net.net_index == ep.net_index => {
+            // A service's virtual IP (an address of the subnet that no
+            // endpoint holds): balanced over its backends.
+            if let Some(fe) = lb::frontend(dst)
+                && let Some(verdict) = lb::from_endpoint(ctx, ep, &net, dst, &fe)?
+            {
+                return Ok(verdict);
+            }
             // The gateway is a host address: a published port there is
             // hairpin, and replies of hairpin flows come back to it.
             if dst == net.gateway

@@ -12,6 +12,9 @@
 // --workspace` work.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// `lb::fetch_add` is one instruction of inline assembly, still unstable on
+// BPF (the object is built with nightly).
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 mod arp;
 mod forward;
@@ -155,6 +158,11 @@ pub fn netd_post_bind4(ctx: aya_ebpf::programs::SockContext) -> i32 {
 mod conntrack;
 mod csum;
 mod nat;
+
+// Services (module `lb`): virtual IPs balanced round-robin, from
+// `netd_from_ep` (`forward`), the published-port paths (`nat`) and the
+// socket hooks (`sock`).
+mod lb;
 
 /// TCX ingress of the uplink: replies of masqueraded flows and connections
 /// to published ports from outside, translated and handed straight to the

@@ -151,3 +151,39 @@ pub(crate) static NAT_STATS: PerCpuArray<u64> =
 #[map]
 pub(crate) static PUBLISH_STATS: PerCpuHashMap<netd_common::PublishKey, u64> =
     PerCpuHashMap::pinned(netd_common::limits::MAX_PUBLISHED, BPF_F_NO_PREALLOC);
+
+// ---- Services (see `lb`) ----
+
+/// Services' frontends and backends: `SvcKey` -> `SvcSlot`, slot 0 the
+/// count, slots 1..=count the backends (layout and write order in
+/// `netd_common::lb`). Written only by the daemon
+/// (`Dataplane::set_service`). Not preallocated: a replaced element is
+/// swapped in whole, so a reader sees the old slot or the new one.
+/// Name: `map_names::LB_SVC`.
+#[map]
+pub(crate) static LB_SVC: aya_ebpf::maps::HashMap<
+    netd_common::lb::SvcKey,
+    netd_common::lb::SvcSlot,
+> = aya_ebpf::maps::HashMap::pinned(netd_common::limits::LB_SVC_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// Service index -> round-robin cursor. A plain (shared) array on purpose:
+/// the cursor is advanced with an atomic fetch-and-add by every CPU, so
+/// sequential new flows go to consecutive backends whichever CPU handles
+/// them. Name: `map_names::LB_RR`.
+#[map]
+pub(crate) static LB_RR: aya_ebpf::maps::Array<u64> =
+    aya_ebpf::maps::Array::pinned(netd_common::limits::MAX_SERVICES, 0);
+
+/// {service index, backend} -> flows the load balancer sent there. The
+/// daemon creates the entries with the backend's slot; the programs only
+/// bump existing ones. Name: `map_names::LB_STATS`.
+#[map]
+pub(crate) static LB_STATS: PerCpuHashMap<netd_common::lb::LbStatsKey, u64> =
+    PerCpuHashMap::pinned(netd_common::limits::LB_STATS_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// Host-side ifindex -> 1: endpoints that are (or recently were) a
+/// service's backend, so whose packets to their peers may be replies that
+/// must come back from a VIP. Only these pay the conntrack lookup on the
+/// peer-to-peer path. Name: `map_names::LB_BACKEND`.
+#[map]
+pub(crate) static LB_BACKEND: HashMap<u32, u32> = HashMap::pinned(MAX_ENDPOINTS, BPF_F_NO_PREALLOC);

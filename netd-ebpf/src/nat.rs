@@ -49,11 +49,17 @@
 //! needed" back (TCP's MSS normally prevents it). ICMP errors about a
 //! translated flow are not translated.
 //!
+//! A port published to a service (`PublishTarget::flags` has
+//! `PUBLISH_F_SERVICE`) is translated the same way, to the backend `lb`
+//! picks for each new flow (flows marked `CT_F_LB` too); a service without
+//! backends drops the new flow (`NoBackend`).
+//!
 //! Per-packet cost: `HOST_CFG` (array) and `NAT_CT` lookups for packets of
 //! known flows; a new flow adds at most two `PUBLISH` lookups, a
-//! `HOST_ADDRS` lookup and the inserts. No loop over ports or services;
+//! `HOST_ADDRS` lookup and the inserts (for a service, `lb`'s two
+//! `LB_SVC` lookups and the cursor). No loop over ports or services;
 //! the only loop is the bounded port search of a new flow whose port is
-//! taken.
+//! taken (in `bpf_loop`, see `conntrack::create`).
 use core::ptr;
 
 use aya_ebpf::{
@@ -73,7 +79,7 @@ use crate::{
     VERDICT_NEXT,
     conntrack::{self, Hit, TCP_ACK, TCP_RST, TCP_SYN},
     csum::{self, IP_DST_OFF, IP_SRC_OFF, L4Csum},
-    maps,
+    lb, maps,
     parse::{self, EthIpv4},
     stats,
 };
@@ -88,21 +94,21 @@ const LOOPBACK_NET: u32 = netd_common::ipv4_be([127, 0, 0, 0]);
 const LOOPBACK_MASK: u32 = netd_common::ipv4_be([255, 0, 0, 0]);
 
 /// A packet NAT can translate.
-struct Packet {
+pub(crate) struct Packet {
     /// Its tuple (ICMP echo: the identifier as `sport` for requests, as
     /// `dport` for replies).
-    key: CtKey,
+    pub(crate) key: CtKey,
     /// Offset of the L4 header in the frame.
     l4: usize,
     /// TCP flags byte (0 for other protocols).
-    tcp_flags: u8,
-    ttl: u8,
+    pub(crate) tcp_flags: u8,
+    pub(crate) ttl: u8,
     /// ICMP echo request (the identifier is `key.sport`).
     icmp_request: bool,
 }
 
 /// What [`parse`] found.
-enum Parsed {
+pub(crate) enum Parsed {
     Packet(Packet),
     /// A fragment other than the first: no L4 header.
     Fragment,
@@ -113,7 +119,7 @@ enum Parsed {
 /// Reads the tuple of the IPv4 packet in the frame. `Err` only for headers
 /// that are cut short or impossible.
 #[inline(always)]
-fn parse(ctx: &TcContext) -> Result<Parsed, DropReason> {
+pub(crate) fn parse(ctx: &TcContext) -> Result<Parsed, DropReason> {
     let frame = parse::header::<EthIpv4>(ctx, 0)?;
     // SAFETY: `header` checked that the 34 bytes are in the packet; the
     // values are copied out before any helper runs.
@@ -228,7 +234,7 @@ fn target_network(target: &PublishTarget) -> Option<NetworkInfo> {
 /// Rewrites the packet to the tuple of `entry` and hands it on. Returns the
 /// verdict (a redirect).
 #[inline(always)]
-fn translate(ctx: &TcContext, p: &Packet, hit: &Hit) -> Result<i32, DropReason> {
+pub(crate) fn translate(ctx: &TcContext, p: &Packet, hit: &Hit) -> Result<i32, DropReason> {
     let e = &hit.entry;
     let k = &p.key;
     let l4 = L4Csum::new(k.proto, p.l4);
@@ -283,7 +289,7 @@ fn translate(ctx: &TcContext, p: &Packet, hit: &Hit) -> Result<i32, DropReason> 
 /// Creates the flow for `p` (see `conntrack::create`) and translates the
 /// packet.
 #[inline(always)]
-fn start_flow(
+pub(crate) fn start_flow(
     ctx: &TcContext,
     p: &Packet,
     fwd: CtEntry,
@@ -354,23 +360,26 @@ pub(crate) fn from_endpoint(
         let Some(tnet) = target_network(&target) else {
             return Ok(None);
         };
+        // A container, or the next backend of a service.
+        let dest = lb::destination(&target)?;
         let fwd = CtEntry {
             new_saddr: tnet.gateway,
-            new_daddr: target.addr,
+            new_daddr: dest.addr,
             new_dport: target.port,
-            ifindex: target.ifindex,
+            ifindex: dest.ifindex,
             gateway: tnet.gateway,
-            flags: CT_F_HAIRPIN,
+            flags: CT_F_HAIRPIN | dest.ct_flags,
             ..CtEntry::default()
         };
         let rev = CtEntry {
             ifindex: ep.ifindex,
             gateway: own.gateway,
-            flags: CT_F_HAIRPIN | CT_F_REPLY,
+            flags: CT_F_HAIRPIN | CT_F_REPLY | dest.ct_flags,
             ..CtEntry::default()
         };
         let verdict = start_flow(ctx, &p, fwd, rev, now, NatCounter::HairpinFlows)?;
         count_published(&pkey);
+        dest.count();
         return Ok(Some(verdict));
     }
     if daddr & LOOPBACK_MASK == LOOPBACK_NET {
@@ -455,21 +464,23 @@ pub(crate) fn uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
     let Some(tnet) = target_network(&target) else {
         return Ok(VERDICT_NEXT);
     };
+    let dest = lb::destination(&target)?;
     let fwd = CtEntry {
         new_saddr: p.key.saddr,
-        new_daddr: target.addr,
+        new_daddr: dest.addr,
         new_dport: target.port,
-        ifindex: target.ifindex,
+        ifindex: dest.ifindex,
         gateway: tnet.gateway,
-        flags: CT_F_DNAT,
+        flags: CT_F_DNAT | dest.ct_flags,
         ..CtEntry::default()
     };
     let rev = CtEntry {
         ifindex: host.uplink_ifindex,
-        flags: CT_F_DNAT | CT_F_REPLY | CT_F_TO_UPLINK,
+        flags: CT_F_DNAT | CT_F_REPLY | CT_F_TO_UPLINK | dest.ct_flags,
         ..CtEntry::default()
     };
     let verdict = start_flow(ctx, &p, fwd, rev, now, NatCounter::DnatFlows)?;
     count_published(&pkey);
+    dest.count();
     Ok(verdict)
 }

@@ -22,6 +22,18 @@
 //!   the connections that would be redirected away from it (what Cilium
 //!   does).
 //!
+//! # Services
+//! The same rewrite balances the host's own connections to a service
+//! (`lb`): `connect()`/`sendto()` to a virtual IP (any port) goes to the
+//! next backend round-robin on the same port, and a port published to a
+//! service to the next backend on the target port; the round-robin cursor
+//! is the one the TC paths use. UDP replies show the VIP (or the published
+//! address) through `netd_recvmsg4` as above. A service without backends
+//! refuses the call with `ECONNREFUSED` (counted as a `NoBackend` drop).
+//! A connected socket (TCP, connected UDP) stays on its backend for its
+//! whole life; an unconnected UDP socket has no flow to stay on, so each
+//! `sendto()` is balanced on its own.
+//!
 //! # Scope: only the daemon's network namespace
 //! cgroup hooks attached to the cgroup v2 root see the sockets of *every*
 //! process, whatever network namespace it lives in: containers, other
@@ -51,14 +63,14 @@ use aya_ebpf::{
     helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_set_retval},
     programs::{SockAddrContext, SockContext},
 };
-use netd_common::{HostConfig, PublishKey, PublishTarget, ipv4_be};
+use netd_common::{Direction, HostConfig, PublishKey, PublishTarget, ipv4_be};
 
-use crate::maps;
+use crate::{lb, maps, stats};
 
 /// Return value of a cgroup socket program: let the call go on.
 pub(crate) const SOCK_ALLOW: i32 = 1;
-/// Return value of `post_bind4`: refuse the call (with the error set by
-/// `bpf_set_retval`, `EPERM` if none was set).
+/// Return value of `post_bind4`, `connect4` and `sendmsg4`: refuse the call
+/// (with the error set by `bpf_set_retval`, `EPERM` if none was set).
 const SOCK_REFUSE: i32 = 0;
 
 const IPPROTO_TCP: u32 = 6;
@@ -66,6 +78,8 @@ const IPPROTO_UDP: u32 = 17;
 /// `EADDRINUSE` (asm-generic/errno.h, the same on every Linux architecture
 /// netd targets).
 const EADDRINUSE: i32 = 98;
+/// `ECONNREFUSED` (asm-generic/errno.h).
+const ECONNREFUSED: i32 = 111;
 
 /// 127.0.0.0/8 as [`ipv4_be`] network and mask (byte-wise, so endianness
 /// does not matter).
@@ -106,16 +120,14 @@ pub(crate) type UdpRevValue = PublishKey;
 /// `connect()` of any IPv4 socket in any namespace.
 #[inline(always)]
 pub(crate) fn connect4(ctx: &SockAddrContext) -> i32 {
-    redirect(ctx);
-    SOCK_ALLOW
+    redirect(ctx)
 }
 
 /// `sendto()`/`sendmsg()` with a destination address, UDP (and raw/ICMP
 /// sockets, which are skipped).
 #[inline(always)]
 pub(crate) fn sendmsg4(ctx: &SockAddrContext) -> i32 {
-    redirect(ctx);
-    SOCK_ALLOW
+    redirect(ctx)
 }
 
 /// `recvfrom()`/`recvmsg()` of UDP asking for the source address: undo the
@@ -197,31 +209,63 @@ pub(crate) fn post_bind4(ctx: &SockContext) -> i32 {
     SOCK_REFUSE
 }
 
-/// The destination rewrite shared by `connect4` and `sendmsg4`. A UDP
-/// socket connected here keeps the rewritten destination for every later
-/// `send()` (which runs no hook), and its replies pass the kernel's
+/// The destination rewrite shared by `connect4` and `sendmsg4`: a
+/// published port becomes its container (or, published to a service, the
+/// next backend), a service's virtual IP the next backend (same port). A
+/// UDP socket connected here keeps the rewritten destination for every
+/// later `send()` (which runs no hook), and its replies pass the kernel's
 /// connected-peer check because they do come from the container.
+///
+/// Returns the hook's verdict: the call goes on, except for a new flow to
+/// a service without backends, refused with `ECONNREFUSED` (and counted as
+/// a `NoBackend` drop) rather than sent to an address nobody answers.
 #[inline(always)]
-fn redirect(ctx: &SockAddrContext) {
+fn redirect(ctx: &SockAddrContext) -> i32 {
     let sa = ctx.sock_addr;
     // SAFETY: context field reads of the address the application passed.
     let (protocol, dst, port) = unsafe { ((*sa).protocol, (*sa).user_ip4, (*sa).user_port) };
     if protocol != IPPROTO_TCP && protocol != IPPROTO_UDP {
-        return;
+        return SOCK_ALLOW;
     }
     let cfg = maps::host_config();
-    if cfg.netns_cookie == 0 || !is_host_addr(dst, &cfg) {
-        return;
-    }
-    // SAFETY: the helper only reads the context's socket.
-    if unsafe { bpf_get_netns_cookie(ctx.as_ptr()) } != cfg.netns_cookie {
-        return;
+    if cfg.netns_cookie == 0 {
+        return SOCK_ALLOW;
     }
     let port = port as u16;
     let proto = protocol as u8;
-    let Some(target) = published(dst, port, proto) else {
-        return;
+    let host = is_host_addr(dst, &cfg);
+    // A service's VIP: looked up only for addresses that are not the
+    // host's (a VIP is an address of a network's subnet that nobody holds).
+    let frontend = if host { None } else { lb::frontend(dst) };
+    if !host && frontend.is_none() {
+        return SOCK_ALLOW;
+    }
+    // SAFETY: the helper only reads the context's socket.
+    if unsafe { bpf_get_netns_cookie(ctx.as_ptr()) } != cfg.netns_cookie {
+        return SOCK_ALLOW;
+    }
+    let chosen = match frontend {
+        Some(fe) => lb::select(dst, &fe).map(|b| (b.ip, port, Some(b))),
+        None => {
+            let Some(target) = published(dst, port, proto) else {
+                return SOCK_ALLOW;
+            };
+            lb::destination(&target).map(|d| (d.addr, target.port, d.backend()))
+        }
     };
+    let (new_addr, new_port, backend) = match chosen {
+        Ok(c) => c,
+        Err(reason) => {
+            stats::count_drop(reason, Direction::FromEndpoint);
+            // SAFETY: sets the cgroup run context's return value; no
+            // memory access.
+            unsafe { bpf_set_retval(-ECONNREFUSED) };
+            return SOCK_REFUSE;
+        }
+    };
+    if let Some(b) = &backend {
+        lb::count(b);
+    }
     if protocol == IPPROTO_UDP {
         // Remember the original destination before rewriting, for
         // `recvmsg4`. Only written when missing or different: a busy UDP
@@ -230,8 +274,8 @@ fn redirect(ctx: &SockAddrContext) {
         let key = UdpRevKey {
             // SAFETY: the helper only reads the context's socket.
             cookie: unsafe { bpf_get_socket_cookie(ctx.as_ptr()) },
-            addr: target.addr,
-            port: target.port,
+            addr: new_addr,
+            port: new_port,
             _pad: 0,
         };
         let orig = UdpRevValue {
@@ -254,9 +298,10 @@ fn redirect(ctx: &SockAddrContext) {
     // SAFETY: 4-byte context stores, as the kernel requires for these
     // fields; they change the address the syscall goes on with.
     unsafe {
-        (*sa).user_ip4 = target.addr;
-        (*sa).user_port = u32::from(target.port);
+        (*sa).user_ip4 = new_addr;
+        (*sa).user_port = u32::from(new_port);
     }
+    SOCK_ALLOW
 }
 
 /// Whether `addr` ([`ipv4_be`]) is one of this host's addresses. 0.0.0.0

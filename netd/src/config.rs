@@ -45,6 +45,11 @@ pub struct DaemonArgs {
     /// so that several daemons can share one machine. 1-4 of [a-z0-9].
     #[arg(long, value_name = "PREFIX")]
     pub prefix: Option<String>,
+    /// Upstream resolver of the embedded DNS server, for names that are not
+    /// containers' or services' (repeatable, tried in order; default: the
+    /// nameservers of the host's /etc/resolv.conf).
+    #[arg(long = "dns", value_name = "IP[:PORT]", value_parser = parse_dns_server)]
+    pub dns: Vec<SocketAddr>,
 }
 
 /// The TOML file: the same settings as the flags, with the same names.
@@ -59,6 +64,8 @@ pub struct FileConfig {
     pub cluster_store: Option<String>,
     pub advertise_addr: Option<IpAddr>,
     pub prefix: Option<String>,
+    /// `["IP[:PORT]", ...]`, as `--dns`.
+    pub dns: Option<Vec<String>>,
 }
 
 /// The settings the daemon runs with, every value decided.
@@ -73,6 +80,8 @@ pub struct Settings {
     pub cluster_store: Option<String>,
     pub advertise_addr: Option<IpAddr>,
     pub prefix: String,
+    /// Upstreams of the embedded DNS server; empty: the host's resolvers.
+    pub dns: Vec<SocketAddr>,
 }
 
 impl Default for Settings {
@@ -86,6 +95,7 @@ impl Default for Settings {
             cluster_store: None,
             advertise_addr: None,
             prefix: "netd".into(),
+            dns: Vec::new(),
         }
     }
 }
@@ -104,6 +114,8 @@ pub enum ConfigError {
     },
     #[error("invalid prefix {0:?}: use 1 to 4 characters from [a-z0-9]")]
     Prefix(String),
+    #[error("invalid dns server {0:?}: {1}")]
+    Dns(String, String),
 }
 
 impl Settings {
@@ -138,6 +150,17 @@ impl Settings {
             cluster_store: args.cluster_store.clone().or(file.cluster_store),
             advertise_addr: args.advertise_addr.or(file.advertise_addr),
             prefix: args.prefix.clone().or(file.prefix).unwrap_or(d.prefix),
+            dns: if !args.dns.is_empty() {
+                args.dns.clone()
+            } else {
+                match file.dns {
+                    Some(list) => list
+                        .iter()
+                        .map(|s| parse_dns_server(s).map_err(|e| ConfigError::Dns(s.clone(), e)))
+                        .collect::<Result<_, _>>()?,
+                    None => d.dns,
+                }
+            },
         };
         let p = &s.prefix;
         if p.is_empty()
@@ -150,6 +173,16 @@ impl Settings {
         }
         Ok(s)
     }
+}
+
+/// `IP` (port 53), `IP:PORT`, `[IPv6]:PORT`.
+pub fn parse_dns_server(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    s.parse::<SocketAddr>().map_err(|_| {
+        "expected IP or IP:PORT (e.g. 192.0.2.53, 192.0.2.53:5353, [2001:db8::53]:53)".into()
+    })
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -209,6 +242,41 @@ mod tests {
             Settings::layer(FileConfig::default(), &args),
             Err(ConfigError::Prefix(_))
         ));
+    }
+
+    #[test]
+    fn dns_servers_from_flags_or_file() {
+        let file: FileConfig = toml::from_str(r#"dns = ["192.0.2.1", "192.0.2.2:5353"]"#).unwrap();
+        let s = Settings::layer(file.clone(), &DaemonArgs::default()).unwrap();
+        assert_eq!(
+            s.dns,
+            vec![
+                "192.0.2.1:53".parse::<SocketAddr>().unwrap(),
+                "192.0.2.2:5353".parse().unwrap()
+            ]
+        );
+        let args = DaemonArgs {
+            dns: vec![parse_dns_server("2001:db8::1").unwrap()],
+            ..Default::default()
+        };
+        let s = Settings::layer(file, &args).unwrap();
+        assert_eq!(
+            s.dns,
+            vec!["[2001:db8::1]:53".parse().unwrap()],
+            "flags win"
+        );
+        assert!(
+            Settings::layer(FileConfig::default(), &DaemonArgs::default())
+                .unwrap()
+                .dns
+                .is_empty()
+        );
+        let bad: FileConfig = toml::from_str(r#"dns = ["resolver.example"]"#).unwrap();
+        assert!(matches!(
+            Settings::layer(bad, &DaemonArgs::default()),
+            Err(ConfigError::Dns(..))
+        ));
+        assert!(parse_dns_server("1.2.3.4:x").is_err());
     }
 
     #[test]

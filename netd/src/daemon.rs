@@ -17,6 +17,7 @@ use tracing::info;
 use crate::api;
 use crate::config::{DaemonArgs, Settings};
 use crate::dataplane::Dataplane;
+use crate::dns::DnsConfig;
 use crate::engine::{Engine, EngineConfig};
 use crate::metrics::Metrics;
 use crate::netlink::Netlink;
@@ -31,7 +32,9 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("NETD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // hickory's server logs every query at info: keep that to
+                // NETD_LOG=...,hickory_server=info.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -68,6 +71,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
             prefix: s.prefix.clone(),
             log_dir: s.state_dir.join("logs"),
             uplink,
+            dns: DnsConfig::new(s.dns.clone(), &s.prefix),
         },
         Box::new(store),
         netlink,
@@ -98,7 +102,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
             .into_future(),
     );
     let metrics_server = tokio::spawn(
-        axum::serve(metrics_listener, metrics.router(engine))
+        axum::serve(metrics_listener, metrics.router(engine.clone()))
             .with_graceful_shutdown(stopped(stop_rx))
             .into_future(),
     );
@@ -112,6 +116,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
     }
     notify::stopping();
     let _ = stop_tx.send(true);
+    engine.lock().await.shutdown();
     api_server.await??;
     metrics_server.await??;
     let _ = fs::remove_file(&s.socket);

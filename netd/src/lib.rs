@@ -9,6 +9,7 @@
 //! - `netlink`: namespaces, links, addresses and routes (rtnetlink).
 //! - `sandbox`: processes inside container namespaces.
 //! - `dataplane`: loading, pinning and attaching the eBPF programs; map access.
+//! - `dns`: the embedded DNS server of user-defined networks.
 //! - `uplink`: the interface to the outside (masquerade, published ports).
 //! - `daemon`, `config`, `metrics`, `notify`: the long-running process.
 
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod dns;
 pub mod engine;
 pub mod error;
 pub mod ipam;

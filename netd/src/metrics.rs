@@ -254,6 +254,33 @@ impl Collector for Snapshot {
             ConstCounter::new(p.flows).encode(per_port.encode_family(&labels)?)?;
         }
 
+        let mut lb = enc.encode_descriptor(
+            "netd_lb_selections",
+            "New flows the load balancer sent to each service backend",
+            None,
+            MetricType::Counter,
+        )?;
+        for (service, backend, n) in &self.traffic.lb {
+            let backend = backend.to_string();
+            let labels = vec![("service", service.as_str()), ("backend", backend.as_str())];
+            ConstCounter::new(*n).encode(lb.encode_family(&labels)?)?;
+        }
+        let mut dns = enc.encode_descriptor(
+            "netd_dns_queries",
+            "Queries to the embedded DNS server, by outcome",
+            None,
+            MetricType::Counter,
+        )?;
+        let d = &self.traffic.dns;
+        for (outcome, n) in [
+            ("answered", d.answered_local),
+            ("forwarded", d.forwarded),
+            ("nxdomain", d.nxdomain),
+            ("failed", d.failed),
+        ] {
+            ConstCounter::new(n).encode(dns.encode_family(&vec![("outcome", outcome)])?)?;
+        }
+
         let mut drops = enc.encode_descriptor(
             "netd_drops",
             "Packets dropped by the datapath, by reason",

@@ -208,6 +208,33 @@ pub struct Container {
     /// Published ports, translated to the first endpoint.
     #[serde(default)]
     pub ports: Vec<PortBinding>,
+    /// The id of the service this container is a replica (backend) of.
+    #[serde(default)]
+    pub service: Option<String>,
+}
+
+/// A service (`netd service create`): a virtual IP on one network whose
+/// new connections are balanced round-robin over its replicas, on every
+/// TCP/UDP port. Replicas are containers whose `service` names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    /// 64 hex characters.
+    pub id: String,
+    pub name: String,
+    pub created: String,
+    pub network_id: String,
+    /// The virtual IP, from the network's pool.
+    pub vip: Ipv4Addr,
+    /// Replicas netd runs itself (`NAME.1`..`NAME.N`); containers that join
+    /// with `--service` come on top.
+    pub replicas: u32,
+    /// What each replica runs; empty for a service of user containers only.
+    pub cmd: Vec<String>,
+    /// Published ports (`-p HOST:PORT`), answered on the host and balanced.
+    #[serde(default)]
+    pub ports: Vec<PortBinding>,
+    /// Small number unique per daemon, used by the datapath's tables.
+    pub index: u32,
 }
 
 /// Everything the store persists, as one consistent snapshot.
@@ -215,6 +242,8 @@ pub struct Container {
 pub struct State {
     pub networks: BTreeMap<String, Network>,
     pub containers: BTreeMap<String, Container>,
+    #[serde(default)]
+    pub services: BTreeMap<String, Service>,
 }
 
 impl State {
@@ -247,6 +276,32 @@ impl State {
             (Some(c), None) if !key.is_empty() => Some(c),
             _ => None,
         }
+    }
+
+    /// Finds a service by id, name, then unique id prefix.
+    pub fn find_service(&self, key: &str) -> Option<&Service> {
+        if let Some(s) = self.services.get(key) {
+            return Some(s);
+        }
+        if let Some(s) = self.services.values().find(|s| s.name == key) {
+            return Some(s);
+        }
+        let mut by_prefix = self.services.values().filter(|s| s.id.starts_with(key));
+        match (by_prefix.next(), by_prefix.next()) {
+            (Some(s), None) if !key.is_empty() => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The containers backing a service, in name order.
+    pub fn replicas_of<'a>(&'a self, service_id: &'a str) -> Vec<&'a Container> {
+        let mut v: Vec<&Container> = self
+            .containers
+            .values()
+            .filter(|c| c.service.as_deref() == Some(service_id))
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
     }
 
     /// Endpoints attached to a network, with the container each belongs to.

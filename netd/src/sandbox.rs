@@ -4,10 +4,18 @@
 //! The namespace is entered with `setns` in a `pre_exec` hook, i.e. in the
 //! forked child just before `exec`, where only that single-threaded child is
 //! affected; the daemon's own threads never change namespace.
+//!
+//! Like `ip netns exec NAME`, the child then gets the files of
+//! `/etc/netns/NAME/` (the container's resolv.conf, written by `dns`)
+//! bind-mounted over their namesakes in `/etc`, in a mount namespace of its
+//! own whose mounts are slaves of the host's, so nothing leaks back to the
+//! host and `ip netns exec` users see the same files.
 
+use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
@@ -40,7 +48,13 @@ pub fn spawn(netns: Option<&Path>, cmd: &[String], log: &Path) -> io::Result<u32
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
-    prepare_child(&mut command, ns.as_ref().map(|f| f.as_raw_fd()), true);
+    let mounts = netns.map(etc_mounts).unwrap_or_default();
+    prepare_child(
+        &mut command,
+        ns.as_ref().map(|f| f.as_raw_fd()),
+        mounts,
+        true,
+    );
     let mut child = command.spawn().map_err(|e| exec_error(program, e))?;
     drop(ns);
     let pid = child.id();
@@ -66,7 +80,13 @@ pub fn exec(netns: Option<&Path>, cmd: &[String]) -> io::Result<ExitStatus> {
     let ns = netns.map(open_netns).transpose()?;
     let mut command = Command::new(program);
     command.args(args);
-    prepare_child(&mut command, ns.as_ref().map(|f| f.as_raw_fd()), false);
+    let mounts = netns.map(etc_mounts).unwrap_or_default();
+    prepare_child(
+        &mut command,
+        ns.as_ref().map(|f| f.as_raw_fd()),
+        mounts,
+        false,
+    );
     let mut child = command.spawn().map_err(|e| exec_error(program, e))?;
     drop(ns);
     child.wait()
@@ -180,14 +200,85 @@ fn open_netns(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// Where `ip netns exec` looks for per-namespace files (`NAME/resolv.conf`).
+pub const ETC_NETNS: &str = crate::dns::RESOLV_DIR;
+
+/// The bind mounts `ip netns exec` makes for the namespace at `netns`
+/// (named by its file name): every file of `/etc/netns/NAME/` over the
+/// file of the same name in `/etc`. Read before forking, so the child only
+/// makes syscalls.
+fn etc_mounts(netns: &Path) -> Vec<(CString, CString)> {
+    let Some(name) = netns.file_name() else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(Path::new(ETC_NETNS).join(name)) else {
+        return Vec::new();
+    };
+    let mut mounts: Vec<(CString, CString)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let src = CString::new(e.path().as_os_str().as_bytes()).ok()?;
+            let dst =
+                CString::new(Path::new("/etc").join(e.file_name()).as_os_str().as_bytes()).ok()?;
+            Some((src, dst))
+        })
+        .collect();
+    mounts.sort();
+    mounts
+}
+
 /// Installs the hook that runs in the forked child before exec.
-fn prepare_child(command: &mut Command, netns_fd: Option<RawFd>, new_session: bool) {
+fn prepare_child(
+    command: &mut Command,
+    netns_fd: Option<RawFd>,
+    etc_mounts: Vec<(CString, CString)>,
+    new_session: bool,
+) {
     let hook = move || {
         if let Some(fd) = netns_fd {
             // SAFETY: fd is the parent's open nsfs descriptor, inherited by
             // this forked, single-threaded child; setns is async-signal-safe.
             if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
                 return Err(io::Error::last_os_error());
+            }
+        }
+        if !etc_mounts.is_empty() {
+            // What `ip netns exec` does: a private mount namespace whose
+            // mounts receive the host's but never propagate back, then the
+            // namespace's files over /etc's.
+            // SAFETY: unshare takes no pointers; it affects only this
+            // single-threaded child.
+            if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: valid NUL-terminated strings; a propagation change
+            // ignores source, fstype and data.
+            if unsafe {
+                libc::mount(
+                    c"none".as_ptr(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_SLAVE | libc::MS_REC,
+                    std::ptr::null(),
+                )
+            } != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            for (src, dst) in &etc_mounts {
+                // Best effort, as `ip netns exec` (which warns): a file that
+                // vanished or has no counterpart in /etc is skipped.
+                // SAFETY: src and dst are NUL-terminated strings built
+                // before the fork and alive for the whole call.
+                unsafe {
+                    libc::mount(
+                        src.as_ptr(),
+                        dst.as_ptr(),
+                        c"none".as_ptr(),
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    )
+                };
             }
         }
         // SAFETY: setsid takes no arguments; the forked child is not a group
@@ -210,9 +301,10 @@ fn prepare_child(command: &mut Command, netns_fd: Option<RawFd>, new_session: bo
         };
         Ok(())
     };
-    // SAFETY: the hook only makes async-signal-safe syscalls (setns, setsid,
-    // close_range) and allocates nothing, as required after fork in a
-    // possibly multi-threaded parent.
+    // SAFETY: the hook only makes async-signal-safe syscalls (setns,
+    // unshare, mount, setsid, close_range) on data prepared before the fork
+    // and allocates nothing, as required after fork in a possibly
+    // multi-threaded parent.
     unsafe { command.pre_exec(hook) };
 }
 

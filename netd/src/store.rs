@@ -127,6 +127,7 @@ mod tests {
                 endpoints: vec![],
                 process: None,
                 ports: vec![],
+                service: None,
             },
         );
         store.save(&s).unwrap();

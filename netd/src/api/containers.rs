@@ -163,6 +163,7 @@ pub fn container_spec(
         },
         ports,
         cmd,
+        service: req.service.filter(|s| !s.is_empty()),
     })
 }
 
@@ -256,7 +257,7 @@ pub fn container_json(
 }
 
 /// Docker's `NetworkSettings.Ports`: container port -> host bindings.
-fn ports_json(ports: &[PortBinding]) -> BTreeMap<String, Vec<PortBindingJson>> {
+pub fn ports_json(ports: &[PortBinding]) -> BTreeMap<String, Vec<PortBindingJson>> {
     let mut out: BTreeMap<String, Vec<PortBindingJson>> = BTreeMap::new();
     for b in ports {
         out.entry(format!("{}/{}", b.container_port, b.proto.as_str()))
@@ -389,6 +390,7 @@ mod tests {
                 pid: Some(42),
             }),
             ports: vec![],
+            service: None,
         };
         let st = state_with(&c);
         let j = container_json(
@@ -440,6 +442,7 @@ mod tests {
             endpoints: vec![],
             process: None,
             ports: vec![],
+            service: None,
         };
         let st = state_with(&c);
         let j = container_json(&c, &st, None, None, None);

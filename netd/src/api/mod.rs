@@ -6,7 +6,7 @@
 //! Layout:
 //! - `wire`: the JSON shapes (shared with the CLI);
 //! - `filters`: Docker's `filters` query parameter;
-//! - `networks`, `containers`, `stats`, `system`: handlers, request validation and
+//! - `networks`, `containers`, `services`, `stats`, `system`: handlers, request validation and
 //!   the mapping from `model` to the wire shapes;
 //! - `errors`: `{"message": ...}` responses with Docker's status codes.
 //!
@@ -20,6 +20,7 @@ pub mod containers;
 pub mod errors;
 pub mod filters;
 pub mod networks;
+pub mod services;
 pub mod stats;
 pub mod system;
 pub mod wire;
@@ -123,6 +124,13 @@ fn engine_routes() -> Router<AppState> {
         .route("/containers/{id}", delete(containers::remove))
         .route("/containers/{id}/json", get(containers::inspect))
         .route("/stats", get(stats::stats))
+        .route("/services", get(services::list))
+        .route("/services/create", post(services::create))
+        .route(
+            "/services/{id}",
+            get(services::inspect).delete(services::remove),
+        )
+        .route("/services/{id}/scale", post(services::scale))
 }
 
 /// Puts the outer middleware in front of a finished router. The inner

@@ -699,6 +699,7 @@ mod tests {
             }],
             process: None,
             ports: vec![],
+            service: None,
         };
         let mut st = ModelState::default();
         st.networks.insert(net.id.clone(), net.clone());

@@ -454,6 +454,9 @@ pub struct ContainerCreateRequest {
         deserialize_with = "null_as_default"
     )]
     pub ports: Vec<String>,
+    /// A service to join as a backend.
+    #[serde(rename = "Service", skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     #[serde(rename = "HostConfig", skip_serializing_if = "Option::is_none")]
     pub host_config: Option<HostConfigRequest>,
 }
@@ -539,4 +542,64 @@ pub struct DropJson {
     pub direction: String,
     #[serde(rename = "Packets")]
     pub packets: u64,
+}
+
+/// `POST /services/create` (netd's own).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServiceCreateRequest {
+    #[serde(rename = "Name")]
+    pub name: String,
+    #[serde(rename = "Network")]
+    pub network: String,
+    #[serde(rename = "Replicas")]
+    pub replicas: u32,
+    /// `-p` syntax, e.g. `8080:80`.
+    #[serde(rename = "Ports", deserialize_with = "null_as_default")]
+    pub ports: Vec<String>,
+    #[serde(rename = "Cmd", deserialize_with = "null_as_default")]
+    pub cmd: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceCreateResponse {
+    #[serde(rename = "ID")]
+    pub id: String,
+}
+
+/// A service as `service inspect` / `service ls --format json` show it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServiceJson {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(rename = "Name")]
+    pub name: String,
+    #[serde(rename = "CreatedAt")]
+    pub created_at: String,
+    #[serde(rename = "Network")]
+    pub network: String,
+    #[serde(rename = "VirtualIP")]
+    pub virtual_ip: String,
+    /// Replicas netd runs (desired).
+    #[serde(rename = "Replicas")]
+    pub replicas: u32,
+    /// Backends in the rotation (netd's replicas and joined containers).
+    #[serde(rename = "Tasks", deserialize_with = "null_as_default")]
+    pub tasks: Vec<ServiceTaskJson>,
+    #[serde(rename = "Ports", deserialize_with = "null_as_default")]
+    pub ports: BTreeMap<String, Vec<PortBindingJson>>,
+    #[serde(rename = "Cmd", deserialize_with = "null_as_default")]
+    pub cmd: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServiceTaskJson {
+    #[serde(rename = "Name")]
+    pub name: String,
+    #[serde(rename = "IPAddress")]
+    pub ip_address: String,
+    #[serde(rename = "Running")]
+    pub running: bool,
 }

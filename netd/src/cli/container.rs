@@ -82,6 +82,9 @@ pub struct CreateArgs {
     /// Network-scoped name (repeatable).
     #[arg(long)]
     pub alias: Vec<String>,
+    /// Join a service as one of its backends.
+    #[arg(long)]
+    pub service: Option<String>,
     /// Publish a port: [IP:][HOSTPORT:]PORT[/udp] (no HOSTPORT: a free one).
     #[arg(short = 'p', long = "publish", value_name = "PORT")]
     pub publish: Vec<String>,
@@ -136,6 +139,7 @@ pub fn create_request(
             aliases: a.alias,
             cmd,
             ports: a.publish,
+            service: a.service,
             ..Default::default()
         },
     ))

@@ -11,6 +11,7 @@ pub mod client;
 pub mod container;
 pub mod network;
 pub mod output;
+pub mod service;
 pub mod stats;
 
 use std::path::PathBuf;
@@ -53,6 +54,9 @@ pub enum Command {
     /// Manage containers (network sandboxes).
     #[command(subcommand)]
     Container(container::ContainerCommand),
+    /// Manage services (a virtual IP balanced over replicas).
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
     /// Show per-endpoint traffic and drops by reason, from the datapath.
     Stats(stats::StatsArgs),
     /// Show the client and daemon versions.
@@ -140,6 +144,7 @@ async fn run(client: &Client, command: Command) -> Outcome {
         Command::Daemon(_) => unreachable!("handled before the runtime starts"),
         Command::Network(cmd) => network::run(client, cmd).await,
         Command::Container(cmd) => container::run(client, cmd).await,
+        Command::Service(cmd) => service::run(client, cmd).await,
         Command::Stats(args) => stats::run(client, args).await,
         Command::Version => version(client).await,
         Command::Info => info(client).await,

@@ -9,6 +9,11 @@
 //!   maps/EP_MAP                  hash  endpoint IPv4 -> EndpointInfo
 //!   maps/EP_BY_IF                hash  host ifindex -> EndpointInfo
 //!   maps/NET_LPM                 LPM trie  subnet -> NetworkInfo
+//!   maps/PUBLISH, HOST_CFG, NAT_CT, NAT_STATS, PUBLISH_STATS   (module `nat`)
+//!   maps/LB_SVC                  hash  {vip, port, proto, slot} -> SvcSlot (module `lb`)
+//!   maps/LB_RR                   array service index -> round-robin cursor
+//!   maps/LB_STATS                per-CPU hash {service, backend} -> selections
+//!   maps/LB_BACKEND              hash  host ifindex of a backend -> 1
 //!   links/<host_ifname>_from     TCX ingress link running netd_from_ep
 //!   links/<host_ifname>_to       TCX egress link running netd_to_ep
 //! ```
@@ -53,6 +58,8 @@ mod raw_link;
 mod steering;
 // NAT, published ports, uplink (after the others so parallel work appends).
 mod nat;
+// Services: virtual IPs balanced round-robin (kernel side `netd-ebpf/src/lb.rs`).
+mod lb;
 
 use std::{
     collections::BTreeMap,
@@ -84,6 +91,7 @@ use netd_common::{
 };
 use tracing::{debug, info, warn};
 
+pub use self::lb::ServiceEntry;
 pub use self::nat::{
     ConntrackEntry, ConntrackKey, NatStats, Proto, Published, PublishedPortStats, UPLINK_PROGRAM,
 };
@@ -291,6 +299,12 @@ pub enum DataplaneError {
         "invalid published port {port}: host and container ports must not be 0, the target must be a unicast address on an endpoint's veth (ifindex not 0), the host address a unicast one"
     )]
     InvalidPublish { port: String },
+    #[error("invalid service {index} with virtual IP {vip}: {reason} - fix the service definition")]
+    InvalidService {
+        index: u32,
+        vip: std::net::Ipv4Addr,
+        reason: String,
+    },
 }
 
 /// The aya error behind a failed link operation (attach, take, convert,
@@ -947,7 +961,11 @@ impl Dataplane {
 /// Refuses pinned maps whose shape differs from this build's (see the
 /// module docs). Absent pins are fine: the loader creates them.
 fn check_pinned_maps(pin_dir: &Path, maps_dir: &Path) -> Result<(), DataplaneError> {
-    for expected in EXPECTED_MAPS.iter().chain(&nat::NAT_MAPS) {
+    for expected in EXPECTED_MAPS
+        .iter()
+        .chain(&nat::NAT_MAPS)
+        .chain(&lb::LB_MAPS)
+    {
         let path = maps_dir.join(expected.name);
         let info = match MapInfo::from_pin(&path) {
             Ok(info) => info,

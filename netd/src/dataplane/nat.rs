@@ -128,6 +128,8 @@ pub struct NatStats {
     pub port_collisions: u64,
     /// Packets translated, every direction.
     pub translated_packets: u64,
+    /// Flows created from containers to services' virtual IPs.
+    pub lb_flows: u64,
     /// Flows created per published port, sorted by (proto, port, address).
     pub published: Vec<PublishedPortStats>,
 }
@@ -150,10 +152,16 @@ pub struct Published {
     pub host_addr: Option<Ipv4Addr>,
     pub host_port: u16,
     pub proto: Proto,
+    /// The container's address; for a service, its virtual IP.
     pub target: Ipv4Addr,
     pub target_port: u16,
+    /// 0 for a service.
     pub target_ifindex: u32,
+    /// The container's network; for a service, the service index.
     pub net_index: u32,
+    /// Published to a service ([`Dataplane::set_service_publish`]): each
+    /// new flow goes to the next backend.
+    pub service: bool,
 }
 
 fn map_error(map: &'static str) -> impl Fn(MapError) -> DataplaneError {
@@ -273,15 +281,37 @@ impl Dataplane {
                 ),
             });
         }
-        let key = publish_key(host_addr, host_port, proto);
         let value = PublishTarget {
             addr: ipv4_be(target.octets()),
             port: target_port.to_be(),
-            _pad: 0,
+            flags: 0,
             ifindex: target_ifindex,
             net_index,
         };
-        // The counter first, so that the first translated flow is counted.
+        self.write_publish(host_addr, host_port, proto, value)?;
+        debug!(
+            ?host_addr,
+            host_port,
+            proto = proto.as_str(),
+            %target,
+            target_port,
+            target_ifindex,
+            "published port written to the data path"
+        );
+        Ok(())
+    }
+
+    /// Writes the `PUBLISH` entry of `host_addr:host_port/proto`, its
+    /// `PUBLISH_STATS` counter first (kept if it exists) so that the first
+    /// translated flow is counted.
+    pub(super) fn write_publish(
+        &mut self,
+        host_addr: Option<Ipv4Addr>,
+        host_port: u16,
+        proto: Proto,
+        value: PublishTarget,
+    ) -> Result<(), DataplaneError> {
+        let key = publish_key(host_addr, host_port, proto);
         let zeros = PerCpuValues::try_from(vec![0u64; self.nr_cpus])
             .map_err(|e| map_error(map_names::PUBLISH_STATS)(MapError::IoError(e)))?;
         let mut stats: PerCpuHashMap<&mut MapData, PublishKey, u64> =
@@ -295,17 +325,7 @@ impl Dataplane {
             self.nat_map_mut(map_names::PUBLISH)?;
         publish
             .insert(key, value, BPF_ANY)
-            .map_err(map_error(map_names::PUBLISH))?;
-        debug!(
-            ?host_addr,
-            host_port,
-            proto = proto.as_str(),
-            %target,
-            target_port,
-            target_ifindex,
-            "published port written to the data path"
-        );
-        Ok(())
+            .map_err(map_error(map_names::PUBLISH))
     }
 
     /// Unpublishes `host_addr:host_port/proto` (as given to
@@ -385,6 +405,7 @@ impl Dataplane {
                 target_port: u16::from_be(target.port),
                 target_ifindex: target.ifindex,
                 net_index: target.net_index,
+                service: target.is_service(),
             });
         }
         out.sort_by_key(|p| (p.proto, p.host_port, p.host_addr));
@@ -404,6 +425,8 @@ impl Dataplane {
         if n > 0 {
             debug!(ip = %addr(ip), flows = n, "translated flows removed");
         }
+        // With its flows gone, a former backend's reply mark can go too.
+        self.gc_lb_backends(None)?;
         Ok(n)
     }
 
@@ -455,6 +478,7 @@ impl Dataplane {
                 NatCounter::ExpiredFlows => &mut stats.expired_flows,
                 NatCounter::PortCollisions => &mut stats.port_collisions,
                 NatCounter::TranslatedPackets => &mut stats.translated_packets,
+                NatCounter::LbFlows => &mut stats.lb_flows,
             };
             *field = total;
         }
@@ -687,7 +711,7 @@ impl Dataplane {
 
     /// Removes every flow one of whose entries matches `pred`, both
     /// entries. Returns how many flows that was.
-    fn remove_flows(
+    pub(super) fn remove_flows(
         &mut self,
         pred: impl Fn(&CtKey, &CtEntry) -> bool,
     ) -> Result<usize, DataplaneError> {
@@ -710,7 +734,7 @@ impl Dataplane {
         Ok(entries.div_ceil(2))
     }
 
-    fn nat_map<'a, T>(&'a self, name: &'static str) -> Result<T, DataplaneError>
+    pub(super) fn nat_map<'a, T>(&'a self, name: &'static str) -> Result<T, DataplaneError>
     where
         T: TryFrom<&'a aya::maps::Map, Error = MapError>,
     {
@@ -718,7 +742,7 @@ impl Dataplane {
         T::try_from(map).map_err(map_error(name))
     }
 
-    fn nat_map_mut<'a, T>(&'a mut self, name: &'static str) -> Result<T, DataplaneError>
+    pub(super) fn nat_map_mut<'a, T>(&'a mut self, name: &'static str) -> Result<T, DataplaneError>
     where
         T: TryFrom<&'a mut aya::maps::Map, Error = MapError>,
     {

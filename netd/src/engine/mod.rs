@@ -9,9 +9,11 @@ mod kernel;
 mod names;
 mod ports;
 mod reconcile;
+mod services;
 pub mod spec;
 mod traffic;
 
+pub use services::ServiceSpec;
 pub use traffic::{EndpointTraffic, Traffic};
 
 use std::collections::{BTreeMap, HashSet};
@@ -23,6 +25,7 @@ use ipnet::Ipv4Net;
 use tracing::{info, warn};
 
 use crate::dataplane::{self, Dataplane};
+use crate::dns::{Dns, DnsConfig, DnsStats};
 use crate::error::{EngineError, Result};
 use crate::ipam;
 use crate::model::{
@@ -45,11 +48,16 @@ pub struct EngineConfig {
     pub log_dir: PathBuf,
     /// The way out; `None` on a host without one.
     pub uplink: Option<Uplink>,
+    /// The embedded DNS server's settings.
+    pub dns: DnsConfig,
 }
 
 pub struct Engine {
     cfg: EngineConfig,
     state: State,
+    /// Follows every committed state, so names resolve the moment
+    /// containers and services come and go.
+    dns: Dns,
     store: Box<dyn Store>,
     netlink: Netlink,
     dataplane: Dataplane,
@@ -71,6 +79,7 @@ impl Engine {
             EngineError::system(format!("cannot create {}", cfg.log_dir.display()), e)
         })?;
         let mut engine = Engine {
+            dns: Dns::new(cfg.dns.clone()),
             cfg,
             state,
             store,
@@ -81,6 +90,7 @@ impl Engine {
         engine.ensure_predefined()?;
         engine.reconcile().await;
         engine.sync_host_addresses();
+        engine.dns.sync(&engine.state);
         Ok(engine)
     }
 
@@ -125,6 +135,15 @@ impl Engine {
 
     pub fn dataplane(&self) -> &Dataplane {
         &self.dataplane
+    }
+
+    pub fn dns_stats(&self) -> DnsStats {
+        self.dns.stats()
+    }
+
+    /// Stops serving DNS (daemon shutdown); the data plane stays.
+    pub fn shutdown(&mut self) {
+        self.dns.shutdown();
     }
 
     /// Networks matching the filters, in name order.
@@ -248,6 +267,17 @@ impl Engine {
             return Err(EngineError::Forbidden(format!(
                 "{} is a pre-defined network and cannot be removed",
                 net.name
+            )));
+        }
+        if let Some(svc) = self
+            .state
+            .services
+            .values()
+            .find(|s| s.network_id == net.id)
+        {
+            return Err(EngineError::Forbidden(format!(
+                "error while removing network: network {} is used by service {}",
+                net.name, svc.name
             )));
         }
         if self.state.endpoints_on(&net.id).next().is_some() {
@@ -406,6 +436,7 @@ impl Engine {
             endpoints: Vec::new(),
             process: spec.cmd.clone().map(|cmd| Process { cmd, pid: None }),
             ports: Vec::new(),
+            service: None,
         };
         let own_netns = NetMode::Own {
             netns: names::netns(&self.cfg.prefix, &spec.name),
@@ -463,6 +494,17 @@ impl Engine {
             let ep = self.new_endpoint(&c, net, &spec.endpoint)?;
             c.endpoints.push(ep);
         }
+        if let Some(key) = &spec.service {
+            let svc = self.service(key)?;
+            if !c.endpoints.iter().any(|e| e.network_id == svc.network_id) {
+                let net = &self.state.networks[&svc.network_id].name;
+                return Err(EngineError::InvalidParameter(format!(
+                    "to join service {} the container must be on its network: --network {net}",
+                    svc.name
+                )));
+            }
+            c.service = Some(svc.id.clone());
+        }
         if !spec.ports.is_empty() {
             if network.as_ref().is_none_or(|n| n.driver != Driver::Bridge) {
                 return Err(EngineError::InvalidParameter(format!(
@@ -500,6 +542,9 @@ impl Engine {
             c = stored.clone();
             self.commit(next)?;
         }
+        if let Some(svc) = c.service.clone() {
+            self.sync_service(&svc).await?;
+        }
         info!(container = %c.name, id = %c.id, mode = %c.network_mode, "container created");
         Ok(c)
     }
@@ -534,6 +579,12 @@ impl Engine {
                 .await
                 .map_err(|e| EngineError::system("stopping the container process", e))?;
         }
+        if let Some(svc) = &c.service {
+            // Out of the rotation before the flows to it are forgotten below.
+            if let Err(e) = self.sync_service(svc).await {
+                warn!(container = %c.name, error = %e, "cannot update its service");
+            }
+        }
         self.remove_container_kernel(&c).await;
         let _ = std::fs::remove_file(self.log_path(&c));
         info!(container = %c.name, "container removed");
@@ -560,6 +611,7 @@ impl Engine {
             .save(&next)
             .map_err(|e| EngineError::System(e.to_string()))?;
         self.state = next;
+        self.dns.sync(&self.state);
         Ok(())
     }
 
@@ -663,17 +715,28 @@ impl Engine {
         free_index(&self.state)
     }
 
+    /// Addresses of a network held by endpoints or service VIPs.
+    fn used_addresses(&self, network_id: &str) -> HashSet<Ipv4Addr> {
+        self.state
+            .endpoints_on(network_id)
+            .map(|(_, e)| e.ip)
+            .chain(
+                self.state
+                    .services
+                    .values()
+                    .filter(|s| s.network_id == network_id)
+                    .map(|s| s.vip),
+            )
+            .collect()
+    }
+
     /// A new endpoint for `c` on `net`: the next free ethN, an address from
     /// the pool (or the requested one), and names derived from its id.
     fn new_endpoint(&self, c: &Container, net: &Network, spec: &EndpointSpec) -> Result<Endpoint> {
         let pool = net.ipam.as_ref().ok_or_else(|| {
             EngineError::InvalidParameter(format!("network {} has no address pool", net.name))
         })?;
-        let used: HashSet<Ipv4Addr> = self
-            .state
-            .endpoints_on(&net.id)
-            .map(|(_, e)| e.ip)
-            .collect();
+        let used = self.used_addresses(&net.id);
         let ip = match spec.ip {
             Some(ip) => ipam::reserve(pool, ip, &used)?,
             None => ipam::allocate(pool, &used, &net.name)?,

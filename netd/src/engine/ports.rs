@@ -90,6 +90,12 @@ pub(super) fn resolve(
         .containers
         .values()
         .flat_map(|c| c.ports.iter().copied())
+        .chain(
+            state
+                .services
+                .values()
+                .flat_map(|s| s.ports.iter().copied()),
+        )
         .collect();
     let mut out = Vec::new();
     for spec in specs {
@@ -163,6 +169,7 @@ mod tests {
                 endpoints: vec![],
                 process: None,
                 ports: bindings,
+                service: None,
             },
         );
         st

@@ -30,6 +30,12 @@ impl Engine {
                 error!(container = %c.name, error = %e, "cannot restore container");
             }
         }
+        let services: Vec<String> = self.state.services.keys().cloned().collect();
+        for id in &services {
+            if let Err(e) = self.sync_service(id).await {
+                error!(service = %id, error = %e, "cannot restore service");
+            }
+        }
         self.collect_garbage().await;
         info!(
             networks = self.state.networks.len(),
@@ -79,8 +85,26 @@ impl Engine {
             .values()
             .flat_map(|c| c.ports.iter().map(|b| (b.host_ip, b.host_port, b.proto)))
             .collect();
+        let published: Vec<_> = published
+            .into_iter()
+            .chain(
+                self.state
+                    .services
+                    .values()
+                    .flat_map(|s| s.ports.iter().map(|b| (b.host_ip, b.host_port, b.proto))),
+            )
+            .collect();
         if let Err(e) = self.dataplane.retain_publish(&published) {
             warn!(error = %e, "cannot clean up published ports");
+        }
+        let services: Vec<_> = self
+            .state
+            .services
+            .values()
+            .map(|s| (s.index, s.vip))
+            .collect();
+        if let Err(e) = self.dataplane.retain_services(&services) {
+            warn!(error = %e, "cannot clean up services");
         }
     }
 

@@ -126,6 +126,8 @@ pub struct ContainerSpec {
     pub ports: Vec<PortSpec>,
     /// Started in the background inside the sandbox when present.
     pub cmd: Option<Vec<String>>,
+    /// A service (name or id) to join as a backend (`--service`).
+    pub service: Option<String>,
 }
 
 #[cfg(test)]

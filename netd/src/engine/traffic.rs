@@ -6,6 +6,7 @@ use netd_common::{Direction, DropReason, EndpointStats};
 
 use super::Engine;
 use crate::dataplane::NatStats;
+use crate::dns::DnsStats;
 use crate::error::{EngineError, Result};
 
 /// Traffic of one container on one network.
@@ -26,6 +27,10 @@ pub struct Traffic {
     pub drops: Vec<(DropReason, Direction, u64)>,
     /// Connection tracking and translations (masquerade, published ports).
     pub nat: NatStats,
+    /// New flows sent to each service backend: (service, backend, count).
+    pub lb: Vec<(String, std::net::Ipv4Addr, u64)>,
+    /// Queries of the embedded DNS server.
+    pub dns: DnsStats,
 }
 
 impl Engine {
@@ -42,6 +47,16 @@ impl Engine {
             .dataplane
             .nat_stats()
             .map_err(|e| EngineError::system("cannot read NAT counters", e))?;
+        let lb = self
+            .dataplane
+            .lb_stats()
+            .map_err(|e| EngineError::system("cannot read load-balancer counters", e))?
+            .into_iter()
+            .filter_map(|(index, backend, n)| {
+                let svc = self.state.services.values().find(|s| s.index == index)?;
+                Some((svc.name.clone(), backend, n))
+            })
+            .collect();
         let mut endpoints = Vec::new();
         for c in self.state.containers.values() {
             for ep in &c.endpoints {
@@ -69,6 +84,8 @@ impl Engine {
             endpoints,
             drops,
             nat,
+            lb,
+            dns: self.dns_stats(),
         })
     }
 }

@@ -29,6 +29,8 @@ pub struct Daemon {
     pub dir: PathBuf,
     pub bpffs: PathBuf,
     pub metrics_port: u16,
+    /// Extra `netd daemon` arguments (`start_with`), kept across restarts.
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -75,6 +77,14 @@ fn free_port() -> u16 {
 
 impl Daemon {
     pub fn start() -> Daemon {
+        Daemon::start_with(&[])
+    }
+
+    /// Like `start`, with extra `netd daemon` arguments. `{outside_addr}`
+    /// in an argument is replaced by the outside namespace's address, and
+    /// `{outside_net}` by the first three octets of its /24 (both are only
+    /// chosen here), e.g. `--dns {outside_addr}:53`.
+    pub fn start_with(extra: &[&str]) -> Daemon {
         let prefix = random_prefix();
         let dir = std::env::temp_dir().join(format!("netd-test-{prefix}"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -91,8 +101,16 @@ impl Daemon {
             prefix,
             dir,
             metrics_port: free_port(),
+            extra_args: Vec::new(),
             child: None,
         };
+        d.extra_args = extra
+            .iter()
+            .map(|a| {
+                a.replace("{outside_addr}", &d.outside_addr)
+                    .replace("{outside_net}", &net)
+            })
+            .collect();
         sh(&["ip", "netns", "add", &d.outside]);
         sh(&[
             "ip", "link", "add", &d.uplink, "type", "veth", "peer", "name", "eth0", "netns",
@@ -158,6 +176,7 @@ impl Daemon {
             .arg(&self.uplink)
             .arg("--metrics-addr")
             .arg(format!("127.0.0.1:{}", self.metrics_port))
+            .args(&self.extra_args)
             .env("NETD_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -352,6 +371,19 @@ impl Drop for Daemon {
         }
         for ns in self.own_netns() {
             let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        }
+        // The containers' resolv.conf files (`/etc/netns/NAME/`), which a
+        // SIGKILLed daemon leaves behind.
+        if let Ok(dirs) = std::fs::read_dir("/etc/netns") {
+            for dir in dirs.filter_map(|e| e.ok()) {
+                if dir
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{}-", self.prefix))
+                {
+                    let _ = std::fs::remove_dir_all(dir.path());
+                }
+            }
         }
         for link in self.own_links() {
             let _ = Command::new("ip").args(["link", "del", &link]).output();

@@ -1,0 +1,294 @@
+//! Services: new flows to a virtual IP (VIP) go round-robin over the
+//! service's backends, and the choice is recorded in `NAT_CT` so that the
+//! whole flow stays on it (layouts in `netd_common::lb`).
+//!
+//! Where a backend is chosen:
+//! - `netd_from_ep` ([`from_endpoint`]), for a container sending to a VIP
+//!   of its own network: DNAT to the backend (the client's address is
+//!   kept, so the backend sees who is calling), delivered with
+//!   `bpf_redirect_peer`; the backend's replies are found by [`reply`] in
+//!   the backend's own `netd_from_ep` and leave with the VIP as source. A
+//!   client that the round robin sends to itself also gets its source
+//!   rewritten to the VIP (a packet from its own address would be a martian
+//!   to its stack), so its answer comes back through the VIP too.
+//! - `nat` ([`destination`]), for ports published to a service: from
+//!   outside and hairpin, as for a container target.
+//! - the socket hooks (`sock`), for the host's own connections to a VIP or
+//!   to a port published to a service: the socket's destination becomes the
+//!   backend, nothing is translated per packet.
+//!
+//! New flows: any packet but a TCP RST without a flow starts one (as for
+//! masquerade, so a flow whose entries were evicted gets a backend again;
+//! a TCP segment the new backend does not know is answered with a RST).
+//! Translated: TCP, UDP, ICMP echo (the identifier stands in for the
+//! port); other packets to a VIP are left to the host's stack, as for any
+//! unused address. A service whose count is 0 drops new flows
+//! (`NoBackend`) instead of sending them anywhere stale.
+//!
+//! Per-packet cost, whatever the number of services and backends: a packet
+//! of a known flow to a VIP costs the `LB_SVC` frontend lookup and the
+//! `NAT_CT` lookup; a new flow adds one atomic add on the service's cursor
+//! and one `LB_SVC` slot lookup. Replies cost an `LB_BACKEND` lookup on
+//! the peer-to-peer path, and the `NAT_CT` lookup only for endpoints marked
+//! there. No loop over services or backends.
+use aya_ebpf::programs::TcContext;
+use netd_common::{
+    DropReason, EndpointInfo, NetworkInfo, PublishTarget,
+    lb::{LbStatsKey, SLOT_FRONTEND, SvcKey, SvcSlot},
+    nat::{CT_F_LB, CT_F_REPLY, CtEntry, NatCounter},
+};
+
+use crate::{
+    conntrack::{self, TCP_RST},
+    maps::{LB_BACKEND, LB_RR, LB_STATS, LB_SVC},
+    nat::{self, Parsed},
+};
+
+/// A backend the round robin chose.
+#[derive(Clone, Copy)]
+pub(crate) struct Backend {
+    /// Its address, `ipv4_be`.
+    pub(crate) ip: u32,
+    /// Its host-side veth.
+    pub(crate) ifindex: u32,
+    /// The service it was chosen for.
+    pub(crate) svc_index: u32,
+}
+
+/// The every-port frontend (slot 0) of `vip`, if `vip` is a service's.
+#[inline(always)]
+pub(crate) fn frontend(vip: u32) -> Option<SvcSlot> {
+    // SAFETY: a map value pointer, copied out at once (the daemon may
+    // replace the element meanwhile; the copy is then the old one).
+    LB_SVC
+        .get_ptr(SvcKey::new(vip, SLOT_FRONTEND))
+        .map(|p| unsafe { *p })
+}
+
+/// Whether the endpoint behind `ifindex` is marked as a backend (its
+/// packets to peers may be replies of balanced flows).
+#[inline(always)]
+pub(crate) fn is_backend(ifindex: u32) -> bool {
+    LB_BACKEND.get_ptr(ifindex).is_some()
+}
+
+/// The next value of the service's round-robin cursor.
+#[inline(always)]
+fn next_cursor(svc_index: u32) -> Result<u64, DropReason> {
+    // The daemon refuses indexes beyond the array, so a miss is a bug, and
+    // a new flow without a cursor has nowhere right to go.
+    let cursor = LB_RR.get_ptr_mut(svc_index).ok_or(DropReason::NoBackend)?;
+    // SAFETY: an array element stays valid for the program's run; it is a
+    // naturally aligned u64 only ever accessed atomically by the programs.
+    // The fetch-and-add (BPF_ATOMIC | BPF_FETCH, `__sync_fetch_and_add`)
+    // makes concurrent new flows on other CPUs take distinct values.
+    Ok(unsafe { fetch_add(cursor, 1) })
+}
+
+/// `__sync_fetch_and_add(p, v)`: returns the old value.
+///
+/// Written as the one instruction it is (`BPF_ATOMIC | BPF_ADD |
+/// BPF_FETCH`, Linux >= 5.12) because LLVM only selects it for cpu v3 and
+/// up, and the object is built for rustc's default cpu (`generic`, v1):
+/// there LLVM lowers a fetch-and-add whose result is used to the
+/// non-fetching `lock xadd` and refuses the program ("Invalid usage of the
+/// XADD return value"); aya-build owns the flags that would raise the cpu.
+/// The kernel's verifier accepts the instruction in any program type. On
+/// the host (where this crate only compiles for `cargo clippy
+/// --workspace`) the atomic type does the same.
+///
+/// # Safety
+/// `p` must be valid for reads and writes of an aligned `u64`.
+#[inline(always)]
+unsafe fn fetch_add(p: *mut u64, v: u64) -> u64 {
+    #[cfg(target_arch = "bpf")]
+    {
+        let mut old = v;
+        // SAFETY: `p` is valid for an aligned 8-byte read-modify-write
+        // (caller); the instruction touches nothing else and leaves the
+        // old value in `old`'s register.
+        unsafe {
+            core::arch::asm!(
+                "{old} = atomic_fetch_add((u64 *)({p} + 0), {old})",
+                p = in(reg) p,
+                old = inout(reg) old,
+                options(nostack),
+            );
+        }
+        old
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        core::sync::atomic::AtomicU64::from_ptr(p)
+            .fetch_add(v, core::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The backend in slot `cursor % count + 1` of `vip`, `None` if that slot
+/// is missing (a shrink deleted it after `count` was read).
+#[inline(always)]
+fn slot(vip: u32, cursor: u64, count: u32, svc_index: u32) -> Option<Backend> {
+    let index = (cursor % u64::from(count)) as u32 + 1;
+    // SAFETY: as in `frontend`.
+    let s = unsafe { *LB_SVC.get_ptr(SvcKey::new(vip, index))? };
+    Some(Backend {
+        ip: s.backend,
+        ifindex: s.ifindex,
+        svc_index,
+    })
+}
+
+/// Chooses the backend for a new flow to the service whose frontend at
+/// `vip` is `fe`: the next one round-robin. `Err(NoBackend)` for a service
+/// without backends.
+#[inline(always)]
+pub(crate) fn select(vip: u32, fe: &SvcSlot) -> Result<Backend, DropReason> {
+    if fe.count == 0 {
+        return Err(DropReason::NoBackend);
+    }
+    let cursor = next_cursor(fe.svc_index)?;
+    if let Some(b) = slot(vip, cursor, fe.count, fe.svc_index) {
+        return Ok(b);
+    }
+    // The daemon shrank the service between our two lookups: the count is
+    // already the new one, read it again (once: the daemon writes the
+    // count before deleting slots, so the second read is consistent).
+    let fe = frontend(vip).ok_or(DropReason::NoBackend)?;
+    if fe.count == 0 {
+        return Err(DropReason::NoBackend);
+    }
+    slot(vip, cursor, fe.count, fe.svc_index).ok_or(DropReason::NoBackend)
+}
+
+/// Counts a new flow placed on `b` (`LB_STATS`, per CPU).
+#[inline(always)]
+pub(crate) fn count(b: &Backend) {
+    let key = LbStatsKey {
+        svc_index: b.svc_index,
+        backend: b.ip,
+    };
+    if let Some(n) = LB_STATS.get_ptr_mut(key) {
+        // SAFETY: this CPU's slot of a per-CPU hash value. Atomic because
+        // the socket hooks (process context) and the TC programs (softirq,
+        // which can interrupt them on the same CPU) both count here.
+        unsafe { fetch_add(n, 1) };
+    }
+}
+
+/// Where a published port's new flow goes: the container, or for a port
+/// published to a service the next backend.
+pub(crate) struct Destination {
+    pub(crate) addr: u32,
+    pub(crate) ifindex: u32,
+    /// `CT_F_LB` when a backend was chosen, else 0.
+    pub(crate) ct_flags: u32,
+    backend: Option<Backend>,
+}
+
+impl Destination {
+    /// The backend chosen, if the target was a service.
+    #[inline(always)]
+    pub(crate) fn backend(&self) -> Option<Backend> {
+        self.backend
+    }
+
+    /// Counts the selection, once the flow exists.
+    #[inline(always)]
+    pub(crate) fn count(&self) {
+        if let Some(b) = &self.backend {
+            count(b);
+        }
+    }
+}
+
+/// The destination of a new flow to the published port `target`.
+#[inline(always)]
+pub(crate) fn destination(target: &PublishTarget) -> Result<Destination, DropReason> {
+    if !target.is_service() {
+        return Ok(Destination {
+            addr: target.addr,
+            ifindex: target.ifindex,
+            ct_flags: 0,
+            backend: None,
+        });
+    }
+    let fe = frontend(target.addr).ok_or(DropReason::NoBackend)?;
+    let b = select(target.addr, &fe)?;
+    Ok(Destination {
+        addr: b.ip,
+        ifindex: b.ifindex,
+        ct_flags: CT_F_LB,
+        backend: Some(b),
+    })
+}
+
+/// An IPv4 packet from the endpoint `ep` to `vip`, the VIP (frontend `fe`)
+/// of a service on the sender's own network `net`. `Ok(None)`: nothing to
+/// balance (not TCP/UDP/ICMP echo, TTL <= 1, a RST without a flow);
+/// `forward` then treats the VIP like any unused address of the subnet.
+#[inline(always)]
+pub(crate) fn from_endpoint(
+    ctx: &TcContext,
+    ep: &EndpointInfo,
+    net: &NetworkInfo,
+    vip: u32,
+    fe: &SvcSlot,
+) -> Result<Option<i32>, DropReason> {
+    let p = match nat::parse(ctx)? {
+        Parsed::Packet(p) => p,
+        Parsed::Other => return Ok(None),
+        // No ports to find the flow (and its backend) by.
+        Parsed::Fragment => return Err(DropReason::NatFragment),
+    };
+    if p.ttl <= 1 {
+        return Ok(None);
+    }
+    let now = conntrack::now();
+    // Packets of known flows, replies of a client that is its own backend
+    // included (they are sent to the VIP as well).
+    if let Some(hit) = conntrack::lookup(&p.key, now, p.tcp_flags) {
+        return nat::translate(ctx, &p, &hit).map(Some);
+    }
+    if p.tcp_flags & TCP_RST != 0 {
+        return Ok(None);
+    }
+    let b = select(vip, fe)?;
+    let own = b.ip == ep.ip;
+    let fwd = CtEntry {
+        // To itself: from the VIP, so that its stack accepts the packet
+        // and answers the VIP (which comes back here).
+        new_saddr: if own { vip } else { p.key.saddr },
+        new_daddr: b.ip,
+        new_dport: p.key.dport,
+        ifindex: b.ifindex,
+        gateway: net.gateway,
+        flags: CT_F_LB,
+        ..CtEntry::default()
+    };
+    let rev = CtEntry {
+        ifindex: ep.ifindex,
+        gateway: net.gateway,
+        flags: CT_F_LB | CT_F_REPLY,
+        ..CtEntry::default()
+    };
+    let verdict = nat::start_flow(ctx, &p, fwd, rev, now, NatCounter::LbFlows)?;
+    count(&b);
+    Ok(Some(verdict))
+}
+
+/// A packet from the backend-marked endpoint to a peer: if it belongs to a
+/// balanced flow (a reply to a client that called the VIP), it is
+/// translated back (source := VIP) and delivered. `Ok(None)`: not such a
+/// packet, `forward` delivers it as usual.
+#[inline(always)]
+pub(crate) fn reply(ctx: &TcContext) -> Result<Option<i32>, DropReason> {
+    let p = match nat::parse(ctx)? {
+        Parsed::Packet(p) if p.ttl > 1 => p,
+        _ => return Ok(None),
+    };
+    match conntrack::lookup(&p.key, conntrack::now(), p.tcp_flags) {
+        Some(hit) => nat::translate(ctx, &p, &hit).map(Some),
+        None => Ok(None),
+    }
+}

@@ -1,0 +1,676 @@
+//! Services: a virtual IP balanced round-robin over backends, in the
+//! kernel (`netd-ebpf/src/lb.rs`). This module writes the service maps
+//! (`LB_SVC`, `LB_RR`, `LB_STATS`, `LB_BACKEND`; layouts in
+//! `netd_common::lb`) and reads their counters back.
+//!
+//! # Where services are balanced
+//! - a container on the service's network sending to the VIP (any port,
+//!   TCP, UDP, ICMP echo): `netd_from_ep` picks a backend and records it in
+//!   `NAT_CT`, replies come back from the VIP;
+//! - the host itself (`connect()`/`sendto()` to the VIP): the socket hooks
+//!   rewrite the socket's destination to a backend;
+//! - a port published to the service ([`Dataplane::set_service_publish`]):
+//!   from outside (`netd_uplink_in`), from containers through a host
+//!   address (hairpin) and from the host (socket hooks), each new flow to
+//!   the next backend.
+//!
+//! Containers resolve the VIP with ARP like their gateway (the answer is
+//! the gateway's MAC); the VIP is not an endpoint and needs no
+//! `set_endpoint`.
+//!
+//! # Order (the engine's calls)
+//! 1. `set_network` of the service's network; every replica's
+//!    `set_endpoint` + `attach_endpoint`.
+//! 2. [`Dataplane::set_service`] with the replicas (again after every
+//!    change: scale up/down, a replica joining or leaving). A backend left
+//!    out stops receiving new flows at once; its established flows go on
+//!    until they end or the replica goes.
+//! 3. [`Dataplane::set_service_publish`] for the service's published
+//!    ports (after `set_service`, so that the first flow finds backends).
+//! 4. A replica going away: `set_service` without it first, then
+//!    `remove_flows_of(its ip)`, then its endpoint.
+//! 5. Removing a service: `remove_publish` of its ports, then
+//!    [`Dataplane::remove_service`] (ends the flows through the VIP).
+//! 6. On start, after writing everything again:
+//!    [`Dataplane::retain_services`] with every service that should exist
+//!    (and `retain_publish` with every published port, services' included).
+//!
+//! Everything is idempotent, so reconciling is "write it all again".
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashSet},
+    mem::size_of,
+    net::Ipv4Addr,
+};
+
+use aya::maps::{Array, HashMap, MapData, MapError, MapType, PerCpuHashMap, PerCpuValues};
+use netd_common::{
+    PUBLISH_F_SERVICE, PublishTarget, ipv4_be,
+    lb::{LbStatsKey, SLOT_FRONTEND, SvcKey, SvcSlot},
+    limits::{LB_STATS_ENTRIES, LB_SVC_ENTRIES, MAX_BACKENDS, MAX_ENDPOINTS, MAX_SERVICES},
+    map_names,
+    nat::{CT_F_DNAT, CT_F_HAIRPIN, CT_F_LB, CT_F_REPLY},
+};
+use tracing::{debug, info};
+
+use super::{
+    BPF_ANY, BPF_F_NO_PREALLOC, BPF_NOEXIST, Dataplane, DataplaneError, ExpectedMap, Proto, errno,
+};
+
+/// The maps this module owns, for the compatibility check on load.
+pub(super) const LB_MAPS: [ExpectedMap; 4] = [
+    ExpectedMap {
+        name: map_names::LB_SVC,
+        map_type: MapType::Hash,
+        key_size: size_of::<SvcKey>() as u32,
+        value_size: size_of::<SvcSlot>() as u32,
+        max_entries: LB_SVC_ENTRIES,
+        map_flags: BPF_F_NO_PREALLOC,
+    },
+    ExpectedMap {
+        name: map_names::LB_RR,
+        map_type: MapType::Array,
+        key_size: size_of::<u32>() as u32,
+        value_size: size_of::<u64>() as u32,
+        max_entries: MAX_SERVICES,
+        map_flags: 0,
+    },
+    ExpectedMap {
+        name: map_names::LB_STATS,
+        map_type: MapType::PerCpuHash,
+        key_size: size_of::<LbStatsKey>() as u32,
+        value_size: size_of::<u64>() as u32,
+        max_entries: LB_STATS_ENTRIES,
+        map_flags: BPF_F_NO_PREALLOC,
+    },
+    ExpectedMap {
+        name: map_names::LB_BACKEND,
+        map_type: MapType::Hash,
+        key_size: size_of::<u32>() as u32,
+        value_size: size_of::<u32>() as u32,
+        max_entries: MAX_ENDPOINTS,
+        map_flags: BPF_F_NO_PREALLOC,
+    },
+];
+
+/// A service as `LB_SVC` holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceEntry {
+    pub index: u32,
+    pub vip: Ipv4Addr,
+    /// `(address, host-side ifindex)` in slot order (the round-robin order).
+    pub backends: Vec<(Ipv4Addr, u32)>,
+}
+
+/// A service as read back from `LB_SVC`: its frontend's service index and
+/// its backend slots 1..=count as `(ipv4_be address, ifindex)`.
+type StoredService = (u32, Vec<(u32, u32)>);
+
+fn map_error(map: &'static str) -> impl Fn(MapError) -> DataplaneError {
+    move |source| DataplaneError::Map {
+        map,
+        source: Box::new(source),
+    }
+}
+
+fn missing(e: &MapError) -> bool {
+    matches!(e, MapError::KeyNotFound) || errno(e) == Some(libc::ENOENT)
+}
+
+/// `Ok(None)` for a missing key.
+fn found<V>(result: Result<V, MapError>) -> Result<Option<V>, MapError> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if missing(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `Ok(())` for a key that was already absent.
+fn removed(result: Result<(), MapError>) -> Result<(), MapError> {
+    match result {
+        Err(e) if missing(&e) => Ok(()),
+        other => other,
+    }
+}
+
+fn addr(ip_be: u32) -> Ipv4Addr {
+    Ipv4Addr::from(ip_be.to_ne_bytes())
+}
+
+fn unicast(ip: Ipv4Addr) -> bool {
+    !(ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback())
+}
+
+fn invalid(index: u32, vip: Ipv4Addr, reason: impl Into<String>) -> DataplaneError {
+    DataplaneError::InvalidService {
+        index,
+        vip,
+        reason: reason.into(),
+    }
+}
+
+/// Refuses what the programs could not serve.
+fn check_service(
+    index: u32,
+    vip: Ipv4Addr,
+    backends: &[(Ipv4Addr, u32)],
+) -> Result<(), DataplaneError> {
+    if index >= MAX_SERVICES {
+        return Err(invalid(
+            index,
+            vip,
+            format!("the service index must be below {MAX_SERVICES}"),
+        ));
+    }
+    if !unicast(vip) {
+        return Err(invalid(index, vip, "the VIP must be a unicast address"));
+    }
+    if backends.len() > MAX_BACKENDS as usize {
+        return Err(invalid(
+            index,
+            vip,
+            format!("at most {MAX_BACKENDS} backends per service"),
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (ip, ifindex) in backends {
+        if !unicast(*ip) || *ip == vip || *ifindex == 0 {
+            return Err(invalid(
+                index,
+                vip,
+                format!(
+                    "backend {ip} (ifindex {ifindex}) needs a unicast address other than the VIP and its host-side veth's ifindex"
+                ),
+            ));
+        }
+        if !seen.insert(*ip) {
+            return Err(invalid(index, vip, format!("backend {ip} is listed twice")));
+        }
+    }
+    Ok(())
+}
+
+impl Dataplane {
+    /// Writes or replaces the service `index` with virtual IP `vip` and
+    /// `backends` (`(replica address, replica host-side ifindex)`, in
+    /// round-robin order). Idempotent.
+    ///
+    /// Order, so that the programs never see a half-written service: the
+    /// backends' counters (`LB_STATS`) and reply marks (`LB_BACKEND`), then
+    /// slots 1..=n, then the count in slot 0; when shrinking, the stale
+    /// slots go after the count. A backend that is left out stops
+    /// receiving new flows at once (its slot is overwritten first); flows
+    /// already on it keep going. An empty `backends` keeps the service
+    /// with a count of 0: its new flows are dropped (`NoBackend`). The
+    /// round-robin cursor starts at the first backend for a new service
+    /// and carries on for an existing one.
+    pub fn set_service(
+        &mut self,
+        index: u32,
+        vip: Ipv4Addr,
+        backends: &[(Ipv4Addr, u32)],
+    ) -> Result<(), DataplaneError> {
+        check_service(index, vip, backends)?;
+        let vip_be = ipv4_be(vip.octets());
+        let old = self.read_service(vip_be)?;
+        let new: Vec<(u32, u32)> = backends
+            .iter()
+            .map(|(ip, ifindex)| (ipv4_be(ip.octets()), *ifindex))
+            .collect();
+
+        // 1. Bookkeeping of the backends: counters (kept if they exist) and
+        //    the marks that make their replies be looked up in NAT_CT.
+        {
+            let nr_cpus = self.nr_cpus;
+            let mut stats: PerCpuHashMap<&mut MapData, LbStatsKey, u64> =
+                self.nat_map_mut(map_names::LB_STATS)?;
+            for (ip, _) in &new {
+                let key = LbStatsKey {
+                    svc_index: index,
+                    backend: *ip,
+                };
+                let zeros = PerCpuValues::try_from(vec![0u64; nr_cpus])
+                    .map_err(|e| map_error(map_names::LB_STATS)(MapError::IoError(e)))?;
+                match stats.insert(key, zeros, BPF_NOEXIST) {
+                    Ok(()) => {}
+                    Err(e) if errno(&e) == Some(libc::EEXIST) => {}
+                    Err(e) => return Err(map_error(map_names::LB_STATS)(e)),
+                }
+            }
+        }
+        {
+            let mut marks: HashMap<&mut MapData, u32, u32> =
+                self.nat_map_mut(map_names::LB_BACKEND)?;
+            for (_, ifindex) in &new {
+                marks
+                    .insert(*ifindex, 1, BPF_ANY)
+                    .map_err(map_error(map_names::LB_BACKEND))?;
+            }
+        }
+        if old
+            .as_ref()
+            .is_none_or(|(old_index, _)| *old_index != index)
+        {
+            // A new service starts at its first backend (the cursor may hold
+            // a value of a service that had this index before).
+            let mut rr: Array<&mut MapData, u64> = self.nat_map_mut(map_names::LB_RR)?;
+            rr.set(index, 0, 0).map_err(map_error(map_names::LB_RR))?;
+        }
+
+        // 2. The backend slots, 3. the count.
+        let old_count = old.as_ref().map_or(0, |(_, slots)| slots.len());
+        {
+            let mut svc: HashMap<&mut MapData, SvcKey, SvcSlot> =
+                self.nat_map_mut(map_names::LB_SVC)?;
+            for (i, (ip, ifindex)) in new.iter().enumerate() {
+                let slot = SvcSlot {
+                    backend: *ip,
+                    ifindex: *ifindex,
+                    svc_index: index,
+                    ..SvcSlot::default()
+                };
+                svc.insert(SvcKey::new(vip_be, i as u32 + 1), slot, BPF_ANY)
+                    .map_err(map_error(map_names::LB_SVC))?;
+            }
+            let frontend = SvcSlot {
+                count: new.len() as u32,
+                svc_index: index,
+                ..SvcSlot::default()
+            };
+            svc.insert(SvcKey::new(vip_be, SLOT_FRONTEND), frontend, BPF_ANY)
+                .map_err(map_error(map_names::LB_SVC))?;
+            // 4. Slots beyond the new count, now unreachable.
+            for slot in new.len() + 1..=old_count {
+                removed(svc.remove(&SvcKey::new(vip_be, slot as u32)))
+                    .map_err(map_error(map_names::LB_SVC))?;
+            }
+        }
+
+        // 5. What the backends that left no longer need.
+        if let Some((old_index, old_slots)) = &old {
+            let stale: Vec<(u32, u32)> = old_slots
+                .iter()
+                .filter(|(ip, _)| *old_index != index || !new.iter().any(|(n, _)| n == ip))
+                .copied()
+                .collect();
+            self.remove_lb_stats(*old_index, stale.iter().map(|(ip, _)| *ip))?;
+            let gone: Vec<u32> = stale
+                .iter()
+                .map(|(_, ifindex)| *ifindex)
+                .filter(|i| !new.iter().any(|(_, n)| n == i))
+                .collect();
+            self.gc_lb_backends(Some(&gone))?;
+        }
+        debug!(index, %vip, backends = new.len(), old_backends = old_count, "service written to the data path");
+        Ok(())
+    }
+
+    /// Removes the service with virtual IP `vip` (index `index`): its
+    /// frontend first (new flows to the VIP stop being balanced), then its
+    /// backend slots, its counters, and the flows from containers through
+    /// the VIP. Flows through ports published to it end with
+    /// `remove_publish`. A missing service is not an error.
+    pub fn remove_service(&mut self, index: u32, vip: Ipv4Addr) -> Result<(), DataplaneError> {
+        let vip_be = ipv4_be(vip.octets());
+        let old = self.read_service(vip_be)?;
+        self.remove_service_entries(vip_be, old.as_ref().map_or(0, |(_, s)| s.len()))?;
+        // Counters of `index` and of whatever index the map had for the VIP.
+        let mut indexes = vec![index];
+        if let Some((old_index, _)) = &old
+            && *old_index != index
+        {
+            indexes.push(*old_index);
+        }
+        self.remove_lb_stats_of(&indexes)?;
+        let n = self.remove_flows(|k, e| {
+            e.flags & CT_F_LB != 0
+                && e.flags & (CT_F_REPLY | CT_F_DNAT | CT_F_HAIRPIN) == 0
+                && k.daddr == vip_be
+        })?;
+        self.gc_lb_backends(None)?;
+        debug!(index, %vip, flows = n, "service removed from the data path");
+        Ok(())
+    }
+
+    /// Garbage collection (on start, after writing every service again):
+    /// removes every service whose `(index, vip)` is not in `keep`, with its
+    /// counters and flows, and the marks of endpoints that back nothing any
+    /// more.
+    pub fn retain_services(&mut self, keep: &[(u32, Ipv4Addr)]) -> Result<(), DataplaneError> {
+        let keep: HashSet<(u32, u32)> = keep
+            .iter()
+            .map(|(index, vip)| (*index, ipv4_be(vip.octets())))
+            .collect();
+        let kept_indexes: HashSet<u32> = keep.iter().map(|(i, _)| *i).collect();
+        // Every VIP in the map, with the index of its frontend (if any).
+        let mut vips: BTreeMap<u32, Option<u32>> = BTreeMap::new();
+        {
+            let svc: HashMap<&MapData, SvcKey, SvcSlot> = self.nat_map(map_names::LB_SVC)?;
+            for entry in svc.iter() {
+                let (key, slot) = match entry {
+                    Ok(kv) => kv,
+                    Err(e) if missing(&e) => continue,
+                    Err(e) => return Err(map_error(map_names::LB_SVC)(e)),
+                };
+                let index = vips.entry(key.vip).or_default();
+                if key.slot == SLOT_FRONTEND {
+                    *index = Some(slot.svc_index);
+                }
+            }
+        }
+        let mut removed_services = 0;
+        for (vip, index) in vips {
+            if index.is_some_and(|i| keep.contains(&(i, vip))) {
+                continue;
+            }
+            // Frontend-less leftovers (a crash mid-removal) go too.
+            self.remove_service(index.unwrap_or(u32::MAX), addr(vip))?;
+            removed_services += 1;
+        }
+        // Counters of indexes no service has.
+        let stale: Vec<u32> = {
+            let stats: PerCpuHashMap<&MapData, LbStatsKey, u64> =
+                self.nat_map(map_names::LB_STATS)?;
+            let mut stale = BTreeSet::new();
+            for key in stats.keys() {
+                match key {
+                    Ok(k) if !kept_indexes.contains(&k.svc_index) => {
+                        stale.insert(k.svc_index);
+                    }
+                    Ok(_) => {}
+                    Err(e) if missing(&e) => {}
+                    Err(e) => return Err(map_error(map_names::LB_STATS)(e)),
+                }
+            }
+            stale.into_iter().collect()
+        };
+        self.remove_lb_stats_of(&stale)?;
+        self.gc_lb_backends(None)?;
+        if removed_services > 0 {
+            info!(services = removed_services, "removed stale services");
+        }
+        Ok(())
+    }
+
+    /// Publishes `host_addr:host_port/proto` (`None` = every host address)
+    /// to the service `service_index` with virtual IP `vip`, port
+    /// `target_port` on its backends: each new flow (from outside, hairpin
+    /// from containers, or from the host through the socket hooks) goes to
+    /// the next backend round-robin, as for the VIP itself. Overwrites an
+    /// existing entry for the same key; [`Dataplane::remove_publish`] and
+    /// [`Dataplane::retain_publish`] remove it like any published port.
+    /// Write it after [`Dataplane::set_service`].
+    pub fn set_service_publish(
+        &mut self,
+        host_addr: Option<Ipv4Addr>,
+        host_port: u16,
+        proto: Proto,
+        service_index: u32,
+        vip: Ipv4Addr,
+        target_port: u16,
+    ) -> Result<(), DataplaneError> {
+        if host_port == 0
+            || target_port == 0
+            || service_index >= MAX_SERVICES
+            || !unicast(vip)
+            || host_addr.is_some_and(|a| a.is_unspecified() || a.is_multicast())
+        {
+            return Err(DataplaneError::InvalidPublish {
+                port: format!(
+                    "{}:{host_port}/{} -> service {service_index} {vip}:{target_port}",
+                    host_addr.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                    proto.as_str()
+                ),
+            });
+        }
+        let target = PublishTarget {
+            addr: ipv4_be(vip.octets()),
+            port: target_port.to_be(),
+            flags: PUBLISH_F_SERVICE,
+            ifindex: 0,
+            net_index: service_index,
+        };
+        self.write_publish(host_addr, host_port, proto, target)?;
+        debug!(
+            ?host_addr,
+            host_port,
+            proto = proto.as_str(),
+            service_index,
+            %vip,
+            target_port,
+            "published port of a service written to the data path"
+        );
+        Ok(())
+    }
+
+    /// Backend selections, summed over CPUs: `(service index, backend
+    /// address, new flows sent to it)`, sorted. Every flow the load
+    /// balancer placed counts once, whichever way it came (container to
+    /// VIP, host socket, published port).
+    pub fn lb_stats(&self) -> Result<Vec<(u32, Ipv4Addr, u64)>, DataplaneError> {
+        let stats: PerCpuHashMap<&MapData, LbStatsKey, u64> = self.nat_map(map_names::LB_STATS)?;
+        let mut out = Vec::new();
+        for entry in stats.iter() {
+            let (key, per_cpu) = match entry {
+                Ok(kv) => kv,
+                Err(e) if missing(&e) => continue,
+                Err(e) => return Err(map_error(map_names::LB_STATS)(e)),
+            };
+            let total = per_cpu.iter().fold(0u64, |acc, n| acc.wrapping_add(*n));
+            out.push((key.svc_index, addr(key.backend), total));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Every service in `LB_SVC`, sorted by VIP: for debugging and tests.
+    /// A VIP with slots but no frontend (a crash in the middle of a
+    /// removal) is left out; [`Dataplane::retain_services`] removes it.
+    pub fn services(&self) -> Result<Vec<ServiceEntry>, DataplaneError> {
+        let mut vips = BTreeSet::new();
+        {
+            let svc: HashMap<&MapData, SvcKey, SvcSlot> = self.nat_map(map_names::LB_SVC)?;
+            for key in svc.keys() {
+                match key {
+                    Ok(k) if k.slot == SLOT_FRONTEND => {
+                        vips.insert(k.vip);
+                    }
+                    Ok(_) => {}
+                    Err(e) if missing(&e) => {}
+                    Err(e) => return Err(map_error(map_names::LB_SVC)(e)),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for vip in vips {
+            if let Some((index, slots)) = self.read_service(vip)? {
+                out.push(ServiceEntry {
+                    index,
+                    vip: addr(vip),
+                    backends: slots.into_iter().map(|(ip, i)| (addr(ip), i)).collect(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Host-side ifindexes marked as backends in `LB_BACKEND` (their
+    /// replies to peers are looked up in `NAT_CT`), sorted.
+    pub fn lb_backend_marks(&self) -> Result<Vec<u32>, DataplaneError> {
+        let marks: HashMap<&MapData, u32, u32> = self.nat_map(map_names::LB_BACKEND)?;
+        let mut out = Vec::new();
+        for key in marks.keys() {
+            match key {
+                Ok(k) => out.push(k),
+                Err(e) if missing(&e) => {}
+                Err(e) => return Err(map_error(map_names::LB_BACKEND)(e)),
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// The frontend's service index and the backend slots 1..=count of the
+    /// every-port frontend of `vip`, `None` without a frontend.
+    fn read_service(&self, vip: u32) -> Result<Option<StoredService>, DataplaneError> {
+        let svc: HashMap<&MapData, SvcKey, SvcSlot> = self.nat_map(map_names::LB_SVC)?;
+        let Some(frontend) = found(svc.get(&SvcKey::new(vip, SLOT_FRONTEND), 0))
+            .map_err(map_error(map_names::LB_SVC))?
+        else {
+            return Ok(None);
+        };
+        let mut slots = Vec::with_capacity(frontend.count as usize);
+        for slot in 1..=frontend.count.min(MAX_BACKENDS) {
+            if let Some(s) =
+                found(svc.get(&SvcKey::new(vip, slot), 0)).map_err(map_error(map_names::LB_SVC))?
+            {
+                slots.push((s.backend, s.ifindex));
+            }
+        }
+        Ok(Some((frontend.svc_index, slots)))
+    }
+
+    /// Deletes the frontend of `vip`, then every backend slot (down from
+    /// `count`, then any others a crash may have left), in that order.
+    fn remove_service_entries(&mut self, vip: u32, count: usize) -> Result<(), DataplaneError> {
+        let mut svc: HashMap<&mut MapData, SvcKey, SvcSlot> =
+            self.nat_map_mut(map_names::LB_SVC)?;
+        removed(svc.remove(&SvcKey::new(vip, SLOT_FRONTEND)))
+            .map_err(map_error(map_names::LB_SVC))?;
+        for slot in (1..=count as u32).rev() {
+            removed(svc.remove(&SvcKey::new(vip, slot))).map_err(map_error(map_names::LB_SVC))?;
+        }
+        let mut leftovers = Vec::new();
+        for key in svc.keys() {
+            match key {
+                Ok(k) if k.vip == vip => leftovers.push(k),
+                Ok(_) => {}
+                Err(e) if missing(&e) => {}
+                Err(e) => return Err(map_error(map_names::LB_SVC)(e)),
+            }
+        }
+        for key in leftovers {
+            removed(svc.remove(&key)).map_err(map_error(map_names::LB_SVC))?;
+        }
+        Ok(())
+    }
+
+    fn remove_lb_stats(
+        &mut self,
+        index: u32,
+        backends: impl Iterator<Item = u32>,
+    ) -> Result<(), DataplaneError> {
+        let mut stats: PerCpuHashMap<&mut MapData, LbStatsKey, u64> =
+            self.nat_map_mut(map_names::LB_STATS)?;
+        for backend in backends {
+            let key = LbStatsKey {
+                svc_index: index,
+                backend,
+            };
+            removed(stats.remove(&key)).map_err(map_error(map_names::LB_STATS))?;
+        }
+        Ok(())
+    }
+
+    /// Removes every `LB_STATS` counter of the service indexes `indexes`.
+    fn remove_lb_stats_of(&mut self, indexes: &[u32]) -> Result<(), DataplaneError> {
+        if indexes.is_empty() {
+            return Ok(());
+        }
+        let mut doomed = Vec::new();
+        {
+            let stats: PerCpuHashMap<&MapData, LbStatsKey, u64> =
+                self.nat_map(map_names::LB_STATS)?;
+            for key in stats.keys() {
+                match key {
+                    Ok(k) if indexes.contains(&k.svc_index) => doomed.push(k),
+                    Ok(_) => {}
+                    Err(e) if missing(&e) => {}
+                    Err(e) => return Err(map_error(map_names::LB_STATS)(e)),
+                }
+            }
+        }
+        let mut stats: PerCpuHashMap<&mut MapData, LbStatsKey, u64> =
+            self.nat_map_mut(map_names::LB_STATS)?;
+        for key in doomed {
+            removed(stats.remove(&key)).map_err(map_error(map_names::LB_STATS))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the `LB_BACKEND` marks of endpoints that are no backend of
+    /// any service and have no balanced flow left (whose replies would
+    /// still need translating). `candidates`: only these ifindexes (`None`:
+    /// every mark). Walks `NAT_CT` only when some mark is unreferenced.
+    pub(super) fn gc_lb_backends(
+        &mut self,
+        candidates: Option<&[u32]>,
+    ) -> Result<(), DataplaneError> {
+        if candidates.is_some_and(|c| c.is_empty()) {
+            return Ok(());
+        }
+        let referenced: HashSet<u32> = {
+            let svc: HashMap<&MapData, SvcKey, SvcSlot> = self.nat_map(map_names::LB_SVC)?;
+            let mut referenced = HashSet::new();
+            for entry in svc.iter() {
+                match entry {
+                    Ok((k, s)) if k.slot != SLOT_FRONTEND => {
+                        referenced.insert(s.ifindex);
+                    }
+                    Ok(_) => {}
+                    Err(e) if missing(&e) => {}
+                    Err(e) => return Err(map_error(map_names::LB_SVC)(e)),
+                }
+            }
+            referenced
+        };
+        let marks = self.lb_backend_marks()?;
+        let unreferenced: Vec<u32> = marks
+            .into_iter()
+            .filter(|i| !referenced.contains(i) && candidates.is_none_or(|c| c.contains(i)))
+            .collect();
+        if unreferenced.is_empty() {
+            return Ok(());
+        }
+        let busy: HashSet<u32> = self
+            .conntrack()?
+            .into_iter()
+            .filter(|(_, e)| e.flags & (CT_F_LB | CT_F_REPLY) == CT_F_LB)
+            .map(|(_, e)| e.ifindex)
+            .collect();
+        let mut marks: HashMap<&mut MapData, u32, u32> = self.nat_map_mut(map_names::LB_BACKEND)?;
+        for ifindex in unreferenced {
+            if !busy.contains(&ifindex) {
+                removed(marks.remove(&ifindex)).map_err(map_error(map_names::LB_BACKEND))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn services_are_validated() {
+        let vip = ip("10.0.0.100");
+        let ok = [(ip("10.0.0.2"), 5), (ip("10.0.0.3"), 6)];
+        assert!(check_service(0, vip, &ok).is_ok());
+        assert!(check_service(0, vip, &[]).is_ok());
+        assert!(check_service(MAX_SERVICES, vip, &ok).is_err());
+        assert!(check_service(0, Ipv4Addr::UNSPECIFIED, &ok).is_err());
+        assert!(check_service(0, vip, &[(ip("10.0.0.2"), 0)]).is_err());
+        assert!(check_service(0, vip, &[(vip, 3)]).is_err());
+        assert!(check_service(0, vip, &[(ip("10.0.0.2"), 5), (ip("10.0.0.2"), 6)]).is_err());
+        let many: Vec<_> = (0..=MAX_BACKENDS)
+            .map(|i| (Ipv4Addr::from(0x0a00_0000 + i + 1), 1))
+            .collect();
+        assert!(check_service(0, vip, &many).is_err());
+    }
+}

@@ -1,0 +1,166 @@
+//! Forwarding of the names that are not ours to the upstream resolvers,
+//! with hickory's UDP and TCP clients.
+//!
+//! Upstreams are tried in order. Each gets [`UPSTREAM_TIMEOUT`]; a timeout,
+//! a network error, SERVFAIL or REFUSED moves on to the next one. Any other
+//! answer, NXDOMAIN included, is the answer: passed back as is and never
+//! retried elsewhere (another resolver would say the same, slower). A UDP
+//! answer with the truncation bit is asked again over TCP of the same
+//! upstream; a client that asked over TCP is forwarded over TCP.
+//!
+//! Every socket here is created on a tokio worker, i.e. in the daemon's own
+//! (host) namespace, so upstreams on the host's loopback (a local caching
+//! resolver, systemd-resolved's 127.0.0.53) work, which they could not from
+//! inside a container.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::tcp::TcpClientStream;
+use hickory_net::udp::UdpClientStream;
+use hickory_net::xfer::{DnsExchange, DnsHandle};
+use hickory_net::{DnsMultiplexer, NetError};
+use hickory_proto::op::{DnsRequest, DnsRequestOptions, Edns, Message, Query, ResponseCode};
+use tokio::sync::Semaphore;
+use tracing::debug;
+
+/// How long one upstream gets before the next one is asked.
+pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Forwarded queries in flight at once, over all containers (Docker's
+/// limit too); past it, queries get SERVFAIL at once instead of piling up
+/// sockets and tasks behind a slow upstream.
+pub const MAX_IN_FLIGHT: usize = 1024;
+
+/// EDNS payload size offered upstream (the DNS flag day 2020 value: no IP
+/// fragmentation on common paths).
+pub const EDNS_PAYLOAD: u16 = 1232;
+
+/// What the client asked, as forwarded.
+#[derive(Debug, Clone)]
+pub struct Question {
+    pub query: Query,
+    pub recursion_desired: bool,
+    pub checking_disabled: bool,
+    pub dnssec_ok: bool,
+    /// The client asked over TCP.
+    pub tcp: bool,
+}
+
+#[derive(Debug)]
+pub struct Forwarder {
+    upstreams: Vec<SocketAddr>,
+    timeout: Duration,
+    in_flight: Semaphore,
+}
+
+impl Forwarder {
+    pub fn new(upstreams: Vec<SocketAddr>, timeout: Duration) -> Forwarder {
+        Forwarder {
+            upstreams,
+            timeout,
+            in_flight: Semaphore::new(MAX_IN_FLIGHT),
+        }
+    }
+
+    /// The first usable answer, or `None` when every upstream failed (or
+    /// there are none, or too many queries are in flight): the caller
+    /// answers SERVFAIL.
+    pub async fn forward(&self, q: &Question) -> Option<Message> {
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            debug!("too many forwarded queries in flight");
+            return None;
+        };
+        for &upstream in &self.upstreams {
+            let mut answer = if q.tcp {
+                self.tcp(upstream, q).await
+            } else {
+                self.udp(upstream, q).await
+            };
+            if matches!(&answer, Ok(m) if m.metadata.truncation && !q.tcp) {
+                debug!(%upstream, "truncated answer over UDP, asking again over TCP");
+                answer = self.tcp(upstream, q).await;
+            }
+            match answer {
+                Ok(m)
+                    if matches!(
+                        m.metadata.response_code,
+                        ResponseCode::ServFail | ResponseCode::Refused
+                    ) =>
+                {
+                    debug!(%upstream, rcode = %m.metadata.response_code, "upstream failed, trying the next");
+                }
+                Ok(m) => return Some(m),
+                Err(e) => debug!(%upstream, error = %e, "upstream unreachable, trying the next"),
+            }
+        }
+        None
+    }
+
+    fn request(&self, q: &Question) -> DnsRequest {
+        // A fresh random id; the clients check it (and the source address
+        // and the question) against the answer.
+        let mut msg = Message::query();
+        msg.metadata.recursion_desired = q.recursion_desired;
+        msg.metadata.checking_disabled = q.checking_disabled;
+        msg.queries.push(q.query.clone());
+        let mut edns = Edns::new();
+        edns.set_max_payload(EDNS_PAYLOAD)
+            .set_dnssec_ok(q.dnssec_ok);
+        msg.edns = Some(edns);
+        let mut options = DnsRequestOptions::default();
+        options.recursion_desired = q.recursion_desired;
+        options.edns_payload_len = EDNS_PAYLOAD;
+        options.edns_set_dnssec_ok = q.dnssec_ok;
+        DnsRequest::new(msg, options)
+    }
+
+    async fn udp(&self, upstream: SocketAddr, q: &Question) -> Result<Message, NetError> {
+        let stream = UdpClientStream::builder(upstream, TokioRuntimeProvider::new())
+            .with_timeout(Some(self.timeout))
+            .build();
+        let (exchange, bg) = DnsExchange::<TokioRuntimeProvider>::from_stream(stream);
+        self.exchange(exchange, bg, q).await
+    }
+
+    async fn tcp(&self, upstream: SocketAddr, q: &Question) -> Result<Message, NetError> {
+        let provider = TokioRuntimeProvider::new();
+        let (connect, sender) =
+            TcpClientStream::new(upstream, None, Some(self.timeout), provider.clone());
+        let stream = tokio::time::timeout(self.timeout, connect)
+            .await
+            .map_err(|_| NetError::Timeout)??;
+        let multiplexer = DnsMultiplexer::new(stream, sender).with_timeout(self.timeout);
+        let (exchange, bg) = DnsExchange::<TokioRuntimeProvider>::from_stream(multiplexer);
+        self.exchange(exchange, bg, q).await
+    }
+
+    async fn exchange<F>(
+        &self,
+        exchange: DnsExchange<TokioRuntimeProvider>,
+        bg: F,
+        q: &Question,
+    ) -> Result<Message, NetError>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send,
+    {
+        // The background half drives the socket; it ends once the exchange
+        // is dropped, and the timeout bounds it whatever happens.
+        let limit = self.timeout * 2;
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(limit, bg).await;
+        });
+        let mut responses = exchange.send(self.request(q));
+        let first = tokio::time::timeout(self.timeout, responses.next())
+            .await
+            .map_err(|_| NetError::Timeout)?;
+        match first {
+            Some(Ok(response)) => Ok(response.into_message()),
+            Some(Err(e)) => Err(e),
+            None => Err(NetError::from("no response")),
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! The embedded DNS server of user-defined networks.
+//!
+//! Docker answers container names at 127.0.0.11 inside each container and
+//! gets there with iptables DNAT rules in the container's namespace. netd
+//! installs no firewall rules, so it does what the rules emulate: the daemon
+//! opens a UDP and a TCP socket on 127.0.0.11:53 *inside* each container's
+//! namespace (a thread `setns`es, binds, and hands the sockets to the
+//! runtime; 127.0.0.0/8 is local on the container's `lo`). The container's
+//! resolv.conf says `nameserver 127.0.0.11`, like Docker's.
+//!
+//! Why 127.0.0.11 and not the network's gateway (Podman's aardvark-dns):
+//! the answer depends on who asks (names are scoped to the networks the
+//! asker is on), and a socket inside the asker's own namespace identifies
+//! it without looking at source addresses; it works on `--internal`
+//! networks and on macvlan (where the gateway is not the host) alike, keeps
+//! DNS traffic off the datapath, and is the address Docker users and
+//! images expect.
+//!
+//! The daemon's own threads stay in the host's namespace, so forwarding to
+//! the upstream resolvers happens from there (see `forward`).
+//!
+//! - `records`: the names, built from the state and swapped whole on each
+//!   change;
+//! - `server`: the request handler (local answers, forwarding, counters);
+//! - `forward`: the upstream client, with timeouts and failover;
+//! - `resolv`: the host's resolv.conf and the containers'.
+
+mod forward;
+mod records;
+mod resolv;
+mod server;
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use hickory_server::Server;
+use tracing::{debug, info, warn};
+
+use crate::model::{NetMode, State};
+use crate::netlink::netns;
+
+pub use forward::UPSTREAM_TIMEOUT;
+pub use records::Records;
+pub use resolv::{EMBEDDED, ResolvConf};
+
+/// Where `ip netns exec NAME` looks for files to bind-mount over /etc
+/// (`/etc/netns/NAME/resolv.conf`); `sandbox` does the same.
+pub const RESOLV_DIR: &str = "/etc/netns";
+
+/// Idle TCP connections to the embedded server are closed after this.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+/// Longest pause between attempts to open a listener whose namespace does
+/// not exist yet (the engine creates it right after committing the record).
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// The embedded server's settings.
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    /// Upstream resolvers for every name that is not a container's or a
+    /// service's, tried in order: `--dns`/`dns`, else the nameservers of
+    /// the host's /etc/resolv.conf. Loopback ones are kept: unlike Docker's
+    /// resolver, which forwards from inside the container, netd forwards
+    /// from the daemon's (host) namespace, where e.g. systemd-resolved's
+    /// 127.0.0.53 answers.
+    pub upstreams: Vec<SocketAddr>,
+    /// Where containers' resolv.conf files go (`/etc/netns`).
+    pub resolv_dir: PathBuf,
+    /// Namespace names of this daemon start with this (`{prefix}-`): at the
+    /// first sync, files netd wrote for such names that no container owns
+    /// any more (a crash) are removed. Empty: no such clean-up.
+    pub netns_prefix: String,
+}
+
+impl DnsConfig {
+    /// `upstreams` as configured, or the host's when none are.
+    pub fn new(upstreams: Vec<SocketAddr>, prefix: &str) -> DnsConfig {
+        let upstreams = if upstreams.is_empty() {
+            ResolvConf::host().upstreams()
+        } else {
+            upstreams
+        };
+        DnsConfig {
+            upstreams,
+            resolv_dir: PathBuf::from(RESOLV_DIR),
+            netns_prefix: format!("{prefix}-"),
+        }
+    }
+}
+
+/// Query counters since the daemon started. Every query counts in exactly
+/// one of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DnsStats {
+    /// Answered from the records (a container or service name, an alias,
+    /// `tasks.NAME`, PTR), including "exists, but no record of that type".
+    pub answered_local: u64,
+    /// Forwarded, and the upstream's answer (other than NXDOMAIN) passed back.
+    pub forwarded: u64,
+    /// Forwarded, and the upstream's NXDOMAIN passed back.
+    pub nxdomain: u64,
+    /// No upstream answered (SERVFAIL sent), or a malformed/unsupported query.
+    pub failed: u64,
+}
+
+/// Identity of a network namespace (its nsfs inode).
+type NsId = (u64, u64);
+
+/// One container's server: a task that waits for the namespace, binds the
+/// sockets in it and serves until aborted.
+struct Listener {
+    netns: String,
+    /// The namespace the sockets were bound in, once they are.
+    bound: Arc<Mutex<Option<NsId>>>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        // Aborting drops the server, which aborts its socket tasks and so
+        // closes the sockets (and lets the namespace go).
+        self.task.abort();
+    }
+}
+
+pub struct Dns {
+    cfg: DnsConfig,
+    shared: Arc<server::Shared>,
+    /// By container id.
+    listeners: HashMap<String, Listener>,
+    /// resolv.conf contents written, by namespace name.
+    files: HashMap<String, String>,
+    synced_once: bool,
+    stopped: bool,
+}
+
+impl Dns {
+    pub fn new(cfg: DnsConfig) -> Dns {
+        info!(upstreams = ?cfg.upstreams, "embedded DNS: names not ours go upstream");
+        let shared = Arc::new(server::Shared {
+            records: RwLock::new(Arc::new(Records::default())),
+            forwarder: forward::Forwarder::new(cfg.upstreams.clone(), UPSTREAM_TIMEOUT),
+            counters: server::Counters::default(),
+        });
+        Dns {
+            cfg,
+            shared,
+            listeners: HashMap::new(),
+            files: HashMap::new(),
+            synced_once: false,
+            stopped: false,
+        }
+    }
+
+    /// Called by the engine after every committed state change and once at
+    /// start, from inside the tokio runtime (not from async code that must
+    /// not block: it writes small files): swaps in the records of `state`
+    /// (queries in flight finish with the old ones), starts a listener in
+    /// the namespace of every container that has its own namespace and an
+    /// endpoint on a user-defined network, stops the others, and writes or
+    /// removes `<resolv_dir>/<netns>/resolv.conf` for every container with
+    /// its own namespace. Errors are logged.
+    pub fn sync(&mut self, state: &State) {
+        let records = Arc::new(Records::build(state));
+        *self
+            .shared
+            .records
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = records;
+        self.sync_files(state);
+        if !self.stopped {
+            self.sync_listeners(state);
+        }
+        self.synced_once = true;
+    }
+
+    /// Stops every listener (daemon shutdown). The resolv.conf files stay,
+    /// so `ip netns exec` keeps giving containers theirs.
+    pub fn shutdown(&mut self) {
+        self.stopped = true;
+        self.listeners.clear();
+    }
+
+    pub fn stats(&self) -> DnsStats {
+        let c = &self.shared.counters;
+        DnsStats {
+            answered_local: c.answered_local.load(Ordering::Relaxed),
+            forwarded: c.forwarded.load(Ordering::Relaxed),
+            nxdomain: c.nxdomain.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Containers whose namespace has a listener (bound or waiting for its
+    /// namespace), by id.
+    pub fn serving(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.listeners.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    fn sync_files(&mut self, state: &State) {
+        let host = ResolvConf::host();
+        let embedded = resolv::for_embedded(&host);
+        let systemd = ResolvConf::read(Path::new(resolv::SYSTEMD_RESOLV_CONF)).ok();
+        let plain = resolv::for_host_resolvers(&host, systemd.as_ref());
+        let mut wanted = HashSet::new();
+        for c in state.containers.values() {
+            let NetMode::Own { netns } = &c.net else {
+                continue;
+            };
+            wanted.insert(netns.clone());
+            let content = if records::wants_server(state, &c.id) {
+                &embedded
+            } else {
+                &plain
+            };
+            if self.files.get(netns) == Some(content) {
+                continue;
+            }
+            let path = self.cfg.resolv_dir.join(netns).join("resolv.conf");
+            match resolv::write_if_changed(&path, content) {
+                Ok(changed) => {
+                    if changed {
+                        debug!(path = %path.display(), "resolv.conf written");
+                    }
+                    self.files.insert(netns.clone(), content.clone());
+                }
+                Err(e) => {
+                    warn!(path = %path.display(), error = %e, "cannot write resolv.conf");
+                    // Not again at every change; a later change of content
+                    // tries again.
+                    self.files.insert(netns.clone(), content.clone());
+                }
+            }
+        }
+        let mut gone: Vec<String> = self
+            .files
+            .keys()
+            .filter(|n| !wanted.contains(*n))
+            .cloned()
+            .collect();
+        if !self.synced_once && !self.cfg.netns_prefix.is_empty() {
+            gone.extend(self.stale_files(&wanted));
+        }
+        for netns in gone {
+            self.files.remove(&netns);
+            let dir = self.cfg.resolv_dir.join(&netns);
+            if let Err(e) = resolv::remove(&dir) {
+                warn!(dir = %dir.display(), error = %e, "cannot remove resolv.conf");
+            }
+        }
+    }
+
+    /// Directories under resolv_dir named like this daemon's namespaces
+    /// that no container owns.
+    fn stale_files(&self, wanted: &HashSet<String>) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.cfg.resolv_dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with(&self.cfg.netns_prefix) && !wanted.contains(n))
+            .collect()
+    }
+
+    fn sync_listeners(&mut self, state: &State) {
+        let mut wanted: HashMap<&str, &str> = HashMap::new();
+        for c in state.containers.values() {
+            if let NetMode::Own { netns } = &c.net
+                && records::wants_server(state, &c.id)
+            {
+                wanted.insert(&c.id, netns);
+            }
+        }
+        self.listeners.retain(|id, l| {
+            let keep = wanted.get(id.as_str()).is_some_and(|ns| *ns == l.netns)
+                && same_namespace(&l.netns, &l.bound);
+            if !keep {
+                debug!(container = %id, netns = %l.netns, "embedded DNS listener stopped");
+            }
+            keep
+        });
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            if !wanted.is_empty() {
+                warn!("embedded DNS: not inside the runtime, no listener started");
+            }
+            return;
+        };
+        for (id, netns) in wanted {
+            if self.listeners.contains_key(id) {
+                continue;
+            }
+            let bound = Arc::new(Mutex::new(None));
+            let task = runtime.spawn(serve(
+                netns.to_string(),
+                id.to_string(),
+                self.shared.clone(),
+                bound.clone(),
+            ));
+            self.listeners.insert(
+                id.to_string(),
+                Listener {
+                    netns: netns.to_string(),
+                    bound,
+                    task: task.abort_handle(),
+                },
+            );
+        }
+    }
+}
+
+/// False when the listener's sockets are in a namespace that is no longer
+/// the one at the name (recreated after a crash): it must be restarted.
+fn same_namespace(name: &str, bound: &Mutex<Option<NsId>>) -> bool {
+    let Some(id) = *bound.lock().unwrap_or_else(|e| e.into_inner()) else {
+        // Still waiting for the namespace: it will bind the right one.
+        return true;
+    };
+    std::fs::metadata(netns::path(name)).is_ok_and(|m| (m.dev(), m.ino()) == id)
+}
+
+/// The listener task of one container.
+async fn serve(
+    netns: String,
+    container: String,
+    shared: Arc<server::Shared>,
+    bound: Arc<Mutex<Option<NsId>>>,
+) {
+    let mut delay = Duration::from_millis(5);
+    let mut warned = false;
+    let (id, udp, tcp) = loop {
+        match bind_in(&netns).await {
+            Ok(sockets) => break sockets,
+            Err(e) => {
+                // A missing namespace is normal for a moment: the record is
+                // committed before the engine creates it.
+                let quiet = e.kind() == io::ErrorKind::NotFound && delay < RETRY_MAX;
+                if !quiet && !warned {
+                    warn!(netns, error = %e, "embedded DNS: cannot listen yet; retrying");
+                    warned = true;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(RETRY_MAX);
+            }
+        }
+    };
+    let (udp, tcp) = match (
+        tokio::net::UdpSocket::from_std(udp),
+        tokio::net::TcpListener::from_std(tcp),
+    ) {
+        (Ok(u), Ok(t)) => (u, t),
+        (Err(e), _) | (_, Err(e)) => {
+            warn!(netns, error = %e, "embedded DNS: cannot register the sockets");
+            return;
+        }
+    };
+    *bound.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
+    let mut server = Server::new(server::Handler { container, shared });
+    server.register_socket(udp);
+    server.register_listener(tcp, TCP_IDLE, 16);
+    debug!(netns, "embedded DNS listening on {EMBEDDED}:53");
+    if let Err(e) = server.block_until_done().await {
+        warn!(netns, error = %e, "embedded DNS listener ended");
+    }
+}
+
+/// Opens the namespace and binds UDP and TCP 127.0.0.11:53 inside it, on a
+/// short-lived thread (the runtime's threads never change namespace).
+async fn bind_in(name: &str) -> io::Result<(NsId, std::net::UdpSocket, std::net::TcpListener)> {
+    let file = File::open(netns::path(name))?;
+    if !netns::is_nsfs(file.as_fd()) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{name} is not a network namespace (yet)"),
+        ));
+    }
+    let meta = file.metadata()?;
+    let id = (meta.dev(), meta.ino());
+    let addr = SocketAddrV4::new(EMBEDDED, 53);
+    let (udp, tcp) = netns::run_in(file, move || {
+        let udp = std::net::UdpSocket::bind(addr)?;
+        udp.set_nonblocking(true)?;
+        let tcp = std::net::TcpListener::bind(addr)?;
+        tcp.set_nonblocking(true)?;
+        Ok((udp, tcp))
+    })
+    .await?;
+    Ok((id, udp, tcp))
+}

@@ -1,0 +1,270 @@
+//! Services: a virtual IP on one network, balanced round-robin in eBPF over
+//! the service's replicas. netd runs `replicas` containers `NAME.1`..`NAME.N`
+//! itself; user containers can join with `--service`. Whenever the set of
+//! replicas changes, `sync_service` rewrites the service's backend table in
+//! the datapath (in an order that never exposes a half-written service).
+
+use std::net::Ipv4Addr;
+
+use tracing::{info, warn};
+
+use super::spec::{ContainerSpec, EndpointSpec, NetworkMode, PortSpec};
+use super::{Engine, now, ports, random_id};
+use crate::error::{EngineError, Result};
+use crate::ipam;
+use crate::model::{Container, Driver, Service, valid_name};
+
+/// `service create`.
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    pub name: String,
+    /// Network name or id.
+    pub network: String,
+    pub replicas: u32,
+    pub ports: Vec<PortSpec>,
+    /// What each replica runs; required when `replicas` > 0.
+    pub cmd: Vec<String>,
+}
+
+impl Engine {
+    pub fn service(&self, key: &str) -> Result<&Service> {
+        self.state
+            .find_service(key)
+            .ok_or_else(|| EngineError::NotFound(format!("service {key} not found")))
+    }
+
+    pub async fn create_service(&mut self, spec: ServiceSpec) -> Result<Service> {
+        if !valid_name(&spec.name) {
+            return Err(EngineError::InvalidParameter(format!(
+                "invalid service name \"{}\": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
+                spec.name
+            )));
+        }
+        if self
+            .state
+            .find_service(&spec.name)
+            .is_some_and(|s| s.name == spec.name)
+        {
+            return Err(EngineError::Conflict(format!(
+                "service with name {} already exists",
+                spec.name
+            )));
+        }
+        if spec.replicas > 0 && spec.cmd.is_empty() {
+            return Err(EngineError::InvalidParameter(
+                "replicas need a command: netd service create ... NAME -- CMD [ARGS...]".into(),
+            ));
+        }
+        let net = self.network(&spec.network)?.clone();
+        if net.driver != Driver::Bridge || net.predefined {
+            return Err(EngineError::InvalidParameter(format!(
+                "services need a user-defined bridge network; {} is not one",
+                net.name
+            )));
+        }
+        if let Some(taken) = (1..=spec.replicas).find(|i| {
+            self.state
+                .find_container(&replica_name(&spec.name, *i))
+                .is_some()
+        }) {
+            return Err(EngineError::Conflict(format!(
+                "container {} already exists; a replica of service {} needs that name",
+                replica_name(&spec.name, taken),
+                spec.name
+            )));
+        }
+        let pool = net.ipam.as_ref().expect("bridge networks have a pool");
+        let vip = ipam::allocate(pool, &self.used_addresses(&net.id), &net.name)?;
+        let ports = ports::resolve(&spec.ports, &self.state, &ports::HostListeners::read())?;
+        let svc = Service {
+            id: random_id(),
+            name: spec.name.clone(),
+            created: now(),
+            network_id: net.id.clone(),
+            vip,
+            replicas: spec.replicas,
+            cmd: spec.cmd,
+            ports,
+            index: self.free_service_index(),
+        };
+        let mut next = self.state.clone();
+        next.services.insert(svc.id.clone(), svc.clone());
+        self.commit(next)?;
+        if let Err(e) = self.start_replicas(&svc, 1..=svc.replicas).await {
+            let _ = self.remove_service(&svc.id).await;
+            return Err(e);
+        }
+        self.sync_service(&svc.id).await?;
+        info!(service = %svc.name, vip = %svc.vip, replicas = svc.replicas, "service created");
+        Ok(svc)
+    }
+
+    /// Sets the number of replicas netd runs: starts the missing ones or
+    /// removes the highest-numbered ones. Connections to the replicas that
+    /// stay are untouched; the removed ones get no new connections from the
+    /// moment the backend table is rewritten.
+    pub async fn scale_service(&mut self, key: &str, replicas: u32) -> Result<Service> {
+        let svc = self.service(key)?.clone();
+        if replicas > 0 && svc.cmd.is_empty() {
+            return Err(EngineError::InvalidParameter(format!(
+                "service {} was created without a command, so netd cannot run replicas of it",
+                svc.name
+            )));
+        }
+        let mut next = self.state.clone();
+        next.services
+            .get_mut(&svc.id)
+            .expect("service exists")
+            .replicas = replicas;
+        self.commit(next)?;
+        if replicas > svc.replicas {
+            self.start_replicas(&svc, svc.replicas + 1..=replicas)
+                .await?;
+        } else {
+            // Out of the rotation first, then gone.
+            let doomed: Vec<String> = (replicas + 1..=svc.replicas)
+                .map(|i| replica_name(&svc.name, i))
+                .filter(|n| self.state.find_container(n).is_some())
+                .collect();
+            let mut next = self.state.clone();
+            for c in next
+                .containers
+                .values_mut()
+                .filter(|c| doomed.contains(&c.name))
+            {
+                c.service = None;
+            }
+            self.commit(next)?;
+            self.sync_service(&svc.id).await?;
+            for name in doomed {
+                self.remove_container(&name, true).await?;
+            }
+        }
+        info!(service = %svc.name, replicas, "service scaled");
+        Ok(self.service(&svc.id)?.clone())
+    }
+
+    /// Removes the service, its replicas and its virtual IP; containers that
+    /// joined it with `--service` stay, outside any service.
+    pub async fn remove_service(&mut self, key: &str) -> Result<()> {
+        let svc = self.service(key)?.clone();
+        let own: Vec<String> = self
+            .state
+            .replicas_of(&svc.id)
+            .into_iter()
+            .filter(|c| is_replica_name(&svc.name, &c.name))
+            .map(|c| c.id.clone())
+            .collect();
+        let mut next = self.state.clone();
+        next.services.remove(&svc.id);
+        for c in next.containers.values_mut() {
+            if c.service.as_deref() == Some(svc.id.as_str()) {
+                c.service = None;
+            }
+        }
+        self.commit(next)?;
+        self.remove_service_datapath(&svc);
+        for id in own {
+            if let Err(e) = self.remove_container(&id, true).await {
+                warn!(service = %svc.name, error = %e, "cannot remove replica");
+            }
+        }
+        info!(service = %svc.name, "service removed");
+        Ok(())
+    }
+
+    async fn start_replicas(
+        &mut self,
+        svc: &Service,
+        which: std::ops::RangeInclusive<u32>,
+    ) -> Result<()> {
+        let net = self.network(&svc.network_id)?.name.clone();
+        for i in which {
+            self.create_container(ContainerSpec {
+                name: replica_name(&svc.name, i),
+                network: NetworkMode::Network(net.clone()),
+                endpoint: EndpointSpec::default(),
+                ports: Vec::new(),
+                cmd: Some(svc.cmd.clone()),
+                service: Some(svc.id.clone()),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Makes the datapath's backend table and published ports of a service
+    /// match its replicas.
+    pub(super) async fn sync_service(&mut self, id: &str) -> Result<()> {
+        let Some(svc) = self.state.services.get(id).cloned() else {
+            return Ok(());
+        };
+        let mut backends = Vec::new();
+        for c in self.state.replicas_of(id) {
+            if let Some(b) = self.backend_of(c, &svc).await {
+                backends.push(b);
+            }
+        }
+        let context = || format!("cannot update service {}", svc.name);
+        self.dataplane
+            .set_service(svc.index, svc.vip, &backends)
+            .map_err(|e| EngineError::system(context(), e))?;
+        for p in &svc.ports {
+            self.dataplane
+                .set_service_publish(
+                    p.host_ip,
+                    p.host_port,
+                    p.proto,
+                    svc.index,
+                    svc.vip,
+                    p.container_port,
+                )
+                .map_err(|e| EngineError::system(context(), e))?;
+        }
+        Ok(())
+    }
+
+    /// The replica's address on the service's network and its host-side
+    /// veth, as the load balancer needs them.
+    async fn backend_of(&self, c: &Container, svc: &Service) -> Option<(Ipv4Addr, u32)> {
+        let ep = c
+            .endpoints
+            .iter()
+            .find(|e| e.network_id == svc.network_id)?;
+        let ifindex = self.netlink.link_index(&ep.host_ifname).await.ok()??;
+        Some((ep.ip, ifindex))
+    }
+
+    fn remove_service_datapath(&mut self, svc: &Service) {
+        for p in &svc.ports {
+            if let Err(e) = self
+                .dataplane
+                .remove_publish(p.host_ip, p.host_port, p.proto)
+            {
+                warn!(service = %svc.name, error = %e, "cannot unpublish");
+            }
+        }
+        if let Err(e) = self.dataplane.remove_service(svc.index, svc.vip) {
+            warn!(service = %svc.name, error = %e, "cannot remove from the datapath");
+        }
+    }
+
+    fn free_service_index(&self) -> u32 {
+        let used: std::collections::HashSet<u32> =
+            self.state.services.values().map(|s| s.index).collect();
+        (1..)
+            .find(|i| !used.contains(i))
+            .expect("a free index exists")
+    }
+}
+
+/// `NAME.i`, Docker's task naming.
+pub(super) fn replica_name(service: &str, i: u32) -> String {
+    format!("{service}.{i}")
+}
+
+fn is_replica_name(service: &str, name: &str) -> bool {
+    name.strip_prefix(service)
+        .and_then(|r| r.strip_prefix('.'))
+        .is_some_and(|n| n.parse::<u32>().is_ok())
+}

@@ -1,0 +1,323 @@
+//! Services against a real daemon: a virtual IP balanced round-robin in
+//! eBPF over replicas that answer with their own address, reached from a
+//! container, from the host and through a published port from outside;
+//! scaling and removing replicas without breaking established connections.
+//! Subnets 10.26.x.0/24 are this file's.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::Daemon;
+use serde_json::Value;
+
+/// Each replica answers a connection with its own address, then echoes.
+const REPLICA: &[&str] = &[
+    "socat",
+    "TCP-LISTEN:80,fork,reuseaddr",
+    // `hostname -I` prints the namespace's addresses (just eth0's here);
+    // no quoting, which socat's address syntax would mangle.
+    "SYSTEM:hostname -I; cat",
+];
+
+fn service(d: &Daemon, name: &str) -> Value {
+    d.json(&["service", "inspect", name])[0].clone()
+}
+
+fn replica_ips(d: &Daemon, name: &str) -> Vec<String> {
+    service(d, name)["Tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["IPAddress"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn wait_all_listening(d: &Daemon, name: &str, n: usize) {
+    for i in 1..=n {
+        let ns = d.netns(&format!("{name}.{i}"));
+        let mut ok = false;
+        for _ in 0..100 {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &ns, "ss", "-Hltn", "sport = :80"])
+                .output()
+                .unwrap();
+            if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+                ok = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(ok, "replica {i} of {name} is not listening");
+    }
+}
+
+/// One request: connect, read the first line (the replica's address).
+fn ask(ns: Option<&str>, addr: &str, port: u16) -> String {
+    let target = format!("TCP4:{addr}:{port},connect-timeout=3");
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "socat", "-T", "3", "-", &target]);
+            c
+        }
+        None => {
+            let mut c = Command::new("socat");
+            c.args(["-T", "3", "-", &target]);
+            c
+        }
+    };
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    drop(child.stdin.take());
+    let _ = child.kill();
+    let _ = child.wait();
+    line.trim().to_string()
+}
+
+/// `n` sequential requests, counted per answering replica.
+fn spread(ns: Option<&str>, addr: &str, port: u16, n: usize) -> BTreeMap<String, usize> {
+    let mut hits = BTreeMap::new();
+    for _ in 0..n {
+        *hits.entry(ask(ns, addr, port)).or_default() += 1;
+    }
+    hits
+}
+
+fn exactly(ips: &[String], k: usize) -> BTreeMap<String, usize> {
+    ips.iter().map(|ip| (ip.clone(), k)).collect()
+}
+
+#[test]
+fn new_connections_go_round_robin_from_everywhere() {
+    let d = Daemon::start();
+    d.ok(&["network", "create", "--subnet", "10.26.1.0/24", "n"]);
+    let mut args = vec![
+        "service",
+        "create",
+        "--network",
+        "n",
+        "--replicas",
+        "5",
+        "-p",
+        "18088:80",
+        "web",
+        "--",
+    ];
+    args.extend_from_slice(REPLICA);
+    d.ok(&args);
+    d.ok(&["container", "create", "--network", "n", "client"]);
+    wait_all_listening(&d, "web", 5);
+
+    let svc = service(&d, "web");
+    let vip = svc["VirtualIP"].as_str().unwrap().to_string();
+    let ips = replica_ips(&d, "web");
+    assert_eq!(ips.len(), 5);
+    assert!(!ips.contains(&vip), "the VIP is not a replica's address");
+    let ls = d.ok(&["service", "ls"]);
+    assert!(ls.contains("5/5"), "{ls}");
+
+    // 10 sequential new connections hit each of the 5 replicas exactly twice.
+    let client = d.netns("client");
+    assert_eq!(
+        spread(Some(&client), &vip, 80, 10),
+        exactly(&ips, 2),
+        "from a container"
+    );
+    assert_eq!(
+        spread(None, &vip, 80, 10),
+        exactly(&ips, 2),
+        "from the host"
+    );
+    assert_eq!(
+        spread(Some(&d.outside), &d.uplink_addr, 18088, 10),
+        exactly(&ips, 2),
+        "through the published port from outside"
+    );
+
+    // Per-backend selections are exported.
+    let metrics = d.metrics();
+    assert!(metrics.contains("netd_lb_selections_total{"), "{metrics}");
+}
+
+#[test]
+fn scaling_keeps_established_connections_and_rotates_new_ones() {
+    let d = Daemon::start();
+    d.ok(&["network", "create", "--subnet", "10.26.2.0/24", "n"]);
+    let mut args = vec![
+        "service",
+        "create",
+        "--network",
+        "n",
+        "--replicas",
+        "3",
+        "api",
+        "--",
+    ];
+    args.extend_from_slice(REPLICA);
+    d.ok(&args);
+    d.ok(&["container", "create", "--network", "n", "client"]);
+    wait_all_listening(&d, "api", 3);
+    let vip = service(&d, "api")["VirtualIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A long-lived connection: it learns which replica serves it, then
+    // echoes what it is sent.
+    let mut long = LongConnection::open(&d.netns("client"), &vip);
+    let served_by = long.first_line();
+    let ips = replica_ips(&d, "api");
+    let index = ips.iter().position(|ip| *ip == served_by).unwrap() + 1;
+
+    // Remove every other replica, keeping the one serving the connection:
+    // scale down to it, and `container rm` the lower-numbered ones.
+    d.ok(&["service", "scale", &format!("api={index}")]);
+    for i in 1..index {
+        d.ok(&["container", "rm", "-f", &format!("api.{i}")]);
+    }
+    assert_eq!(replica_ips(&d, "api"), vec![served_by.clone()]);
+    assert_eq!(
+        long.echo("still there"),
+        "still there",
+        "established connection broke"
+    );
+
+    // New connections only go to what is left; scaling up adds to the rotation.
+    assert_eq!(
+        spread(Some(&d.netns("client")), &vip, 80, 3),
+        exactly(std::slice::from_ref(&served_by), 3)
+    );
+    d.ok(&["service", "scale", "api=5"]);
+    wait_all_listening(&d, "api", 5);
+    let now = replica_ips(&d, "api");
+    assert!(now.len() >= 4, "{now:?}");
+    assert_eq!(
+        spread(Some(&d.netns("client")), &vip, 80, now.len() * 2),
+        exactly(&now, 2)
+    );
+    assert_eq!(long.echo("and now"), "and now");
+
+    // Removing the service removes its replicas and its address.
+    drop(long);
+    d.ok(&["service", "rm", "api"]);
+    assert!(
+        d.fails(&["service", "inspect", "api"])
+            .contains("service api not found")
+    );
+    let left = d.ok(&["container", "ls", "-q"]);
+    assert_eq!(left.lines().count(), 1, "only the client is left: {left}");
+}
+
+#[test]
+fn user_containers_join_and_empty_services_drop() {
+    let d = Daemon::start();
+    d.ok(&["network", "create", "--subnet", "10.26.3.0/24", "n"]);
+    d.ok(&[
+        "service",
+        "create",
+        "--network",
+        "n",
+        "--replicas",
+        "0",
+        "mine",
+    ]);
+    let vip = service(&d, "mine")["VirtualIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    d.ok(&["container", "create", "--network", "n", "client"]);
+    // No backend: the connection is refused in the datapath, not forwarded.
+    assert_eq!(ask(Some(&d.netns("client")), &vip, 80), "");
+    let mut run = vec![
+        "container",
+        "run",
+        "--network",
+        "n",
+        "--service",
+        "mine",
+        "b1",
+        "--",
+    ];
+    run.extend_from_slice(REPLICA);
+    d.ok(&run);
+    let ns = d.netns("b1");
+    for _ in 0..100 {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns, "ss", "-Hltn", "sport = :80"])
+            .output()
+            .unwrap();
+        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        ask(Some(&d.netns("client")), &vip, 80),
+        replica_ips(&d, "mine")[0]
+    );
+    let wrong = d.fails(&[
+        "container",
+        "create",
+        "--network",
+        "none",
+        "--service",
+        "mine",
+        "x",
+    ]);
+    assert!(wrong.contains("must be on its network"), "{wrong}");
+    let busy = d.fails(&["network", "rm", "n"]);
+    assert!(busy.contains("used by service mine"), "{busy}");
+    d.ok(&["service", "rm", "mine"]);
+    // A joined container stays, outside any service.
+    assert!(d.ok(&["container", "ls"]).contains("b1"));
+}
+
+/// A socat client kept open for the length of a test.
+struct LongConnection {
+    child: Child,
+    lines: BufReader<std::process::ChildStdout>,
+}
+
+impl LongConnection {
+    fn open(ns: &str, vip: &str) -> LongConnection {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "socat", "-", &format!("TCP4:{vip}:80")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap());
+        LongConnection { child, lines }
+    }
+
+    fn first_line(&mut self) -> String {
+        let mut l = String::new();
+        self.lines.read_line(&mut l).unwrap();
+        l.trim().to_string()
+    }
+
+    fn echo(&mut self, msg: &str) -> String {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{msg}").unwrap();
+        stdin.flush().unwrap();
+        self.first_line()
+    }
+}
+
+impl Drop for LongConnection {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
