@@ -45,11 +45,18 @@ pub mod limits {
     /// every {host address, port, protocol} once.
     pub const MAX_PUBLISHED: u32 = 65536;
 
-    /// Size of the `NAT_CT` connection tracking LRU: two entries per
-    /// translated flow, so 131072 concurrent flows (the least recently used
-    /// are evicted beyond that). A load-time override is planned; until then
-    /// changing it makes the pinned map incompatible (see `netd::dataplane`).
-    pub const NAT_CT_ENTRIES: u32 = 262144;
+    /// Default number of translated flows the `NAT_CT` connection tracking
+    /// LRU holds before it evicts the least recently used: as many as Linux's
+    /// `nf_conntrack_max` on a host with a few GiB, sized for a busy host.
+    /// The daemon's `conntrack-max` setting overrides it when it loads the
+    /// object (`netd::dataplane::MapSizes`).
+    pub const CONNTRACK_FLOWS: u32 = 262144;
+
+    /// `NAT_CT` entries per flow: the forward and the reverse tuple.
+    pub const CT_ENTRIES_PER_FLOW: u32 = 2;
+
+    /// Size `NAT_CT` is declared with in the eBPF object: the default.
+    pub const NAT_CT_ENTRIES: u32 = CONNTRACK_FLOWS * CT_ENTRIES_PER_FLOW;
 
     /// Slots of the `NAT_STATS` per-CPU array (more than there are
     /// [`crate::nat::NatCounter`]s, so adding one does not resize it).

@@ -50,6 +50,10 @@ pub struct DaemonArgs {
     /// nameservers of the host's /etc/resolv.conf).
     #[arg(long = "dns", value_name = "IP[:PORT]", value_parser = parse_dns_server)]
     pub dns: Vec<SocketAddr>,
+    /// Most flows the eBPF connection tracking table holds (masquerade,
+    /// published ports, services) before the least recently used is evicted.
+    #[arg(long, value_name = "FLOWS")]
+    pub conntrack_max: Option<u32>,
 }
 
 /// The TOML file: the same settings as the flags, with the same names.
@@ -66,6 +70,7 @@ pub struct FileConfig {
     pub prefix: Option<String>,
     /// `["IP[:PORT]", ...]`, as `--dns`.
     pub dns: Option<Vec<String>>,
+    pub conntrack_max: Option<u32>,
 }
 
 /// The settings the daemon runs with, every value decided.
@@ -82,7 +87,15 @@ pub struct Settings {
     pub prefix: String,
     /// Upstreams of the embedded DNS server; empty: the host's resolvers.
     pub dns: Vec<SocketAddr>,
+    /// Flows the connection tracking map is sized for.
+    pub conntrack_max: u32,
 }
+
+/// The range `conntrack-max` accepts: below it a few busy containers would
+/// evict each other's flows; above it the preallocated map would take
+/// gigabytes of kernel memory (two preallocated entries, about 224 bytes, a
+/// flow).
+pub const CONNTRACK_MAX_RANGE: std::ops::RangeInclusive<u32> = 1024..=8_388_608;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -96,6 +109,7 @@ impl Default for Settings {
             advertise_addr: None,
             prefix: "netd".into(),
             dns: Vec::new(),
+            conntrack_max: netd_common::limits::CONNTRACK_FLOWS,
         }
     }
 }
@@ -116,6 +130,12 @@ pub enum ConfigError {
     Prefix(String),
     #[error("invalid dns server {0:?}: {1}")]
     Dns(String, String),
+    #[error(
+        "invalid conntrack-max {0}: use {min} to {max} flows",
+        min = CONNTRACK_MAX_RANGE.start(),
+        max = CONNTRACK_MAX_RANGE.end()
+    )]
+    ConntrackMax(u32),
 }
 
 impl Settings {
@@ -161,7 +181,14 @@ impl Settings {
                     None => d.dns,
                 }
             },
+            conntrack_max: args
+                .conntrack_max
+                .or(file.conntrack_max)
+                .unwrap_or(d.conntrack_max),
         };
+        if !CONNTRACK_MAX_RANGE.contains(&s.conntrack_max) {
+            return Err(ConfigError::ConntrackMax(s.conntrack_max));
+        }
         let p = &s.prefix;
         if p.is_empty()
             || p.len() > 4
@@ -277,6 +304,30 @@ mod tests {
             Err(ConfigError::Dns(..))
         ));
         assert!(parse_dns_server("1.2.3.4:x").is_err());
+    }
+
+    #[test]
+    fn conntrack_max_is_layered_and_bounded() {
+        let file: FileConfig = toml::from_str("conntrack-max = 65536").unwrap();
+        let s = Settings::layer(file.clone(), &DaemonArgs::default()).unwrap();
+        assert_eq!(s.conntrack_max, 65536);
+        let args = DaemonArgs {
+            conntrack_max: Some(4096),
+            ..Default::default()
+        };
+        assert_eq!(Settings::layer(file, &args).unwrap().conntrack_max, 4096);
+        for bad in [0, 1023, 8_388_609] {
+            let args = DaemonArgs {
+                conntrack_max: Some(bad),
+                ..Default::default()
+            };
+            let err = Settings::layer(FileConfig::default(), &args).unwrap_err();
+            assert!(matches!(err, ConfigError::ConntrackMax(n) if n == bad));
+            assert_eq!(
+                err.to_string(),
+                format!("invalid conntrack-max {bad}: use 1024 to 8388608 flows")
+            );
+        }
     }
 
     #[test]

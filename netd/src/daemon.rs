@@ -16,7 +16,7 @@ use tracing::info;
 
 use crate::api;
 use crate::config::{DaemonArgs, Settings};
-use crate::dataplane::Dataplane;
+use crate::dataplane::{Dataplane, MapSizes};
 use crate::dns::DnsConfig;
 use crate::engine::{Engine, EngineConfig};
 use crate::metrics::Metrics;
@@ -65,7 +65,12 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
     let netlink = Netlink::new()
         .await
         .context("cannot open a netlink socket")?;
-    let dataplane = Dataplane::load(&s.bpffs)?;
+    let dataplane = Dataplane::load(
+        &s.bpffs,
+        &MapSizes {
+            conntrack_flows: s.conntrack_max,
+        },
+    )?;
     let engine = Engine::start(
         EngineConfig {
             prefix: s.prefix.clone(),

@@ -33,7 +33,8 @@ use std::{
 use aya::programs::{SchedClassifier, TcAttachType, TestRun as _, TestRunOptions};
 use ipnet::Ipv4Net;
 use netd::dataplane::{
-    Dataplane, DataplaneError, Direction, DropReason, EndpointInfo, EndpointStats, NetworkInfo,
+    Dataplane, DataplaneError, Direction, DropReason, EndpointInfo, EndpointStats, MapSizes,
+    NetworkInfo,
 };
 
 /// `TCX_NEXT` (== `TC_ACT_UNSPEC`, -1): "no objection, continue".
@@ -82,7 +83,7 @@ impl PinDir {
     }
 
     fn load(&self) -> Dataplane {
-        Dataplane::load(&self.0).expect("load the data path")
+        Dataplane::load(&self.0, &MapSizes::default()).expect("load the data path")
     }
 }
 
@@ -741,7 +742,8 @@ fn an_incompatible_pinned_map_is_refused() {
     fs::remove_file(&ep_stats).expect("unpin EP_STATS");
     pin_foreign_ep_stats(&ep_stats);
 
-    let err = Dataplane::load(&pins.0).expect_err("must refuse the foreign map");
+    let err =
+        Dataplane::load(&pins.0, &MapSizes::default()).expect_err("must refuse the foreign map");
     assert!(
         matches!(err, DataplaneError::IncompatiblePinnedMap { .. }),
         "{err}"

@@ -24,11 +24,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use aya::maps::MapInfo;
 use aya::programs::{SchedClassifier, TcAttachType, TestRun as _, TestRunOptions};
 use bpf_harness::*;
 use netd::dataplane::{
-    ConntrackEntry, ConntrackKey, Dataplane, Direction, DropReason, NatStats, Proto,
+    ConntrackEntry, ConntrackKey, Dataplane, Direction, DropReason, MapSizes, NatStats, Proto,
 };
+use netd_common::map_names;
 use netd_common::nat::{CT_F_CLOSING, CT_F_ESTABLISHED, PORT_MAX, PORT_MIN};
 
 // ---------------------------------------------------------------------------
@@ -1186,7 +1188,52 @@ fn retain_keeps_what_is_listed_and_counters_survive_a_restart() {
     assert_eq!(stats.published.len(), 1);
     assert_eq!(
         stats.conntrack_capacity,
-        u64::from(netd_common::limits::NAT_CT_ENTRIES)
+        u64::from(MapSizes::default().nat_ct_entries())
+    );
+}
+
+/// `max_entries` of the pinned `NAT_CT`, as the kernel reports it.
+fn pinned_ct_size(pins: &PinDir) -> u32 {
+    MapInfo::from_pin(pins.0.join("maps").join(map_names::NAT_CT))
+        .expect("NAT_CT pinned")
+        .max_entries()
+}
+
+#[test]
+fn changing_the_conntrack_size_keeps_the_flows() {
+    let mut lab = Lab::new();
+    let (remote, uplink) = (ip(REMOTE), ip(UPLINK));
+    let a = lab.a.ip;
+    redirected(&lab.send(&lab.a, remote, TCP, &tcp(a, remote, 40000, 80, SYN)));
+    let mut flows = lab.dp.conntrack().expect("ct");
+    assert_eq!(flows.len(), 2, "{flows:?}");
+
+    for conntrack_flows in [4096, 300_000] {
+        let sizes = MapSizes { conntrack_flows };
+        lab.dp = lab.pins.load_sized(&sizes);
+        assert_eq!(pinned_ct_size(&lab.pins), conntrack_flows * 2);
+        assert_eq!(
+            lab.dp.nat_stats().expect("stats").conntrack_capacity,
+            u64::from(conntrack_flows * 2)
+        );
+        assert_eq!(lab.dp.conntrack().expect("ct"), flows, "flows carried over");
+        // The new programs translate the flow's replies from the new map.
+        let s = redirected(&lab.arrive(remote, uplink, TCP, &tcp(remote, uplink, 80, 40000, ACK)));
+        assert_eq!((s.dst, s.dport), (a, 40000));
+        // The reply marked the flow established.
+        flows = lab.dp.conntrack().expect("ct");
+    }
+
+    // A restart interrupted after moving the map aside finishes the move.
+    let maps = lab.pins.0.join("maps");
+    fs::rename(maps.join(map_names::NAT_CT), maps.join("NAT_CT_resize")).expect("rename");
+    lab.dp = lab.pins.load_sized(&MapSizes {
+        conntrack_flows: 300_000,
+    });
+    assert_eq!(lab.dp.conntrack().expect("ct"), flows);
+    assert!(
+        !maps.join("NAT_CT_resize").exists(),
+        "the old map is unpinned"
     );
 }
 

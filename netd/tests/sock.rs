@@ -36,7 +36,7 @@ use std::{
     time::Duration,
 };
 
-use netd::dataplane::{Dataplane, Proto, SocketHook, cgroup2_root, host_netns_cookie};
+use netd::dataplane::{Dataplane, MapSizes, Proto, SocketHook, cgroup2_root, host_netns_cookie};
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 
@@ -100,7 +100,7 @@ impl PinDir {
     }
 
     fn load(&self) -> Dataplane {
-        Dataplane::load(&self.0).expect("load the data path")
+        Dataplane::load(&self.0, &MapSizes::default()).expect("load the data path")
     }
 }
 

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
 use aya::programs::{TestRun as _, TestRunOptions};
-use netd::dataplane::{Dataplane, Direction};
+use netd::dataplane::{Dataplane, Direction, MapSizes};
 
 use self::frames::{OTHER_NET_MAC, OTHER_NET_PEER, PEER, PEER_MAC, SENDER, SENDER_MAC};
 use super::floor::EmptyProgram;
@@ -156,7 +156,8 @@ fn measure(ns: &Netns, pins: &Pins, reps: usize, repeat: u32) -> Result<Measured
         peer: ifindex("ep2")?,
         other_net_peer: ifindex("ep3")?,
     };
-    let mut dp = Dataplane::load(&pins.0).context("load netd's eBPF object")?;
+    let mut dp =
+        Dataplane::load(&pins.0, &MapSizes::default()).context("load netd's eBPF object")?;
     // As the daemon does it: the maps first, then the programs.
     prepare(&mut dp, &env).context("write the bench networks into netd's maps")?;
     dp.attach_endpoint("ep0", env.endpoint)

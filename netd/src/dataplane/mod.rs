@@ -51,7 +51,9 @@
 //! this build expects ([`DataplaneError::IncompatiblePinnedMap`]) instead of
 //! letting programs run on a map of the wrong layout. Maps this build adds
 //! (e.g. `EP_MAP` on top of a foundation-era pin directory) are simply
-//! created next to the old ones.
+//! created next to the old ones. The one map whose size is a setting
+//! ([`MapSizes`]), `NAT_CT`, is resized instead: a new map of the configured
+//! size takes over the old one's flows (module `nat`).
 
 mod bpffs;
 mod raw_link;
@@ -86,7 +88,9 @@ use aya::{
 pub use netd_common::{Direction, DropReason, EndpointInfo, EndpointStats, NetworkInfo};
 use netd_common::{
     DropKey,
-    limits::{DROP_STATS_ENTRIES, MAX_ENDPOINTS, MAX_NETWORKS},
+    limits::{
+        CONNTRACK_FLOWS, CT_ENTRIES_PER_FLOW, DROP_STATS_ENTRIES, MAX_ENDPOINTS, MAX_NETWORKS,
+    },
     map_names,
 };
 use tracing::{debug, info, warn};
@@ -317,6 +321,30 @@ pub enum LinkOpError {
     Link(#[from] LinkError),
 }
 
+/// The map sizes a daemon chooses when it loads the object (the daemon's
+/// settings); every other size is fixed by `netd_common::limits`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapSizes {
+    /// Translated flows `NAT_CT` holds before it evicts the least recently
+    /// used (two entries each).
+    pub conntrack_flows: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        MapSizes {
+            conntrack_flows: CONNTRACK_FLOWS,
+        }
+    }
+}
+
+impl MapSizes {
+    /// `max_entries` of `NAT_CT`.
+    pub const fn nat_ct_entries(&self) -> u32 {
+        self.conntrack_flows.saturating_mul(CT_ENTRIES_PER_FLOW)
+    }
+}
+
 /// Loaded programs and maps, plus the pin directory they live in.
 ///
 /// One per daemon; `&mut self` methods change kernel state, `&self` methods
@@ -330,6 +358,7 @@ pub struct Dataplane {
     net_lpm: LpmTrie<MapData, u32, NetworkInfo>,
     pin_dir: PathBuf,
     nr_cpus: usize,
+    sizes: MapSizes,
 }
 
 impl fmt::Debug for Dataplane {
@@ -424,8 +453,10 @@ impl Dataplane {
     /// Mounts bpffs at /sys/fs/bpf if nothing is mounted there, creates
     /// `pin_dir` (with `maps/` and `links/`), and loads the embedded object
     /// with its maps pinned under `pin_dir/maps`, re-adopting maps pinned by
-    /// an earlier run. Both programs are loaded (verified) but not attached.
-    pub fn load(pin_dir: &Path) -> Result<Dataplane, DataplaneError> {
+    /// an earlier run (and resizing `NAT_CT` to `sizes` if it was pinned
+    /// with another size). The programs are loaded (verified) but not
+    /// attached.
+    pub fn load(pin_dir: &Path, sizes: &MapSizes) -> Result<Dataplane, DataplaneError> {
         bpffs::ensure_mounted()?;
         let maps_dir = pin_dir.join("maps");
         let links_dir = pin_dir.join("links");
@@ -445,10 +476,11 @@ impl Dataplane {
                 path: pin_dir.to_path_buf(),
             });
         }
-        check_pinned_maps(pin_dir, &maps_dir)?;
+        check_pinned_maps(pin_dir, &maps_dir, sizes)?;
 
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
+            .map_max_entries(map_names::NAT_CT, sizes.nat_ct_entries())
             .load(OBJECT)
             .map_err(|e| DataplaneError::LoadObject(Box::new(e)))?;
         for direction in Direction::ALL {
@@ -479,8 +511,7 @@ impl Dataplane {
             map: map_names::EP_STATS,
             source: Box::new(MapError::IoError(e)),
         })?;
-        info!(pin_dir = %pin_dir.display(), "eBPF data path loaded");
-        Ok(Dataplane {
+        let mut dp = Dataplane {
             ebpf,
             ep_stats,
             drop_stats,
@@ -489,7 +520,11 @@ impl Dataplane {
             net_lpm,
             pin_dir: pin_dir.to_path_buf(),
             nr_cpus,
-        })
+            sizes: *sizes,
+        };
+        dp.finish_conntrack_resize(&maps_dir)?;
+        info!(pin_dir = %pin_dir.display(), "eBPF data path loaded");
+        Ok(dp)
     }
 
     /// Attaches both programs to the host-side veth `host_ifname` (TCX
@@ -959,13 +994,15 @@ impl Dataplane {
 }
 
 /// Refuses pinned maps whose shape differs from this build's (see the
-/// module docs). Absent pins are fine: the loader creates them.
-fn check_pinned_maps(pin_dir: &Path, maps_dir: &Path) -> Result<(), DataplaneError> {
-    for expected in EXPECTED_MAPS
-        .iter()
-        .chain(&nat::NAT_MAPS)
-        .chain(&lb::LB_MAPS)
-    {
+/// module docs) and sets `NAT_CT` aside when only its size differs from
+/// `sizes`. Absent pins are fine: the loader creates them.
+fn check_pinned_maps(
+    pin_dir: &Path,
+    maps_dir: &Path,
+    sizes: &MapSizes,
+) -> Result<(), DataplaneError> {
+    let nat_maps = nat::nat_maps(sizes);
+    for expected in EXPECTED_MAPS.iter().chain(&nat_maps).chain(&lb::LB_MAPS) {
         let path = maps_dir.join(expected.name);
         let info = match MapInfo::from_pin(&path) {
             Ok(info) => info,
@@ -982,26 +1019,30 @@ fn check_pinned_maps(pin_dir: &Path, maps_dir: &Path) -> Result<(), DataplaneErr
             }
         };
         let map_type = info.map_type().ok();
-        if map_type != Some(expected.map_type)
-            || info.key_size() != expected.key_size
-            || info.value_size() != expected.value_size
-            || info.max_entries() != expected.max_entries
-            || info.map_flags() != expected.map_flags
-        {
-            return Err(DataplaneError::IncompatiblePinnedMap {
-                path,
-                pin_dir: pin_dir.to_path_buf(),
-                found: format!(
-                    "{} key {}B value {}B entries {} flags {:#x}",
-                    map_type.map_or_else(|| "unknown type".to_string(), |t| format!("{t:?}")),
-                    info.key_size(),
-                    info.value_size(),
-                    info.max_entries(),
-                    info.map_flags()
-                ),
-                expected: expected.to_string(),
-            });
+        let same_layout = map_type == Some(expected.map_type)
+            && info.key_size() == expected.key_size
+            && info.value_size() == expected.value_size
+            && info.map_flags() == expected.map_flags;
+        if same_layout && info.max_entries() == expected.max_entries {
+            continue;
         }
+        if same_layout && expected.name == map_names::NAT_CT {
+            nat::set_aside_for_resize(maps_dir, info.max_entries(), expected.max_entries)?;
+            continue;
+        }
+        return Err(DataplaneError::IncompatiblePinnedMap {
+            path,
+            pin_dir: pin_dir.to_path_buf(),
+            found: format!(
+                "{} key {}B value {}B entries {} flags {:#x}",
+                map_type.map_or_else(|| "unknown type".to_string(), |t| format!("{t:?}")),
+                info.key_size(),
+                info.value_size(),
+                info.max_entries(),
+                info.map_flags()
+            ),
+            expected: expected.to_string(),
+        });
     }
     Ok(())
 }

@@ -23,7 +23,12 @@
 //!
 //! Everything here is idempotent, so reconciling is "write it all again".
 
-use std::{collections::HashSet, net::Ipv4Addr, path::PathBuf};
+use std::{
+    collections::HashSet,
+    fs, io,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     maps::{Array, HashMap, MapData, MapError, MapType, PerCpuArray, PerCpuHashMap, PerCpuValues},
@@ -35,7 +40,7 @@ use aya::{
 };
 use netd_common::{
     HostConfig, PublishKey, PublishTarget, ipv4_be,
-    limits::{MAX_PUBLISHED, NAT_CT_ENTRIES, NAT_STATS_SLOTS},
+    limits::{MAX_PUBLISHED, NAT_STATS_SLOTS},
     map_names,
     nat::{self, CtEntry, CtKey, NatCounter},
 };
@@ -43,8 +48,8 @@ use tracing::{debug, info, warn};
 
 use super::{
     BPF_ANY, BPF_F_NO_PREALLOC, BPF_NOEXIST, Dataplane, DataplaneError, ExpectedMap, LinkOpError,
-    PinState, check_ifname, classifier_mut, decode_ifname, encode_ifname, errno, ifindex_of,
-    raw_link,
+    MapSizes, PinState, check_ifname, classifier_mut, decode_ifname, encode_ifname, errno,
+    ifindex_of, raw_link,
 };
 pub use netd_common::{
     Proto,
@@ -58,49 +63,91 @@ pub const UPLINK_PROGRAM: &str = "netd_uplink_in";
 /// suffix of `_from`/`_to`, so `pinned_endpoints` ignores these pins.
 const UPLINK_PIN_SUFFIX: &str = "_uplink";
 
+/// Where `NAT_CT` waits while a map of the configured size replaces it:
+/// `maps/NAT_CT_resize` (bpffs refuses names with a dot). The loader never
+/// opens it (no map has this name), and a start that finds it finishes the
+/// resize an interrupted one began.
+const RESIZE_SUFFIX: &str = "_resize";
+
 /// The maps this module owns, for the compatibility check on load.
-pub(super) const NAT_MAPS: [ExpectedMap; 5] = [
-    ExpectedMap {
-        name: map_names::PUBLISH,
-        map_type: MapType::Hash,
-        key_size: size_of::<PublishKey>() as u32,
-        value_size: size_of::<PublishTarget>() as u32,
-        max_entries: MAX_PUBLISHED,
-        map_flags: BPF_F_NO_PREALLOC,
-    },
-    ExpectedMap {
-        name: map_names::HOST_CFG,
-        map_type: MapType::Array,
-        key_size: size_of::<u32>() as u32,
-        value_size: size_of::<HostConfig>() as u32,
-        max_entries: 1,
-        map_flags: 0,
-    },
-    ExpectedMap {
-        name: map_names::NAT_CT,
-        map_type: MapType::LruHash,
-        key_size: size_of::<CtKey>() as u32,
-        value_size: size_of::<CtEntry>() as u32,
-        max_entries: NAT_CT_ENTRIES,
-        map_flags: 0,
-    },
-    ExpectedMap {
-        name: map_names::NAT_STATS,
-        map_type: MapType::PerCpuArray,
-        key_size: size_of::<u32>() as u32,
-        value_size: size_of::<u64>() as u32,
-        max_entries: NAT_STATS_SLOTS,
-        map_flags: 0,
-    },
-    ExpectedMap {
-        name: map_names::PUBLISH_STATS,
-        map_type: MapType::PerCpuHash,
-        key_size: size_of::<PublishKey>() as u32,
-        value_size: size_of::<u64>() as u32,
-        max_entries: MAX_PUBLISHED,
-        map_flags: BPF_F_NO_PREALLOC,
-    },
-];
+pub(super) const fn nat_maps(sizes: &MapSizes) -> [ExpectedMap; 5] {
+    [
+        ExpectedMap {
+            name: map_names::PUBLISH,
+            map_type: MapType::Hash,
+            key_size: size_of::<PublishKey>() as u32,
+            value_size: size_of::<PublishTarget>() as u32,
+            max_entries: MAX_PUBLISHED,
+            map_flags: BPF_F_NO_PREALLOC,
+        },
+        ExpectedMap {
+            name: map_names::HOST_CFG,
+            map_type: MapType::Array,
+            key_size: size_of::<u32>() as u32,
+            value_size: size_of::<HostConfig>() as u32,
+            max_entries: 1,
+            map_flags: 0,
+        },
+        ExpectedMap {
+            name: map_names::NAT_CT,
+            map_type: MapType::LruHash,
+            key_size: size_of::<CtKey>() as u32,
+            value_size: size_of::<CtEntry>() as u32,
+            max_entries: sizes.nat_ct_entries(),
+            map_flags: 0,
+        },
+        ExpectedMap {
+            name: map_names::NAT_STATS,
+            map_type: MapType::PerCpuArray,
+            key_size: size_of::<u32>() as u32,
+            value_size: size_of::<u64>() as u32,
+            max_entries: NAT_STATS_SLOTS,
+            map_flags: 0,
+        },
+        ExpectedMap {
+            name: map_names::PUBLISH_STATS,
+            map_type: MapType::PerCpuHash,
+            key_size: size_of::<PublishKey>() as u32,
+            value_size: size_of::<u64>() as u32,
+            max_entries: MAX_PUBLISHED,
+            map_flags: BPF_F_NO_PREALLOC,
+        },
+    ]
+}
+
+/// Moves the pinned `NAT_CT` (sized `found`) aside so that the loader
+/// creates one of `wanted` entries; [`Dataplane::finish_conntrack_resize`]
+/// then moves the flows over. If an interrupted resize already set a map
+/// aside, that one still holds the flows and the pinned `NAT_CT` only what
+/// the interrupted run added since: it is dropped.
+pub(super) fn set_aside_for_resize(
+    maps_dir: &Path,
+    found: u32,
+    wanted: u32,
+) -> Result<(), DataplaneError> {
+    let pin = maps_dir.join(map_names::NAT_CT);
+    let aside = resize_pin(maps_dir);
+    let result = if aside.exists() {
+        warn!(pin = %pin.display(), "an interrupted conntrack resize left two maps; keeping the older one's flows");
+        fs::remove_file(&pin)
+    } else {
+        info!(
+            from = found,
+            to = wanted,
+            "resizing the conntrack map (conntrack-max changed)"
+        );
+        fs::rename(&pin, &aside)
+    };
+    result.map_err(|source| DataplaneError::PinDir {
+        action: "move aside",
+        path: pin,
+        source,
+    })
+}
+
+fn resize_pin(maps_dir: &Path) -> PathBuf {
+    maps_dir.join(format!("{}{RESIZE_SUFFIX}", map_names::NAT_CT))
+}
 
 /// Counters of the NAT data path, summed over CPUs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -454,7 +501,7 @@ impl Dataplane {
     pub fn nat_stats(&self) -> Result<NatStats, DataplaneError> {
         let now = monotonic_ns();
         let mut stats = NatStats {
-            conntrack_capacity: u64::from(ct_capacity(self)),
+            conntrack_capacity: u64::from(self.sizes.nat_ct_entries()),
             ..NatStats::default()
         };
         for (key, entry) in self.conntrack()? {
@@ -734,6 +781,54 @@ impl Dataplane {
         Ok(entries.div_ceil(2))
     }
 
+    /// Copies the flows of a `NAT_CT` that [`set_aside_for_resize`] moved
+    /// away into the new one and unpins the old map, so that changing
+    /// `conntrack-max` keeps established connections working. Flows the old
+    /// programs add between the copy and the endpoints' switch to the new
+    /// programs (the restart's reconcile) are not carried over. Shrinking
+    /// below the live flows keeps the most recently copied ones.
+    pub(super) fn finish_conntrack_resize(
+        &mut self,
+        maps_dir: &Path,
+    ) -> Result<(), DataplaneError> {
+        let aside = resize_pin(maps_dir);
+        let old = match MapData::from_pin(&aside) {
+            Ok(data) => data,
+            Err(MapError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::NotFound => {
+                return Ok(());
+            }
+            Err(e) => return Err(map_error(map_names::NAT_CT)(e)),
+        };
+        let old: HashMap<MapData, CtKey, CtEntry> = aya::maps::Map::from_map_data(old)
+            .and_then(HashMap::try_from)
+            .map_err(map_error(map_names::NAT_CT))?;
+        let mut new: HashMap<&mut MapData, CtKey, CtEntry> = self.nat_map_mut(map_names::NAT_CT)?;
+        let mut copied = 0u64;
+        for entry in old.iter() {
+            match entry {
+                Ok((key, value)) => {
+                    new.insert(key, value, BPF_ANY)
+                        .map_err(map_error(map_names::NAT_CT))?;
+                    copied += 1;
+                }
+                // An entry that timed out and was deleted mid-walk.
+                Err(MapError::KeyNotFound) => {}
+                Err(e) if errno(&e) == Some(libc::ENOENT) => {}
+                Err(e) => return Err(map_error(map_names::NAT_CT)(e)),
+            }
+        }
+        fs::remove_file(&aside).map_err(|source| DataplaneError::PinDir {
+            action: "remove",
+            path: aside,
+            source,
+        })?;
+        info!(
+            entries = copied,
+            "conntrack map resized; its flows carried over"
+        );
+        Ok(())
+    }
+
     pub(super) fn nat_map<'a, T>(&'a self, name: &'static str) -> Result<T, DataplaneError>
     where
         T: TryFrom<&'a aya::maps::Map, Error = MapError>,
@@ -748,21 +843,6 @@ impl Dataplane {
     {
         let map = self.ebpf.map_mut(name).ok_or_else(|| missing_map(name))?;
         T::try_from(map).map_err(map_error(name))
-    }
-}
-
-/// `max_entries` of the loaded `NAT_CT`.
-fn ct_capacity(dp: &Dataplane) -> u32 {
-    let info = match dp.ebpf.map(map_names::NAT_CT) {
-        Some(aya::maps::Map::LruHashMap(data)) => data.info(),
-        _ => return NAT_CT_ENTRIES,
-    };
-    match info {
-        Ok(info) => info.max_entries(),
-        Err(e) => {
-            warn!(error = %e, "cannot read NAT_CT's size");
-            NAT_CT_ENTRIES
-        }
     }
 }
 

@@ -17,7 +17,7 @@ use std::{
 };
 
 use ipnet::Ipv4Net;
-use netd::dataplane::Dataplane;
+use netd::dataplane::{Dataplane, MapSizes};
 
 pub const VERDICT_NEXT: u32 = -1i32 as u32;
 pub const VERDICT_DROP: u32 = 2;
@@ -88,7 +88,11 @@ impl PinDir {
     }
 
     pub fn load(&self) -> Dataplane {
-        Dataplane::load(&self.0).expect("load the data path")
+        self.load_sized(&MapSizes::default())
+    }
+
+    pub fn load_sized(&self, sizes: &MapSizes) -> Dataplane {
+        Dataplane::load(&self.0, sizes).expect("load the data path")
     }
 }
 
