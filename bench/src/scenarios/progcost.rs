@@ -10,6 +10,12 @@
 //! device in the caller's namespace, so the measuring thread enters that
 //! namespace. Test runs never transmit: a redirect is only a return code.
 //!
+//! The NAT and service paths change the packet they translate, and the
+//! kernel runs a batch on one skb, so they are timed one run per call: the
+//! first call of a path creates its flow, the later ones measure the
+//! established flow (the per-packet case), except for the "new flow" paths
+//! whose every call carries a new source port (the per-connection case).
+//!
 //! Adding a path is one line in [`PATHS`] (plus a frame builder if none
 //! fits); map state a new path needs goes into [`prepare`].
 
@@ -18,10 +24,14 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
+use aya::programs::SchedClassifier;
 use aya::programs::{TestRun as _, TestRunOptions};
-use netd::dataplane::{Dataplane, Direction, MapSizes};
+use netd::dataplane::{Dataplane, Direction, MapSizes, Proto};
 
-use self::frames::{OTHER_NET_MAC, OTHER_NET_PEER, PEER, PEER_MAC, SENDER, SENDER_MAC};
+use self::frames::{
+    OTHER_NET_MAC, OTHER_NET_PEER, PEER, PEER_MAC, PEER2, PEER2_MAC, PUBLISHED_PORT, SENDER,
+    SENDER_MAC, UPLINK_ADDR, VIP,
+};
 use super::floor::EmptyProgram;
 use crate::Ctx;
 use crate::cmd::say;
@@ -40,6 +50,19 @@ enum Device {
     Endpoint,
     /// A device netd knows nothing about.
     Unknown,
+    /// The uplink (`HOST_CFG`): frames from outside.
+    Uplink,
+}
+
+/// Which of netd's TC programs runs.
+#[derive(Clone, Copy)]
+enum Program {
+    /// `netd_from_ep`, TCX ingress of an endpoint's host-side veth.
+    FromEndpoint,
+    /// `netd_to_ep`, TCX egress of an endpoint's host-side veth.
+    ToEndpoint,
+    /// `netd_uplink_in`, TCX ingress of the uplink.
+    Uplink,
 }
 
 /// How a path is timed.
@@ -49,34 +72,58 @@ enum Timing {
     /// changes to the packet are idempotent (or none).
     Batched,
     /// One run per syscall, median over many calls: for programs that turn
-    /// the packet into something else (an ARP request into its reply), so
-    /// that every run sees the crafted frame. Compare with the per-call
-    /// floor.
+    /// the packet into something else (an ARP request into its reply, a
+    /// translated packet), so that every run sees the crafted frame.
+    /// Compare with the per-call floor.
     PerCall,
+    /// As `PerCall`, each call with the frame of a new flow (the frame
+    /// builder gets the call's sequence number).
+    PerCallNewFlows,
 }
 
-/// One path through a program: which program, which device, which frame.
+/// One path through a program: which program, which device, which frame
+/// (built from a sequence number that only `PerCallNewFlows` varies).
 struct Path {
     name: &'static str,
-    direction: Direction,
+    program: Program,
     device: Device,
-    frame: fn() -> Vec<u8>,
+    frame: fn(u32) -> Vec<u8>,
     timing: Timing,
 }
 
 /// Every path measured. One line per path.
 #[rustfmt::skip]
 const PATHS: &[Path] = &[
-    Path { name: "from_ep: UDP to a peer on the same network (forward, redirect_peer)", direction: Direction::FromEndpoint, device: Device::Endpoint, frame: frames::udp_to_peer, timing: Timing::Batched },
-    Path { name: "from_ep: TCP SYN to a peer on the same network (forward)", direction: Direction::FromEndpoint, device: Device::Endpoint, frame: frames::tcp_syn_to_peer, timing: Timing::Batched },
-    Path { name: "from_ep: UDP leaving the networks (to the gateway, passed on)", direction: Direction::FromEndpoint, device: Device::Endpoint, frame: frames::udp_outside, timing: Timing::Batched },
-    Path { name: "from_ep: UDP to another network's endpoint (isolation drop)", direction: Direction::FromEndpoint, device: Device::Endpoint, frame: frames::udp_other_network, timing: Timing::Batched },
-    Path { name: "from_ep: spoofed source address (drop)", direction: Direction::FromEndpoint, device: Device::Endpoint, frame: frames::udp_spoofed, timing: Timing::Batched },
-    Path { name: "from_ep: malformed IPv4 (drop)", direction: Direction::FromEndpoint, device: Device::Endpoint, frame: frames::bad_ipv4, timing: Timing::Batched },
-    Path { name: "from_ep: UDP from a device netd does not know (count only)", direction: Direction::FromEndpoint, device: Device::Unknown, frame: frames::udp_to_peer, timing: Timing::Batched },
-    Path { name: "to_ep: UDP delivered to an endpoint (parse + count)", direction: Direction::ToEndpoint, device: Device::Endpoint, frame: frames::udp_to_peer, timing: Timing::Batched },
-    Path { name: "from_ep: ARP request for a peer (answered in BPF; one run per call)", direction: Direction::FromEndpoint, device: Device::Endpoint, frame: frames::arp_for_peer, timing: Timing::PerCall },
+    Path { name: "from_ep: UDP to a peer on the same network (forward, redirect_peer)", program: Program::FromEndpoint, device: Device::Endpoint, frame: frames::udp_to_peer, timing: Timing::Batched },
+    Path { name: "from_ep: TCP SYN to a peer on the same network (forward)", program: Program::FromEndpoint, device: Device::Endpoint, frame: frames::tcp_syn_to_peer, timing: Timing::Batched },
+    Path { name: "from_ep: UDP leaving the networks (no uplink: to the gateway, passed on)", program: Program::FromEndpoint, device: Device::Endpoint, frame: frames::udp_outside, timing: Timing::Batched },
+    Path { name: "from_ep: UDP to another network's endpoint (isolation drop)", program: Program::FromEndpoint, device: Device::Endpoint, frame: frames::udp_other_network, timing: Timing::Batched },
+    Path { name: "from_ep: spoofed source address (drop)", program: Program::FromEndpoint, device: Device::Endpoint, frame: frames::udp_spoofed, timing: Timing::Batched },
+    Path { name: "from_ep: malformed IPv4 (drop)", program: Program::FromEndpoint, device: Device::Endpoint, frame: frames::bad_ipv4, timing: Timing::Batched },
+    Path { name: "from_ep: UDP from a device netd does not know (count only)", program: Program::FromEndpoint, device: Device::Unknown, frame: frames::udp_to_peer, timing: Timing::Batched },
+    Path { name: "to_ep: UDP delivered to an endpoint (parse + count)", program: Program::ToEndpoint, device: Device::Endpoint, frame: frames::udp_to_peer, timing: Timing::Batched },
+    Path { name: "from_ep: ARP request for a peer (answered in BPF; one run per call)", program: Program::FromEndpoint, device: Device::Endpoint, frame: frames::arp_for_peer, timing: Timing::PerCall },
+    Path { name: "from_ep: UDP to a peer on the same network (as the first row; one run per call)", program: Program::FromEndpoint, device: Device::Endpoint, frame: frames::udp_to_peer, timing: Timing::PerCall },
 ];
+
+/// The NAT and service paths, measured with the uplink set (after
+/// [`PATHS`], which run as on a host without one). One line per path.
+#[rustfmt::skip]
+const NAT_PATHS: &[Path] = &[
+    Path { name: "from_ep: TCP to the outside, established flow (masquerade; one run per call)", program: Program::FromEndpoint, device: Device::Endpoint, frame: frames::tcp_to_outside, timing: Timing::PerCall },
+    Path { name: "from_ep: new TCP connection to the outside (masquerade + conntrack insert; one run per call)", program: Program::FromEndpoint, device: Device::Endpoint, frame: frames::tcp_to_outside_new, timing: Timing::PerCallNewFlows },
+    Path { name: "uplink_in: reply of a masqueraded flow (reverse SNAT, redirect_peer; one run per call)", program: Program::Uplink, device: Device::Uplink, frame: frames::tcp_reply_from_outside, timing: Timing::PerCall },
+    Path { name: "uplink_in: TCP to a published port, established flow (DNAT; one run per call)", program: Program::Uplink, device: Device::Uplink, frame: frames::tcp_to_published, timing: Timing::PerCall },
+    Path { name: "uplink_in: new TCP connection to a published port (DNAT + conntrack insert; one run per call)", program: Program::Uplink, device: Device::Uplink, frame: frames::tcp_to_published_new, timing: Timing::PerCallNewFlows },
+    Path { name: "from_ep: TCP to a service VIP, established flow (load balancer; one run per call)", program: Program::FromEndpoint, device: Device::Endpoint, frame: frames::tcp_to_vip, timing: Timing::PerCall },
+    Path { name: "from_ep: new TCP connection to a service VIP (round-robin + conntrack insert; one run per call)", program: Program::FromEndpoint, device: Device::Endpoint, frame: frames::tcp_to_vip_new, timing: Timing::PerCallNewFlows },
+];
+
+/// Calls per repetition of a `PerCallNewFlows` path: every call a flow of
+/// its own, so that the conntrack map only grows by
+/// `reps * NEW_FLOW_CALLS`, and the source ports
+/// ([`frames::new_flow_port`]) never repeat within a run.
+const NEW_FLOW_CALLS: u32 = 10_000;
 
 /// The rows of the empty program ([`EmptyProgram`]), one per timing.
 const FLOOR: &str = "empty program (the test-run floor: subtract it from the batched rows)";
@@ -92,10 +139,15 @@ struct Env {
     peer: u32,
     /// `ep3`: an endpoint of network 2.
     other_net_peer: u32,
+    /// `ep4`: the uplink.
+    uplink: u32,
+    /// `ep6`: a second peer on network 1, the service's other backend.
+    peer2: u32,
 }
 
-/// The maps as the daemon writes them for two networks: the sender and a
-/// peer on network 1, one endpoint on network 2.
+/// The maps as the daemon writes them for two networks: the sender and two
+/// peers on network 1, one endpoint on network 2, no uplink (the
+/// forwarding rows); [`prepare_nat`] adds the rest.
 fn prepare(dp: &mut Dataplane, env: &Env) -> Result<()> {
     dp.set_network(
         1,
@@ -112,6 +164,23 @@ fn prepare(dp: &mut Dataplane, env: &Env) -> Result<()> {
     dp.set_endpoint(env.endpoint, SENDER, SENDER_MAC, 1)?;
     dp.set_endpoint(env.peer, PEER, PEER_MAC, 1)?;
     dp.set_endpoint(env.other_net_peer, OTHER_NET_PEER, OTHER_NET_MAC, 2)?;
+    dp.set_endpoint(env.peer2, PEER2, PEER2_MAC, 1)?;
+    Ok(())
+}
+
+/// A port published to the peer and a service with both peers as
+/// backends, as the daemon writes them. They only matter once the uplink
+/// is set ([`set_uplink`]).
+fn prepare_nat(dp: &mut Dataplane, env: &Env) -> Result<()> {
+    dp.set_publish(None, PUBLISHED_PORT, Proto::Tcp, PEER, 80, env.peer, 1)?;
+    dp.set_service(0, VIP, &[(PEER, env.peer), (PEER2, env.peer2)])?;
+    Ok(())
+}
+
+/// The uplink on (the NAT paths) or off (the forwarding paths, as on a host
+/// without one).
+fn set_uplink(dp: &mut Dataplane, env: &Env, on: bool) -> Result<()> {
+    dp.set_host(on.then_some((env.uplink, UPLINK_ADDR)), 0)?;
     Ok(())
 }
 
@@ -121,6 +190,8 @@ pub fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
     // Every end stays down: no stray kernel traffic, only our test runs.
     ns.ip(&["link", "add", "ep0", "type", "veth", "peer", "name", "ep1"])?;
     ns.ip(&["link", "add", "ep2", "type", "veth", "peer", "name", "ep3"])?;
+    ns.ip(&["link", "add", "ep4", "type", "veth", "peer", "name", "ep5"])?;
+    ns.ip(&["link", "add", "ep6", "type", "veth", "peer", "name", "ep7"])?;
     let pins = Pins(PathBuf::from(format!("/sys/fs/bpf/{}-pc", ctx.tag)));
     let reps = ctx.plan.reps.max(3);
     let repeat = ctx.plan.prog_repeat;
@@ -155,20 +226,27 @@ fn measure(ns: &Netns, pins: &Pins, reps: usize, repeat: u32) -> Result<Measured
         unknown: ifindex("ep1")?,
         peer: ifindex("ep2")?,
         other_net_peer: ifindex("ep3")?,
+        uplink: ifindex("ep4")?,
+        peer2: ifindex("ep6")?,
     };
     let mut dp =
         Dataplane::load(&pins.0, &MapSizes::default()).context("load netd's eBPF object")?;
     // As the daemon does it: the maps first, then the programs.
     prepare(&mut dp, &env).context("write the bench networks into netd's maps")?;
+    prepare_nat(&mut dp, &env).context("write the bench's published port and service")?;
     dp.attach_endpoint("ep0", env.endpoint)
         .context("attach netd's programs to the test veth")?;
     let empty = EmptyProgram::load().context("load the empty program")?;
     // One run per call: enough calls for a stable median.
     let calls = (repeat / 50).max(1000);
-    let floor_frame = frames::udp_to_peer();
+    let floor_frame = frames::udp_to_peer(0);
     let floor_ctx = skb_ctx(env.endpoint);
     let (mut floor, mut floor_per_call) = (Vec::new(), Vec::new());
-    let mut results: Vec<_> = PATHS.iter().map(|p| (p, Vec::new(), "")).collect();
+    let mut results: Vec<_> = PATHS
+        .iter()
+        .chain(NAT_PATHS)
+        .map(|p| (p, Vec::new(), ""))
+        .collect();
     for rep in 0..reps {
         if rep == 0 {
             // Warm up: JIT-ed code and maps into the caches.
@@ -180,26 +258,44 @@ fn measure(ns: &Netns, pins: &Pins, reps: usize, repeat: u32) -> Result<Measured
             one.push(empty.test_run(&floor_frame, &floor_ctx, 1)?);
         }
         floor_per_call.push(crate::stats::median(&one));
-        for (path, samples, verdict) in &mut results {
+        for (index, (path, samples, verdict)) in results.iter_mut().enumerate() {
+            if index == 0 || index == PATHS.len() {
+                set_uplink(&mut dp, &env, index == PATHS.len())?;
+            }
             let ifindex = match path.device {
                 Device::Endpoint => env.endpoint,
                 Device::Unknown => env.unknown,
+                Device::Uplink => env.uplink,
             };
-            let frame = (path.frame)();
-            let run = |repeat| {
-                test_run(&dp, path.direction, ifindex, &frame, repeat)
+            let program = program(&dp, path.program)?;
+            let run = |frame: &[u8], repeat| {
+                test_run(program, ifindex, frame, repeat)
                     .with_context(|| format!("test run of {}", path.name))
             };
+            // Sequence 0 is the warm-up's frame: for the established-flow
+            // paths the SYN that creates the flow the measured calls use.
+            let frame = (path.frame)(1);
             if rep == 0 {
-                run(10_000)?;
+                let repeat = if path.timing == Timing::Batched {
+                    10_000
+                } else {
+                    1
+                };
+                run(&(path.frame)(0), repeat)?;
             }
             let (ns_per_run, code) = match path.timing {
-                Timing::Batched => run(repeat)?,
-                Timing::PerCall => {
-                    let mut one = Vec::with_capacity(calls as usize);
+                Timing::Batched => run(&frame, repeat)?,
+                Timing::PerCall | Timing::PerCallNewFlows => {
+                    let new_flows = path.timing == Timing::PerCallNewFlows;
+                    let n = if new_flows { NEW_FLOW_CALLS } else { calls };
+                    let mut one = Vec::with_capacity(n as usize);
                     let mut code = 0;
-                    for _ in 0..calls {
-                        let (ns, c) = run(1)?;
+                    for call in 0..n {
+                        let (ns, c) = if new_flows {
+                            run(&(path.frame)(2 + rep as u32 * n + call), 1)?
+                        } else {
+                            run(&frame, 1)?
+                        };
                         one.push(ns);
                         code = c;
                     }
@@ -210,7 +306,10 @@ fn measure(ns: &Netns, pins: &Pins, reps: usize, repeat: u32) -> Result<Measured
             *verdict = verdict_name(code);
         }
     }
-    let per_call_used = PATHS.iter().any(|p| p.timing == Timing::PerCall);
+    let per_call_used = PATHS
+        .iter()
+        .chain(NAT_PATHS)
+        .any(|p| p.timing != Timing::Batched);
     let results: Measured = std::iter::once((FLOOR, floor, "next"))
         .chain(per_call_used.then_some((FLOOR_PER_CALL, floor_per_call, "next")))
         .chain(results.into_iter().map(|(p, s, v)| (p.name, s, v)))
@@ -224,18 +323,25 @@ fn measure(ns: &Netns, pins: &Pins, reps: usize, repeat: u32) -> Result<Measured
     Ok(results)
 }
 
+fn program(dp: &Dataplane, program: Program) -> Result<&SchedClassifier> {
+    Ok(match program {
+        Program::FromEndpoint => dp.program(Direction::FromEndpoint)?,
+        Program::ToEndpoint => dp.program(Direction::ToEndpoint)?,
+        Program::Uplink => dp.uplink_program()?,
+    })
+}
+
 /// Runs the program `repeat` times in one syscall; the kernel's average ns
 /// per run and the program's return code (of the last run).
 fn test_run(
-    dp: &Dataplane,
-    direction: Direction,
+    program: &SchedClassifier,
     ifindex: u32,
     frame: &[u8],
     repeat: u32,
 ) -> Result<(f64, u32)> {
     let ctx = skb_ctx(ifindex);
     let mut out = vec![0u8; frame.len() + 256];
-    let result = dp.program(direction)?.test_run(TestRunOptions {
+    let result = program.test_run(TestRunOptions {
         data_in: Some(frame),
         data_out: Some(&mut out),
         ctx_in: Some(&ctx),
@@ -283,7 +389,10 @@ impl Drop for Pins {
     }
 }
 
-/// Crafted frames from the sender endpoint (network 1, 198.19.9.0/24).
+/// Crafted frames from the sender endpoint (network 1, 198.19.9.0/24) and
+/// from outside to the uplink. Every builder takes the call's sequence
+/// number: 0 for the warm-up call, 1 for the measured calls, 2 and up for
+/// the calls of a `PerCallNewFlows` path.
 mod frames {
     use std::net::Ipv4Addr;
 
@@ -293,34 +402,113 @@ mod frames {
     pub const SENDER_MAC: [u8; 6] = [0x02, 0x42, 198, 19, 9, 2];
     pub const PEER: Ipv4Addr = Ipv4Addr::new(198, 19, 9, 3);
     pub const PEER_MAC: [u8; 6] = [0x02, 0x42, 198, 19, 9, 3];
+    pub const PEER2: Ipv4Addr = Ipv4Addr::new(198, 19, 9, 4);
+    pub const PEER2_MAC: [u8; 6] = [0x02, 0x42, 198, 19, 9, 4];
     pub const OTHER_NET_PEER: Ipv4Addr = Ipv4Addr::new(198, 19, 10, 2);
     pub const OTHER_NET_MAC: [u8; 6] = [0x02, 0x42, 198, 19, 10, 2];
+    /// A service's virtual IP: an address of network 1 no endpoint has.
+    pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 19, 9, 100);
+    /// The uplink's address (`HOST_CFG`; the device itself stays down).
+    pub const UPLINK_ADDR: Ipv4Addr = Ipv4Addr::new(198, 19, 11, 1);
+    /// The host port published to the peer's port 80.
+    pub const PUBLISHED_PORT: u16 = 8080;
     /// In no netd network (and test runs never transmit anyway).
     const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 19, 200, 1);
+    /// A client outside, connecting to the published port.
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 19, 12, 5);
     /// What the sender's neighbour table says for anything off-link: the
     /// gateway's MAC, as netd derives it.
     const GATEWAY_MAC: [u8; 6] = [0x02, 0x42, 198, 19, 9, 1];
+    /// Ethernet addresses of frames on the uplink (the program ignores them).
+    const UPLINK_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 1];
+    const ROUTER_MAC: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 1];
+    /// The source port of the established TCP flows.
+    const FLOW_PORT: u16 = 40000;
 
-    pub fn udp_to_peer() -> Vec<u8> {
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+
+    pub fn udp_to_peer(_: u32) -> Vec<u8> {
         udp_frame(SENDER_MAC, PEER_MAC, SENDER, PEER)
     }
 
-    pub fn udp_outside() -> Vec<u8> {
+    pub fn udp_outside(_: u32) -> Vec<u8> {
         udp_frame(SENDER_MAC, GATEWAY_MAC, SENDER, OUTSIDE)
     }
 
-    pub fn udp_other_network() -> Vec<u8> {
+    pub fn udp_other_network(_: u32) -> Vec<u8> {
         udp_frame(SENDER_MAC, GATEWAY_MAC, SENDER, OTHER_NET_PEER)
     }
 
-    pub fn udp_spoofed() -> Vec<u8> {
+    pub fn udp_spoofed(_: u32) -> Vec<u8> {
         udp_frame(SENDER_MAC, PEER_MAC, Ipv4Addr::new(198, 19, 9, 99), PEER)
     }
 
-    pub fn tcp_syn_to_peer() -> Vec<u8> {
+    pub fn tcp_syn_to_peer(_: u32) -> Vec<u8> {
+        tcp_frame(SENDER_MAC, PEER_MAC, (SENDER, FLOW_PORT), (PEER, 80), SYN)
+    }
+
+    /// The SYN that opens the flow, then its ACKs.
+    fn syn_then_ack(seq: u32) -> u8 {
+        if seq == 0 { SYN } else { ACK }
+    }
+
+    /// Source ports of new flows: distinct for the 60,000 sequence numbers
+    /// a run uses at most.
+    fn new_flow_port(seq: u32) -> u16 {
+        1024 + (seq % 60_000) as u16
+    }
+
+    pub fn tcp_to_outside(seq: u32) -> Vec<u8> {
+        let (src, dst) = ((SENDER, FLOW_PORT), (OUTSIDE, 80));
+        tcp_frame(SENDER_MAC, GATEWAY_MAC, src, dst, syn_then_ack(seq))
+    }
+
+    pub fn tcp_to_outside_new(seq: u32) -> Vec<u8> {
+        let (src, dst) = ((SENDER, new_flow_port(seq)), (OUTSIDE, 80));
+        tcp_frame(SENDER_MAC, GATEWAY_MAC, src, dst, SYN)
+    }
+
+    /// The outside server's answer on the flow of [`tcp_to_outside`] (whose
+    /// port the masquerade keeps: it is free on the uplink).
+    pub fn tcp_reply_from_outside(_: u32) -> Vec<u8> {
+        let (src, dst) = ((OUTSIDE, 80), (UPLINK_ADDR, FLOW_PORT));
+        tcp_frame(ROUTER_MAC, UPLINK_MAC, src, dst, ACK)
+    }
+
+    pub fn tcp_to_published(seq: u32) -> Vec<u8> {
+        let (src, dst) = ((CLIENT, FLOW_PORT), (UPLINK_ADDR, PUBLISHED_PORT));
+        tcp_frame(ROUTER_MAC, UPLINK_MAC, src, dst, syn_then_ack(seq))
+    }
+
+    pub fn tcp_to_published_new(seq: u32) -> Vec<u8> {
+        let (src, dst) = ((CLIENT, new_flow_port(seq)), (UPLINK_ADDR, PUBLISHED_PORT));
+        tcp_frame(ROUTER_MAC, UPLINK_MAC, src, dst, SYN)
+    }
+
+    pub fn tcp_to_vip(seq: u32) -> Vec<u8> {
+        let (src, dst) = ((SENDER, FLOW_PORT), (VIP, 80));
+        tcp_frame(SENDER_MAC, GATEWAY_MAC, src, dst, syn_then_ack(seq))
+    }
+
+    pub fn tcp_to_vip_new(seq: u32) -> Vec<u8> {
+        let (src, dst) = ((SENDER, new_flow_port(seq)), (VIP, 80));
+        tcp_frame(SENDER_MAC, GATEWAY_MAC, src, dst, SYN)
+    }
+
+    /// A 54-byte Ethernet/IPv4/TCP frame without payload. The TCP checksum
+    /// stays 0: the programs update checksums incrementally and never
+    /// verify them.
+    fn tcp_frame(
+        eth_src: [u8; 6],
+        eth_dst: [u8; 6],
+        (src, sport): (Ipv4Addr, u16),
+        (dst, dport): (Ipv4Addr, u16),
+        flags: u8,
+    ) -> Vec<u8> {
         let mut f = Vec::with_capacity(54);
-        f.extend_from_slice(&PEER_MAC);
-        f.extend_from_slice(&SENDER_MAC);
+        f.extend_from_slice(&eth_dst);
+        f.extend_from_slice(&eth_src);
         f.extend_from_slice(&0x0800u16.to_be_bytes());
         let mut ip = [0u8; 20];
         ip[0] = 0x45;
@@ -328,22 +516,22 @@ mod frames {
         ip[6] = 0x40;
         ip[8] = 64;
         ip[9] = 6; // TCP
-        ip[12..16].copy_from_slice(&SENDER.octets());
-        ip[16..20].copy_from_slice(&PEER.octets());
+        ip[12..16].copy_from_slice(&src.octets());
+        ip[16..20].copy_from_slice(&dst.octets());
         let checksum = ipv4_checksum(&ip);
         ip[10..12].copy_from_slice(&checksum.to_be_bytes());
         f.extend_from_slice(&ip);
         let mut tcp = [0u8; 20];
-        tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
-        tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
+        tcp[0..2].copy_from_slice(&sport.to_be_bytes());
+        tcp[2..4].copy_from_slice(&dport.to_be_bytes());
         tcp[12] = 5 << 4; // data offset
-        tcp[13] = 0x02; // SYN
+        tcp[13] = flags;
         tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
         f.extend_from_slice(&tcp);
         f
     }
 
-    pub fn arp_for_peer() -> Vec<u8> {
+    pub fn arp_for_peer(_: u32) -> Vec<u8> {
         let mut f = Vec::with_capacity(42);
         f.extend_from_slice(&[0xff; 6]);
         f.extend_from_slice(&SENDER_MAC);
@@ -357,8 +545,8 @@ mod frames {
     }
 
     /// A complete frame whose IPv4 header claims version 6.
-    pub fn bad_ipv4() -> Vec<u8> {
-        let mut f = udp_to_peer();
+    pub fn bad_ipv4(_: u32) -> Vec<u8> {
+        let mut f = udp_to_peer(0);
         f[14] = 0x65;
         f
     }
