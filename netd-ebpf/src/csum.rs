@@ -1,22 +1,28 @@
 //! Rewriting IPv4/L4 header fields with incremental checksum updates.
 //!
-//! Everything goes through the kernel's helpers (`bpf_l3_csum_replace`,
-//! `bpf_l4_csum_replace`, `bpf_skb_store_bytes`) rather than through direct
-//! packet writes: they keep the skb's checksum state right whatever it is
-//! (`CHECKSUM_PARTIAL` from a container's veth, where the L4 field holds
-//! only the pseudo-header sum; `CHECKSUM_COMPLETE` from a NIC, where
-//! `skb->csum` must follow every change; `CHECKSUM_NONE` in
-//! BPF_PROG_TEST_RUN), they work on non-linear skbs, and they take offsets
-//! instead of packet pointers, so nothing here has to re-validate pointers
-//! after a helper changed the packet.
+//! The IPv4 header is rewritten with direct packet writes and one
+//! incremental update of its checksum computed here (RFC 1624): the IPv4
+//! checksum is never offloaded, and a header whose checksum follows its
+//! changes keeps the same one's-complement sum, so `skb->csum` stays right
+//! under `CHECKSUM_COMPLETE` too. Helper calls are what a translation costs
+//! most (each one a call and a return, which the kernel's return-stack
+//! mitigations make dear), so the header costs none.
 //!
-//! Verifier note: every one of these helpers invalidates all packet
-//! pointers obtained before it (they may reallocate the head). Callers read
-//! what they need first and do not touch pointers from `parse::header`
-//! afterwards.
+//! The L4 checksum goes through `bpf_l4_csum_replace`, because only the
+//! kernel knows the skb's checksum state: `CHECKSUM_PARTIAL` from a
+//! container's veth (the field holds only the pseudo-header sum, so an
+//! address change must reach it and a port change must not),
+//! `CHECKSUM_COMPLETE` from a NIC (`skb->csum` must follow),
+//! `CHECKSUM_NONE` in BPF_PROG_TEST_RUN.
+//!
+//! Verifier note: the helpers invalidate all packet pointers obtained
+//! before them (they may unclone the head): direct writes fetch their
+//! pointer through `parse::header` after the last helper call before them.
 //!
 //! Values are passed as stored in the packet (network order, read with
-//! `from_ne_bytes`), which is what the helpers expect.
+//! `from_ne_bytes`), which is what the helpers expect; the one's-complement
+//! sum is the same in either byte order as long as all words are read and
+//! written alike.
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
     programs::TcContext,
@@ -25,16 +31,9 @@ use netd_common::{
     DropReason,
     nat::{PROTO_TCP, PROTO_UDP},
 };
-use network_types::eth::EthHdr;
+use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
-/// Offset of the IPv4 header checksum in the frame.
-pub(crate) const IP_CSUM_OFF: usize = EthHdr::LEN + 10;
-/// Offset of the IPv4 TTL (followed by the protocol byte).
-pub(crate) const IP_TTL_OFF: usize = EthHdr::LEN + 8;
-/// Offset of the IPv4 source address.
-pub(crate) const IP_SRC_OFF: usize = EthHdr::LEN + 12;
-/// Offset of the IPv4 destination address.
-pub(crate) const IP_DST_OFF: usize = EthHdr::LEN + 16;
+use crate::parse;
 
 /// Where the L4 checksum of `proto` lives and how to update it.
 #[derive(Clone, Copy)]
@@ -81,33 +80,75 @@ fn fail(_: i64) -> DropReason {
     DropReason::Unknown
 }
 
-/// Replaces the IPv4 address at `field` (`IP_SRC_OFF`/`IP_DST_OFF`) `old`
-/// with `new`, fixing the IP checksum and, if it covers the pseudo header,
-/// the L4 one.
-#[inline(always)]
-pub(crate) fn set_addr(
-    ctx: &TcContext,
-    field: usize,
-    old: u32,
-    new: u32,
-    l4: L4Csum,
-) -> Result<(), DropReason> {
-    if l4.pseudo {
-        ctx.l4_csum_replace(
-            l4.off,
-            u64::from(old),
-            u64::from(new),
-            l4.flags | BPF_F_PSEUDO_HDR as u64 | 4,
-        )
-        .map_err(fail)?;
-    }
-    ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(old), u64::from(new), 4)
-        .map_err(fail)?;
-    ctx.store(field, &new, 0).map_err(fail)
+/// The IPv4 source and destination of a translated packet, and its TTL
+/// before the hop.
+pub(crate) struct Ipv4Rewrite {
+    pub(crate) old_saddr: u32,
+    pub(crate) new_saddr: u32,
+    pub(crate) old_daddr: u32,
+    pub(crate) new_daddr: u32,
+    /// At least 2 (the caller does not translate packets that would expire).
+    pub(crate) ttl: u8,
 }
 
-/// Replaces the 16-bit L4 field at `field` (a port, or the ICMP echo
-/// identifier) `old` with `new`, fixing the L4 checksum.
+/// One's-complement sum of the two 16-bit halves of `v` (as stored).
+#[inline(always)]
+fn words(v: u32) -> u64 {
+    u64::from(v & 0xffff) + u64::from(v >> 16)
+}
+
+/// Folds a sum of 16-bit words into 16 bits with end-around carry. Three
+/// folds cover any sum of fewer than 65,536 words.
+#[inline(always)]
+fn fold(mut sum: u64) -> u16 {
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum as u16
+}
+
+/// Writes the new addresses and the decremented TTL into the IPv4 header
+/// and updates its checksum incrementally: HC' = ~(~HC + ~m + m') for every
+/// changed 16-bit word m (RFC 1624, eqn. 3).
+#[inline(always)]
+pub(crate) fn rewrite_ipv4(ctx: &TcContext, r: &Ipv4Rewrite) -> Result<(), DropReason> {
+    let ip = parse::header::<Ipv4Hdr>(ctx, EthHdr::LEN)?.cast_mut();
+    // SAFETY: `header` checked that the fixed IPv4 header is in bounds;
+    // direct packet writes are allowed for TC programs (the verifier
+    // unclones the skb first).
+    unsafe {
+        let old_check = u16::from_ne_bytes((*ip).check);
+        let ttl_word = |ttl: u8| u32::from(u16::from_ne_bytes([ttl, (*ip).proto]));
+        let mut sum = u64::from(!old_check);
+        sum += words(!r.old_saddr) + words(r.new_saddr);
+        sum += words(!r.old_daddr) + words(r.new_daddr);
+        sum += u64::from(!ttl_word(r.ttl) & 0xffff) + u64::from(ttl_word(r.ttl - 1));
+        (*ip).src_addr = r.new_saddr.to_ne_bytes();
+        (*ip).dst_addr = r.new_daddr.to_ne_bytes();
+        (*ip).ttl = r.ttl - 1;
+        (*ip).check = (!fold(sum)).to_ne_bytes();
+    }
+    Ok(())
+}
+
+/// Updates the L4 checksum for the IPv4 address `old` becoming `new`
+/// (pseudo header), if the protocol's checksum covers it.
+#[inline(always)]
+pub(crate) fn l4_addr(ctx: &TcContext, old: u32, new: u32, l4: L4Csum) -> Result<(), DropReason> {
+    if !l4.pseudo || old == new {
+        return Ok(());
+    }
+    ctx.l4_csum_replace(
+        l4.off,
+        u64::from(old),
+        u64::from(new),
+        l4.flags | BPF_F_PSEUDO_HDR as u64 | 4,
+    )
+    .map_err(fail)
+}
+
+/// Updates the L4 checksum for the 16-bit L4 field at `field` (a port, or
+/// the ICMP echo identifier) `old` becoming `new`, and writes it.
 #[inline(always)]
 pub(crate) fn set_l4_u16(
     ctx: &TcContext,
@@ -118,16 +159,8 @@ pub(crate) fn set_l4_u16(
 ) -> Result<(), DropReason> {
     ctx.l4_csum_replace(l4.off, u64::from(old), u64::from(new), l4.flags | 2)
         .map_err(fail)?;
+    // A helper rather than a direct write: the L4 header's offset depends
+    // on the IP header length, and the verifier loses the bounds of a
+    // variable packet offset between the check and the write.
     ctx.store(field, &new, 0).map_err(fail)
-}
-
-/// Decrements the TTL (`ttl_proto` is the 16-bit word TTL+protocol as
-/// stored, `ttl` its first byte, at least 2), fixing the IP checksum.
-#[inline(always)]
-pub(crate) fn decrement_ttl(ctx: &TcContext, ttl: u8, proto: u8) -> Result<(), DropReason> {
-    let old = u16::from_ne_bytes([ttl, proto]);
-    let new = u16::from_ne_bytes([ttl - 1, proto]);
-    ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(old), u64::from(new), 2)
-        .map_err(fail)?;
-    ctx.store(IP_TTL_OFF, &(ttl - 1), 0).map_err(fail)
 }

@@ -78,7 +78,7 @@ use network_types::eth::EthHdr;
 use crate::{
     VERDICT_NEXT,
     conntrack::{self, Hit, TCP_ACK, TCP_RST, TCP_SYN},
-    csum::{self, IP_DST_OFF, IP_SRC_OFF, L4Csum},
+    csum::{self, Ipv4Rewrite, L4Csum},
     lb, maps,
     parse::{self, EthIpv4},
     stats,
@@ -238,12 +238,18 @@ pub(crate) fn translate(ctx: &TcContext, p: &Packet, hit: &Hit) -> Result<i32, D
     let e = &hit.entry;
     let k = &p.key;
     let l4 = L4Csum::new(k.proto, p.l4);
-    if e.new_saddr != k.saddr {
-        csum::set_addr(ctx, IP_SRC_OFF, k.saddr, e.new_saddr, l4)?;
-    }
-    if e.new_daddr != k.daddr {
-        csum::set_addr(ctx, IP_DST_OFF, k.daddr, e.new_daddr, l4)?;
-    }
+    csum::rewrite_ipv4(
+        ctx,
+        &Ipv4Rewrite {
+            old_saddr: k.saddr,
+            new_saddr: e.new_saddr,
+            old_daddr: k.daddr,
+            new_daddr: e.new_daddr,
+            ttl: p.ttl,
+        },
+    )?;
+    csum::l4_addr(ctx, k.saddr, e.new_saddr, l4)?;
+    csum::l4_addr(ctx, k.daddr, e.new_daddr, l4)?;
     if k.proto == PROTO_ICMP {
         let (old, new) = if p.icmp_request {
             (k.sport, e.new_sport)
@@ -261,7 +267,6 @@ pub(crate) fn translate(ctx: &TcContext, p: &Packet, hit: &Hit) -> Result<i32, D
             csum::set_l4_u16(ctx, p.l4 + 2, k.dport, e.new_dport, l4)?;
         }
     }
-    csum::decrement_ttl(ctx, p.ttl, k.proto)?;
     conntrack::count(NatCounter::TranslatedPackets);
 
     let verdict = if e.flags & CT_F_TO_UPLINK != 0 {
@@ -270,12 +275,13 @@ pub(crate) fn translate(ctx: &TcContext, p: &Packet, hit: &Hit) -> Result<i32, D
         // happens after the program returns (TC_ACT_REDIRECT).
         unsafe { bpf_redirect_neigh(e.ifindex, ptr::null_mut(), 0, 0) as i32 }
     } else {
-        let d = mac_for_ipv4(e.new_daddr.to_ne_bytes());
-        let s = mac_for_ipv4(e.gateway.to_ne_bytes());
-        let macs = [
-            d[0], d[1], d[2], d[3], d[4], d[5], s[0], s[1], s[2], s[3], s[4], s[5],
-        ];
-        ctx.store(0, &macs, 0).map_err(|_| DropReason::Unknown)?;
+        let eth = parse::header::<EthHdr>(ctx, 0)?.cast_mut();
+        // SAFETY: in bounds (checked by `header`, after the last helper
+        // call); direct packet writes are allowed for TC programs.
+        unsafe {
+            (*eth).dst_addr = mac_for_ipv4(e.new_daddr.to_ne_bytes());
+            (*eth).src_addr = mac_for_ipv4(e.gateway.to_ne_bytes());
+        }
         stats::count_delivered(e.ifindex, ctx.len());
         // SAFETY: plain helper call, see `forward`.
         unsafe { bpf_redirect_peer(e.ifindex, 0) as i32 }
