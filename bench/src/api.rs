@@ -6,6 +6,7 @@
 //! free of an async runtime.
 
 use std::io::{Read as _, Write as _};
+use std::net::Ipv4Addr;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -87,6 +88,46 @@ impl Api {
             Some(&json!({"NetworkMode": network})),
         )?;
         Ok(())
+    }
+
+    /// `netd container run --network NETWORK --service S... NAME -- CMD...`:
+    /// a container running `cmd`, a backend of `services` (names or ids).
+    pub fn run_container(
+        &self,
+        name: &str,
+        network: &str,
+        services: &[String],
+        cmd: &[String],
+    ) -> Result<()> {
+        self.call(
+            "POST",
+            &format!("/containers/create?name={name}"),
+            Some(&json!({"NetworkMode": network, "Services": services, "Cmd": cmd})),
+        )?;
+        Ok(())
+    }
+
+    /// `netd service create --network NETWORK --replicas 0 NAME`: a
+    /// service of user containers only; its id.
+    pub fn create_service(&self, name: &str, network: &str) -> Result<String> {
+        let created = self.call(
+            "POST",
+            "/services/create",
+            Some(&json!({"Name": name, "Network": network, "Replicas": 0})),
+        )?;
+        created["ID"]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("no ID in netd's answer to creating service {name}"))
+    }
+
+    /// The virtual IP of a service (`netd service inspect`).
+    pub fn service_vip(&self, service: &str) -> Result<Ipv4Addr> {
+        let svc = self.call("GET", &format!("/services/{service}"), None)?;
+        svc["VirtualIP"]
+            .as_str()
+            .and_then(|ip| ip.parse().ok())
+            .with_context(|| format!("no VirtualIP for service {service}: {svc}"))
     }
 
     /// `netd container rm -f NAME`.

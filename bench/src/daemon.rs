@@ -2,8 +2,16 @@
 //! directory, socket, bpffs directory and metrics port, so it can run beside
 //! an installed netd or a test's. Dropping it stops the daemon and removes
 //! everything it made, the way the integration tests' harness does.
+//!
+//! Every daemon gets an uplink of the bench's own (`--uplink` on a veth to
+//! an "outside" namespace, [`crate::topology::netd_outside`]), so that
+//! netd's uplink program, masquerade and published ports never touch the
+//! machine's real interface; the daemon owns that namespace and removes it
+//! after it has stopped.
 
 use std::fs;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,7 +21,7 @@ use serde_json::Value;
 
 use crate::api::Api;
 use crate::cmd::{self, say};
-use crate::netns::NETNS_DIR;
+use crate::netns::{NETNS_DIR, Netns};
 
 pub struct Daemon {
     /// netd's name prefix: every link and namespace it makes starts with it.
@@ -22,6 +30,12 @@ pub struct Daemon {
     bpffs: PathBuf,
     child: Option<Child>,
     api: Api,
+    /// `--metrics-addr`, a free port on loopback.
+    metrics: SocketAddr,
+    /// `--uplink` (a veth in the host namespace) and the namespace beyond
+    /// it; a field, so the namespace is deleted after `drop` has stopped the
+    /// daemon and deleted the veth.
+    uplink: (String, Netns),
 }
 
 impl Daemon {
@@ -31,7 +45,9 @@ impl Daemon {
     /// (netd's maximum), never a prefix of `netd`, `dev` or the tests' `t???`,
     /// and unlike the bench's own `bn...` names, so neither side ever takes
     /// the other's objects for its own leftovers.
-    pub fn start(netd: &Path) -> Result<Daemon> {
+    pub fn start(netd: &Path, tag: &str) -> Result<Daemon> {
+        // First, so that a failed start removes it again.
+        let (outside, uplink) = crate::topology::netd_outside(tag)?;
         let tail = cmd::base36(std::process::id() % (36 * 36));
         let prefix = format!("bd{tail:0>2}");
         let dir = std::env::temp_dir().join(format!("netd-bench-{prefix}"));
@@ -46,6 +62,8 @@ impl Daemon {
             api: Api::new(&socket),
             dir,
             child: None,
+            metrics,
+            uplink: (uplink.clone(), outside),
         };
         // The guard exists before the process does, so a failed start is
         // cleaned up too.
@@ -65,6 +83,8 @@ impl Daemon {
             // No /etc/netd/netd.toml: only what we pass.
             .arg("--config")
             .arg("/dev/null")
+            .arg("--uplink")
+            .arg(&uplink)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -100,6 +120,11 @@ impl Daemon {
         Ok(daemon)
     }
 
+    /// The outside namespace beyond the daemon's uplink.
+    pub fn outside(&self) -> &Netns {
+        &self.uplink.1
+    }
+
     pub fn api(&self) -> &Api {
         &self.api
     }
@@ -111,6 +136,28 @@ impl Daemon {
     /// The namespace netd gives container `name`.
     pub fn netns_name(&self, container: &str) -> String {
         format!("{}-{container}", self.prefix)
+    }
+
+    /// The value of one series of the daemon's Prometheus metrics, written
+    /// as netd prints it (`netd_nat_flows_total{kind="published"}`); 0 if
+    /// the daemon has no such series (nothing counted yet).
+    pub fn metric(&self, series: &str) -> Result<f64> {
+        let mut conn = TcpStream::connect(self.metrics)
+            .with_context(|| format!("cannot reach netd's metrics on {}", self.metrics))?;
+        conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+        // HTTP/1.0: the body is sent whole and ends with the connection.
+        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: netd\r\n\r\n")?;
+        let mut response = String::new();
+        conn.read_to_string(&mut response)?;
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body)
+            .context("netd's metrics answer has no body")?;
+        Ok(body
+            .lines()
+            .filter_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .filter_map(|value| value.trim().parse::<f64>().ok())
+            .sum())
     }
 
     /// Resident memory of the daemon (VmRSS), in KiB.
@@ -179,6 +226,12 @@ impl Drop for Daemon {
         for link in self.own_links() {
             let _ = Command::new("ip").args(["link", "del", &link]).output();
         }
+        // Deleting the namespace would take the veth with it, but only once
+        // the kernel gets round to it (namespace cleanup is deferred): the
+        // next daemon may want the same uplink name at once.
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.uplink.0])
+            .output();
         if let Err(e) = netd::dataplane::Dataplane::remove_pins(&self.bpffs) {
             eprintln!("bench: cannot remove {}: {e}", self.bpffs.display());
         }

@@ -69,7 +69,7 @@ struct RunArgs {
     /// Where the report (`<date>-<host>.md`, `.json`, `*.svg`) goes.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
-    /// Run only these scenarios (numbers from the benchmark issue: 1,5,6,7).
+    /// Run only these scenarios (numbers from the benchmark issue: 1,2,3,4,5,6,7).
     #[arg(long, value_delimiter = ',')]
     only: Vec<u8>,
 }
@@ -180,6 +180,15 @@ fn run(args: RunArgs) -> Result<()> {
     }
     if wanted(1) || wanted(6) {
         scenarios::c2c::run(&ctx, wanted(1), wanted(6), &mut report)?;
+    }
+    if wanted(2) {
+        scenarios::publish::run(&ctx, &mut report)?;
+    }
+    if wanted(3) {
+        scenarios::masq::run(&ctx, &mut report)?;
+    }
+    if wanted(4) {
+        scenarios::services::run(&ctx, &mut report)?;
     }
     if wanted(7) {
         scenarios::control::run(&ctx, &mut report)?;

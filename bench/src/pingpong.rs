@@ -8,7 +8,8 @@
 //! on the server and the client never runs out of ports.
 //!
 //! Each helper prints one JSON object on stdout; the server prints `ready`
-//! once it listens.
+//! once it listens. [`Servers`] and [`Client`] start them (and iperf3
+//! beside them) in a namespace and read their results.
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -16,10 +17,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use clap::Subcommand;
-use serde_json::json;
+use serde_json::{Value, json};
 
+use crate::cmd::{self, Background};
+use crate::netns::Netns;
 use crate::stats;
 
+/// What the helpers are started as: this very binary. Not
+/// `current_exe()`, a path: a rebuild during a run replaces the file at that
+/// path (or deletes it), while `/proc/self/exe`, resolved by the forked
+/// child before it execs, is the image that is running.
+const SELF_EXE: &str = "/proc/self/exe";
+
+pub const IPERF_PORT: u16 = 5201;
 pub const RR_PORT: u16 = 7001;
 pub const CRR_PORT: u16 = 7002;
 /// Request and response size of the latency test.
@@ -141,7 +151,9 @@ fn crr(addr: SocketAddr, secs: f64) -> Result<serde_json::Value> {
     }))
 }
 
-fn one_connection(addr: SocketAddr) -> Result<()> {
+/// One connection of the rate test; public so that scenario 4 can time
+/// each one (connection latency) with exactly the same exchange.
+pub fn one_connection(addr: SocketAddr) -> Result<()> {
     let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     conn.set_nodelay(true)?;
     conn.set_read_timeout(Some(Duration::from_secs(2)))?;
@@ -151,4 +163,106 @@ fn one_connection(addr: SocketAddr) -> Result<()> {
     // Wait for the server's FIN so that we close second.
     let _ = conn.read(&mut byte)?;
     Ok(())
+}
+
+/// iperf3 and our echo server listening in a namespace; killed on drop.
+pub struct Servers {
+    iperf: Background,
+    pingpong: Background,
+}
+
+impl Servers {
+    pub fn start(ns: &Netns) -> Result<Servers> {
+        let iperf = Background::spawn_quiet(ns.command("iperf3").args([
+            "-s",
+            "-p",
+            &IPERF_PORT.to_string(),
+        ]))?;
+        let mut pingpong = Background::spawn(ns.command(SELF_EXE).arg("serve"))?;
+        pingpong.wait_for_line("ready", Duration::from_secs(10))?;
+        // iperf3 prints a report per test, which nobody reads; whether it
+        // listens yet, ask the kernel.
+        let listening = || {
+            cmd::output(
+                ns.command("ss")
+                    .args(["-Hltn", &format!("sport = :{IPERF_PORT}")]),
+            )
+            .is_ok_and(|out| !out.trim().is_empty())
+        };
+        cmd::wait_until(
+            &format!("iperf3 server in {}", ns.name),
+            Duration::from_secs(10),
+            listening,
+        )?;
+        Ok(Servers { iperf, pingpong })
+    }
+
+    /// Fails if a server died (a measurement against it would only time out).
+    pub fn check_alive(&mut self) -> Result<()> {
+        self.iperf.check_alive()?;
+        self.pingpong.check_alive()
+    }
+}
+
+/// The client side of a measurement: runs in `ns`, against [`Servers`].
+pub struct Client<'a> {
+    pub ns: &'a Netns,
+}
+
+/// What a connection-rate run yields.
+pub struct Rate {
+    pub per_sec: f64,
+    pub failed: f64,
+}
+
+impl Client<'_> {
+    /// `iperf3 -c` with `streams` parallel streams for `secs`; Gbit/s received.
+    pub fn iperf(&self, server: SocketAddr, streams: u32, secs: u32) -> Result<f64> {
+        let out = cmd::json(self.ns.command("iperf3").args([
+            "-c",
+            &server.ip().to_string(),
+            "-p",
+            &server.port().to_string(),
+            "-t",
+            &secs.to_string(),
+            "-P",
+            &streams.to_string(),
+            "-J",
+        ]))?;
+        let bps = out["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .with_context(|| format!("iperf3 reported no throughput: {}", out["error"]))?;
+        Ok(bps / 1e9)
+    }
+
+    /// Round trips on one connection to our echo server; (p50, p99) in µs.
+    pub fn rr(&self, server: SocketAddr, secs: f64) -> Result<(f64, f64)> {
+        let out = self.helper(&["rr", &server.to_string(), &secs.to_string()])?;
+        Ok((num(&out, "p50_us")?, num(&out, "p99_us")?))
+    }
+
+    /// New connections per second to our echo server.
+    pub fn crr(&self, server: SocketAddr, secs: f64) -> Result<Rate> {
+        let out = self.helper(&["crr", &server.to_string(), &secs.to_string()])?;
+        Ok(Rate {
+            per_sec: num(&out, "per_sec")?,
+            failed: num(&out, "failed")?,
+        })
+    }
+
+    /// Runs a hidden subcommand of this binary in the client namespace.
+    fn helper(&self, args: &[&str]) -> Result<Value> {
+        cmd::json(
+            self.ns
+                .command(SELF_EXE)
+                .args(args)
+                .env_remove("RUST_BACKTRACE"),
+        )
+    }
+}
+
+fn num(v: &Value, key: &str) -> Result<f64> {
+    v[key]
+        .as_f64()
+        .with_context(|| format!("helper output has no {key}: {v}"))
 }

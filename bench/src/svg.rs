@@ -17,15 +17,58 @@ const TOP: f64 = 60.0;
 const BOTTOM: f64 = 60.0;
 const COLORS: [&str; 4] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
 
-/// A chart with linear axes from 0 (or the data's minimum, if negative) to
-/// a round number above the data's maximum.
+/// A chart with linear axes from 0 to a round number above the data's
+/// maximum.
 pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
+    chart(title, x_label, y_label, series, XAxis::Linear)
+}
+
+/// The same with a logarithmic x axis from the decade at or below the
+/// smallest x to the decade at or above the largest: for growth curves over
+/// orders of magnitude (1, 100, 10,000 services), which a linear axis would
+/// crowd into its left edge. x values must be positive.
+pub fn log_x_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
+    chart(title, x_label, y_label, series, XAxis::Log10)
+}
+
+#[derive(Clone, Copy)]
+enum XAxis {
+    Linear,
+    Log10,
+}
+
+fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series], axis: XAxis) -> String {
     let all = || series.iter().flat_map(|s| s.points.iter());
-    let x_max = nice_ceil(all().map(|p| p.0).fold(0.0, f64::max));
     let y_max = nice_ceil(all().map(|p| p.1).fold(0.0, f64::max));
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
-    let sx = |x: f64| LEFT + x / x_max * plot_w;
+    // Where each x value goes as a fraction of the plot's width, and the
+    // x ticks.
+    let (fraction, x_ticks): (Box<dyn Fn(f64) -> f64>, Vec<f64>) = match axis {
+        XAxis::Linear => {
+            let x_max = nice_ceil(all().map(|p| p.0).fold(0.0, f64::max));
+            (
+                Box::new(move |x| x / x_max),
+                (0..=5).map(|i| x_max * f64::from(i) / 5.0).collect(),
+            )
+        }
+        XAxis::Log10 => {
+            let decade = |x: f64| x.max(f64::MIN_POSITIVE).log10();
+            let lo = all().map(|p| decade(p.0)).fold(f64::INFINITY, f64::min);
+            let hi = all().map(|p| decade(p.0)).fold(f64::NEG_INFINITY, f64::max);
+            let (lo, hi) = if lo.is_finite() {
+                (lo.floor(), hi.ceil())
+            } else {
+                (0.0, 1.0)
+            };
+            let hi = if hi > lo { hi } else { lo + 1.0 };
+            (
+                Box::new(move |x| (decade(x) - lo) / (hi - lo)),
+                (lo as i32..=hi as i32).map(|e| 10f64.powi(e)).collect(),
+            )
+        }
+    };
+    let sx = |x: f64| LEFT + fraction(x) * plot_w;
     let sy = |y: f64| TOP + plot_h - y / y_max * plot_h;
 
     let mut svg = format!(
@@ -36,19 +79,23 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
         WIDTH / 2.0,
         escape(title)
     );
-    for i in 0..=5 {
-        let fx = x_max * f64::from(i) / 5.0;
-        let fy = y_max * f64::from(i) / 5.0;
-        let _ = write!(
+    for fx in x_ticks {
+        let _ = writeln!(
             svg,
             "<line x1=\"{x}\" y1=\"{TOP}\" x2=\"{x}\" y2=\"{b}\" stroke=\"#ddd\"/>\
-             <text x=\"{x}\" y=\"{ty}\" text-anchor=\"middle\">{lx}</text>\n\
-             <line x1=\"{LEFT}\" y1=\"{y}\" x2=\"{r}\" y2=\"{y}\" stroke=\"#ddd\"/>\
-             <text x=\"{tx}\" y=\"{y4}\" text-anchor=\"end\">{ly}</text>\n",
+             <text x=\"{x}\" y=\"{ty}\" text-anchor=\"middle\">{lx}</text>",
             x = sx(fx),
             b = TOP + plot_h,
             ty = TOP + plot_h + 18.0,
             lx = tick(fx),
+        );
+    }
+    for i in 0..=5 {
+        let fy = y_max * f64::from(i) / 5.0;
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{LEFT}\" y1=\"{y}\" x2=\"{r}\" y2=\"{y}\" stroke=\"#ddd\"/>\
+             <text x=\"{tx}\" y=\"{y4}\" text-anchor=\"end\">{ly}</text>",
             y = sy(fy),
             r = LEFT + plot_w,
             tx = LEFT - 6.0,
@@ -166,5 +213,24 @@ mod tests {
         assert_eq!(svg.matches("<polyline").count(), 2);
         assert!(svg.contains("a&lt;b"));
         assert!(svg.ends_with("</svg>\n"));
+    }
+
+    #[test]
+    fn log_x_axis_has_a_tick_per_decade() {
+        let svg = log_x_chart(
+            "t",
+            "x",
+            "y",
+            &[Series {
+                name: "a".into(),
+                points: vec![(1.0, 5.0), (100.0, 4.0), (10_000.0, 3.0)],
+            }],
+        );
+        for label in [">1<", ">10<", ">100<", ">1000<", ">10000<"] {
+            assert!(svg.contains(label), "{label}");
+        }
+        // 1 at the left edge, 10,000 at the right one.
+        assert!(svg.contains(&format!("points=\"{LEFT:.1},")));
+        assert!(svg.contains(&format!("{:.1},", WIDTH - RIGHT)));
     }
 }

@@ -16,12 +16,23 @@
 //! - **netd**: two containers on a netd network, made through netd's API,
 //!   with netd's eBPF programs on their endpoints.
 //!
+//! Scenarios 2 and 3 cross the host instead ([`Edge`]): one container
+//! behind a host, and an "outside" namespace on the far side of the host's
+//! uplink (a veth), built as docker-like, podman-like, **routed** (the same
+//! bridge with no rule at all: the outside has a route to the container
+//! subnet through the host, so nothing is translated) and netd (the real
+//! daemon with `--uplink` on the veth, its container's ports published
+//! through the API).
+//!
 //! Addresses come from 198.19.0.0/16 (RFC 2544 benchmarking space; netd's
 //! own datapath tests use 198.18.0.0/16).
 
 use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Command;
 
 use anyhow::Result;
+use serde_json::json;
 
 use crate::cmd;
 use crate::daemon::Daemon;
@@ -34,6 +45,7 @@ pub enum System {
     Limit,
     DockerLike,
     PodmanLike,
+    Routed,
     Cni,
 }
 
@@ -44,6 +56,7 @@ impl System {
             System::Limit => "limit (veth pair)",
             System::DockerLike => "docker-like (bridge+iptables)",
             System::PodmanLike => "podman-like (bridge+nftables)",
+            System::Routed => "routed (no NAT)",
             System::Cni => "CNI bridge plugin",
         }
     }
@@ -74,8 +87,20 @@ const LIMIT_NET: &str = "198.19.0";
 const DOCKER_NET: &str = "198.19.1";
 /// The podman-like network.
 const PODMAN_NET: &str = "198.19.3";
+/// The routed baseline's container network.
+const ROUTED_NET: &str = "198.19.4";
 /// The netd network of the data-path scenarios.
 pub const NETD_SUBNET: &str = "198.19.2.0/24";
+/// The netd network of scenarios 2 and 3 (a daemon of its own, so a
+/// different subnet keeps the two apart should one outlive its run).
+const NETD_EDGE_SUBNET: &str = "198.19.12.0/24";
+/// The uplink /24 of each edge topology: the host end takes .1, the
+/// outside namespace .2. netd's is in the real host namespace, beside the
+/// tests' 100.64.0.0/10 uplinks and never overlapping them.
+const NETD_UPLINK_NET: &str = "198.19.10";
+const DOCKER_UPLINK_NET: &str = "198.19.11";
+const PODMAN_UPLINK_NET: &str = "198.19.13";
+const ROUTED_UPLINK_NET: &str = "198.19.14";
 
 pub fn limit(tag: &str) -> Result<Pair> {
     let client = Netns::create(&format!("{tag}-lc"))?;
@@ -106,19 +131,21 @@ pub fn limit(tag: &str) -> Result<Pair> {
 }
 
 pub fn docker_like(tag: &str) -> Result<Pair> {
+    let server = format!("{DOCKER_NET}.3");
     bridged(tag, System::DockerLike, "d", DOCKER_NET, |host| {
         cmd::output_with_input(
             &mut host.command("iptables-restore"),
-            docker_rules("br0", DOCKER_NET).as_bytes(),
+            docker_rules("br0", DOCKER_NET, &server, &[(8080, 80)]).as_bytes(),
         )
     })
 }
 
 pub fn podman_like(tag: &str) -> Result<Pair> {
+    let server = format!("{PODMAN_NET}.3");
     bridged(tag, System::PodmanLike, "p", PODMAN_NET, |host| {
         cmd::output_with_input(
             host.command("nft").args(["-f", "-"]),
-            netavark_rules(PODMAN_NET).as_bytes(),
+            netavark_rules(PODMAN_NET, &server, &[(8080, 80)]).as_bytes(),
         )
     })
 }
@@ -133,7 +160,19 @@ fn bridged(
     net: &str,
     rules: impl FnOnce(&Netns) -> Result<String>,
 ) -> Result<Pair> {
-    let host = Netns::create(&format!("{tag}-{n}h"))?;
+    let host = bridge_host(&format!("{tag}-{n}h"), net)?;
+    let client = Netns::create(&format!("{tag}-{n}c"))?;
+    plug(&host, &client, "vethc", &format!("{net}.2"), net)?;
+    let server = Netns::create(&format!("{tag}-{n}s"))?;
+    plug(&host, &server, "veths", &format!("{net}.3"), net)?;
+    rules(&host)?;
+    finish(system, client, server, Some(host))
+}
+
+/// A "host" namespace `name` with a bridge `br0` holding `net`.1/24, as a
+/// container engine sets up the host.
+fn bridge_host(name: &str, net: &str) -> Result<Netns> {
+    let host = Netns::create(name)?;
     // What the container engine does to the host: forwarding on, bridged
     // traffic through the IP hooks (br_netfilter; 1 is the default, but be
     // explicit).
@@ -142,30 +181,45 @@ fn bridged(
     host.ip(&["link", "add", "br0", "type", "bridge"])?;
     host.ip(&["addr", "add", &format!("{net}.1/24"), "dev", "br0"])?;
     host.ip(&["link", "set", "br0", "up"])?;
-    let mut ends = Vec::new();
-    for (end, addr) in [("c", 2), ("s", 3)] {
-        let ns = Netns::create(&format!("{tag}-{n}{end}"))?;
-        let host_if = format!("veth{end}");
-        host.ip(&[
-            "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
-        ])?;
-        host.ip(&["link", "set", &host_if, "master", "br0", "up"])?;
-        ns.ip(&["addr", "add", &format!("{net}.{addr}/24"), "dev", "eth0"])?;
-        ns.ip(&["link", "set", "eth0", "up"])?;
-        ns.ip(&["route", "add", "default", "via", &format!("{net}.1")])?;
-        ends.push(ns);
-    }
-    rules(&host)?;
-    let server = ends.pop().expect("two ends");
-    let client = ends.pop().expect("two ends");
-    finish(system, client, server, Some(host))
+    Ok(host)
+}
+
+/// Plugs container `ns` into the host's `br0` with a veth (`host_if` on
+/// the bridge, `eth0` inside with `addr`/24 and a default route via the
+/// bridge), as Docker's bridge driver does.
+fn plug(host: &Netns, ns: &Netns, host_if: &str, addr: &str, net: &str) -> Result<()> {
+    host.ip(&[
+        "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+    ])?;
+    host.ip(&["link", "set", host_if, "master", "br0", "up"])?;
+    ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+    ns.ip(&["link", "set", "eth0", "up"])?;
+    ns.ip(&["route", "add", "default", "via", &format!("{net}.1")])?;
+    Ok(())
 }
 
 /// The rules Docker (20.10 to 27, iptables backend) writes for one bridge
-/// network `bridge` on `net`.0/24 with a container at .3 publishing port 80
-/// as 8080: NAT for outbound and published traffic, and the filter chains
-/// every forwarded packet walks.
-pub fn docker_rules(bridge: &str, net: &str) -> String {
+/// network `bridge` on `net`.0/24 with a container at `target` publishing
+/// `ports` (host port, container port), TCP: NAT for outbound and published
+/// traffic, and the filter chains every forwarded packet walks. Docker
+/// writes one rule per port in each of the `DOCKER` chains and one hairpin
+/// MASQUERADE per port.
+pub fn docker_rules(bridge: &str, net: &str, target: &str, ports: &[(u16, u16)]) -> String {
+    let (mut hairpin, mut dnat, mut accept) = (String::new(), String::new(), String::new());
+    for (host_port, port) in ports {
+        hairpin += &format!(
+            "-A POSTROUTING -s {target}/32 -d {target}/32 -p tcp -m tcp --dport {port} \
+             -j MASQUERADE\n"
+        );
+        dnat += &format!(
+            "-A DOCKER ! -i {bridge} -p tcp -m tcp --dport {host_port} -j DNAT \
+             --to-destination {target}:{port}\n"
+        );
+        accept += &format!(
+            "-A DOCKER -d {target}/32 ! -i {bridge} -o {bridge} -p tcp -m tcp --dport {port} \
+             -j ACCEPT\n"
+        );
+    }
     format!(
         "*nat
 :PREROUTING ACCEPT [0:0]
@@ -176,10 +230,8 @@ pub fn docker_rules(bridge: &str, net: &str) -> String {
 -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
 -A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER
 -A POSTROUTING -s {net}.0/24 ! -o {bridge} -j MASQUERADE
--A POSTROUTING -s {net}.3/32 -d {net}.3/32 -p tcp -m tcp --dport 80 -j MASQUERADE
--A DOCKER -i {bridge} -j RETURN
--A DOCKER ! -i {bridge} -p tcp -m tcp --dport 8080 -j DNAT --to-destination {net}.3:80
-COMMIT
+{hairpin}-A DOCKER -i {bridge} -j RETURN
+{dnat}COMMIT
 *filter
 :INPUT ACCEPT [0:0]
 :FORWARD DROP [0:0]
@@ -194,8 +246,7 @@ COMMIT
 -A FORWARD -o {bridge} -j DOCKER
 -A FORWARD -i {bridge} ! -o {bridge} -j ACCEPT
 -A FORWARD -i {bridge} -o {bridge} -j ACCEPT
--A DOCKER -d {net}.3/32 ! -i {bridge} -o {bridge} -p tcp -m tcp --dport 80 -j ACCEPT
--A DOCKER-ISOLATION-STAGE-1 -i {bridge} ! -o {bridge} -j DOCKER-ISOLATION-STAGE-2
+{accept}-A DOCKER-ISOLATION-STAGE-1 -i {bridge} ! -o {bridge} -j DOCKER-ISOLATION-STAGE-2
 -A DOCKER-ISOLATION-STAGE-1 -j RETURN
 -A DOCKER-ISOLATION-STAGE-2 -o {bridge} -j DROP
 -A DOCKER-ISOLATION-STAGE-2 -j RETURN
@@ -206,19 +257,34 @@ COMMIT
 }
 
 /// The nftables ruleset Podman's netavark (1.x, nftables driver) writes for
-/// one bridge network on `net`.0/24 with a container at .3 publishing port
-/// 80 as 8080: published ports through a verdict map, masquerade for
-/// outbound traffic, conntrack-based forwarding rules.
-pub fn netavark_rules(net: &str) -> String {
+/// one bridge network on `net`.0/24 with a container at `target` publishing
+/// `ports` (host port, container port), TCP: published ports through a
+/// verdict map (one element per port, whatever the number of ports),
+/// masquerade for outbound traffic, conntrack-based forwarding rules.
+pub fn netavark_rules(net: &str, target: &str, ports: &[(u16, u16)]) -> String {
+    let (mut dnat, mut elements) = (String::new(), Vec::new());
+    for (host_port, port) in ports {
+        dnat += &format!(
+            "\t\tip saddr {net}.0/24 ip daddr {target} tcp dport {host_port} \
+             jump NETAVARK-HOSTPORT-SETMARK\n\
+             \t\ttcp dport {host_port} dnat ip to {target}:{port}\n"
+        );
+        elements.push(format!("tcp . {host_port} : jump nv_bench_dnat"));
+    }
+    // nft refuses an empty `elements = { }`: a container publishing nothing
+    // gets no element line at all.
+    let elements = if elements.is_empty() {
+        String::new()
+    } else {
+        format!("\t\telements = {{ {} }}\n", elements.join(", "))
+    };
     format!(
         "table inet netavark {{
 \tchain NETAVARK-HOSTPORT-SETMARK {{
 \t\tmeta mark set meta mark | 0x2000
 \t}}
 \tchain nv_bench_dnat {{
-\t\tip saddr {net}.0/24 ip daddr {net}.3 tcp dport 8080 jump NETAVARK-HOSTPORT-SETMARK
-\t\ttcp dport 8080 dnat ip to {net}.3:80
-\t}}
+{dnat}\t}}
 \tchain nv_bench {{
 \t\tip daddr {net}.0/24 accept
 \t\tip daddr 224.0.0.0/4 accept
@@ -228,8 +294,7 @@ pub fn netavark_rules(net: &str) -> String {
 \t}}
 \tmap hostport_dnat {{
 \t\ttype inet_proto . inet_service : verdict
-\t\telements = {{ tcp . 8080 : jump nv_bench_dnat }}
-\t}}
+{elements}\t}}
 \tchain NETAVARK-HOSTPORT-DNAT {{
 \t\tmeta l4proto . th dport vmap @hostport_dnat
 \t}}
@@ -289,4 +354,262 @@ fn finish(system: System, client: Netns, server: Netns, host: Option<Netns>) -> 
         server_ep,
         host,
     })
+}
+
+/// Scenarios 2 and 3: one container behind a host, and an "outside"
+/// namespace on the far side of the host's uplink. Dropping it removes what
+/// the bench made for it (netd's outside goes with its daemon).
+pub struct Edge {
+    pub system: System,
+    pub outside: Netns,
+    pub container: Netns,
+    /// The outside namespace's address: scenario 3's server.
+    pub outside_ip: Ipv4Addr,
+    /// The host's uplink address, where published ports answer.
+    uplink_ip: Ipv4Addr,
+    container_ip: Ipv4Addr,
+    /// Whether the container's ports are published on the uplink address;
+    /// if not (routed), the outside reaches the container's own address.
+    published: bool,
+    /// The namespace playing the host (the baselines' bridge and rules).
+    pub host: Option<Netns>,
+}
+
+impl Edge {
+    /// Where an outside client connects to reach the container's `port`.
+    pub fn dial(&self, port: u16) -> SocketAddr {
+        if self.published {
+            (self.uplink_ip, host_port(port)).into()
+        } else {
+            (self.container_ip, port).into()
+        }
+    }
+}
+
+/// The host port container port `port` is published on (`-p HOST:PORT`).
+/// A different number, so that the translation rewrites the port as `-p
+/// 8080:80` does; 20000 above the bench's ports keeps it below the
+/// ephemeral range and away from the ports netd's tests publish (netd's
+/// socket hooks apply its published ports to the whole host namespace).
+pub fn host_port(port: u16) -> u16 {
+    port + 20000
+}
+
+/// The `-p` pairs (host port, container port) for `ports`.
+fn publish(ports: &[u16]) -> Vec<(u16, u16)> {
+    ports.iter().map(|&p| (host_port(p), p)).collect()
+}
+
+/// The outside namespace `name`, joined to `host` (None: the real host
+/// namespace, for netd) by a veth: `uplink` on the host side with
+/// `{net}.1/24`, `eth0` outside with `{net}.2/24`. Deleting the namespace
+/// deletes the pair, the host end included.
+pub fn outside(name: &str, host: Option<&Netns>, uplink: &str, net: &str) -> Result<Netns> {
+    let outside = Netns::create(name)?;
+    let on_host = |args: &[&str]| match host {
+        Some(host) => host.ip(args),
+        None => cmd::output(Command::new("ip").args(args)),
+    };
+    on_host(&[
+        "link",
+        "add",
+        uplink,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &outside.name,
+    ])?;
+    on_host(&["addr", "add", &format!("{net}.1/24"), "dev", uplink])?;
+    on_host(&["link", "set", uplink, "up"])?;
+    outside.ip(&["addr", "add", &format!("{net}.2/24"), "dev", "eth0"])?;
+    outside.ip(&["link", "set", "eth0", "up"])?;
+    Ok(outside)
+}
+
+/// netd's outside: a veth `<tag>-up` in the real host namespace (the
+/// daemon's `--uplink`) to `<tag>-no`. Made before the daemon starts, as
+/// the daemon needs its uplink to exist; the daemon owns it from then on.
+pub fn netd_outside(tag: &str) -> Result<(Netns, String)> {
+    let uplink = format!("{tag}-up");
+    let ns = outside(&format!("{tag}-no"), None, &uplink, NETD_UPLINK_NET)?;
+    Ok((ns, uplink))
+}
+
+/// The docker-like edge: bridge, veth, Docker's iptables rules with
+/// `ports` published, and the uplink Docker's MASQUERADE leaves by.
+pub fn docker_edge(tag: &str, ports: &[u16]) -> Result<Edge> {
+    bridged_edge(
+        tag,
+        System::DockerLike,
+        DOCKER_NET,
+        DOCKER_UPLINK_NET,
+        |host, target| {
+            cmd::output_with_input(
+                &mut host.command("iptables-restore"),
+                docker_rules("br0", DOCKER_NET, target, &publish(ports)).as_bytes(),
+            )
+        },
+    )
+}
+
+/// The podman-like edge: the same, with netavark's nftables ruleset.
+pub fn podman_edge(tag: &str, ports: &[u16]) -> Result<Edge> {
+    bridged_edge(
+        tag,
+        System::PodmanLike,
+        PODMAN_NET,
+        PODMAN_UPLINK_NET,
+        |host, target| {
+            cmd::output_with_input(
+                host.command("nft").args(["-f", "-"]),
+                netavark_rules(PODMAN_NET, target, &publish(ports)).as_bytes(),
+            )
+        },
+    )
+}
+
+/// The routed edge: the same bridge and veth with no rule at all; the
+/// outside routes the container subnet through the host, so packets are
+/// forwarded untranslated (and no conntrack is loaded in the host
+/// namespace: nothing there asks for it).
+pub fn routed_edge(tag: &str) -> Result<Edge> {
+    let edge = bridged_edge(
+        tag,
+        System::Routed,
+        ROUTED_NET,
+        ROUTED_UPLINK_NET,
+        |_, _| Ok(String::new()),
+    )?;
+    edge.outside.ip(&[
+        "route",
+        "add",
+        &format!("{ROUTED_NET}.0/24"),
+        "via",
+        &format!("{ROUTED_UPLINK_NET}.1"),
+    ])?;
+    Ok(Edge {
+        published: false,
+        ..edge
+    })
+}
+
+/// A host namespace `<tag>-<x>eh` with a bridge on `net` and an uplink on
+/// `uplink_net` to `<tag>-<x>eo`, one container `<tag>-<x>ec` on the
+/// bridge (at `net`.2), and the firewall `rules` installs for it.
+fn bridged_edge(
+    tag: &str,
+    system: System,
+    net: &str,
+    uplink_net: &str,
+    rules: impl FnOnce(&Netns, &str) -> Result<String>,
+) -> Result<Edge> {
+    let x = short(system);
+    let host = bridge_host(&format!("{tag}-{x}eh"), net)?;
+    let outside = outside(&format!("{tag}-{x}eo"), Some(&host), "uplink", uplink_net)?;
+    let container = Netns::create(&format!("{tag}-{x}ec"))?;
+    let target = format!("{net}.2");
+    plug(&host, &container, "vethc", &target, net)?;
+    rules(&host, &target)?;
+    edge(
+        system,
+        outside,
+        container,
+        Some(host),
+        &format!("{uplink_net}.1"),
+    )
+}
+
+/// One letter per system for namespace names.
+fn short(system: System) -> &'static str {
+    match system {
+        System::Netd => "n",
+        System::Limit => "l",
+        System::DockerLike => "d",
+        System::PodmanLike => "p",
+        System::Routed => "r",
+        System::Cni => "c",
+    }
+}
+
+/// netd's edge: a network and one container on it, with `ports` published
+/// (`netd container create --network edge -p HOST:PORT ...`), through the
+/// API of a daemon (whose `--uplink` is [`netd_outside`]'s veth).
+pub fn netd_edge(daemon: &Daemon, ports: &[u16]) -> Result<Edge> {
+    let api = daemon.api();
+    api.create_network("edge", NETD_EDGE_SUBNET)?;
+    let published: Vec<String> = publish(ports)
+        .iter()
+        .map(|(host, port)| format!("{host}:{port}"))
+        .collect();
+    api.call(
+        "POST",
+        "/containers/create?name=edge",
+        Some(&json!({"NetworkMode": "edge", "Ports": published})),
+    )?;
+    let outside = daemon.outside();
+    let container = Netns::open(&daemon.netns_name("edge"))?;
+    edge(
+        System::Netd,
+        Netns::open(&outside.name)?,
+        container,
+        None,
+        &format!("{NETD_UPLINK_NET}.1"),
+    )
+}
+
+fn edge(
+    system: System,
+    outside: Netns,
+    container: Netns,
+    host: Option<Netns>,
+    uplink_ip: &str,
+) -> Result<Edge> {
+    // Either side may be the client (2: outside, 3: the container): the
+    // same client settings as scenario 1 on both.
+    for ns in [&outside, &container] {
+        ns.sysctl("net.ipv4.ip_local_port_range", "1024 65535")?;
+        ns.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
+    }
+    Ok(Edge {
+        system,
+        outside_ip: outside.endpoint()?.ip,
+        uplink_ip: uplink_ip.parse()?,
+        container_ip: container.endpoint()?.ip,
+        published: true,
+        outside,
+        container,
+        host,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rulesets_translate_each_published_port() {
+        let ports = publish(&[5201, 7001]);
+        assert_eq!(ports, [(25201, 5201), (27001, 7001)]);
+        let docker = docker_rules("br0", "198.19.1", "198.19.1.2", &ports);
+        assert_eq!(docker.matches(" -j DNAT ").count(), 2);
+        assert!(docker.contains(
+            "-A DOCKER ! -i br0 -p tcp -m tcp --dport 27001 -j DNAT \
+             --to-destination 198.19.1.2:7001\n"
+        ));
+        assert!(docker.contains(
+            "-A DOCKER -d 198.19.1.2/32 ! -i br0 -o br0 -p tcp -m tcp --dport 5201 -j ACCEPT\n"
+        ));
+        let podman = netavark_rules("198.19.3", "198.19.3.2", &ports);
+        assert!(podman.contains(
+            "elements = { tcp . 25201 : jump nv_bench_dnat, tcp . 27001 : jump nv_bench_dnat }"
+        ));
+        assert!(podman.contains("tcp dport 27001 dnat ip to 198.19.3.2:7001\n"));
+        // Nothing published: no DNAT at all, and no empty element list
+        // (which nft refuses).
+        assert!(!docker_rules("br0", "198.19.1", "198.19.1.2", &[]).contains("DNAT"));
+        assert!(!netavark_rules("198.19.3", "198.19.3.2", &[]).contains("elements"));
+    }
 }

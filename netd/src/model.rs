@@ -7,7 +7,7 @@
 //! the networks plus the addresses of the endpoints, so IPAM state can never
 //! disagree with the endpoints that use it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -208,14 +208,44 @@ pub struct Container {
     /// Published ports, translated to the first endpoint.
     #[serde(default)]
     pub ports: Vec<PortBinding>,
-    /// The id of the service this container is a replica (backend) of.
-    #[serde(default)]
-    pub service: Option<String>,
+    /// The ids of the services this container is a replica (backend) of.
+    /// Several, as a Kubernetes pod backs every service whose selector
+    /// matches it. Snapshots written before that have `service` (one id or
+    /// null).
+    #[serde(default, alias = "service", deserialize_with = "one_or_many")]
+    pub services: Vec<String>,
+}
+
+impl Container {
+    /// Whether this container is a backend of service `service_id`.
+    pub fn backs(&self, service_id: &str) -> bool {
+        self.services.iter().any(|s| s == service_id)
+    }
+}
+
+/// Reads a list of strings that may also be written as one string or as
+/// null: the older, single-valued form of a field that became a list (the
+/// store's `service`, the API's `Service`) keeps loading.
+pub fn one_or_many<'de, D>(d: D) -> Result<Vec<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(d)? {
+        None => Vec::new(),
+        Some(OneOrMany::One(s)) => vec![s],
+        Some(OneOrMany::Many(v)) => v,
+    })
 }
 
 /// A service (`netd service create`): a virtual IP on one network whose
 /// new connections are balanced round-robin over its replicas, on every
-/// TCP/UDP port. Replicas are containers whose `service` names it.
+/// TCP/UDP port. Replicas are containers whose `services` list it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {
     /// 64 hex characters.
@@ -298,10 +328,27 @@ impl State {
         let mut v: Vec<&Container> = self
             .containers
             .values()
-            .filter(|c| c.service.as_deref() == Some(service_id))
+            .filter(|c| c.backs(service_id))
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
+    }
+
+    /// The backends of every service at once (service id -> containers in
+    /// name order), in one pass over the containers: what a caller that
+    /// needs them all uses instead of `replicas_of` per service, which
+    /// would cost services x backends.
+    pub fn replicas_by_service(&self) -> HashMap<&str, Vec<&Container>> {
+        let mut by: HashMap<&str, Vec<&Container>> = HashMap::new();
+        for c in self.containers.values() {
+            for s in &c.services {
+                by.entry(s.as_str()).or_default().push(c);
+            }
+        }
+        for v in by.values_mut() {
+            v.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        by
     }
 
     /// Endpoints attached to a network, with the container each belongs to.
@@ -388,5 +435,56 @@ mod tests {
         assert_eq!(s.find_network("abc").unwrap().name, "one");
         assert!(s.find_network("ab").is_none(), "ambiguous prefix");
         assert!(s.find_network("").is_none());
+    }
+
+    fn container_json(service: &str) -> String {
+        format!(
+            r#"{{"id":"c","name":"c","created":"","net":{{"mode":"host"}},"network_mode":"host",
+                "endpoints":[],"process":null{service}}}"#
+        )
+    }
+
+    #[test]
+    fn snapshots_with_one_service_still_load() {
+        let services = |json: String| serde_json::from_str::<Container>(&json).unwrap().services;
+        assert_eq!(services(container_json("")), Vec::<String>::new());
+        assert_eq!(
+            services(container_json(r#","service":null"#)),
+            Vec::<String>::new()
+        );
+        assert_eq!(services(container_json(r#","service":"s1""#)), ["s1"]);
+        assert_eq!(
+            services(container_json(r#","services":["s1","s2"]"#)),
+            ["s1", "s2"]
+        );
+    }
+
+    #[test]
+    fn replicas_of_every_service_in_one_pass() {
+        let mut s = State::default();
+        for (id, services) in [("b", &["s1", "s2"][..]), ("a", &["s1"][..]), ("x", &[][..])] {
+            let c: Container = serde_json::from_str(&container_json("")).unwrap();
+            s.containers.insert(
+                id.into(),
+                Container {
+                    id: id.into(),
+                    name: id.into(),
+                    services: services.iter().map(|s| s.to_string()).collect(),
+                    ..c
+                },
+            );
+        }
+        let by = s.replicas_by_service();
+        let names = |id: &str| by[id].iter().map(|c| c.name.as_str()).collect::<Vec<_>>();
+        assert_eq!(names("s1"), ["a", "b"]);
+        assert_eq!(names("s2"), ["b"]);
+        assert_eq!(by.len(), 2);
+        assert_eq!(
+            s.replicas_of("s1")
+                .iter()
+                .map(|c| &c.name)
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
     }
 }

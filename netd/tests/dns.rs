@@ -832,7 +832,7 @@ mod standalone {
                     }],
                     process: None,
                     ports: Vec::new(),
-                    service: None,
+                    services: Vec::new(),
                 },
             );
         }

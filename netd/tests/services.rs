@@ -38,21 +38,24 @@ fn replica_ips(d: &Daemon, name: &str) -> Vec<String> {
 
 fn wait_all_listening(d: &Daemon, name: &str, n: usize) {
     for i in 1..=n {
-        let ns = d.netns(&format!("{name}.{i}"));
-        let mut ok = false;
-        for _ in 0..100 {
-            let out = Command::new("ip")
-                .args(["netns", "exec", &ns, "ss", "-Hltn", "sport = :80"])
-                .output()
-                .unwrap();
-            if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
-                ok = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert!(ok, "replica {i} of {name} is not listening");
+        wait_listening(d, &format!("{name}.{i}"));
     }
+}
+
+/// Until the container's port 80 listens (its REPLICA started).
+fn wait_listening(d: &Daemon, container: &str) {
+    let ns = d.netns(container);
+    for _ in 0..100 {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns, "ss", "-Hltn", "sport = :80"])
+            .output()
+            .unwrap();
+        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{container} is not listening");
 }
 
 /// One request: connect, read the first line (the replica's address).
@@ -251,17 +254,7 @@ fn user_containers_join_and_empty_services_drop() {
     ];
     run.extend_from_slice(REPLICA);
     d.ok(&run);
-    let ns = d.netns("b1");
-    for _ in 0..100 {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &ns, "ss", "-Hltn", "sport = :80"])
-            .output()
-            .unwrap();
-        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(&d, "b1");
     assert_eq!(
         ask(Some(&d.netns("client")), &vip, 80),
         replica_ips(&d, "mine")[0]
@@ -281,6 +274,73 @@ fn user_containers_join_and_empty_services_drop() {
     d.ok(&["service", "rm", "mine"]);
     // A joined container stays, outside any service.
     assert!(d.ok(&["container", "ls"]).contains("b1"));
+}
+
+#[test]
+fn one_container_backs_several_services() {
+    let d = Daemon::start();
+    d.ok(&["network", "create", "--subnet", "10.26.4.0/24", "n"]);
+    for name in ["api", "web"] {
+        d.ok(&[
+            "service",
+            "create",
+            "--network",
+            "n",
+            "--replicas",
+            "0",
+            name,
+        ]);
+    }
+    let vip = |name: &str| service(&d, name)["VirtualIP"].as_str().unwrap().to_string();
+    let (api, web) = (vip("api"), vip("web"));
+    d.ok(&["container", "create", "--network", "n", "client"]);
+    let client = d.netns("client");
+
+    // One unknown service and nothing is made.
+    let unknown = d.fails(&[
+        "container",
+        "create",
+        "--network",
+        "n",
+        "--service",
+        "api",
+        "--service",
+        "nope",
+        "x",
+    ]);
+    assert!(unknown.contains("service nope not found"), "{unknown}");
+    assert!(!d.ok(&["container", "ls"]).contains(" x "));
+
+    let mut run = vec![
+        "container",
+        "run",
+        "--network",
+        "n",
+        "--service",
+        "api",
+        "--service",
+        "web",
+        "both",
+        "--",
+    ];
+    run.extend_from_slice(REPLICA);
+    d.ok(&run);
+    wait_listening(&d, "both");
+    let ip = replica_ips(&d, "api");
+    assert_eq!(ip.len(), 1);
+    assert_eq!(replica_ips(&d, "web"), ip);
+    for vip in [&api, &web] {
+        assert_eq!(spread(Some(&client), vip, 80, 3), exactly(&ip, 3), "{vip}");
+    }
+
+    // The other service keeps its backend.
+    d.ok(&["service", "rm", "api"]);
+    assert_eq!(spread(Some(&client), &web, 80, 3), exactly(&ip, 3));
+    assert_eq!(replica_ips(&d, "web"), ip);
+    // Leaving the container takes it out of the rotation.
+    d.ok(&["container", "rm", "-f", "both"]);
+    assert!(replica_ips(&d, "web").is_empty());
+    assert_eq!(ask(Some(&client), &web, 80), "");
 }
 
 /// A socat client kept open for the length of a test.

@@ -39,7 +39,7 @@ pub fn run(ctx: &Ctx, tcp: bool, pps: bool, report: &mut Report) -> Result<()> {
     );
     // Declared in this order so they drop in reverse: servers, then the
     // topologies, then the daemon.
-    let daemon = Daemon::start(&ctx.netd)?;
+    let daemon = Daemon::start(&ctx.netd, &ctx.tag)?;
     let pairs = [
         topology::netd(&daemon)?,
         topology::limit(&ctx.tag)?,

@@ -33,7 +33,7 @@ const CNI_DIR: &str = "/usr/lib/cni";
 
 pub fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
     say!("[7] control plane: netd vs the CNI bridge plugin");
-    let daemon = Daemon::start(&ctx.netd)?;
+    let daemon = Daemon::start(&ctx.netd, &ctx.tag)?;
     let rss_idle = daemon.rss_kib()?;
     daemon.api().create_network("cp", NETD_SUBNET)?;
     let cni = Cni::new(ctx)?;

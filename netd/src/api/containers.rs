@@ -163,7 +163,7 @@ pub fn container_spec(
         },
         ports,
         cmd,
-        service: req.service.filter(|s| !s.is_empty()),
+        services: req.services.into_iter().filter(|s| !s.is_empty()).collect(),
     })
 }
 
@@ -390,7 +390,7 @@ mod tests {
                 pid: Some(42),
             }),
             ports: vec![],
-            service: None,
+            services: Vec::new(),
         };
         let st = state_with(&c);
         let j = container_json(
@@ -442,7 +442,7 @@ mod tests {
             endpoints: vec![],
             process: None,
             ports: vec![],
-            service: None,
+            services: Vec::new(),
         };
         let st = state_with(&c);
         let j = container_json(&c, &st, None, None, None);

@@ -699,7 +699,7 @@ mod tests {
             }],
             process: None,
             ports: vec![],
-            service: None,
+            services: Vec::new(),
         };
         let mut st = ModelState::default();
         st.networks.insert(net.id.clone(), net.clone());

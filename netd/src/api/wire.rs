@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::model::one_or_many;
 use serde::{Deserialize, Serialize};
 
 /// `GET /networks/{id}` and the elements of `GET /networks`
@@ -454,9 +455,16 @@ pub struct ContainerCreateRequest {
         deserialize_with = "null_as_default"
     )]
     pub ports: Vec<String>,
-    /// A service to join as a backend.
-    #[serde(rename = "Service", skip_serializing_if = "Option::is_none")]
-    pub service: Option<String>,
+    /// Services to join as a backend (names or ids). `Service` with one
+    /// name, what clients sent before a container could back several, is
+    /// read too.
+    #[serde(
+        rename = "Services",
+        alias = "Service",
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "one_or_many"
+    )]
+    pub services: Vec<String>,
     #[serde(rename = "HostConfig", skip_serializing_if = "Option::is_none")]
     pub host_config: Option<HostConfigRequest>,
 }

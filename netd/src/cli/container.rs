@@ -82,9 +82,9 @@ pub struct CreateArgs {
     /// Network-scoped name (repeatable).
     #[arg(long)]
     pub alias: Vec<String>,
-    /// Join a service as one of its backends.
+    /// Join a service as one of its backends (repeatable).
     #[arg(long)]
-    pub service: Option<String>,
+    pub service: Vec<String>,
     /// Publish a port: [IP:][HOSTPORT:]PORT[/udp] (no HOSTPORT: a free one).
     #[arg(short = 'p', long = "publish", value_name = "PORT")]
     pub publish: Vec<String>,
@@ -139,7 +139,7 @@ pub fn create_request(
             aliases: a.alias,
             cmd,
             ports: a.publish,
-            service: a.service,
+            services: a.service,
             ..Default::default()
         },
     ))

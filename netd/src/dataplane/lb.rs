@@ -603,6 +603,11 @@ impl Dataplane {
     /// any service and have no balanced flow left (whose replies would
     /// still need translating). `candidates`: only these ifindexes (`None`:
     /// every mark). Walks `NAT_CT` only when some mark is unreferenced.
+    ///
+    /// The walk of `LB_SVC` stops as soon as every mark in question has
+    /// been seen in a slot: with many services sharing their backends (one
+    /// container backing thousands of services) that is a few entries
+    /// rather than the whole map at every change.
     pub(super) fn gc_lb_backends(
         &mut self,
         candidates: Option<&[u32]>,
@@ -610,26 +615,27 @@ impl Dataplane {
         if candidates.is_some_and(|c| c.is_empty()) {
             return Ok(());
         }
-        let referenced: HashSet<u32> = {
+        let mut unreferenced: HashSet<u32> = self
+            .lb_backend_marks()?
+            .into_iter()
+            .filter(|i| candidates.is_none_or(|c| c.contains(i)))
+            .collect();
+        {
             let svc: HashMap<&MapData, SvcKey, SvcSlot> = self.nat_map(map_names::LB_SVC)?;
-            let mut referenced = HashSet::new();
             for entry in svc.iter() {
+                if unreferenced.is_empty() {
+                    return Ok(());
+                }
                 match entry {
                     Ok((k, s)) if k.slot != SLOT_FRONTEND => {
-                        referenced.insert(s.ifindex);
+                        unreferenced.remove(&s.ifindex);
                     }
                     Ok(_) => {}
                     Err(e) if missing(&e) => {}
                     Err(e) => return Err(map_error(map_names::LB_SVC)(e)),
                 }
             }
-            referenced
-        };
-        let marks = self.lb_backend_marks()?;
-        let unreferenced: Vec<u32> = marks
-            .into_iter()
-            .filter(|i| !referenced.contains(i) && candidates.is_none_or(|c| c.contains(i)))
-            .collect();
+        }
         if unreferenced.is_empty() {
             return Ok(());
         }

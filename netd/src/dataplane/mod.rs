@@ -618,8 +618,10 @@ impl Dataplane {
     /// programs) and the `EP_STATS` entry of `host_ifindex`. Missing pieces
     /// are not an error, so this also cleans up after a half-done attach.
     ///
-    /// `host_ifindex` may be 0 when the interface is already gone; the
-    /// entries of interfaces that no longer exist are removed in any case.
+    /// `host_ifindex` may be 0 when the interface is already gone; then the
+    /// entries of every interface that no longer exists are removed (a scan
+    /// of the whole map with a syscall per entry, so only then: with the
+    /// ifindex known, removal stays O(1) however many endpoints there are).
     /// Goes on past errors and returns the first one.
     pub fn detach_endpoint(
         &mut self,
@@ -643,7 +645,9 @@ impl Dataplane {
         {
             first_error.get_or_insert(e);
         }
-        if let Err(e) = self.prune_stats() {
+        if host_ifindex == 0
+            && let Err(e) = self.prune_stats()
+        {
             first_error.get_or_insert(e);
         }
         debug!(

@@ -61,6 +61,7 @@ pub struct Records {
 
 impl Records {
     pub fn build(state: &State) -> Records {
+        let replicas = state.replicas_by_service();
         let mut nets = Vec::new();
         let mut index_of: HashMap<&str, usize> = HashMap::new();
         for net in state
@@ -96,7 +97,7 @@ impl Records {
                 // Present (and empty) even without replicas: the name is
                 // ours, so it must not leak to the upstream resolvers.
                 t.names.entry(tasks.to_ascii_lowercase()).or_default();
-                for replica in state.replicas_of(&svc.id) {
+                for replica in replicas.get(svc.id.as_str()).into_iter().flatten() {
                     for ep in replica.endpoints.iter().filter(|e| e.network_id == net.id) {
                         t.add(&tasks, ep.ip);
                     }
@@ -248,7 +249,7 @@ mod tests {
             endpoints,
             process: None,
             ports: Vec::new(),
-            service: None,
+            services: Vec::new(),
         }
     }
 
@@ -306,7 +307,7 @@ mod tests {
                 &format!("api.{i}"),
                 vec![ep("n-front", [10, 1, 0, 10 + i], &[])],
             );
-            c.service = Some("s-api".into());
+            c.services = vec!["s-api".into()];
             cs.push(c);
         }
         for c in cs {
@@ -445,7 +446,7 @@ mod tests {
     #[test]
     fn a_service_without_replicas_is_ours_and_empty() {
         let mut s = state();
-        s.containers.retain(|_, c| c.service.is_none());
+        s.containers.retain(|_, c| c.services.is_empty());
         let r = Records::build(&s);
         assert_eq!(r.lookup("222222222222bbbb", "tasks.api"), Some(vec![]));
     }

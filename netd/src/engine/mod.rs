@@ -436,7 +436,7 @@ impl Engine {
             endpoints: Vec::new(),
             process: spec.cmd.clone().map(|cmd| Process { cmd, pid: None }),
             ports: Vec::new(),
-            service: None,
+            services: Vec::new(),
         };
         let own_netns = NetMode::Own {
             netns: names::netns(&self.cfg.prefix, &spec.name),
@@ -494,17 +494,7 @@ impl Engine {
             let ep = self.new_endpoint(&c, net, &spec.endpoint)?;
             c.endpoints.push(ep);
         }
-        if let Some(key) = &spec.service {
-            let svc = self.service(key)?;
-            if !c.endpoints.iter().any(|e| e.network_id == svc.network_id) {
-                let net = &self.state.networks[&svc.network_id].name;
-                return Err(EngineError::InvalidParameter(format!(
-                    "to join service {} the container must be on its network: --network {net}",
-                    svc.name
-                )));
-            }
-            c.service = Some(svc.id.clone());
-        }
+        c.services = self.services_to_join(&c, &spec.services)?;
         if !spec.ports.is_empty() {
             if network.as_ref().is_none_or(|n| n.driver != Driver::Bridge) {
                 return Err(EngineError::InvalidParameter(format!(
@@ -542,8 +532,8 @@ impl Engine {
             c = stored.clone();
             self.commit(next)?;
         }
-        if let Some(svc) = c.service.clone() {
-            self.sync_service(&svc).await?;
+        for svc in &c.services {
+            self.sync_service(svc).await?;
         }
         info!(container = %c.name, id = %c.id, mode = %c.network_mode, "container created");
         Ok(c)
@@ -579,7 +569,7 @@ impl Engine {
                 .await
                 .map_err(|e| EngineError::system("stopping the container process", e))?;
         }
-        if let Some(svc) = &c.service {
+        for svc in &c.services {
             // Out of the rotation before the flows to it are forgotten below.
             if let Err(e) = self.sync_service(svc).await {
                 warn!(container = %c.name, error = %e, "cannot update its service");

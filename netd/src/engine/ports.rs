@@ -169,7 +169,7 @@ mod tests {
                 endpoints: vec![],
                 process: None,
                 ports: bindings,
-                service: None,
+                services: Vec::new(),
             },
         );
         st

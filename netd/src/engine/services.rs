@@ -1,9 +1,11 @@
 //! Services: a virtual IP on one network, balanced round-robin in eBPF over
 //! the service's replicas. netd runs `replicas` containers `NAME.1`..`NAME.N`
-//! itself; user containers can join with `--service`. Whenever the set of
+//! itself; user containers can join with `--service` (repeatable: one
+//! container may back several services). Whenever the set of
 //! replicas changes, `sync_service` rewrites the service's backend table in
 //! the datapath (in an order that never exposes a half-written service).
 
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use tracing::{info, warn};
@@ -75,7 +77,13 @@ impl Engine {
         }
         let pool = net.ipam.as_ref().expect("bridge networks have a pool");
         let vip = ipam::allocate(pool, &self.used_addresses(&net.id), &net.name)?;
-        let ports = ports::resolve(&spec.ports, &self.state, &ports::HostListeners::read())?;
+        // Reading the host's sockets is the slow part of `resolve`, and most
+        // services publish nothing.
+        let ports = if spec.ports.is_empty() {
+            Vec::new()
+        } else {
+            ports::resolve(&spec.ports, &self.state, &ports::HostListeners::read())?
+        };
         let svc = Service {
             id: random_id(),
             name: spec.name.clone(),
@@ -132,7 +140,7 @@ impl Engine {
                 .values_mut()
                 .filter(|c| doomed.contains(&c.name))
             {
-                c.service = None;
+                c.services.retain(|s| *s != svc.id);
             }
             self.commit(next)?;
             self.sync_service(&svc.id).await?;
@@ -145,7 +153,7 @@ impl Engine {
     }
 
     /// Removes the service, its replicas and its virtual IP; containers that
-    /// joined it with `--service` stay, outside any service.
+    /// joined it with `--service` stay, in their other services if any.
     pub async fn remove_service(&mut self, key: &str) -> Result<()> {
         let svc = self.service(key)?.clone();
         let own: Vec<String> = self
@@ -158,9 +166,7 @@ impl Engine {
         let mut next = self.state.clone();
         next.services.remove(&svc.id);
         for c in next.containers.values_mut() {
-            if c.service.as_deref() == Some(svc.id.as_str()) {
-                c.service = None;
-            }
+            c.services.retain(|s| *s != svc.id);
         }
         self.commit(next)?;
         self.remove_service_datapath(&svc);
@@ -171,6 +177,29 @@ impl Engine {
         }
         info!(service = %svc.name, "service removed");
         Ok(())
+    }
+
+    /// The ids of the services `keys` (names or ids) name, for `c` to join
+    /// as a backend: each must exist and be on a network `c` has an
+    /// endpoint on. Checked before anything is written, so one bad name
+    /// changes nothing; a service named twice is joined once.
+    pub(super) fn services_to_join(&self, c: &Container, keys: &[String]) -> Result<Vec<String>> {
+        let mut ids: Vec<String> = Vec::with_capacity(keys.len());
+        let mut seen = HashSet::with_capacity(keys.len());
+        for key in keys {
+            let svc = self.service(key)?;
+            if !c.endpoints.iter().any(|e| e.network_id == svc.network_id) {
+                let net = &self.state.networks[&svc.network_id].name;
+                return Err(EngineError::InvalidParameter(format!(
+                    "to join service {} the container must be on its network: --network {net}",
+                    svc.name
+                )));
+            }
+            if seen.insert(svc.id.as_str()) {
+                ids.push(svc.id.clone());
+            }
+        }
+        Ok(ids)
     }
 
     async fn start_replicas(
@@ -186,7 +215,7 @@ impl Engine {
                 endpoint: EndpointSpec::default(),
                 ports: Vec::new(),
                 cmd: Some(svc.cmd.clone()),
-                service: Some(svc.id.clone()),
+                services: vec![svc.id.clone()],
             })
             .await?;
         }
@@ -250,8 +279,7 @@ impl Engine {
     }
 
     fn free_service_index(&self) -> u32 {
-        let used: std::collections::HashSet<u32> =
-            self.state.services.values().map(|s| s.index).collect();
+        let used: HashSet<u32> = self.state.services.values().map(|s| s.index).collect();
         (1..)
             .find(|i| !used.contains(i))
             .expect("a free index exists")

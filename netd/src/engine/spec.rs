@@ -126,8 +126,9 @@ pub struct ContainerSpec {
     pub ports: Vec<PortSpec>,
     /// Started in the background inside the sandbox when present.
     pub cmd: Option<Vec<String>>,
-    /// A service (name or id) to join as a backend (`--service`).
-    pub service: Option<String>,
+    /// Services (names or ids) to join as a backend (`--service`,
+    /// repeatable).
+    pub services: Vec<String>,
 }
 
 #[cfg(test)]
