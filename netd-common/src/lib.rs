@@ -23,8 +23,13 @@
 /// reusing a map of the wrong shape.
 pub mod limits {
     /// Most container endpoints (host-side veths) one host can carry. Sizes
-    /// `EP_STATS`, `EP_MAP` and `EP_BY_IF`.
+    /// `EP_MAP` and `EP_BY_IF`.
     pub const MAX_ENDPOINTS: u32 = 4096;
+
+    /// Entries of the arrays indexed by an endpoint's slot
+    /// ([`crate::EndpointInfo::slot`]: `EP_COUNTERS`, `LB_BACKENDS`): one
+    /// per endpoint, plus slot 0, which means "none".
+    pub const ENDPOINT_SLOTS: u32 = MAX_ENDPOINTS + 1;
 
     /// Most networks (subnets in `NET_LPM`) one host can carry.
     pub const MAX_NETWORKS: u32 = 1024;
@@ -86,8 +91,9 @@ pub mod limits {
 /// keep them short and prefixed with their feature (`EP_` endpoints, `DROP_`
 /// drop accounting, later `LB_`, `NAT_`, ...).
 pub mod map_names {
-    /// Per-CPU hash: host-side ifindex (`u32`) -> [`crate::EndpointStats`].
-    pub const EP_STATS: &str = "EP_STATS";
+    /// Per-CPU array: endpoint slot ([`crate::EndpointInfo::slot`]) ->
+    /// [`crate::EndpointStats`].
+    pub const EP_COUNTERS: &str = "EP_COUNTERS";
     /// Per-CPU array: [`crate::DropKey::index`] -> packet count (`u64`).
     pub const DROP_STATS: &str = "DROP_STATS";
     /// Hash: endpoint IPv4 address ([`crate::ipv4_be`]) ->
@@ -123,10 +129,18 @@ pub mod map_names {
     /// Per-CPU hash: [`crate::lb::LbStatsKey`] -> backend selections
     /// (`u64`).
     pub const LB_STATS: &str = "LB_STATS";
-    /// Hash: host-side ifindex (`u32`) -> services it is a backend of
-    /// (`u32`, informational): endpoints whose replies may need translating
-    /// back to a virtual IP.
-    pub const LB_BACKEND: &str = "LB_BACKEND";
+    /// Array: endpoint slot ([`crate::EndpointInfo::slot`]) -> 1 if the
+    /// endpoint is a service's backend, so its replies may need translating
+    /// back to a virtual IP; 0 otherwise.
+    pub const LB_BACKENDS: &str = "LB_BACKENDS";
+
+    /// Maps older netd versions pinned that this one replaced: removed from
+    /// the pin directory on load (programs still attached from the older
+    /// version keep theirs alive until they are switched over).
+    /// `EP_STATS` (per-CPU hash by ifindex) became `EP_COUNTERS`,
+    /// `LB_BACKEND` (hash by ifindex) became `LB_BACKENDS`: arrays indexed
+    /// by the endpoint's slot, which the programs read without hashing.
+    pub const OBSOLETE: [&str; 2] = ["EP_STATS", "LB_BACKEND"];
 }
 
 /// An IPv4 address as the maps store it: the four octets in network order,
@@ -149,6 +163,8 @@ pub const fn mac_for_ipv4(octets: [u8; 4]) -> [u8; 6] {
 /// An endpoint as the data path knows it: the value of both `EP_MAP` (keyed
 /// by `ip`) and `EP_BY_IF` (keyed by `ifindex`), so that the daemon writes
 /// the same 20 bytes twice and the programs read whichever side they have.
+/// The `slot` saves the forwarding path two hash lookups a packet: the
+/// endpoint's counters and backend mark are array elements.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct EndpointInfo {
@@ -162,8 +178,10 @@ pub struct EndpointInfo {
     pub net_index: u32,
     /// The container-side MAC (`eth0` in the container).
     pub mac: [u8; 6],
-    /// Zero.
-    pub _pad: [u8; 2],
+    /// Index of the endpoint's elements in the arrays sized
+    /// [`limits::ENDPOINT_SLOTS`]; 0: none (not counted). Assigned by the
+    /// daemon, unique among live endpoints.
+    pub slot: u16,
 }
 
 /// [`NetworkInfo::flags`]: the network is `--internal` (no traffic leaves
@@ -436,7 +454,7 @@ mod tests {
         assert_eq!(offset_of!(EndpointInfo, ifindex), 4);
         assert_eq!(offset_of!(EndpointInfo, net_index), 8);
         assert_eq!(offset_of!(EndpointInfo, mac), 12);
-        assert_eq!(offset_of!(EndpointInfo, _pad), 18);
+        assert_eq!(offset_of!(EndpointInfo, slot), 18);
         assert_eq!(size_of::<NetworkInfo>(), 12);
         assert_eq!(offset_of!(NetworkInfo, net_index), 0);
         assert_eq!(offset_of!(NetworkInfo, gateway), 4);
@@ -516,7 +534,7 @@ mod tests {
     #[test]
     fn map_names_fit_the_kernel_limit() {
         for name in [
-            map_names::EP_STATS,
+            map_names::EP_COUNTERS,
             map_names::DROP_STATS,
             map_names::EP_MAP,
             map_names::EP_BY_IF,
@@ -1042,7 +1060,7 @@ mod nat_tests {
 }
 
 /// Services: a virtual IP (VIP) balanced round-robin over backends, in the
-/// kernel. The layout of `LB_SVC`, `LB_RR`, `LB_STATS` and `LB_BACKEND`.
+/// kernel. The layout of `LB_SVC`, `LB_RR`, `LB_STATS` and `LB_BACKENDS`.
 ///
 /// # `LB_SVC`: frontend and backend slots in one hash
 /// A service is a run of entries with the same `{vip, port, proto}` and
@@ -1058,7 +1076,7 @@ mod nat_tests {
 /// backends, whatever their number.
 ///
 /// # Write order (the programs read whatever is there)
-/// The daemon writes the backends' bookkeeping (`LB_STATS`, `LB_BACKEND`)
+/// The daemon writes the backends' bookkeeping (`LB_STATS`, `LB_BACKENDS`)
 /// first, then slots 1..=n, then slot 0 with the count; when shrinking,
 /// slots beyond the new count are deleted after the count went down.
 /// Removing a service deletes slot 0 first. So every slot a program can
@@ -1187,7 +1205,7 @@ mod lb_tests {
             map_names::LB_SVC,
             map_names::LB_RR,
             map_names::LB_STATS,
-            map_names::LB_BACKEND,
+            map_names::LB_BACKENDS,
         ] {
             assert!(name.len() <= 15);
         }

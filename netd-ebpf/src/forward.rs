@@ -24,7 +24,7 @@
 //! a peer from an endpoint marked as a backend is first offered to `lb` as
 //! a possible reply of a balanced flow.
 use aya_ebpf::{helpers::generated::bpf_redirect_peer, programs::TcContext};
-use netd_common::{DropReason, EndpointInfo, NET_F_INTERNAL, mac_for_ipv4};
+use netd_common::{Direction, DropReason, EndpointInfo, NET_F_INTERNAL, mac_for_ipv4};
 
 use crate::{
     VERDICT_NEXT, lb, maps, nat,
@@ -37,8 +37,8 @@ use crate::{
 /// Lookups: `EP_MAP` for the destination always; `NET_LPM` only when the
 /// destination is not an endpoint, and a second time (for the sender's own
 /// network) only when the destination is outside every netd network;
-/// `LB_SVC` only for non-endpoint addresses of the own subnet; `LB_BACKEND`
-/// only for packets to peers.
+/// `LB_SVC` only for non-endpoint addresses of the own subnet. Counting and
+/// the backend mark are array reads by the endpoints' slots.
 #[inline(always)]
 pub(crate) fn from_endpoint(ctx: &TcContext, ep: &EndpointInfo) -> Result<i32, DropReason> {
     let frame = parse::header::<EthIpv4>(ctx, 0)?;
@@ -60,7 +60,7 @@ pub(crate) fn from_endpoint(ctx: &TcContext, ep: &EndpointInfo) -> Result<i32, D
         }
         // A service's backend answering a client that called the VIP: the
         // reply must come from the VIP.
-        if lb::is_backend(ep.ifindex)
+        if lb::is_backend(ep)
             && let Some(verdict) = lb::reply(ctx)?
         {
             return Ok(verdict);
@@ -71,7 +71,7 @@ pub(crate) fn from_endpoint(ctx: &TcContext, ep: &EndpointInfo) -> Result<i32, D
         // SAFETY: in bounds (checked by `header`); direct packet writes are
         // allowed for TC programs, the verifier unclones the skb first.
         unsafe { (*frame.cast_mut()).eth.dst_addr = peer.mac };
-        stats::count_delivered(peer.ifindex, ctx.len());
+        stats::count(&peer, Direction::ToEndpoint, ctx.len());
         // SAFETY: plain helper call. With flags 0 it records "ingress of the
         // peer of `peer.ifindex`" for the kernel to act on after the program
         // returns, and returns TC_ACT_REDIRECT.

@@ -28,7 +28,7 @@
 //! Per-packet cost, whatever the number of services and backends: a packet
 //! of a known flow to a VIP costs the `LB_SVC` frontend lookup and the
 //! `NAT_CT` lookup; a new flow adds one atomic add on the service's cursor
-//! and one `LB_SVC` slot lookup. Replies cost an `LB_BACKEND` lookup on
+//! and one `LB_SVC` slot lookup. Replies cost an `LB_BACKENDS` array read on
 //! the peer-to-peer path, and the `NAT_CT` lookup only for endpoints marked
 //! there. No loop over services or backends.
 use aya_ebpf::programs::TcContext;
@@ -40,7 +40,7 @@ use netd_common::{
 
 use crate::{
     conntrack::{self, TCP_RST},
-    maps::{LB_BACKEND, LB_RR, LB_STATS, LB_SVC},
+    maps::{LB_BACKENDS, LB_RR, LB_STATS, LB_SVC},
     nat::{self, Parsed},
 };
 
@@ -65,11 +65,13 @@ pub(crate) fn frontend(vip: u32) -> Option<SvcSlot> {
         .map(|p| unsafe { *p })
 }
 
-/// Whether the endpoint behind `ifindex` is marked as a backend (its
-/// packets to peers may be replies of balanced flows).
+/// Whether the endpoint `ep` is marked as a backend (its packets to peers
+/// may be replies of balanced flows).
 #[inline(always)]
-pub(crate) fn is_backend(ifindex: u32) -> bool {
-    LB_BACKEND.get_ptr(ifindex).is_some()
+pub(crate) fn is_backend(ep: &EndpointInfo) -> bool {
+    LB_BACKENDS
+        .get(u32::from(ep.slot))
+        .is_some_and(|mark| *mark != 0)
 }
 
 /// The next value of the service's round-robin cursor.

@@ -60,16 +60,15 @@ pub fn netd_to_ep(ctx: TcContext) -> i32 {
 /// housekeeping), and a frame of an unknown protocol must not reach the
 /// bridge, which would flood it to the other containers.
 ///
-/// On any other interface the program does what it did before forwarding
-/// existed: header checks and counting only, so a veth attached before its
-/// endpoint was written is merely not steered.
+/// On any other interface the program only checks headers, so a veth
+/// attached before its endpoint was written is neither steered nor
+/// counted (the counters are the endpoint's).
 ///
 /// A packet that is not dropped is counted against the sender (`from_*`);
-/// `forward` also counts the deliveries it makes by redirect.
+/// `forward` and `nat` also count the deliveries they make by redirect.
 fn try_netd_from_ep(ctx: &TcContext) -> Result<i32, DropReason> {
     let Some(ep) = maps::endpoint_by_ifindex(stats::ifindex(ctx)) else {
         parse::check_headers(ctx)?;
-        stats::count_endpoint(ctx, Direction::FromEndpoint);
         return Ok(VERDICT_NEXT);
     };
     let ether_type = parse::ether_type(ctx)?;
@@ -80,14 +79,14 @@ fn try_netd_from_ep(ctx: &TcContext) -> Result<i32, DropReason> {
     } else {
         return Err(DropReason::NotIp);
     };
-    stats::count_endpoint(ctx, Direction::FromEndpoint);
+    stats::count(&ep, Direction::FromEndpoint, ctx.len());
     Ok(verdict)
 }
 
 /// Packet about to be delivered to the container: same checks, other counter.
 fn try_netd_to_ep(ctx: &TcContext) -> Result<i32, DropReason> {
     parse::check_headers(ctx)?;
-    stats::count_endpoint(ctx, Direction::ToEndpoint);
+    stats::count_to_ifindex(stats::ifindex(ctx), ctx.len());
     Ok(VERDICT_NEXT)
 }
 

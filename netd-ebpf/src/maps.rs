@@ -17,16 +17,15 @@ use aya_ebpf::{
 };
 use netd_common::{
     EndpointInfo, EndpointStats, NetworkInfo,
-    limits::{DROP_STATS_ENTRIES, MAX_ENDPOINTS, MAX_NETWORKS},
+    limits::{DROP_STATS_ENTRIES, ENDPOINT_SLOTS, MAX_ENDPOINTS, MAX_NETWORKS},
 };
 
-/// Host-side ifindex -> traffic counters. Per-CPU so the hot path never
-/// contends on a cache line; the daemon sums the CPUs. The daemon inserts an
-/// entry when it attaches an endpoint; the programs only update existing
-/// entries (see `stats::count_endpoint`). Name: `map_names::EP_STATS`.
+/// Endpoint slot (`EndpointInfo::slot`) -> traffic counters. Per-CPU so
+/// the hot path never contends on a cache line (the daemon sums the CPUs),
+/// an array so that counting is an inlined index computation, not a hash
+/// lookup. Name: `map_names::EP_COUNTERS`.
 #[map]
-pub(crate) static EP_STATS: PerCpuHashMap<u32, EndpointStats> =
-    PerCpuHashMap::pinned(MAX_ENDPOINTS, 0);
+pub(crate) static EP_COUNTERS: PerCpuArray<EndpointStats> = PerCpuArray::pinned(ENDPOINT_SLOTS, 0);
 
 /// `DropKey::index()` -> packets dropped. An array, so counting a drop is a
 /// lookup in preallocated memory that cannot fail for a valid index.
@@ -181,9 +180,10 @@ pub(crate) static LB_RR: aya_ebpf::maps::Array<u64> =
 pub(crate) static LB_STATS: PerCpuHashMap<netd_common::lb::LbStatsKey, u64> =
     PerCpuHashMap::pinned(netd_common::limits::LB_STATS_ENTRIES, BPF_F_NO_PREALLOC);
 
-/// Host-side ifindex -> 1: endpoints that are (or recently were) a
+/// Endpoint slot -> 1 for endpoints that are (or recently were) a
 /// service's backend, so whose packets to their peers may be replies that
 /// must come back from a VIP. Only these pay the conntrack lookup on the
-/// peer-to-peer path. Name: `map_names::LB_BACKEND`.
+/// peer-to-peer path. Name: `map_names::LB_BACKENDS`.
 #[map]
-pub(crate) static LB_BACKEND: HashMap<u32, u32> = HashMap::pinned(MAX_ENDPOINTS, BPF_F_NO_PREALLOC);
+pub(crate) static LB_BACKENDS: aya_ebpf::maps::Array<u32> =
+    aya_ebpf::maps::Array::pinned(ENDPOINT_SLOTS, 0);

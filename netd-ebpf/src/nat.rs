@@ -282,7 +282,7 @@ pub(crate) fn translate(ctx: &TcContext, p: &Packet, hit: &Hit) -> Result<i32, D
             (*eth).dst_addr = mac_for_ipv4(e.new_daddr.to_ne_bytes());
             (*eth).src_addr = mac_for_ipv4(e.gateway.to_ne_bytes());
         }
-        stats::count_delivered(e.ifindex, ctx.len());
+        stats::count_to_ifindex(e.ifindex, ctx.len());
         // SAFETY: plain helper call, see `forward`.
         unsafe { bpf_redirect_peer(e.ifindex, 0) as i32 }
     };

@@ -1,8 +1,8 @@
 //! Per-endpoint traffic counters and per-reason drop counters.
 use aya_ebpf::programs::TcContext;
-use netd_common::{Direction, DropKey, DropReason};
+use netd_common::{Direction, DropKey, DropReason, EndpointInfo};
 
-use crate::maps::{DROP_STATS, EP_STATS};
+use crate::maps::{self, DROP_STATS, EP_COUNTERS};
 
 /// The device the TC hook runs on: the host-side veth, for ingress and
 /// egress alike.
@@ -14,33 +14,21 @@ pub(crate) fn ifindex(ctx: &TcContext) -> u32 {
     unsafe { (*ctx.skb.skb).ifindex }
 }
 
-/// Counts the packet against the endpoint it is crossing, if that endpoint is
-/// known. Interfaces without an `EP_STATS` entry are not counted: the daemon
-/// creates the entry before attaching, so a miss means "not (or no longer)
-/// ours", and inserting from here would let stray interfaces fill the map.
+/// Counts a packet of `len` bytes against the endpoint `ep`, in
+/// `direction`. An endpoint without a slot (0) is not counted.
 #[inline(always)]
-pub(crate) fn count_endpoint(ctx: &TcContext, direction: Direction) {
-    count(ifindex(ctx), direction, ctx.len());
-}
-
-/// Counts a packet delivered to the endpoint behind the host-side veth
-/// `ifindex` without crossing that veth's egress (`bpf_redirect_peer` goes
-/// straight to the container's `eth0`, so `netd_to_ep` never sees it).
-#[inline(always)]
-pub(crate) fn count_delivered(ifindex: u32, len: u32) {
-    count(ifindex, Direction::ToEndpoint, len);
-}
-
-#[inline(always)]
-fn count(ifindex: u32, direction: Direction, len: u32) {
-    let Some(stats) = EP_STATS.get_ptr_mut(ifindex) else {
+pub(crate) fn count(ep: &EndpointInfo, direction: Direction, len: u32) {
+    if ep.slot == 0 {
+        return;
+    }
+    let Some(stats) = EP_COUNTERS.get_ptr_mut(u32::from(ep.slot)) else {
         return;
     };
     let len = u64::from(len);
-    // SAFETY: the pointer is this CPU's slot of a per-CPU map value, valid for
-    // the rest of the program run. Nothing else writes it concurrently: TC
-    // programs run with migration disabled and do not nest on one CPU, so
-    // plain (non-atomic) adds are enough.
+    // SAFETY: the pointer is this CPU's slot of a per-CPU array element,
+    // valid for the rest of the program run. Nothing else writes it
+    // concurrently: TC programs run with migration disabled and do not nest
+    // on one CPU, so plain (non-atomic) adds are enough.
     let stats = unsafe { &mut *stats };
     match direction {
         Direction::FromEndpoint => {
@@ -51,6 +39,17 @@ fn count(ifindex: u32, direction: Direction, len: u32) {
             stats.to_packets = stats.to_packets.wrapping_add(1);
             stats.to_bytes = stats.to_bytes.wrapping_add(len);
         }
+    }
+}
+
+/// Counts a packet delivered to the endpoint behind the host-side veth
+/// `ifindex`, if it is one of ours: by `netd_to_ep` on that veth's egress,
+/// and by the redirects that skip it (`bpf_redirect_peer` goes straight to
+/// the container's `eth0`).
+#[inline(always)]
+pub(crate) fn count_to_ifindex(ifindex: u32, len: u32) {
+    if let Some(ep) = maps::endpoint_by_ifindex(ifindex) {
+        count(&ep, Direction::ToEndpoint, len);
     }
 }
 

@@ -154,25 +154,6 @@ impl Veth {
             .parse()
             .expect("parse ifindex")
     }
-
-    /// Brings both ends up with addresses so that real traffic can flow.
-    fn up(&self) {
-        let host_cidr = format!("{}/30", self.host_addr);
-        let peer_cidr = format!("{}/30", self.peer_addr);
-        run(&["ip", "addr", "add", &host_cidr, "dev", &self.host]);
-        run(&["ip", "link", "set", &self.host, "up"]);
-        run(&[
-            "ip",
-            "-n",
-            &self.netns,
-            "addr",
-            "add",
-            &peer_cidr,
-            "dev",
-            &self.peer,
-        ]);
-        run(&["ip", "-n", &self.netns, "link", "set", &self.peer, "up"]);
-    }
 }
 
 impl Drop for Veth {
@@ -188,11 +169,33 @@ impl Drop for Veth {
 }
 
 /// An Ethernet + IPv4 + UDP frame with a valid IPv4 checksum.
+/// The sender of [`udp_frame`] and [`arp_frame`]: 10.0.0.2 on
+/// 10.0.0.0/24, whose gateway 10.0.0.1 has the MAC netd derives for it.
+const FRAME_SENDER: [u8; 4] = [10, 0, 0, 2];
+const FRAME_SENDER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const FRAME_GATEWAY_MAC: [u8; 6] = [0x02, 0x42, 10, 0, 0, 1];
+
+/// Registers the veth `ifindex` as [`udp_frame`]'s sender (network 1,
+/// 10.0.0.0/24), as the engine does before attaching: then the programs
+/// count its traffic (in its slot), and a [`udp_frame`] from it goes to
+/// the gateway unchanged (its destination MAC already is the gateway's).
+fn register(dp: &mut Dataplane, ifindex: u32) {
+    dp.set_network(
+        1,
+        "10.0.0.0/24".parse().expect("subnet"),
+        [10, 0, 0, 1].into(),
+        false,
+    )
+    .expect("set network");
+    dp.set_endpoint(ifindex, FRAME_SENDER.into(), FRAME_SENDER_MAC, 1)
+        .expect("set endpoint");
+}
+
 fn udp_frame(payload_len: usize) -> Vec<u8> {
     let ip_len = 20 + 8 + payload_len;
     let mut f = Vec::with_capacity(14 + ip_len);
-    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02]); // dst MAC
-    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]); // src MAC
+    f.extend_from_slice(&FRAME_GATEWAY_MAC); // dst MAC
+    f.extend_from_slice(&FRAME_SENDER_MAC); // src MAC
     f.extend_from_slice(&0x0800u16.to_be_bytes()); // IPv4
     let mut ip = [0u8; 20];
     ip[0] = 0x45; // version 4, IHL 5
@@ -304,6 +307,7 @@ fn from_ep_counts_each_packet_and_passes_it_unchanged() {
     let veth = Veth::new();
     let mut dp = pins.load();
     let ifindex = veth.ifindex();
+    register(&mut dp, ifindex);
     dp.attach_endpoint(&veth.host, ifindex).expect("attach");
     assert_eq!(stats_of(&dp, ifindex), Some(EndpointStats::default()));
 
@@ -337,6 +341,7 @@ fn to_ep_counts_into_the_to_counters() {
     let veth = Veth::new();
     let mut dp = pins.load();
     let ifindex = veth.ifindex();
+    register(&mut dp, ifindex);
     dp.attach_endpoint(&veth.host, ifindex).expect("attach");
 
     let frame = udp_frame(100);
@@ -361,9 +366,10 @@ fn packets_on_an_interface_without_entry_pass_uncounted() {
     let veth = Veth::new();
     let mut dp = pins.load();
     let ifindex = veth.ifindex();
+    register(&mut dp, ifindex);
     dp.attach_endpoint(&veth.host, ifindex).expect("attach");
 
-    // ifindex 1 is loopback, which has no EP_STATS entry.
+    // ifindex 1 is loopback, which is no endpoint.
     let frame = udp_frame(18);
     for direction in Direction::ALL {
         let r = test_run(&dp, direction, 1, &frame, 2).expect("test run");
@@ -380,6 +386,9 @@ fn packets_on_an_interface_without_entry_pass_uncounted() {
 
 #[test]
 fn malformed_ip_headers_are_dropped_and_counted() {
+    // An attached veth that is no endpoint: the programs check the headers
+    // of every frame (a registered endpoint drops non-IPv4 earlier, as
+    // `not_ip`; `Lab::assert_dropped` checks its drops count as no traffic).
     let pins = PinDir::new();
     let veth = Veth::new();
     let mut dp = pins.load();
@@ -452,11 +461,6 @@ fn malformed_ip_headers_are_dropped_and_counted() {
     assert_eq!(errno(&e), Some(libc::EINVAL));
 
     assert_eq!(total_drops(&dp), expected + 2);
-    assert_eq!(
-        stats_of(&dp, ifindex),
-        Some(EndpointStats::default()),
-        "dropped packets are counted as drops, not as traffic"
-    );
 }
 
 /// The errno of a failed BPF_PROG_TEST_RUN.
@@ -473,19 +477,20 @@ fn errno(e: &aya::programs::ProgramError) -> Option<i32> {
 /// `set_endpoint`) non-IP frames pass; registered endpoints drop them (see
 /// `anything_but_ipv4_and_arp_is_dropped`).
 #[test]
-fn non_ip_frames_pass_and_are_counted() {
+fn an_attached_interface_that_is_no_endpoint_is_neither_steered_nor_counted() {
     let pins = PinDir::new();
     let veth = Veth::new();
     let mut dp = pins.load();
     let ifindex = veth.ifindex();
     dp.attach_endpoint(&veth.host, ifindex).expect("attach");
 
-    let arp = arp_frame();
-    let r = test_run(&dp, Direction::FromEndpoint, ifindex, &arp, 1).expect("test run");
-    assert_eq!(r.verdict, VERDICT_NEXT);
-    assert_eq!(r.out, arp);
-    let s = stats_of(&dp, ifindex).expect("entry");
-    assert_eq!((s.from_packets, s.from_bytes), (1, arp.len() as u64));
+    for frame in [arp_frame(), udp_frame(18)] {
+        let r = test_run(&dp, Direction::FromEndpoint, ifindex, &frame, 1).expect("test run");
+        assert_eq!(r.verdict, VERDICT_NEXT);
+        assert_eq!(r.out, frame);
+    }
+    assert_eq!(stats_of(&dp, ifindex), None, "no slot, no counters");
+    assert_eq!(total_drops(&dp), 0);
 }
 
 #[test]
@@ -496,6 +501,7 @@ fn attach_is_idempotent_and_a_restart_readopts_links_and_maps() {
     let frame = udp_frame(18);
 
     let mut first = pins.load();
+    register(&mut first, ifindex);
     first.attach_endpoint(&veth.host, ifindex).expect("attach");
     let links = first.attachments(&veth.host).expect("attachments");
     assert_eq!(links.len(), 2);
@@ -558,28 +564,30 @@ fn attach_is_idempotent_and_a_restart_readopts_links_and_maps() {
 }
 
 #[test]
-fn detach_removes_links_and_counters_and_is_idempotent() {
+fn detach_and_remove_take_links_and_counters_and_are_idempotent() {
     let pins = PinDir::new();
     let veth = Veth::new();
     let mut dp = pins.load();
     let ifindex = veth.ifindex();
+    register(&mut dp, ifindex);
     dp.attach_endpoint(&veth.host, ifindex).expect("attach");
     assert_eq!(tcx_program_ids(&veth.host, TcAttachType::Egress).len(), 1);
 
-    dp.detach_endpoint(&veth.host, ifindex).expect("detach");
+    dp.detach_endpoint(&veth.host).expect("detach");
     assert!(dp.pinned_endpoints().expect("pinned").is_empty());
     assert!(dp.attachments(&veth.host).expect("attachments").is_empty());
     assert!(tcx_program_ids(&veth.host, TcAttachType::Ingress).is_empty());
     assert!(tcx_program_ids(&veth.host, TcAttachType::Egress).is_empty());
+    dp.remove_endpoint(ifindex, FRAME_SENDER.into())
+        .expect("remove endpoint");
     assert_eq!(stats_of(&dp, ifindex), None);
 
     let r = test_run(&dp, Direction::FromEndpoint, ifindex, &udp_frame(18), 1).expect("run");
     assert_eq!(r.verdict, VERDICT_NEXT);
     assert_eq!(stats_of(&dp, ifindex), None, "no longer counted");
 
-    dp.detach_endpoint(&veth.host, ifindex)
-        .expect("detach twice");
-    dp.detach_endpoint("ndnothing", 0)
+    dp.detach_endpoint(&veth.host).expect("detach twice");
+    dp.detach_endpoint("ndnothing")
         .expect("detach something never attached");
 }
 
@@ -589,6 +597,7 @@ fn a_recreated_interface_gets_fresh_links_and_counters() {
     let veth = Veth::new();
     let mut dp = pins.load();
     let old_ifindex = veth.ifindex();
+    register(&mut dp, old_ifindex);
     dp.attach_endpoint(&veth.host, old_ifindex).expect("attach");
     test_run(&dp, Direction::FromEndpoint, old_ifindex, &udp_frame(18), 1).expect("run");
     let old_links = dp.attachments(&veth.host).expect("attachments");
@@ -601,6 +610,10 @@ fn a_recreated_interface_gets_fresh_links_and_counters() {
     veth.create_link();
     let new_ifindex = veth.ifindex();
     assert_ne!(new_ifindex, old_ifindex);
+    // As the engine does: the vanished endpoint goes, the new one comes.
+    dp.remove_endpoint(0, FRAME_SENDER.into())
+        .expect("remove vanished endpoint");
+    register(&mut dp, new_ifindex);
 
     dp.attach_endpoint(&veth.host, new_ifindex)
         .expect("attach to the new veth");
@@ -661,14 +674,14 @@ fn interface_names_with_dots_can_be_attached() {
         vec![veth.host.clone()]
     );
     assert_eq!(dp.attachments(&veth.host).expect("attachments").len(), 2);
-    dp.detach_endpoint(&veth.host, ifindex).expect("detach");
+    dp.detach_endpoint(&veth.host).expect("detach");
     assert!(dp.pinned_endpoints().expect("pinned").is_empty());
     assert!(tcx_program_ids(&veth.host, TcAttachType::Ingress).is_empty());
 }
 
-/// Creates and pins a per-CPU hash named EP_STATS with a 16-byte value, as
-/// an older netd with a different `EndpointStats` would have left behind.
-fn pin_foreign_ep_stats(path: &Path) {
+/// Creates and pins a per-CPU hash with a 16-byte value named after the
+/// last component of `path`, as an older netd would have left behind.
+fn pin_foreign_map(path: &Path) {
     #[repr(C)]
     struct MapCreate {
         map_type: u32,
@@ -690,7 +703,8 @@ fn pin_foreign_ep_stats(path: &Path) {
     const BPF_OBJ_PIN: libc::c_long = 6;
     const BPF_MAP_TYPE_PERCPU_HASH: u32 = 5;
     let mut name = [0u8; 16];
-    name[..8].copy_from_slice(b"EP_STATS");
+    let file_name = path.file_name().expect("a map name").as_bytes();
+    name[..file_name.len()].copy_from_slice(file_name);
     let mut create = MapCreate {
         map_type: BPF_MAP_TYPE_PERCPU_HASH,
         key_size: 4,
@@ -738,9 +752,9 @@ fn an_incompatible_pinned_map_is_refused() {
     let pins = PinDir::new();
     // Loading once mounts bpffs if needed and creates the directories.
     drop(pins.load());
-    let ep_stats = pins.0.join("maps/EP_STATS");
-    fs::remove_file(&ep_stats).expect("unpin EP_STATS");
-    pin_foreign_ep_stats(&ep_stats);
+    let counters = pins.0.join("maps/EP_COUNTERS");
+    fs::remove_file(&counters).expect("unpin EP_COUNTERS");
+    pin_foreign_map(&counters);
 
     let err =
         Dataplane::load(&pins.0, &MapSizes::default()).expect_err("must refuse the foreign map");
@@ -755,13 +769,52 @@ fn an_incompatible_pinned_map_is_refused() {
 }
 
 #[test]
+fn the_pins_of_replaced_maps_are_removed() {
+    let pins = PinDir::new();
+    drop(pins.load());
+    for name in netd_common::map_names::OBSOLETE {
+        pin_foreign_map(&pins.0.join("maps").join(name));
+    }
+    drop(pins.load());
+    for name in netd_common::map_names::OBSOLETE {
+        assert!(
+            !pins.0.join("maps").join(name).exists(),
+            "{name} is unpinned"
+        );
+    }
+}
+
+#[test]
 fn real_traffic_over_a_veth_pair_is_counted() {
     let pins = PinDir::new();
     let veth = Veth::new();
     let mut dp = pins.load();
     let ifindex = veth.ifindex();
+    // As the engine plumbs an endpoint: the host side is the gateway, with
+    // the MAC netd derives for it; the container has its derived MAC too.
+    let (gateway, me) = (ip(&veth.host_addr), ip(&veth.peer_addr));
+    let subnet: Ipv4Net = format!("{gateway}/30").parse().expect("subnet");
+    dp.set_network(1, subnet.trunc(), gateway, false)
+        .expect("set network");
+    dp.set_endpoint(ifindex, me, mac_of(me), 1)
+        .expect("set endpoint");
     dp.attach_endpoint(&veth.host, ifindex).expect("attach");
-    veth.up();
+    let gateway_mac = mac_of(gateway)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    run(&["ip", "link", "set", &veth.host, "address", &gateway_mac]);
+    run(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{gateway}/30"),
+        "dev",
+        &veth.host,
+    ]);
+    run(&["ip", "link", "set", &veth.host, "up"]);
+    plumb(&veth, me, gateway);
 
     run(&[
         "ip",
@@ -1366,8 +1419,9 @@ fn steering_entries_are_written_idempotently_and_survive_a_restart() {
         ifindex: ia,
         net_index: 1,
         mac: mac_of(ip("10.91.0.2")),
-        _pad: [0; 2],
+        slot: dp.endpoints_by_ifindex().expect("by if")[0].1.slot,
     };
+    assert_ne!(info_a.slot, 0, "an endpoint has a slot");
     assert_eq!(
         dp.endpoints_by_ifindex().expect("by if"),
         vec![(ia, info_a)]
@@ -1402,6 +1456,7 @@ fn steering_entries_are_written_idempotently_and_survive_a_restart() {
                 ip: netd_common::ipv4_be([10, 91, 0, 5]),
                 ifindex: ib,
                 mac: mac_of(ip("10.91.0.5")),
+                slot: dp.endpoints_by_ifindex().expect("by if")[0].1.slot,
                 ..info_a
             }
         )]

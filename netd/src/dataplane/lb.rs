@@ -1,6 +1,6 @@
 //! Services: a virtual IP balanced round-robin over backends, in the
 //! kernel (`netd-ebpf/src/lb.rs`). This module writes the service maps
-//! (`LB_SVC`, `LB_RR`, `LB_STATS`, `LB_BACKEND`; layouts in
+//! (`LB_SVC`, `LB_RR`, `LB_STATS`, `LB_BACKENDS`; layouts in
 //! `netd_common::lb`) and reads their counters back.
 //!
 //! # Where services are balanced
@@ -47,11 +47,11 @@ use aya::maps::{Array, HashMap, MapData, MapError, MapType, PerCpuHashMap, PerCp
 use netd_common::{
     PUBLISH_F_SERVICE, PublishTarget, ipv4_be,
     lb::{LbStatsKey, SLOT_FRONTEND, SvcKey, SvcSlot},
-    limits::{LB_STATS_ENTRIES, LB_SVC_ENTRIES, MAX_BACKENDS, MAX_ENDPOINTS, MAX_SERVICES},
+    limits::{ENDPOINT_SLOTS, LB_STATS_ENTRIES, LB_SVC_ENTRIES, MAX_BACKENDS, MAX_SERVICES},
     map_names,
     nat::{CT_F_DNAT, CT_F_HAIRPIN, CT_F_LB, CT_F_REPLY},
 };
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::{
     BPF_ANY, BPF_F_NO_PREALLOC, BPF_NOEXIST, Dataplane, DataplaneError, ExpectedMap, Proto, errno,
@@ -84,12 +84,12 @@ pub(super) const LB_MAPS: [ExpectedMap; 4] = [
         map_flags: BPF_F_NO_PREALLOC,
     },
     ExpectedMap {
-        name: map_names::LB_BACKEND,
-        map_type: MapType::Hash,
+        name: map_names::LB_BACKENDS,
+        map_type: MapType::Array,
         key_size: size_of::<u32>() as u32,
         value_size: size_of::<u32>() as u32,
-        max_entries: MAX_ENDPOINTS,
-        map_flags: BPF_F_NO_PREALLOC,
+        max_entries: ENDPOINT_SLOTS,
+        map_flags: 0,
     },
 ];
 
@@ -197,7 +197,7 @@ impl Dataplane {
     /// round-robin order). Idempotent.
     ///
     /// Order, so that the programs never see a half-written service: the
-    /// backends' counters (`LB_STATS`) and reply marks (`LB_BACKEND`), then
+    /// backends' counters (`LB_STATS`) and reply marks (`LB_BACKENDS`), then
     /// slots 1..=n, then the count in slot 0; when shrinking, the stale
     /// slots go after the count. A backend that is left out stops
     /// receiving new flows at once (its slot is overwritten first); flows
@@ -239,14 +239,8 @@ impl Dataplane {
                 }
             }
         }
-        {
-            let mut marks: HashMap<&mut MapData, u32, u32> =
-                self.nat_map_mut(map_names::LB_BACKEND)?;
-            for (_, ifindex) in &new {
-                marks
-                    .insert(*ifindex, 1, BPF_ANY)
-                    .map_err(map_error(map_names::LB_BACKEND))?;
-            }
+        for (_, ifindex) in &new {
+            self.mark_backend(*ifindex, true)?;
         }
         if old
             .as_ref()
@@ -495,20 +489,57 @@ impl Dataplane {
         Ok(out)
     }
 
-    /// Host-side ifindexes marked as backends in `LB_BACKEND` (their
+    /// Host-side ifindexes marked as backends in `LB_BACKENDS` (their
     /// replies to peers are looked up in `NAT_CT`), sorted.
     pub fn lb_backend_marks(&self) -> Result<Vec<u32>, DataplaneError> {
-        let marks: HashMap<&MapData, u32, u32> = self.nat_map(map_names::LB_BACKEND)?;
-        let mut out = Vec::new();
-        for key in marks.keys() {
-            match key {
-                Ok(k) => out.push(k),
-                Err(e) if missing(&e) => {}
-                Err(e) => return Err(map_error(map_names::LB_BACKEND)(e)),
+        Ok(self.slots.backends().collect())
+    }
+
+    /// Marks (or unmarks) the endpoint behind `ifindex` as a backend. An
+    /// ifindex without a slot is no endpoint (any more): nothing to mark.
+    fn mark_backend(&mut self, ifindex: u32, marked: bool) -> Result<(), DataplaneError> {
+        let Some(slot) = self.slots.get(ifindex) else {
+            warn!(ifindex, "a backend that is not an endpoint is not marked");
+            return Ok(());
+        };
+        self.write_backend_mark(slot, marked)?;
+        self.slots.set_backend(ifindex, marked);
+        Ok(())
+    }
+
+    /// Writes `LB_BACKENDS[slot]`.
+    pub(super) fn write_backend_mark(
+        &mut self,
+        slot: u16,
+        marked: bool,
+    ) -> Result<(), DataplaneError> {
+        let mut marks: Array<&mut MapData, u32> = self.nat_map_mut(map_names::LB_BACKENDS)?;
+        marks
+            .set(u32::from(slot), u32::from(marked), 0)
+            .map_err(map_error(map_names::LB_BACKENDS))
+    }
+
+    /// Learns the marks `LB_BACKENDS` holds for the endpoints' slots (on
+    /// load: they survive restarts with the map).
+    pub(super) fn load_backend_marks(&mut self) -> Result<(), DataplaneError> {
+        let marked: Vec<u32> = {
+            let marks: Array<&MapData, u32> = self.nat_map(map_names::LB_BACKENDS)?;
+            let mut marked = Vec::new();
+            for (ifindex, slot) in self.slots.iter() {
+                if marks
+                    .get(&u32::from(slot), 0)
+                    .map_err(map_error(map_names::LB_BACKENDS))?
+                    != 0
+                {
+                    marked.push(ifindex);
+                }
             }
+            marked
+        };
+        for ifindex in marked {
+            self.slots.set_backend(ifindex, true);
         }
-        out.sort_unstable();
-        Ok(out)
+        Ok(())
     }
 
     /// The frontend's service index and the backend slots 1..=count of the
@@ -599,7 +630,7 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Removes the `LB_BACKEND` marks of endpoints that are no backend of
+    /// Removes the `LB_BACKENDS` marks of endpoints that are no backend of
     /// any service and have no balanced flow left (whose replies would
     /// still need translating). `candidates`: only these ifindexes (`None`:
     /// every mark). Walks `NAT_CT` only when some mark is unreferenced.
@@ -645,10 +676,9 @@ impl Dataplane {
             .filter(|(_, e)| e.flags & (CT_F_LB | CT_F_REPLY) == CT_F_LB)
             .map(|(_, e)| e.ifindex)
             .collect();
-        let mut marks: HashMap<&mut MapData, u32, u32> = self.nat_map_mut(map_names::LB_BACKEND)?;
         for ifindex in unreferenced {
             if !busy.contains(&ifindex) {
-                removed(marks.remove(&ifindex)).map_err(map_error(map_names::LB_BACKEND))?;
+                self.mark_backend(ifindex, false)?;
             }
         }
         Ok(())

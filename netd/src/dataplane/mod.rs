@@ -4,7 +4,7 @@
 //! # Pin layout
 //! ```text
 //! <pin_dir>/                     e.g. /sys/fs/bpf/netd (must be on bpffs)
-//!   maps/EP_STATS                per-CPU hash  ifindex -> EndpointStats
+//!   maps/EP_COUNTERS             per-CPU array endpoint slot -> EndpointStats
 //!   maps/DROP_STATS              per-CPU array DropKey::index() -> u64
 //!   maps/EP_MAP                  hash  endpoint IPv4 -> EndpointInfo
 //!   maps/EP_BY_IF                hash  host ifindex -> EndpointInfo
@@ -13,7 +13,7 @@
 //!   maps/LB_SVC                  hash  {vip, port, proto, slot} -> SvcSlot (module `lb`)
 //!   maps/LB_RR                   array service index -> round-robin cursor
 //!   maps/LB_STATS                per-CPU hash {service, backend} -> selections
-//!   maps/LB_BACKEND              hash  host ifindex of a backend -> 1
+//!   maps/LB_BACKENDS             array endpoint slot -> 1 if a backend
 //!   links/<host_ifname>_from     TCX ingress link running netd_from_ep
 //!   links/<host_ifname>_to       TCX egress link running netd_to_ep
 //! ```
@@ -51,12 +51,14 @@
 //! this build expects ([`DataplaneError::IncompatiblePinnedMap`]) instead of
 //! letting programs run on a map of the wrong layout. Maps this build adds
 //! (e.g. `EP_MAP` on top of a foundation-era pin directory) are simply
-//! created next to the old ones. The one map whose size is a setting
+//! created next to the old ones, and the pins of maps this build replaced
+//! (`map_names::OBSOLETE`) are removed. The one map whose size is a setting
 //! ([`MapSizes`]), `NAT_CT`, is resized instead: a new map of the configured
 //! size takes over the old one's flows (module `nat`).
 
 mod bpffs;
 mod raw_link;
+mod slots;
 mod steering;
 // NAT, published ports, uplink (after the others so parallel work appends).
 mod nat;
@@ -73,10 +75,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{
-        HashMap, LpmTrie, MapData, MapError, MapInfo, MapType, PerCpuArray, PerCpuHashMap,
-        PerCpuValues,
-    },
+    maps::{HashMap, LpmTrie, MapData, MapError, MapInfo, MapType, PerCpuArray, PerCpuValues},
     pin::PinError,
     programs::{
         LinkOrder, ProgramError, SchedClassifier, TcAttachType,
@@ -89,7 +88,8 @@ pub use netd_common::{Direction, DropReason, EndpointInfo, EndpointStats, Networ
 use netd_common::{
     DropKey,
     limits::{
-        CONNTRACK_FLOWS, CT_ENTRIES_PER_FLOW, DROP_STATS_ENTRIES, MAX_ENDPOINTS, MAX_NETWORKS,
+        CONNTRACK_FLOWS, CT_ENTRIES_PER_FLOW, DROP_STATS_ENTRIES, ENDPOINT_SLOTS, MAX_ENDPOINTS,
+        MAX_NETWORKS,
     },
     map_names,
 };
@@ -293,6 +293,11 @@ pub enum DataplaneError {
         ifindex: u32,
         ip: std::net::Ipv4Addr,
     },
+    #[error(
+        "cannot add endpoint {ip}: this host already carries the most endpoints netd supports ({max}) - remove containers first",
+        max = MAX_ENDPOINTS
+    )]
+    NoEndpointSlot { ip: std::net::Ipv4Addr },
     #[error("cannot read the loaded program {program}: {source} - restart netd")]
     ProgramInfo {
         program: &'static str,
@@ -351,7 +356,7 @@ impl MapSizes {
 /// only read it.
 pub struct Dataplane {
     ebpf: Ebpf,
-    ep_stats: PerCpuHashMap<MapData, u32, EndpointStats>,
+    ep_counters: PerCpuArray<MapData, EndpointStats>,
     drop_stats: PerCpuArray<MapData, u64>,
     ep_map: HashMap<MapData, u32, EndpointInfo>,
     ep_by_if: HashMap<MapData, u32, EndpointInfo>,
@@ -359,6 +364,7 @@ pub struct Dataplane {
     pin_dir: PathBuf,
     nr_cpus: usize,
     sizes: MapSizes,
+    slots: slots::Slots,
 }
 
 impl fmt::Debug for Dataplane {
@@ -393,11 +399,11 @@ impl fmt::Display for ExpectedMap {
 /// `netd-ebpf/src/maps.rs` by the sizes in `netd_common`.
 const EXPECTED_MAPS: [ExpectedMap; 5] = [
     ExpectedMap {
-        name: map_names::EP_STATS,
-        map_type: MapType::PerCpuHash,
+        name: map_names::EP_COUNTERS,
+        map_type: MapType::PerCpuArray,
         key_size: size_of::<u32>() as u32,
         value_size: size_of::<EndpointStats>() as u32,
-        max_entries: MAX_ENDPOINTS,
+        max_entries: ENDPOINT_SLOTS,
         map_flags: 0,
     },
     ExpectedMap {
@@ -498,8 +504,8 @@ impl Dataplane {
                 program: nat::UPLINK_PROGRAM,
                 source: Box::new(source),
             })?;
-        let ep_stats = take_map(&mut ebpf, map_names::EP_STATS, |m| {
-            PerCpuHashMap::try_from(m)
+        let ep_counters = take_map(&mut ebpf, map_names::EP_COUNTERS, |m| {
+            PerCpuArray::try_from(m)
         })?;
         let drop_stats = take_map(&mut ebpf, map_names::DROP_STATS, |m| {
             PerCpuArray::try_from(m)
@@ -508,12 +514,12 @@ impl Dataplane {
         let ep_by_if = take_map(&mut ebpf, map_names::EP_BY_IF, HashMap::try_from)?;
         let net_lpm = take_map(&mut ebpf, map_names::NET_LPM, LpmTrie::try_from)?;
         let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Map {
-            map: map_names::EP_STATS,
+            map: map_names::EP_COUNTERS,
             source: Box::new(MapError::IoError(e)),
         })?;
         let mut dp = Dataplane {
             ebpf,
-            ep_stats,
+            ep_counters,
             drop_stats,
             ep_map,
             ep_by_if,
@@ -521,24 +527,31 @@ impl Dataplane {
             pin_dir: pin_dir.to_path_buf(),
             nr_cpus,
             sizes: *sizes,
+            slots: slots::Slots::default(),
         };
         dp.finish_conntrack_resize(&maps_dir)?;
+        remove_obsolete_pins(&maps_dir)?;
+        dp.slots = slots::Slots::from_entries(
+            dp.endpoints_by_ifindex()?
+                .into_iter()
+                .map(|(ifindex, info)| (ifindex, info.slot)),
+        );
+        dp.load_backend_marks()?;
         info!(pin_dir = %pin_dir.display(), "eBPF data path loaded");
         Ok(dp)
     }
 
     /// Attaches both programs to the host-side veth `host_ifname` (TCX
-    /// ingress and egress), pins the links at
-    /// `pin_dir/links/<host_ifname>_{from,to}` and makes sure `EP_STATS` has
-    /// an entry for `host_ifindex`.
+    /// ingress and egress) and pins the links at
+    /// `pin_dir/links/<host_ifname>_{from,to}`. The endpoint's counters are
+    /// its slot's ([`Dataplane::set_endpoint`]).
     ///
     /// Idempotent and restart-safe: a pin that still refers to
     /// `host_ifindex` in the right direction is kept (the link is never
     /// detached; if it runs an older program it is switched to the one this
-    /// daemon loaded, atomically, with `BPF_LINK_UPDATE`) and the counters
-    /// survive. A pin for a different or vanished interface (the veth was
-    /// recreated under the same name) is replaced, and then the counters
-    /// start from zero.
+    /// daemon loaded, atomically, with `BPF_LINK_UPDATE`). A pin for a
+    /// different or vanished interface (the veth was recreated under the
+    /// same name) is replaced.
     ///
     /// On failure nothing created by this call is left behind.
     pub fn attach_endpoint(
@@ -564,20 +577,6 @@ impl Dataplane {
             ));
         }
         let readopting = states.iter().any(|(_, s)| matches!(s, PinState::Adopt(_)));
-        if states
-            .iter()
-            .any(|(_, s)| matches!(s, PinState::ReplacedStale))
-        {
-            // The interface was recreated: the old one's counters are
-            // orphaned (nobody knows its ifindex any more), drop them now.
-            self.prune_stats()?;
-        }
-
-        // The entry goes in before any link exists so that the first packet
-        // is already counted. Re-adopting keeps the counters; a fresh attach
-        // resets them, since an ifindex can be reused by a new interface.
-        let flags = if readopting { BPF_NOEXIST } else { BPF_ANY };
-        let created_entry = self.insert_stats_entry(host_ifindex, flags)?;
 
         let mut created_pins = Vec::new();
         let result = (|| {
@@ -600,9 +599,6 @@ impl Dataplane {
                     warn!(pin = %pin.display(), error = %err, "cannot roll back link pin");
                 }
             }
-            if created_entry && let Err(err) = self.remove_stats_entry(host_ifindex) {
-                warn!(ifindex = host_ifindex, error = %err, "cannot roll back stats entry");
-            }
             return Err(e);
         }
         info!(
@@ -614,20 +610,12 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Removes the pinned links of `host_ifname` (which detaches the
-    /// programs) and the `EP_STATS` entry of `host_ifindex`. Missing pieces
-    /// are not an error, so this also cleans up after a half-done attach.
-    ///
-    /// `host_ifindex` may be 0 when the interface is already gone; then the
-    /// entries of every interface that no longer exists are removed (a scan
-    /// of the whole map with a syscall per entry, so only then: with the
-    /// ifindex known, removal stays O(1) however many endpoints there are).
-    /// Goes on past errors and returns the first one.
-    pub fn detach_endpoint(
-        &mut self,
-        host_ifname: &str,
-        host_ifindex: u32,
-    ) -> Result<(), DataplaneError> {
+    /// Removes the pinned links of `host_ifname`, which detaches the
+    /// programs. Missing pins are not an error, so this also cleans up after
+    /// a half-done attach. The endpoint's counters go with its entries
+    /// ([`Dataplane::remove_endpoint`]). Goes on past errors and returns the
+    /// first one.
+    pub fn detach_endpoint(&mut self, host_ifname: &str) -> Result<(), DataplaneError> {
         check_ifname(host_ifname)?;
         let mut first_error = None;
         for direction in Direction::ALL {
@@ -640,34 +628,22 @@ impl Dataplane {
                 });
             }
         }
-        if host_ifindex != 0
-            && let Err(e) = self.remove_stats_entry(host_ifindex)
-        {
-            first_error.get_or_insert(e);
-        }
-        if host_ifindex == 0
-            && let Err(e) = self.prune_stats()
-        {
-            first_error.get_or_insert(e);
-        }
-        debug!(
-            ifname = host_ifname,
-            ifindex = host_ifindex,
-            "endpoint detached"
-        );
+        debug!(ifname = host_ifname, "endpoint detached");
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Counters of every attached endpoint, summed over CPUs, by host-side
-    /// ifindex (ascending).
+    /// Counters of every endpoint with a slot, summed over CPUs, by
+    /// host-side ifindex (ascending).
     pub fn endpoint_stats(&self) -> Result<Vec<(u32, EndpointStats)>, DataplaneError> {
-        let map_err = |e| DataplaneError::Map {
-            map: map_names::EP_STATS,
-            source: Box::new(e),
-        };
         let mut out = Vec::new();
-        for entry in self.ep_stats.iter() {
-            let (ifindex, per_cpu) = entry.map_err(map_err)?;
+        for (ifindex, slot) in self.slots.iter() {
+            let per_cpu =
+                self.ep_counters
+                    .get(&u32::from(slot), 0)
+                    .map_err(|e| DataplaneError::Map {
+                        map: map_names::EP_COUNTERS,
+                        source: Box::new(e),
+                    })?;
             let total = per_cpu
                 .iter()
                 .fold(EndpointStats::default(), |acc, s| acc.add(*s));
@@ -948,53 +924,45 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Inserts zeroed counters for `ifindex` with `flags`; returns whether an
-    /// entry was created (false: `BPF_NOEXIST` found one).
-    fn insert_stats_entry(&mut self, ifindex: u32, flags: u64) -> Result<bool, DataplaneError> {
-        let map_err = |e| DataplaneError::Map {
-            map: map_names::EP_STATS,
-            source: Box::new(e),
-        };
-        let zeros = PerCpuValues::try_from(vec![EndpointStats::default(); self.nr_cpus])
-            .map_err(|e| map_err(MapError::IoError(e)))?;
-        match self.ep_stats.insert(ifindex, zeros, flags) {
-            Ok(()) => Ok(true),
-            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(false),
-            Err(e) => Err(map_err(e)),
-        }
-    }
-
-    fn remove_stats_entry(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
-        match self.ep_stats.remove(&ifindex) {
-            Ok(()) => Ok(()),
-            Err(e) if errno(&e) == Some(libc::ENOENT) => Ok(()),
-            Err(e) => Err(DataplaneError::Map {
-                map: map_names::EP_STATS,
-                source: Box::new(e),
-            }),
-        }
-    }
-
-    /// Forgets the counters of interfaces that no longer exist. Needed
-    /// because an endpoint can vanish under us (its namespace died) and be
-    /// detached by name only, with no ifindex to remove.
-    fn prune_stats(&mut self) -> Result<(), DataplaneError> {
-        let mut gone = Vec::new();
-        for key in self.ep_stats.keys() {
-            let ifindex = key.map_err(|e| DataplaneError::Map {
-                map: map_names::EP_STATS,
+    /// Zeroes the counters of a newly assigned `slot` (a previous owner
+    /// may have left its counts there) and clears its backend mark.
+    fn reset_slot(&mut self, slot: u16) -> Result<(), DataplaneError> {
+        let zeros =
+            PerCpuValues::try_from(vec![EndpointStats::default(); self.nr_cpus]).map_err(|e| {
+                DataplaneError::Map {
+                    map: map_names::EP_COUNTERS,
+                    source: Box::new(MapError::IoError(e)),
+                }
+            })?;
+        self.ep_counters
+            .set(u32::from(slot), zeros, 0)
+            .map_err(|e| DataplaneError::Map {
+                map: map_names::EP_COUNTERS,
                 source: Box::new(e),
             })?;
-            if !ifindex_exists(ifindex) {
-                gone.push(ifindex);
+        self.write_backend_mark(slot, false)
+    }
+}
+
+/// Removes the pins of maps an older netd made and this one replaced
+/// (`map_names::OBSOLETE`). Their maps live on while programs of the older
+/// netd still use them, until the endpoints switch to this one's.
+fn remove_obsolete_pins(maps_dir: &Path) -> Result<(), DataplaneError> {
+    for name in map_names::OBSOLETE {
+        let path = maps_dir.join(name);
+        match fs::remove_file(&path) {
+            Ok(()) => info!(map = name, "removed the pin of a map this netd replaced"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(DataplaneError::PinDir {
+                    action: "remove",
+                    path,
+                    source,
+                });
             }
         }
-        for ifindex in gone {
-            debug!(ifindex, "forgetting counters of a vanished interface");
-            self.remove_stats_entry(ifindex)?;
-        }
-        Ok(())
     }
+    Ok(())
 }
 
 /// Refuses pinned maps whose shape differs from this build's (see the

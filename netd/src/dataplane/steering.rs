@@ -1,5 +1,6 @@
 //! The state the programs steer by: networks (`NET_LPM`) and endpoints
-//! (`EP_MAP`, `EP_BY_IF`).
+//! (`EP_MAP`, `EP_BY_IF`, each entry with the endpoint's slot, module
+//! `slots`).
 //!
 //! The engine owns the truth (its persisted state); these maps are a copy
 //! the kernel can read. Every write is idempotent so that reconciling after
@@ -9,8 +10,8 @@
 //! 2. [`Dataplane::set_endpoint`] for the endpoint (its veth exists),
 //! 3. [`Dataplane::attach_endpoint`].
 //!
-//! An endpoint whose veth has programs but no `EP_BY_IF` entry is only
-//! counted, not steered (the programs cannot tell who it is); an endpoint
+//! An endpoint whose veth has programs but no `EP_BY_IF` entry is neither
+//! steered nor counted (the programs cannot tell who it is); an endpoint
 //! whose network has no `NET_LPM` entry reaches its peers but nothing else
 //! (`DropReason::NoNetwork`).
 //!
@@ -112,8 +113,9 @@ impl Dataplane {
     /// Call it after creating the veth and before
     /// [`Dataplane::attach_endpoint`]. Idempotent; if `host_ifindex` was
     /// registered with another address, that address's `EP_MAP` entry is
-    /// dropped if it still points here. On failure nothing this call
-    /// created is left behind.
+    /// dropped if it still points here. A new `host_ifindex` gets a free
+    /// slot with zeroed counters; a known one keeps its slot and counters
+    /// (a restart). On failure nothing this call created is left behind.
     pub fn set_endpoint(
         &mut self,
         host_ifindex: u32,
@@ -127,15 +129,41 @@ impl Dataplane {
                 ip,
             });
         }
+        let previous =
+            found(self.ep_by_if.get(&host_ifindex, 0)).map_err(map_error(map_names::EP_BY_IF))?;
+        let (slot, fresh) = self
+            .slots
+            .assign(host_ifindex)
+            .ok_or(DataplaneError::NoEndpointSlot { ip })?;
         let value = EndpointInfo {
             ip: ipv4_be(ip.octets()),
             ifindex: host_ifindex,
             net_index,
             mac,
-            _pad: [0; 2],
+            slot,
         };
-        let previous =
-            found(self.ep_by_if.get(&host_ifindex, 0)).map_err(map_error(map_names::EP_BY_IF))?;
+        let result = self.write_endpoint(value, previous, fresh);
+        if result.is_err() && fresh {
+            self.slots.release(host_ifindex);
+        }
+        result?;
+        debug!(ifindex = host_ifindex, %ip, net_index, slot, "endpoint written to the data path");
+        Ok(())
+    }
+
+    /// The map writes of [`Dataplane::set_endpoint`], rolled back on
+    /// failure (the caller releases a fresh slot).
+    fn write_endpoint(
+        &mut self,
+        value: EndpointInfo,
+        previous: Option<EndpointInfo>,
+        fresh: bool,
+    ) -> Result<(), DataplaneError> {
+        let host_ifindex = value.ifindex;
+        if fresh {
+            // Before the entries exist, so the first packet counts from 0.
+            self.reset_slot(value.slot)?;
+        }
         // EP_BY_IF first: until EP_MAP has the entry no peer sends here, and
         // the endpoint itself is already validated.
         self.ep_by_if
@@ -156,12 +184,11 @@ impl Dataplane {
         {
             self.remove_ep_map_entry(previous.ip, |owner| owner == host_ifindex)?;
         }
-        debug!(ifindex = host_ifindex, %ip, net_index, "endpoint written to the data path");
         Ok(())
     }
 
-    /// Removes the entries [`Dataplane::set_endpoint`] wrote. Missing
-    /// entries are fine.
+    /// Removes the entries [`Dataplane::set_endpoint`] wrote and frees the
+    /// endpoint's slot (its counters go with it). Missing entries are fine.
     ///
     /// `EP_MAP[ip]` is only removed while it still belongs to this endpoint
     /// (or to an interface that no longer exists): if another endpoint
@@ -179,6 +206,7 @@ impl Dataplane {
         })?;
         if host_ifindex != 0 {
             removed(self.ep_by_if.remove(&host_ifindex)).map_err(map_error(map_names::EP_BY_IF))?;
+            self.slots.release(host_ifindex);
         } else {
             let stale: Vec<u32> = self
                 .endpoints_by_ifindex()?
@@ -188,6 +216,7 @@ impl Dataplane {
                 .collect();
             for ifindex in stale {
                 removed(self.ep_by_if.remove(&ifindex)).map_err(map_error(map_names::EP_BY_IF))?;
+                self.slots.release(ifindex);
             }
         }
         debug!(ifindex = host_ifindex, %ip, "endpoint removed from the data path");
@@ -244,6 +273,7 @@ impl Dataplane {
         }
         for ifindex in &stale_ifs {
             removed(self.ep_by_if.remove(ifindex)).map_err(map_error(map_names::EP_BY_IF))?;
+            self.slots.release(*ifindex);
         }
         if !(stale_nets.is_empty() && stale_ips.is_empty() && stale_ifs.is_empty()) {
             info!(

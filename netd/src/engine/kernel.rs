@@ -197,16 +197,17 @@ impl Engine {
             }
             return;
         }
+        if let Err(e) = self.dataplane.detach_endpoint(&ep.host_ifname) {
+            warn!(link = %ep.host_ifname, error = %e, "cannot detach datapath");
+        }
         match self.netlink.link_index(&ep.host_ifname).await {
-            Ok(Some(ifindex)) => {
-                if let Err(e) = self.dataplane.detach_endpoint(&ep.host_ifname, ifindex) {
-                    warn!(link = %ep.host_ifname, error = %e, "cannot detach datapath");
-                }
-                if let Err(e) = self.dataplane.remove_endpoint(ifindex, ep.ip) {
+            // 0: the veth is already gone; the entries of vanished
+            // interfaces with this address go.
+            Ok(ifindex) => {
+                if let Err(e) = self.dataplane.remove_endpoint(ifindex.unwrap_or(0), ep.ip) {
                     warn!(link = %ep.host_ifname, error = %e, "cannot remove datapath entry");
                 }
             }
-            Ok(None) => {}
             Err(e) => warn!(link = %ep.host_ifname, error = %e, "cannot look up link"),
         }
         let bridge = net.map(|n| names::bridge(&self.cfg.prefix, &n));

@@ -137,9 +137,8 @@ impl Engine {
         match self.dataplane.pinned_endpoints() {
             Ok(pinned) => {
                 for name in pinned.into_iter().filter(|n| !links.contains(n)) {
-                    let ifindex = self.netlink.link_index(&name).await.ok().flatten();
                     info!(link = %name, "removing leftover datapath attachment");
-                    if let Err(e) = self.dataplane.detach_endpoint(&name, ifindex.unwrap_or(0)) {
+                    if let Err(e) = self.dataplane.detach_endpoint(&name) {
                         warn!(link = %name, error = %e, "cannot detach leftover");
                     }
                 }
