@@ -27,7 +27,7 @@ use crate::stats;
 /// `current_exe()`, a path: a rebuild during a run replaces the file at that
 /// path (or deletes it), while `/proc/self/exe`, resolved by the forked
 /// child before it execs, is the image that is running.
-const SELF_EXE: &str = "/proc/self/exe";
+pub const SELF_EXE: &str = "/proc/self/exe";
 
 pub const IPERF_PORT: u16 = 5201;
 pub const RR_PORT: u16 = 7001;

@@ -222,7 +222,7 @@ fn measure(ctx: &Ctx, pair: &Pair, figure: Figure) -> Result<Rows> {
 fn helper(pair: &Pair, args: &[&str]) -> Result<Value> {
     cmd::json(
         pair.client
-            .command(std::env::current_exe()?)
+            .command(crate::pingpong::SELF_EXE)
             .args(args)
             .env_remove("RUST_BACKTRACE"),
     )
@@ -255,7 +255,7 @@ impl Servers {
             &IPERF_PORT.to_string(),
         ]))?;
         let mut pingpong =
-            Background::spawn(pair.server.command(std::env::current_exe()?).arg("serve"))?;
+            Background::spawn(pair.server.command(crate::pingpong::SELF_EXE).arg("serve"))?;
         pingpong.wait_for_line("ready", Duration::from_secs(10))?;
         // iperf3 prints a report per test, which nobody reads; whether it
         // listens yet, ask the kernel.

@@ -314,7 +314,7 @@ impl<'d> Bed<'d> {
         for i in 0..BACKENDS {
             let addr = 3 + i as u8;
             let ns = attach(&format!("b{}", i + 1), addr)?;
-            let mut server = Background::spawn(ns.command(std::env::current_exe()?).arg("serve"))?;
+            let mut server = Background::spawn(ns.command(crate::pingpong::SELF_EXE).arg("serve"))?;
             server.wait_for_line("ready", READY)?;
             servers.push(server);
             backends.push(ns);
@@ -365,6 +365,8 @@ impl<'d> Bed<'d> {
                 let probe = ids.first().context("no service")?;
                 self.vip = api.service_vip(probe)?;
                 let joined = Instant::now();
+                // A path, not `/proc/self/exe`: netd's `container run`
+                // execs it, and there that link names netd.
                 let serve = [
                     std::env::current_exe()?.to_string_lossy().into_owned(),
                     "serve".to_string(),
