@@ -119,10 +119,22 @@ const NAT_PATHS: &[Path] = &[
     Path { name: "from_ep: new TCP connection to a service VIP (round-robin + conntrack insert; one run per call)", program: Program::FromEndpoint, device: Device::Endpoint, frame: frames::tcp_to_vip_new, timing: Timing::PerCallNewFlows },
 ];
 
+/// The service paths again, once [`SCALED_SERVICES`] services exist
+/// besides the measured one: the per-packet cost must not grow with the
+/// number of services (hash lookups, no walk). One line per path.
+#[rustfmt::skip]
+const SCALED_PATHS: &[Path] = &[
+    Path { name: "from_ep: TCP to a service VIP, established flow, 10,000 services (one run per call)", program: Program::FromEndpoint, device: Device::Endpoint, frame: frames::tcp_to_vip, timing: Timing::PerCall },
+    Path { name: "from_ep: new TCP connection to a service VIP, 10,000 services (one run per call)", program: Program::FromEndpoint, device: Device::Endpoint, frame: frames::tcp_to_vip_new, timing: Timing::PerCallNewFlows },
+];
+
+/// Services in the maps for [`SCALED_PATHS`], the measured one included.
+const SCALED_SERVICES: u32 = 10_000;
+
 /// Calls per repetition of a `PerCallNewFlows` path: every call a flow of
 /// its own, so that the conntrack map only grows by
-/// `reps * NEW_FLOW_CALLS`, and the source ports
-/// ([`frames::new_flow_port`]) never repeat within a run.
+/// `reps * NEW_FLOW_CALLS` a path, and the source ports
+/// ([`frames::new_flow_port`]) of one path never repeat within a run.
 const NEW_FLOW_CALLS: u32 = 10_000;
 
 /// The rows of the empty program ([`EmptyProgram`]), one per timing.
@@ -174,6 +186,17 @@ fn prepare(dp: &mut Dataplane, env: &Env) -> Result<()> {
 fn prepare_nat(dp: &mut Dataplane, env: &Env) -> Result<()> {
     dp.set_publish(None, PUBLISHED_PORT, Proto::Tcp, PEER, 80, env.peer, 1)?;
     dp.set_service(0, VIP, &[(PEER, env.peer), (PEER2, env.peer2)])?;
+    Ok(())
+}
+
+/// Adds services 1..[`SCALED_SERVICES`] (the measured one is 0), with the
+/// same two backends and virtual IPs outside the bench's networks: only
+/// their number in the maps matters.
+fn add_services(dp: &mut Dataplane, env: &Env) -> Result<()> {
+    for index in 1..SCALED_SERVICES {
+        let vip = Ipv4Addr::new(10, 200, (index >> 8) as u8, index as u8);
+        dp.set_service(index, vip, &[(PEER, env.peer), (PEER2, env.peer2)])?;
+    }
     Ok(())
 }
 
@@ -262,53 +285,30 @@ fn measure(ns: &Netns, pins: &Pins, reps: usize, repeat: u32) -> Result<Measured
             if index == 0 || index == PATHS.len() {
                 set_uplink(&mut dp, &env, index == PATHS.len())?;
             }
-            let ifindex = match path.device {
-                Device::Endpoint => env.endpoint,
-                Device::Unknown => env.unknown,
-                Device::Uplink => env.uplink,
-            };
-            let program = program(&dp, path.program)?;
-            let run = |frame: &[u8], repeat| {
-                test_run(program, ifindex, frame, repeat)
-                    .with_context(|| format!("test run of {}", path.name))
-            };
-            // Sequence 0 is the warm-up's frame: for the established-flow
-            // paths the SYN that creates the flow the measured calls use.
-            let frame = (path.frame)(1);
-            if rep == 0 {
-                let repeat = if path.timing == Timing::Batched {
-                    10_000
-                } else {
-                    1
-                };
-                run(&(path.frame)(0), repeat)?;
-            }
-            let (ns_per_run, code) = match path.timing {
-                Timing::Batched => run(&frame, repeat)?,
-                Timing::PerCall | Timing::PerCallNewFlows => {
-                    let new_flows = path.timing == Timing::PerCallNewFlows;
-                    let n = if new_flows { NEW_FLOW_CALLS } else { calls };
-                    let mut one = Vec::with_capacity(n as usize);
-                    let mut code = 0;
-                    for call in 0..n {
-                        let (ns, c) = if new_flows {
-                            run(&(path.frame)(2 + rep as u32 * n + call), 1)?
-                        } else {
-                            run(&frame, 1)?
-                        };
-                        one.push(ns);
-                        code = c;
-                    }
-                    (crate::stats::median(&one), code)
-                }
-            };
+            let (ns_per_run, v) = measure_path(&mut dp, &env, path, rep, calls, repeat, 0)?;
             samples.push(ns_per_run);
-            *verdict = verdict_name(code);
+            *verdict = v;
         }
     }
+    // The service paths again with many services: after every repetition
+    // of the others, which run with one.
+    add_services(&mut dp, &env).context("add the bench's many services")?;
+    let mut scaled: Vec<_> = SCALED_PATHS.iter().map(|p| (p, Vec::new(), "")).collect();
+    for rep in 0..reps {
+        for (path, samples, verdict) in &mut scaled {
+            // New flows must not reuse the ports of the runs with one
+            // service.
+            let first_seq = reps as u32 * NEW_FLOW_CALLS;
+            let (ns_per_run, v) = measure_path(&mut dp, &env, path, rep, calls, repeat, first_seq)?;
+            samples.push(ns_per_run);
+            *verdict = v;
+        }
+    }
+    results.extend(scaled);
     let per_call_used = PATHS
         .iter()
         .chain(NAT_PATHS)
+        .chain(SCALED_PATHS)
         .any(|p| p.timing != Timing::Batched);
     let results: Measured = std::iter::once((FLOOR, floor, "next"))
         .chain(per_call_used.then_some((FLOOR_PER_CALL, floor_per_call, "next")))
@@ -321,6 +321,66 @@ fn measure(ns: &Netns, pins: &Pins, reps: usize, repeat: u32) -> Result<Measured
         );
     }
     Ok(results)
+}
+
+/// One repetition of `path`: ns per run (batched, or the median of `calls`
+/// single runs) and the verdict. Every repetition warms up first (and so
+/// creates the flow of an established-flow path). `PerCallNewFlows` calls
+/// use sequence numbers from `2 + first_seq`, on an emptied conntrack
+/// table, so that every such row inserts into the same occupancy.
+fn measure_path(
+    dp: &mut Dataplane,
+    env: &Env,
+    path: &Path,
+    rep: usize,
+    calls: u32,
+    repeat: u32,
+    first_seq: u32,
+) -> Result<(f64, &'static str)> {
+    let ifindex = match path.device {
+        Device::Endpoint => env.endpoint,
+        Device::Unknown => env.unknown,
+        Device::Uplink => env.uplink,
+    };
+    if path.timing == Timing::PerCallNewFlows {
+        for ip in [SENDER, PEER, PEER2] {
+            dp.remove_flows_of(ip)?;
+        }
+    }
+    let program = program(dp, path.program)?;
+    let run = |frame: &[u8], repeat| {
+        test_run(program, ifindex, frame, repeat)
+            .with_context(|| format!("test run of {}", path.name))
+    };
+    // Sequence 0 is the warm-up's frame: for the established-flow paths
+    // the SYN that creates the flow the measured calls use.
+    let frame = (path.frame)(1);
+    let warm_up = if path.timing == Timing::Batched {
+        10_000
+    } else {
+        1
+    };
+    run(&(path.frame)(0), warm_up)?;
+    let (ns_per_run, code) = match path.timing {
+        Timing::Batched => run(&frame, repeat)?,
+        Timing::PerCall | Timing::PerCallNewFlows => {
+            let new_flows = path.timing == Timing::PerCallNewFlows;
+            let n = if new_flows { NEW_FLOW_CALLS } else { calls };
+            let mut one = Vec::with_capacity(n as usize);
+            let mut code = 0;
+            for call in 0..n {
+                let (ns, c) = if new_flows {
+                    run(&(path.frame)(2 + first_seq + rep as u32 * n + call), 1)?
+                } else {
+                    run(&frame, 1)?
+                };
+                one.push(ns);
+                code = c;
+            }
+            (crate::stats::median(&one), code)
+        }
+    };
+    Ok((ns_per_run, verdict_name(code)))
 }
 
 fn program(dp: &Dataplane, program: Program) -> Result<&SchedClassifier> {
@@ -491,8 +551,11 @@ mod frames {
         tcp_frame(SENDER_MAC, GATEWAY_MAC, src, dst, syn_then_ack(seq))
     }
 
+    /// New flows to the VIP: past 60,000 sequence numbers (the runs with
+    /// many services come after those with one), the next port of the VIP.
     pub fn tcp_to_vip_new(seq: u32) -> Vec<u8> {
-        let (src, dst) = ((SENDER, new_flow_port(seq)), (VIP, 80));
+        let dport = 80 + (seq / 60_000) as u16;
+        let (src, dst) = ((SENDER, new_flow_port(seq)), (VIP, dport));
         tcp_frame(SENDER_MAC, GATEWAY_MAC, src, dst, SYN)
     }
 
