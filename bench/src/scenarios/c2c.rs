@@ -11,17 +11,13 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use serde_json::Value;
 
-use crate::cmd::{self, Background, say};
+use super::{Rows, retry};
+use crate::cmd::{self, say};
 use crate::daemon::Daemon;
-use crate::pingpong::{CRR_PORT, RR_PORT};
+use crate::pingpong::{CRR_PORT, IPERF_PORT, RR_PORT, Servers};
 use crate::report::{Better, Report};
 use crate::topology::{self, Pair};
 use crate::{Ctx, stats};
-
-const IPERF_PORT: u16 = 5201;
-
-/// What one measurement yields: (figure, unit, better, value) rows.
-type Rows = Vec<(&'static str, &'static str, Better, f64)>;
 
 /// The figures, in the order they run within a repetition.
 #[derive(Clone, Copy, PartialEq)]
@@ -48,7 +44,10 @@ pub fn run(ctx: &Ctx, tcp: bool, pps: bool, report: &mut Report) -> Result<()> {
     ];
     let mut servers = Vec::new();
     for pair in &pairs {
-        servers.push(Servers::start(pair)?);
+        servers.push(
+            Servers::start(&pair.server)
+                .with_context(|| format!("starting servers on {}", pair.system))?,
+        );
     }
     let mut figures = Vec::new();
     if tcp {
@@ -104,21 +103,6 @@ pub fn run(ctx: &Ctx, tcp: bool, pps: bool, report: &mut Report) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Once more after a pause if a measurement failed (a server still busy
-/// with the previous client); a second failure means a broken path.
-fn retry(mut f: impl FnMut() -> Result<Rows>) -> Result<Rows> {
-    match f() {
-        Ok(rows) => Ok(rows),
-        Err(first) => {
-            // Ctrl-C kills the client too: that is no reason to retry.
-            cmd::check_interrupted()?;
-            say!("    retrying after: {first:#}");
-            std::thread::sleep(Duration::from_secs(1));
-            f()
-        }
-    }
 }
 
 fn measure(ctx: &Ctx, pair: &Pair, figure: Figure) -> Result<Rows> {
@@ -239,44 +223,4 @@ fn mac(m: [u8; 6]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
-}
-
-/// iperf3 and our echo server in a pair's server namespace.
-struct Servers {
-    iperf: Background,
-    pingpong: Background,
-}
-
-impl Servers {
-    fn start(pair: &Pair) -> Result<Servers> {
-        let iperf = Background::spawn_quiet(pair.server.command("iperf3").args([
-            "-s",
-            "-p",
-            &IPERF_PORT.to_string(),
-        ]))?;
-        let mut pingpong =
-            Background::spawn(pair.server.command(crate::pingpong::SELF_EXE).arg("serve"))?;
-        pingpong.wait_for_line("ready", Duration::from_secs(10))?;
-        // iperf3 prints a report per test, which nobody reads; whether it
-        // listens yet, ask the kernel.
-        let listening = || {
-            cmd::output(
-                pair.server
-                    .command("ss")
-                    .args(["-Hltn", &format!("sport = :{IPERF_PORT}")]),
-            )
-            .is_ok_and(|out| !out.trim().is_empty())
-        };
-        cmd::wait_until(
-            &format!("iperf3 server on {}", pair.system),
-            Duration::from_secs(10),
-            listening,
-        )?;
-        Ok(Servers { iperf, pingpong })
-    }
-
-    fn check_alive(&mut self) -> Result<()> {
-        self.iperf.check_alive()?;
-        self.pingpong.check_alive()
-    }
 }

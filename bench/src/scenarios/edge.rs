@@ -5,10 +5,10 @@
 //! systems instead of hitting one.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 
+use super::{Rows, retry};
 use crate::cmd::{self, say};
 use crate::daemon::Daemon;
 use crate::pingpong::{CRR_PORT, Client, IPERF_PORT, RR_PORT, Servers};
@@ -33,9 +33,6 @@ pub enum Figure {
     Rr,
     Crr,
 }
-
-/// What one measurement yields: (figure, unit, better, value) rows.
-type Rows = Vec<(&'static str, &'static str, Better, f64)>;
 
 /// Measures `figures` on every edge, `ctx.plan.reps` times, into
 /// `scenario`'s table.
@@ -117,21 +114,6 @@ pub fn note_netd(daemon: &Daemon, scenario: u8, kind: &str, report: &mut Report)
          {entries} connection-tracking entries at the end"
     ));
     Ok(())
-}
-
-/// Once more after a pause if a measurement failed (a server still busy
-/// with the previous client); a second failure means a broken path.
-fn retry(mut f: impl FnMut() -> Result<Rows>) -> Result<Rows> {
-    match f() {
-        Ok(rows) => Ok(rows),
-        Err(first) => {
-            // Ctrl-C kills the client too: that is no reason to retry.
-            cmd::check_interrupted()?;
-            say!("    retrying after: {first:#}");
-            std::thread::sleep(Duration::from_secs(1));
-            f()
-        }
-    }
 }
 
 fn measure(

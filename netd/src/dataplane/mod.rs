@@ -385,6 +385,36 @@ struct ExpectedMap {
     map_flags: u32,
 }
 
+impl ExpectedMap {
+    /// Whether the map `info` describes has this one's type, key and value
+    /// sizes and flags (its size aside).
+    fn same_layout(&self, info: &MapInfo) -> bool {
+        info.map_type().ok() == Some(self.map_type)
+            && info.key_size() == self.key_size
+            && info.value_size() == self.value_size
+            && info.map_flags() == self.map_flags
+    }
+
+    /// The refusal of the map pinned at `path` (described by `info`), which
+    /// does not look like this one.
+    fn incompatible(&self, info: &MapInfo, path: PathBuf, pin_dir: &Path) -> DataplaneError {
+        DataplaneError::IncompatiblePinnedMap {
+            path,
+            pin_dir: pin_dir.to_path_buf(),
+            found: format!(
+                "{} key {}B value {}B entries {} flags {:#x}",
+                info.map_type()
+                    .map_or_else(|_| "unknown type".to_string(), |t| format!("{t:?}")),
+                info.key_size(),
+                info.value_size(),
+                info.max_entries(),
+                info.map_flags()
+            ),
+            expected: self.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for ExpectedMap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -990,11 +1020,7 @@ fn check_pinned_maps(
                 });
             }
         };
-        let map_type = info.map_type().ok();
-        let same_layout = map_type == Some(expected.map_type)
-            && info.key_size() == expected.key_size
-            && info.value_size() == expected.value_size
-            && info.map_flags() == expected.map_flags;
+        let same_layout = expected.same_layout(&info);
         if same_layout && info.max_entries() == expected.max_entries {
             continue;
         }
@@ -1002,19 +1028,7 @@ fn check_pinned_maps(
             nat::set_aside_for_resize(maps_dir, info.max_entries(), expected.max_entries)?;
             continue;
         }
-        return Err(DataplaneError::IncompatiblePinnedMap {
-            path,
-            pin_dir: pin_dir.to_path_buf(),
-            found: format!(
-                "{} key {}B value {}B entries {} flags {:#x}",
-                map_type.map_or_else(|| "unknown type".to_string(), |t| format!("{t:?}")),
-                info.key_size(),
-                info.value_size(),
-                info.max_entries(),
-                info.map_flags()
-            ),
-            expected: expected.to_string(),
-        });
+        return Err(expected.incompatible(&info, path, pin_dir));
     }
     Ok(())
 }

@@ -520,26 +520,8 @@ impl Dataplane {
                 map: expected.name,
                 source: Box::new(e),
             })?;
-            let map_type = info.map_type().ok();
-            if map_type != Some(expected.map_type)
-                || info.key_size() != expected.key_size
-                || info.value_size() != expected.value_size
-                || info.max_entries() != expected.max_entries
-                || info.map_flags() != expected.map_flags
-            {
-                return Err(DataplaneError::IncompatiblePinnedMap {
-                    path,
-                    pin_dir: self.pin_dir.clone(),
-                    found: format!(
-                        "{} key {}B value {}B entries {} flags {:#x}",
-                        map_type.map_or_else(|| "unknown type".to_string(), |t| format!("{t:?}")),
-                        info.key_size(),
-                        info.value_size(),
-                        info.max_entries(),
-                        info.map_flags()
-                    ),
-                    expected: expected.to_string(),
-                });
+            if !expected.same_layout(&info) || info.max_entries() != expected.max_entries {
+                return Err(expected.incompatible(&info, path, &self.pin_dir));
             }
         }
         Ok(())
