@@ -23,6 +23,9 @@ use crate::api::Api;
 use crate::cmd::{self, say};
 use crate::netns::{NETNS_DIR, Netns};
 
+/// Where `ip netns exec` (and so netd) keeps per-namespace files.
+const NETNS_ETC_DIR: &str = "/etc/netns";
+
 pub struct Daemon {
     /// netd's name prefix: every link and namespace it makes starts with it.
     pub prefix: String,
@@ -213,13 +216,22 @@ impl Drop for Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // A stopped netd leaves its data plane in place by design; remove it.
+        // A stopped netd leaves its data plane in place by design, and its
+        // containers' resolv.conf files (`/etc/netns/NAME/`, for
+        // `ip netns exec`); remove both.
         let own_ns = format!("{}-", self.prefix);
         if let Ok(entries) = fs::read_dir(NETNS_DIR) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if name.starts_with(&own_ns) {
                     let _ = Command::new("ip").args(["netns", "del", &name]).output();
+                }
+            }
+        }
+        if let Ok(entries) = fs::read_dir(NETNS_ETC_DIR) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(&own_ns) {
+                    let _ = fs::remove_dir_all(entry.path());
                 }
             }
         }
