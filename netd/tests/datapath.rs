@@ -21,79 +21,21 @@
 //! router solicitations) lands in the counters.
 
 use std::{
-    ffi::CString,
-    fs,
-    net::Ipv4Addr,
-    os::unix::ffi::OsStrExt as _,
-    path::{Path, PathBuf},
-    process::Command,
-    sync::atomic::{AtomicU32, Ordering},
+    ffi::CString, fs, net::Ipv4Addr, os::unix::ffi::OsStrExt as _, path::Path, process::Command,
 };
 
+mod bpf_harness;
+
 use aya::programs::{SchedClassifier, TcAttachType, TestRun as _, TestRunOptions};
+use bpf_harness::{
+    PinDir, SKB_IFINDEX_OFFSET, VERDICT_DROP, VERDICT_NEXT, VERDICT_REDIRECT, ip, mac_of, net,
+    next_id, run,
+};
 use ipnet::Ipv4Net;
 use netd::dataplane::{
     Dataplane, DataplaneError, Direction, DropReason, EndpointInfo, EndpointStats, MapSizes,
     NetworkInfo,
 };
-
-/// `TCX_NEXT` (== `TC_ACT_UNSPEC`, -1): "no objection, continue".
-const VERDICT_NEXT: u32 = -1i32 as u32;
-/// `TC_ACT_SHOT` (== `TCX_DROP`).
-const VERDICT_DROP: u32 = 2;
-
-/// Offset of `ifindex` in `struct __sk_buff` (uapi/linux/bpf.h): after `len`,
-/// `pkt_type`, `mark`, `queue_mapping`, `protocol`, `vlan_present`,
-/// `vlan_tci`, `vlan_proto`, `priority`, `ingress_ifindex` (ten `__u32`s).
-const SKB_IFINDEX_OFFSET: usize = 40;
-
-static NEXT_ID: AtomicU32 = AtomicU32::new(0);
-
-/// A number unique within this test process (combined with the pid where
-/// uniqueness across processes matters).
-fn next_id() -> u32 {
-    NEXT_ID.fetch_add(1, Ordering::Relaxed)
-}
-
-/// Runs a command, panicking with its output if it fails.
-fn run(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A private pin directory, removed (with every pin in it, which detaches
-/// the test's links) on drop.
-struct PinDir(PathBuf);
-
-impl PinDir {
-    fn new() -> PinDir {
-        PinDir(PathBuf::from(format!(
-            "/sys/fs/bpf/netd-test-{}-{}",
-            std::process::id(),
-            next_id()
-        )))
-    }
-
-    fn load(&self) -> Dataplane {
-        Dataplane::load(&self.0, &MapSizes::default()).expect("load the data path")
-    }
-}
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        if let Err(e) = Dataplane::remove_pins(&self.0) {
-            eprintln!("cannot remove {}: {e}", self.0.display());
-        }
-    }
-}
 
 /// A veth pair: `host` in the test's (root) namespace, `peer` in a namespace
 /// of its own, like a container endpoint. Deleted on drop.
@@ -845,19 +787,9 @@ fn real_traffic_over_a_veth_pair_is_counted() {
 // Steering: ARP responder, same-network redirect, isolation, anti-spoofing.
 // ---------------------------------------------------------------------------
 
-/// `TC_ACT_REDIRECT` (== `TCX_REDIRECT`): `bpf_redirect`/`bpf_redirect_peer`
-/// recorded a target. BPF_PROG_TEST_RUN only reports the verdict; it does
-/// not perform the redirect (the real-traffic test below does).
-const VERDICT_REDIRECT: u32 = 7;
-
 const ETH_P_ARP: u16 = 0x0806;
 const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_LLDP: u16 = 0x88cc;
-
-/// The MAC netd derives from an address (`model::mac_for`).
-fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
-    netd_common::mac_for_ipv4(ip.octets())
-}
 
 /// Ethernet + IPv4 + UDP (8 bytes of payload), valid IPv4 checksum.
 fn ipv4_frame(eth_dst: [u8; 6], eth_src: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
@@ -937,14 +869,6 @@ struct Lab {
 const NET1: u32 = 1;
 const NET2: u32 = 2;
 const NET3: u32 = 3;
-
-fn net(s: &str) -> Ipv4Net {
-    s.parse().expect("subnet")
-}
-
-fn ip(s: &str) -> Ipv4Addr {
-    s.parse().expect("address")
-}
 
 impl Lab {
     fn new() -> Lab {

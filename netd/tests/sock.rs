@@ -30,36 +30,20 @@ use std::{
     process::Command,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU32, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     thread::{self, JoinHandle},
     time::Duration,
 };
 
-use netd::dataplane::{Dataplane, MapSizes, Proto, SocketHook, cgroup2_root, host_netns_cookie};
+mod bpf_harness;
 
-static NEXT_ID: AtomicU32 = AtomicU32::new(0);
-
-fn next_id() -> u32 {
-    NEXT_ID.fetch_add(1, Ordering::Relaxed)
-}
+use bpf_harness::{PinDir, next_id, run};
+use netd::dataplane::{Dataplane, Proto, SocketHook, cgroup2_root, host_netns_cookie};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 const LOOPBACK_2: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
-
-fn run(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn random_bytes<const N: usize>() -> [u8; N] {
     let mut buf = [0u8; N];
@@ -84,32 +68,6 @@ fn free_port() -> u16 {
         }
     }
     panic!("no free port found");
-}
-
-/// A private pin directory, removed (with every pin in it, which detaches
-/// the test's links) on drop.
-struct PinDir(PathBuf);
-
-impl PinDir {
-    fn new() -> PinDir {
-        PinDir(PathBuf::from(format!(
-            "/sys/fs/bpf/netd-test-sock-{}-{}",
-            std::process::id(),
-            next_id()
-        )))
-    }
-
-    fn load(&self) -> Dataplane {
-        Dataplane::load(&self.0, &MapSizes::default()).expect("load the data path")
-    }
-}
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        if let Err(e) = Dataplane::remove_pins(&self.0) {
-            eprintln!("cannot remove {}: {e}", self.0.display());
-        }
-    }
 }
 
 /// A namespace behind a veth, standing in for a container: `host_addr` on

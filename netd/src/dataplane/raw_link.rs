@@ -9,6 +9,9 @@
 //!   the program stays attached for a moment after the pin is gone (seen in
 //!   the tests as a flaky "still attached" right after detach). An explicit
 //!   `BPF_LINK_DETACH` makes detaching synchronous.
+//! - The same for the socket hooks' cgroup links (module `sock`): reading
+//!   one ([`link_info`] with a cgroup-shaped prefix) and switching it to
+//!   another program (`BPF_LINK_UPDATE`, [`link_update`]).
 use std::{
     ffi::CString,
     io,
@@ -25,6 +28,7 @@ use netd_common::Direction;
 /// `enum bpf_cmd` values (uapi/linux/bpf.h).
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_LINK_UPDATE: libc::c_long = 29;
 const BPF_LINK_DETACH: libc::c_long = 34;
 /// `BPF_LINK_TYPE_TCX`.
 const BPF_LINK_TYPE_TCX: u32 = 11;
@@ -91,25 +95,8 @@ struct LinkInfoPrefix {
 pub(super) fn pinned_link(path: &Path) -> io::Result<Attachment> {
     let fd = obj_get(path)?;
     let mut info = LinkInfoPrefix::default();
-    let mut attr = InfoByFdAttr {
-        bpf_fd: fd.as_raw_fd() as u32,
-        info_len: size_of::<LinkInfoPrefix>() as u32,
-        info: &raw mut info as u64,
-    };
-    // SAFETY: `attr` is a properly laid out `bpf_attr` prefix for this
-    // command and `info` points to `info_len` writable bytes; both outlive
-    // the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &raw mut attr,
-            size_of::<InfoByFdAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // SAFETY: `LinkInfoPrefix` is a `repr(C)` struct of integers.
+    unsafe { link_info(&fd, &mut info)? };
     let is_tcx = info.link_type == BPF_LINK_TYPE_TCX;
     let direction = match (is_tcx, info.tcx_attach_type) {
         (true, BPF_TCX_INGRESS) => Some(Direction::FromEndpoint),
@@ -165,8 +152,70 @@ pub(super) fn detach_and_unpin(path: &Path) -> io::Result<()> {
     detached
 }
 
+/// `BPF_OBJ_GET_INFO_BY_FD` of the link `fd` into `info`, a zeroed
+/// prefix of `struct bpf_link_info` (the kernel copies what fits).
+///
+/// # Safety
+/// `T` must be a `#[repr(C)]` struct of integers, so that any bytes the
+/// kernel writes make a valid value.
+pub(super) unsafe fn link_info<T>(fd: &OwnedFd, info: &mut T) -> io::Result<()> {
+    let mut attr = InfoByFdAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: size_of::<T>() as u32,
+        info: std::ptr::from_mut(info) as u64,
+    };
+    // SAFETY: `attr` is a properly laid out `bpf_attr` prefix for this
+    // command and `info` points to `info_len` writable bytes; both outlive
+    // the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &raw mut attr,
+            size_of::<InfoByFdAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `union bpf_attr` member for `BPF_LINK_UPDATE`.
+#[repr(C)]
+#[derive(Default)]
+struct LinkUpdateAttr {
+    link_fd: u32,
+    new_prog_fd: u32,
+    flags: u32,
+    old_prog_fd: u32,
+}
+
+/// `BPF_LINK_UPDATE`: make the link run `prog_fd` instead.
+pub(super) fn link_update(link: &OwnedFd, prog_fd: i32) -> io::Result<()> {
+    let mut attr = LinkUpdateAttr {
+        link_fd: link.as_raw_fd() as u32,
+        new_prog_fd: prog_fd as u32,
+        ..Default::default()
+    };
+    // SAFETY: `attr` is a properly laid out `bpf_attr` prefix for
+    // BPF_LINK_UPDATE and outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_UPDATE,
+            &raw mut attr,
+            size_of::<LinkUpdateAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Opens the bpf object pinned at `path`.
-fn obj_get(path: &Path) -> io::Result<OwnedFd> {
+pub(super) fn obj_get(path: &Path) -> io::Result<OwnedFd> {
     let c_path = CString::new(path.as_os_str().as_bytes())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let mut attr = ObjGetAttr {

@@ -56,7 +56,7 @@ use std::{
     net::Ipv4Addr,
     os::{
         fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd},
-        unix::{ffi::OsStrExt as _, fs::MetadataExt as _},
+        unix::fs::MetadataExt as _,
     },
     path::{Path, PathBuf},
 };
@@ -682,8 +682,8 @@ impl Dataplane {
             program: name,
             source: Box::new(source),
         })?;
-        let link_fd = obj_get(&pin).map_err(update_err)?;
-        link_update(&link_fd, prog_fd.as_fd().as_raw_fd()).map_err(update_err)?;
+        let link_fd = raw_link::obj_get(&pin).map_err(update_err)?;
+        raw_link::link_update(&link_fd, prog_fd.as_fd().as_raw_fd()).map_err(update_err)?;
         info!(
             hook = hook.as_str(),
             program = name,
@@ -704,42 +704,8 @@ fn cgroup_error(hook: SocketHook, cgroup: &Path, source: ProgramError) -> Datapl
     }
 }
 
-/// `enum bpf_cmd` values (uapi/linux/bpf.h).
-const BPF_OBJ_GET: libc::c_long = 7;
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-const BPF_LINK_UPDATE: libc::c_long = 29;
 /// `BPF_LINK_TYPE_CGROUP`.
 const BPF_LINK_TYPE_CGROUP: u32 = 3;
-
-/// `union bpf_attr` member for `BPF_OBJ_GET`.
-#[repr(C)]
-#[derive(Default)]
-struct ObjGetAttr {
-    pathname: u64,
-    bpf_fd: u32,
-    file_flags: u32,
-    path_fd: i32,
-    _pad: u32,
-}
-
-/// `union bpf_attr` member for `BPF_OBJ_GET_INFO_BY_FD`.
-#[repr(C)]
-#[derive(Default)]
-struct InfoByFdAttr {
-    bpf_fd: u32,
-    info_len: u32,
-    info: u64,
-}
-
-/// `union bpf_attr` member for `BPF_LINK_UPDATE`.
-#[repr(C)]
-#[derive(Default)]
-struct LinkUpdateAttr {
-    link_fd: u32,
-    new_prog_fd: u32,
-    flags: u32,
-    old_prog_fd: u32,
-}
 
 /// Prefix of `struct bpf_link_info`: `type`, `id`, `prog_id`, then the
 /// 8-byte aligned union at offset 16, for cgroup links
@@ -760,27 +726,10 @@ struct CgroupLinkInfo {
 
 /// Reads the link pinned at `path`. `NotFound` if there is no pin.
 fn cgroup_link_info(path: &Path, hook: SocketHook) -> io::Result<SocketHookAttachment> {
-    let fd = obj_get(path)?;
+    let fd = raw_link::obj_get(path)?;
     let mut info = CgroupLinkInfo::default();
-    let mut attr = InfoByFdAttr {
-        bpf_fd: fd.as_raw_fd() as u32,
-        info_len: size_of::<CgroupLinkInfo>() as u32,
-        info: &raw mut info as u64,
-    };
-    // SAFETY: `attr` is a properly laid out `bpf_attr` prefix for this
-    // command and `info` points to `info_len` writable bytes; both outlive
-    // the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &raw mut attr,
-            size_of::<InfoByFdAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // SAFETY: `CgroupLinkInfo` is a `repr(C)` struct of integers.
+    unsafe { raw_link::link_info(&fd, &mut info)? };
     let is_cgroup = info.link_type == BPF_LINK_TYPE_CGROUP;
     Ok(SocketHookAttachment {
         hook,
@@ -789,55 +738,6 @@ fn cgroup_link_info(path: &Path, hook: SocketHook) -> io::Result<SocketHookAttac
         cgroup_id: if is_cgroup { info.cgroup_id } else { 0 },
         matches_hook: is_cgroup && info.attach_type == hook.attach_type(),
     })
-}
-
-/// `BPF_LINK_UPDATE`: make the link run `prog_fd` instead.
-fn link_update(link: &OwnedFd, prog_fd: i32) -> io::Result<()> {
-    let mut attr = LinkUpdateAttr {
-        link_fd: link.as_raw_fd() as u32,
-        new_prog_fd: prog_fd as u32,
-        ..Default::default()
-    };
-    // SAFETY: `attr` is a properly laid out `bpf_attr` prefix for
-    // BPF_LINK_UPDATE and outlives the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_LINK_UPDATE,
-            &raw mut attr,
-            size_of::<LinkUpdateAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Opens the bpf object pinned at `path`.
-fn obj_get(path: &Path) -> io::Result<OwnedFd> {
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let mut attr = ObjGetAttr {
-        pathname: c_path.as_ptr() as u64,
-        ..Default::default()
-    };
-    // SAFETY: `attr` is a properly laid out `bpf_attr` prefix for
-    // BPF_OBJ_GET and `pathname` points to a NUL-terminated string; both
-    // outlive the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            &raw mut attr,
-            size_of::<ObjGetAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: on success BPF_OBJ_GET returns a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(rc as i32) })
 }
 
 #[cfg(test)]
