@@ -21,7 +21,15 @@
 //! router solicitations) lands in the counters.
 
 use std::{
-    ffi::CString, fs, net::Ipv4Addr, os::unix::ffi::OsStrExt as _, path::Path, process::Command,
+    ffi::CString,
+    fs,
+    net::Ipv4Addr,
+    os::{
+        fd::{AsFd as _, AsRawFd as _},
+        unix::ffi::OsStrExt as _,
+    },
+    path::Path,
+    process::Command,
 };
 
 mod bpf_harness;
@@ -34,7 +42,7 @@ use bpf_harness::{
 use ipnet::Ipv4Net;
 use netd::dataplane::{
     Dataplane, DataplaneError, Direction, DropReason, EndpointInfo, EndpointStats, MapSizes,
-    NetworkInfo,
+    NetworkInfo, program_name,
 };
 
 /// A veth pair: `host` in the test's (root) namespace, `peer` in a namespace
@@ -234,6 +242,8 @@ fn total_drops(dp: &Dataplane) -> u64 {
         .sum()
 }
 
+/// The ids of the programs on the TCX hook of `ifname` (netd's endpoints
+/// have none: they use TC filters).
 fn tcx_program_ids(ifname: &str, attach_type: TcAttachType) -> Vec<u32> {
     SchedClassifier::query_tcx(ifname, attach_type)
         .expect("query tcx")
@@ -241,6 +251,25 @@ fn tcx_program_ids(ifname: &str, attach_type: TcAttachType) -> Vec<u32> {
         .iter()
         .map(|p| p.id())
         .collect()
+}
+
+/// The program ids of the BPF filters on the `direction` hook of `ifname`.
+fn filter_program_ids(dp: &Dataplane, ifname: &str, direction: Direction) -> Vec<u32> {
+    dp.attachments(ifname)
+        .expect("attachments")
+        .iter()
+        .filter(|f| f.direction == direction)
+        .map(|f| f.program_id)
+        .collect()
+}
+
+/// The id of the program `dp` loaded for `direction`.
+fn loaded_program_id(dp: &Dataplane, direction: Direction) -> u32 {
+    dp.program(direction)
+        .expect("program")
+        .info()
+        .expect("info")
+        .id()
 }
 
 #[test]
@@ -436,7 +465,7 @@ fn an_attached_interface_that_is_no_endpoint_is_neither_steered_nor_counted() {
 }
 
 #[test]
-fn attach_is_idempotent_and_a_restart_readopts_links_and_maps() {
+fn attach_is_idempotent_and_a_restart_switches_the_filters_in_place() {
     let pins = PinDir::new();
     let veth = Veth::new();
     let ifindex = veth.ifindex();
@@ -445,81 +474,109 @@ fn attach_is_idempotent_and_a_restart_readopts_links_and_maps() {
     let mut first = pins.load();
     register(&mut first, ifindex);
     first.attach_endpoint(&veth.host, ifindex).expect("attach");
-    let links = first.attachments(&veth.host).expect("attachments");
-    assert_eq!(links.len(), 2);
-    for link in &links {
-        assert!(link.is_tcx);
-        assert_eq!(link.ifindex, ifindex);
-        let direction = link.direction.expect("a TCX direction");
-        let program = first.program(direction).expect("program");
-        assert_eq!(link.program_id, program.info().expect("info").id());
+    let filters = first.attachments(&veth.host).expect("attachments");
+    assert_eq!(filters.len(), 2);
+    for filter in &filters {
+        assert!(filter.is_netd(), "{filter:?}");
+        assert_eq!(
+            filter.program_id,
+            loaded_program_id(&first, filter.direction)
+        );
+        assert_eq!(filter.program_name, program_name(filter.direction));
     }
+    assert!(tcx_program_ids(&veth.host, TcAttachType::Ingress).is_empty());
     test_run(&first, Direction::FromEndpoint, ifindex, &frame, 1).expect("test run");
 
     // Same daemon, attach again: nothing changes, counters are kept.
     first
         .attach_endpoint(&veth.host, ifindex)
         .expect("attach again");
-    assert_eq!(first.attachments(&veth.host).expect("attachments"), links);
+    assert_eq!(first.attachments(&veth.host).expect("attachments"), filters);
     assert_eq!(stats_of(&first, ifindex).expect("entry").from_packets, 1);
     drop(first);
 
-    // A new daemon: the pinned maps still hold the counters, and the pinned
-    // links are still attached although no process holds them.
+    // A new daemon: the pinned maps still hold the counters, and the
+    // filters still run the first daemon's programs although no process
+    // holds them.
     let mut second = pins.load();
-    assert_eq!(
-        second.pinned_endpoints().expect("pinned"),
-        vec![veth.host.clone()]
-    );
     assert_eq!(stats_of(&second, ifindex).expect("entry").from_packets, 1);
-    assert_eq!(tcx_program_ids(&veth.host, TcAttachType::Ingress).len(), 1);
+    assert_eq!(
+        second.attachments(&veth.host).expect("attachments"),
+        filters
+    );
 
     second
         .attach_endpoint(&veth.host, ifindex)
         .expect("re-adopt");
-    let readopted = second.attachments(&veth.host).expect("attachments");
-    assert_eq!(readopted.len(), 2);
-    for (old, new) in links.iter().zip(&readopted) {
-        assert_eq!(new.link_id, old.link_id, "re-adoption must not re-attach");
-        let direction = new.direction.expect("a TCX direction");
-        let program = second.program(direction).expect("program");
-        let current = program.info().expect("info").id();
+    for direction in Direction::ALL {
+        let current = loaded_program_id(&second, direction);
         assert_eq!(
-            new.program_id, current,
-            "the link runs the new daemon's program"
+            filter_program_ids(&second, &veth.host, direction),
+            vec![current],
+            "exactly one filter on the {direction:?} hook, running the new daemon's program"
         );
-        assert_ne!(new.program_id, old.program_id);
+        let old = filters.iter().find(|f| f.direction == direction).unwrap();
+        assert_ne!(current, old.program_id);
     }
-    assert_eq!(
-        tcx_program_ids(&veth.host, TcAttachType::Ingress),
-        vec![readopted[0].program_id],
-        "exactly one program on ingress"
-    );
-    assert_eq!(
-        tcx_program_ids(&veth.host, TcAttachType::Egress),
-        vec![readopted[1].program_id],
-        "exactly one program on egress"
-    );
     assert_eq!(stats_of(&second, ifindex).expect("entry").from_packets, 1);
     test_run(&second, Direction::FromEndpoint, ifindex, &frame, 1).expect("test run");
     assert_eq!(stats_of(&second, ifindex).expect("entry").from_packets, 2);
 }
 
 #[test]
-fn detach_and_remove_take_links_and_counters_and_are_idempotent() {
+fn an_endpoint_attached_with_tcx_links_moves_to_filters() {
+    // What an earlier netd left: the endpoint's programs on pinned TCX links.
+    let pins = PinDir::new();
+    let veth = Veth::new();
+    let ifindex = veth.ifindex();
+    let mut dp = pins.load();
+    register(&mut dp, ifindex);
+    for (direction, suffix) in [
+        (Direction::FromEndpoint, "_from"),
+        (Direction::ToEndpoint, "_to"),
+    ] {
+        pin_tcx_link(
+            &dp,
+            ifindex,
+            direction,
+            &pins.0.join("links").join(format!("{}{suffix}", veth.host)),
+        );
+    }
+    assert_eq!(tcx_program_ids(&veth.host, TcAttachType::Ingress).len(), 1);
+    assert_eq!(
+        dp.tcx_endpoint_pins().expect("pins"),
+        vec![veth.host.clone()]
+    );
+
+    dp.attach_endpoint(&veth.host, ifindex).expect("attach");
+    assert!(dp.tcx_endpoint_pins().expect("pins").is_empty());
+    assert!(tcx_program_ids(&veth.host, TcAttachType::Ingress).is_empty());
+    assert!(tcx_program_ids(&veth.host, TcAttachType::Egress).is_empty());
+    for direction in Direction::ALL {
+        assert_eq!(
+            filter_program_ids(&dp, &veth.host, direction),
+            vec![loaded_program_id(&dp, direction)]
+        );
+    }
+    test_run(&dp, Direction::FromEndpoint, ifindex, &udp_frame(18), 1).expect("test run");
+    assert_eq!(stats_of(&dp, ifindex).expect("entry").from_packets, 1);
+}
+
+#[test]
+fn detach_and_remove_take_filters_and_counters_and_are_idempotent() {
     let pins = PinDir::new();
     let veth = Veth::new();
     let mut dp = pins.load();
     let ifindex = veth.ifindex();
     register(&mut dp, ifindex);
     dp.attach_endpoint(&veth.host, ifindex).expect("attach");
-    assert_eq!(tcx_program_ids(&veth.host, TcAttachType::Egress).len(), 1);
+    assert_eq!(
+        filter_program_ids(&dp, &veth.host, Direction::ToEndpoint).len(),
+        1
+    );
 
     dp.detach_endpoint(&veth.host).expect("detach");
-    assert!(dp.pinned_endpoints().expect("pinned").is_empty());
     assert!(dp.attachments(&veth.host).expect("attachments").is_empty());
-    assert!(tcx_program_ids(&veth.host, TcAttachType::Ingress).is_empty());
-    assert!(tcx_program_ids(&veth.host, TcAttachType::Egress).is_empty());
     dp.remove_endpoint(ifindex, FRAME_SENDER.into())
         .expect("remove endpoint");
     assert_eq!(stats_of(&dp, ifindex), None);
@@ -534,7 +591,7 @@ fn detach_and_remove_take_links_and_counters_and_are_idempotent() {
 }
 
 #[test]
-fn a_recreated_interface_gets_fresh_links_and_counters() {
+fn a_recreated_interface_gets_fresh_filters_and_counters() {
     let pins = PinDir::new();
     let veth = Veth::new();
     let mut dp = pins.load();
@@ -542,16 +599,15 @@ fn a_recreated_interface_gets_fresh_links_and_counters() {
     register(&mut dp, old_ifindex);
     dp.attach_endpoint(&veth.host, old_ifindex).expect("attach");
     test_run(&dp, Direction::FromEndpoint, old_ifindex, &udp_frame(18), 1).expect("run");
-    let old_links = dp.attachments(&veth.host).expect("attachments");
 
-    // The container died and a new one got a veth with the same name.
+    // The container died and a new one got a veth with the same name: the
+    // filters went with the old veth.
     run(&["ip", "link", "del", &veth.host]);
-    for link in dp.attachments(&veth.host).expect("attachments") {
-        assert_eq!(link.ifindex, 0, "a link whose interface is gone is defunct");
-    }
+    assert!(dp.attachments(&veth.host).expect("attachments").is_empty());
     veth.create_link();
     let new_ifindex = veth.ifindex();
     assert_ne!(new_ifindex, old_ifindex);
+    assert!(dp.attachments(&veth.host).expect("attachments").is_empty());
     // As the engine does: the vanished endpoint goes, the new one comes.
     dp.remove_endpoint(0, FRAME_SENDER.into())
         .expect("remove vanished endpoint");
@@ -559,11 +615,11 @@ fn a_recreated_interface_gets_fresh_links_and_counters() {
 
     dp.attach_endpoint(&veth.host, new_ifindex)
         .expect("attach to the new veth");
-    let new_links = dp.attachments(&veth.host).expect("attachments");
-    assert_eq!(new_links.len(), 2);
-    for (old, new) in old_links.iter().zip(&new_links) {
-        assert_eq!(new.ifindex, new_ifindex);
-        assert_ne!(new.link_id, old.link_id);
+    for direction in Direction::ALL {
+        assert_eq!(
+            filter_program_ids(&dp, &veth.host, direction),
+            vec![loaded_program_id(&dp, direction)]
+        );
     }
     assert_eq!(stats_of(&dp, new_ifindex), Some(EndpointStats::default()));
     assert_eq!(
@@ -571,7 +627,6 @@ fn a_recreated_interface_gets_fresh_links_and_counters() {
         None,
         "the vanished interface's counters are gone"
     );
-    assert_eq!(tcx_program_ids(&veth.host, TcAttachType::Ingress).len(), 1);
 }
 
 #[test]
@@ -599,26 +654,75 @@ fn attach_refuses_an_ifindex_that_does_not_match_the_name() {
         matches!(err, DataplaneError::InvalidInterfaceName(_)),
         "{err}"
     );
-    assert!(dp.pinned_endpoints().expect("pinned").is_empty());
+    assert!(dp.attachments(&veth.host).expect("attachments").is_empty());
     assert!(dp.endpoint_stats().expect("stats").is_empty());
 }
 
 #[test]
 fn interface_names_with_dots_can_be_attached() {
-    // bpffs refuses '.' in pin names; the pin name encodes it.
+    // bpffs refuses '.' in pin names; filters need no pins, but an older
+    // netd's TCX pin of such a name is found through its encoding.
     let pins = PinDir::new();
     let veth = Veth::with_host_suffix(".7");
     let mut dp = pins.load();
     let ifindex = veth.ifindex();
-    dp.attach_endpoint(&veth.host, ifindex).expect("attach");
+    pin_tcx_link(
+        &dp,
+        ifindex,
+        Direction::FromEndpoint,
+        &pins
+            .0
+            .join("links")
+            .join(format!("{}_from", veth.host.replace('.', "%2e"))),
+    );
     assert_eq!(
-        dp.pinned_endpoints().expect("pinned"),
+        dp.tcx_endpoint_pins().expect("pins"),
         vec![veth.host.clone()]
     );
+    dp.attach_endpoint(&veth.host, ifindex).expect("attach");
+    assert!(dp.tcx_endpoint_pins().expect("pins").is_empty());
     assert_eq!(dp.attachments(&veth.host).expect("attachments").len(), 2);
     dp.detach_endpoint(&veth.host).expect("detach");
-    assert!(dp.pinned_endpoints().expect("pinned").is_empty());
+    assert!(dp.attachments(&veth.host).expect("attachments").is_empty());
     assert!(tcx_program_ids(&veth.host, TcAttachType::Ingress).is_empty());
+}
+
+/// Attaches `dp`'s program for `direction` to `ifindex` with a TCX link and
+/// pins the link at `path`, as netd did before it used TC filters.
+fn pin_tcx_link(dp: &Dataplane, ifindex: u32, direction: Direction, path: &Path) {
+    #[repr(C)]
+    struct LinkCreate {
+        prog_fd: u32,
+        target_ifindex: u32,
+        attach_type: u32,
+        flags: u32,
+        _tcx: [u64; 4],
+    }
+    const BPF_LINK_CREATE: libc::c_long = 28;
+    let attach_type = match direction {
+        Direction::FromEndpoint => 46, // BPF_TCX_INGRESS
+        Direction::ToEndpoint => 47,   // BPF_TCX_EGRESS
+    };
+    let program = dp.program(direction).expect("program");
+    let mut create = LinkCreate {
+        prog_fd: program.fd().expect("fd").as_fd().as_raw_fd() as u32,
+        target_ifindex: ifindex,
+        attach_type,
+        flags: 0,
+        _tcx: [0; 4],
+    };
+    // SAFETY: `create` is a valid BPF_LINK_CREATE attr prefix that outlives
+    // the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_CREATE,
+            &raw mut create,
+            size_of::<LinkCreate>(),
+        )
+    };
+    assert!(fd >= 0, "link create: {}", std::io::Error::last_os_error());
+    pin_and_close(fd as i32, path);
 }
 
 /// Creates and pins a per-CPU hash with a 16-byte value named after the
@@ -635,14 +739,7 @@ fn pin_foreign_map(path: &Path) {
         numa_node: u32,
         map_name: [u8; 16],
     }
-    #[repr(C)]
-    struct ObjPin {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-    }
     const BPF_MAP_CREATE: libc::c_long = 0;
-    const BPF_OBJ_PIN: libc::c_long = 6;
     const BPF_MAP_TYPE_PERCPU_HASH: u32 = 5;
     let mut name = [0u8; 16];
     let file_name = path.file_name().expect("a map name").as_bytes();
@@ -668,6 +765,19 @@ fn pin_foreign_map(path: &Path) {
         )
     };
     assert!(fd >= 0, "map create: {}", std::io::Error::last_os_error());
+    pin_and_close(fd as i32, path);
+}
+
+/// Pins the bpf object `fd` at `path` and closes `fd` (the pin keeps the
+/// object).
+fn pin_and_close(fd: i32, path: &Path) {
+    #[repr(C)]
+    struct ObjPin {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    const BPF_OBJ_PIN: libc::c_long = 6;
     let c_path = CString::new(path.as_os_str().as_bytes()).expect("path");
     let mut pin = ObjPin {
         pathname: c_path.as_ptr() as u64,
@@ -684,9 +794,9 @@ fn pin_foreign_map(path: &Path) {
         )
     };
     assert_eq!(rc, 0, "pin: {}", std::io::Error::last_os_error());
-    // SAFETY: `fd` came from BPF_MAP_CREATE and is closed exactly once; the
-    // pin keeps the map.
-    unsafe { libc::close(fd as i32) };
+    // SAFETY: the caller owns `fd` and hands it over; it is closed exactly
+    // once, and the pin keeps the object.
+    unsafe { libc::close(fd) };
 }
 
 #[test]

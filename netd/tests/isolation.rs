@@ -131,6 +131,26 @@ fn containers_on_one_network_talk_through_ebpf_not_the_bridge() {
     // ICMP: redirect_peer delivers straight into b's namespace, so b's host
     // veth never transmits these packets (the bridge path would).
     let b_host = host_veth(&d, "b");
+    for (hook, program) in [("ingress", "netd_from_ep"), ("egress", "netd_to_ep")] {
+        let filters: Value = serde_json::from_slice(
+            &Command::new("tc")
+                .args(["-j", "filter", "show", "dev", &b_host, hook])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        let bpf: Vec<&Value> = filters
+            .as_array()
+            .unwrap()
+            .iter()
+            // A dump also lists each priority's head, without options.
+            .filter(|f| f["kind"] == "bpf" && f["options"].is_object())
+            .collect();
+        assert_eq!(bpf.len(), 1, "one BPF filter on {hook}: {filters}");
+        assert_eq!(bpf[0]["options"]["bpf_name"], program, "{filters}");
+        assert_eq!(bpf[0]["options"]["direct-action"], true, "{filters}");
+    }
     let before = tx_packets(&b_host);
     assert!(ping(&a, &b_ip, 20), "a -> b");
     let through_bridge = tx_packets(&b_host) - before;

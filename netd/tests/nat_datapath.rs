@@ -1257,7 +1257,7 @@ fn uplink_attach_is_idempotent_and_readopted() {
     );
     assert_eq!(dp.pinned_uplinks().expect("pins"), [uplink.host.as_str()]);
     assert_eq!(
-        dp.pinned_endpoints().expect("endpoint pins"),
+        dp.tcx_endpoint_pins().expect("endpoint pins"),
         Vec::<String>::new(),
         "an uplink pin is not an endpoint pin"
     );

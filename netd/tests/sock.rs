@@ -580,7 +580,7 @@ fn hook_links_are_pinned_readopted_and_detached() {
     dp.attach_socket_hooks(&cgroup).unwrap();
     assert_eq!(dp.socket_hook_attachments().unwrap(), first);
     // Not mistaken for endpoints.
-    assert!(dp.pinned_endpoints().unwrap().is_empty());
+    assert!(dp.tcx_endpoint_pins().unwrap().is_empty());
 
     // "Restart": the old programs stay attached through the pins while no
     // daemon runs, the new daemon keeps the links and switches them to its

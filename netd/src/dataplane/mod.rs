@@ -14,27 +14,31 @@
 //!   maps/LB_RR                   array service index -> round-robin cursor
 //!   maps/LB_STATS                per-CPU hash {service, backend} -> selections
 //!   maps/LB_BACKENDS             array endpoint slot -> 1 if a backend
-//!   links/<host_ifname>_from     TCX ingress link running netd_from_ep
-//!   links/<host_ifname>_to       TCX egress link running netd_to_ep
+//!   links/<uplink>_uplink        TCX ingress link on the uplink (module `nat`)
+//!   links/cgroup_<hook>          cgroup socket hook links (module `sock`)
 //! ```
 //! bpffs refuses names containing '.' (EPERM: dots are reserved for files
-//! the kernel itself creates), so the suffix is `_from`/`_to`, and a '.' in
-//! an interface name (VLAN-style `eth0.100`) is written as `%2e` (and '%' as
-//! `%25`, to keep the encoding reversible).
+//! the kernel itself creates), so an interface name's '.' (VLAN-style
+//! `eth0.100`) is written as `%2e` in a pin name (and '%' as `%25`, to keep
+//! the encoding reversible).
 //!
-//! # Why pins
-//! A TCX link lives as long as something references it. Pinning the links
-//! (not the programs) lets the daemon exit or crash without taking container
-//! networking down; pinning the maps by name lets the next daemon load the
-//! object with the *same* maps, so the still-running programs and the new
-//! daemon share counters (and, later, forwarding state). On start the daemon
-//! calls [`Dataplane::load`] and then [`Dataplane::attach_endpoint`] for every
-//! endpoint it knows: that re-adopts the existing links (atomically switching
-//! them to the freshly loaded program, never detaching), and
-//! [`Dataplane::pinned_endpoints`] tells it which pins belong to endpoints it
-//! no longer knows.
+//! # Why pins, and why endpoints have none
+//! Pinning the maps by name lets the next daemon load the object with the
+//! *same* maps, so the still-running programs and the new daemon share
+//! counters and forwarding state. The endpoint programs run as `cls_bpf`
+//! filters on the host-side veth (module `tc_filter`), which hold their
+//! programs for as long as the veth exists: the daemon can exit or crash
+//! without taking container networking down. On start the daemon calls
+//! [`Dataplane::load`] and then [`Dataplane::attach_endpoint`] for every
+//! endpoint it knows, which switches each filter to the freshly loaded
+//! programs in place, never detaching.
 //!
-//! The programs themselves are not pinned: the links hold them.
+//! Earlier builds attached endpoints with pinned TCX links
+//! (`links/<host_ifname>_from`, `_to`); attaching such an endpoint moves it
+//! to filters, and [`Dataplane::tcx_endpoint_pins`] tells the engine which
+//! of those pins belong to endpoints it no longer knows.
+//!
+//! The programs themselves are not pinned: the filters and links hold them.
 //!
 //! # Steering state
 //! What the programs need to forward and isolate (see `netd-ebpf`) is
@@ -60,6 +64,7 @@ mod bpffs;
 mod raw_link;
 mod slots;
 mod steering;
+mod tc_filter;
 // NAT, published ports, uplink (after the others so parallel work appends).
 mod nat;
 // Services: virtual IPs balanced round-robin (kernel side `netd-ebpf/src/lb.rs`).
@@ -70,6 +75,7 @@ use std::{
     ffi::CString,
     fmt, fs, io,
     mem::size_of,
+    os::fd::{AsFd as _, AsRawFd as _},
     path::{Path, PathBuf},
 };
 
@@ -77,11 +83,7 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{HashMap, LpmTrie, MapData, MapError, MapInfo, MapType, PerCpuArray, PerCpuValues},
     pin::PinError,
-    programs::{
-        LinkOrder, ProgramError, SchedClassifier, TcAttachType,
-        links::{FdLink, LinkError, PinnedLink},
-        tc::{SchedClassifierLink, TcAttachOptions},
-    },
+    programs::{ProgramError, SchedClassifier, links::LinkError},
     sys::SyscallError,
 };
 pub use netd_common::{Direction, DropReason, EndpointInfo, EndpointStats, NetworkInfo};
@@ -100,6 +102,7 @@ pub use self::nat::{
     ConntrackEntry, ConntrackKey, NatStats, Proto, Published, PublishedPortStats, UPLINK_PROGRAM,
 };
 pub use self::raw_link::Attachment;
+pub use self::tc_filter::Filter;
 
 /// The kernel object built by `build.rs` from `netd-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netd"));
@@ -114,15 +117,6 @@ pub const fn program_name(direction: Direction) -> &'static str {
     match direction {
         Direction::FromEndpoint => FROM_EP_PROGRAM,
         Direction::ToEndpoint => TO_EP_PROGRAM,
-    }
-}
-
-/// Where on the host-side veth the program for `direction` runs: what the
-/// container sends arrives on the host side's ingress.
-const fn attach_type(direction: Direction) -> TcAttachType {
-    match direction {
-        Direction::FromEndpoint => TcAttachType::Ingress,
-        Direction::ToEndpoint => TcAttachType::Egress,
     }
 }
 
@@ -240,13 +234,29 @@ pub enum DataplaneError {
         found: Option<u32>,
     },
     #[error(
-        "failed to attach {program} to {ifname}: {source} - is the kernel built with TCX (Linux >= 6.6) and clsact, and does {ifname} still exist?"
+        "failed to attach {program} to {ifname}: {source} - is the kernel built with clsact and cls_bpf (and TCX, Linux >= 6.6, for the uplink), and does {ifname} still exist?"
     )]
     Attach {
         program: &'static str,
         ifname: String,
         #[source]
         source: Box<LinkOpError>,
+    },
+    #[error(
+        "failed to remove netd's filters from {ifname}: {source} - see `tc filter show dev {ifname} ingress` and `egress`"
+    )]
+    Detach {
+        ifname: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "cannot list the TC filters of {ifname}: {source} - is netd running as root (CAP_NET_ADMIN)?"
+    )]
+    InspectFilters {
+        ifname: String,
+        #[source]
+        source: io::Error,
     },
     #[error(
         "failed to pin the {program} link of {ifname} at {}: {source} - is the pin directory on bpffs and writable?",
@@ -324,6 +334,9 @@ pub enum LinkOpError {
     Program(#[from] ProgramError),
     #[error(transparent)]
     Link(#[from] LinkError),
+    /// From the rtnetlink requests that manage TC filters.
+    #[error(transparent)]
+    Netlink(#[from] io::Error),
 }
 
 /// The map sizes a daemon chooses when it loads the object (the daemon's
@@ -571,19 +584,18 @@ impl Dataplane {
         Ok(dp)
     }
 
-    /// Attaches both programs to the host-side veth `host_ifname` (TCX
-    /// ingress and egress) and pins the links at
-    /// `pin_dir/links/<host_ifname>_{from,to}`. The endpoint's counters are
-    /// its slot's ([`Dataplane::set_endpoint`]).
+    /// Attaches both programs to the host-side veth `host_ifname`: netd's
+    /// `cls_bpf` filter on the ingress and egress hooks of its `clsact`
+    /// qdisc (module `tc_filter`). The endpoint's counters are its slot's
+    /// ([`Dataplane::set_endpoint`]).
     ///
-    /// Idempotent and restart-safe: a pin that still refers to
-    /// `host_ifindex` in the right direction is kept (the link is never
-    /// detached; if it runs an older program it is switched to the one this
-    /// daemon loaded, atomically, with `BPF_LINK_UPDATE`). A pin for a
-    /// different or vanished interface (the veth was recreated under the
-    /// same name) is replaced.
+    /// Idempotent and restart-safe: a filter already there (this or an
+    /// earlier daemon's) is switched to the programs this daemon loaded,
+    /// atomically, so traffic never passes unprocessed. An endpoint still
+    /// attached with the pinned TCX links of an older netd moves to the
+    /// filters, which take over before the old links are detached.
     ///
-    /// On failure nothing created by this call is left behind.
+    /// On failure the filters this call created are removed again.
     pub fn attach_endpoint(
         &mut self,
         host_ifname: &str,
@@ -598,56 +610,94 @@ impl Dataplane {
                 found,
             });
         }
+        let attach_err = |program: &'static str, source: LinkOpError| DataplaneError::Attach {
+            program,
+            ifname: host_ifname.to_string(),
+            source: Box::new(source),
+        };
+        let mut rtnl =
+            tc_filter::Rtnl::open().map_err(|e| attach_err(FROM_EP_PROGRAM, e.into()))?;
+        rtnl.add_clsact(host_ifindex)
+            .map_err(|e| attach_err(FROM_EP_PROGRAM, e.into()))?;
 
-        let mut states = Vec::with_capacity(Direction::ALL.len());
-        for direction in Direction::ALL {
-            states.push((
-                direction,
-                self.pin_state(host_ifname, host_ifindex, direction)?,
-            ));
-        }
-        let readopting = states.iter().any(|(_, s)| matches!(s, PinState::Adopt(_)));
-
-        let mut created_pins = Vec::new();
+        let mut created = Vec::new();
+        let mut readopted = false;
         let result = (|| {
-            for (direction, state) in &states {
-                match state {
-                    PinState::Adopt(attachment) => {
-                        self.update_link(host_ifname, *direction, attachment)?
-                    }
-                    PinState::Missing | PinState::ReplacedStale => {
-                        let pin = self.attach_new(host_ifname, *direction)?;
-                        created_pins.push(pin);
-                    }
+            for direction in Direction::ALL {
+                let program = program_name(direction);
+                let had_filter = rtnl
+                    .filters(host_ifindex, direction)
+                    .map_err(|e| attach_err(program, e.into()))?
+                    .iter()
+                    .any(tc_filter::Filter::is_netd);
+                let fd = self
+                    .program(direction)?
+                    .fd()
+                    .map_err(|e| attach_err(program, e.into()))?
+                    .as_fd()
+                    .as_raw_fd();
+                rtnl.set(host_ifindex, direction, fd, program)
+                    .map_err(|e| attach_err(program, e.into()))?;
+                if had_filter {
+                    readopted = true;
+                } else {
+                    created.push(direction);
                 }
             }
             Ok(())
         })();
         if let Err(e) = result {
-            for pin in created_pins {
-                if let Err(err) = raw_link::detach_and_unpin(&pin) {
-                    warn!(pin = %pin.display(), error = %err, "cannot roll back link pin");
+            for direction in created {
+                if let Err(err) = rtnl.remove(host_ifindex, direction) {
+                    warn!(ifname = host_ifname, error = %err, "cannot roll back filter");
                 }
             }
             return Err(e);
         }
+        for direction in Direction::ALL {
+            let pin = self.link_pin(host_ifname, direction);
+            if pin.exists() {
+                raw_link::detach_and_unpin(&pin).map_err(|source| DataplaneError::PinDir {
+                    action: "detach and remove",
+                    path: pin,
+                    source,
+                })?;
+                info!(
+                    ifname = host_ifname,
+                    "endpoint moved from a TCX link to a TC filter"
+                );
+            }
+        }
         info!(
             ifname = host_ifname,
             ifindex = host_ifindex,
-            readopted = readopting,
+            readopted,
             "endpoint attached"
         );
         Ok(())
     }
 
-    /// Removes the pinned links of `host_ifname`, which detaches the
-    /// programs. Missing pins are not an error, so this also cleans up after
-    /// a half-done attach. The endpoint's counters go with its entries
-    /// ([`Dataplane::remove_endpoint`]). Goes on past errors and returns the
-    /// first one.
+    /// Removes netd's filters from `host_ifname` (and any TCX link pins an
+    /// older netd left for it). A missing interface or filter is not an
+    /// error, so this also cleans up after a half-done attach. The
+    /// endpoint's counters go with its entries ([`Dataplane::remove_endpoint`]).
+    /// Goes on past errors and returns the first one.
     pub fn detach_endpoint(&mut self, host_ifname: &str) -> Result<(), DataplaneError> {
         check_ifname(host_ifname)?;
         let mut first_error = None;
+        if let Some(ifindex) = ifindex_of(host_ifname) {
+            let removed = tc_filter::Rtnl::open().and_then(|mut rtnl| {
+                Direction::ALL
+                    .into_iter()
+                    .try_for_each(|direction| rtnl.remove(ifindex, direction))
+            });
+            if let Err(source) = removed {
+                first_error.get_or_insert(DataplaneError::Detach {
+                    ifname: host_ifname.to_string(),
+                    source,
+                });
+            }
+        }
         for direction in Direction::ALL {
             let pin = self.link_pin(host_ifname, direction);
             if let Err(source) = raw_link::detach_and_unpin(&pin) {
@@ -722,10 +772,12 @@ impl Dataplane {
             .collect())
     }
 
-    /// Names of the interfaces that have at least one pinned link, sorted,
-    /// whether or not the interface still exists: the engine removes the
-    /// ones it does not know with [`Dataplane::detach_endpoint`].
-    pub fn pinned_endpoints(&self) -> Result<Vec<String>, DataplaneError> {
+    /// Names of the interfaces that still have a pinned TCX link from a netd
+    /// that attached endpoints that way (before TC filters), sorted, whether
+    /// or not the interface still exists. [`Dataplane::attach_endpoint`]
+    /// moves the endpoints the engine knows to filters; the engine detaches
+    /// the rest with [`Dataplane::detach_endpoint`].
+    pub fn tcx_endpoint_pins(&self) -> Result<Vec<String>, DataplaneError> {
         let links_dir = self.pin_dir.join("links");
         let entries = match fs::read_dir(&links_dir) {
             Ok(entries) => entries,
@@ -761,18 +813,22 @@ impl Dataplane {
         Ok(names.into_iter().collect())
     }
 
-    /// The pinned links of `host_ifname` as the kernel sees them (empty if
-    /// none): which interface and program each one currently runs.
-    pub fn attachments(&self, host_ifname: &str) -> Result<Vec<Attachment>, DataplaneError> {
+    /// The BPF filters on both hooks of `host_ifname` as the kernel reports
+    /// them (netd's and any other; empty if the interface is gone): which
+    /// program each one runs.
+    pub fn attachments(&self, host_ifname: &str) -> Result<Vec<Filter>, DataplaneError> {
         check_ifname(host_ifname)?;
+        let Some(ifindex) = ifindex_of(host_ifname) else {
+            return Ok(Vec::new());
+        };
+        let inspect_err = |source| DataplaneError::InspectFilters {
+            ifname: host_ifname.to_string(),
+            source,
+        };
+        let mut rtnl = tc_filter::Rtnl::open().map_err(inspect_err)?;
         let mut out = Vec::new();
         for direction in Direction::ALL {
-            let pin = self.link_pin(host_ifname, direction);
-            match raw_link::pinned_link(&pin) {
-                Ok(attachment) => out.push(attachment),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(source) => return Err(DataplaneError::InspectLink { path: pin, source }),
-            }
+            out.extend(rtnl.filters(ifindex, direction).map_err(inspect_err)?);
         }
         Ok(out)
     }
@@ -825,133 +881,6 @@ impl Dataplane {
             encode_ifname(host_ifname),
             pin_suffix(direction)
         ))
-    }
-
-    /// Classifies the pin of one direction, removing it if it is stale.
-    fn pin_state(
-        &self,
-        host_ifname: &str,
-        host_ifindex: u32,
-        direction: Direction,
-    ) -> Result<PinState, DataplaneError> {
-        let pin = self.link_pin(host_ifname, direction);
-        let attachment = match raw_link::pinned_link(&pin) {
-            Ok(attachment) => attachment,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(PinState::Missing),
-            Err(source) => return Err(DataplaneError::InspectLink { path: pin, source }),
-        };
-        if attachment.is_tcx
-            && attachment.ifindex == host_ifindex
-            && attachment.direction == Some(direction)
-        {
-            return Ok(PinState::Adopt(attachment));
-        }
-        // Usually the interface was deleted (the link is defunct, ifindex 0)
-        // or recreated under the same name. Unpinning drops our reference;
-        // a link still attached elsewhere is detached with it.
-        info!(
-            pin = %pin.display(),
-            pinned_ifindex = attachment.ifindex,
-            ifindex = host_ifindex,
-            "replacing stale link pin"
-        );
-        raw_link::detach_and_unpin(&pin).map_err(|source| DataplaneError::PinDir {
-            action: "detach and remove",
-            path: pin,
-            source,
-        })?;
-        Ok(PinState::ReplacedStale)
-    }
-
-    /// Creates a TCX link for `direction` on `host_ifname` and pins it.
-    fn attach_new(
-        &mut self,
-        host_ifname: &str,
-        direction: Direction,
-    ) -> Result<PathBuf, DataplaneError> {
-        let program = program_name(direction);
-        let pin = self.link_pin(host_ifname, direction);
-        let attach_err = |source: LinkOpError| DataplaneError::Attach {
-            program,
-            ifname: host_ifname.to_string(),
-            source: Box::new(source),
-        };
-        let classifier = classifier_mut(&mut self.ebpf, program)?;
-        let link_id = classifier
-            .attach_with_options(
-                host_ifname,
-                attach_type(direction),
-                TcAttachOptions::TcxOrder(LinkOrder::default()),
-            )
-            .map_err(|e| attach_err(e.into()))?;
-        // Take the link out of the program's bookkeeping so that dropping
-        // the `Ebpf` does not detach it; from here on the pin owns it (if
-        // pinning fails, dropping `fd_link` detaches it again).
-        let link = classifier
-            .take_link(link_id)
-            .map_err(|e| attach_err(e.into()))?;
-        let fd_link = FdLink::try_from(link).map_err(|e| attach_err(e.into()))?;
-        fd_link
-            .pin(&pin)
-            .map_err(|source| DataplaneError::PinLink {
-                program,
-                ifname: host_ifname.to_string(),
-                path: pin.clone(),
-                source: Box::new(source),
-            })?;
-        debug!(ifname = host_ifname, program, pin = %pin.display(), "link attached and pinned");
-        Ok(pin)
-    }
-
-    /// Points an adopted link at the program this daemon loaded, unless it
-    /// already runs it. `BPF_LINK_UPDATE` swaps the program atomically, so
-    /// traffic never passes unprocessed; this is how an upgraded daemon takes
-    /// over endpoints without re-attaching them.
-    fn update_link(
-        &mut self,
-        host_ifname: &str,
-        direction: Direction,
-        attachment: &Attachment,
-    ) -> Result<(), DataplaneError> {
-        let program = program_name(direction);
-        let pin = self.link_pin(host_ifname, direction);
-        let classifier = classifier_mut(&mut self.ebpf, program)?;
-        let current = classifier
-            .info()
-            .map_err(|source| DataplaneError::ProgramInfo {
-                program,
-                source: Box::new(source),
-            })?
-            .id();
-        if attachment.program_id == current {
-            return Ok(());
-        }
-        let update_err = |source: LinkOpError| DataplaneError::UpdateLink {
-            program,
-            path: pin.clone(),
-            source: Box::new(source),
-        };
-        let pinned = PinnedLink::from_pin(&pin).map_err(|e| update_err(e.into()))?;
-        let link = SchedClassifierLink::try_from(FdLink::from(pinned))
-            .map_err(|e| update_err(e.into()))?;
-        let link_id = classifier
-            .attach_to_link(link)
-            .map_err(|e| update_err(e.into()))?;
-        // Release our fd; the pin keeps the (updated) link. Dropping an fd
-        // based link only closes the fd.
-        drop(
-            classifier
-                .take_link(link_id)
-                .map_err(|e| update_err(e.into()))?,
-        );
-        info!(
-            ifname = host_ifname,
-            program,
-            old_program_id = attachment.program_id,
-            new_program_id = current,
-            "re-adopted link switched to the loaded program"
-        );
-        Ok(())
     }
 
     /// Zeroes the counters of a newly assigned `slot` (a previous owner

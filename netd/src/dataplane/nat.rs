@@ -60,7 +60,7 @@ pub use netd_common::{
 pub const UPLINK_PROGRAM: &str = "netd_uplink_in";
 
 /// Suffix of the uplink link pin, `<pin>/links/<ifname>_uplink`. Not a
-/// suffix of `_from`/`_to`, so `pinned_endpoints` ignores these pins.
+/// suffix of `_from`/`_to`, so `tcx_endpoint_pins` ignores these pins.
 const UPLINK_PIN_SUFFIX: &str = "_uplink";
 
 /// Where `NAT_CT` waits while a map of the configured size replaces it:

@@ -35,7 +35,7 @@
 //! [`Dataplane::remove_pins`] also does.
 //!
 //! None of the pin names ends in `_from`/`_to`, so
-//! [`Dataplane::pinned_endpoints`] never mistakes them for endpoints.
+//! [`Dataplane::tcx_endpoint_pins`] never mistakes them for endpoints.
 //!
 //! # Call order (daemon start)
 //! 1. [`Dataplane::load`];

@@ -134,7 +134,9 @@ impl Engine {
             })
             .collect();
 
-        match self.dataplane.pinned_endpoints() {
+        // Endpoints of records were moved to TC filters when they were
+        // applied; TCX link pins of an older netd left now are leftovers.
+        match self.dataplane.tcx_endpoint_pins() {
             Ok(pinned) => {
                 for name in pinned.into_iter().filter(|n| !links.contains(n)) {
                     info!(link = %name, "removing leftover datapath attachment");
