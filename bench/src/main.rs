@@ -187,6 +187,9 @@ fn run(args: RunArgs) -> Result<()> {
     if wanted(3) {
         scenarios::masq::run(&ctx, &mut report)?;
     }
+    if wanted(6) {
+        scenarios::natpps::run(&ctx, &mut report)?;
+    }
     if wanted(4) {
         scenarios::services::run(&ctx, &mut report)?;
     }

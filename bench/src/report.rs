@@ -403,9 +403,16 @@ const SCENARIOS: &str = "
   the same way: subtract them to get netd's. No network, no noise from
   other stages.
 - **6. Packet rate.** The bench's AF_PACKET generator (`sendmmsg`, qdisc
-  bypassed, 60-byte UDP frames to the server's MAC and IP) in the client
-  namespace; packets per second counted by the receiving interface's
-  `rx_packets`. Sender and path share the machine's cores.
+  bypassed, 60-byte UDP frames with a correct checksum, addressed to the
+  next hop's MAC) after a short uncounted warm-up; packets per second
+  counted by the receiving interface's `rx_packets`. Forwarding: the
+  scenario 1 pairs, client to server. NAT: the scenario 2/3 edges with one
+  UDP port published (8 flows, source ports rotating): inbound, the outside
+  sends to the published address and port (netd translates on the uplink's
+  ingress, docker-like with DNAT, podman-like with netavark's map, routed
+  forwards to the container's own address); outbound, the container sends
+  to the outside (masquerade; routed without). Sender and path share the
+  machine's cores, so the figure is the path's cost, not a loss rate.
 - **7. Control plane.** Attach: netd `POST /containers/create` with a network
   (the API call of `netd container create --network N`: it creates the
   namespace too) vs the CNI `bridge` plugin's ADD into an existing namespace;

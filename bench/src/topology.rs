@@ -16,9 +16,9 @@
 //! - **netd**: two containers on a netd network, made through netd's API,
 //!   with netd's eBPF programs on their endpoints.
 //!
-//! Scenarios 2 and 3 cross the host instead ([`Edge`]): one container
-//! behind a host, and an "outside" namespace on the far side of the host's
-//! uplink (a veth), built as docker-like, podman-like, **routed** (the same
+//! Scenarios 2 and 3 (and 6's NAT figures) cross the host instead
+//! ([`Edge`]): one container behind a host, and an "outside" namespace on
+//! the far side of the host's uplink (a veth), built as docker-like, podman-like, **routed** (the same
 //! bridge with no rule at all: the outside has a route to the container
 //! subnet through the host, so nothing is translated) and netd (the real
 //! daemon with `--uplink` on the veth, its container's ports published
@@ -75,10 +75,58 @@ pub struct Pair {
     pub system: System,
     pub client: Netns,
     pub server: Netns,
-    pub client_ep: Endpoint,
     pub server_ep: Endpoint,
     /// The namespace playing the host (docker-like's bridge and rules).
     pub host: Option<Netns>,
+}
+
+/// The transport protocol of a published port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    /// As iptables, nftables and `-p .../udp` spell it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// A container port to publish, written as `-p` writes it (`80`, `9/udp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Port {
+    pub number: u16,
+    pub proto: Proto,
+}
+
+impl Port {
+    pub const fn tcp(number: u16) -> Port {
+        Port {
+            number,
+            proto: Proto::Tcp,
+        }
+    }
+
+    pub const fn udp(number: u16) -> Port {
+        Port {
+            number,
+            proto: Proto::Udp,
+        }
+    }
+}
+
+impl fmt::Display for Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.proto {
+            Proto::Tcp => write!(f, "{}", self.number),
+            Proto::Udp => write!(f, "{}/udp", self.number),
+        }
+    }
 }
 
 /// Addresses of the limit pair.
@@ -135,7 +183,7 @@ pub fn docker_like(tag: &str) -> Result<Pair> {
     bridged(tag, System::DockerLike, "d", DOCKER_NET, |host| {
         cmd::output_with_input(
             &mut host.command("iptables-restore"),
-            docker_rules("br0", DOCKER_NET, &server, &[(8080, 80)]).as_bytes(),
+            docker_rules("br0", DOCKER_NET, &server, &[(8080, Port::tcp(80))]).as_bytes(),
         )
     })
 }
@@ -145,7 +193,7 @@ pub fn podman_like(tag: &str) -> Result<Pair> {
     bridged(tag, System::PodmanLike, "p", PODMAN_NET, |host| {
         cmd::output_with_input(
             host.command("nft").args(["-f", "-"]),
-            netavark_rules(PODMAN_NET, &server, &[(8080, 80)]).as_bytes(),
+            netavark_rules(PODMAN_NET, &server, &[(8080, Port::tcp(80))]).as_bytes(),
         )
     })
 }
@@ -200,24 +248,25 @@ fn plug(host: &Netns, ns: &Netns, host_if: &str, addr: &str, net: &str) -> Resul
 
 /// The rules Docker (20.10 to 27, iptables backend) writes for one bridge
 /// network `bridge` on `net`.0/24 with a container at `target` publishing
-/// `ports` (host port, container port), TCP: NAT for outbound and published
+/// `ports` (host port, container port): NAT for outbound and published
 /// traffic, and the filter chains every forwarded packet walks. Docker
 /// writes one rule per port in each of the `DOCKER` chains and one hairpin
 /// MASQUERADE per port.
-pub fn docker_rules(bridge: &str, net: &str, target: &str, ports: &[(u16, u16)]) -> String {
+pub fn docker_rules(bridge: &str, net: &str, target: &str, ports: &[(u16, Port)]) -> String {
     let (mut hairpin, mut dnat, mut accept) = (String::new(), String::new(), String::new());
     for (host_port, port) in ports {
+        let (proto, port) = (port.proto.name(), port.number);
         hairpin += &format!(
-            "-A POSTROUTING -s {target}/32 -d {target}/32 -p tcp -m tcp --dport {port} \
+            "-A POSTROUTING -s {target}/32 -d {target}/32 -p {proto} -m {proto} --dport {port} \
              -j MASQUERADE\n"
         );
         dnat += &format!(
-            "-A DOCKER ! -i {bridge} -p tcp -m tcp --dport {host_port} -j DNAT \
+            "-A DOCKER ! -i {bridge} -p {proto} -m {proto} --dport {host_port} -j DNAT \
              --to-destination {target}:{port}\n"
         );
         accept += &format!(
-            "-A DOCKER -d {target}/32 ! -i {bridge} -o {bridge} -p tcp -m tcp --dport {port} \
-             -j ACCEPT\n"
+            "-A DOCKER -d {target}/32 ! -i {bridge} -o {bridge} -p {proto} -m {proto} \
+             --dport {port} -j ACCEPT\n"
         );
     }
     format!(
@@ -258,18 +307,19 @@ COMMIT
 
 /// The nftables ruleset Podman's netavark (1.x, nftables driver) writes for
 /// one bridge network on `net`.0/24 with a container at `target` publishing
-/// `ports` (host port, container port), TCP: published ports through a
-/// verdict map (one element per port, whatever the number of ports),
-/// masquerade for outbound traffic, conntrack-based forwarding rules.
-pub fn netavark_rules(net: &str, target: &str, ports: &[(u16, u16)]) -> String {
+/// `ports` (host port, container port): published ports through a verdict
+/// map (one element per port, whatever the number of ports), masquerade for
+/// outbound traffic, conntrack-based forwarding rules.
+pub fn netavark_rules(net: &str, target: &str, ports: &[(u16, Port)]) -> String {
     let (mut dnat, mut elements) = (String::new(), Vec::new());
     for (host_port, port) in ports {
+        let (proto, port) = (port.proto.name(), port.number);
         dnat += &format!(
-            "\t\tip saddr {net}.0/24 ip daddr {target} tcp dport {host_port} \
+            "\t\tip saddr {net}.0/24 ip daddr {target} {proto} dport {host_port} \
              jump NETAVARK-HOSTPORT-SETMARK\n\
-             \t\ttcp dport {host_port} dnat ip to {target}:{port}\n"
+             \t\t{proto} dport {host_port} dnat ip to {target}:{port}\n"
         );
-        elements.push(format!("tcp . {host_port} : jump nv_bench_dnat"));
+        elements.push(format!("{proto} . {host_port} : jump nv_bench_dnat"));
     }
     // nft refuses an empty `elements = { }`: a container publishing nothing
     // gets no element line at all.
@@ -344,19 +394,17 @@ fn finish(system: System, client: Netns, server: Netns, host: Option<Netns>) -> 
     // stays on its side, but a long run wraps the port range anyway).
     client.sysctl("net.ipv4.ip_local_port_range", "1024 65535")?;
     client.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
-    let client_ep = client.endpoint()?;
     let server_ep = server.endpoint()?;
     Ok(Pair {
         system,
         client,
         server,
-        client_ep,
         server_ep,
         host,
     })
 }
 
-/// Scenarios 2 and 3: one container behind a host, and an "outside"
+/// Scenarios 2, 3 and 6: one container behind a host, and an "outside"
 /// namespace on the far side of the host's uplink. Dropping it removes what
 /// the bench made for it (netd's outside goes with its daemon).
 pub struct Edge {
@@ -396,8 +444,8 @@ pub fn host_port(port: u16) -> u16 {
 }
 
 /// The `-p` pairs (host port, container port) for `ports`.
-fn publish(ports: &[u16]) -> Vec<(u16, u16)> {
-    ports.iter().map(|&p| (host_port(p), p)).collect()
+fn publish(ports: &[Port]) -> Vec<(u16, Port)> {
+    ports.iter().map(|&p| (host_port(p.number), p)).collect()
 }
 
 /// The outside namespace `name`, joined to `host` (None: the real host
@@ -440,7 +488,7 @@ pub fn netd_outside(tag: &str) -> Result<(Netns, String)> {
 
 /// The docker-like edge: bridge, veth, Docker's iptables rules with
 /// `ports` published, and the uplink Docker's MASQUERADE leaves by.
-pub fn docker_edge(tag: &str, ports: &[u16]) -> Result<Edge> {
+pub fn docker_edge(tag: &str, ports: &[Port]) -> Result<Edge> {
     bridged_edge(
         tag,
         System::DockerLike,
@@ -456,7 +504,7 @@ pub fn docker_edge(tag: &str, ports: &[u16]) -> Result<Edge> {
 }
 
 /// The podman-like edge: the same, with netavark's nftables ruleset.
-pub fn podman_edge(tag: &str, ports: &[u16]) -> Result<Edge> {
+pub fn podman_edge(tag: &str, ports: &[Port]) -> Result<Edge> {
     bridged_edge(
         tag,
         System::PodmanLike,
@@ -535,9 +583,9 @@ fn short(system: System) -> &'static str {
 }
 
 /// netd's edge: a network and one container on it, with `ports` published
-/// (`netd container create --network edge -p HOST:PORT ...`), through the
-/// API of a daemon (whose `--uplink` is [`netd_outside`]'s veth).
-pub fn netd_edge(daemon: &Daemon, ports: &[u16]) -> Result<Edge> {
+/// (`netd container create --network edge -p HOST:PORT[/udp] ...`), through
+/// the API of a daemon (whose `--uplink` is [`netd_outside`]'s veth).
+pub fn netd_edge(daemon: &Daemon, ports: &[Port]) -> Result<Edge> {
     let api = daemon.api();
     api.create_network("edge", NETD_EDGE_SUBNET)?;
     let published: Vec<String> = publish(ports)
@@ -591,8 +639,8 @@ mod tests {
 
     #[test]
     fn rulesets_translate_each_published_port() {
-        let ports = publish(&[5201, 7001]);
-        assert_eq!(ports, [(25201, 5201), (27001, 7001)]);
+        let ports = publish(&[Port::tcp(5201), Port::tcp(7001)]);
+        assert_eq!(ports, [(25201, Port::tcp(5201)), (27001, Port::tcp(7001))]);
         let docker = docker_rules("br0", "198.19.1", "198.19.1.2", &ports);
         assert_eq!(docker.matches(" -j DNAT ").count(), 2);
         assert!(docker.contains(
@@ -611,5 +659,20 @@ mod tests {
         // (which nft refuses).
         assert!(!docker_rules("br0", "198.19.1", "198.19.1.2", &[]).contains("DNAT"));
         assert!(!netavark_rules("198.19.3", "198.19.3.2", &[]).contains("elements"));
+    }
+
+    #[test]
+    fn udp_ports_are_published_as_udp() {
+        let ports = publish(&[Port::udp(9)]);
+        assert_eq!(ports[0].1.to_string(), "9/udp");
+        let docker = docker_rules("br0", "198.19.1", "198.19.1.2", &ports);
+        assert!(docker.contains(
+            "-A DOCKER ! -i br0 -p udp -m udp --dport 20009 -j DNAT \
+             --to-destination 198.19.1.2:9\n"
+        ));
+        assert!(!docker.contains("-p tcp"));
+        let podman = netavark_rules("198.19.3", "198.19.3.2", &ports);
+        assert!(podman.contains("elements = { udp . 20009 : jump nv_bench_dnat }"));
+        assert!(podman.contains("udp dport 20009 dnat ip to 198.19.3.2:9\n"));
     }
 }

@@ -1,4 +1,5 @@
-//! Scenarios 1 and 6: container to container on one network, through netd,
+//! Scenarios 1 and 6 (its forwarding figures; the NAT ones are in
+//! `natpps`): container to container on one network, through netd,
 //! a plain veth pair (the limit), a Docker-like bridge with its iptables
 //! rules and a Podman-like one with nftables. All the topologies exist at
 //! once and every figure is measured on each in turn, the order rotating
@@ -6,7 +7,6 @@
 //! systems instead of hitting one.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use serde_json::Value;
@@ -15,6 +15,7 @@ use super::{Rows, retry};
 use crate::cmd::{self, say};
 use crate::daemon::Daemon;
 use crate::pingpong::{CRR_PORT, IPERF_PORT, RR_PORT, Servers};
+use crate::pktgen::{self, DISCARD_PORT};
 use crate::report::{Better, Report};
 use crate::topology::{self, Pair};
 use crate::{Ctx, stats};
@@ -165,37 +166,27 @@ fn measure(ctx: &Ctx, pair: &Pair, figure: Figure) -> Result<Rows> {
             )]
         }
         Figure::Pps => {
-            let rx_if = &pair.server_ep.ifname;
-            let before = pair.server.rx_packets(rx_if)?;
-            let (c, s) = (&pair.client_ep, &pair.server_ep);
-            let out = helper(
-                pair,
-                &[
-                    "pktgen",
-                    &c.ifname,
-                    &mac(c.mac),
-                    &mac(s.mac),
-                    &c.ip.to_string(),
-                    &s.ip.to_string(),
-                    &plan.pps_secs.to_string(),
-                ],
-            )?;
-            // Let the receiver drain its backlog before reading the counter.
-            std::thread::sleep(Duration::from_millis(100));
-            let received = pair.server.rx_packets(rx_if)? - before;
-            let secs = num(&out, "secs")?;
+            let dst = SocketAddr::from((server_ip, DISCARD_PORT));
+            let rate = pktgen::measure(&pair.client, &pair.server, dst, 1, plan.pps_secs)?;
+            if rate.csum_errors > 0 {
+                say!(
+                    "    {} datagrams with a bad UDP checksum on {}",
+                    rate.csum_errors,
+                    pair.system
+                );
+            }
             vec![
                 (
                     "packet rate received (60 B UDP, AF_PACKET sender)",
                     "Mpps",
                     Better::Higher,
-                    received as f64 / secs / 1e6,
+                    rate.received / 1e6,
                 ),
                 (
                     "packet rate offered by the sender (same run)",
                     "Mpps",
                     Better::Higher,
-                    num(&out, "per_sec")? / 1e6,
+                    rate.offered / 1e6,
                 ),
             ]
         }
@@ -216,11 +207,4 @@ fn num(v: &Value, key: &str) -> Result<f64> {
     v[key]
         .as_f64()
         .with_context(|| format!("helper output has no {key}: {v}"))
-}
-
-fn mac(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }

@@ -1,5 +1,6 @@
-//! What scenarios 2 and 3 share: traffic across the host's uplink between
-//! an outside namespace and a container, on every [`Edge`] in turn. As in
+//! What scenarios 2, 3 and 6 (its NAT figures) share: traffic across the
+//! host's uplink between an outside namespace and a container, on every
+//! [`Edge`] in turn. As in
 //! scenario 1, all the topologies exist at once and the order rotates per
 //! repetition, so that slow phases of a noisy machine spread over all
 //! systems instead of hitting one.
@@ -12,9 +13,17 @@ use super::{Rows, retry};
 use crate::cmd::{self, say};
 use crate::daemon::Daemon;
 use crate::pingpong::{CRR_PORT, Client, IPERF_PORT, RR_PORT, Servers};
+use crate::pktgen::{self, DISCARD_PORT};
 use crate::report::{Better, Report};
-use crate::topology::Edge;
+use crate::topology::{Edge, Port};
 use crate::{Ctx, stats};
+
+/// The container port the packet generator's frames go to (published as
+/// UDP, so that the DNAT path translates them), whichever the direction.
+pub const PPS_PORT: Port = Port::udp(DISCARD_PORT);
+/// UDP flows the packet generator sends, frame by frame in turn: each
+/// system translates (and tracks) several connections, not one.
+const PPS_FLOWS: u16 = 8;
 
 /// Which way the traffic crosses the host.
 #[derive(Clone, Copy)]
@@ -25,6 +34,15 @@ pub enum Direction {
     Outbound,
 }
 
+impl Direction {
+    fn label(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
 /// The figures, in the order they run within a repetition.
 #[derive(Clone, Copy, PartialEq)]
 pub enum Figure {
@@ -32,6 +50,8 @@ pub enum Figure {
     Tcp4,
     Rr,
     Crr,
+    /// Packet rate of the bench's generator (UDP to [`PPS_PORT`]).
+    Pps,
 }
 
 /// Measures `figures` on every edge, `ctx.plan.reps` times, into
@@ -44,27 +64,44 @@ pub fn run(
     figures: &[Figure],
     report: &mut Report,
 ) -> Result<()> {
+    // The packet generator needs no server: its frames are counted by the
+    // receiving device.
     let mut servers = Vec::new();
-    for edge in edges {
-        let side = match direction {
-            Direction::Inbound => &edge.container,
-            Direction::Outbound => &edge.outside,
-        };
-        servers.push(
-            Servers::start(side).with_context(|| format!("starting servers on {}", edge.system))?,
-        );
+    if figures.iter().any(|&f| f != Figure::Pps) {
+        for edge in edges {
+            let side = match direction {
+                Direction::Inbound => &edge.container,
+                Direction::Outbound => &edge.outside,
+            };
+            servers.push(
+                Servers::start(side)
+                    .with_context(|| format!("starting servers on {}", edge.system))?,
+            );
+        }
     }
     let plan = ctx.plan;
     let mut failed = vec![0.0; edges.len()];
+    let mut csum_errors = vec![0; edges.len()];
     for rep in 0..plan.reps {
         for &figure in figures {
             for i in 0..edges.len() {
                 cmd::check_interrupted()?;
                 let k = (i + rep) % edges.len();
                 let edge = &edges[k];
-                servers[k].check_alive()?;
-                let rows = retry(|| measure(ctx, edge, direction, figure, &mut failed[k]))
-                    .with_context(|| format!("measuring on {}", edge.system))?;
+                if let Some(servers) = servers.get_mut(k) {
+                    servers.check_alive()?;
+                }
+                let rows = retry(|| {
+                    measure(
+                        ctx,
+                        edge,
+                        direction,
+                        figure,
+                        &mut failed[k],
+                        &mut csum_errors[k],
+                    )
+                })
+                .with_context(|| format!("measuring on {}", edge.system))?;
                 for (name, unit, better, value) in rows {
                     say!(
                         "[{scenario}] rep {}/{} {:<30} {:<40} {:>10} {unit}",
@@ -79,11 +116,19 @@ pub fn run(
             }
         }
     }
-    for (edge, failed) in edges.iter().zip(failed) {
+    let dir = direction.label();
+    for ((edge, failed), csum_errors) in edges.iter().zip(failed).zip(csum_errors) {
         if failed > 0.0 {
             report.note(format!(
-                "scenario {scenario}, {}: {failed} connections failed during the \
+                "scenario {scenario} ({dir}), {}: {failed} connections failed during the \
                  connection-rate runs",
+                edge.system
+            ));
+        }
+        if csum_errors > 0 {
+            report.note(format!(
+                "scenario {scenario} ({dir}), {}: {csum_errors} of the packet generator's \
+                 datagrams arrived with a bad UDP checksum (InCsumErrors at the receiver)",
                 edge.system
             ));
         }
@@ -93,8 +138,8 @@ pub fn run(
             && let Ok(count) = host.read_sysctl("net.netfilter.nf_conntrack_count")
         {
             report.note(format!(
-                "scenario {scenario}, {}: {count} conntrack entries in its host namespace \
-                 at the end",
+                "scenario {scenario} ({dir}), {}: {count} conntrack entries in its host \
+                 namespace at the end",
                 edge.system
             ));
         }
@@ -102,16 +147,21 @@ pub fn run(
     Ok(())
 }
 
-/// netd's own account of a scenario: the flows its NAT created of `kind`
-/// (`published`, `masquerade`), which shows the traffic took netd's
+/// netd's own account of a scenario: the flows its NAT created of each of
+/// `kinds` (`published`, `masquerade`), which shows the traffic took netd's
 /// translation and not some other path, and the connection-tracking
 /// entries left at the end, beside the baselines' conntrack counts.
-pub fn note_netd(daemon: &Daemon, scenario: u8, kind: &str, report: &mut Report) -> Result<()> {
-    let flows = daemon.metric(&format!("netd_nat_flows_total{{kind=\"{kind}\"}}"))?;
+pub fn note_netd(daemon: &Daemon, scenario: u8, kinds: &[&str], report: &mut Report) -> Result<()> {
+    let mut flows = Vec::new();
+    for kind in kinds {
+        let n = daemon.metric(&format!("netd_nat_flows_total{{kind=\"{kind}\"}}"))?;
+        flows.push(format!("{n} {kind}"));
+    }
     let entries = daemon.metric("netd_conntrack_entries")?;
     report.note(format!(
-        "scenario {scenario}, netd: {flows} {kind} flows translated (netd_nat_flows_total), \
-         {entries} connection-tracking entries at the end"
+        "scenario {scenario}, netd: {} flows translated (netd_nat_flows_total), \
+         {entries} connection-tracking entries at the end",
+        flows.join(", ")
     ));
     Ok(())
 }
@@ -122,6 +172,7 @@ fn measure(
     direction: Direction,
     figure: Figure,
     failed: &mut f64,
+    csum_errors: &mut u64,
 ) -> Result<Rows> {
     let plan = ctx.plan;
     let client = Client {
@@ -177,5 +228,59 @@ fn measure(
                 rate.per_sec,
             )]
         }
+        Figure::Pps => {
+            let (sender, receiver) = match direction {
+                Direction::Inbound => (&edge.outside, &edge.container),
+                Direction::Outbound => (&edge.container, &edge.outside),
+            };
+            let rate = pktgen::measure(
+                sender,
+                receiver,
+                server(PPS_PORT.number),
+                PPS_FLOWS,
+                plan.pps_secs,
+            )?;
+            if rate.csum_errors > 0 {
+                say!(
+                    "    {} datagrams with a bad UDP checksum on {}",
+                    rate.csum_errors,
+                    edge.system
+                );
+                *csum_errors += rate.csum_errors;
+            }
+            let (received, offered) = pps_rows(direction);
+            vec![
+                (received, "Mpps", Better::Higher, rate.received / 1e6),
+                (offered, "Mpps", Better::Higher, rate.offered / 1e6),
+            ]
+        }
     })
+}
+
+/// The packet-rate figures of `direction`: (received, offered). The routed
+/// baseline's cells are the same path, untranslated.
+fn pps_rows(direction: Direction) -> (&'static str, &'static str) {
+    match direction {
+        Direction::Inbound => (
+            "packet rate received, outside to published UDP port (DNAT, 8 flows)",
+            "packet rate offered, outside to published UDP port (same run)",
+        ),
+        Direction::Outbound => (
+            "packet rate received, container to outside (masquerade, 8 flows)",
+            "packet rate offered, container to outside (same run)",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pps_rows_name_the_flows_sent() {
+        for direction in [Direction::Inbound, Direction::Outbound] {
+            let (received, _) = pps_rows(direction);
+            assert!(received.contains(&format!(", {PPS_FLOWS} flows)")));
+        }
+    }
 }

@@ -35,5 +35,5 @@ pub fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
         &[Figure::Tcp1, Figure::Tcp4, Figure::Crr],
         report,
     )?;
-    edge::note_netd(&daemon, 3, "masquerade", report)
+    edge::note_netd(&daemon, 3, &["masquerade"], report)
 }

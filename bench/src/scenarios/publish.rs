@@ -13,10 +13,14 @@ use crate::cmd::say;
 use crate::daemon::Daemon;
 use crate::pingpong::{CRR_PORT, IPERF_PORT, RR_PORT};
 use crate::report::Report;
-use crate::topology;
+use crate::topology::{self, Port};
 
 /// The container ports the servers listen on, each published.
-const PORTS: [u16; 3] = [IPERF_PORT, RR_PORT, CRR_PORT];
+const PORTS: [Port; 3] = [
+    Port::tcp(IPERF_PORT),
+    Port::tcp(RR_PORT),
+    Port::tcp(CRR_PORT),
+];
 
 pub fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
     say!("[2] building the published-port topologies: netd, routed, docker-like, podman-like");
@@ -37,5 +41,5 @@ pub fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
         &[Figure::Tcp1, Figure::Tcp4, Figure::Rr, Figure::Crr],
         report,
     )?;
-    edge::note_netd(&daemon, 2, "published", report)
+    edge::note_netd(&daemon, 2, &["published"], report)
 }
