@@ -898,7 +898,7 @@ mod standalone {
         )
         .unwrap();
 
-        dns.sync(&state(&ns.0, true));
+        dns.sync(&Arc::new(state(&ns.0, true)));
         assert!(!dir.join("tdns-stale").exists());
         let rc = std::fs::read_to_string(dir.join(&ns.0).join("resolv.conf")).unwrap();
         assert!(rc.contains("nameserver 127.0.0.11\n"), "{rc}");
@@ -926,11 +926,11 @@ mod standalone {
         );
 
         // The container goes: its listener and its file with it.
-        dns.sync(&state(&ns.0, false));
+        dns.sync(&Arc::new(state(&ns.0, false)));
         assert!(!dir.join(&ns.0).exists());
         wait_silent(&ns.0);
         // Back, then shut down: the listener stops, the file stays.
-        dns.sync(&state(&ns.0, true));
+        dns.sync(&Arc::new(state(&ns.0, true)));
         wait_answer(&ns.0, "box", "10.170.0.2");
         dns.shutdown();
         wait_silent(&ns.0);

@@ -19,8 +19,8 @@
 //! The daemon's own threads stay in the host's namespace, so forwarding to
 //! the upstream resolvers happens from there (see `forward`).
 //!
-//! - `records`: the names, built from the state and swapped whole on each
-//!   change;
+//! - `records`: the names, built from the state and swapped whole after a
+//!   change (when a query first needs them);
 //! - `server`: the request handler (local answers, forwarding, counters);
 //! - `forward`: the upstream client, with timeouts and failover;
 //! - `resolv`: the host's resolv.conf and the containers'.
@@ -38,7 +38,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_server::Server;
@@ -145,11 +145,10 @@ pub struct Dns {
 impl Dns {
     pub fn new(cfg: DnsConfig) -> Dns {
         info!(upstreams = ?cfg.upstreams, "embedded DNS: names not ours go upstream");
-        let shared = Arc::new(server::Shared {
-            records: RwLock::new(Arc::new(Records::default())),
-            forwarder: forward::Forwarder::new(cfg.upstreams.clone(), UPSTREAM_TIMEOUT),
-            counters: server::Counters::default(),
-        });
+        let shared = Arc::new(server::Shared::new(forward::Forwarder::new(
+            cfg.upstreams.clone(),
+            UPSTREAM_TIMEOUT,
+        )));
         Dns {
             cfg,
             shared,
@@ -162,19 +161,15 @@ impl Dns {
 
     /// Called by the engine after every committed state change and once at
     /// start, from inside the tokio runtime (not from async code that must
-    /// not block: it writes small files): swaps in the records of `state`
-    /// (queries in flight finish with the old ones), starts a listener in
+    /// not block: it writes small files): makes `state` the one names are
+    /// answered from (its records are built by the next query; queries in
+    /// flight finish with the old ones), starts a listener in
     /// the namespace of every container that has its own namespace and an
     /// endpoint on a user-defined network, stops the others, and writes or
     /// removes `<resolv_dir>/<netns>/resolv.conf` for every container with
     /// its own namespace. Errors are logged.
-    pub fn sync(&mut self, state: &State) {
-        let records = Arc::new(Records::build(state));
-        *self
-            .shared
-            .records
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = records;
+    pub fn sync(&mut self, state: &Arc<State>) {
+        self.shared.set_state(state);
         self.sync_files(state);
         if !self.stopped {
             self.sync_listeners(state);

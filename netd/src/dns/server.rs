@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use hickory_net::runtime::Time;
 use hickory_net::xfer::Protocol;
@@ -16,6 +16,7 @@ use tracing::debug;
 
 use super::forward::{Forwarder, Question};
 use super::records::Records;
+use crate::model::State;
 
 /// TTL of our answers, as Docker's embedded server uses.
 pub const TTL: u32 = 600;
@@ -29,21 +30,50 @@ pub struct Counters {
     pub failed: AtomicU64,
 }
 
-/// What every listener shares: the records (swapped whole on each sync),
-/// the forwarder and the counters.
+/// What every listener shares: the records (swapped whole when the state
+/// changed), the forwarder and the counters.
 #[derive(Debug)]
 pub struct Shared {
-    pub records: RwLock<Arc<Records>>,
+    records: RwLock<Arc<Records>>,
+    /// The state committed last, when its records are not built yet. They
+    /// are built by the first query that needs them, not at every commit:
+    /// a burst of commits (10,000 services created one by one) then costs
+    /// one build instead of one per commit, each of them O(state).
+    pending: Mutex<Option<Arc<State>>>,
     pub forwarder: Forwarder,
     pub counters: Counters,
 }
 
 impl Shared {
+    pub fn new(forwarder: Forwarder) -> Shared {
+        Shared {
+            records: RwLock::default(),
+            pending: Mutex::default(),
+            forwarder,
+            counters: Counters::default(),
+        }
+    }
+
+    /// The records of the last committed state. Queries arriving while
+    /// they are built wait for them, so no query ever sees an older state
+    /// than the one committed before it arrived.
     pub fn records(&self) -> Arc<Records> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(state) = pending.take() {
+            let records = Arc::new(Records::build(&state));
+            *self.records.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&records);
+            return records;
+        }
+        drop(pending);
         self.records
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Makes `state` the one queries are answered from.
+    pub fn set_state(&self, state: &Arc<State>) {
+        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(state));
     }
 }
 

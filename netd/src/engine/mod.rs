@@ -19,6 +19,7 @@ pub use traffic::{EndpointTraffic, Traffic};
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use ipnet::Ipv4Net;
@@ -54,7 +55,9 @@ pub struct EngineConfig {
 
 pub struct Engine {
     cfg: EngineConfig,
-    state: State,
+    /// Shared with the DNS server, which answers from the last committed
+    /// state; a change works on a copy (`State::clone(&self.state)`).
+    state: Arc<State>,
     /// Follows every committed state, so names resolve the moment
     /// containers and services come and go.
     dns: Dns,
@@ -68,7 +71,7 @@ impl Engine {
     /// and makes the kernel match the state.
     pub async fn start(
         cfg: EngineConfig,
-        store: Box<dyn Store>,
+        mut store: Box<dyn Store>,
         netlink: Netlink,
         dataplane: Dataplane,
     ) -> Result<Engine> {
@@ -81,7 +84,7 @@ impl Engine {
         let mut engine = Engine {
             dns: Dns::new(cfg.dns.clone()),
             cfg,
-            state,
+            state: Arc::new(state),
             store,
             netlink,
             dataplane,
@@ -246,11 +249,11 @@ impl Engine {
             predefined: false,
             index: self.free_network_index(),
         };
-        let mut next = self.state.clone();
+        let mut next = State::clone(&self.state);
         next.networks.insert(net.id.clone(), net.clone());
         self.commit(next)?;
         if let Err(e) = self.apply_network(&net).await {
-            let mut back = self.state.clone();
+            let mut back = State::clone(&self.state);
             back.networks.remove(&net.id);
             self.commit(back)?;
             self.remove_network_kernel(&net).await;
@@ -286,7 +289,7 @@ impl Engine {
                 net.name
             )));
         }
-        let mut next = self.state.clone();
+        let mut next = State::clone(&self.state);
         next.networks.remove(&net.id);
         self.commit(next)?;
         self.remove_network_kernel(&net).await;
@@ -347,7 +350,7 @@ impl Engine {
         }
         let endpoint = self.new_endpoint(&c, &net, &ep)?;
         let default_route = c.endpoints.is_empty();
-        let mut next = self.state.clone();
+        let mut next = State::clone(&self.state);
         next.containers
             .get_mut(&c.id)
             .expect("container exists")
@@ -358,7 +361,7 @@ impl Engine {
             .apply_endpoint(&netns_name, &net, &endpoint, default_route)
             .await
         {
-            let mut back = self.state.clone();
+            let mut back = State::clone(&self.state);
             if let Some(c) = back.containers.get_mut(&c.id) {
                 c.endpoints.retain(|x| x.id != endpoint.id);
             }
@@ -384,7 +387,7 @@ impl Engine {
             )));
         };
         let endpoint = c.endpoints[pos].clone();
-        let mut next = self.state.clone();
+        let mut next = State::clone(&self.state);
         let stored = next.containers.get_mut(&c.id).expect("container exists");
         stored.endpoints.remove(pos);
         // The first endpoint carries the default route; when it goes, the
@@ -504,7 +507,7 @@ impl Engine {
             }
             c.ports = ports::resolve(&spec.ports, &self.state, &ports::HostListeners::read())?;
         }
-        let mut next = self.state.clone();
+        let mut next = State::clone(&self.state);
         next.containers.insert(c.id.clone(), c.clone());
         self.commit(next)?;
         if let Err(e) = self.apply_container(&c).await {
@@ -523,7 +526,7 @@ impl Engine {
                     )));
                 }
             };
-            let mut next = self.state.clone();
+            let mut next = State::clone(&self.state);
             let stored = next.containers.get_mut(&c.id).expect("container exists");
             stored.process = Some(Process {
                 cmd,
@@ -561,7 +564,7 @@ impl Engine {
                 c.name
             )));
         }
-        let mut next = self.state.clone();
+        let mut next = State::clone(&self.state);
         next.containers.remove(&c.id);
         self.commit(next)?;
         if let Some(pid) = pid {
@@ -587,7 +590,7 @@ impl Engine {
     }
 
     async fn rollback_container(&mut self, c: &Container) -> Result<()> {
-        let mut back = self.state.clone();
+        let mut back = State::clone(&self.state);
         back.containers.remove(&c.id);
         self.commit(back)?;
         self.remove_container_kernel(c).await;
@@ -598,16 +601,16 @@ impl Engine {
     /// when the store refuses.
     fn commit(&mut self, next: State) -> Result<()> {
         self.store
-            .save(&next)
+            .save(&self.state, &next)
             .map_err(|e| EngineError::System(e.to_string()))?;
-        self.state = next;
+        self.state = Arc::new(next);
         self.dns.sync(&self.state);
         Ok(())
     }
 
     /// Adds `bridge`, `host` and `none` the first time the daemon starts.
     fn ensure_predefined(&mut self) -> Result<()> {
-        let mut next = self.state.clone();
+        let mut next = State::clone(&self.state);
         for (name, driver) in [
             ("bridge", Driver::Bridge),
             ("host", Driver::Host),
@@ -661,7 +664,7 @@ impl Engine {
                 },
             );
         }
-        if next != self.state {
+        if next != *self.state {
             self.commit(next)?;
         }
         Ok(())

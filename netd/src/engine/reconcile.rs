@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use tracing::{error, info, warn};
 
 use super::{Engine, names};
-use crate::model::{Driver, NetMode};
+use crate::model::{Driver, NetMode, State};
 use crate::netlink::netns;
 use crate::sandbox;
 
@@ -46,13 +46,13 @@ impl Engine {
 
     /// Processes that ended while the daemon was away are no longer running.
     fn forget_exited_processes(&mut self) {
-        let mut next = self.state.clone();
+        let mut next = State::clone(&self.state);
         for c in next.containers.values_mut() {
             if let Some(p) = c.process.as_mut() {
                 p.pid = p.pid.filter(|pid| sandbox::alive(*pid));
             }
         }
-        if next != self.state
+        if next != *self.state
             && let Err(e) = self.commit(next)
         {
             warn!(error = %e, "cannot record exited processes");

@@ -14,7 +14,7 @@ use super::spec::{ContainerSpec, EndpointSpec, NetworkMode, PortSpec};
 use super::{Engine, now, ports, random_id};
 use crate::error::{EngineError, Result};
 use crate::ipam;
-use crate::model::{Container, Driver, Service, valid_name};
+use crate::model::{Container, Driver, Service, State, valid_name};
 
 /// `service create`.
 #[derive(Debug, Clone)]
@@ -95,7 +95,7 @@ impl Engine {
             ports,
             index: self.free_service_index(),
         };
-        let mut next = self.state.clone();
+        let mut next = State::clone(&self.state);
         next.services.insert(svc.id.clone(), svc.clone());
         self.commit(next)?;
         if let Err(e) = self.start_replicas(&svc, 1..=svc.replicas).await {
@@ -119,7 +119,7 @@ impl Engine {
                 svc.name
             )));
         }
-        let mut next = self.state.clone();
+        let mut next = State::clone(&self.state);
         next.services
             .get_mut(&svc.id)
             .expect("service exists")
@@ -134,7 +134,7 @@ impl Engine {
                 .map(|i| replica_name(&svc.name, i))
                 .filter(|n| self.state.find_container(n).is_some())
                 .collect();
-            let mut next = self.state.clone();
+            let mut next = State::clone(&self.state);
             for c in next
                 .containers
                 .values_mut()
@@ -163,7 +163,7 @@ impl Engine {
             .filter(|c| is_replica_name(&svc.name, &c.name))
             .map(|c| c.id.clone())
             .collect();
-        let mut next = self.state.clone();
+        let mut next = State::clone(&self.state);
         next.services.remove(&svc.id);
         for c in next.containers.values_mut() {
             c.services.retain(|s| *s != svc.id);

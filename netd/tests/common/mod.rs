@@ -308,10 +308,15 @@ impl Daemon {
         format!("{}-{}", self.prefix, container)
     }
 
-    /// The persisted state, read straight from the state file.
+    /// The persisted state (snapshot and journal), read as the next
+    /// daemon would; reading does not change the files.
     pub fn state(&self) -> Value {
-        let text = std::fs::read_to_string(self.state_dir().join("state.json")).unwrap();
-        serde_json::from_str(&text).unwrap()
+        serde_json::to_value(self.persisted().expect("the state loads")).unwrap()
+    }
+
+    fn persisted(&self) -> Result<netd::model::State, netd::store::StoreError> {
+        use netd::store::Store as _;
+        netd::store::FileStore::new(&self.state_dir())?.load()
     }
 
     /// Links in the host namespace that carry this daemon's prefix.
@@ -342,23 +347,17 @@ impl Daemon {
         v
     }
 
-    /// Pids of container processes recorded in the state file.
+    /// Pids of container processes recorded in the persisted state.
     fn recorded_pids(&self) -> Vec<i32> {
-        let Ok(text) = std::fs::read_to_string(self.state_dir().join("state.json")) else {
+        let Ok(state) = self.persisted() else {
             return vec![];
         };
-        let Ok(state) = serde_json::from_str::<Value>(&text) else {
-            return vec![];
-        };
-        state["containers"]
-            .as_object()
-            .map(|cs| {
-                cs.values()
-                    .filter_map(|c| c["process"]["pid"].as_i64())
-                    .map(|p| p as i32)
-                    .collect()
-            })
-            .unwrap_or_default()
+        state
+            .containers
+            .values()
+            .filter_map(|c| c.process.as_ref()?.pid)
+            .map(|p| p as i32)
+            .collect()
     }
 }
 
