@@ -413,6 +413,18 @@ mod tests {
         s
     }
 
+    /// Commits adding containers `ids` one by one, starting from `from`:
+    /// every state on the way, `from` first.
+    fn saved(store: &mut FileStore, from: &State, ids: &[&str]) -> Vec<State> {
+        let mut states = vec![from.clone()];
+        for id in ids {
+            let next = with(states.last().unwrap(), id);
+            store.save(states.last().unwrap(), &next).unwrap();
+            states.push(next);
+        }
+        states
+    }
+
     fn opened(dir: &Path) -> (FileStore, State) {
         let mut store = FileStore::new(dir).unwrap();
         let state = store.load().unwrap();
@@ -491,10 +503,7 @@ mod tests {
         let (mut store, s0) = opened(&dir);
         store.save(&s0, &s0).unwrap();
         assert!(!dir.join(SNAPSHOT_FILE).exists());
-        let s1 = with(&s0, "c1");
-        store.save(&s0, &s1).unwrap();
-        let s2 = with(&s1, "c2");
-        store.save(&s1, &s2).unwrap();
+        let s2 = saved(&mut store, &s0, &["c1", "c2"]).pop().unwrap();
         let files = |dir: &Path| {
             [SNAPSHOT_FILE, JOURNAL_FILE].map(|f| {
                 let m = fs::metadata(dir.join(f)).unwrap();
@@ -533,12 +542,8 @@ mod tests {
     fn a_torn_last_line_is_ignored_then_discarded() {
         let dir = tempdir("torn");
         let (mut store, s0) = opened(&dir);
-        let s1 = with(&s0, "c1");
-        let s2 = with(&s1, "c2");
-        let s3 = with(&s2, "c3");
-        store.save(&s0, &s1).unwrap();
-        store.save(&s1, &s2).unwrap();
-        store.save(&s2, &s3).unwrap();
+        let states = saved(&mut store, &s0, &["c1", "c2", "c3"]);
+        let s2 = &states[2];
         // A crash in the middle of appending the last record.
         let path = dir.join(JOURNAL_FILE);
         let bytes = fs::read(&path).unwrap();
@@ -548,9 +553,9 @@ mod tests {
             .unwrap();
         fs::write(&path, &bytes[..last + 1 + (bytes.len() - last) / 2]).unwrap();
         let (mut store, loaded) = opened(&dir);
-        assert_eq!(loaded, s2);
-        let s4 = with(&s2, "c4");
-        store.save(&s2, &s4).unwrap();
+        assert_eq!(&loaded, s2);
+        let s4 = with(s2, "c4");
+        store.save(s2, &s4).unwrap();
         store.save(&s4, &s4.clone()).unwrap();
         let s5 = with(&s4, "c5");
         store.save(&s4, &s5).unwrap();
@@ -562,10 +567,7 @@ mod tests {
     fn records_of_an_older_generation_are_ignored() {
         let dir = tempdir("stale");
         let (mut store, s0) = opened(&dir);
-        let s1 = with(&s0, "c1");
-        let s2 = with(&s1, "c2");
-        store.save(&s0, &s1).unwrap();
-        store.save(&s1, &s2).unwrap();
+        saved(&mut store, &s0, &["c1", "c2"]);
         let stale = fs::read(dir.join(JOURNAL_FILE)).unwrap();
         let (mut store, loaded) = opened(&dir);
         let mut s3 = loaded.clone();
@@ -582,12 +584,7 @@ mod tests {
     fn a_corrupt_line_in_the_middle_is_reported() {
         let dir = tempdir("midbad");
         let (mut store, s0) = opened(&dir);
-        let s1 = with(&s0, "c1");
-        let s2 = with(&s1, "c2");
-        let s3 = with(&s2, "c3");
-        store.save(&s0, &s1).unwrap();
-        store.save(&s1, &s2).unwrap();
-        store.save(&s2, &s3).unwrap();
+        saved(&mut store, &s0, &["c1", "c2", "c3"]);
         let path = dir.join(JOURNAL_FILE);
         let text = fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
