@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -270,10 +271,10 @@ pub struct Service {
 /// Everything the store persists, as one consistent snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
-    pub networks: BTreeMap<String, Network>,
-    pub containers: BTreeMap<String, Container>,
+    pub networks: BTreeMap<String, Arc<Network>>,
+    pub containers: BTreeMap<String, Arc<Container>>,
     #[serde(default)]
-    pub services: BTreeMap<String, Service>,
+    pub services: BTreeMap<String, Arc<Service>>,
 }
 
 impl State {
@@ -329,6 +330,7 @@ impl State {
             .containers
             .values()
             .filter(|c| c.backs(service_id))
+            .map(|c| &**c)
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
@@ -360,7 +362,7 @@ impl State {
             c.endpoints
                 .iter()
                 .filter(move |e| e.network_id == network_id)
-                .map(move |e| (c, e))
+                .map(move |e| (&**c, e))
         })
     }
 }
@@ -415,7 +417,7 @@ mod tests {
         for (id, name) in [("abc123", "one"), ("abd456", "two")] {
             s.networks.insert(
                 id.into(),
-                Network {
+                Arc::new(Network {
                     id: id.into(),
                     name: name.into(),
                     driver: Driver::Bridge,
@@ -427,7 +429,7 @@ mod tests {
                     labels: BTreeMap::new(),
                     predefined: false,
                     index: 1,
-                },
+                }),
             );
         }
         assert_eq!(s.find_network("abc123").unwrap().name, "one");
@@ -466,12 +468,12 @@ mod tests {
             let c: Container = serde_json::from_str(&container_json("")).unwrap();
             s.containers.insert(
                 id.into(),
-                Container {
+                Arc::new(Container {
                     id: id.into(),
                     name: id.into(),
                     services: services.iter().map(|s| s.to_string()).collect(),
                     ..c
-                },
+                }),
             );
         }
         let by = s.replicas_by_service();

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tracing::warn;
@@ -63,11 +64,11 @@ pub trait Store: Send + Sync {
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub struct Change {
     #[serde(default, skip_serializing_if = "Diff::is_empty")]
-    pub networks: Diff<Network>,
+    pub networks: Diff<Arc<Network>>,
     #[serde(default, skip_serializing_if = "Diff::is_empty")]
-    pub containers: Diff<Container>,
+    pub containers: Diff<Arc<Container>>,
     #[serde(default, skip_serializing_if = "Diff::is_empty")]
-    pub services: Diff<Service>,
+    pub services: Diff<Arc<Service>>,
 }
 
 /// The per-key difference of one map: entries that are new or different,
@@ -113,8 +114,9 @@ impl Change {
 }
 
 impl<T: Clone + PartialEq> Diff<T> {
-    /// One merge walk over both maps (they are sorted): O(entries), and
-    /// only the changed entries are cloned.
+    /// One merge walk over both maps (they are sorted): O(entries). The
+    /// engine shares unchanged entries between states (the same `Arc`,
+    /// which compares by pointer first), so the walk is cheap.
     fn between(before: &BTreeMap<String, T>, after: &BTreeMap<String, T>) -> Diff<T> {
         let mut diff = Diff::default();
         let mut b = before.iter().peekable();
@@ -409,7 +411,7 @@ mod tests {
     fn with(before: &State, id: &str) -> State {
         let mut s = before.clone();
         s.containers
-            .insert(id.into(), container(id, "2026-01-01T00:00:00Z"));
+            .insert(id.into(), Arc::new(container(id, "2026-01-01T00:00:00Z")));
         s
     }
 
@@ -453,7 +455,7 @@ mod tests {
         let s1 = with(&s0, "c1");
         let s2 = with(&s1, "c2");
         let mut s3 = with(&s2, "c3");
-        s3.services.insert("v1".into(), service("v1"));
+        s3.services.insert("v1".into(), Arc::new(service("v1")));
         store.save(&s0, &s1).unwrap();
         store.save(&s1, &s2).unwrap();
         store.save(&s2, &s3).unwrap();
@@ -470,13 +472,13 @@ mod tests {
         let dir = tempdir("del");
         let (mut store, s0) = opened(&dir);
         let mut s1 = with(&with(&s0, "c1"), "c2");
-        s1.services.insert("v1".into(), service("v1"));
-        s1.services.insert("v2".into(), service("v2"));
+        s1.services.insert("v1".into(), Arc::new(service("v1")));
+        s1.services.insert("v2".into(), Arc::new(service("v2")));
         store.save(&s0, &s1).unwrap();
         let mut s2 = s1.clone();
         s2.containers.remove("c1");
         s2.services.remove("v2");
-        s2.containers.get_mut("c2").unwrap().network_mode = "host".into();
+        Arc::make_mut(s2.containers.get_mut("c2").unwrap()).network_mode = "host".into();
         assert_eq!(
             Change::between(&s1, &s2),
             Change {
@@ -524,8 +526,10 @@ mod tests {
         let mut states = vec![s0];
         for i in 0..5 {
             let mut next = states.last().unwrap().clone();
-            next.containers
-                .insert(format!("c{i}"), container(&format!("c{i}"), &blob));
+            next.containers.insert(
+                format!("c{i}"),
+                Arc::new(container(&format!("c{i}"), &blob)),
+            );
             store.save(states.last().unwrap(), &next).unwrap();
             states.push(next);
         }
@@ -602,7 +606,7 @@ mod tests {
     fn a_snapshot_without_generation_loads() {
         let dir = tempdir("old");
         let mut s = with(&State::default(), "c1");
-        s.services.insert("v1".into(), service("v1"));
+        s.services.insert("v1".into(), Arc::new(service("v1")));
         // What the store wrote before the journal: the bare state.
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join(SNAPSHOT_FILE), serde_json::to_vec(&s).unwrap()).unwrap();

@@ -789,7 +789,7 @@ mod standalone {
         let mut s = State::default();
         s.networks.insert(
             "n".repeat(64),
-            Network {
+            Arc::new(Network {
                 id: "n".repeat(64),
                 name: "lan".into(),
                 driver: Driver::Bridge,
@@ -805,12 +805,12 @@ mod standalone {
                 labels: BTreeMap::new(),
                 predefined: false,
                 index: 7,
-            },
+            }),
         );
         if with_container {
             s.containers.insert(
                 "c".repeat(64),
-                Container {
+                Arc::new(Container {
                     id: "c".repeat(64),
                     name: "box".into(),
                     created: String::new(),
@@ -833,7 +833,7 @@ mod standalone {
                     process: None,
                     ports: Vec::new(),
                     services: Vec::new(),
-                },
+                }),
             );
         }
         s

@@ -37,7 +37,7 @@ fn query(q: QueryMap) -> Result<HashMap<String, String>, ApiError> {
 /// same shape as inspect.
 pub async fn list(State(app): State<AppState>) -> ApiResult {
     let eng = app.engine.lock().await;
-    let mut all: Vec<&Container> = eng.state().containers.values().collect();
+    let mut all: Vec<&Container> = eng.state().containers.values().map(|c| &**c).collect();
     all.sort_by(|a, b| a.name.cmp(&b.name));
     let out: Vec<ContainerJson> = all.into_iter().map(|c| json_of(&eng, c)).collect();
     Ok(json_response(StatusCode::OK, &out))
@@ -276,6 +276,7 @@ mod tests {
     use crate::model::{Endpoint, Network, Process};
     use std::collections::BTreeMap;
     use std::net::Ipv4Addr;
+    use std::sync::Arc;
 
     fn req(json: &str) -> ContainerCreateRequest {
         serde_json::from_str(json).unwrap()
@@ -344,7 +345,7 @@ mod tests {
         ] {
             st.networks.insert(
                 id.into(),
-                Network {
+                Arc::new(Network {
                     id: id.into(),
                     name: name.into(),
                     driver,
@@ -356,10 +357,10 @@ mod tests {
                     labels: BTreeMap::new(),
                     predefined: driver != Driver::Bridge,
                     index: 1,
-                },
+                }),
             );
         }
-        st.containers.insert(c.id.clone(), c.clone());
+        st.containers.insert(c.id.clone(), Arc::new(c.clone()));
         st
     }
 

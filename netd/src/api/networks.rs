@@ -492,6 +492,7 @@ mod tests {
     use super::*;
     use crate::model::{Container, Endpoint, Subnet};
     use std::collections::BTreeMap;
+    use std::sync::Arc;
 
     fn req(json: &str) -> NetworkCreateRequest {
         serde_json::from_str(json).unwrap()
@@ -702,8 +703,8 @@ mod tests {
             services: Vec::new(),
         };
         let mut st = ModelState::default();
-        st.networks.insert(net.id.clone(), net.clone());
-        st.containers.insert(c.id.clone(), c);
+        st.networks.insert(net.id.clone(), Arc::new(net.clone()));
+        st.containers.insert(c.id.clone(), Arc::new(c));
         (net, st)
     }
 

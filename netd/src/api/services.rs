@@ -28,7 +28,7 @@ pub async fn create(State(app): State<AppState>, body: Bytes) -> ApiResult {
 
 pub async fn list(State(app): State<AppState>) -> ApiResult {
     let eng = app.engine.lock().await;
-    let mut all: Vec<&Service> = eng.state().services.values().collect();
+    let mut all: Vec<&Service> = eng.state().services.values().map(|s| &**s).collect();
     all.sort_by(|a, b| a.name.cmp(&b.name));
     let out: Vec<ServiceJson> = all.into_iter().map(|s| json_of(&eng, s)).collect();
     Ok(json_response(StatusCode::OK, &out))

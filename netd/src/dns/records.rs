@@ -198,6 +198,7 @@ fn normalize(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::sync::Arc;
 
     use super::*;
     use crate::model::{Container, Driver, Endpoint, Network, Service, Subnet};
@@ -265,7 +266,7 @@ mod tests {
             net("n-back", "Back", false),
             net("n-bridge", "bridge", true),
         ] {
-            s.networks.insert(n.id.clone(), n);
+            s.networks.insert(n.id.clone(), Arc::new(n));
         }
         let mut cs = vec![
             container(
@@ -311,11 +312,11 @@ mod tests {
             cs.push(c);
         }
         for c in cs {
-            s.containers.insert(c.id.clone(), c);
+            s.containers.insert(c.id.clone(), Arc::new(c));
         }
         s.services.insert(
             "s-api".into(),
-            Service {
+            Arc::new(Service {
                 id: "s-api".into(),
                 name: "api".into(),
                 created: String::new(),
@@ -325,7 +326,7 @@ mod tests {
                 cmd: vec!["sleep".into()],
                 ports: Vec::new(),
                 index: 1,
-            },
+            }),
         );
         s
     }
@@ -462,7 +463,7 @@ mod tests {
         shared.net = NetMode::Container {
             id: "222222222222bbbb".into(),
         };
-        s.containers.insert(shared.id.clone(), shared);
+        s.containers.insert(shared.id.clone(), Arc::new(shared));
         assert!(
             !wants_server(&s, "c-side"),
             "served by its namespace's owner"

@@ -156,6 +156,7 @@ impl Engine {
             .networks
             .values()
             .filter(|n| matches_filters(n, f))
+            .map(|n| &**n)
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
@@ -250,7 +251,7 @@ impl Engine {
             index: self.free_network_index(),
         };
         let mut next = State::clone(&self.state);
-        next.networks.insert(net.id.clone(), net.clone());
+        next.networks.insert(net.id.clone(), Arc::new(net.clone()));
         self.commit(next)?;
         if let Err(e) = self.apply_network(&net).await {
             let mut back = State::clone(&self.state);
@@ -351,9 +352,7 @@ impl Engine {
         let endpoint = self.new_endpoint(&c, &net, &ep)?;
         let default_route = c.endpoints.is_empty();
         let mut next = State::clone(&self.state);
-        next.containers
-            .get_mut(&c.id)
-            .expect("container exists")
+        Arc::make_mut(next.containers.get_mut(&c.id).expect("container exists"))
             .endpoints
             .push(endpoint.clone());
         self.commit(next)?;
@@ -363,7 +362,7 @@ impl Engine {
         {
             let mut back = State::clone(&self.state);
             if let Some(c) = back.containers.get_mut(&c.id) {
-                c.endpoints.retain(|x| x.id != endpoint.id);
+                Arc::make_mut(c).endpoints.retain(|x| x.id != endpoint.id);
             }
             self.commit(back)?;
             self.remove_endpoint_kernel(Some(&netns_name), &endpoint)
@@ -388,7 +387,7 @@ impl Engine {
         };
         let endpoint = c.endpoints[pos].clone();
         let mut next = State::clone(&self.state);
-        let stored = next.containers.get_mut(&c.id).expect("container exists");
+        let stored = Arc::make_mut(next.containers.get_mut(&c.id).expect("container exists"));
         stored.endpoints.remove(pos);
         // The first endpoint carries the default route; when it goes, the
         // next one takes over, as Docker moves the gateway.
@@ -508,7 +507,7 @@ impl Engine {
             c.ports = ports::resolve(&spec.ports, &self.state, &ports::HostListeners::read())?;
         }
         let mut next = State::clone(&self.state);
-        next.containers.insert(c.id.clone(), c.clone());
+        next.containers.insert(c.id.clone(), Arc::new(c.clone()));
         self.commit(next)?;
         if let Err(e) = self.apply_container(&c).await {
             self.rollback_container(&c).await?;
@@ -527,7 +526,7 @@ impl Engine {
                 }
             };
             let mut next = State::clone(&self.state);
-            let stored = next.containers.get_mut(&c.id).expect("container exists");
+            let stored = Arc::make_mut(next.containers.get_mut(&c.id).expect("container exists"));
             stored.process = Some(Process {
                 cmd,
                 pid: Some(pid),
@@ -649,7 +648,7 @@ impl Engine {
             let id = random_id();
             next.networks.insert(
                 id.clone(),
-                Network {
+                Arc::new(Network {
                     id,
                     name: name.into(),
                     driver,
@@ -661,7 +660,7 @@ impl Engine {
                     labels: BTreeMap::new(),
                     predefined: true,
                     index,
-                },
+                }),
             );
         }
         if next != *self.state {
@@ -872,7 +871,7 @@ mod tests {
         for (i, name) in [(1, "a"), (3, "b")] {
             let mut n = net(name, &[], false);
             n.index = i;
-            s.networks.insert(n.id.clone(), n);
+            s.networks.insert(n.id.clone(), Arc::new(n));
         }
         assert_eq!(free_index(&s), 2);
     }

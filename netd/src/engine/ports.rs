@@ -145,6 +145,7 @@ pub(super) fn resolve(
 mod tests {
     use super::*;
     use crate::model::{Container, NetMode};
+    use std::sync::Arc;
 
     fn spec(s: &str) -> PortSpec {
         PortSpec::parse(s).unwrap()
@@ -160,7 +161,7 @@ mod tests {
         .unwrap();
         st.containers.insert(
             "c".into(),
-            Container {
+            Arc::new(Container {
                 id: "c".into(),
                 name: "c".into(),
                 created: String::new(),
@@ -170,7 +171,7 @@ mod tests {
                 process: None,
                 ports: bindings,
                 services: Vec::new(),
-            },
+            }),
         );
         st
     }

@@ -7,6 +7,7 @@
 //! are, so established traffic keeps flowing across a restart.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
@@ -47,9 +48,15 @@ impl Engine {
     /// Processes that ended while the daemon was away are no longer running.
     fn forget_exited_processes(&mut self) {
         let mut next = State::clone(&self.state);
+        // Copies only the containers that change (the others stay shared).
         for c in next.containers.values_mut() {
-            if let Some(p) = c.process.as_mut() {
-                p.pid = p.pid.filter(|pid| sandbox::alive(*pid));
+            let exited = c
+                .process
+                .as_ref()
+                .and_then(|p| p.pid)
+                .is_some_and(|pid| !sandbox::alive(pid));
+            if exited && let Some(p) = Arc::make_mut(c).process.as_mut() {
+                p.pid = None;
             }
         }
         if next != *self.state

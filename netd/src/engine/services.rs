@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use tracing::{info, warn};
 
@@ -96,7 +97,7 @@ impl Engine {
             index: self.free_service_index(),
         };
         let mut next = State::clone(&self.state);
-        next.services.insert(svc.id.clone(), svc.clone());
+        next.services.insert(svc.id.clone(), Arc::new(svc.clone()));
         self.commit(next)?;
         if let Err(e) = self.start_replicas(&svc, 1..=svc.replicas).await {
             let _ = self.remove_service(&svc.id).await;
@@ -120,10 +121,7 @@ impl Engine {
             )));
         }
         let mut next = State::clone(&self.state);
-        next.services
-            .get_mut(&svc.id)
-            .expect("service exists")
-            .replicas = replicas;
+        Arc::make_mut(next.services.get_mut(&svc.id).expect("service exists")).replicas = replicas;
         self.commit(next)?;
         if replicas > svc.replicas {
             self.start_replicas(&svc, svc.replicas + 1..=replicas)
@@ -140,7 +138,7 @@ impl Engine {
                 .values_mut()
                 .filter(|c| doomed.contains(&c.name))
             {
-                c.services.retain(|s| *s != svc.id);
+                Arc::make_mut(c).services.retain(|s| *s != svc.id);
             }
             self.commit(next)?;
             self.sync_service(&svc.id).await?;
@@ -165,8 +163,9 @@ impl Engine {
             .collect();
         let mut next = State::clone(&self.state);
         next.services.remove(&svc.id);
-        for c in next.containers.values_mut() {
-            c.services.retain(|s| *s != svc.id);
+        // Copies only the containers that change (the others stay shared).
+        for c in next.containers.values_mut().filter(|c| c.backs(&svc.id)) {
+            Arc::make_mut(c).services.retain(|s| *s != svc.id);
         }
         self.commit(next)?;
         self.remove_service_datapath(&svc);
