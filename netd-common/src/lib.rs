@@ -34,6 +34,24 @@ pub mod limits {
     /// Most networks (subnets in `NET_LPM`) one host can carry.
     pub const MAX_NETWORKS: u32 = 1024;
 
+    /// Entries of `NET_BY_INDEX`, the array of networks by their index
+    /// ([`crate::EndpointInfo::net_index`]): indexes `1..NET_INDEXES` have
+    /// an element (0 means none). Larger than [`MAX_NETWORKS`] because
+    /// networks without a subnet entry (`host`, `none`, macvlan) take
+    /// indexes too; a network beyond it is found through `NET_LPM` instead.
+    pub const NET_INDEXES: u32 = 4096;
+
+    /// Words of the `NET_HINT` bitmap: one bit per /16 of the IPv4 space
+    /// (see [`crate::net_hint_bit`]).
+    pub const NET_HINT_WORDS: u32 = 65536 / 32;
+
+    /// Index of the `NET_HINT` element that says whether the bitmap is
+    /// complete (1) or not yet written (0): the one after the bitmap.
+    pub const NET_HINT_READY: u32 = NET_HINT_WORDS;
+
+    /// Entries of `NET_HINT`: the bitmap and its ready flag.
+    pub const NET_HINT_ENTRIES: u32 = NET_HINT_WORDS + 1;
+
     /// Slots reserved per direction in the drop counter array. Larger than
     /// the number of [`crate::DropReason`]s on purpose: adding a reason must
     /// not resize the pinned `DROP_STATS` map.
@@ -107,6 +125,26 @@ pub mod map_names {
     /// (host order) then the network address ([`crate::ipv4_be`]), 8 bytes,
     /// built on both sides with aya's `lpm_trie::Key<u32>`.
     pub const NET_LPM: &str = "NET_LPM";
+    /// Array: network index ([`crate::EndpointInfo::net_index`]) ->
+    /// [`crate::IndexedNetwork`], the values of `NET_LPM` with their
+    /// subnets, by the other key; an element whose `info.net_index` is 0
+    /// is empty. Lets the programs find a sender's own network, and tell a
+    /// destination in it, without a trie lookup.
+    pub const NET_BY_INDEX: &str = "NET_BY_INDEX";
+    /// Array, one `u64` (index 0), not pinned: the generation of
+    /// `EP_MAP`/`EP_BY_IF`, which the daemon advances after every change
+    /// to them (see [`crate::next_generation`]). The programs keep per-CPU
+    /// copies of the endpoints they looked up and trust a copy only while
+    /// the generation it was made in lasts.
+    pub const EP_GEN: &str = "EP_GEN";
+    /// Array of `u32`: a bitmap with one bit per /16 of the IPv4 space
+    /// (element [`crate::net_hint_bit`]), set for every /16 that holds an
+    /// address of a `NET_LPM` subnet or an `EP_MAP` endpoint, then the
+    /// ready flag ([`crate::limits::NET_HINT_READY`]). A clear bit of a
+    /// ready bitmap lets the programs skip both lookups for destinations
+    /// outside every netd network (masquerade); a set bit only means
+    /// "look".
+    pub const NET_HINT: &str = "NET_HINT";
     /// Hash: [`crate::PublishKey`] -> [`crate::PublishTarget`]. Published
     /// ports (DNAT on the uplink, hairpin, socket hooks).
     pub const PUBLISH: &str = "PUBLISH";
@@ -199,6 +237,44 @@ pub struct NetworkInfo {
     pub gateway: u32,
     /// `NET_F_*` bits.
     pub flags: u32,
+}
+
+/// Value of `NET_BY_INDEX`: a network's `NET_LPM` value and its subnet.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct IndexedNetwork {
+    /// As in `NET_LPM`; `info.net_index` 0 marks an empty element.
+    pub info: NetworkInfo,
+    /// The subnet's network address, [`ipv4_be`] (host bits clear).
+    pub subnet: u32,
+    /// The subnet mask, [`ipv4_be`]: `ip & mask == subnet` for the
+    /// subnet's addresses.
+    pub mask: u32,
+}
+
+/// The `EP_GEN` value after `generation`: the next number in Gray code,
+/// so that exactly one bit (one byte) changes. The daemon's write of the
+/// element is a plain copy that a program may read halfway; with one byte
+/// changing it reads the old or the new value, never a mix that could
+/// equal an older generation.
+pub const fn next_generation(generation: u64) -> u64 {
+    let mut n = generation;
+    let mut shift = 1;
+    while shift < 64 {
+        n ^= n >> shift;
+        shift <<= 1;
+    }
+    let n = n.wrapping_add(1);
+    n ^ (n >> 1)
+}
+
+/// The element of the `NET_HINT` bitmap and the bit in it for the /16 that
+/// holds `ip_be` ([`ipv4_be`]): the /16 `a.b.0.0` is bit `(a * 256 + b) %
+/// 32` of element `(a * 256 + b) / 32`.
+pub const fn net_hint_bit(ip_be: u32) -> (u32, u32) {
+    let [a, b, _, _] = ip_be.to_ne_bytes();
+    let slash16 = (a as u32) << 8 | b as u32;
+    (slash16 / 32, 1 << (slash16 % 32))
 }
 
 /// Which way a packet travels relative to the container.
@@ -428,6 +504,8 @@ mod pod {
     unsafe impl aya::Pod for super::EndpointInfo {}
     // SAFETY: as above, three `u32`s.
     unsafe impl aya::Pod for super::NetworkInfo {}
+    // SAFETY: as above, a `NetworkInfo` then two `u32`s, 20 bytes.
+    unsafe impl aya::Pod for super::IndexedNetwork {}
 }
 
 #[cfg(test)]
@@ -459,6 +537,47 @@ mod tests {
         assert_eq!(offset_of!(NetworkInfo, net_index), 0);
         assert_eq!(offset_of!(NetworkInfo, gateway), 4);
         assert_eq!(offset_of!(NetworkInfo, flags), 8);
+        assert_eq!(size_of::<IndexedNetwork>(), 20);
+        assert_eq!(align_of::<IndexedNetwork>(), 4);
+        assert_eq!(offset_of!(IndexedNetwork, info), 0);
+        assert_eq!(offset_of!(IndexedNetwork, subnet), 12);
+        assert_eq!(offset_of!(IndexedNetwork, mask), 16);
+    }
+
+    #[test]
+    fn generations_change_one_bit_and_never_repeat() {
+        let mut seen = [0u64; 1000];
+        let mut current = 0;
+        for slot in &mut seen {
+            let next = next_generation(current);
+            assert_eq!(
+                (current ^ next).count_ones(),
+                1,
+                "{current:#x} -> {next:#x}"
+            );
+            current = next;
+            *slot = current;
+        }
+        let mut sorted = seen;
+        sorted.sort_unstable();
+        assert!(sorted.windows(2).all(|w| w[0] != w[1]));
+        assert!(!seen.contains(&0));
+    }
+
+    #[test]
+    fn net_hint_bits_are_per_slash16() {
+        assert_eq!(net_hint_bit(ipv4_be([0, 0, 0, 0])), (0, 1));
+        assert_eq!(net_hint_bit(ipv4_be([0, 31, 255, 255])), (0, 1 << 31));
+        assert_eq!(net_hint_bit(ipv4_be([0, 32, 0, 0])), (1, 1));
+        assert_eq!(net_hint_bit(ipv4_be([172, 18, 5, 9])), (172 * 8, 1 << 18));
+        assert_eq!(
+            net_hint_bit(ipv4_be([255, 255, 255, 255])),
+            (limits::NET_HINT_WORDS - 1, 1 << 31)
+        );
+        const {
+            assert!(limits::NET_HINT_READY >= limits::NET_HINT_WORDS);
+            assert!(limits::NET_HINT_READY < limits::NET_HINT_ENTRIES);
+        };
     }
 
     #[test]
@@ -539,6 +658,9 @@ mod tests {
             map_names::EP_MAP,
             map_names::EP_BY_IF,
             map_names::NET_LPM,
+            map_names::NET_BY_INDEX,
+            map_names::NET_HINT,
+            map_names::EP_GEN,
         ] {
             assert!(
                 name.len() <= 15,
@@ -811,6 +933,23 @@ pub mod nat {
     /// [`CT_F_HAIRPIN`] through a port published to a service.
     pub const CT_F_LB: u32 = 1 << 10;
 
+    /// [`CtEntry::flags`] above the `CT_F_*` bits: the slot
+    /// ([`crate::EndpointInfo::slot`]) of the endpoint the entry delivers
+    /// to, so that counting the delivery costs no `EP_BY_IF` lookup. 0: not
+    /// recorded (delivery to the uplink, or an entry of an older netd): the
+    /// programs look the endpoint up by `ifindex`.
+    pub const CT_SLOT_SHIFT: u32 = 16;
+
+    /// The delivery slot recorded in `flags` (see [`CT_SLOT_SHIFT`]).
+    pub const fn ct_slot(flags: u32) -> u16 {
+        (flags >> CT_SLOT_SHIFT) as u16
+    }
+
+    /// The `flags` bits that record the delivery slot `slot`.
+    pub const fn ct_slot_flags(slot: u16) -> u32 {
+        (slot as u32) << CT_SLOT_SHIFT
+    }
+
     /// `NAT_CT` key: a packet's tuple as it arrives. Addresses and ports in
     /// network byte order, as in the packet.
     #[repr(C)]
@@ -827,16 +966,30 @@ pub mod nat {
     }
 
     impl CtKey {
+        /// The tuple `{saddr, daddr, sport, dport, proto}`, padding zero.
+        ///
+        /// Built as four words rather than field by field: the zeroed
+        /// 3-byte `_pad` array becomes a `memset`, which the BPF backend
+        /// emits as a call to a BPF `memset` subprogram, on every packet.
+        pub const fn new(saddr: u32, daddr: u32, sport: u16, dport: u16, proto: u8) -> CtKey {
+            let [s0, s1] = sport.to_ne_bytes();
+            let [d0, d1] = dport.to_ne_bytes();
+            let words = [
+                saddr,
+                daddr,
+                u32::from_ne_bytes([s0, s1, d0, d1]),
+                u32::from_ne_bytes([proto, 0, 0, 0]),
+            ];
+            // SAFETY: `CtKey` is `#[repr(C)]`, 16 bytes of integers without
+            // implicit padding, aligned like `u32` (see the layout test), so
+            // any 16 bytes are a valid `CtKey`; these are its fields in
+            // order, as stored.
+            unsafe { core::mem::transmute::<[u32; 4], CtKey>(words) }
+        }
+
         /// The tuple of a packet going the other way.
         pub const fn reversed(self) -> CtKey {
-            CtKey {
-                saddr: self.daddr,
-                daddr: self.saddr,
-                sport: self.dport,
-                dport: self.sport,
-                proto: self.proto,
-                _pad: [0; 3],
-            }
+            CtKey::new(self.daddr, self.saddr, self.dport, self.sport, self.proto)
         }
     }
 
@@ -845,8 +998,9 @@ pub mod nat {
     #[repr(C)]
     #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
     pub struct CtEntry {
-        /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet, to
-        /// [`REFRESH_NS`].
+        /// `CLOCK_MONOTONIC` nanoseconds of the last packet, to
+        /// [`REFRESH_NS`] (read once per kernel tick by the programs, so up
+        /// to one tick early).
         pub last_seen: u64,
         /// The tuple after translation.
         pub new_saddr: u32,
@@ -858,21 +1012,20 @@ pub mod nat {
         /// When delivering to an endpoint: its network's gateway, whose MAC
         /// ([`crate::mac_for_ipv4`]) becomes the Ethernet source.
         pub gateway: u32,
-        /// `CT_F_*`.
+        /// `CT_F_*`, and the delivery slot ([`CT_SLOT_SHIFT`]).
         pub flags: u32,
     }
 
     impl CtEntry {
         /// The key of the flow's other entry.
         pub const fn peer_key(&self, proto: u8) -> CtKey {
-            CtKey {
-                saddr: self.new_daddr,
-                daddr: self.new_saddr,
-                sport: self.new_dport,
-                dport: self.new_sport,
+            CtKey::new(
+                self.new_daddr,
+                self.new_saddr,
+                self.new_dport,
+                self.new_sport,
                 proto,
-                _pad: [0; 3],
-            }
+            )
         }
     }
 
@@ -1008,6 +1161,7 @@ mod nat_tests {
             _pad: [0; 3],
         };
         assert_eq!(key.reversed().reversed(), key);
+        assert_eq!(CtKey::new(1, 2, 3, 4, PROTO_TCP), key);
         let entry = CtEntry {
             new_saddr: 9,
             new_daddr: 2,
@@ -1040,6 +1194,17 @@ mod nat_tests {
         // A clock reading older than the entry (another CPU refreshed it
         // meanwhile) is not expiry.
         assert!(!expired(100, PROTO_UDP, 0, 50));
+    }
+
+    #[test]
+    fn the_delivery_slot_stays_clear_of_the_flags() {
+        let flags = CT_F_LB | CT_F_REPLY | CT_F_ESTABLISHED;
+        const { assert!(CT_F_LB < 1 << CT_SLOT_SHIFT) };
+        let with = flags | ct_slot_flags(u16::MAX);
+        assert_eq!(ct_slot(with), u16::MAX);
+        assert_eq!(with & ((1 << CT_SLOT_SHIFT) - 1), flags);
+        assert_eq!(ct_slot(flags), 0);
+        const { assert!(limits::ENDPOINT_SLOTS - 1 <= u16::MAX as u32) };
     }
 
     #[test]

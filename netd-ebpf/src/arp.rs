@@ -71,7 +71,7 @@ pub(crate) fn from_endpoint(ctx: &TcContext, ep: &EndpointInfo) -> Result<i32, D
     }
 
     if oper == OP_REPLY || (oper == OP_REQUEST && tpa == ep.ip) {
-        let own = maps::network_of(ep.ip).ok_or(DropReason::NoNetwork)?;
+        let own = maps::own_network(ep).ok_or(DropReason::NoNetwork)?;
         // SAFETY: in bounds (checked above); direct packet writes are allowed
         // for TC programs, the verifier unclones the skb first.
         unsafe { (*frame.cast_mut()).eth.dst_addr = mac_for_ipv4(own.gateway.to_ne_bytes()) };

@@ -21,7 +21,7 @@
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     cty::c_void,
-    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_loop},
+    helpers::generated::{bpf_get_prandom_u32, bpf_jiffies64, bpf_ktime_get_ns, bpf_loop},
 };
 use netd_common::{
     DropReason,
@@ -32,7 +32,7 @@ use netd_common::{
     },
 };
 
-use crate::maps::{NAT_CT, NAT_STATS};
+use crate::maps::{CT_CLOCK, ClockCache, NAT_CT, NAT_STATS};
 
 pub(crate) const TCP_FIN: u8 = 0x01;
 pub(crate) const TCP_SYN: u8 = 0x02;
@@ -47,11 +47,36 @@ const STATE_MASK: u32 =
 /// `EEXIST`, as map helpers return it (negated).
 const EEXIST: i32 = 17;
 
-/// `CLOCK_MONOTONIC` now, in nanoseconds.
+/// `CLOCK_MONOTONIC` now, in nanoseconds, to one kernel tick: the clock of
+/// `CtEntry::last_seen` (the daemon reads it with `clock_gettime`).
+///
+/// `bpf_ktime_get_ns` is a helper call (three calls and returns deep, an
+/// indirect one to the clocksource among them), which the CPU's
+/// return-thunk mitigation makes one of the dearest steps of a translated
+/// packet; `bpf_jiffies64` is a load the verifier inlines. So the clock is
+/// read once per tick and CPU (`CT_CLOCK`) and every other packet of that
+/// tick uses the reading: at most one tick (`1/HZ`, 1-10 ms) behind, far
+/// below `REFRESH_NS` and the timeouts, and never ahead.
 #[inline(always)]
 pub(crate) fn now() -> u64 {
-    // SAFETY: plain helper call without arguments.
-    unsafe { bpf_ktime_get_ns() }
+    // SAFETY: plain helper call without arguments (inlined by the verifier).
+    let jiffies = unsafe { bpf_jiffies64() };
+    let Some(clock) = CT_CLOCK.get_ptr_mut(0) else {
+        // SAFETY: plain helper call without arguments.
+        return unsafe { bpf_ktime_get_ns() };
+    };
+    // SAFETY: this CPU's element of a per-CPU array, valid for the program
+    // run. TC programs do not nest on a CPU (and the socket hooks never
+    // read the clock), so nothing else writes it meanwhile.
+    unsafe {
+        if (*clock).jiffies != jiffies {
+            *clock = ClockCache {
+                jiffies,
+                ns: bpf_ktime_get_ns(),
+            };
+        }
+        (*clock).ns
+    }
 }
 
 /// Bumps a `NAT_STATS` counter.
@@ -310,14 +335,13 @@ impl PortSearch {
     /// The reverse tuple with destination port `port`.
     #[inline(always)]
     fn rev_key_for(&self, port: u16) -> CtKey {
-        CtKey {
-            saddr: self.rev_saddr,
-            daddr: self.rev_daddr,
-            sport: self.rev_sport,
-            dport: port,
-            proto: self.key.proto,
-            _pad: [0; 3],
-        }
+        CtKey::new(
+            self.rev_saddr,
+            self.rev_daddr,
+            self.rev_sport,
+            port,
+            self.key.proto,
+        )
     }
 
     #[inline(always)]

@@ -131,36 +131,88 @@ pub(crate) fn rewrite_ipv4(ctx: &TcContext, r: &Ipv4Rewrite) -> Result<(), DropR
     Ok(())
 }
 
-/// Updates the L4 checksum for the IPv4 address `old` becoming `new`
-/// (pseudo header), if the protocol's checksum covers it.
+/// Updates the L4 checksum for the IPv4 addresses of `r` (pseudo header),
+/// if the protocol's checksum covers them: one helper call for both, with
+/// the difference summed here (`bpf_l4_csum_replace` with size 0).
 #[inline(always)]
-pub(crate) fn l4_addr(ctx: &TcContext, old: u32, new: u32, l4: L4Csum) -> Result<(), DropReason> {
-    if !l4.pseudo || old == new {
+pub(crate) fn l4_addrs(ctx: &TcContext, r: &Ipv4Rewrite, l4: L4Csum) -> Result<(), DropReason> {
+    if !l4.pseudo || (r.old_saddr == r.new_saddr && r.old_daddr == r.new_daddr) {
         return Ok(());
     }
+    let diff = words(!r.old_saddr) + words(r.new_saddr) + words(!r.old_daddr) + words(r.new_daddr);
     ctx.l4_csum_replace(
         l4.off,
-        u64::from(old),
-        u64::from(new),
-        l4.flags | BPF_F_PSEUDO_HDR as u64 | 4,
+        0,
+        u64::from(fold(diff)),
+        l4.flags | BPF_F_PSEUDO_HDR as u64,
     )
     .map_err(fail)
 }
 
-/// Updates the L4 checksum for the 16-bit L4 field at `field` (a port, or
-/// the ICMP echo identifier) `old` becoming `new`, and writes it.
+/// Rewrites the TCP/UDP ports (`[source, destination]`, as stored) of the
+/// L4 header at `l4_start` from `old` to `new`, with the checksum: both
+/// ports are one 32-bit word, so one helper call.
 #[inline(always)]
-pub(crate) fn set_l4_u16(
+pub(crate) fn set_l4_ports(
     ctx: &TcContext,
-    field: usize,
+    l4_start: usize,
+    old: [u16; 2],
+    new: [u16; 2],
+    l4: L4Csum,
+) -> Result<(), DropReason> {
+    let word = |p: [u16; 2]| {
+        let ([a, b], [c, d]) = (p[0].to_ne_bytes(), p[1].to_ne_bytes());
+        [a, b, c, d]
+    };
+    let (old, new) = (word(old), word(new));
+    ctx.l4_csum_replace(
+        l4.off,
+        u64::from(u32::from_ne_bytes(old)),
+        u64::from(u32::from_ne_bytes(new)),
+        l4.flags | 4,
+    )
+    .map_err(fail)?;
+    write_l4::<0, 4>(ctx, l4_start, new)
+}
+
+/// Rewrites the ICMP echo identifier (as stored) of the ICMP header at
+/// `l4_start` from `old` to `new`, with the checksum.
+#[inline(always)]
+pub(crate) fn set_icmp_id(
+    ctx: &TcContext,
+    l4_start: usize,
     old: u16,
     new: u16,
     l4: L4Csum,
 ) -> Result<(), DropReason> {
     ctx.l4_csum_replace(l4.off, u64::from(old), u64::from(new), l4.flags | 2)
         .map_err(fail)?;
-    // A helper rather than a direct write: the L4 header's offset depends
-    // on the IP header length, and the verifier loses the bounds of a
-    // variable packet offset between the check and the write.
-    ctx.store(field, &new, 0).map_err(fail)
+    write_l4::<4, 2>(ctx, l4_start, new.to_ne_bytes())
+}
+
+/// Offset of the L4 header in a frame whose IPv4 header has no options.
+pub(crate) const L4_NO_OPTIONS: usize = EthHdr::LEN + Ipv4Hdr::LEN;
+
+/// Writes `bytes` at `FIELD` bytes into the L4 header at `l4_start`.
+///
+/// Verifier note: the verifier loses the bounds of a variable packet
+/// offset between the check and the write, so a header with IPv4 options
+/// is written with `bpf_skb_store_bytes`; the usual one without is written
+/// by packet pointer at a constant offset, which saves the helper call.
+/// Either way after the checksum helper, which invalidates packet
+/// pointers.
+#[inline(always)]
+fn write_l4<const FIELD: usize, const N: usize>(
+    ctx: &TcContext,
+    l4_start: usize,
+    bytes: [u8; N],
+) -> Result<(), DropReason> {
+    if l4_start == L4_NO_OPTIONS {
+        let field = parse::header::<[u8; N]>(ctx, L4_NO_OPTIONS + FIELD)?.cast_mut();
+        // SAFETY: in bounds (checked by `header`); direct packet writes are
+        // allowed for TC programs, the verifier unclones the skb first.
+        unsafe { *field = bytes };
+        return Ok(());
+    }
+    ctx.store(l4_start + FIELD, &bytes, 0).map_err(fail)
 }

@@ -19,10 +19,10 @@
 //! Before that, on non-internal networks, `nat` gets to translate what goes
 //! outside every netd network or to the own gateway (masquerade, hairpin,
 //! replies of published ports); what it translates it also redirects.
-//! A destination in the own subnet that is a service's virtual IP goes to
-//! `lb` (balanced to a backend, on internal networks too), and a packet to
-//! a peer from an endpoint marked as a backend is first offered to `lb` as
-//! a possible reply of a balanced flow.
+//! Another destination in the own subnet goes to `lb`, which balances it
+//! to a backend if it is a service's virtual IP (on internal networks
+//! too), and a packet to a peer from an endpoint marked as a backend is
+//! first offered to `lb` as a possible reply of a balanced flow.
 use aya_ebpf::{helpers::generated::bpf_redirect_peer, programs::TcContext};
 use netd_common::{Direction, DropReason, EndpointInfo, NET_F_INTERNAL, mac_for_ipv4};
 
@@ -34,11 +34,13 @@ use crate::{
 
 /// Handles an IPv4 packet sent by the endpoint `ep`.
 ///
-/// Lookups: `EP_MAP` for the destination always; `NET_LPM` only when the
-/// destination is not an endpoint, and a second time (for the sender's own
-/// network) only when the destination is outside every netd network;
-/// `LB_SVC` only for non-endpoint addresses of the own subnet. Counting and
-/// the backend mark are array reads by the endpoints' slots.
+/// Lookups: `EP_MAP` for the destination, and `NET_LPM` when it is not an
+/// endpoint and not in the own subnet, both only for destinations whose
+/// /16 may hold a netd address (`NET_HINT`: not for the outside world).
+/// Other addresses of the own subnet cost `lb`'s `NAT_CT` lookup (and
+/// `LB_SVC` for a new flow). The sender's own network and subnet, the
+/// hint, counting and the backend mark are array reads (by the endpoints'
+/// network index and slots, by address), which the verifier inlines.
 #[inline(always)]
 pub(crate) fn from_endpoint(ctx: &TcContext, ep: &EndpointInfo) -> Result<i32, DropReason> {
     let frame = parse::header::<EthIpv4>(ctx, 0)?;
@@ -53,8 +55,9 @@ pub(crate) fn from_endpoint(ctx: &TcContext, ep: &EndpointInfo) -> Result<i32, D
         return Err(DropReason::SpoofedSource);
     }
     let dst = parse::ipv4(dst);
+    let netd_dst = maps::may_be_netd_address(dst);
 
-    if let Some(peer) = maps::endpoint_by_ip(dst) {
+    if netd_dst && let Some(peer) = maps::endpoint_by_ip(dst) {
         if peer.net_index != ep.net_index {
             return Err(DropReason::CrossNetwork);
         }
@@ -78,27 +81,36 @@ pub(crate) fn from_endpoint(ctx: &TcContext, ep: &EndpointInfo) -> Result<i32, D
         return Ok(unsafe { bpf_redirect_peer(peer.ifindex, 0) } as i32);
     }
 
-    let gateway = match maps::network_of(dst) {
+    // The destination's network: the own one when its subnet holds the
+    // address (the daemon never writes overlapping subnets, so the trie
+    // would find the same), else the trie's answer.
+    let indexed = maps::indexed_network(ep);
+    let dst_net = match indexed {
+        Some(own) if dst & own.mask == own.subnet => Some(own.info),
+        _ if netd_dst => maps::network_of(dst),
+        _ => None,
+    };
+    let gateway = match dst_net {
         Some(net) if net.net_index == ep.net_index => {
-            // A service's virtual IP (an address of the subnet that no
-            // endpoint holds): balanced over its backends.
-            if let Some(fe) = lb::frontend(dst)
-                && let Some(verdict) = lb::from_endpoint(ctx, ep, &net, dst, &fe)?
-            {
-                return Ok(verdict);
-            }
-            // The gateway is a host address: a published port there is
-            // hairpin, and replies of hairpin flows come back to it.
-            if dst == net.gateway
-                && let Some(verdict) = nat::from_endpoint(ctx, ep, &net, true)?
-            {
+            if dst == net.gateway {
+                // The gateway is a host address: a published port there is
+                // hairpin, and replies of hairpin flows come back to it.
+                if let Some(verdict) = nat::from_endpoint(ctx, ep, &net, true)? {
+                    return Ok(verdict);
+                }
+            } else if let Some(verdict) = lb::from_endpoint(ctx, ep, &net, dst)? {
+                // A service's virtual IP (an address of the subnet that no
+                // endpoint holds): balanced over its backends.
                 return Ok(verdict);
             }
             net.gateway
         }
         Some(_) => return Err(DropReason::CrossNetwork),
         None => {
-            let own = maps::network_of(ep.ip).ok_or(DropReason::NoNetwork)?;
+            let own = match indexed {
+                Some(own) => own.info,
+                None => maps::network_of(ep.ip).ok_or(DropReason::NoNetwork)?,
+            };
             if own.flags & NET_F_INTERNAL != 0 {
                 return Err(DropReason::InternalNetwork);
             }

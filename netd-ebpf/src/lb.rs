@@ -26,21 +26,22 @@
 //! (`NoBackend`) instead of sending them anywhere stale.
 //!
 //! Per-packet cost, whatever the number of services and backends: a packet
-//! of a known flow to a VIP costs the `LB_SVC` frontend lookup and the
-//! `NAT_CT` lookup; a new flow adds one atomic add on the service's cursor
-//! and one `LB_SVC` slot lookup. Replies cost an `LB_BACKENDS` array read on
-//! the peer-to-peer path, and the `NAT_CT` lookup only for endpoints marked
-//! there. No loop over services or backends.
+//! of a known flow to a VIP costs the `NAT_CT` lookup (its entry says where
+//! the flow goes); a new flow adds the `LB_SVC` frontend lookup, one atomic
+//! add on the service's cursor and one `LB_SVC` slot lookup. Replies cost
+//! an `LB_BACKENDS` array read on the peer-to-peer path, and the `NAT_CT`
+//! lookup only for endpoints marked there. No loop over services or
+//! backends.
 use aya_ebpf::programs::TcContext;
 use netd_common::{
     DropReason, EndpointInfo, NetworkInfo, PublishTarget,
     lb::{LbStatsKey, SLOT_FRONTEND, SvcKey, SvcSlot},
-    nat::{CT_F_LB, CT_F_REPLY, CtEntry, NatCounter},
+    nat::{CT_F_LB, CT_F_REPLY, CtEntry, NatCounter, ct_slot_flags},
 };
 
 use crate::{
     conntrack::{self, TCP_RST},
-    maps::{LB_BACKENDS, LB_RR, LB_STATS, LB_SVC},
+    maps::{self, LB_BACKENDS, LB_RR, LB_STATS, LB_SVC},
     nat::{self, Parsed},
 };
 
@@ -225,27 +226,33 @@ pub(crate) fn destination(target: &PublishTarget) -> Result<Destination, DropRea
     })
 }
 
-/// An IPv4 packet from the endpoint `ep` to `vip`, the VIP (frontend `fe`)
-/// of a service on the sender's own network `net`. `Ok(None)`: nothing to
-/// balance (not TCP/UDP/ICMP echo, TTL <= 1, a RST without a flow);
-/// `forward` then treats the VIP like any unused address of the subnet.
+/// An IPv4 packet from the endpoint `ep` to `dst`, an address of its own
+/// network `net` that no endpoint holds: a service's VIP, or an unused
+/// address. Known flows are looked up first, so that their packets cost no
+/// `LB_SVC` lookup; only a new flow needs the frontend, and is balanced if
+/// `dst` has one. `Ok(None)`: nothing to balance (not a VIP; not
+/// TCP/UDP/ICMP echo, TTL <= 1, a RST without a flow); `forward` then
+/// treats `dst` like any unused address of the subnet. Packets a VIP
+/// cannot balance (cut short, fragments) are dropped only when `dst` is
+/// one.
 #[inline(always)]
 pub(crate) fn from_endpoint(
     ctx: &TcContext,
     ep: &EndpointInfo,
     net: &NetworkInfo,
-    vip: u32,
-    fe: &SvcSlot,
+    dst: u32,
 ) -> Result<Option<i32>, DropReason> {
-    let p = match nat::parse(ctx)? {
-        Parsed::Packet(p) => p,
-        Parsed::Other => return Ok(None),
-        // No ports to find the flow (and its backend) by.
-        Parsed::Fragment => return Err(DropReason::NatFragment),
+    let parsed = match nat::parse(ctx) {
+        Ok(parsed) => parsed,
+        Err(reason) if frontend(dst).is_some() => return Err(reason),
+        Err(_) => return Ok(None),
     };
-    if p.ttl <= 1 {
-        return Ok(None);
-    }
+    let p = match parsed {
+        Parsed::Packet(p) if p.ttl > 1 => p,
+        // No ports to find the flow (and its backend) by.
+        Parsed::Fragment if frontend(dst).is_some() => return Err(DropReason::NatFragment),
+        _ => return Ok(None),
+    };
     let now = conntrack::now();
     // Packets of known flows, replies of a client that is its own backend
     // included (they are sent to the VIP as well).
@@ -255,7 +262,11 @@ pub(crate) fn from_endpoint(
     if p.tcp_flags & TCP_RST != 0 {
         return Ok(None);
     }
-    let b = select(vip, fe)?;
+    let Some(fe) = frontend(dst) else {
+        return Ok(None);
+    };
+    let vip = dst;
+    let b = select(vip, &fe)?;
     let own = b.ip == ep.ip;
     let fwd = CtEntry {
         // To itself: from the VIP, so that its stack accepts the packet
@@ -265,13 +276,13 @@ pub(crate) fn from_endpoint(
         new_dport: p.key.dport,
         ifindex: b.ifindex,
         gateway: net.gateway,
-        flags: CT_F_LB,
+        flags: CT_F_LB | ct_slot_flags(maps::slot_of(b.ifindex)),
         ..CtEntry::default()
     };
     let rev = CtEntry {
         ifindex: ep.ifindex,
         gateway: net.gateway,
-        flags: CT_F_LB | CT_F_REPLY,
+        flags: CT_F_LB | CT_F_REPLY | ct_slot_flags(ep.slot),
         ..CtEntry::default()
     };
     let verdict = nat::start_flow(ctx, &p, fwd, rev, now, NatCounter::LbFlows)?;

@@ -35,7 +35,13 @@ const VERDICT_NEXT: i32 = aya_ebpf::bindings::tcx_action_base::TCX_NEXT;
 /// drop for legacy cls_bpf).
 const VERDICT_DROP: i32 = aya_ebpf::bindings::tcx_action_base::TCX_DROP;
 
+// `#[inline(always)]` on the entry points (and the `try_*` functions they
+// call): aya's macro wraps each in the exported function, and left to
+// itself LLVM keeps the large bodies as BPF subprograms, which cost every
+// packet a call and a return; returns are dear under the CPU's
+// return-thunk mitigation.
 #[classifier]
+#[inline(always)]
 pub fn netd_from_ep(ctx: TcContext) -> i32 {
     match try_netd_from_ep(&ctx) {
         Ok(verdict) => verdict,
@@ -44,6 +50,7 @@ pub fn netd_from_ep(ctx: TcContext) -> i32 {
 }
 
 #[classifier]
+#[inline(always)]
 pub fn netd_to_ep(ctx: TcContext) -> i32 {
     match try_netd_to_ep(&ctx) {
         Ok(verdict) => verdict,
@@ -66,6 +73,7 @@ pub fn netd_to_ep(ctx: TcContext) -> i32 {
 ///
 /// A packet that is not dropped is counted against the sender (`from_*`);
 /// `forward` and `nat` also count the deliveries they make by redirect.
+#[inline(always)]
 fn try_netd_from_ep(ctx: &TcContext) -> Result<i32, DropReason> {
     let Some(ep) = maps::endpoint_by_ifindex(stats::ifindex(ctx)) else {
         parse::check_headers(ctx)?;
@@ -84,6 +92,7 @@ fn try_netd_from_ep(ctx: &TcContext) -> Result<i32, DropReason> {
 }
 
 /// Packet about to be delivered to the container: same checks, other counter.
+#[inline(always)]
 fn try_netd_to_ep(ctx: &TcContext) -> Result<i32, DropReason> {
     parse::check_headers(ctx)?;
     stats::count_to_ifindex(stats::ifindex(ctx), ctx.len());
@@ -167,6 +176,7 @@ mod lb;
 /// to published ports from outside, translated and handed straight to the
 /// container (`bpf_redirect_peer`). Anything else passes untouched.
 #[classifier]
+#[inline(always)]
 pub fn netd_uplink_in(ctx: TcContext) -> i32 {
     match nat::uplink_in(&ctx) {
         Ok(verdict) => verdict,

@@ -1,9 +1,11 @@
 //! Every map of the object, in one place.
 //!
-//! All maps are pinned by name (`PinningType::ByName`): the daemon loads the
-//! object with a pin directory, so a restarted daemon re-adopts the maps the
-//! still-attached programs are using instead of creating empty ones. Names
-//! and sizes come from `netd_common` so the daemon agrees on them.
+//! All maps but the programs' caches (`CT_CLOCK`, `EP_CACHE` with its
+//! `EP_GEN`) are pinned by name (`PinningType::ByName`): the daemon loads
+//! the object with a pin directory, so a restarted daemon re-adopts the
+//! maps the still-attached programs are using instead of creating empty
+//! ones. Names and sizes come from `netd_common` so the daemon agrees on
+//! them.
 //!
 //! The programs never write the endpoint and network maps; the daemon does
 //! (`netd::dataplane::Dataplane::set_endpoint`, `set_network`). The lookup
@@ -12,12 +14,17 @@
 //! while a packet is being processed, so nothing holds on to one.
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
+    helpers::generated::bpf_jiffies64,
     macros::map,
-    maps::{HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
 };
 use netd_common::{
-    EndpointInfo, EndpointStats, NetworkInfo,
-    limits::{DROP_STATS_ENTRIES, ENDPOINT_SLOTS, MAX_ENDPOINTS, MAX_NETWORKS},
+    EndpointInfo, EndpointStats, IndexedNetwork, NetworkInfo,
+    limits::{
+        DROP_STATS_ENTRIES, ENDPOINT_SLOTS, MAX_ENDPOINTS, MAX_NETWORKS, NET_HINT_ENTRIES,
+        NET_HINT_READY, NET_INDEXES,
+    },
+    net_hint_bit,
 };
 
 /// Endpoint slot (`EndpointInfo::slot`) -> traffic counters. Per-CPU so
@@ -55,26 +62,176 @@ pub(crate) static EP_BY_IF: HashMap<u32, EndpointInfo> =
 #[map]
 pub(crate) static NET_LPM: LpmTrie<u32, NetworkInfo> = LpmTrie::pinned(MAX_NETWORKS, 0);
 
-/// The endpoint behind the host-side veth `ifindex`, if it is one of ours.
-#[inline(always)]
-pub(crate) fn endpoint_by_ifindex(ifindex: u32) -> Option<EndpointInfo> {
-    // SAFETY: a non-null pointer from a map lookup points at a whole
-    // `EndpointInfo` for the rest of the program run; copying it out at
-    // once keeps the window for a concurrent replacement minimal.
-    EP_BY_IF.get_ptr(ifindex).map(|p| unsafe { *p })
+/// Network index -> network and subnet, the values of `NET_LPM` by the
+/// index the endpoints carry: the sender's own network is an array
+/// element, which the verifier inlines, instead of a trie walk (an element
+/// with `info.net_index` 0 is empty). Name: `map_names::NET_BY_INDEX`.
+#[map]
+pub(crate) static NET_BY_INDEX: Array<IndexedNetwork> = Array::pinned(NET_INDEXES, 0);
+
+/// One bit per /16 that may hold a netd address, then the ready flag
+/// (layout and rules in `netd_common::map_names::NET_HINT`).
+/// Name: `map_names::NET_HINT`.
+#[map]
+pub(crate) static NET_HINT: Array<u32> = Array::pinned(NET_HINT_ENTRIES, 0);
+
+/// The generation of `EP_MAP`/`EP_BY_IF` (see
+/// `netd_common::map_names::EP_GEN`): the daemon advances it after every
+/// change to them. Not pinned: only the programs of the same load (whose
+/// `EP_CACHE` it guards) need it; programs of an earlier load, attached
+/// until a restarted daemon switches them over, see no advance, and their
+/// copies last a tick at most. Name: `map_names::EP_GEN`.
+#[map]
+static EP_GEN: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Elements of `EP_CACHE` per key kind (by ifindex, by address).
+const EP_CACHE_WAYS: u32 = 256;
+
+/// An `EP_BY_IF` or `EP_MAP` lookup as a CPU made it: the result (`info`,
+/// or for an address without endpoint `ifindex` 0) in the `EP_GEN`
+/// generation `generation` and the tick `jiffies`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CachedEndpoint {
+    generation: u64,
+    jiffies: u64,
+    info: EndpointInfo,
+    _pad: u32,
 }
 
-/// The endpoint owning `ip` (`ipv4_be`), on any network.
+/// Per CPU, the endpoints this CPU looked up last: elements
+/// `0..EP_CACHE_WAYS` by `ifindex % EP_CACHE_WAYS` (the sender of nearly
+/// every packet), the others by address (the destination). A hash lookup
+/// is a call and a return, which the CPU's return-thunk mitigation makes
+/// the largest part of a forwarded packet's cost; a per-CPU array element
+/// is an inlined load, and only the TC programs on that CPU write it
+/// (they do not nest on a CPU; the socket hooks, which softirqs can
+/// interrupt, must not use it).
+///
+/// A copy is trusted while `EP_GEN` is the generation it was made in (the
+/// daemon advances it after changing the maps, so on strongly ordered
+/// CPUs such as x86 no packet sees an endpoint older than the last
+/// generation it read) and, because a weakly ordered CPU may see the new
+/// generation before the map change, only within the tick it was made in.
+/// Not pinned: a cache, filled again within a tick.
+#[map]
+static EP_CACHE: PerCpuArray<CachedEndpoint> = PerCpuArray::with_max_entries(2 * EP_CACHE_WAYS, 0);
+
+/// `lookup()`, or this CPU's copy of it in `EP_CACHE[index]` if `matches`
+/// the copied endpoint and the copy is still valid (see `EP_CACHE`).
+/// `miss` is what a failed lookup is cached as (its `ifindex` must be 0),
+/// `None` to cache only endpoints found.
+#[inline(always)]
+fn cached(
+    index: u32,
+    matches: impl Fn(&EndpointInfo) -> bool,
+    miss: Option<EndpointInfo>,
+    lookup: impl FnOnce() -> Option<EndpointInfo>,
+) -> Option<EndpointInfo> {
+    let Some(entry) = EP_CACHE.get_ptr_mut(index) else {
+        return lookup();
+    };
+    let generation = EP_GEN.get(0).copied().unwrap_or(0);
+    // SAFETY: plain helper call without arguments (inlined by the verifier).
+    let jiffies = unsafe { bpf_jiffies64() };
+    // SAFETY: this CPU's element of a per-CPU array, valid for the program
+    // run; only the TC programs on this CPU access it, and they do not nest.
+    let entry = unsafe { &mut *entry };
+    if entry.generation == generation && entry.jiffies == jiffies && matches(&entry.info) {
+        return (entry.info.ifindex != 0).then_some(entry.info);
+    }
+    let found = lookup();
+    if let Some(info) = found.or(miss) {
+        *entry = CachedEndpoint {
+            generation,
+            jiffies,
+            info,
+            _pad: 0,
+        };
+    }
+    found
+}
+
+/// The endpoint behind the host-side veth `ifindex`, if it is one of ours.
+/// TC programs only (see `EP_CACHE`).
+#[inline(always)]
+pub(crate) fn endpoint_by_ifindex(ifindex: u32) -> Option<EndpointInfo> {
+    cached(
+        ifindex % EP_CACHE_WAYS,
+        |info| info.ifindex == ifindex,
+        None,
+        // SAFETY: a non-null pointer from a map lookup points at a whole
+        // `EndpointInfo` for the rest of the program run; copying it out at
+        // once keeps the window for a concurrent replacement minimal.
+        || EP_BY_IF.get_ptr(ifindex).map(|p| unsafe { *p }),
+    )
+}
+
+/// The slot of the endpoint behind the host-side veth `ifindex` (0: none),
+/// to record in a flow that delivers there.
+#[inline(always)]
+pub(crate) fn slot_of(ifindex: u32) -> u16 {
+    endpoint_by_ifindex(ifindex).map_or(0, |ep| ep.slot)
+}
+
+/// The endpoint owning `ip` (`ipv4_be`), on any network. TC programs only
+/// (see `EP_CACHE`).
 #[inline(always)]
 pub(crate) fn endpoint_by_ip(ip: u32) -> Option<EndpointInfo> {
-    // SAFETY: as in `endpoint_by_ifindex`.
-    EP_MAP.get_ptr(ip).map(|p| unsafe { *p })
+    let [.., third, fourth] = ip.to_ne_bytes();
+    cached(
+        EP_CACHE_WAYS + (u32::from(third) * 31 + u32::from(fourth)) % EP_CACHE_WAYS,
+        |info| info.ip == ip,
+        // No endpoint has `ip` (the gateway, a virtual IP, the outside):
+        // cached too, as an entry without ifindex.
+        Some(EndpointInfo {
+            ip,
+            ..EndpointInfo::default()
+        }),
+        // SAFETY: as in `endpoint_by_ifindex`.
+        || EP_MAP.get_ptr(ip).map(|p| unsafe { *p }),
+    )
 }
 
 /// The network whose subnet contains `ip` (`ipv4_be`), longest prefix first.
 #[inline(always)]
 pub(crate) fn network_of(ip: u32) -> Option<NetworkInfo> {
     NET_LPM.get(Key::new(32, ip)).copied()
+}
+
+/// The `NET_BY_INDEX` element of the endpoint `ep`'s network, if there is
+/// one: not for an index beyond the array, nor in a pin directory of an
+/// older netd whose daemon has not written the array yet; then the
+/// network is found with [`network_of`] (the daemon writes and removes
+/// both together).
+#[inline(always)]
+pub(crate) fn indexed_network(ep: &EndpointInfo) -> Option<IndexedNetwork> {
+    NET_BY_INDEX
+        .get(ep.net_index)
+        .filter(|net| net.info.net_index != 0)
+        .copied()
+}
+
+/// The network of the endpoint `ep`: [`indexed_network`], else the
+/// `NET_LPM` entry of its address.
+#[inline(always)]
+pub(crate) fn own_network(ep: &EndpointInfo) -> Option<NetworkInfo> {
+    match indexed_network(ep) {
+        Some(net) => Some(net.info),
+        None => network_of(ep.ip),
+    }
+}
+
+/// Whether `ip` (`ipv4_be`) may be the address of an endpoint or lie in a
+/// netd subnet: `false` only when `NET_HINT` is ready and has no bit for
+/// its /16, and then `EP_MAP` and `NET_LPM` hold nothing for it.
+#[inline(always)]
+pub(crate) fn may_be_netd_address(ip: u32) -> bool {
+    if NET_HINT.get(NET_HINT_READY).is_none_or(|ready| *ready == 0) {
+        return true;
+    }
+    let (word, bit) = net_hint_bit(ip);
+    NET_HINT.get(word).is_none_or(|w| *w & bit != 0)
 }
 
 // ---------------------------------------------------------------------------
@@ -138,6 +295,22 @@ pub(crate) static NAT_CT: aya_ebpf::maps::LruHashMap<
     netd_common::nat::CtKey,
     netd_common::nat::CtEntry,
 > = aya_ebpf::maps::LruHashMap::pinned(netd_common::limits::NAT_CT_ENTRIES, 0);
+
+/// A reading of `CLOCK_MONOTONIC` and the tick (`jiffies`) it was taken
+/// in (see `conntrack::now`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct ClockCache {
+    pub(crate) jiffies: u64,
+    pub(crate) ns: u64,
+}
+
+/// One element per CPU: the last [`ClockCache`] of that CPU. Not pinned: a
+/// cache that the programs refill within a tick, which the daemon never
+/// reads, so a program loaded by a restarted daemon simply starts with an
+/// empty one.
+#[map]
+pub(crate) static CT_CLOCK: PerCpuArray<ClockCache> = PerCpuArray::with_max_entries(1, 0);
 
 /// `NatCounter` -> count. Name: `map_names::NAT_STATS`.
 #[map]

@@ -55,11 +55,15 @@
 //! backends drops the new flow (`NoBackend`).
 //!
 //! Per-packet cost: `HOST_CFG` (array) and `NAT_CT` lookups for packets of
-//! known flows; a new flow adds at most two `PUBLISH` lookups, a
-//! `HOST_ADDRS` lookup and the inserts (for a service, `lb`'s two
-//! `LB_SVC` lookups and the cursor). No loop over ports or services;
-//! the only loop is the bounded port search of a new flow whose port is
-//! taken (in `bpf_loop`, see `conntrack::create`).
+//! known flows, one `bpf_l4_csum_replace` for the addresses and one for
+//! the ports if they change (the IPv4 header, the clock, the ports of a
+//! header without options and the delivery counters cost no call); a new
+//! flow adds an `EP_BY_IF` lookup (the slot of the endpoint it delivers
+//! to, recorded in the flow), at most two `PUBLISH` lookups, a `HOST_ADDRS`
+//! lookup and the inserts (for a service, `lb`'s two `LB_SVC` lookups and
+//! the cursor). No loop over ports or services; the only loop is the
+//! bounded port search of a new flow whose port is taken (in `bpf_loop`,
+//! see `conntrack::create`).
 use core::ptr;
 
 use aya_ebpf::{
@@ -70,7 +74,7 @@ use netd_common::{
     DropReason, EndpointInfo, NET_F_INTERNAL, NetworkInfo, PublishKey, PublishTarget, mac_for_ipv4,
     nat::{
         CT_F_DNAT, CT_F_HAIRPIN, CT_F_REPLY, CT_F_SNAT, CT_F_TO_UPLINK, CtEntry, CtKey, NatCounter,
-        PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+        PROTO_ICMP, PROTO_TCP, PROTO_UDP, ct_slot, ct_slot_flags,
     },
 };
 use network_types::eth::EthHdr;
@@ -139,52 +143,57 @@ pub(crate) fn parse(ctx: &TcContext) -> Result<Parsed, DropReason> {
         return Ok(Parsed::Fragment);
     }
     let l4 = EthHdr::LEN + usize::from(vihl & 0x0f) * 4;
-    let mut key = CtKey {
-        saddr: parse::ipv4(src),
-        daddr: parse::ipv4(dst),
-        sport: 0,
-        dport: 0,
-        proto,
-        _pad: [0; 3],
-    };
-    let mut tcp_flags = 0;
-    let mut icmp_request = false;
-    // Verifier note: `l4` is a variable offset (IHL), so the L4 header is
-    // read with `bpf_skb_load_bytes` (bounds checked by the helper, works
-    // on non-linear skbs) rather than by packet pointer.
+    let (mut sport, mut dport, mut tcp_flags, mut icmp_request) = (0, 0, 0, false);
     match proto {
         PROTO_TCP => {
-            let h: [u8; 14] = ctx.load(l4).map_err(|_| DropReason::Malformed)?;
-            key.sport = u16::from_ne_bytes([h[0], h[1]]);
-            key.dport = u16::from_ne_bytes([h[2], h[3]]);
+            let h: [u8; 14] = l4_header(ctx, l4)?;
+            sport = u16::from_ne_bytes([h[0], h[1]]);
+            dport = u16::from_ne_bytes([h[2], h[3]]);
             tcp_flags = h[13];
         }
         PROTO_UDP => {
-            let h: [u8; 4] = ctx.load(l4).map_err(|_| DropReason::Malformed)?;
-            key.sport = u16::from_ne_bytes([h[0], h[1]]);
-            key.dport = u16::from_ne_bytes([h[2], h[3]]);
+            let h: [u8; 4] = l4_header(ctx, l4)?;
+            sport = u16::from_ne_bytes([h[0], h[1]]);
+            dport = u16::from_ne_bytes([h[2], h[3]]);
         }
         PROTO_ICMP => {
-            let h: [u8; 8] = ctx.load(l4).map_err(|_| DropReason::Malformed)?;
+            let h: [u8; 8] = l4_header(ctx, l4)?;
             let id = u16::from_ne_bytes([h[4], h[5]]);
             match h[0] {
                 ICMP_ECHO_REQUEST if h[1] == 0 => {
-                    key.sport = id;
+                    sport = id;
                     icmp_request = true;
                 }
-                ICMP_ECHO_REPLY if h[1] == 0 => key.dport = id,
+                ICMP_ECHO_REPLY if h[1] == 0 => dport = id,
                 _ => return Ok(Parsed::Other),
             }
         }
         _ => return Ok(Parsed::Other),
     }
     Ok(Parsed::Packet(Packet {
-        key,
+        key: CtKey::new(parse::ipv4(src), parse::ipv4(dst), sport, dport, proto),
         l4,
         tcp_flags,
         ttl,
         icmp_request,
     }))
+}
+
+/// The first `N` bytes of the L4 header at `l4` (offset in the frame).
+///
+/// Verifier note: the offset depends on the IHL, and the verifier loses
+/// the bounds of a variable packet offset, so a header with options is
+/// read with `bpf_skb_load_bytes` (bounds checked by the helper). The
+/// usual header without options is read by packet pointer at a constant
+/// offset, which saves the helper call.
+#[inline(always)]
+fn l4_header<const N: usize>(ctx: &TcContext, l4: usize) -> Result<[u8; N], DropReason> {
+    if l4 == csum::L4_NO_OPTIONS {
+        let h = parse::header::<[u8; N]>(ctx, csum::L4_NO_OPTIONS)?;
+        // SAFETY: `header` checked that the `N` bytes are in the packet.
+        return Ok(unsafe { *h });
+    }
+    ctx.load(l4).map_err(|_| DropReason::Malformed)
 }
 
 /// The published port `{addr, port, proto}` or else `{0, port, proto}`,
@@ -238,18 +247,15 @@ pub(crate) fn translate(ctx: &TcContext, p: &Packet, hit: &Hit) -> Result<i32, D
     let e = &hit.entry;
     let k = &p.key;
     let l4 = L4Csum::new(k.proto, p.l4);
-    csum::rewrite_ipv4(
-        ctx,
-        &Ipv4Rewrite {
-            old_saddr: k.saddr,
-            new_saddr: e.new_saddr,
-            old_daddr: k.daddr,
-            new_daddr: e.new_daddr,
-            ttl: p.ttl,
-        },
-    )?;
-    csum::l4_addr(ctx, k.saddr, e.new_saddr, l4)?;
-    csum::l4_addr(ctx, k.daddr, e.new_daddr, l4)?;
+    let ip = Ipv4Rewrite {
+        old_saddr: k.saddr,
+        new_saddr: e.new_saddr,
+        old_daddr: k.daddr,
+        new_daddr: e.new_daddr,
+        ttl: p.ttl,
+    };
+    csum::rewrite_ipv4(ctx, &ip)?;
+    csum::l4_addrs(ctx, &ip, l4)?;
     if k.proto == PROTO_ICMP {
         let (old, new) = if p.icmp_request {
             (k.sport, e.new_sport)
@@ -257,15 +263,16 @@ pub(crate) fn translate(ctx: &TcContext, p: &Packet, hit: &Hit) -> Result<i32, D
             (k.dport, e.new_dport)
         };
         if old != new {
-            csum::set_l4_u16(ctx, p.l4 + 4, old, new, l4)?;
+            csum::set_icmp_id(ctx, p.l4, old, new, l4)?;
         }
-    } else {
-        if e.new_sport != k.sport {
-            csum::set_l4_u16(ctx, p.l4, k.sport, e.new_sport, l4)?;
-        }
-        if e.new_dport != k.dport {
-            csum::set_l4_u16(ctx, p.l4 + 2, k.dport, e.new_dport, l4)?;
-        }
+    } else if e.new_sport != k.sport || e.new_dport != k.dport {
+        csum::set_l4_ports(
+            ctx,
+            p.l4,
+            [k.sport, k.dport],
+            [e.new_sport, e.new_dport],
+            l4,
+        )?;
     }
     conntrack::count(NatCounter::TranslatedPackets);
 
@@ -282,7 +289,7 @@ pub(crate) fn translate(ctx: &TcContext, p: &Packet, hit: &Hit) -> Result<i32, D
             (*eth).dst_addr = mac_for_ipv4(e.new_daddr.to_ne_bytes());
             (*eth).src_addr = mac_for_ipv4(e.gateway.to_ne_bytes());
         }
-        stats::count_to_ifindex(e.ifindex, ctx.len());
+        stats::count_delivery(ct_slot(e.flags), e.ifindex, ctx.len());
         // SAFETY: plain helper call, see `forward`.
         unsafe { bpf_redirect_peer(e.ifindex, 0) as i32 }
     };
@@ -374,13 +381,13 @@ pub(crate) fn from_endpoint(
             new_dport: target.port,
             ifindex: dest.ifindex,
             gateway: tnet.gateway,
-            flags: CT_F_HAIRPIN | dest.ct_flags,
+            flags: CT_F_HAIRPIN | dest.ct_flags | ct_slot_flags(maps::slot_of(dest.ifindex)),
             ..CtEntry::default()
         };
         let rev = CtEntry {
             ifindex: ep.ifindex,
             gateway: own.gateway,
-            flags: CT_F_HAIRPIN | CT_F_REPLY | dest.ct_flags,
+            flags: CT_F_HAIRPIN | CT_F_REPLY | dest.ct_flags | ct_slot_flags(ep.slot),
             ..CtEntry::default()
         };
         let verdict = start_flow(ctx, &p, fwd, rev, now, NatCounter::HairpinFlows)?;
@@ -403,7 +410,7 @@ pub(crate) fn from_endpoint(
     let rev = CtEntry {
         ifindex: ep.ifindex,
         gateway: own.gateway,
-        flags: CT_F_SNAT | CT_F_REPLY,
+        flags: CT_F_SNAT | CT_F_REPLY | ct_slot_flags(ep.slot),
         ..CtEntry::default()
     };
     start_flow(ctx, &p, fwd, rev, now, NatCounter::SnatFlows).map(Some)
@@ -477,7 +484,7 @@ pub(crate) fn uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
         new_dport: target.port,
         ifindex: dest.ifindex,
         gateway: tnet.gateway,
-        flags: CT_F_DNAT | dest.ct_flags,
+        flags: CT_F_DNAT | dest.ct_flags | ct_slot_flags(maps::slot_of(dest.ifindex)),
         ..CtEntry::default()
     };
     let rev = CtEntry {

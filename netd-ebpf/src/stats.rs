@@ -18,10 +18,17 @@ pub(crate) fn ifindex(ctx: &TcContext) -> u32 {
 /// `direction`. An endpoint without a slot (0) is not counted.
 #[inline(always)]
 pub(crate) fn count(ep: &EndpointInfo, direction: Direction, len: u32) {
-    if ep.slot == 0 {
+    count_slot(ep.slot, direction, len);
+}
+
+/// Counts a packet of `len` bytes against the endpoint in slot `slot`, in
+/// `direction`; slot 0 is nobody.
+#[inline(always)]
+fn count_slot(slot: u16, direction: Direction, len: u32) {
+    if slot == 0 {
         return;
     }
-    let Some(stats) = EP_COUNTERS.get_ptr_mut(u32::from(ep.slot)) else {
+    let Some(stats) = EP_COUNTERS.get_ptr_mut(u32::from(slot)) else {
         return;
     };
     let len = u64::from(len);
@@ -50,6 +57,19 @@ pub(crate) fn count(ep: &EndpointInfo, direction: Direction, len: u32) {
 pub(crate) fn count_to_ifindex(ifindex: u32, len: u32) {
     if let Some(ep) = maps::endpoint_by_ifindex(ifindex) {
         count(&ep, Direction::ToEndpoint, len);
+    }
+}
+
+/// Counts a packet that a translation delivers to the endpoint in slot
+/// `slot` (as recorded in its flow, `netd_common::nat::CT_SLOT_SHIFT`), or
+/// when none was recorded (0) to the one behind the host-side veth
+/// `ifindex`.
+#[inline(always)]
+pub(crate) fn count_delivery(slot: u16, ifindex: u32, len: u32) {
+    if slot != 0 {
+        count_slot(slot, Direction::ToEndpoint, len);
+    } else {
+        count_to_ifindex(ifindex, len);
     }
 }
 

@@ -598,6 +598,44 @@ fn a_client_balanced_to_itself_talks_through_the_vip() {
     assert_eq!(lab.total_drops(), 0);
 }
 
+#[test]
+fn only_a_vip_drops_what_it_cannot_balance() {
+    let mut lab = Lab::new();
+    lab.set_service(&[0, 1]);
+    let (vip, unused, a) = (ip(VIP), ip("10.71.0.200"), &lab.a);
+    // A fragment other than the first, and a TCP header cut short.
+    let fragment = |dst| {
+        let mut f = frame(mac_of(a.gw), a.mac, a.ip, dst, UDP, &[0u8; 16]);
+        f[20..22].copy_from_slice(&0x0010u16.to_be_bytes());
+        f[24..26].copy_from_slice(&[0, 0]);
+        let sum = !ones_sum(&f[14..34], 0);
+        f[24..26].copy_from_slice(&sum.to_be_bytes());
+        f
+    };
+    let cut_short = |dst| frame(mac_of(a.gw), a.mac, a.ip, dst, TCP, &[0u8; 8]);
+
+    for (f, reason) in [
+        (fragment(vip), DropReason::NatFragment),
+        (cut_short(vip), DropReason::Malformed),
+    ] {
+        assert_eq!(lab.send_frame(a, &f).verdict, VERDICT_DROP, "{reason:?}");
+        assert_eq!(lab.drops(reason, Direction::FromEndpoint), 1, "{reason:?}");
+    }
+    // To an address of the subnet that is no VIP: the host decides, as for
+    // any unused address.
+    for f in [fragment(unused), cut_short(unused)] {
+        let r = lab.send_frame(a, &f);
+        assert_eq!(r.verdict, VERDICT_NEXT);
+        assert_eq!(&r.out[14..], &f[14..]);
+    }
+    let r = lab.send(a, unused, TCP, &tcp(a.ip, unused, 43000, 80, SYN));
+    assert_eq!(
+        r.verdict, VERDICT_NEXT,
+        "no flow, no VIP: nothing to balance"
+    );
+    assert_eq!(lab.total_drops(), 2);
+}
+
 // ---------------------------------------------------------------------------
 // Changing and removing services.
 

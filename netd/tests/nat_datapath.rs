@@ -30,8 +30,11 @@ use bpf_harness::*;
 use netd::dataplane::{
     ConntrackEntry, ConntrackKey, Dataplane, Direction, DropReason, MapSizes, NatStats, Proto,
 };
+use netd_common::limits::NET_HINT_READY;
 use netd_common::map_names;
-use netd_common::nat::{CT_F_CLOSING, CT_F_ESTABLISHED, PORT_MAX, PORT_MIN};
+use netd_common::nat::{
+    CT_F_CLOSING, CT_F_ESTABLISHED, CT_SLOT_SHIFT, PORT_MAX, PORT_MIN, ct_slot,
+};
 
 // ---------------------------------------------------------------------------
 // Frames and checksums.
@@ -1096,6 +1099,206 @@ fn nothing_is_translated_without_an_uplink_or_from_internal_networks() {
     );
     assert_eq!(lab.send_frame(a, &first).verdict, VERDICT_REDIRECT);
     assert_eq!(lab.flows(), 1);
+    let _ = &lab.uplink;
+}
+
+/// `f` with four bytes of IPv4 options (three NOPs, end of list) after the
+/// fixed header, so that the L4 header is at another offset.
+fn with_ip_options(f: &[u8]) -> Vec<u8> {
+    let mut h = f[14..34].to_vec();
+    h[0] = 0x46;
+    let len = u16::from_be_bytes([h[2], h[3]]) + 4;
+    h[2..4].copy_from_slice(&len.to_be_bytes());
+    h[10..12].copy_from_slice(&[0, 0]);
+    h.extend_from_slice(&[1, 1, 1, 0]);
+    let sum = !ones_sum(&h, 0);
+    h[10..12].copy_from_slice(&sum.to_be_bytes());
+    [&f[..14], &h, &f[34..]].concat()
+}
+
+/// [`seen`] of a translated frame with the options of [`with_ip_options`],
+/// after checking that they and the header checksum are intact.
+fn seen_with_options(f: &[u8]) -> Seen {
+    assert_eq!(f[14], 0x46, "the header keeps its options: {f:02x?}");
+    assert_eq!(&f[34..38], &[1, 1, 1, 0]);
+    assert_eq!(ones_sum(&f[14..38], 0), 0xffff, "IPv4 header checksum");
+    let mut h = f[14..34].to_vec();
+    h[0] = 0x45;
+    let len = u16::from_be_bytes([h[2], h[3]]) - 4;
+    h[2..4].copy_from_slice(&len.to_be_bytes());
+    h[10..12].copy_from_slice(&[0, 0]);
+    let sum = !ones_sum(&h, 0);
+    h[10..12].copy_from_slice(&sum.to_be_bytes());
+    seen(&[&f[..14], &h, &f[38..]].concat())
+}
+
+#[test]
+fn headers_with_ip_options_are_translated_too() {
+    let mut lab = Lab::new();
+    let (remote, uplink, client) = (ip(REMOTE), ip(UPLINK), ip(CLIENT));
+    let (c_ip, c_if) = (lab.c.ip, lab.c.ifindex);
+    lab.dp
+        .set_publish(None, 8080, Proto::Tcp, c_ip, 80, c_if, 2)
+        .expect("publish");
+    let (a, c) = (&lab.a, &lab.c);
+    let outgoing = |ep: &Ep, dst, l4: &[u8], proto| {
+        let r = lab.send_frame(
+            ep,
+            &with_ip_options(&frame(mac_of(ep.gw), ep.mac, ep.ip, dst, proto, l4)),
+        );
+        assert_eq!(r.verdict, VERDICT_REDIRECT, "{r:02x?}");
+        seen_with_options(&r.out)
+    };
+    let incoming = |src, l4: &[u8], proto| {
+        let r = lab.arrive_frame(&with_ip_options(&frame(
+            UPLINK_MAC, ROUTER_MAC, src, uplink, proto, l4,
+        )));
+        assert_eq!(r.verdict, VERDICT_REDIRECT, "{r:02x?}");
+        seen_with_options(&r.out)
+    };
+
+    // Masquerade and its reply: addresses only.
+    let s = outgoing(a, remote, &tcp(a.ip, remote, 40000, 80, SYN), TCP);
+    assert_eq!(
+        (s.src, s.sport, s.dst, s.dport),
+        (uplink, 40000, remote, 80)
+    );
+    let s = outgoing(a, remote, &udp(a.ip, remote, 41000, 53, true), UDP);
+    assert_eq!((s.src, s.sport), (uplink, 41000));
+    let s = incoming(remote, &udp(remote, uplink, 53, 41000, true), UDP);
+    assert_eq!((s.src, s.dst, s.dport), (remote, a.ip, 41000));
+
+    // A published port and its answer: addresses and a port.
+    let s = incoming(client, &tcp(client, uplink, 5555, 8080, SYN), TCP);
+    assert_eq!((s.src, s.sport, s.dst, s.dport), (client, 5555, c.ip, 80));
+    let s = outgoing(c, client, &tcp(c.ip, client, 80, 5555, SYN | ACK), TCP);
+    assert_eq!(
+        (s.src, s.sport, s.dst, s.dport),
+        (uplink, 8080, client, 5555)
+    );
+    assert_eq!(lab.total_drops(), 0);
+}
+
+#[test]
+fn deliveries_are_counted_with_or_without_a_recorded_slot() {
+    let lab = Lab::new();
+    let (a, remote, uplink) = (&lab.a, ip(REMOTE), ip(UPLINK));
+    redirected(&lab.send(a, remote, UDP, &udp(a.ip, remote, 41000, 53, true)));
+    let ct = lab.dp.conntrack().expect("conntrack");
+    let reply = ct
+        .iter()
+        .find(|(k, _)| k.daddr == netd_common::ipv4_be(uplink.octets()))
+        .expect("the reply entry");
+    assert_ne!(ct_slot(reply.1.flags), 0, "the flow records a's slot");
+    redirected(&lab.arrive(remote, uplink, UDP, &udp(remote, uplink, 53, 41000, true)));
+    assert_eq!(lab.to_packets(a), 1);
+
+    // Entries of an older netd record no slot: the endpoint is looked up.
+    let data = aya::maps::MapData::from_pin(lab.pins.0.join("maps/NAT_CT")).expect("pinned NAT_CT");
+    let map = aya::maps::Map::from_map_data(data).expect("map");
+    let mut ct: aya::maps::HashMap<_, ConntrackKey, ConntrackEntry> =
+        aya::maps::HashMap::try_from(map).expect("hash map");
+    let entries: Vec<_> = ct.iter().map(|kv| kv.expect("entry")).collect();
+    for (key, mut entry) in entries {
+        entry.flags &= (1 << CT_SLOT_SHIFT) - 1;
+        ct.insert(key, entry, 0).expect("rewrite entry");
+    }
+    let s = redirected(&lab.arrive(remote, uplink, UDP, &udp(remote, uplink, 53, 41000, true)));
+    assert_eq!(s.dst, a.ip);
+    assert_eq!(lab.to_packets(a), 2);
+}
+
+#[test]
+fn endpoint_changes_take_effect_at_once() {
+    let mut lab = Lab::new();
+    let (a_if, a_mac, b_if, b_ip) = (lab.a.ifindex, lab.a.mac, lab.b.ifindex, lab.b.ip);
+    // Warm up whatever the programs keep of a and b.
+    for _ in 0..3 {
+        redirected(&lab.send(&lab.a, b_ip, UDP, &udp(lab.a.ip, b_ip, 1, 2, true)));
+    }
+    lab.dp.remove_endpoint(b_if, b_ip).expect("remove b");
+    let r = lab.send(&lab.a, b_ip, UDP, &udp(lab.a.ip, b_ip, 1, 2, true));
+    assert_eq!(r.verdict, VERDICT_NEXT, "b's address is an unused one now");
+
+    // a moves to another address: the old one is spoofed from now on.
+    let moved = ip("10.61.0.9");
+    lab.dp.set_endpoint(a_if, moved, a_mac, 1).expect("move a");
+    let before = lab.drops(DropReason::SpoofedSource, Direction::FromEndpoint);
+    let r = lab.send(
+        &lab.a,
+        ip(REMOTE),
+        UDP,
+        &udp(lab.a.ip, ip(REMOTE), 1, 2, true),
+    );
+    assert_eq!(r.verdict, VERDICT_DROP);
+    assert_eq!(
+        lab.drops(DropReason::SpoofedSource, Direction::FromEndpoint),
+        before + 1
+    );
+    let f = frame(
+        mac_of(lab.a.gw),
+        a_mac,
+        moved,
+        ip(REMOTE),
+        UDP,
+        &udp(moved, ip(REMOTE), 1, 2, true),
+    );
+    let s = redirected(&lab.send_frame(&lab.a, &f));
+    assert_eq!(s.src, ip(UPLINK));
+}
+
+#[test]
+fn the_outside_skips_the_lookups_but_never_a_netd_address() {
+    let mut lab = Lab::new();
+    let (remote, uplink) = (ip(REMOTE), ip(UPLINK));
+    let gw2 = ip("10.62.0.1");
+    let c_ip = lab.c.ip;
+    let cross = |lab: &Lab| lab.drops(DropReason::CrossNetwork, Direction::FromEndpoint);
+    let send = |lab: &Lab, dst| lab.send(&lab.a, dst, UDP, &udp(lab.a.ip, dst, 1, 2, true));
+
+    assert_eq!(send(&lab, gw2).verdict, VERDICT_DROP, "network 2's gateway");
+    assert_eq!(
+        send(&lab, c_ip).verdict,
+        VERDICT_DROP,
+        "network 2's endpoint"
+    );
+    assert_eq!(cross(&lab), 2);
+    assert_eq!(redirected(&send(&lab, remote)).src, uplink);
+
+    // Network 2 goes (before its endpoint, which the daemon never does):
+    // its subnet is the outside now, but c's address is still an endpoint.
+    lab.dp
+        .remove_network(net("10.62.0.0/24"))
+        .expect("remove network 2");
+    assert_eq!(redirected(&send(&lab, gw2)).src, uplink, "masqueraded");
+    assert_eq!(send(&lab, c_ip).verdict, VERDICT_DROP);
+    assert_eq!(cross(&lab), 3);
+
+    // A pin directory of an older netd: no hint yet, everything is looked
+    // up, with the same verdicts.
+    let data = aya::maps::MapData::from_pin(lab.pins.0.join("maps").join(map_names::NET_HINT))
+        .expect("pinned NET_HINT");
+    let mut hint: aya::maps::Array<_, u32> =
+        aya::maps::Array::try_from(aya::maps::Map::from_map_data(data).expect("map"))
+            .expect("array");
+    hint.set(NET_HINT_READY, 0, 0).expect("not ready");
+    assert_eq!(send(&lab, c_ip).verdict, VERDICT_DROP);
+    assert_eq!(
+        send(&lab, ip("10.63.0.1")).verdict,
+        VERDICT_DROP,
+        "network 3's gateway"
+    );
+    assert_eq!(cross(&lab), 5);
+    assert_eq!(redirected(&send(&lab, remote)).src, uplink);
+    assert_eq!(redirected(&send(&lab, gw2)).src, uplink);
+
+    // The next network written makes the hint whole again.
+    lab.dp
+        .set_network(2, net("10.62.0.0/24"), gw2, false)
+        .expect("network 2 again");
+    assert_eq!(hint.get(&NET_HINT_READY, 0).expect("ready"), 1);
+    assert_eq!(send(&lab, gw2).verdict, VERDICT_DROP);
+    assert_eq!(cross(&lab), 6);
     let _ = &lab.uplink;
 }
 

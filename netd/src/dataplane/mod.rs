@@ -9,6 +9,8 @@
 //!   maps/EP_MAP                  hash  endpoint IPv4 -> EndpointInfo
 //!   maps/EP_BY_IF                hash  host ifindex -> EndpointInfo
 //!   maps/NET_LPM                 LPM trie  subnet -> NetworkInfo
+//!   maps/NET_BY_INDEX            array network index -> IndexedNetwork
+//!   maps/NET_HINT                array bitmap of the /16s holding netd addresses
 //!   maps/PUBLISH, HOST_CFG, NAT_CT, NAT_STATS, PUBLISH_STATS   (module `nat`)
 //!   maps/LB_SVC                  hash  {vip, port, proto, slot} -> SvcSlot (module `lb`)
 //!   maps/LB_RR                   array service index -> round-robin cursor
@@ -81,17 +83,19 @@ use std::{
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{HashMap, LpmTrie, MapData, MapError, MapInfo, MapType, PerCpuArray, PerCpuValues},
+    maps::{
+        Array, HashMap, LpmTrie, MapData, MapError, MapInfo, MapType, PerCpuArray, PerCpuValues,
+    },
     pin::PinError,
     programs::{ProgramError, SchedClassifier, links::LinkError},
     sys::SyscallError,
 };
 pub use netd_common::{Direction, DropReason, EndpointInfo, EndpointStats, NetworkInfo};
 use netd_common::{
-    DropKey,
+    DropKey, IndexedNetwork,
     limits::{
         CONNTRACK_FLOWS, CT_ENTRIES_PER_FLOW, DROP_STATS_ENTRIES, ENDPOINT_SLOTS, MAX_ENDPOINTS,
-        MAX_NETWORKS,
+        MAX_NETWORKS, NET_HINT_ENTRIES, NET_INDEXES,
     },
     map_names,
 };
@@ -374,6 +378,9 @@ pub struct Dataplane {
     ep_map: HashMap<MapData, u32, EndpointInfo>,
     ep_by_if: HashMap<MapData, u32, EndpointInfo>,
     net_lpm: LpmTrie<MapData, u32, NetworkInfo>,
+    net_by_index: Array<MapData, IndexedNetwork>,
+    net_hint: Array<MapData, u32>,
+    ep_gen: Array<MapData, u64>,
     pin_dir: PathBuf,
     nr_cpus: usize,
     sizes: MapSizes,
@@ -440,7 +447,7 @@ impl fmt::Display for ExpectedMap {
 
 /// Every map of the object; kept next to the kernel definitions in
 /// `netd-ebpf/src/maps.rs` by the sizes in `netd_common`.
-const EXPECTED_MAPS: [ExpectedMap; 5] = [
+const EXPECTED_MAPS: [ExpectedMap; 7] = [
     ExpectedMap {
         name: map_names::EP_COUNTERS,
         map_type: MapType::PerCpuArray,
@@ -481,6 +488,22 @@ const EXPECTED_MAPS: [ExpectedMap; 5] = [
         value_size: size_of::<NetworkInfo>() as u32,
         max_entries: MAX_NETWORKS,
         map_flags: BPF_F_NO_PREALLOC,
+    },
+    ExpectedMap {
+        name: map_names::NET_BY_INDEX,
+        map_type: MapType::Array,
+        key_size: size_of::<u32>() as u32,
+        value_size: size_of::<IndexedNetwork>() as u32,
+        max_entries: NET_INDEXES,
+        map_flags: 0,
+    },
+    ExpectedMap {
+        name: map_names::NET_HINT,
+        map_type: MapType::Array,
+        key_size: size_of::<u32>() as u32,
+        value_size: size_of::<u32>() as u32,
+        max_entries: NET_HINT_ENTRIES,
+        map_flags: 0,
     },
 ];
 
@@ -556,6 +579,9 @@ impl Dataplane {
         let ep_map = take_map(&mut ebpf, map_names::EP_MAP, HashMap::try_from)?;
         let ep_by_if = take_map(&mut ebpf, map_names::EP_BY_IF, HashMap::try_from)?;
         let net_lpm = take_map(&mut ebpf, map_names::NET_LPM, LpmTrie::try_from)?;
+        let net_by_index = take_map(&mut ebpf, map_names::NET_BY_INDEX, Array::try_from)?;
+        let net_hint = take_map(&mut ebpf, map_names::NET_HINT, Array::try_from)?;
+        let ep_gen = take_map(&mut ebpf, map_names::EP_GEN, Array::try_from)?;
         let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Map {
             map: map_names::EP_COUNTERS,
             source: Box::new(MapError::IoError(e)),
@@ -567,6 +593,9 @@ impl Dataplane {
             ep_map,
             ep_by_if,
             net_lpm,
+            net_by_index,
+            net_hint,
+            ep_gen,
             pin_dir: pin_dir.to_path_buf(),
             nr_cpus,
             sizes: *sizes,

@@ -1,6 +1,6 @@
-//! The state the programs steer by: networks (`NET_LPM`) and endpoints
-//! (`EP_MAP`, `EP_BY_IF`, each entry with the endpoint's slot, module
-//! `slots`).
+//! The state the programs steer by: networks (`NET_LPM` by subnet and
+//! `NET_BY_INDEX` by index, the same values) and endpoints (`EP_MAP`,
+//! `EP_BY_IF`, each entry with the endpoint's slot, module `slots`).
 //!
 //! The engine owns the truth (its persisted state); these maps are a copy
 //! the kernel can read. Every write is idempotent so that reconciling after
@@ -15,15 +15,46 @@
 //! whose network has no `NET_LPM` entry reaches its peers but nothing else
 //! (`DropReason::NoNetwork`).
 //!
+//! Three arrays spare the programs most lookups (the verifier inlines
+//! array reads; hash and trie lookups are calls):
+//! - `NET_BY_INDEX`, the sender's network and subnet by the index its
+//!   endpoint carries. The programs fall back to `NET_LPM` for an empty
+//!   element, so it is written after the trie entry and cleared before it:
+//!   whatever a crash leaves, the programs never see a network the trie no
+//!   longer has. An array element is not replaced atomically (a program
+//!   may read one halfway written), but only the network's own endpoints
+//!   read it, and an element changes only while the network has none
+//!   (written before them, cleared after them; a restart writes the same
+//!   bytes again).
+//! - `EP_GEN`, the generation of `EP_MAP` and `EP_BY_IF`, advanced after
+//!   every change to them: the programs keep per-CPU copies of the
+//!   endpoints they look up and drop them when it moves on.
+//! - `NET_HINT`, a bit per /16 that holds a subnet's or an endpoint's
+//!   address: a destination whose bit is clear is in neither map (the
+//!   outside world), so the programs skip both lookups. Bits are set before
+//!   the entries they cover are written and cleared only by a full
+//!   recomputation after entries went ([`Dataplane::remove_network`],
+//!   [`Dataplane::retain`]), so the bitmap always covers the maps. Until
+//!   the daemon first writes it (a pin directory of an older netd) its
+//!   ready flag is 0 and the programs look everything up.
+//!
 //! Addresses are stored as `netd_common::ipv4_be` (network byte order in
 //! memory), subnets as LPM keys `{prefix_len, network address}` with the
 //! host bits cleared.
 
-use std::{collections::HashSet, net::Ipv4Addr};
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::Ipv4Addr,
+    ops::RangeInclusive,
+};
 
 use aya::maps::{MapError, lpm_trie::Key};
 use ipnet::Ipv4Net;
-use netd_common::{EndpointInfo, NET_F_INTERNAL, NetworkInfo, ipv4_be, map_names};
+use netd_common::{
+    EndpointInfo, IndexedNetwork, NET_F_INTERNAL, NetworkInfo, ipv4_be,
+    limits::{NET_HINT_READY, NET_HINT_WORDS, NET_INDEXES},
+    map_names, net_hint_bit, next_generation,
+};
 use tracing::{debug, info};
 
 use super::{BPF_ANY, Dataplane, DataplaneError, errno, ifindex_exists};
@@ -67,11 +98,29 @@ fn addr(ip_be: u32) -> Ipv4Addr {
     Ipv4Addr::from(ip_be.to_ne_bytes())
 }
 
+/// The /16s (`a.b` as `a * 256 + b`) that `subnet` overlaps.
+fn slash16s(subnet: Ipv4Net) -> RangeInclusive<u32> {
+    (u32::from(subnet.network()) >> 16)..=(u32::from(subnet.broadcast()) >> 16)
+}
+
+/// The /16 of `ip`, as in [`slash16s`].
+fn slash16(ip: Ipv4Addr) -> RangeInclusive<u32> {
+    let s = u32::from(ip) >> 16;
+    s..=s
+}
+
+/// The `NET_HINT` element and bit of the /16 `slash16` ([`slash16s`]).
+fn hint_bit(slash16: u32) -> (u32, u32) {
+    net_hint_bit(ipv4_be(Ipv4Addr::from(slash16 << 16).octets()))
+}
+
 impl Dataplane {
-    /// Writes (or overwrites) the `NET_LPM` entry of `subnet`: the network
-    /// `index`, its `gateway` (whose MAC the programs derive with
+    /// Writes (or overwrites) the `NET_LPM` entry of `subnet` and the
+    /// `NET_BY_INDEX` element of `index` (for indexes the array has): the
+    /// network `index`, its `gateway` (whose MAC the programs derive with
     /// `netd_common::mac_for_ipv4`, so the bridge must carry that MAC) and
-    /// whether it is `internal`. Host bits of `subnet` are ignored.
+    /// whether it is `internal`; and its /16s in `NET_HINT`. Host bits of
+    /// `subnet` are ignored.
     ///
     /// Call it when the network is created and on every start, before any
     /// of its endpoints is written. Idempotent.
@@ -85,24 +134,127 @@ impl Dataplane {
         if !subnet.contains(&gateway) {
             return Err(DataplaneError::InvalidNetwork { subnet, gateway });
         }
+        let subnet = subnet.trunc();
         let value = NetworkInfo {
             net_index: index,
             gateway: ipv4_be(gateway.octets()),
             flags: if internal { NET_F_INTERNAL } else { 0 },
         };
+        self.add_to_net_hint(slash16s(subnet))?;
         self.net_lpm
             .insert(&net_key(subnet), value, BPF_ANY)
             .map_err(map_error(map_names::NET_LPM))?;
+        if (1..NET_INDEXES).contains(&index) {
+            let indexed = IndexedNetwork {
+                info: value,
+                subnet: ipv4_be(subnet.network().octets()),
+                mask: ipv4_be(subnet.netmask().octets()),
+            };
+            self.net_by_index
+                .set(index, indexed, BPF_ANY)
+                .map_err(map_error(map_names::NET_BY_INDEX))?;
+        }
         debug!(%subnet, index, %gateway, internal, "network written to the data path");
         Ok(())
     }
 
-    /// Removes the `NET_LPM` entry of `subnet` (host bits ignored). A
+    /// Removes the `NET_LPM` entry of `subnet` (host bits ignored), its
+    /// `NET_BY_INDEX` element and the `NET_HINT` bits only it needed. A
     /// missing entry is not an error.
     pub fn remove_network(&mut self, subnet: Ipv4Net) -> Result<(), DataplaneError> {
-        removed(self.net_lpm.remove(&net_key(subnet))).map_err(map_error(map_names::NET_LPM))?;
+        let key = net_key(subnet);
+        let entry = self
+            .networks()?
+            .into_iter()
+            .find(|(s, _)| *s == subnet.trunc());
+        if let Some((_, info)) = entry {
+            self.clear_net_index(&info)?;
+        }
+        removed(self.net_lpm.remove(&key)).map_err(map_error(map_names::NET_LPM))?;
+        self.rebuild_net_hint(None)?;
         debug!(%subnet, "network removed from the data path");
         Ok(())
+    }
+
+    /// Empties the `NET_BY_INDEX` element of the network `info` if it still
+    /// holds that network (its index may be another network's by now).
+    fn clear_net_index(&mut self, info: &NetworkInfo) -> Result<(), DataplaneError> {
+        if !(1..NET_INDEXES).contains(&info.net_index) {
+            return Ok(());
+        }
+        let current = self
+            .net_by_index
+            .get(&info.net_index, 0)
+            .map_err(map_error(map_names::NET_BY_INDEX))?;
+        if current.info == *info {
+            self.net_by_index
+                .set(info.net_index, IndexedNetwork::default(), BPF_ANY)
+                .map_err(map_error(map_names::NET_BY_INDEX))?;
+        }
+        Ok(())
+    }
+
+    /// Sets the `NET_HINT` bits of the /16s `slash16s` ([`slash16s`]);
+    /// a bitmap that is not ready yet is computed in full (with them).
+    /// Call it before writing the entries they cover.
+    fn add_to_net_hint(&mut self, slash16s: RangeInclusive<u32>) -> Result<(), DataplaneError> {
+        let ready = self
+            .net_hint
+            .get(&NET_HINT_READY, 0)
+            .map_err(map_error(map_names::NET_HINT))?;
+        if ready == 0 {
+            return self.rebuild_net_hint(Some(slash16s));
+        }
+        let mut words: BTreeMap<u32, u32> = BTreeMap::new();
+        for s in slash16s {
+            let (word, bit) = hint_bit(s);
+            *words.entry(word).or_default() |= bit;
+        }
+        for (word, bits) in words {
+            let current = self
+                .net_hint
+                .get(&word, 0)
+                .map_err(map_error(map_names::NET_HINT))?;
+            if current & bits != bits {
+                self.net_hint
+                    .set(word, current | bits, BPF_ANY)
+                    .map_err(map_error(map_names::NET_HINT))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Recomputes `NET_HINT` from `NET_LPM` and `EP_MAP` (plus the /16s
+    /// `extra`), clearing the bits nothing needs any more, and marks it
+    /// ready.
+    fn rebuild_net_hint(
+        &mut self,
+        extra: Option<RangeInclusive<u32>>,
+    ) -> Result<(), DataplaneError> {
+        let mut wanted = vec![0u32; NET_HINT_WORDS as usize];
+        let networks = self.networks()?.into_iter().flat_map(|(s, _)| slash16s(s));
+        let endpoints = self
+            .endpoints_by_ip()?
+            .into_iter()
+            .flat_map(|(ip, _)| slash16(ip));
+        for s in networks.chain(endpoints).chain(extra.into_iter().flatten()) {
+            let (word, bit) = hint_bit(s);
+            wanted[word as usize] |= bit;
+        }
+        for (word, bits) in (0..).zip(wanted) {
+            let current = self
+                .net_hint
+                .get(&word, 0)
+                .map_err(map_error(map_names::NET_HINT))?;
+            if current != bits {
+                self.net_hint
+                    .set(word, bits, BPF_ANY)
+                    .map_err(map_error(map_names::NET_HINT))?;
+            }
+        }
+        self.net_hint
+            .set(NET_HINT_READY, 1, BPF_ANY)
+            .map_err(map_error(map_names::NET_HINT))
     }
 
     /// Writes `EP_BY_IF[host_ifindex]` and `EP_MAP[ip]` for the endpoint
@@ -146,7 +298,8 @@ impl Dataplane {
         if result.is_err() && fresh {
             self.slots.release(host_ifindex);
         }
-        result?;
+        let advanced = self.advance_endpoint_generation();
+        result.and(advanced)?;
         debug!(ifindex = host_ifindex, %ip, net_index, slot, "endpoint written to the data path");
         Ok(())
     }
@@ -164,6 +317,8 @@ impl Dataplane {
             // Before the entries exist, so the first packet counts from 0.
             self.reset_slot(value.slot)?;
         }
+        // Before `EP_MAP` has the address, so no peer's packet skips it.
+        self.add_to_net_hint(slash16(addr(value.ip)))?;
         // EP_BY_IF first: until EP_MAP has the entry no peer sends here, and
         // the endpoint itself is already validated.
         self.ep_by_if
@@ -200,6 +355,17 @@ impl Dataplane {
         host_ifindex: u32,
         ip: Ipv4Addr,
     ) -> Result<(), DataplaneError> {
+        let result = self.remove_endpoint_entries(host_ifindex, ip);
+        let advanced = self.advance_endpoint_generation();
+        result.and(advanced)
+    }
+
+    /// The map writes of [`Dataplane::remove_endpoint`].
+    fn remove_endpoint_entries(
+        &mut self,
+        host_ifindex: u32,
+        ip: Ipv4Addr,
+    ) -> Result<(), DataplaneError> {
         let ip_be = ipv4_be(ip.octets());
         self.remove_ep_map_entry(ip_be, |owner| {
             owner == host_ifindex || !ifindex_exists(owner)
@@ -224,10 +390,11 @@ impl Dataplane {
     }
 
     /// Garbage collection (after a crash, on start): removes every
-    /// `NET_LPM` entry whose subnet is not in `networks`, and every
-    /// `EP_MAP`/`EP_BY_IF` entry that is not exactly one of the
-    /// `(host_ifindex, ip)` pairs in `endpoints`. Call it after writing the
-    /// known networks and endpoints again.
+    /// `NET_LPM` entry whose subnet is not in `networks` (and its
+    /// `NET_BY_INDEX` element), and every `EP_MAP`/`EP_BY_IF` entry that is
+    /// not exactly one of the `(host_ifindex, ip)` pairs in `endpoints`,
+    /// then recomputes `NET_HINT` for what is left. Call it after writing
+    /// the known networks and endpoints again.
     pub fn retain(
         &mut self,
         networks: &[Ipv4Net],
@@ -246,10 +413,10 @@ impl Dataplane {
             .collect();
 
         let mut stale_nets = Vec::new();
-        for key in self.net_lpm.keys() {
-            let key = key.map_err(map_error(map_names::NET_LPM))?;
+        for entry in self.net_lpm.iter() {
+            let (key, info) = entry.map_err(map_error(map_names::NET_LPM))?;
             if !keep_nets.contains(&(key.prefix_len(), key.data())) {
-                stale_nets.push(key);
+                stale_nets.push((key, info));
             }
         }
         let stale_ips: Vec<u32> = self
@@ -265,7 +432,8 @@ impl Dataplane {
             .map(|(ifindex, _)| ifindex)
             .collect();
 
-        for key in &stale_nets {
+        for (key, info) in &stale_nets {
+            self.clear_net_index(info)?;
             removed(self.net_lpm.remove(key)).map_err(map_error(map_names::NET_LPM))?;
         }
         for ip in &stale_ips {
@@ -283,7 +451,20 @@ impl Dataplane {
                 "removed stale data path entries"
             );
         }
-        Ok(())
+        self.advance_endpoint_generation()?;
+        self.rebuild_net_hint(None)
+    }
+
+    /// Advances `EP_GEN` after `EP_MAP` or `EP_BY_IF` changed, so that the
+    /// programs stop using the copies of entries they keep (`EP_CACHE`).
+    fn advance_endpoint_generation(&mut self) -> Result<(), DataplaneError> {
+        let current = self
+            .ep_gen
+            .get(&0, 0)
+            .map_err(map_error(map_names::EP_GEN))?;
+        self.ep_gen
+            .set(0, next_generation(current), BPF_ANY)
+            .map_err(map_error(map_names::EP_GEN))
     }
 
     /// Every `NET_LPM` entry, sorted by subnet.
