@@ -18,6 +18,8 @@
 //! else tries `PORT_TRIES - 1` more ports from a random start in
 //! `PORT_MIN..=PORT_MAX` (in a `bpf_loop`, see [`create`]). Claiming the
 //! reverse tuple is one `BPF_NOEXIST` insert, atomic against other CPUs.
+use core::mem::offset_of;
+
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     cty::c_void,
@@ -32,6 +34,7 @@ use netd_common::{
     },
 };
 
+use crate::atomic;
 use crate::maps::{CT_CLOCK, ClockCache, NAT_CT, NAT_STATS};
 
 pub(crate) const TCP_FIN: u8 = 0x01;
@@ -131,6 +134,8 @@ pub(crate) fn lookup(key: &CtKey, now: u64, tcp_flags: u8) -> Option<Hit> {
     let reply = entry.flags & CT_F_REPLY != 0;
     let old_state = entry.flags & STATE_MASK;
     let mut state = old_state;
+    // The state both entries hold (as far as this packet knows).
+    let mut written = old_state;
     let mut close = false;
     if key.proto == PROTO_TCP {
         if tcp_flags & TCP_RST != 0 {
@@ -139,12 +144,19 @@ pub(crate) fn lookup(key: &CtKey, now: u64, tcp_flags: u8) -> Option<Hit> {
             // A new connection on the tuple of one that just closed.
             state = 0;
         } else if tcp_flags & TCP_FIN != 0 {
-            state |= if reply { CT_F_FIN_REPLY } else { CT_F_FIN_ORIG };
-            if state & (CT_F_FIN_ORIG | CT_F_FIN_REPLY) == CT_F_FIN_ORIG | CT_F_FIN_REPLY
-                && state & CT_F_CLOSING == 0
-            {
-                state |= CT_F_CLOSING | if reply { CT_F_LAST_FIN_REPLY } else { 0 };
+            // Both sides may send their FIN at once, on two CPUs, each
+            // reading the flow's state before the other wrote it. The bits
+            // are set with atomic ORs into this entry and then its partner
+            // (the other side's packet ORs them the other way round), so
+            // whichever ORs second into an entry sees the other FIN there:
+            // one of the two always marks the flow closing.
+            let fin = if reply { CT_F_FIN_REPLY } else { CT_F_FIN_ORIG };
+            state |= or_state(ptr, key, &entry, fin);
+            if state & BOTH_FINS == BOTH_FINS && state & CT_F_CLOSING == 0 {
+                let closing = CT_F_CLOSING | if reply { CT_F_LAST_FIN_REPLY } else { 0 };
+                state |= or_state(ptr, key, &entry, closing);
             }
+            written = state;
         } else if state & CT_F_CLOSING != 0
             && tcp_flags & TCP_ACK != 0
             && reply != (state & CT_F_LAST_FIN_REPLY != 0)
@@ -156,15 +168,65 @@ pub(crate) fn lookup(key: &CtKey, now: u64, tcp_flags: u8) -> Option<Hit> {
     if reply {
         state |= CT_F_ESTABLISHED;
     }
-    if !close && state != old_state {
-        entry.flags = (entry.flags & !STATE_MASK) | state;
-        set_state(ptr, key, &entry, state);
+    entry.flags = (entry.flags & !STATE_MASK) | state;
+    if !close && state != written {
+        if state & written == written {
+            or_state(ptr, key, &entry, state & !written);
+        } else {
+            set_state(ptr, key, &entry, state);
+        }
     }
     Some(Hit { entry, close })
 }
 
-/// Writes the flow state `state` into the entry at `ptr` (key `key`) and
-/// into its partner.
+/// Both FIN bits: the flow is closing once each side sent one.
+const BOTH_FINS: u32 = CT_F_FIN_ORIG | CT_F_FIN_REPLY;
+
+/// Sets the state bits `bits` in the entry at `ptr` (key `key`) and then in
+/// its partner, each with an atomic OR (see [`or_flags`]), and returns
+/// `bits` with the state bits either entry had before: what the flow's
+/// state is now, other CPUs' concurrent changes included.
+#[inline(always)]
+fn or_state(ptr: *mut CtEntry, key: &CtKey, entry: &CtEntry, bits: u32) -> u32 {
+    // SAFETY: map value pointers, see `lookup`.
+    let mut seen = unsafe { or_flags(ptr, bits) };
+    let peer = entry.peer_key(key.proto);
+    if let Some(p) = NAT_CT.get_ptr_mut(peer) {
+        // SAFETY: as above.
+        unsafe {
+            if same(&(*p).peer_key(key.proto), key) {
+                seen |= or_flags(p, bits);
+            }
+        }
+    }
+    (seen & STATE_MASK) | bits
+}
+
+/// `entry.flags |= bits`, atomically; returns the flags as they were.
+///
+/// `flags` is the upper half of the aligned 8-byte word it shares with
+/// `gateway` (checked below; the target is little-endian), so a 64-bit
+/// atomic OR of the bits shifted up changes nothing else.
+///
+/// # Safety
+/// `entry` must be valid for reads and writes.
+#[inline(always)]
+unsafe fn or_flags(entry: *mut CtEntry, bits: u32) -> u32 {
+    // SAFETY: `entry` is valid (caller), and the word lies inside it.
+    let word = unsafe { entry.cast::<u8>().add(offset_of!(CtEntry, gateway)) }.cast::<u64>();
+    // SAFETY: an aligned word of a valid entry (see the checks below).
+    let old = unsafe { atomic::fetch_or(word, u64::from(bits) << 32) };
+    (old >> 32) as u32
+}
+
+// The layout `or_flags` relies on.
+const _: () = assert!(offset_of!(CtEntry, gateway) % 8 == 0);
+const _: () = assert!(offset_of!(CtEntry, flags) == offset_of!(CtEntry, gateway) + 4);
+const _: () = assert!(cfg!(target_endian = "little"));
+
+/// Replaces the flow state with `state` in the entry at `ptr` (key `key`)
+/// and in its partner: only for a reset (a new connection on the tuple of
+/// one that closed), which no concurrent packet of the old one competes with.
 #[inline(always)]
 fn set_state(ptr: *mut CtEntry, key: &CtKey, entry: &CtEntry, state: u32) {
     // SAFETY: map value pointers, see `lookup`; 4-byte aligned stores.

@@ -40,6 +40,7 @@ use netd_common::{
 };
 
 use crate::{
+    atomic::fetch_add,
     conntrack::{self, TCP_RST},
     maps::{self, LB_BACKENDS, LB_RR, LB_STATS, LB_SVC},
     nat::{self, Parsed},
@@ -86,46 +87,6 @@ fn next_cursor(svc_index: u32) -> Result<u64, DropReason> {
     // The fetch-and-add (BPF_ATOMIC | BPF_FETCH, `__sync_fetch_and_add`)
     // makes concurrent new flows on other CPUs take distinct values.
     Ok(unsafe { fetch_add(cursor, 1) })
-}
-
-/// `__sync_fetch_and_add(p, v)`: returns the old value.
-///
-/// Written as the one instruction it is (`BPF_ATOMIC | BPF_ADD |
-/// BPF_FETCH`, Linux >= 5.12) because LLVM only selects it for cpu v3 and
-/// up, and the object is built for rustc's default cpu (`generic`, v1):
-/// there LLVM lowers a fetch-and-add whose result is used to the
-/// non-fetching `lock xadd` and refuses the program ("Invalid usage of the
-/// XADD return value"); aya-build owns the flags that would raise the cpu.
-/// The kernel's verifier accepts the instruction in any program type. On
-/// the host (where this crate only compiles for `cargo clippy
-/// --workspace`) the atomic type does the same.
-///
-/// # Safety
-/// `p` must be valid for reads and writes of an aligned `u64`.
-#[inline(always)]
-unsafe fn fetch_add(p: *mut u64, v: u64) -> u64 {
-    #[cfg(target_arch = "bpf")]
-    {
-        let mut old = v;
-        // SAFETY: `p` is valid for an aligned 8-byte read-modify-write
-        // (caller); the instruction touches nothing else and leaves the
-        // old value in `old`'s register.
-        unsafe {
-            core::arch::asm!(
-                "{old} = atomic_fetch_add((u64 *)({p} + 0), {old})",
-                p = in(reg) p,
-                old = inout(reg) old,
-                options(nostack),
-            );
-        }
-        old
-    }
-    #[cfg(not(target_arch = "bpf"))]
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        core::sync::atomic::AtomicU64::from_ptr(p)
-            .fetch_add(v, core::sync::atomic::Ordering::Relaxed)
-    }
 }
 
 /// The backend in slot `cursor % count + 1` of `vip`, `None` if that slot

@@ -1,8 +1,8 @@
 //! netd's kernel programs. Only entry points live here; the logic is in one
 //! module per concern so forwarding, NAT, ... can be added beside it.
 //!
-//! Programs (attached by `netd::dataplane` with TCX to the *host* side of each
-//! container veth):
+//! Programs (attached by `netd::dataplane` as TC filters to the *host* side
+//! of each container veth):
 //! - `netd_from_ep`: TC ingress, sees what the container sends, and decides
 //!   where it goes (`arp`, `forward`);
 //! - `netd_to_ep`: TC egress, sees what is delivered to the container
@@ -12,11 +12,12 @@
 // --workspace` work.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
-// `lb::fetch_add` is one instruction of inline assembly, still unstable on
-// BPF (the object is built with nightly).
+// The `atomic` operations are one instruction of inline assembly each,
+// still unstable on BPF (the object is built with nightly).
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 mod arp;
+mod atomic;
 mod forward;
 mod maps;
 mod parse;
