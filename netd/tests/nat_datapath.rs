@@ -879,17 +879,27 @@ fn tcp_fin_both_ways_ends_the_flow_at_the_last_ack() {
     assert_eq!(lab.stats().closed_flows, 2);
 }
 
-/// Opens the test's pinned `NAT_CT` directly, to age entries (the data
-/// path offers no way to, on purpose).
+/// Ages the entries `pick` chooses by `by`.
 fn age_entries(lab: &Lab, by: Duration, pick: impl Fn(&ConntrackKey) -> bool) {
+    rewrite_entries(lab, |key, entry| {
+        if pick(key) {
+            entry.last_seen -= by.as_nanos() as u64;
+        }
+    });
+}
+
+/// Opens the test's pinned `NAT_CT` directly and rewrites every entry
+/// with `edit` (the data path offers no way to, on purpose).
+fn rewrite_entries(lab: &Lab, edit: impl Fn(&ConntrackKey, &mut ConntrackEntry)) {
     let data = aya::maps::MapData::from_pin(lab.pins.0.join("maps/NAT_CT")).expect("pinned NAT_CT");
     let map = aya::maps::Map::from_map_data(data).expect("map");
     let mut ct: aya::maps::HashMap<_, ConntrackKey, ConntrackEntry> =
         aya::maps::HashMap::try_from(map).expect("hash map");
     let entries: Vec<_> = ct.iter().map(|kv| kv.expect("entry")).collect();
     for (key, mut entry) in entries {
-        if pick(&key) {
-            entry.last_seen -= by.as_nanos() as u64;
+        let before = entry;
+        edit(&key, &mut entry);
+        if entry != before {
             ct.insert(key, entry, 0).expect("rewrite entry");
         }
     }
@@ -1194,15 +1204,7 @@ fn deliveries_are_counted_with_or_without_a_recorded_slot() {
     assert_eq!(lab.to_packets(a), 1);
 
     // Entries of an older netd record no slot: the endpoint is looked up.
-    let data = aya::maps::MapData::from_pin(lab.pins.0.join("maps/NAT_CT")).expect("pinned NAT_CT");
-    let map = aya::maps::Map::from_map_data(data).expect("map");
-    let mut ct: aya::maps::HashMap<_, ConntrackKey, ConntrackEntry> =
-        aya::maps::HashMap::try_from(map).expect("hash map");
-    let entries: Vec<_> = ct.iter().map(|kv| kv.expect("entry")).collect();
-    for (key, mut entry) in entries {
-        entry.flags &= (1 << CT_SLOT_SHIFT) - 1;
-        ct.insert(key, entry, 0).expect("rewrite entry");
-    }
+    rewrite_entries(&lab, |_, entry| entry.flags &= (1 << CT_SLOT_SHIFT) - 1);
     let s = redirected(&lab.arrive(remote, uplink, UDP, &udp(remote, uplink, 53, 41000, true)));
     assert_eq!(s.dst, a.ip);
     assert_eq!(lab.to_packets(a), 2);
