@@ -654,23 +654,19 @@ impl Dataplane {
         let result = (|| {
             for direction in Direction::ALL {
                 let program = program_name(direction);
-                let had_filter = rtnl
-                    .filters(host_ifindex, direction)
-                    .map_err(|e| attach_err(program, e.into()))?
-                    .iter()
-                    .any(tc_filter::Filter::is_netd);
                 let fd = self
                     .program(direction)?
                     .fd()
                     .map_err(|e| attach_err(program, e.into()))?
                     .as_fd()
                     .as_raw_fd();
-                rtnl.set(host_ifindex, direction, fd, program)
-                    .map_err(|e| attach_err(program, e.into()))?;
-                if had_filter {
-                    readopted = true;
-                } else {
+                if rtnl
+                    .set(host_ifindex, direction, fd, program)
+                    .map_err(|e| attach_err(program, e.into()))?
+                {
                     created.push(direction);
+                } else {
+                    readopted = true;
                 }
             }
             Ok(())

@@ -103,13 +103,15 @@ impl Rtnl {
 
     /// Creates netd's filter on the `direction` hook of `ifindex` running
     /// `program_fd`, or atomically switches the existing one to it.
+    /// Returns whether it created the filter (a fresh veth, the usual
+    /// case, costs one request).
     pub fn set(
         &mut self,
         ifindex: u32,
         direction: Direction,
         program_fd: RawFd,
         program_name: &str,
-    ) -> io::Result<()> {
+    ) -> io::Result<bool> {
         let mut msg = filter_message(ifindex, direction, PRIORITY)?;
         msg.header.handle = TcHandle::from(HANDLE);
         msg.attributes
@@ -119,8 +121,14 @@ impl Rtnl {
             TcOption::Bpf(TcFilterBpfOption::ProgName(program_name.to_string())),
             TcOption::Bpf(TcFilterBpfOption::Flags(TcBpfFlags::DirectAction)),
         ]));
-        self.request(RouteNetlinkMessage::NewTrafficFilter(msg), NLM_F_CREATE)
-            .map(drop)
+        let create = RouteNetlinkMessage::NewTrafficFilter(msg.clone());
+        match self.request(create, NLM_F_CREATE | NLM_F_EXCL) {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => self
+                .request(RouteNetlinkMessage::NewTrafficFilter(msg), NLM_F_CREATE)
+                .map(|_| false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Deletes netd's filter from the `direction` hook of `ifindex`. A
