@@ -511,16 +511,6 @@ const EXPECTED_MAPS: [ExpectedMap; 7] = [
 /// `NET_LPM` (see `netd-ebpf/src/maps.rs`).
 const BPF_F_NO_PREALLOC: u32 = 1;
 
-/// How an existing link pin relates to the endpoint being attached.
-enum PinState {
-    /// Still attached to this ifindex in the right direction: keep it.
-    Adopt(Attachment),
-    /// No pin.
-    Missing,
-    /// A pin for another (deleted or recreated) interface, now removed.
-    ReplacedStale,
-}
-
 impl Dataplane {
     /// Mounts bpffs at /sys/fs/bpf if nothing is mounted there, creates
     /// `pin_dir` (with `maps/` and `links/`), and loads the embedded object

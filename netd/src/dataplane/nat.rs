@@ -48,8 +48,8 @@ use tracing::{debug, info, warn};
 
 use super::{
     BPF_ANY, BPF_F_NO_PREALLOC, BPF_NOEXIST, Dataplane, DataplaneError, ExpectedMap, LinkOpError,
-    MapSizes, PinState, check_ifname, classifier_mut, decode_ifname, encode_ifname, errno,
-    ifindex_of, raw_link,
+    MapSizes, check_ifname, classifier_mut, decode_ifname, encode_ifname, errno, ifindex_of,
+    raw_link,
 };
 pub use netd_common::{
     Proto,
@@ -68,6 +68,16 @@ const UPLINK_PIN_SUFFIX: &str = "_uplink";
 /// opens it (no map has this name), and a start that finds it finishes the
 /// resize an interrupted one began.
 const RESIZE_SUFFIX: &str = "_resize";
+
+/// How an existing uplink link pin relates to the uplink being attached.
+enum PinState {
+    /// Still attached to this ifindex: keep it.
+    Adopt(super::Attachment),
+    /// No pin.
+    Missing,
+    /// A pin for another (deleted or recreated) interface, now removed.
+    ReplacedStale,
+}
 
 /// The maps this module owns, for the compatibility check on load.
 pub(super) const fn nat_maps(sizes: &MapSizes) -> [ExpectedMap; 5] {
