@@ -1,19 +1,33 @@
 //! Rewriting IPv4/L4 header fields with incremental checksum updates.
 //!
-//! The IPv4 header is rewritten with direct packet writes and one
-//! incremental update of its checksum computed here (RFC 1624): the IPv4
-//! checksum is never offloaded, and a header whose checksum follows its
-//! changes keeps the same one's-complement sum, so `skb->csum` stays right
-//! under `CHECKSUM_COMPLETE` too. Helper calls are what a translation costs
-//! most (each one a call and a return, which the kernel's return-stack
-//! mitigations make dear), so the header costs none.
+//! Helper calls are what a translation costs most (each one a call and a
+//! few returns deep, which the kernel's return-thunk mitigations make dear:
+//! about 40 ns per `bpf_l4_csum_replace` on the bench machine), so the
+//! usual packet costs none:
 //!
-//! The L4 checksum goes through `bpf_l4_csum_replace`, because only the
-//! kernel knows the skb's checksum state: `CHECKSUM_PARTIAL` from a
-//! container's veth (the field holds only the pseudo-header sum, so an
-//! address change must reach it and a port change must not),
-//! `CHECKSUM_COMPLETE` from a NIC (`skb->csum` must follow),
-//! `CHECKSUM_NONE` in BPF_PROG_TEST_RUN.
+//! - The IPv4 header is rewritten with direct packet writes and one
+//!   incremental update of its checksum computed here (RFC 1624): the IPv4
+//!   checksum is never offloaded, and a header whose checksum follows its
+//!   changes keeps the same one's-complement sum, so `skb->csum` stays right
+//!   under `CHECKSUM_COMPLETE` too.
+//! - The L4 checksum depends on the skb's checksum state
+//!   (`skb->ip_summed`, read by [`skb::ip_summed`]):
+//!   - `CHECKSUM_PARTIAL` (what a container's veth hands over): the field
+//!     holds only the pseudo header's sum, so an address change must reach
+//!     it and a port change must not;
+//!   - `CHECKSUM_NONE`/`CHECKSUM_UNNECESSARY` (BPF_PROG_TEST_RUN, software
+//!     checksums, verified by a NIC): the field is the full checksum and
+//!     follows every change;
+//!   - `CHECKSUM_COMPLETE` (a NIC's sum of the packet in `skb->csum`):
+//!     `skb->csum` must follow an address change too, which only the
+//!     kernel can write.
+//!
+//!   The first two are written here, the way `bpf_l4_csum_replace` would
+//!   (same arithmetic, same UDP zero rule). `CHECKSUM_COMPLETE`, a header
+//!   with IPv4 options (whose variable offset the verifier cannot follow
+//!   for writes), and kernels on which the daemon could not bind the read
+//!   of `ip_summed` (it then reads as `CHECKSUM_COMPLETE`) go through
+//!   `bpf_l4_csum_replace`.
 //!
 //! Verifier note: the helpers invalidate all packet pointers obtained
 //! before them (they may unclone the head): direct writes fetch their
@@ -29,49 +43,15 @@ use aya_ebpf::{
 };
 use netd_common::{
     DropReason,
+    ip_summed::{CHECKSUM_COMPLETE, CHECKSUM_PARTIAL},
     nat::{PROTO_TCP, PROTO_UDP},
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
-use crate::parse;
+use crate::{parse, skb};
 
-/// Where the L4 checksum of `proto` lives and how to update it.
-#[derive(Clone, Copy)]
-pub(crate) struct L4Csum {
-    /// Offset of the checksum field in the frame.
-    off: usize,
-    /// `bpf_l4_csum_replace` flags besides the size.
-    flags: u64,
-    /// Whether the checksum covers the pseudo header (addresses).
-    pseudo: bool,
-}
-
-impl L4Csum {
-    /// For the L4 header of protocol `proto` at `l4` (offset in the frame).
-    #[inline(always)]
-    pub(crate) fn new(proto: u8, l4: usize) -> L4Csum {
-        match proto {
-            PROTO_TCP => L4Csum {
-                off: l4 + 16,
-                flags: 0,
-                pseudo: true,
-            },
-            // A UDP checksum of 0 means "none" and must stay 0; a computed 0
-            // must be sent as 0xffff. BPF_F_MARK_MANGLED_0 does both.
-            PROTO_UDP => L4Csum {
-                off: l4 + 6,
-                flags: BPF_F_MARK_MANGLED_0 as u64,
-                pseudo: true,
-            },
-            // ICMP (the only other protocol translated): no pseudo header.
-            _ => L4Csum {
-                off: l4 + 2,
-                flags: 0,
-                pseudo: false,
-            },
-        }
-    }
-}
+/// Offset of the L4 header in a frame whose IPv4 header has no options.
+pub(crate) const L4_NO_OPTIONS: usize = EthHdr::LEN + Ipv4Hdr::LEN;
 
 fn fail(_: i64) -> DropReason {
     // The helpers fail only on offsets outside the packet (which parsing
@@ -91,10 +71,49 @@ pub(crate) struct Ipv4Rewrite {
     pub(crate) ttl: u8,
 }
 
+impl Ipv4Rewrite {
+    /// Whether the pseudo header (the addresses) changes.
+    #[inline(always)]
+    fn addrs_change(&self) -> bool {
+        self.old_saddr != self.new_saddr || self.old_daddr != self.new_daddr
+    }
+
+    /// The one's-complement difference of the addresses (unfolded).
+    #[inline(always)]
+    fn addrs_diff(&self) -> u64 {
+        words(!self.old_saddr)
+            + words(self.new_saddr)
+            + words(!self.old_daddr)
+            + words(self.new_daddr)
+    }
+}
+
+/// What changes in the L4 header itself (the checksum aside).
+pub(crate) enum L4Change {
+    Nothing,
+    /// TCP/UDP `[source, destination]` ports, as stored.
+    Ports {
+        old: [u16; 2],
+        new: [u16; 2],
+    },
+    /// The ICMP echo identifier, as stored.
+    IcmpId {
+        old: u16,
+        new: u16,
+    },
+}
+
 /// One's-complement sum of the two 16-bit halves of `v` (as stored).
 #[inline(always)]
 fn words(v: u32) -> u64 {
     u64::from(v & 0xffff) + u64::from(v >> 16)
+}
+
+/// Both ports as the one 32-bit word they are in the header.
+#[inline(always)]
+fn port_word(p: [u16; 2]) -> [u8; 4] {
+    let ([a, b], [c, d]) = (p[0].to_ne_bytes(), p[1].to_ne_bytes());
+    [a, b, c, d]
 }
 
 /// Folds a sum of 16-bit words into 16 bits with end-around carry. Three
@@ -120,8 +139,7 @@ pub(crate) fn rewrite_ipv4(ctx: &TcContext, r: &Ipv4Rewrite) -> Result<(), DropR
         let old_check = u16::from_ne_bytes((*ip).check);
         let ttl_word = |ttl: u8| u32::from(u16::from_ne_bytes([ttl, (*ip).proto]));
         let mut sum = u64::from(!old_check);
-        sum += words(!r.old_saddr) + words(r.new_saddr);
-        sum += words(!r.old_daddr) + words(r.new_daddr);
+        sum += r.addrs_diff();
         sum += u64::from(!ttl_word(r.ttl) & 0xffff) + u64::from(ttl_word(r.ttl - 1));
         (*ip).src_addr = r.new_saddr.to_ne_bytes();
         (*ip).dst_addr = r.new_daddr.to_ne_bytes();
@@ -131,67 +149,163 @@ pub(crate) fn rewrite_ipv4(ctx: &TcContext, r: &Ipv4Rewrite) -> Result<(), DropR
     Ok(())
 }
 
-/// Updates the L4 checksum for the IPv4 addresses of `r` (pseudo header),
-/// if the protocol's checksum covers them: one helper call for both, with
-/// the difference summed here (`bpf_l4_csum_replace` with size 0).
+/// Rewrites the L4 header of protocol `proto` at `l4_start` (offset in the
+/// frame) for the new addresses of `ip` (its pseudo header) and `change`,
+/// with its checksum. Call after [`rewrite_ipv4`].
 #[inline(always)]
-pub(crate) fn l4_addrs(ctx: &TcContext, r: &Ipv4Rewrite, l4: L4Csum) -> Result<(), DropReason> {
-    if !l4.pseudo || (r.old_saddr == r.new_saddr && r.old_daddr == r.new_daddr) {
+pub(crate) fn rewrite_l4(
+    ctx: &TcContext,
+    proto: u8,
+    l4_start: usize,
+    ip: &Ipv4Rewrite,
+    change: L4Change,
+) -> Result<(), DropReason> {
+    if l4_start == L4_NO_OPTIONS {
+        let state = skb::ip_summed(ctx);
+        if state != CHECKSUM_COMPLETE {
+            let partial = state == CHECKSUM_PARTIAL;
+            return match proto {
+                PROTO_TCP => direct::<16>(ctx, ip, change, partial, Sum::Tcp),
+                PROTO_UDP => direct::<6>(ctx, ip, change, partial, Sum::Udp),
+                _ => direct::<2>(ctx, ip, change, partial, Sum::Icmp),
+            };
+        }
+    }
+    match proto {
+        PROTO_TCP => with_helpers(ctx, l4_start, l4_start + 16, ip, change, 0, true),
+        // A UDP checksum of 0 means "none" and must stay 0; a computed 0
+        // must be sent as 0xffff. BPF_F_MARK_MANGLED_0 does both.
+        PROTO_UDP => with_helpers(
+            ctx,
+            l4_start,
+            l4_start + 6,
+            ip,
+            change,
+            BPF_F_MARK_MANGLED_0 as u64,
+            true,
+        ),
+        _ => with_helpers(ctx, l4_start, l4_start + 2, ip, change, 0, false),
+    }
+}
+
+/// The rules of an L4 checksum.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sum {
+    /// Covers the pseudo header.
+    Tcp,
+    /// Covers the pseudo header; 0 means "none" and a computed 0 is sent
+    /// as 0xffff.
+    Udp,
+    /// ICMP (the only other protocol translated): no pseudo header.
+    Icmp,
+}
+
+/// The L4 rewrite of a header without IPv4 options and a packet whose
+/// checksum state is not `CHECKSUM_COMPLETE`: the fields and the checksum
+/// at `CSUM` bytes into the L4 header, by direct writes.
+#[inline(always)]
+fn direct<const CSUM: usize>(
+    ctx: &TcContext,
+    ip: &Ipv4Rewrite,
+    change: L4Change,
+    partial: bool,
+    sum: Sum,
+) -> Result<(), DropReason> {
+    let (pseudo, udp) = (sum != Sum::Icmp, sum == Sum::Udp);
+    let mut diff = 0;
+    let mut changed = false;
+    if pseudo && ip.addrs_change() {
+        diff += ip.addrs_diff();
+        changed = true;
+    }
+    match change {
+        L4Change::Nothing => {}
+        L4Change::Ports { old, new } => {
+            let (old, new) = (port_word(old), port_word(new));
+            write_l4::<0, 4>(ctx, L4_NO_OPTIONS, new)?;
+            // Not under CHECKSUM_PARTIAL: the device sums the ports itself.
+            if !partial {
+                diff += words(!u32::from_ne_bytes(old)) + words(u32::from_ne_bytes(new));
+                changed = true;
+            }
+        }
+        L4Change::IcmpId { old, new } => {
+            write_l4::<4, 2>(ctx, L4_NO_OPTIONS, new.to_ne_bytes())?;
+            if !partial {
+                diff += u64::from(!old) + u64::from(new);
+                changed = true;
+            }
+        }
+    }
+    if !changed {
         return Ok(());
     }
-    let diff = words(!r.old_saddr) + words(r.new_saddr) + words(!r.old_daddr) + words(r.new_daddr);
-    ctx.l4_csum_replace(
-        l4.off,
-        0,
-        u64::from(fold(diff)),
-        l4.flags | BPF_F_PSEUDO_HDR as u64,
-    )
-    .map_err(fail)
+    let field = parse::header::<[u8; 2]>(ctx, L4_NO_OPTIONS + CSUM)?.cast_mut();
+    // SAFETY: in bounds (checked by `header`); direct packet writes are
+    // allowed for TC programs, the verifier unclones the skb first.
+    unsafe {
+        let old = u16::from_ne_bytes(*field);
+        if udp && old == 0 {
+            // No checksum: stays none.
+            return Ok(());
+        }
+        // As `inet_proto_csum_replace4`: under CHECKSUM_PARTIAL the field
+        // holds the pseudo header's sum itself, otherwise its complement.
+        let mut new = if partial {
+            fold(u64::from(old) + diff)
+        } else {
+            !fold(u64::from(!old) + diff)
+        };
+        if udp && new == 0 {
+            new = 0xffff;
+        }
+        *field = new.to_ne_bytes();
+    }
+    Ok(())
 }
 
-/// Rewrites the TCP/UDP ports (`[source, destination]`, as stored) of the
-/// L4 header at `l4_start` from `old` to `new`, with the checksum: both
-/// ports are one 32-bit word, so one helper call.
+/// The L4 rewrite through `bpf_l4_csum_replace`, which knows the checksum
+/// state: one call for the addresses (their difference summed here, size
+/// 0), one for the ports (one 32-bit word) or the ICMP identifier.
 #[inline(always)]
-pub(crate) fn set_l4_ports(
+fn with_helpers(
     ctx: &TcContext,
     l4_start: usize,
-    old: [u16; 2],
-    new: [u16; 2],
-    l4: L4Csum,
+    csum_off: usize,
+    ip: &Ipv4Rewrite,
+    change: L4Change,
+    flags: u64,
+    pseudo: bool,
 ) -> Result<(), DropReason> {
-    let word = |p: [u16; 2]| {
-        let ([a, b], [c, d]) = (p[0].to_ne_bytes(), p[1].to_ne_bytes());
-        [a, b, c, d]
-    };
-    let (old, new) = (word(old), word(new));
-    ctx.l4_csum_replace(
-        l4.off,
-        u64::from(u32::from_ne_bytes(old)),
-        u64::from(u32::from_ne_bytes(new)),
-        l4.flags | 4,
-    )
-    .map_err(fail)?;
-    write_l4::<0, 4>(ctx, l4_start, new)
-}
-
-/// Rewrites the ICMP echo identifier (as stored) of the ICMP header at
-/// `l4_start` from `old` to `new`, with the checksum.
-#[inline(always)]
-pub(crate) fn set_icmp_id(
-    ctx: &TcContext,
-    l4_start: usize,
-    old: u16,
-    new: u16,
-    l4: L4Csum,
-) -> Result<(), DropReason> {
-    ctx.l4_csum_replace(l4.off, u64::from(old), u64::from(new), l4.flags | 2)
+    if pseudo && ip.addrs_change() {
+        ctx.l4_csum_replace(
+            csum_off,
+            0,
+            u64::from(fold(ip.addrs_diff())),
+            flags | BPF_F_PSEUDO_HDR as u64,
+        )
         .map_err(fail)?;
-    write_l4::<4, 2>(ctx, l4_start, new.to_ne_bytes())
+    }
+    match change {
+        L4Change::Nothing => Ok(()),
+        L4Change::Ports { old, new } => {
+            let (old, new) = (port_word(old), port_word(new));
+            ctx.l4_csum_replace(
+                csum_off,
+                u64::from(u32::from_ne_bytes(old)),
+                u64::from(u32::from_ne_bytes(new)),
+                flags | 4,
+            )
+            .map_err(fail)?;
+            write_l4::<0, 4>(ctx, l4_start, new)
+        }
+        L4Change::IcmpId { old, new } => {
+            ctx.l4_csum_replace(csum_off, u64::from(old), u64::from(new), flags | 2)
+                .map_err(fail)?;
+            write_l4::<4, 2>(ctx, l4_start, new.to_ne_bytes())
+        }
+    }
 }
-
-/// Offset of the L4 header in a frame whose IPv4 header has no options.
-pub(crate) const L4_NO_OPTIONS: usize = EthHdr::LEN + Ipv4Hdr::LEN;
 
 /// Writes `bytes` at `FIELD` bytes into the L4 header at `l4_start`.
 ///
@@ -199,7 +313,7 @@ pub(crate) const L4_NO_OPTIONS: usize = EthHdr::LEN + Ipv4Hdr::LEN;
 /// offset between the check and the write, so a header with IPv4 options
 /// is written with `bpf_skb_store_bytes`; the usual one without is written
 /// by packet pointer at a constant offset, which saves the helper call.
-/// Either way after the checksum helper, which invalidates packet
+/// Either way after any checksum helper, which invalidates packet
 /// pointers.
 #[inline(always)]
 fn write_l4<const FIELD: usize, const N: usize>(

@@ -160,13 +160,14 @@ pub fn netd_post_bind4(ctx: aya_ebpf::programs::SockContext) -> i32 {
 }
 
 // ---------------------------------------------------------------------------
-// NAT (modules `nat`, `conntrack`, `csum`): masquerade, published ports and
-// hairpin. `netd_from_ep` calls into `nat` from `forward`; the uplink has a
-// program of its own.
+// NAT (modules `nat`, `conntrack`, `csum`, `skb`): masquerade, published
+// ports and hairpin. `netd_from_ep` calls into `nat` from `forward`; the
+// uplink has a program of its own.
 
 mod conntrack;
 mod csum;
 mod nat;
+mod skb;
 
 // Services (module `lb`): virtual IPs balanced round-robin, from
 // `netd_from_ep` (`forward`), the published-port paths (`nat`) and the

@@ -55,9 +55,9 @@
 //! backends drops the new flow (`NoBackend`).
 //!
 //! Per-packet cost: `HOST_CFG` (array) and `NAT_CT` lookups for packets of
-//! known flows, one `bpf_l4_csum_replace` for the addresses and one for
-//! the ports if they change (the IPv4 header, the clock, the ports of a
-//! header without options and the delivery counters cost no call); a new
+//! known flows and the redirect; the headers, their checksums (see `csum`
+//! for the `CHECKSUM_COMPLETE` and IPv4-options exceptions), the clock and
+//! the delivery counters cost no helper call; a new
 //! flow adds an `EP_BY_IF` lookup (the slot of the endpoint it delivers
 //! to, recorded in the flow), at most two `PUBLISH` lookups, a `HOST_ADDRS`
 //! lookup and the inserts (for a service, `lb`'s two `LB_SVC` lookups and
@@ -82,7 +82,7 @@ use network_types::eth::EthHdr;
 use crate::{
     VERDICT_NEXT,
     conntrack::{self, Hit, TCP_ACK, TCP_RST, TCP_SYN},
-    csum::{self, Ipv4Rewrite, L4Csum},
+    csum::{self, Ipv4Rewrite, L4Change},
     lb, maps,
     parse::{self, EthIpv4},
     stats,
@@ -246,7 +246,6 @@ fn target_network(target: &PublishTarget) -> Option<NetworkInfo> {
 pub(crate) fn translate(ctx: &TcContext, p: &Packet, hit: &Hit) -> Result<i32, DropReason> {
     let e = &hit.entry;
     let k = &p.key;
-    let l4 = L4Csum::new(k.proto, p.l4);
     let ip = Ipv4Rewrite {
         old_saddr: k.saddr,
         new_saddr: e.new_saddr,
@@ -255,25 +254,26 @@ pub(crate) fn translate(ctx: &TcContext, p: &Packet, hit: &Hit) -> Result<i32, D
         ttl: p.ttl,
     };
     csum::rewrite_ipv4(ctx, &ip)?;
-    csum::l4_addrs(ctx, &ip, l4)?;
-    if k.proto == PROTO_ICMP {
+    let change = if k.proto == PROTO_ICMP {
         let (old, new) = if p.icmp_request {
             (k.sport, e.new_sport)
         } else {
             (k.dport, e.new_dport)
         };
         if old != new {
-            csum::set_icmp_id(ctx, p.l4, old, new, l4)?;
+            L4Change::IcmpId { old, new }
+        } else {
+            L4Change::Nothing
         }
     } else if e.new_sport != k.sport || e.new_dport != k.dport {
-        csum::set_l4_ports(
-            ctx,
-            p.l4,
-            [k.sport, k.dport],
-            [e.new_sport, e.new_dport],
-            l4,
-        )?;
-    }
+        L4Change::Ports {
+            old: [k.sport, k.dport],
+            new: [e.new_sport, e.new_dport],
+        }
+    } else {
+        L4Change::Nothing
+    };
+    csum::rewrite_l4(ctx, k.proto, p.l4, &ip, change)?;
     conntrack::count(NatCounter::TranslatedPackets);
 
     let verdict = if e.flags & CT_F_TO_UPLINK != 0 {

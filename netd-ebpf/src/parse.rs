@@ -46,17 +46,54 @@ pub(crate) struct EthIpv4 {
 #[inline(always)]
 pub(crate) fn header<T>(ctx: &TcContext, offset: usize) -> Result<*const T, DropReason> {
     let end = offset + size_of::<T>();
-    if ctx.data() + end > ctx.data_end() {
+    let (mut data, mut data_end) = bounds(ctx);
+    if data + end > data_end {
         if (ctx.len() as usize) < end {
             return Err(DropReason::Malformed);
         }
         // Failing to pull (-ENOMEM) says nothing about the packet itself.
         ctx.pull_data(end as u32).map_err(|_| DropReason::Unknown)?;
-        if ctx.data() + end > ctx.data_end() {
+        (data, data_end) = bounds(ctx);
+        if data + end > data_end {
             return Err(DropReason::Unknown);
         }
     }
-    Ok((ctx.data() + offset) as *const T)
+    Ok((data + offset) as *const T)
+}
+
+/// `skb->data` and `skb->data_end`, each read as one load from the context
+/// pointer itself.
+///
+/// Verifier note: written as instructions because LLVM may otherwise keep
+/// `ctx + offset` in a register (or spill it) and load through that
+/// later, which the verifier refuses ("dereference of modified ctx ptr"):
+/// it only rewrites context loads at a constant offset from the context
+/// pointer. Which code triggers that depends on register pressure
+/// anywhere in the program, so no call site is safe by itself.
+#[inline(always)]
+fn bounds(ctx: &TcContext) -> (usize, usize) {
+    #[cfg(target_arch = "bpf")]
+    {
+        let (data, data_end): (usize, usize);
+        // SAFETY: `ctx.skb.skb` is the program's context (`__sk_buff`);
+        // both fields are u32 loads the verifier turns into the packet
+        // pointers.
+        unsafe {
+            core::arch::asm!(
+                "{d} = *(u32 *)({c} + {off_d})",
+                "{e} = *(u32 *)({c} + {off_e})",
+                c = in(reg) ctx.skb.skb,
+                d = out(reg) data,
+                e = out(reg) data_end,
+                off_d = const core::mem::offset_of!(aya_ebpf::bindings::__sk_buff, data),
+                off_e = const core::mem::offset_of!(aya_ebpf::bindings::__sk_buff, data_end),
+                options(nostack, readonly, preserves_flags),
+            );
+        }
+        (data, data_end)
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    (ctx.data(), ctx.data_end())
 }
 
 /// The frame's ether type (as stored, i.e. big-endian; compare with

@@ -2,8 +2,8 @@
 //! with BPF_PROG_TEST_RUN on crafted frames (checksums verified by
 //! recomputing them here) and one real-traffic test between namespaces.
 //!
-//! Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN), `ip`, `ping` and
-//! `python3` (the real-traffic servers). Every test uses its own pin
+//! Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN), `ip`, `ping`,
+//! `ethtool` and `python3` (the real-traffic servers). Every test uses its own pin
 //! directory (so its own maps) and its own interfaces/namespaces, removed by
 //! guards even when it panics, so the tests run in parallel with each other
 //! and with the other test files.
@@ -1586,17 +1586,45 @@ fn client(netns: &str, proto: &str, addr: Ipv4Addr, port: u16) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Who computes the checksums of the real traffic between the outside and
+/// the uplink.
+#[derive(Clone, Copy)]
+enum Checksums {
+    /// The veths' defaults: left to a device that never computes them
+    /// (`CHECKSUM_PARTIAL` all the way), and never verified.
+    Offloaded,
+    /// Checksum offload off on both ends of the uplink's veth: the kernel
+    /// completes what the container left to the device before it leaves
+    /// (from the pseudo-header sum netd updated), and both the outside and
+    /// the container verify every checksum they receive (translated as
+    /// `CHECKSUM_NONE`). A wrong update loses the packet.
+    Software,
+}
+
+/// Checks that the container reaches the outside with the uplink address
+/// as source (ping, TCP, UDP), and that published ports answer from
+/// outside, with the checksums offloaded (the usual veth case).
+#[test]
+fn real_traffic_is_masqueraded_and_published_ports_answer() {
+    real_traffic(Checksums::Offloaded);
+}
+
+/// The same with checksums computed and verified in software, so that the
+/// incremental updates for both checksum states are checked on the wire.
+#[test]
+fn translated_checksums_are_right_on_the_wire() {
+    real_traffic(Checksums::Software);
+}
+
 /// An "outside" namespace behind a veth whose root-namespace end is the
 /// uplink (10.248.x.1/24 <-> 10.248.x.2/24), and a container namespace
 /// whose host-side veth carries the programs (10.249.x.2/24, gateway .1;
 /// no bridge is needed: ARP is answered by the program and translated
-/// traffic is redirected). Checks that the container reaches the outside
-/// with the uplink address as source (ping, TCP, UDP), and that a
-/// published port answers from outside.
-#[test]
-fn real_traffic_is_masqueraded_and_published_ports_answer() {
+/// traffic is redirected), then traffic both ways.
+fn real_traffic(checksums: Checksums) {
     let pins = PinDir::new();
-    let x = std::process::id() % 250 + 1;
+    // Both variants run at once in this process: one x each.
+    let x = std::process::id() % 125 * 2 + 1 + checksums as u32;
     let (up_addr, out_addr) = (ip(&format!("10.248.{x}.1")), ip(&format!("10.248.{x}.2")));
     let (gw, c_addr) = (ip(&format!("10.249.{x}.1")), ip(&format!("10.249.{x}.2")));
 
@@ -1629,6 +1657,24 @@ fn real_traffic_is_masqueraded_and_published_ports_answer() {
     ]);
     run(&["ip", "-n", &out_ns, "link", "set", &outside.peer, "up"]);
     run(&["ip", "-n", &out_ns, "link", "set", "lo", "up"]);
+    if let Checksums::Software = checksums {
+        // tx off: computed before leaving; rx off: veth does not mark what
+        // arrives as verified.
+        run(&["ethtool", "-K", &outside.host, "tx", "off", "rx", "off"]);
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &out_ns,
+            "ethtool",
+            "-K",
+            &outside.peer,
+            "tx",
+            "off",
+            "rx",
+            "off",
+        ]);
+    }
 
     // Container.
     let cont = Veth::new();

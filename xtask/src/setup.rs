@@ -20,8 +20,9 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// What the tests use besides Rust: links and namespaces (`ip`), traffic
 /// (`ping`, `iperf3`, `socat` for UDP echo, `python3` for scripted servers), DNS (`dig`), datapath
-/// inspection (`bpftool`, `tcpdump`), and the firewall tools whose output
-/// proves netd added no rules (`nft`, `iptables-save`).
+/// inspection (`bpftool`, `tcpdump`), checksum offload switched off to
+/// verify translated checksums on the wire (`ethtool`), and the firewall
+/// tools whose output proves netd added no rules (`nft`, `iptables-save`).
 const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "iputils-ping",
@@ -29,6 +30,7 @@ const TEST_PACKAGES: &[&str] = &[
     "bind9-dnsutils",
     "bpftool",
     "tcpdump",
+    "ethtool",
     "socat",
     "python3",
     "nftables",

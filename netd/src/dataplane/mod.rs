@@ -42,6 +42,12 @@
 //!
 //! The programs themselves are not pinned: the filters and links hold them.
 //!
+//! # Binding to the running kernel
+//! Before loading, the object's read of a packet's checksum state is bound
+//! to this kernel's BTF (module `kfunc`, with `kernel_btf`): aya cannot
+//! relocate the kfunc it calls. Without a binding the programs still work,
+//! through the kernel's checksum helpers.
+//!
 //! # Steering state
 //! What the programs need to forward and isolate (see `netd-ebpf`) is
 //! written by the engine through [`Dataplane::set_network`] and
@@ -63,6 +69,8 @@
 //! size takes over the old one's flows (module `nat`).
 
 mod bpffs;
+mod kernel_btf;
+mod kfunc;
 mod raw_link;
 mod slots;
 mod steering;
@@ -540,10 +548,11 @@ impl Dataplane {
         }
         check_pinned_maps(pin_dir, &maps_dir, sizes)?;
 
+        let object = kfunc::for_running_kernel(OBJECT);
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
             .map_max_entries(map_names::NAT_CT, sizes.nat_ct_entries())
-            .load(OBJECT)
+            .load(object.bytes())
             .map_err(|e| DataplaneError::LoadObject(Box::new(e)))?;
         for direction in Direction::ALL {
             let program = program_name(direction);
