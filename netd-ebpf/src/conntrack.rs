@@ -4,6 +4,8 @@
 //! Per packet of a known flow: one lookup, plus a write of `last_seen` at
 //! most once per `REFRESH_NS`; the flow's other entry is touched only on
 //! state changes (first reply, FIN, RST) and when the entry looks expired.
+//! Within a tick, a CPU answers the lookups of a steady flow from its own
+//! copy (`FLOW_CACHE`, see [`lookup`]).
 //!
 //! Lifetime:
 //! - TCP: RST removes both entries at once; after a FIN each way the next
@@ -35,7 +37,10 @@ use netd_common::{
 };
 
 use crate::atomic;
-use crate::maps::{CT_CLOCK, ClockCache, NAT_CT, NAT_STATS};
+use crate::maps::{
+    CT_CLOCK, CT_GEN, CachedFlow, ClockCache, FLOW_CACHE, FLOW_CACHE_WAYS, NAT_CT, NAT_STATS,
+    daemon_generation,
+};
 
 pub(crate) const TCP_FIN: u8 = 0x01;
 pub(crate) const TCP_SYN: u8 = 0x02;
@@ -114,8 +119,95 @@ pub(crate) struct Hit {
 /// Looks the packet's tuple up. Updates the flow's state with the TCP flags
 /// `tcp_flags` (0 for other protocols) and its `last_seen`. An expired flow
 /// is removed and reported as unknown.
+///
+/// A packet that cannot change its flow's state (no TCP SYN, FIN or RST)
+/// is answered from this CPU's copy in `FLOW_CACHE` when the copy is of
+/// its tuple, was made in this tick (`now`), and neither the programs
+/// (`CT_GEN`) nor the daemon (`EP_GEN`) changed a flow since. For such a
+/// packet the lookup below would return the same: within a tick nothing
+/// expires and `last_seen` needs no refresh. Copies are made only of flows
+/// in a steady state (no FIN seen; a reply entry already established), so
+/// that every packet that moves a flow on takes the lookup. The
+/// generations are read before the map, so a change made meanwhile
+/// outdates the copy.
 #[inline(always)]
 pub(crate) fn lookup(key: &CtKey, now: u64, tcp_flags: u8) -> Option<Hit> {
+    let gens = (programs_generation(), daemon_generation());
+    let slot = FLOW_CACHE.get_ptr_mut(cache_index(key));
+    let steady_packet = key.proto != PROTO_TCP || tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) == 0;
+    if let Some(slot) = slot
+        && steady_packet
+    {
+        // SAFETY: this CPU's element of a per-CPU array, valid for the
+        // program run; only the TC programs on this CPU access it, and
+        // they do not nest.
+        let copy = unsafe { &*slot };
+        if copy.now == now
+            && copy.ct_gen == gens.0
+            && copy.daemon_gen == gens.1
+            && same(&copy.key, key)
+        {
+            return Some(Hit {
+                entry: copy.entry,
+                close: false,
+            });
+        }
+    }
+    let hit = lookup_map(key, now, tcp_flags)?;
+    if let Some(slot) = slot
+        && !hit.close
+        && steady(hit.entry.flags)
+    {
+        // SAFETY: as above.
+        unsafe {
+            *slot = CachedFlow {
+                key: *key,
+                entry: hit.entry,
+                now,
+                ct_gen: gens.0,
+                daemon_gen: gens.1,
+            };
+        }
+    }
+    Some(hit)
+}
+
+/// Whether an entry with `flags` stays as it is for packets without SYN,
+/// FIN or RST: no FIN seen, and a reply entry already established.
+#[inline(always)]
+fn steady(flags: u32) -> bool {
+    flags & (CT_F_FIN_ORIG | CT_F_FIN_REPLY | CT_F_CLOSING) == 0
+        && (flags & CT_F_REPLY == 0 || flags & CT_F_ESTABLISHED != 0)
+}
+
+/// The `FLOW_CACHE` element of `key`: a multiplicative hash of the tuple.
+#[inline(always)]
+fn cache_index(key: &CtKey) -> u32 {
+    let ports = (u32::from(key.sport) << 16) | u32::from(key.dport);
+    let mixed = key.saddr ^ key.daddr.rotate_left(16) ^ ports ^ u32::from(key.proto);
+    mixed.wrapping_mul(0x9e37_79b1) >> (32 - FLOW_CACHE_WAYS.trailing_zeros())
+}
+
+/// The current `CT_GEN`.
+#[inline(always)]
+fn programs_generation() -> u64 {
+    CT_GEN.get(0).copied().unwrap_or(0)
+}
+
+/// Advances `CT_GEN` after a change to `NAT_CT`, so that every CPU stops
+/// using its copies of flows.
+#[inline(always)]
+fn flows_changed() {
+    if let Some(generation) = CT_GEN.get_ptr_mut(0) {
+        // SAFETY: an aligned u64 map value, valid for the program run;
+        // other CPUs add to it atomically too.
+        unsafe { atomic::fetch_add(generation, 1) };
+    }
+}
+
+/// [`lookup`] in `NAT_CT` itself.
+#[inline(always)]
+fn lookup_map(key: &CtKey, now: u64, tcp_flags: u8) -> Option<Hit> {
     let ptr = NAT_CT.get_ptr_mut(key)?;
     // SAFETY: a map value pointer, valid for the rest of the program run
     // (the element may be replaced concurrently; then we work on a copy of
@@ -199,6 +291,7 @@ fn or_state(ptr: *mut CtEntry, key: &CtKey, entry: &CtEntry, bits: u32) -> u32 {
             }
         }
     }
+    flows_changed();
     (seen & STATE_MASK) | bits
 }
 
@@ -240,6 +333,7 @@ fn set_state(ptr: *mut CtEntry, key: &CtKey, entry: &CtEntry, state: u32) {
             }
         }
     }
+    flows_changed();
 }
 
 /// Whether the partner of `entry` (at `key`) exists, still points back, and
@@ -269,6 +363,7 @@ fn remove_pair(key: &CtKey, entry: &CtEntry) {
         }
     }
     let _ = NAT_CT.remove(key);
+    flows_changed();
 }
 
 /// Ends the flow of the packet whose entry is `entry` at `key` (TCP RST or
@@ -354,11 +449,13 @@ pub(crate) fn create(
     match search.outcome {
         CLAIMED => {
             fwd.new_sport = search.port;
-            if NAT_CT.insert(key, fwd, BPF_ANY as u64).is_err() {
+            let inserted = NAT_CT.insert(key, fwd, BPF_ANY as u64);
+            if inserted.is_err() {
                 let _ = NAT_CT.remove(search.rev_key());
-                return Err(DropReason::CtMapFull);
             }
-            Ok(fwd)
+            // `key` may have had an entry (another CPU's concurrent flow).
+            flows_changed();
+            inserted.map(|()| fwd).map_err(|_| DropReason::CtMapFull)
         }
         FAILED => Err(DropReason::CtMapFull),
         _ => Err(DropReason::NatNoPort),

@@ -1,7 +1,7 @@
 //! Every map of the object, in one place.
 //!
 //! All maps but the programs' caches (`CT_CLOCK`, `EP_CACHE` with its
-//! `EP_GEN`) are pinned by name (`PinningType::ByName`): the daemon loads
+//! `EP_GEN`, `FLOW_CACHE` with its `CT_GEN`) are pinned by name (`PinningType::ByName`): the daemon loads
 //! the object with a pin directory, so a restarted daemon re-adopts the
 //! maps the still-attached programs are using instead of creating empty
 //! ones. Names and sizes come from `netd_common` so the daemon agrees on
@@ -75,14 +75,21 @@ pub(crate) static NET_BY_INDEX: Array<IndexedNetwork> = Array::pinned(NET_INDEXE
 #[map]
 pub(crate) static NET_HINT: Array<u32> = Array::pinned(NET_HINT_ENTRIES, 0);
 
-/// The generation of `EP_MAP`/`EP_BY_IF` (see
-/// `netd_common::map_names::EP_GEN`): the daemon advances it after every
-/// change to them. Not pinned: only the programs of the same load (whose
-/// `EP_CACHE` it guards) need it; programs of an earlier load, attached
-/// until a restarted daemon switches them over, see no advance, and their
-/// copies last a tick at most. Name: `map_names::EP_GEN`.
+/// The daemon's generation (see `netd_common::map_names::EP_GEN`): it
+/// advances it after every change to `EP_MAP`/`EP_BY_IF` and after
+/// removing flows from `NAT_CT`. Not pinned: only the programs of the same
+/// load (whose `EP_CACHE` and `FLOW_CACHE` it guards) need it; programs of
+/// an earlier load, attached until a restarted daemon switches them over,
+/// see no advance, and their copies last a tick at most.
+/// Name: `map_names::EP_GEN`.
 #[map]
 static EP_GEN: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The current `EP_GEN`.
+#[inline(always)]
+pub(crate) fn daemon_generation() -> u64 {
+    EP_GEN.get(0).copied().unwrap_or(0)
+}
 
 /// Elements of `EP_CACHE` per key kind (by ifindex, by address).
 const EP_CACHE_WAYS: u32 = 256;
@@ -131,7 +138,7 @@ fn cached(
     let Some(entry) = EP_CACHE.get_ptr_mut(index) else {
         return lookup();
     };
-    let generation = EP_GEN.get(0).copied().unwrap_or(0);
+    let generation = daemon_generation();
     // SAFETY: plain helper call without arguments (inlined by the verifier).
     let jiffies = unsafe { bpf_jiffies64() };
     // SAFETY: this CPU's element of a per-CPU array, valid for the program
@@ -311,6 +318,38 @@ pub(crate) struct ClockCache {
 /// empty one.
 #[map]
 pub(crate) static CT_CLOCK: PerCpuArray<ClockCache> = PerCpuArray::with_max_entries(1, 0);
+
+/// The programs' generation of `NAT_CT`: advanced (atomic add, see
+/// `conntrack::flows_changed`) after every change the programs make to it
+/// but a `last_seen` refresh. The daemon never writes it (a plain write
+/// could undo a concurrent add); its own changes advance `EP_GEN`. Not
+/// pinned, for the reasons of `EP_GEN`.
+#[map]
+pub(crate) static CT_GEN: Array<u64> = Array::with_max_entries(1, 0);
+
+/// A `NAT_CT` entry as `conntrack::lookup` left it for a packet: the tuple,
+/// the entry, and when (the `conntrack::now` tick and both generations).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct CachedFlow {
+    pub(crate) key: netd_common::nat::CtKey,
+    pub(crate) entry: netd_common::nat::CtEntry,
+    pub(crate) now: u64,
+    pub(crate) ct_gen: u64,
+    pub(crate) daemon_gen: u64,
+}
+
+/// Elements of `FLOW_CACHE` (a power of two).
+pub(crate) const FLOW_CACHE_WAYS: u32 = 256;
+
+/// Per CPU, the flows this CPU looked up last, by a hash of the tuple
+/// (`conntrack::lookup` has the rules). Like `EP_CACHE`: an inlined array
+/// load instead of the hash lookup (about 30 ns of a translated packet,
+/// mostly the call and return), written only by the TC programs on that
+/// CPU. Not pinned: a cache, filled again within a tick.
+#[map]
+pub(crate) static FLOW_CACHE: PerCpuArray<CachedFlow> =
+    PerCpuArray::with_max_entries(FLOW_CACHE_WAYS, 0);
 
 /// `NatCounter` -> count. Name: `map_names::NAT_STATS`.
 #[map]

@@ -819,6 +819,57 @@ fn tcp_rst_ends_the_flow() {
     assert_eq!(lab.dp.conntrack().expect("ct"), []);
 }
 
+/// Keeps the calling thread on the CPU it runs on now, so that all its test
+/// runs use that CPU's copies of flows.
+fn stay_on_this_cpu() {
+    // SAFETY: plain libc calls on a zeroed `cpu_set_t` owned here.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        assert!(cpu >= 0, "sched_getcpu");
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "sched_setaffinity"
+        );
+    }
+}
+
+/// The programs answer the steady packets of a flow from per-CPU copies;
+/// a change to the flow, by the programs (an RST) or by the daemon (a
+/// removal), must send the next packet to the map. Masquerade starts a
+/// flow on any packet but an RST, so an ACK that finds no flow counts a
+/// new one; one answered from a stale copy would not.
+#[test]
+fn copies_of_flows_never_outlive_a_change() {
+    stay_on_this_cpu();
+    let mut lab = Lab::new();
+    let (a, remote, uplink) = (lab.a.ip, ip(REMOTE), ip(UPLINK));
+    let a_ep = &lab.a;
+    let ack = tcp(a, remote, 40000, 80, ACK);
+    redirected(&lab.send(a_ep, remote, TCP, &tcp(a, remote, 40000, 80, SYN)));
+    for _ in 0..3 {
+        let s = redirected(&lab.send(a_ep, remote, TCP, &ack));
+        assert_eq!((s.src, s.sport), (uplink, 40000));
+    }
+    assert_eq!(lab.stats().snat_flows, 1);
+
+    let rst = tcp(remote, uplink, 80, 40000, RST | ACK);
+    redirected(&lab.arrive(remote, uplink, TCP, &rst));
+    assert_eq!(lab.dp.conntrack().expect("ct"), []);
+    redirected(&lab.send(a_ep, remote, TCP, &ack));
+    redirected(&lab.send(a_ep, remote, TCP, &ack));
+    assert_eq!(lab.stats().snat_flows, 2, "a new flow after the RST");
+    assert_eq!(lab.flows(), 1);
+
+    assert_eq!(lab.dp.remove_flows_of(a).expect("remove"), 1);
+    let a_ep = &lab.a;
+    redirected(&lab.send(a_ep, remote, TCP, &ack));
+    assert_eq!(lab.stats().snat_flows, 3, "a new flow after the removal");
+    assert_eq!(lab.flows(), 1);
+}
+
 #[test]
 fn tcp_fin_both_ways_ends_the_flow_at_the_last_ack() {
     let mut lab = Lab::new();
@@ -880,8 +931,13 @@ fn tcp_fin_both_ways_ends_the_flow_at_the_last_ack() {
 }
 
 /// Ages the entries `pick` chooses by `by`.
-fn age_entries(lab: &Lab, by: Duration, pick: impl Fn(&ConntrackKey) -> bool) {
-    rewrite_entries(lab, |key, entry| {
+fn age_entries(
+    pins: &PinDir,
+    dp: &mut Dataplane,
+    by: Duration,
+    pick: impl Fn(&ConntrackKey) -> bool,
+) {
+    rewrite_entries(pins, dp, |key, entry| {
         if pick(key) {
             entry.last_seen -= by.as_nanos() as u64;
         }
@@ -889,9 +945,14 @@ fn age_entries(lab: &Lab, by: Duration, pick: impl Fn(&ConntrackKey) -> bool) {
 }
 
 /// Opens the test's pinned `NAT_CT` directly and rewrites every entry
-/// with `edit` (the data path offers no way to, on purpose).
-fn rewrite_entries(lab: &Lab, edit: impl Fn(&ConntrackKey, &mut ConntrackEntry)) {
-    let data = aya::maps::MapData::from_pin(lab.pins.0.join("maps/NAT_CT")).expect("pinned NAT_CT");
+/// with `edit` (the data path offers no way to, on purpose), then tells
+/// the programs to drop their per-CPU copies of flows.
+fn rewrite_entries(
+    pins: &PinDir,
+    dp: &mut Dataplane,
+    edit: impl Fn(&ConntrackKey, &mut ConntrackEntry),
+) {
+    let data = aya::maps::MapData::from_pin(pins.0.join("maps/NAT_CT")).expect("pinned NAT_CT");
     let map = aya::maps::Map::from_map_data(data).expect("map");
     let mut ct: aya::maps::HashMap<_, ConntrackKey, ConntrackEntry> =
         aya::maps::HashMap::try_from(map).expect("hash map");
@@ -903,24 +964,28 @@ fn rewrite_entries(lab: &Lab, edit: impl Fn(&ConntrackKey, &mut ConntrackEntry))
             ct.insert(key, entry, 0).expect("rewrite entry");
         }
     }
+    dp.advance_generation().expect("advance the generation");
 }
 
 #[test]
 fn idle_flows_expire_and_free_their_ports() {
-    let lab = Lab::new();
+    let mut lab = Lab::new();
     let (a, b, remote, uplink) = (&lab.a, &lab.b, ip(REMOTE), ip(UPLINK));
     let udp_timeout = Duration::from_nanos(netd_common::nat::TIMEOUT_UDP_NS);
 
     // A one-way stream stays alive while either direction is active.
     redirected(&lab.send(a, remote, UDP, &udp(a.ip, remote, 41000, 53, true)));
-    age_entries(&lab, udp_timeout + Duration::from_secs(1), |k| {
-        k.saddr == netd_common::ipv4_be(remote.octets())
-    });
+    age_entries(
+        &lab.pins,
+        &mut lab.dp,
+        udp_timeout + Duration::from_secs(1),
+        |k| k.saddr == netd_common::ipv4_be(remote.octets()),
+    );
     let s = redirected(&lab.arrive(remote, uplink, UDP, &udp(remote, uplink, 53, 41000, true)));
     assert_eq!(s.dst, a.ip, "the other entry is fresh: the flow lives");
 
     // Both entries idle past the timeout: the flow is over.
-    age_entries(&lab, udp_timeout * 2, |_| true);
+    age_entries(&lab.pins, &mut lab.dp, udp_timeout * 2, |_| true);
     let stats = lab.stats();
     assert_eq!(
         (stats.conntrack_entries, stats.conntrack_expired),
@@ -944,7 +1009,8 @@ fn idle_flows_expire_and_free_their_ports() {
     // timeout, and its port goes to the next container that wants it.
     redirected(&lab.send(a, remote, TCP, &tcp(a.ip, remote, 40000, 80, SYN)));
     age_entries(
-        &lab,
+        &lab.pins,
+        &mut lab.dp,
         Duration::from_nanos(netd_common::nat::TIMEOUT_TCP_SYN_NS) + Duration::from_secs(1),
         |_| true,
     );
@@ -1191,7 +1257,7 @@ fn headers_with_ip_options_are_translated_too() {
 
 #[test]
 fn deliveries_are_counted_with_or_without_a_recorded_slot() {
-    let lab = Lab::new();
+    let mut lab = Lab::new();
     let (a, remote, uplink) = (&lab.a, ip(REMOTE), ip(UPLINK));
     redirected(&lab.send(a, remote, UDP, &udp(a.ip, remote, 41000, 53, true)));
     let ct = lab.dp.conntrack().expect("conntrack");
@@ -1204,7 +1270,9 @@ fn deliveries_are_counted_with_or_without_a_recorded_slot() {
     assert_eq!(lab.to_packets(a), 1);
 
     // Entries of an older netd record no slot: the endpoint is looked up.
-    rewrite_entries(&lab, |_, entry| entry.flags &= (1 << CT_SLOT_SHIFT) - 1);
+    rewrite_entries(&lab.pins, &mut lab.dp, |_, entry| {
+        entry.flags &= (1 << CT_SLOT_SHIFT) - 1
+    });
     let s = redirected(&lab.arrive(remote, uplink, UDP, &udp(remote, uplink, 53, 41000, true)));
     assert_eq!(s.dst, a.ip);
     assert_eq!(lab.to_packets(a), 2);

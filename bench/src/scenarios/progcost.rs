@@ -13,8 +13,11 @@
 //! The NAT and service paths change the packet they translate, and the
 //! kernel runs a batch on one skb, so they are timed one run per call: the
 //! first call of a path creates its flow, the later ones measure the
-//! established flow (the per-packet case), except for the "new flow" paths
-//! whose every call carries a new source port (the per-connection case).
+//! established flow (the per-packet case: answered from the programs'
+//! per-CPU copies of the lookups, as a flow's packets after its first in a
+//! kernel tick are; the "no per-CPU copies" rows drop the copies before
+//! every call), except for the "new flow" paths whose every call carries
+//! a new source port (the per-connection case).
 //!
 //! Adding a path is one line in [`PATHS`] (plus a frame builder if none
 //! fits); map state a new path needs goes into [`prepare`].
@@ -79,6 +82,11 @@ enum Timing {
     /// As `PerCall`, each call with the frame of a new flow (the frame
     /// builder gets the call's sequence number).
     PerCallNewFlows,
+    /// As `PerCall`, with the programs' per-CPU copies of endpoint and flow
+    /// lookups dropped before each call (`Dataplane::advance_generation`):
+    /// what a flow's first packet in a kernel tick on a CPU costs, where
+    /// `PerCall` measures the steady packets after it.
+    PerCallUncached,
 }
 
 /// One path through a program: which program, which device, which frame
@@ -115,12 +123,15 @@ const PATHS: &[Path] = &[
 #[rustfmt::skip]
 const NAT_PATHS: &[Path] = &[
     Path { name: "from_ep: TCP to the outside, established flow (masquerade; one run per call)", program: Program::FromEndpoint, device: Device::Endpoint, frame: frames::tcp_to_outside, timing: Timing::PerCall, opened_by: None },
+    Path { name: "from_ep: TCP to the outside, established flow, no per-CPU copies (masquerade, every lookup in the maps; one run per call)", program: Program::FromEndpoint, device: Device::Endpoint, frame: frames::tcp_to_outside, timing: Timing::PerCallUncached, opened_by: None },
     Path { name: "from_ep: TCP to the outside in a /16 of a netd network, established flow (masquerade; one run per call)", program: Program::FromEndpoint, device: Device::Endpoint, frame: frames::tcp_to_outside_near, timing: Timing::PerCall, opened_by: None },
     Path { name: "from_ep: new TCP connection to the outside (masquerade + conntrack insert; one run per call)", program: Program::FromEndpoint, device: Device::Endpoint, frame: frames::tcp_to_outside_new, timing: Timing::PerCallNewFlows, opened_by: None },
     Path { name: "uplink_in: reply of a masqueraded flow (reverse SNAT, redirect_peer; one run per call)", program: Program::Uplink, device: Device::Uplink, frame: frames::tcp_reply_from_outside, timing: Timing::PerCall, opened_by: Some(frames::tcp_to_outside) },
     Path { name: "uplink_in: TCP to a published port, established flow (DNAT; one run per call)", program: Program::Uplink, device: Device::Uplink, frame: frames::tcp_to_published, timing: Timing::PerCall, opened_by: None },
+    Path { name: "uplink_in: TCP to a published port, established flow, no per-CPU copies (DNAT, every lookup in the maps; one run per call)", program: Program::Uplink, device: Device::Uplink, frame: frames::tcp_to_published, timing: Timing::PerCallUncached, opened_by: None },
     Path { name: "uplink_in: new TCP connection to a published port (DNAT + conntrack insert; one run per call)", program: Program::Uplink, device: Device::Uplink, frame: frames::tcp_to_published_new, timing: Timing::PerCallNewFlows, opened_by: None },
     Path { name: "from_ep: TCP to a service VIP, established flow (load balancer; one run per call)", program: Program::FromEndpoint, device: Device::Endpoint, frame: frames::tcp_to_vip, timing: Timing::PerCall, opened_by: None },
+    Path { name: "from_ep: TCP to a service VIP, established flow, no per-CPU copies (load balancer, every lookup in the maps; one run per call)", program: Program::FromEndpoint, device: Device::Endpoint, frame: frames::tcp_to_vip, timing: Timing::PerCallUncached, opened_by: None },
     Path { name: "from_ep: new TCP connection to a service VIP (round-robin + conntrack insert; one run per call)", program: Program::FromEndpoint, device: Device::Endpoint, frame: frames::tcp_to_vip_new, timing: Timing::PerCallNewFlows, opened_by: None },
 ];
 
@@ -246,9 +257,12 @@ pub fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
 
 type Measured = Vec<(&'static str, Vec<f64>, &'static str)>;
 
-/// In a thread of its own: it enters the namespace for good.
+/// In a thread of its own: it enters the namespace for good, and stays on
+/// one CPU, whose per-CPU copies of lookups the programs then use call
+/// after call (as for the packets of a flow, which stay on one CPU).
 fn measure(ns: &Netns, pins: &Pins, reps: usize, repeat: u32) -> Result<Measured> {
     ns.enter_current_thread()?;
+    stay_on_this_cpu()?;
     let env = Env {
         endpoint: ifindex("ep0")?,
         unknown: ifindex("ep1")?,
@@ -357,9 +371,8 @@ fn measure_path(
         test_run(from_ep, env.endpoint, &opener(0), 1)
             .with_context(|| format!("opening the flow of {}", path.name))?;
     }
-    let program = program(dp, path.program)?;
-    let run = |frame: &[u8], repeat| {
-        test_run(program, ifindex, frame, repeat)
+    let run = |dp: &Dataplane, frame: &[u8], repeat| {
+        test_run(program(dp, path.program)?, ifindex, frame, repeat)
             .with_context(|| format!("test run of {}", path.name))
     };
     // Sequence 0 is the warm-up's frame: for the established-flow paths
@@ -370,19 +383,22 @@ fn measure_path(
     } else {
         1
     };
-    run(&(path.frame)(0), warm_up)?;
+    run(dp, &(path.frame)(0), warm_up)?;
     let (ns_per_run, code) = match path.timing {
-        Timing::Batched => run(&frame, repeat)?,
-        Timing::PerCall | Timing::PerCallNewFlows => {
+        Timing::Batched => run(dp, &frame, repeat)?,
+        Timing::PerCall | Timing::PerCallNewFlows | Timing::PerCallUncached => {
             let new_flows = path.timing == Timing::PerCallNewFlows;
             let n = if new_flows { NEW_FLOW_CALLS } else { calls };
             let mut one = Vec::with_capacity(n as usize);
             let mut code = 0;
             for call in 0..n {
+                if path.timing == Timing::PerCallUncached {
+                    dp.advance_generation()?;
+                }
                 let (ns, c) = if new_flows {
-                    run(&(path.frame)(2 + first_seq + rep as u32 * n + call), 1)?
+                    run(dp, &(path.frame)(2 + first_seq + rep as u32 * n + call), 1)?
                 } else {
-                    run(&frame, 1)?
+                    run(dp, &frame, 1)?
                 };
                 one.push(ns);
                 code = c;
@@ -391,6 +407,24 @@ fn measure_path(
         }
     };
     Ok((ns_per_run, verdict_name(code)))
+}
+
+/// Keeps the calling thread on the CPU it runs on now.
+fn stay_on_this_cpu() -> Result<()> {
+    // SAFETY: plain libc calls on a zeroed `cpu_set_t` owned here.
+    let pinned = unsafe {
+        let cpu = libc::sched_getcpu();
+        if cpu < 0 {
+            bail!("sched_getcpu: {}", std::io::Error::last_os_error());
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set)
+    };
+    if pinned != 0 {
+        bail!("sched_setaffinity: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn program(dp: &Dataplane, program: Program) -> Result<&SchedClassifier> {

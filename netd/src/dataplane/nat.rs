@@ -787,6 +787,7 @@ impl Dataplane {
                 Err(e) => removed(Err(e)).map_err(map_error(map_names::NAT_CT))?,
             }
         }
+        self.advance_generation()?;
         // A flow whose partner entry was already gone (evicted) counts too.
         Ok(entries.div_ceil(2))
     }

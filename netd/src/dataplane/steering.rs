@@ -298,7 +298,7 @@ impl Dataplane {
         if result.is_err() && fresh {
             self.slots.release(host_ifindex);
         }
-        let advanced = self.advance_endpoint_generation();
+        let advanced = self.advance_generation();
         result.and(advanced)?;
         debug!(ifindex = host_ifindex, %ip, net_index, slot, "endpoint written to the data path");
         Ok(())
@@ -356,7 +356,7 @@ impl Dataplane {
         ip: Ipv4Addr,
     ) -> Result<(), DataplaneError> {
         let result = self.remove_endpoint_entries(host_ifindex, ip);
-        let advanced = self.advance_endpoint_generation();
+        let advanced = self.advance_generation();
         result.and(advanced)
     }
 
@@ -451,13 +451,17 @@ impl Dataplane {
                 "removed stale data path entries"
             );
         }
-        self.advance_endpoint_generation()?;
+        self.advance_generation()?;
         self.rebuild_net_hint(None)
     }
 
-    /// Advances `EP_GEN` after `EP_MAP` or `EP_BY_IF` changed, so that the
-    /// programs stop using the copies of entries they keep (`EP_CACHE`).
-    fn advance_endpoint_generation(&mut self) -> Result<(), DataplaneError> {
+    /// Advances `EP_GEN` after `EP_MAP`, `EP_BY_IF` or `NAT_CT` changed, so
+    /// that the programs stop using the per-CPU copies of endpoints and
+    /// flows they keep (`EP_CACHE`, `FLOW_CACHE`): the next packet on every
+    /// CPU looks the maps up. Every change made through `Dataplane` does
+    /// this itself; it is public for those who write the pinned maps
+    /// directly (tests) or measure the lookups the copies save (bench).
+    pub fn advance_generation(&mut self) -> Result<(), DataplaneError> {
         let current = self
             .ep_gen
             .get(&0, 0)
