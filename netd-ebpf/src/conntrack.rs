@@ -5,7 +5,8 @@
 //! most once per `REFRESH_NS`; the flow's other entry is touched only on
 //! state changes (first reply, FIN, RST) and when the entry looks expired.
 //! Within a tick, a CPU answers the lookups of a steady flow from its own
-//! copy (`FLOW_CACHE`, see [`lookup`]).
+//! copy (`FLOW_CACHE`, see [`lookup`]); every change to an entry advances
+//! its tuple's generation (`CT_GEN`, see [`flows_changed`]).
 //!
 //! Lifetime:
 //! - TCP: RST removes both entries at once; after a FIN each way the next
@@ -38,8 +39,8 @@ use netd_common::{
 
 use crate::atomic;
 use crate::maps::{
-    CT_CLOCK, CT_GEN, CachedFlow, ClockCache, FLOW_CACHE, FLOW_CACHE_WAYS, NAT_CT, NAT_STATS,
-    daemon_generation,
+    CT_CLOCK, CT_GEN, CT_GEN_SLOTS, CachedFlow, ClockCache, FLOW_CACHE, FLOW_CACHE_WAYS, NAT_CT,
+    NAT_STATS, daemon_generation,
 };
 
 pub(crate) const TCP_FIN: u8 = 0x01;
@@ -123,17 +124,24 @@ pub(crate) struct Hit {
 /// A packet that cannot change its flow's state (no TCP SYN, FIN or RST)
 /// is answered from this CPU's copy in `FLOW_CACHE` when the copy is of
 /// its tuple, was made in this tick (`now`), and neither the programs
-/// (`CT_GEN`) nor the daemon (`EP_GEN`) changed a flow since. For such a
-/// packet the lookup below would return the same: within a tick nothing
-/// expires and `last_seen` needs no refresh. Copies are made only of flows
-/// in a steady state (no FIN seen; a reply entry already established), so
-/// that every packet that moves a flow on takes the lookup. The
-/// generations are read before the map, so a change made meanwhile
-/// outdates the copy.
+/// (the tuple's `CT_GEN` element) nor the daemon (`EP_GEN`) changed a flow
+/// of that tuple since. For such a packet the map lookup would return the
+/// same: within a tick nothing expires and `last_seen` needs no refresh.
+/// Copies are made only of flows that saw no FIN, so that every packet of
+/// a closing flow takes the lookup; the first reply of a flow makes a
+/// copy that is never used, since marking the flow established advances
+/// the generation.
+///
+/// The generations are read before the map, so on strongly ordered CPUs
+/// (x86) a change made meanwhile outdates the copy; a weakly ordered CPU
+/// may read the map first, and then a copy lags a change by the rest of
+/// its tick at most. An LRU eviction changes no generation (nothing tells
+/// the program which flow went), which lets a copy outlive its flow by a
+/// tick; a new flow on the tuple advances it.
 #[inline(always)]
 pub(crate) fn lookup(key: &CtKey, now: u64, tcp_flags: u8) -> Option<Hit> {
-    let gens = (programs_generation(), daemon_generation());
-    let slot = FLOW_CACHE.get_ptr_mut(cache_index(key));
+    let gens = (generation_of(key), daemon_generation());
+    let slot = FLOW_CACHE.get_ptr_mut(flow_hash(key) % FLOW_CACHE_WAYS);
     let steady_packet = key.proto != PROTO_TCP || tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) == 0;
     if let Some(slot) = slot
         && steady_packet
@@ -154,9 +162,10 @@ pub(crate) fn lookup(key: &CtKey, now: u64, tcp_flags: u8) -> Option<Hit> {
         }
     }
     let hit = lookup_map(key, now, tcp_flags)?;
+    let fins = CT_F_FIN_ORIG | CT_F_FIN_REPLY | CT_F_CLOSING;
     if let Some(slot) = slot
         && !hit.close
-        && steady(hit.entry.flags)
+        && hit.entry.flags & fins == 0
     {
         // SAFETY: as above.
         unsafe {
@@ -172,33 +181,31 @@ pub(crate) fn lookup(key: &CtKey, now: u64, tcp_flags: u8) -> Option<Hit> {
     Some(hit)
 }
 
-/// Whether an entry with `flags` stays as it is for packets without SYN,
-/// FIN or RST: no FIN seen, and a reply entry already established.
+/// A multiplicative hash of the tuple: its `FLOW_CACHE` element and its
+/// `CT_GEN` element are this modulo their sizes (powers of two).
 #[inline(always)]
-fn steady(flags: u32) -> bool {
-    flags & (CT_F_FIN_ORIG | CT_F_FIN_REPLY | CT_F_CLOSING) == 0
-        && (flags & CT_F_REPLY == 0 || flags & CT_F_ESTABLISHED != 0)
-}
-
-/// The `FLOW_CACHE` element of `key`: a multiplicative hash of the tuple.
-#[inline(always)]
-fn cache_index(key: &CtKey) -> u32 {
+fn flow_hash(key: &CtKey) -> u32 {
     let ports = (u32::from(key.sport) << 16) | u32::from(key.dport);
-    let mixed = key.saddr ^ key.daddr.rotate_left(16) ^ ports ^ u32::from(key.proto);
-    mixed.wrapping_mul(0x9e37_79b1) >> (32 - FLOW_CACHE_WAYS.trailing_zeros())
+    (key.saddr ^ key.daddr.rotate_left(16) ^ ports ^ u32::from(key.proto)).wrapping_mul(0x9e37_79b1)
+        >> 16
 }
 
-/// The current `CT_GEN`.
+/// The generation of the flows with tuple `key` (and of the others that
+/// share its `CT_GEN` element).
 #[inline(always)]
-fn programs_generation() -> u64 {
-    CT_GEN.get(0).copied().unwrap_or(0)
+fn generation_of(key: &CtKey) -> u64 {
+    CT_GEN
+        .get(flow_hash(key) % CT_GEN_SLOTS)
+        .copied()
+        .unwrap_or(0)
 }
 
-/// Advances `CT_GEN` after a change to `NAT_CT`, so that every CPU stops
-/// using its copies of flows.
+/// Advances the generation of the tuple `key` after a change to its entry,
+/// so that no CPU uses its copy any more. A flow's changes advance both
+/// its tuples.
 #[inline(always)]
-fn flows_changed() {
-    if let Some(generation) = CT_GEN.get_ptr_mut(0) {
+fn flows_changed(key: &CtKey) {
+    if let Some(generation) = CT_GEN.get_ptr_mut(flow_hash(key) % CT_GEN_SLOTS) {
         // SAFETY: an aligned u64 map value, valid for the program run;
         // other CPUs add to it atomically too.
         unsafe { atomic::fetch_add(generation, 1) };
@@ -291,7 +298,8 @@ fn or_state(ptr: *mut CtEntry, key: &CtKey, entry: &CtEntry, bits: u32) -> u32 {
             }
         }
     }
-    flows_changed();
+    flows_changed(key);
+    flows_changed(&peer);
     (seen & STATE_MASK) | bits
 }
 
@@ -333,7 +341,8 @@ fn set_state(ptr: *mut CtEntry, key: &CtKey, entry: &CtEntry, state: u32) {
             }
         }
     }
-    flows_changed();
+    flows_changed(key);
+    flows_changed(&peer);
 }
 
 /// Whether the partner of `entry` (at `key`) exists, still points back, and
@@ -363,7 +372,8 @@ fn remove_pair(key: &CtKey, entry: &CtEntry) {
         }
     }
     let _ = NAT_CT.remove(key);
-    flows_changed();
+    flows_changed(key);
+    flows_changed(&peer);
 }
 
 /// Ends the flow of the packet whose entry is `entry` at `key` (TCP RST or
@@ -453,8 +463,10 @@ pub(crate) fn create(
             if inserted.is_err() {
                 let _ = NAT_CT.remove(search.rev_key());
             }
-            // `key` may have had an entry (another CPU's concurrent flow).
-            flows_changed();
+            // Either tuple may have had an entry: `key` another CPU's
+            // concurrent flow, the reverse one an evicted flow.
+            flows_changed(key);
+            flows_changed(&search.rev_key());
             inserted.map(|()| fwd).map_err(|_| DropReason::CtMapFull)
         }
         FAILED => Err(DropReason::CtMapFull),

@@ -160,31 +160,18 @@ pub(crate) fn rewrite_l4(
     ip: &Ipv4Rewrite,
     change: L4Change,
 ) -> Result<(), DropReason> {
-    if l4_start == L4_NO_OPTIONS {
-        let state = skb::ip_summed(ctx);
-        if state != CHECKSUM_COMPLETE {
-            let partial = state == CHECKSUM_PARTIAL;
-            return match proto {
-                PROTO_TCP => direct::<16>(ctx, ip, change, partial, Sum::Tcp),
-                PROTO_UDP => direct::<6>(ctx, ip, change, partial, Sum::Udp),
-                _ => direct::<2>(ctx, ip, change, partial, Sum::Icmp),
-            };
-        }
-    }
+    // A header with IPv4 options takes the helpers, as CHECKSUM_COMPLETE
+    // does: the verifier cannot follow its variable offset for writes.
+    let state = if l4_start == L4_NO_OPTIONS {
+        skb::ip_summed(ctx)
+    } else {
+        CHECKSUM_COMPLETE
+    };
     match proto {
-        PROTO_TCP => with_helpers(ctx, l4_start, l4_start + 16, ip, change, 0, true),
-        // A UDP checksum of 0 means "none" and must stay 0; a computed 0
-        // must be sent as 0xffff. BPF_F_MARK_MANGLED_0 does both.
-        PROTO_UDP => with_helpers(
-            ctx,
-            l4_start,
-            l4_start + 6,
-            ip,
-            change,
-            BPF_F_MARK_MANGLED_0 as u64,
-            true,
-        ),
-        _ => with_helpers(ctx, l4_start, l4_start + 2, ip, change, 0, false),
+        PROTO_TCP => rewrite_l4_as::<16>(ctx, l4_start, ip, change, state, Sum::Tcp),
+        PROTO_UDP => rewrite_l4_as::<6>(ctx, l4_start, ip, change, state, Sum::Udp),
+        // ICMP, the only other protocol translated.
+        _ => rewrite_l4_as::<2>(ctx, l4_start, ip, change, state, Sum::Icmp),
     }
 }
 
@@ -193,11 +180,45 @@ pub(crate) fn rewrite_l4(
 enum Sum {
     /// Covers the pseudo header.
     Tcp,
-    /// Covers the pseudo header; 0 means "none" and a computed 0 is sent
-    /// as 0xffff.
+    /// Covers the pseudo header; 0 means "none" and must stay 0, a
+    /// computed 0 is sent as 0xffff.
     Udp,
-    /// ICMP (the only other protocol translated): no pseudo header.
+    /// No pseudo header.
     Icmp,
+}
+
+impl Sum {
+    #[inline(always)]
+    fn pseudo(self) -> bool {
+        self != Sum::Icmp
+    }
+
+    /// The `bpf_l4_csum_replace` flags besides the size.
+    #[inline(always)]
+    fn helper_flags(self) -> u64 {
+        match self {
+            // Does both parts of UDP's zero rule.
+            Sum::Udp => BPF_F_MARK_MANGLED_0 as u64,
+            Sum::Tcp | Sum::Icmp => 0,
+        }
+    }
+}
+
+/// [`rewrite_l4`] for a checksum `CSUM` bytes into the L4 header, with
+/// the rules of `sum`, for a packet in checksum state `state`.
+#[inline(always)]
+fn rewrite_l4_as<const CSUM: usize>(
+    ctx: &TcContext,
+    l4_start: usize,
+    ip: &Ipv4Rewrite,
+    change: L4Change,
+    state: u8,
+    sum: Sum,
+) -> Result<(), DropReason> {
+    if state == CHECKSUM_COMPLETE {
+        return with_helpers(ctx, l4_start, l4_start + CSUM, ip, change, sum);
+    }
+    direct::<CSUM>(ctx, ip, change, state == CHECKSUM_PARTIAL, sum)
 }
 
 /// The L4 rewrite of a header without IPv4 options and a packet whose
@@ -211,10 +232,9 @@ fn direct<const CSUM: usize>(
     partial: bool,
     sum: Sum,
 ) -> Result<(), DropReason> {
-    let (pseudo, udp) = (sum != Sum::Icmp, sum == Sum::Udp);
     let mut diff = 0;
     let mut changed = false;
-    if pseudo && ip.addrs_change() {
+    if sum.pseudo() && ip.addrs_change() {
         diff += ip.addrs_diff();
         changed = true;
     }
@@ -241,6 +261,7 @@ fn direct<const CSUM: usize>(
         return Ok(());
     }
     let field = parse::header::<[u8; 2]>(ctx, L4_NO_OPTIONS + CSUM)?.cast_mut();
+    let udp = sum == Sum::Udp;
     // SAFETY: in bounds (checked by `header`); direct packet writes are
     // allowed for TC programs, the verifier unclones the skb first.
     unsafe {
@@ -274,10 +295,10 @@ fn with_helpers(
     csum_off: usize,
     ip: &Ipv4Rewrite,
     change: L4Change,
-    flags: u64,
-    pseudo: bool,
+    sum: Sum,
 ) -> Result<(), DropReason> {
-    if pseudo && ip.addrs_change() {
+    let flags = sum.helper_flags();
+    if sum.pseudo() && ip.addrs_change() {
         ctx.l4_csum_replace(
             csum_off,
             0,

@@ -26,8 +26,9 @@
 //! (`NoBackend`) instead of sending them anywhere stale.
 //!
 //! Per-packet cost, whatever the number of services and backends: a packet
-//! of a known flow to a VIP costs the `NAT_CT` lookup (its entry says where
-//! the flow goes); a new flow adds the `LB_SVC` frontend lookup, one atomic
+//! of a known flow to a VIP costs its `NAT_CT` entry (its entry says where
+//! the flow goes; from this CPU's copy but for the first packet of a tick,
+//! see `conntrack::lookup`); a new flow adds the `LB_SVC` frontend lookup, one atomic
 //! add on the service's cursor and one `LB_SVC` slot lookup. Replies cost
 //! an `LB_BACKENDS` array read on the peer-to-peer path, and the `NAT_CT`
 //! lookup only for endpoints marked there. No loop over services or

@@ -1,11 +1,11 @@
 //! Every map of the object, in one place.
 //!
 //! All maps but the programs' caches (`CT_CLOCK`, `EP_CACHE` with its
-//! `EP_GEN`, `FLOW_CACHE` with its `CT_GEN`) are pinned by name (`PinningType::ByName`): the daemon loads
-//! the object with a pin directory, so a restarted daemon re-adopts the
-//! maps the still-attached programs are using instead of creating empty
-//! ones. Names and sizes come from `netd_common` so the daemon agrees on
-//! them.
+//! `EP_GEN`, `FLOW_CACHE` with its `CT_GEN`) are pinned by name
+//! (`PinningType::ByName`): the daemon loads the object with a pin
+//! directory, so a restarted daemon re-adopts the maps the still-attached
+//! programs are using instead of creating empty ones. Names and sizes come
+//! from `netd_common` so the daemon agrees on them.
 //!
 //! The programs never write the endpoint and network maps; the daemon does
 //! (`netd::dataplane::Dataplane::set_endpoint`, `set_network`). The lookup
@@ -319,13 +319,22 @@ pub(crate) struct ClockCache {
 #[map]
 pub(crate) static CT_CLOCK: PerCpuArray<ClockCache> = PerCpuArray::with_max_entries(1, 0);
 
-/// The programs' generation of `NAT_CT`: advanced (atomic add, see
-/// `conntrack::flows_changed`) after every change the programs make to it
-/// but a `last_seen` refresh. The daemon never writes it (a plain write
-/// could undo a concurrent add); its own changes advance `EP_GEN`. Not
-/// pinned, for the reasons of `EP_GEN`.
+/// Elements of `CT_GEN` (a power of two).
+pub(crate) const CT_GEN_SLOTS: u32 = 4096;
+const _: () = assert!(CT_GEN_SLOTS.is_power_of_two());
+
+/// The programs' generations of `NAT_CT`, by a hash of the tuple
+/// (`conntrack::flows_changed`): the element of a tuple is advanced (an
+/// atomic add) after every change the programs make to its entry but a
+/// `last_seen` refresh. Per tuple rather than one for all, so that new and
+/// closing flows elsewhere leave a steady flow's copies valid and its
+/// packets do not read a cache line every CPU writes. The daemon never
+/// writes it (a plain write could undo a concurrent add); its own changes
+/// advance `EP_GEN`. Not pinned: programs of an earlier load, which share
+/// `NAT_CT` until a restarted daemon switches the endpoints over, advance
+/// their own, so a copy may miss their changes for the rest of its tick.
 #[map]
-pub(crate) static CT_GEN: Array<u64> = Array::with_max_entries(1, 0);
+pub(crate) static CT_GEN: Array<u64> = Array::with_max_entries(CT_GEN_SLOTS, 0);
 
 /// A `NAT_CT` entry as `conntrack::lookup` left it for a packet: the tuple,
 /// the entry, and when (the `conntrack::now` tick and both generations).
@@ -341,6 +350,7 @@ pub(crate) struct CachedFlow {
 
 /// Elements of `FLOW_CACHE` (a power of two).
 pub(crate) const FLOW_CACHE_WAYS: u32 = 256;
+const _: () = assert!(FLOW_CACHE_WAYS.is_power_of_two());
 
 /// Per CPU, the flows this CPU looked up last, by a hash of the tuple
 /// (`conntrack::lookup` has the rules). Like `EP_CACHE`: an inlined array

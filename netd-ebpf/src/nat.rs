@@ -54,10 +54,12 @@
 //! picks for each new flow (flows marked `CT_F_LB` too); a service without
 //! backends drops the new flow (`NoBackend`).
 //!
-//! Per-packet cost: `HOST_CFG` (array) and `NAT_CT` lookups for packets of
-//! known flows and the redirect; the headers, their checksums (see `csum`
-//! for the `CHECKSUM_COMPLETE` and IPv4-options exceptions), the clock and
-//! the delivery counters cost no helper call; a new
+//! Per-packet cost: for packets of known flows the `HOST_CFG` array read,
+//! the flow's entry (from this CPU's copy, or the `NAT_CT` lookup for the
+//! first packet of a tick, see `conntrack::lookup`) and the redirect; the
+//! headers, their checksums (see `csum` for the `CHECKSUM_COMPLETE` and
+//! IPv4-options exceptions), the clock and the delivery counters cost no
+//! helper call; a new
 //! flow adds an `EP_BY_IF` lookup (the slot of the endpoint it delivers
 //! to, recorded in the flow), at most two `PUBLISH` lookups, a `HOST_ADDRS`
 //! lookup and the inserts (for a service, `lb`'s two `LB_SVC` lookups and

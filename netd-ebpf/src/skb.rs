@@ -10,7 +10,7 @@ use netd_common::ip_summed::MARKER;
 /// kernel.
 ///
 /// No helper call: bound, the kfunc call is a register move and the read
-/// one load; unbound, it is three moves.
+/// one load; unbound, the four instructions are moves and ALU.
 #[inline(always)]
 pub(crate) fn ip_summed(ctx: &TcContext) -> u8 {
     #[cfg(target_arch = "bpf")]

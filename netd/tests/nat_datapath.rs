@@ -819,23 +819,6 @@ fn tcp_rst_ends_the_flow() {
     assert_eq!(lab.dp.conntrack().expect("ct"), []);
 }
 
-/// Keeps the calling thread on the CPU it runs on now, so that all its test
-/// runs use that CPU's copies of flows.
-fn stay_on_this_cpu() {
-    // SAFETY: plain libc calls on a zeroed `cpu_set_t` owned here.
-    unsafe {
-        let cpu = libc::sched_getcpu();
-        assert!(cpu >= 0, "sched_getcpu");
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu as usize, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
-            0,
-            "sched_setaffinity"
-        );
-    }
-}
-
 /// The programs answer the steady packets of a flow from per-CPU copies;
 /// a change to the flow, by the programs (an RST) or by the daemon (a
 /// removal), must send the next packet to the map. Masquerade starts a
@@ -843,7 +826,7 @@ fn stay_on_this_cpu() {
 /// new one; one answered from a stale copy would not.
 #[test]
 fn copies_of_flows_never_outlive_a_change() {
-    stay_on_this_cpu();
+    netd::dataplane::stay_on_this_cpu().expect("stay on one CPU");
     let mut lab = Lab::new();
     let (a, remote, uplink) = (lab.a.ip, ip(REMOTE), ip(UPLINK));
     let a_ep = &lab.a;

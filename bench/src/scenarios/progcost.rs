@@ -262,7 +262,7 @@ type Measured = Vec<(&'static str, Vec<f64>, &'static str)>;
 /// after call (as for the packets of a flow, which stay on one CPU).
 fn measure(ns: &Netns, pins: &Pins, reps: usize, repeat: u32) -> Result<Measured> {
     ns.enter_current_thread()?;
-    stay_on_this_cpu()?;
+    netd::dataplane::stay_on_this_cpu().context("keep the measuring thread on one CPU")?;
     let env = Env {
         endpoint: ifindex("ep0")?,
         unknown: ifindex("ep1")?,
@@ -407,24 +407,6 @@ fn measure_path(
         }
     };
     Ok((ns_per_run, verdict_name(code)))
-}
-
-/// Keeps the calling thread on the CPU it runs on now.
-fn stay_on_this_cpu() -> Result<()> {
-    // SAFETY: plain libc calls on a zeroed `cpu_set_t` owned here.
-    let pinned = unsafe {
-        let cpu = libc::sched_getcpu();
-        if cpu < 0 {
-            bail!("sched_getcpu: {}", std::io::Error::last_os_error());
-        }
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu as usize, &mut set);
-        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set)
-    };
-    if pinned != 0 {
-        bail!("sched_setaffinity: {}", std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 fn program(dp: &Dataplane, program: Program) -> Result<&SchedClassifier> {

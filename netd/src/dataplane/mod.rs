@@ -548,27 +548,19 @@ impl Dataplane {
         }
         check_pinned_maps(pin_dir, &maps_dir, sizes)?;
 
-        let object = kfunc::for_running_kernel(OBJECT);
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(&maps_dir)
-            .map_max_entries(map_names::NAT_CT, sizes.nat_ct_entries())
-            .load(object.bytes())
-            .map_err(|e| DataplaneError::LoadObject(Box::new(e)))?;
-        for direction in Direction::ALL {
-            let program = program_name(direction);
-            classifier_mut(&mut ebpf, program)?
-                .load()
-                .map_err(|source| DataplaneError::LoadProgram {
-                    program,
-                    source: Box::new(source),
-                })?;
-        }
-        classifier_mut(&mut ebpf, nat::UPLINK_PROGRAM)?
-            .load()
-            .map_err(|source| DataplaneError::LoadProgram {
-                program: nat::UPLINK_PROGRAM,
-                source: Box::new(source),
-            })?;
+        let mut ebpf = match kfunc::for_running_kernel(OBJECT) {
+            Some(bound) => load_programs(bound.bytes(), &maps_dir, sizes).or_else(|e| {
+                // E.g. a kernel whose JIT is off: kfunc calls need it.
+                warn!(
+                    error = %e,
+                    "the kernel refused the programs bound to its checksum state; \
+                     loading them as built: NAT updates L4 checksums through the \
+                     kernel's helpers, which is slower"
+                );
+                load_programs(OBJECT, &maps_dir, sizes)
+            })?,
+            None => load_programs(OBJECT, &maps_dir, sizes)?,
+        };
         let ep_counters = take_map(&mut ebpf, map_names::EP_COUNTERS, |m| {
             PerCpuArray::try_from(m)
         })?;
@@ -984,6 +976,50 @@ fn check_pinned_maps(
         return Err(expected.incompatible(&info, path, pin_dir));
     }
     Ok(())
+}
+
+/// Keeps the calling thread on the CPU it runs on now. For callers of
+/// BPF_PROG_TEST_RUN (tests, the bench) whose runs must share the
+/// programs' per-CPU copies of lookups (`EP_CACHE`, `FLOW_CACHE`), as the
+/// packets of a flow, handled on one CPU, do.
+pub fn stay_on_this_cpu() -> std::io::Result<()> {
+    // SAFETY: plain libc calls on a zeroed `cpu_set_t` owned here.
+    let pinned = unsafe {
+        let cpu = libc::sched_getcpu();
+        if cpu < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set)
+    };
+    if pinned != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `object` loaded with its maps (pinned in `maps_dir`) and the TC
+/// programs loaded into the kernel (verified, not attached).
+fn load_programs(object: &[u8], maps_dir: &Path, sizes: &MapSizes) -> Result<Ebpf, DataplaneError> {
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(maps_dir)
+        .map_max_entries(map_names::NAT_CT, sizes.nat_ct_entries())
+        .load(object)
+        .map_err(|e| DataplaneError::LoadObject(Box::new(e)))?;
+    for program in Direction::ALL
+        .into_iter()
+        .map(program_name)
+        .chain([nat::UPLINK_PROGRAM])
+    {
+        classifier_mut(&mut ebpf, program)?
+            .load()
+            .map_err(|source| DataplaneError::LoadProgram {
+                program,
+                source: Box::new(source),
+            })?;
+    }
+    Ok(ebpf)
 }
 
 fn classifier_mut<'a>(

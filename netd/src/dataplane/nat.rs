@@ -781,13 +781,22 @@ impl Dataplane {
         }
         let mut ct: HashMap<&mut MapData, CtKey, CtEntry> = self.nat_map_mut(map_names::NAT_CT)?;
         let mut entries: usize = 0;
+        let mut failed = Ok(());
         for key in &doomed {
             match ct.remove(key) {
                 Ok(()) => entries += 1,
-                Err(e) => removed(Err(e)).map_err(map_error(map_names::NAT_CT))?,
+                Err(e) => {
+                    failed = removed(Err(e)).map_err(map_error(map_names::NAT_CT));
+                    if failed.is_err() {
+                        break;
+                    }
+                }
             }
         }
+        // Also after a failure half-way: what was removed must not live on
+        // in the programs' copies.
         self.advance_generation()?;
+        failed?;
         // A flow whose partner entry was already gone (evicted) counts too.
         Ok(entries.div_ceil(2))
     }

@@ -26,9 +26,10 @@
 //!   read it, and an element changes only while the network has none
 //!   (written before them, cleared after them; a restart writes the same
 //!   bytes again).
-//! - `EP_GEN`, the generation of `EP_MAP` and `EP_BY_IF`, advanced after
-//!   every change to them: the programs keep per-CPU copies of the
-//!   endpoints they look up and drop them when it moves on.
+//! - `EP_GEN`, the daemon's generation, advanced after every change to
+//!   `EP_MAP` and `EP_BY_IF` and after removing flows from `NAT_CT`: the
+//!   programs keep per-CPU copies of the endpoints and flows they look up
+//!   and drop them when it moves on.
 //! - `NET_HINT`, a bit per /16 that holds a subnet's or an endpoint's
 //!   address: a destination whose bit is clear is in neither map (the
 //!   outside world), so the programs skip both lookups. Bits are set before
