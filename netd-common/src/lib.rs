@@ -132,11 +132,11 @@ pub mod map_names {
     /// destination in it, without a trie lookup.
     pub const NET_BY_INDEX: &str = "NET_BY_INDEX";
     /// Array, one `u64` (index 0), not pinned: the daemon's generation,
-    /// which it advances after every change to `EP_MAP`/`EP_BY_IF` and
-    /// after removing flows from `NAT_CT` (see [`crate::next_generation`]).
-    /// The programs keep per-CPU copies of the endpoints and flows they
-    /// looked up and trust a copy only while the generation it was made in
-    /// lasts.
+    /// which it advances after every change to `EP_MAP`, `EP_BY_IF` and
+    /// `NET_LPM` and after removing flows from `NAT_CT` (see
+    /// [`crate::next_generation`]). The programs keep per-CPU copies of the
+    /// endpoints, networks and flows they looked up and trust a copy only
+    /// while the generation it was made in lasts.
     pub const EP_GEN: &str = "EP_GEN";
     /// Array of `u32`: a bitmap with one bit per /16 of the IPv4 space
     /// (element [`crate::net_hint_bit`]), set for every /16 that holds an

@@ -87,7 +87,7 @@ pub(crate) fn from_endpoint(ctx: &TcContext, ep: &EndpointInfo) -> Result<i32, D
     let indexed = maps::indexed_network(ep);
     let dst_net = match indexed {
         Some(own) if dst & own.mask == own.subnet => Some(own.info),
-        _ if netd_dst => maps::network_of(dst),
+        _ if netd_dst => maps::network_of_destination(dst),
         _ => None,
     };
     let gateway = match dst_net {

@@ -1,11 +1,11 @@
 //! Every map of the object, in one place.
 //!
-//! All maps but the programs' caches (`CT_CLOCK`, `EP_CACHE` with its
-//! `EP_GEN`, `FLOW_CACHE` with its `CT_GEN`) are pinned by name
-//! (`PinningType::ByName`): the daemon loads the object with a pin
-//! directory, so a restarted daemon re-adopts the maps the still-attached
-//! programs are using instead of creating empty ones. Names and sizes come
-//! from `netd_common` so the daemon agrees on them.
+//! All maps but the programs' caches (`CT_CLOCK`, `EP_CACHE` and
+//! `NET_CACHE` with their `EP_GEN`, `FLOW_CACHE` with its `CT_GEN`) are
+//! pinned by name (`PinningType::ByName`): the daemon loads the object
+//! with a pin directory, so a restarted daemon re-adopts the maps the
+//! still-attached programs are using instead of creating empty ones. Names
+//! and sizes come from `netd_common` so the daemon agrees on them.
 //!
 //! The programs never write the endpoint and network maps; the daemon does
 //! (`netd::dataplane::Dataplane::set_endpoint`, `set_network`). The lookup
@@ -76,9 +76,10 @@ pub(crate) static NET_BY_INDEX: Array<IndexedNetwork> = Array::pinned(NET_INDEXE
 pub(crate) static NET_HINT: Array<u32> = Array::pinned(NET_HINT_ENTRIES, 0);
 
 /// The daemon's generation (see `netd_common::map_names::EP_GEN`): it
-/// advances it after every change to `EP_MAP`/`EP_BY_IF` and after
-/// removing flows from `NAT_CT`. Not pinned: only the programs of the same
-/// load (whose `EP_CACHE` and `FLOW_CACHE` it guards) need it; programs of
+/// advances it after every change to `EP_MAP`, `EP_BY_IF` and `NET_LPM`
+/// and after removing flows from `NAT_CT`. Not pinned: only the programs
+/// of the same load (whose `EP_CACHE`, `NET_CACHE` and `FLOW_CACHE` it
+/// guards) need it; programs of
 /// an earlier load, attached until a restarted daemon switches them over,
 /// see no advance, and their copies last a tick at most.
 /// Name: `map_names::EP_GEN`.
@@ -94,21 +95,20 @@ pub(crate) fn daemon_generation() -> u64 {
 /// Elements of `EP_CACHE` per key kind (by ifindex, by address).
 const EP_CACHE_WAYS: u32 = 256;
 
-/// An `EP_BY_IF` or `EP_MAP` lookup as a CPU made it: the result (`info`,
-/// or for an address without endpoint `ifindex` 0) in the `EP_GEN`
+/// A lookup as a CPU made it: its result `value` in the `EP_GEN`
 /// generation `generation` and the tick `jiffies`.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct CachedEndpoint {
+struct Cached<T> {
     generation: u64,
     jiffies: u64,
-    info: EndpointInfo,
-    _pad: u32,
+    value: T,
 }
 
 /// Per CPU, the endpoints this CPU looked up last: elements
 /// `0..EP_CACHE_WAYS` by `ifindex % EP_CACHE_WAYS` (the sender of nearly
-/// every packet), the others by address (the destination). A hash lookup
+/// every packet), the others by address (the destination; an address
+/// without endpoint is cached as an entry with `ifindex` 0). A hash lookup
 /// is a call and a return, which the CPU's return-thunk mitigation makes
 /// the largest part of a forwarded packet's cost; a per-CPU array element
 /// is an inlined load, and only the TC programs on that CPU write it
@@ -122,20 +122,40 @@ struct CachedEndpoint {
 /// generation before the map change, only within the tick it was made in.
 /// Not pinned: a cache, filled again within a tick.
 #[map]
-static EP_CACHE: PerCpuArray<CachedEndpoint> = PerCpuArray::with_max_entries(2 * EP_CACHE_WAYS, 0);
+static EP_CACHE: PerCpuArray<Cached<EndpointInfo>> =
+    PerCpuArray::with_max_entries(2 * EP_CACHE_WAYS, 0);
 
-/// `lookup()`, or this CPU's copy of it in `EP_CACHE[index]` if `matches`
-/// the copied endpoint and the copy is still valid (see `EP_CACHE`).
-/// `miss` is what a failed lookup is cached as (its `ifindex` must be 0),
-/// `None` to cache only endpoints found.
+/// An address and the network whose subnet holds it (`net_index` 0: none).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct AddressNetwork {
+    addr: u32,
+    info: NetworkInfo,
+}
+
+/// Elements of `NET_CACHE`.
+const NET_CACHE_WAYS: u32 = 256;
+
+/// Per CPU, the `NET_LPM` lookups of destinations this CPU made last, by
+/// address: as `EP_CACHE` (same rules, same generation, which the daemon
+/// advances after network changes too). A trie lookup is a call as well;
+/// this spares it to traffic to the outside whose /16 holds a netd
+/// network (`NET_HINT` cannot tell those apart).
+#[map]
+static NET_CACHE: PerCpuArray<Cached<AddressNetwork>> =
+    PerCpuArray::with_max_entries(NET_CACHE_WAYS, 0);
+
+/// `lookup()`, or this CPU's copy of it in `cache[index]` if `matches` the
+/// copied value and the copy is still valid (see `EP_CACHE`). A lookup
+/// that returns `None` is not cached.
 #[inline(always)]
-fn cached(
+fn cached<T: Copy>(
+    cache: &PerCpuArray<Cached<T>>,
     index: u32,
-    matches: impl Fn(&EndpointInfo) -> bool,
-    miss: Option<EndpointInfo>,
-    lookup: impl FnOnce() -> Option<EndpointInfo>,
-) -> Option<EndpointInfo> {
-    let Some(entry) = EP_CACHE.get_ptr_mut(index) else {
+    matches: impl Fn(&T) -> bool,
+    lookup: impl FnOnce() -> Option<T>,
+) -> Option<T> {
+    let Some(entry) = cache.get_ptr_mut(index) else {
         return lookup();
     };
     let generation = daemon_generation();
@@ -144,16 +164,15 @@ fn cached(
     // SAFETY: this CPU's element of a per-CPU array, valid for the program
     // run; only the TC programs on this CPU access it, and they do not nest.
     let entry = unsafe { &mut *entry };
-    if entry.generation == generation && entry.jiffies == jiffies && matches(&entry.info) {
-        return (entry.info.ifindex != 0).then_some(entry.info);
+    if entry.generation == generation && entry.jiffies == jiffies && matches(&entry.value) {
+        return Some(entry.value);
     }
     let found = lookup();
-    if let Some(info) = found.or(miss) {
-        *entry = CachedEndpoint {
+    if let Some(value) = found {
+        *entry = Cached {
             generation,
             jiffies,
-            info,
-            _pad: 0,
+            value,
         };
     }
     found
@@ -164,9 +183,9 @@ fn cached(
 #[inline(always)]
 pub(crate) fn endpoint_by_ifindex(ifindex: u32) -> Option<EndpointInfo> {
     cached(
+        &EP_CACHE,
         ifindex % EP_CACHE_WAYS,
         |info| info.ifindex == ifindex,
-        None,
         // SAFETY: a non-null pointer from a map lookup points at a whole
         // `EndpointInfo` for the rest of the program run; copying it out at
         // once keeps the window for a concurrent replacement minimal.
@@ -185,19 +204,49 @@ pub(crate) fn slot_of(ifindex: u32) -> u16 {
 /// (see `EP_CACHE`).
 #[inline(always)]
 pub(crate) fn endpoint_by_ip(ip: u32) -> Option<EndpointInfo> {
-    let [.., third, fourth] = ip.to_ne_bytes();
     cached(
-        EP_CACHE_WAYS + (u32::from(third) * 31 + u32::from(fourth)) % EP_CACHE_WAYS,
+        &EP_CACHE,
+        EP_CACHE_WAYS + address_hash(ip) % EP_CACHE_WAYS,
         |info| info.ip == ip,
-        // No endpoint has `ip` (the gateway, a virtual IP, the outside):
-        // cached too, as an entry without ifindex.
-        Some(EndpointInfo {
-            ip,
-            ..EndpointInfo::default()
-        }),
-        // SAFETY: as in `endpoint_by_ifindex`.
-        || EP_MAP.get_ptr(ip).map(|p| unsafe { *p }),
+        || {
+            // No endpoint has `ip` (the gateway, a virtual IP, the
+            // outside): cached too, as an entry without ifindex.
+            let none = EndpointInfo {
+                ip,
+                ..EndpointInfo::default()
+            };
+            // SAFETY: as in `endpoint_by_ifindex`.
+            Some(EP_MAP.get_ptr(ip).map_or(none, |p| unsafe { *p }))
+        },
     )
+    .filter(|info| info.ifindex != 0)
+}
+
+/// A hash of an address (`ipv4_be`) for the caches: its last two octets,
+/// which vary most between the addresses of a host's networks.
+#[inline(always)]
+fn address_hash(ip: u32) -> u32 {
+    let [.., third, fourth] = ip.to_ne_bytes();
+    u32::from(third) * 31 + u32::from(fourth)
+}
+
+/// [`network_of`] for a destination address, through `NET_CACHE`. TC
+/// programs only (see `EP_CACHE`).
+#[inline(always)]
+pub(crate) fn network_of_destination(ip: u32) -> Option<NetworkInfo> {
+    cached(
+        &NET_CACHE,
+        address_hash(ip) % NET_CACHE_WAYS,
+        |net| net.addr == ip,
+        || {
+            Some(AddressNetwork {
+                addr: ip,
+                info: network_of(ip).unwrap_or_default(),
+            })
+        },
+    )
+    .map(|net| net.info)
+    .filter(|info| info.net_index != 0)
 }
 
 /// The network whose subnet contains `ip` (`ipv4_be`), longest prefix first.

@@ -27,9 +27,9 @@
 //!   (written before them, cleared after them; a restart writes the same
 //!   bytes again).
 //! - `EP_GEN`, the daemon's generation, advanced after every change to
-//!   `EP_MAP` and `EP_BY_IF` and after removing flows from `NAT_CT`: the
-//!   programs keep per-CPU copies of the endpoints and flows they look up
-//!   and drop them when it moves on.
+//!   `EP_MAP`, `EP_BY_IF` and `NET_LPM` and after removing flows from
+//!   `NAT_CT`: the programs keep per-CPU copies of the endpoints, networks
+//!   and flows they look up and drop them when it moves on.
 //! - `NET_HINT`, a bit per /16 that holds a subnet's or an endpoint's
 //!   address: a destination whose bit is clear is in neither map (the
 //!   outside world), so the programs skip both lookups. Bits are set before
@@ -155,6 +155,7 @@ impl Dataplane {
                 .set(index, indexed, BPF_ANY)
                 .map_err(map_error(map_names::NET_BY_INDEX))?;
         }
+        self.advance_generation()?;
         debug!(%subnet, index, %gateway, internal, "network written to the data path");
         Ok(())
     }
@@ -173,6 +174,7 @@ impl Dataplane {
         }
         removed(self.net_lpm.remove(&key)).map_err(map_error(map_names::NET_LPM))?;
         self.rebuild_net_hint(None)?;
+        self.advance_generation()?;
         debug!(%subnet, "network removed from the data path");
         Ok(())
     }
@@ -456,12 +458,13 @@ impl Dataplane {
         self.rebuild_net_hint(None)
     }
 
-    /// Advances `EP_GEN` after `EP_MAP`, `EP_BY_IF` or `NAT_CT` changed, so
-    /// that the programs stop using the per-CPU copies of endpoints and
-    /// flows they keep (`EP_CACHE`, `FLOW_CACHE`): the next packet on every
-    /// CPU looks the maps up. Every change made through `Dataplane` does
-    /// this itself; it is public for those who write the pinned maps
-    /// directly (tests) or measure the lookups the copies save (bench).
+    /// Advances `EP_GEN` after `EP_MAP`, `EP_BY_IF`, `NET_LPM` or `NAT_CT`
+    /// changed, so that the programs stop using the per-CPU copies of
+    /// lookups they keep (`EP_CACHE`, `NET_CACHE`, `FLOW_CACHE`): the next
+    /// packet on every CPU looks the maps up. Every change made through
+    /// `Dataplane` does this itself; it is public for those who write the
+    /// pinned maps directly (tests) or measure the lookups the copies save
+    /// (bench).
     pub fn advance_generation(&mut self) -> Result<(), DataplaneError> {
         let current = self
             .ep_gen
