@@ -6,7 +6,7 @@
 //! answers "id by name"); this reads just the type section, by the format
 //! in the kernel's `Documentation/bpf/btf.rst`, and the tests check it
 //! against the running kernel.
-use std::{io, path::Path};
+use std::io;
 
 /// The running kernel's BTF.
 pub(super) const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
@@ -59,8 +59,7 @@ pub(super) struct MemberBits {
     pub size: u32,
 }
 
-/// One type: its kind, name and the bytes of its record (header and the
-/// kind's trailing data).
+/// One type, decoded from its record.
 struct Type {
     kind: u32,
     kind_flag: bool,
@@ -68,65 +67,59 @@ struct Type {
     name_off: u32,
     /// `size` or `type`, by kind.
     size_or_type: u32,
-    /// Offset of the trailing data in `KernelBtf::types`.
+    /// Offset of the kind's trailing data in `KernelBtf::data`.
     extra: usize,
 }
 
-/// A parsed BTF blob (types and strings).
+/// A parsed BTF blob: the file as read, and where each type's record
+/// starts in it (decoded on demand: the kernel's has over 100,000 types,
+/// and the daemon keeps none of this after loading its programs).
 pub(super) struct KernelBtf {
-    types_data: Vec<u8>,
-    strings: Vec<u8>,
-    /// Index `id - 1` (type 0 is `void`).
-    types: Vec<Type>,
+    data: Vec<u8>,
+    /// The string section, as a range of `data`.
+    strings: std::ops::Range<usize>,
+    /// Offset in `data` of the record of type `id`, at index `id - 1`
+    /// (type 0 is `void`).
+    types: Vec<u32>,
 }
 
 impl KernelBtf {
     /// The running kernel's BTF.
     pub(super) fn vmlinux() -> Result<KernelBtf, BtfError> {
-        KernelBtf::read(Path::new(VMLINUX))
-    }
-
-    fn read(path: &Path) -> Result<KernelBtf, BtfError> {
-        let data = std::fs::read(path).map_err(|source| BtfError::Read {
-            path: path.display().to_string(),
+        let data = std::fs::read(VMLINUX).map_err(|source| BtfError::Read {
+            path: VMLINUX.to_string(),
             source,
         })?;
-        KernelBtf::parse(&data)
+        KernelBtf::parse(data)
     }
 
     /// Parses a BTF blob (header, type section, string section).
-    pub(super) fn parse(data: &[u8]) -> Result<KernelBtf, BtfError> {
-        let u16_at = |at: usize| {
-            data.get(at..at + 2)
-                .map(|b| u16::from_ne_bytes([b[0], b[1]]))
-                .ok_or(BtfError::Truncated(at))
-        };
-        if u16_at(0)? != MAGIC {
+    pub(super) fn parse(data: Vec<u8>) -> Result<KernelBtf, BtfError> {
+        let magic = data
+            .get(..2)
+            .map(|b| u16::from_ne_bytes([b[0], b[1]]))
+            .ok_or(BtfError::Truncated(0))?;
+        if magic != MAGIC {
             return Err(BtfError::Magic);
         }
-        let hdr_len = u32_at(data, 4)? as usize;
-        let section = |off_at: usize| -> Result<&[u8], BtfError> {
-            let start = hdr_len + u32_at(data, off_at)? as usize;
-            let len = u32_at(data, off_at + 4)? as usize;
-            data.get(start..start + len)
-                .ok_or(BtfError::Truncated(start))
-        };
         // btf_header: magic, version, flags, hdr_len, then type_off,
-        // type_len, str_off, str_len.
-        let types_data = section(8)?.to_vec();
-        let strings = section(16)?.to_vec();
+        // type_len, str_off, str_len (offsets from the header's end).
+        let hdr_len = u32_at(&data, 4)? as usize;
+        let section = |off_at: usize| -> Result<std::ops::Range<usize>, BtfError> {
+            let start = hdr_len + u32_at(&data, off_at)? as usize;
+            let end = start + u32_at(&data, off_at + 4)? as usize;
+            if end > data.len() {
+                return Err(BtfError::Truncated(start));
+            }
+            Ok(start..end)
+        };
+        let type_section = section(8)?;
+        let strings = section(16)?;
         let mut types = Vec::new();
-        let mut at = 0;
-        while at < types_data.len() {
-            let info = u32_at(&types_data, at + 4)?;
-            let ty = Type {
-                kind: (info >> 24) & 0x1f,
-                kind_flag: info >> 31 == 1,
-                vlen: (info & 0xffff) as usize,
-                name_off: u32_at(&types_data, at)?,
-                size_or_type: u32_at(&types_data, at + 8)?,
-                extra: at + TYPE_LEN,
-            };
+        let mut at = type_section.start;
+        while at < type_section.end {
+            let offset = u32::try_from(at).map_err(|_| BtfError::Truncated(at))?;
+            let ty = decode(&data, at)?;
             let extra_len = match ty.kind {
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
                 KIND_ARRAY => 12,
@@ -142,13 +135,13 @@ impl KernelBtf {
                 }
             };
             at = ty.extra + extra_len;
-            if at > types_data.len() {
+            if at > type_section.end {
                 return Err(BtfError::Truncated(at));
             }
-            types.push(ty);
+            types.push(offset);
         }
         Ok(KernelBtf {
-            types_data,
+            data,
             strings,
             types,
         })
@@ -173,9 +166,9 @@ impl KernelBtf {
         }
         (0..ty.vlen).find_map(|i| {
             let at = ty.extra + i * MEMBER_LEN;
-            let name_off = u32_at(&self.types_data, at).ok()?;
-            let member_type = u32_at(&self.types_data, at + 4).ok()?;
-            let offset = u32_at(&self.types_data, at + 8).ok()?;
+            let name_off = u32_at(&self.data, at).ok()?;
+            let member_type = u32_at(&self.data, at + 4).ok()?;
+            let offset = u32_at(&self.data, at + 8).ok()?;
             // With kind_flag the offset word holds the bitfield size in
             // its top byte.
             let (bit, bitfield) = if ty.kind_flag {
@@ -208,8 +201,8 @@ impl KernelBtf {
             KIND_INT | KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64 => Some(ty.size_or_type),
             // btf_array: element type, index type, element count.
             KIND_ARRAY => {
-                let element = u32_at(&self.types_data, ty.extra).ok()?;
-                let count = u32_at(&self.types_data, ty.extra + 8).ok()?;
+                let element = u32_at(&self.data, ty.extra).ok()?;
+                let count = u32_at(&self.data, ty.extra + 8).ok()?;
                 self.size_of(element)?.checked_mul(count)
             }
             _ => None,
@@ -232,21 +225,37 @@ impl KernelBtf {
     }
 
     fn find(&self, kind: u32, name: &str) -> Option<u32> {
-        self.types
-            .iter()
-            .position(|t| t.kind == kind && self.name(t.name_off) == Some(name))
-            .map(|i| i as u32 + 1)
+        (1..=self.types.len() as u32).find(|&id| {
+            self.ty(id)
+                .is_some_and(|t| t.kind == kind && self.name(t.name_off) == Some(name))
+        })
     }
 
-    fn ty(&self, id: u32) -> Option<&Type> {
-        self.types.get((id as usize).checked_sub(1)?)
+    fn ty(&self, id: u32) -> Option<Type> {
+        let at = *self.types.get((id as usize).checked_sub(1)?)?;
+        decode(&self.data, at as usize).ok()
     }
 
     fn name(&self, off: u32) -> Option<&str> {
-        let rest = self.strings.get(off as usize..)?;
+        let rest = self
+            .data
+            .get(self.strings.start + off as usize..self.strings.end)?;
         let end = rest.iter().position(|&b| b == 0)?;
         std::str::from_utf8(&rest[..end]).ok()
     }
+}
+
+/// The type record at `at` in `data`.
+fn decode(data: &[u8], at: usize) -> Result<Type, BtfError> {
+    let info = u32_at(data, at + 4)?;
+    Ok(Type {
+        kind: (info >> 24) & 0x1f,
+        kind_flag: info >> 31 == 1,
+        vlen: (info & 0xffff) as usize,
+        name_off: u32_at(data, at)?,
+        size_or_type: u32_at(data, at + 8)?,
+        extra: at + TYPE_LEN,
+    })
 }
 
 fn u32_at(data: &[u8], at: usize) -> Result<u32, BtfError> {
@@ -295,12 +304,12 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_btf() {
-        assert!(matches!(KernelBtf::parse(&[0u8; 24]), Err(BtfError::Magic)));
+        assert!(matches!(
+            KernelBtf::parse(vec![0u8; 24]),
+            Err(BtfError::Magic)
+        ));
         let mut cut = std::fs::read(VMLINUX).expect("this kernel's BTF");
         cut.truncate(100);
-        assert!(matches!(
-            KernelBtf::parse(&cut),
-            Err(BtfError::Truncated(_))
-        ));
+        assert!(matches!(KernelBtf::parse(cut), Err(BtfError::Truncated(_))));
     }
 }

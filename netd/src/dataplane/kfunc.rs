@@ -124,6 +124,20 @@ pub(super) fn for_running_kernel(object: &[u8]) -> Option<AlignedObject> {
     }
 }
 
+/// Hands the memory binding used back to the system. Binding reads the
+/// kernel's BTF (several MiB) and copies the object, all freed once the
+/// programs are loaded; glibc keeps freed memory of its per-thread arenas
+/// for later allocations, which a daemon that allocates little after its
+/// start never makes, so without this its resident size stays about
+/// 14 MiB larger for good.
+pub(super) fn release_memory() {
+    // SAFETY: `malloc_trim` only returns free memory to the kernel.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// A copy of `object` with every placeholder rewritten for `binding`.
 /// Returns the copy and how many placeholders it rewrote.
 fn bind(object: &[u8], binding: Binding) -> Result<(AlignedObject, usize), String> {

@@ -561,6 +561,7 @@ impl Dataplane {
             })?,
             None => load_programs(OBJECT, &maps_dir, sizes)?,
         };
+        kfunc::release_memory();
         let ep_counters = take_map(&mut ebpf, map_names::EP_COUNTERS, |m| {
             PerCpuArray::try_from(m)
         })?;
