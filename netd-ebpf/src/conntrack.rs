@@ -140,8 +140,9 @@ pub(crate) struct Hit {
 /// tick; a new flow on the tuple advances it.
 #[inline(always)]
 pub(crate) fn lookup(key: &CtKey, now: u64, tcp_flags: u8) -> Option<Hit> {
-    let gens = (generation_of(key), daemon_generation());
-    let slot = FLOW_CACHE.get_ptr_mut(flow_hash(key) % FLOW_CACHE_WAYS);
+    let hash = flow_hash(key);
+    let gens = (generation_at(hash), daemon_generation());
+    let slot = FLOW_CACHE.get_ptr_mut(hash % FLOW_CACHE_WAYS);
     let steady_packet = key.proto != PROTO_TCP || tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) == 0;
     if let Some(slot) = slot
         && steady_packet
@@ -162,10 +163,9 @@ pub(crate) fn lookup(key: &CtKey, now: u64, tcp_flags: u8) -> Option<Hit> {
         }
     }
     let hit = lookup_map(key, now, tcp_flags)?;
-    let fins = CT_F_FIN_ORIG | CT_F_FIN_REPLY | CT_F_CLOSING;
     if let Some(slot) = slot
         && !hit.close
-        && hit.entry.flags & fins == 0
+        && hit.entry.flags & (BOTH_FINS | CT_F_CLOSING) == 0
     {
         // SAFETY: as above.
         unsafe {
@@ -190,14 +190,11 @@ fn flow_hash(key: &CtKey) -> u32 {
         >> 16
 }
 
-/// The generation of the flows with tuple `key` (and of the others that
-/// share its `CT_GEN` element).
+/// The generation of the flows whose tuple has [`flow_hash`] `hash` (its
+/// `CT_GEN` element).
 #[inline(always)]
-fn generation_of(key: &CtKey) -> u64 {
-    CT_GEN
-        .get(flow_hash(key) % CT_GEN_SLOTS)
-        .copied()
-        .unwrap_or(0)
+fn generation_at(hash: u32) -> u64 {
+    CT_GEN.get(hash % CT_GEN_SLOTS).copied().unwrap_or(0)
 }
 
 /// Advances the generation of the tuple `key` after a change to its entry,
