@@ -392,8 +392,13 @@ const SCENARIOS: &str = "
   VIP lookup is one hash lookup whatever the count, the nftables map too;
   iptables walks every rule before the VIP's. *Time to program*: netd's
   API creates of the new services plus the backends made again with the
-  whole list; the baselines' one full reload. Target (reported, never
-  asserted): netd at 10,000 services ≥ 0.95× netd at 1.
+  whole list; the baselines' one full reload. Every measurement is
+  followed by one as long on a plain veth pair with the same client
+  exchange (the *limit* column: the machine's speed at that moment, which
+  on a shared host can halve for a minute); the rows *relative to the veth
+  pair* divide each run by it. Target (reported, never asserted): netd at
+  10,000 services ≥ 0.95× netd at 1, read from the relative rows (the raw
+  rates are minutes apart).
 - **5. Per-packet cost in the kernel.** Each netd program path run with
   BPF_PROG_TEST_RUN on a crafted frame, with netd's maps written for two
   networks as the daemon writes them; the kernel's own average ns per run
@@ -401,7 +406,11 @@ const SCENARIOS: &str = "
   for a path that rewrites the frame into something else, like the ARP
   responder). The empty-program rows are the harness's own cost, measured
   the same way: subtract them to get netd's. No network, no noise from
-  other stages.
+  other stages. The rows with 10,000 services run on a second copy of
+  the object whose maps hold them, in every repetition beside the others;
+  three repetitions per repetition of the plan, since the machine has
+  spells of tens of milliseconds in which every row, the empty program's
+  too, is about 1.4× slower.
 - **6. Packet rate.** The bench's AF_PACKET generator (`sendmmsg`, qdisc
   bypassed, 60-byte UDP frames with a correct checksum, addressed to the
   next hop's MAC) after a short uncounted warm-up; packets per second

@@ -39,6 +39,11 @@
 //! connection, p50 and p99. The probe stays the same because a new VIP
 //! with the same client and backends would clash in conntrack with the
 //! previous count's entries (same reply tuple) and measure that instead.
+//!
+//! Every measurement is followed by one as long on a plain veth pair
+//! ([`Yardstick`]): the counts are minutes apart, and this machine's speed
+//! is not the same minutes apart. The target (netd at 10,000 services at
+//! least 0.95 of netd at 1) is read from the ratios to the yardstick.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -54,7 +59,7 @@ use crate::pingpong::{self, CRR_PORT};
 use crate::report::{Better, Report};
 use crate::stats::{self, percentile};
 use crate::svg::{self, Series};
-use crate::topology::System;
+use crate::topology::{self, Pair, System};
 use crate::{Ctx, Plan};
 
 /// netd's network: room for 10,000 VIPs and the containers (a /18 no other
@@ -91,7 +96,9 @@ pub fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
         Bed::rules(ctx, Rules::Iptables)?,
         Bed::rules(ctx, Rules::Nftables)?,
     ];
+    let yardstick = Yardstick::start(ctx)?;
     let mut curves: BTreeMap<System, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut relative: BTreeMap<System, Vec<(f64, f64)>> = BTreeMap::new();
     for &n in counts {
         for bed in &mut beds {
             cmd::check_interrupted()?;
@@ -109,26 +116,71 @@ pub fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
                 secs,
             );
         }
-        let rates = measure_all(ctx.plan, n, &mut beds, report)?;
-        for (system, samples) in rates {
+        let rates = measure_all(ctx.plan, n, &mut beds, &yardstick, report)?;
+        for (system, (samples, ratios)) in rates {
             curves
                 .entry(system)
                 .or_default()
                 .push((n as f64, stats::median(&samples)));
+            relative
+                .entry(system)
+                .or_default()
+                .push((n as f64, stats::median(&ratios)));
         }
     }
-    summarize(report, &curves);
+    summarize(report, &curves, &relative);
     Ok(())
 }
 
-/// Every system in turn, the order rotating per repetition.
+/// The machine's yardstick: a plain veth pair between two namespaces of
+/// the bench (scenario 1's limit) with an echo server, whose connection
+/// rate is measured right after every measurement through a VIP. On these
+/// shared machines the same run can be several times slower for half a
+/// minute; a VIP rate divided by the yardstick's rate of the same moment
+/// compares counts measured minutes apart on the same footing. Nothing in
+/// the yardstick's path depends on the services.
+struct Yardstick {
+    /// First: killed before the namespaces go.
+    _server: Background,
+    pair: Pair,
+}
+
+impl Yardstick {
+    fn start(ctx: &Ctx) -> Result<Yardstick> {
+        let pair = topology::limit(&format!("{}-4", ctx.tag))?;
+        let mut server = Background::spawn(pair.server.command(pingpong::SELF_EXE).arg("serve"))?;
+        server.wait_for_line("ready", READY)?;
+        Ok(Yardstick {
+            _server: server,
+            pair,
+        })
+    }
+
+    fn measure(&self, secs: f64) -> Result<Conns> {
+        connections(
+            &self.pair.client,
+            SocketAddr::from((self.pair.server_ep.ip, CRR_PORT)),
+            secs,
+        )
+        .context("measuring the plain veth pair")
+    }
+}
+
+/// One system's connection rates through the VIP, one per repetition, and
+/// each divided by the yardstick's right after it.
+type Rates = (Vec<f64>, Vec<f64>);
+
+/// Every system in turn, the order rotating per repetition, each followed
+/// by the yardstick; per system, the connection rates through the VIP and
+/// their ratios to the yardstick's.
 fn measure_all(
     plan: Plan,
     n: usize,
     beds: &mut [Bed],
+    yardstick: &Yardstick,
     report: &mut Report,
-) -> Result<BTreeMap<System, Vec<f64>>> {
-    let mut rates: BTreeMap<System, Vec<f64>> = BTreeMap::new();
+) -> Result<BTreeMap<System, Rates>> {
+    let mut rates: BTreeMap<System, Rates> = BTreeMap::new();
     for rep in 0..plan.reps {
         for i in 0..beds.len() {
             cmd::check_interrupted()?;
@@ -141,14 +193,17 @@ fn measure_all(
                 plan.rr_secs,
             )
             .with_context(|| format!("measuring {n} services on {}", bed.system))?;
+            let limit = yardstick.measure(plan.rr_secs)?;
             say!(
-                "[4] rep {}/{} {:<30} {n:>6} services: {:>8} conn/s, p50 {} µs, p99 {} µs{}",
+                "[4] rep {}/{} {:<30} {n:>6} services: {:>8} conn/s, p50 {} µs, p99 {} µs \
+                 (veth pair right after: {} conn/s){}",
                 rep + 1,
                 plan.reps,
                 bed.system.label(),
                 stats::fmt3(m.per_sec),
                 stats::fmt3(m.p50_us),
                 stats::fmt3(m.p99_us),
+                stats::fmt3(limit.per_sec),
                 if m.failed > 0 {
                     format!(", {} failed", m.failed)
                 } else {
@@ -177,26 +232,62 @@ fn measure_all(
             ] {
                 report.add(4, &name, unit, better, bed.system, value);
             }
+            report.add(
+                4,
+                &format!("new TCP connections via the VIP relative to the veth pair right after, {n} services"),
+                "ratio",
+                Better::Higher,
+                bed.system,
+                m.per_sec / limit.per_sec,
+            );
+            report.add(
+                4,
+                &format!("new TCP connections on a plain veth pair (the yardstick run after each system), {n} services"),
+                "conn/s",
+                Better::Higher,
+                System::Limit,
+                limit.per_sec,
+            );
             if m.failed > 0 {
                 report.note(format!(
                     "{}: {} connections failed at {n} services",
                     bed.system, m.failed
                 ));
             }
-            rates.entry(bed.system).or_default().push(m.per_sec);
+            let (samples, ratios) = rates.entry(bed.system).or_default();
+            samples.push(m.per_sec);
+            ratios.push(m.per_sec / limit.per_sec);
         }
     }
     Ok(rates)
 }
 
 /// The growth plot and, per system, how the rate at the largest count
-/// compares with the rate at one service.
-fn summarize(report: &mut Report, curves: &BTreeMap<System, Vec<(f64, f64)>>) {
+/// compares with the rate at one service: as measured, and relative to
+/// the yardstick (the figure that the machine's slow spells do not move).
+fn summarize(
+    report: &mut Report,
+    curves: &BTreeMap<System, Vec<(f64, f64)>>,
+    relative: &BTreeMap<System, Vec<(f64, f64)>>,
+) {
     let mut series = Vec::new();
     for (system, points) in curves {
         if let (Some(first), Some(last)) = (points.first(), points.last()) {
             report.note(format!(
                 "{system}: {:.0} conn/s at {} service(s), {:.0} at {}: {:.2}× (scenario 4)",
+                first.1,
+                first.0,
+                last.1,
+                last.0,
+                last.1 / first.1
+            ));
+        }
+        if let Some(points) = relative.get(system)
+            && let (Some(first), Some(last)) = (points.first(), points.last())
+        {
+            report.note(format!(
+                "{system}: relative to the veth pair measured right after, {:.3} at {} \
+                 service(s), {:.3} at {}: {:.2}× (scenario 4)",
                 first.1,
                 first.0,
                 last.1,
