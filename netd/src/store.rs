@@ -9,13 +9,13 @@
 //! implement the same two calls, a `Change` becoming one transaction of puts
 //! and deletes.
 
-use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use imbl::ordmap::{DiffItem, OrdMap};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
@@ -114,47 +114,29 @@ impl Change {
 }
 
 impl<T: Clone + PartialEq> Diff<T> {
-    /// One merge walk over both maps (they are sorted): O(entries). The
-    /// engine shares unchanged entries between states (the same `Arc`,
-    /// which compares by pointer first), so the walk is cheap.
-    fn between(before: &BTreeMap<String, T>, after: &BTreeMap<String, T>) -> Diff<T> {
+    /// The maps' own diff, which skips the nodes `before` and `after`
+    /// share: O(what changed) for a state derived from the other by a few
+    /// changes (`model::Table`).
+    fn between(before: &OrdMap<String, T>, after: &OrdMap<String, T>) -> Diff<T> {
         let mut diff = Diff::default();
-        let mut b = before.iter().peekable();
-        let mut a = after.iter().peekable();
-        loop {
-            let order = match (b.peek(), a.peek()) {
-                (None, None) => return diff,
-                (Some(_), None) => Ordering::Less,
-                (None, Some(_)) => Ordering::Greater,
-                (Some((kb, _)), Some((ka, _))) => kb.cmp(ka),
-            };
-            match order {
-                Ordering::Less => {
-                    let (k, _) = b.next().expect("peeked");
-                    diff.delete.push(k.clone());
-                }
-                Ordering::Greater => {
-                    let (k, v) = a.next().expect("peeked");
+        for item in before.diff(after) {
+            match item {
+                DiffItem::Add(k, v) | DiffItem::Update { new: (k, v), .. } => {
                     diff.put.insert(k.clone(), v.clone());
                 }
-                Ordering::Equal => {
-                    let (_, old) = b.next().expect("peeked");
-                    let (k, new) = a.next().expect("peeked");
-                    if old != new {
-                        diff.put.insert(k.clone(), new.clone());
-                    }
-                }
+                DiffItem::Remove(k, _) => diff.delete.push(k.clone()),
             }
         }
+        diff
     }
 }
 
-impl<T> Diff<T> {
+impl<T: Clone> Diff<T> {
     fn is_empty(&self) -> bool {
         self.put.is_empty() && self.delete.is_empty()
     }
 
-    fn apply(self, map: &mut BTreeMap<String, T>) {
+    fn apply(self, map: &mut OrdMap<String, T>) {
         for k in &self.delete {
             map.remove(k);
         }

@@ -447,7 +447,11 @@ mod tests {
     #[test]
     fn a_service_without_replicas_is_ours_and_empty() {
         let mut s = state();
-        s.containers.retain(|_, c| c.services.is_empty());
+        s.containers = s
+            .containers
+            .into_iter()
+            .filter(|(_, c)| c.services.is_empty())
+            .collect();
         let r = Records::build(&s);
         assert_eq!(r.lookup("222222222222bbbb", "tasks.api"), Some(vec![]));
     }

@@ -7,12 +7,11 @@
 //! are, so established traffic keeps flowing across a restart.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
 use super::{Engine, names};
-use crate::model::{Driver, NetMode, State};
+use crate::model::{Driver, NetMode, State, update_where};
 use crate::netlink::netns;
 use crate::sandbox;
 
@@ -48,17 +47,20 @@ impl Engine {
     /// Processes that ended while the daemon was away are no longer running.
     fn forget_exited_processes(&mut self) {
         let mut next = State::clone(&self.state);
-        // Copies only the containers that change (the others stay shared).
-        for c in next.containers.values_mut() {
-            let exited = c
-                .process
-                .as_ref()
-                .and_then(|p| p.pid)
-                .is_some_and(|pid| !sandbox::alive(pid));
-            if exited && let Some(p) = Arc::make_mut(c).process.as_mut() {
-                p.pid = None;
-            }
-        }
+        update_where(
+            &mut next.containers,
+            |c| {
+                c.process
+                    .as_ref()
+                    .and_then(|p| p.pid)
+                    .is_some_and(|pid| !sandbox::alive(pid))
+            },
+            |c| {
+                if let Some(p) = c.process.as_mut() {
+                    p.pid = None;
+                }
+            },
+        );
         if next != *self.state
             && let Err(e) = self.commit(next)
         {

@@ -15,7 +15,7 @@ use super::spec::{ContainerSpec, EndpointSpec, NetworkMode, PortSpec};
 use super::{Engine, now, ports, random_id};
 use crate::error::{EngineError, Result};
 use crate::ipam;
-use crate::model::{Container, Driver, Service, State, valid_name};
+use crate::model::{Container, Driver, Service, State, update_where, valid_name};
 
 /// `service create`.
 #[derive(Debug, Clone)]
@@ -43,11 +43,7 @@ impl Engine {
                 spec.name
             )));
         }
-        if self
-            .state
-            .find_service(&spec.name)
-            .is_some_and(|s| s.name == spec.name)
-        {
+        if self.state.services.values().any(|s| s.name == spec.name) {
             return Err(EngineError::Conflict(format!(
                 "service with name {} already exists",
                 spec.name
@@ -133,13 +129,11 @@ impl Engine {
                 .filter(|n| self.state.find_container(n).is_some())
                 .collect();
             let mut next = State::clone(&self.state);
-            for c in next
-                .containers
-                .values_mut()
-                .filter(|c| doomed.contains(&c.name))
-            {
-                Arc::make_mut(c).services.retain(|s| *s != svc.id);
-            }
+            update_where(
+                &mut next.containers,
+                |c| doomed.contains(&c.name),
+                |c| c.services.retain(|s| *s != svc.id),
+            );
             self.commit(next)?;
             self.sync_service(&svc.id).await?;
             for name in doomed {
@@ -163,10 +157,11 @@ impl Engine {
             .collect();
         let mut next = State::clone(&self.state);
         next.services.remove(&svc.id);
-        // Copies only the containers that change (the others stay shared).
-        for c in next.containers.values_mut().filter(|c| c.backs(&svc.id)) {
-            Arc::make_mut(c).services.retain(|s| *s != svc.id);
-        }
+        update_where(
+            &mut next.containers,
+            |c| c.backs(&svc.id),
+            |c| c.services.retain(|s| *s != svc.id),
+        );
         self.commit(next)?;
         self.remove_service_datapath(&svc);
         for id in own {
