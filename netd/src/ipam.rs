@@ -4,7 +4,6 @@
 //! derived from the stored endpoints and can never leak or double-book an
 //! address after a crash.
 
-use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -137,13 +136,13 @@ fn host_addresses(net: &Ipv4Net) -> impl Iterator<Item = Ipv4Addr> {
 /// never the gateway, never one an endpoint already holds.
 pub fn allocate(
     pool: &Subnet,
-    used: &HashSet<Ipv4Addr>,
+    used: impl Fn(Ipv4Addr) -> bool,
     network_name: &str,
 ) -> Result<Ipv4Addr, EngineError> {
     let range = pool.ip_range.unwrap_or(pool.subnet);
     host_addresses(&pool.subnet)
         .filter(|a| range.contains(a))
-        .find(|a| *a != pool.gateway && !used.contains(a))
+        .find(|a| *a != pool.gateway && !used(*a))
         .ok_or_else(|| {
             EngineError::Forbidden(format!(
                 "no available IPv4 addresses on this network's address pools: {network_name}"
@@ -155,7 +154,7 @@ pub fn allocate(
 pub fn reserve(
     pool: &Subnet,
     ip: Ipv4Addr,
-    used: &HashSet<Ipv4Addr>,
+    used: impl Fn(Ipv4Addr) -> bool,
 ) -> Result<Ipv4Addr, EngineError> {
     let range = pool.ip_range.unwrap_or(pool.subnet);
     if !range.contains(&ip) || !host_addresses(&pool.subnet).any(|a| a == ip) {
@@ -163,7 +162,7 @@ pub fn reserve(
             "invalid endpoint settings: no configured subnet or ip-range contain the IP address {ip}"
         )));
     }
-    if ip == pool.gateway || used.contains(&ip) {
+    if ip == pool.gateway || used(ip) {
         return Err(EngineError::Conflict(format!(
             "Address already in use: {ip}"
         )));
@@ -201,6 +200,7 @@ fn parse_proc_routes(text: &str) -> Vec<Ipv4Net> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     fn net(s: &str) -> Ipv4Net {
         s.parse().unwrap()
@@ -275,17 +275,17 @@ mod tests {
     fn allocate_lowest_free_skipping_gateway_and_used() {
         let pool = auto_subnet(net("10.9.0.0/29"));
         let mut used = HashSet::new();
-        let a = allocate(&pool, &used, "n").unwrap();
+        let a = allocate(&pool, |a| used.contains(&a), "n").unwrap();
         assert_eq!(a, Ipv4Addr::new(10, 9, 0, 2));
         used.insert(a);
         assert_eq!(
-            allocate(&pool, &used, "n").unwrap(),
+            allocate(&pool, |a| used.contains(&a), "n").unwrap(),
             Ipv4Addr::new(10, 9, 0, 3)
         );
         // Releasing an address makes it the next one handed out.
         used.insert(Ipv4Addr::new(10, 9, 0, 3));
         used.remove(&a);
-        assert_eq!(allocate(&pool, &used, "n").unwrap(), a);
+        assert_eq!(allocate(&pool, |a| used.contains(&a), "n").unwrap(), a);
     }
 
     #[test]
@@ -293,11 +293,11 @@ mod tests {
         let pool = user_subnet(net("10.9.0.0/24"), None, Some(net("10.9.0.128/31")), &[]).unwrap();
         let mut used = HashSet::new();
         for _ in 0..2 {
-            let a = allocate(&pool, &used, "n").unwrap();
+            let a = allocate(&pool, |a| used.contains(&a), "n").unwrap();
             assert!(net("10.9.0.128/31").contains(&a));
             used.insert(a);
         }
-        let e = allocate(&pool, &used, "n").unwrap_err();
+        let e = allocate(&pool, |a| used.contains(&a), "n").unwrap_err();
         assert!(e.to_string().starts_with("no available IPv4 addresses"));
     }
 
@@ -305,20 +305,20 @@ mod tests {
     fn static_addresses() {
         let pool = auto_subnet(net("10.9.0.0/24"));
         let used: HashSet<_> = [Ipv4Addr::new(10, 9, 0, 7)].into();
-        assert!(reserve(&pool, "10.9.0.8".parse().unwrap(), &used).is_ok());
+        assert!(reserve(&pool, "10.9.0.8".parse().unwrap(), |a| used.contains(&a)).is_ok());
         assert!(matches!(
-            reserve(&pool, "10.9.0.7".parse().unwrap(), &used),
+            reserve(&pool, "10.9.0.7".parse().unwrap(), |a| used.contains(&a)),
             Err(EngineError::Conflict(_))
         ));
         assert!(matches!(
-            reserve(&pool, "10.9.0.1".parse().unwrap(), &used),
+            reserve(&pool, "10.9.0.1".parse().unwrap(), |a| used.contains(&a)),
             Err(EngineError::Conflict(_))
         ));
         assert!(matches!(
-            reserve(&pool, "10.8.0.8".parse().unwrap(), &used),
+            reserve(&pool, "10.8.0.8".parse().unwrap(), |a| used.contains(&a)),
             Err(EngineError::InvalidParameter(_))
         ));
-        assert!(reserve(&pool, "10.9.0.255".parse().unwrap(), &used).is_err());
+        assert!(reserve(&pool, "10.9.0.255".parse().unwrap(), |a| used.contains(&a)).is_err());
     }
 
     #[test]

@@ -11,13 +11,13 @@ mod ports;
 mod reconcile;
 mod services;
 pub mod spec;
+mod taken;
 mod traffic;
 
 pub use services::ServiceSpec;
 pub use traffic::{EndpointTraffic, Traffic};
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -37,6 +37,7 @@ use crate::sandbox;
 use crate::store::Store;
 use crate::uplink::Uplink;
 use spec::{ContainerSpec, EndpointSpec, NetworkFilters, NetworkMode, NetworkSpec};
+use taken::Taken;
 
 /// How long `rm -f` waits for a container's process after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -61,6 +62,8 @@ pub struct Engine {
     /// Follows every committed state, so names resolve the moment
     /// containers and services come and go.
     dns: Dns,
+    /// Follows every committed state: what new objects must not reuse.
+    taken: Taken,
     store: Box<dyn Store>,
     netlink: Netlink,
     dataplane: Dataplane,
@@ -84,6 +87,7 @@ impl Engine {
         let mut engine = Engine {
             dns: Dns::new(cfg.dns.clone()),
             cfg,
+            taken: Taken::of(&state),
             state: Arc::new(state),
             store,
             netlink,
@@ -602,6 +606,7 @@ impl Engine {
         self.store
             .save(&self.state, &next)
             .map_err(|e| EngineError::System(e.to_string()))?;
+        self.taken.update(&self.state, &next);
         self.state = Arc::new(next);
         self.dns.sync(&self.state);
         Ok(())
@@ -707,31 +712,16 @@ impl Engine {
         free_index(&self.state)
     }
 
-    /// Addresses of a network held by endpoints or service VIPs.
-    fn used_addresses(&self, network_id: &str) -> HashSet<Ipv4Addr> {
-        self.state
-            .endpoints_on(network_id)
-            .map(|(_, e)| e.ip)
-            .chain(
-                self.state
-                    .services
-                    .values()
-                    .filter(|s| s.network_id == network_id)
-                    .map(|s| s.vip),
-            )
-            .collect()
-    }
-
     /// A new endpoint for `c` on `net`: the next free ethN, an address from
     /// the pool (or the requested one), and names derived from its id.
     fn new_endpoint(&self, c: &Container, net: &Network, spec: &EndpointSpec) -> Result<Endpoint> {
         let pool = net.ipam.as_ref().ok_or_else(|| {
             EngineError::InvalidParameter(format!("network {} has no address pool", net.name))
         })?;
-        let used = self.used_addresses(&net.id);
+        let used = self.taken.address_used(&net.id);
         let ip = match spec.ip {
-            Some(ip) => ipam::reserve(pool, ip, &used)?,
-            None => ipam::allocate(pool, &used, &net.name)?,
+            Some(ip) => ipam::reserve(pool, ip, used)?,
+            None => ipam::allocate(pool, used, &net.name)?,
         };
         let ifname = (0..)
             .map(|i| format!("eth{i}"))

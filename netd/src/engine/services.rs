@@ -43,7 +43,7 @@ impl Engine {
                 spec.name
             )));
         }
-        if self.state.services.values().any(|s| s.name == spec.name) {
+        if self.taken.has_service_name(&spec.name) {
             return Err(EngineError::Conflict(format!(
                 "service with name {} already exists",
                 spec.name
@@ -73,7 +73,7 @@ impl Engine {
             )));
         }
         let pool = net.ipam.as_ref().expect("bridge networks have a pool");
-        let vip = ipam::allocate(pool, &self.used_addresses(&net.id), &net.name)?;
+        let vip = ipam::allocate(pool, self.taken.address_used(&net.id), &net.name)?;
         // Reading the host's sockets is the slow part of `resolve`, and most
         // services publish nothing.
         let ports = if spec.ports.is_empty() {
@@ -90,7 +90,7 @@ impl Engine {
             replicas: spec.replicas,
             cmd: spec.cmd,
             ports,
-            index: self.free_service_index(),
+            index: self.taken.free_service_index(),
         };
         let mut next = State::clone(&self.state);
         next.services.insert(svc.id.clone(), Arc::new(svc.clone()));
@@ -270,13 +270,6 @@ impl Engine {
         if let Err(e) = self.dataplane.remove_service(svc.index, svc.vip) {
             warn!(service = %svc.name, error = %e, "cannot remove from the datapath");
         }
-    }
-
-    fn free_service_index(&self) -> u32 {
-        let used: HashSet<u32> = self.state.services.values().map(|s| s.index).collect();
-        (1..)
-            .find(|i| !used.contains(i))
-            .expect("a free index exists")
     }
 }
 
