@@ -1,8 +1,8 @@
 //! IP address management, Docker's way. Pure functions over what is already
 //! taken: the engine passes in the subnets of existing networks, the host's
-//! routes and the addresses endpoints hold, so allocation state is always
-//! derived from the stored endpoints and can never leak or double-book an
-//! address after a crash.
+//! routes and which addresses endpoints and service VIPs hold (a predicate,
+//! answered from state the engine derives from the stored objects), so
+//! allocation can never leak or double-book an address after a crash.
 
 use std::net::Ipv4Addr;
 
@@ -132,8 +132,8 @@ fn host_addresses(net: &Ipv4Net) -> impl Iterator<Item = Ipv4Addr> {
     net.hosts().filter(move |a| *a != net_addr && *a != bcast)
 }
 
-/// The lowest free address for a container: from `--ip-range` if set,
-/// never the gateway, never one an endpoint already holds.
+/// The lowest free address for an endpoint or a VIP: from `--ip-range` if
+/// set, never the gateway, never one that `used` says is held.
 pub fn allocate(
     pool: &Subnet,
     used: impl Fn(Ipv4Addr) -> bool,

@@ -270,10 +270,9 @@ pub struct Service {
 
 /// One kind of object of the state, by id. A persistent map: the copy of
 /// the state a change starts from shares every node with the current one,
-/// so copying costs O(1), each change O(log n), and the store finds what a
-/// commit changed without visiting the shared nodes. With thousands of
-/// services, a commit that copied and compared whole maps cost
-/// milliseconds.
+/// so copying costs O(1), each change O(log n), and what a commit changed
+/// is found without visiting the shared nodes (the store's journal, the
+/// engine's `Taken`).
 pub type Table<T> = imbl::OrdMap<String, Arc<T>>;
 
 /// Changes the objects of `table` that `pick` selects: copies of those

@@ -430,6 +430,33 @@ mod tests {
     }
 
     #[test]
+    fn a_change_between_large_states_is_exactly_what_differs() {
+        // Thousands of entries, so that the maps' own difference skips
+        // shared nodes; checked against a walk over both maps.
+        let mut before = State::default();
+        for i in 0..5000 {
+            before = with(&before, &format!("c{i:05}"));
+        }
+        let mut after = with(&before, "c99999");
+        after.containers.remove("c02500");
+        let mut changed = container("c04000", "2026-02-02T00:00:00Z");
+        changed.name = "renamed".into();
+        after.containers.insert("c04000".into(), Arc::new(changed));
+        // Replaced by an equal copy: no change.
+        after.containers.insert(
+            "c00007".into(),
+            Arc::new(container("c00007", "2026-01-01T00:00:00Z")),
+        );
+        let change = Change::between(&before, &after);
+        let put: Vec<&str> = change.containers.put.keys().map(String::as_str).collect();
+        assert_eq!(put, ["c04000", "c99999"]);
+        assert_eq!(change.containers.delete, ["c02500"]);
+        let mut replayed = before.clone();
+        change.apply(&mut replayed);
+        assert_eq!(replayed, after);
+    }
+
+    #[test]
     fn commits_round_trip_through_a_reload() {
         let dir = tempdir("rt");
         let (mut store, s0) = opened(&dir);

@@ -266,15 +266,19 @@ pub fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
 
 type Measured = Vec<(&'static str, Vec<f64>, &'static str)>;
 
-/// A loaded copy of netd's object with the bench's maps.
-fn load(pins: &Pins, env: &Env) -> Result<Dataplane> {
+/// A loaded copy of netd's object with the bench's maps; `attach`: its
+/// programs on the sender's veth (test runs take the programs by fd, so
+/// only one copy attaches: a second would replace the first's filters).
+fn load(pins: &Pins, env: &Env, attach: bool) -> Result<Dataplane> {
     let mut dp =
         Dataplane::load(&pins.0, &MapSizes::default()).context("load netd's eBPF object")?;
     // As the daemon does it: the maps first, then the programs.
     prepare(&mut dp, env).context("write the bench networks into netd's maps")?;
     prepare_nat(&mut dp, env).context("write the bench's published port and service")?;
-    dp.attach_endpoint("ep0", env.endpoint)
-        .context("attach netd's programs to the test veth")?;
+    if attach {
+        dp.attach_endpoint("ep0", env.endpoint)
+            .context("attach netd's programs to the test veth")?;
+    }
     Ok(dp)
 }
 
@@ -300,8 +304,8 @@ fn measure(ns: &Netns, pins: &[Pins; 2], reps: usize, repeat: u32) -> Result<Mea
         uplink: ifindex("ep4")?,
         peer2: ifindex("ep6")?,
     };
-    let mut dp = load(&pins[0], &env)?;
-    let mut scaled_dp = load(&pins[1], &env)?;
+    let mut dp = load(&pins[0], &env, true)?;
+    let mut scaled_dp = load(&pins[1], &env, false)?;
     set_uplink(&mut scaled_dp, &env, true)?;
     add_services(&mut scaled_dp, &env).context("add the bench's many services")?;
     let empty = EmptyProgram::load().context("load the empty program")?;

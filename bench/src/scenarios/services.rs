@@ -40,9 +40,9 @@
 //! with the same client and backends would clash in conntrack with the
 //! previous count's entries (same reply tuple) and measure that instead.
 //!
-//! Every measurement is followed by one as long on a plain veth pair
-//! ([`Yardstick`]): the counts are minutes apart, and this machine's speed
-//! is not the same minutes apart. The target (netd at 10,000 services at
+//! Every measurement alternates, in slices, with one as long on a plain
+//! veth pair ([`Yardstick`]): the counts are minutes apart, and on this shared
+//! machine everything can run several times slower for a minute. The target (netd at 10,000 services at
 //! least 0.95 of netd at 1) is read from the ratios to the yardstick.
 
 use std::collections::BTreeMap;
@@ -134,9 +134,10 @@ pub fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
 
 /// The machine's yardstick: a plain veth pair between two namespaces of
 /// the bench (scenario 1's limit) with an echo server, whose connection
-/// rate is measured right after every measurement through a VIP. On these
-/// shared machines the same run can be several times slower for half a
-/// minute; a VIP rate divided by the yardstick's rate of the same moment
+/// rate is measured in slices alternating with those of every measurement
+/// through a VIP ([`SLICES`]). On these
+/// shared machines everything can run several times slower for a minute;
+/// a VIP rate divided by the yardstick's rate of the same moment
 /// compares counts measured minutes apart on the same footing. Nothing in
 /// the yardstick's path depends on the services.
 struct Yardstick {
@@ -156,7 +157,7 @@ impl Yardstick {
         })
     }
 
-    fn measure(&self, secs: f64) -> Result<Conns> {
+    fn measure(&self, secs: f64) -> Result<Run> {
         connections(
             &self.pair.client,
             SocketAddr::from((self.pair.server_ep.ip, CRR_PORT)),
@@ -167,11 +168,11 @@ impl Yardstick {
 }
 
 /// One system's connection rates through the VIP, one per repetition, and
-/// each divided by the yardstick's right after it.
+/// each divided by the yardstick's in the same repetition.
 type Rates = (Vec<f64>, Vec<f64>);
 
-/// Every system in turn, the order rotating per repetition, each followed
-/// by the yardstick; per system, the connection rates through the VIP and
+/// Every system in turn, the order rotating per repetition, each in
+/// alternation with the yardstick; per system, the connection rates through the VIP and
 /// their ratios to the yardstick's.
 fn measure_all(
     plan: Plan,
@@ -187,16 +188,21 @@ fn measure_all(
             let k = (i + rep) % beds.len();
             let bed = &mut beds[k];
             bed.check_alive()?;
-            let m = connections(
-                &bed.client,
-                SocketAddr::from((bed.vip, CRR_PORT)),
-                plan.rr_secs,
-            )
-            .with_context(|| format!("measuring {n} services on {}", bed.system))?;
-            let limit = yardstick.measure(plan.rr_secs)?;
+            // The VIP and the yardstick in alternating slices, so that
+            // both see the same spells of the machine.
+            let (mut vip, mut veth) = (Run::default(), Run::default());
+            let slice = plan.rr_secs / SLICES as f64;
+            for _ in 0..SLICES {
+                vip.add(
+                    connections(&bed.client, SocketAddr::from((bed.vip, CRR_PORT)), slice)
+                        .with_context(|| format!("measuring {n} services on {}", bed.system))?,
+                );
+                veth.add(yardstick.measure(slice)?);
+            }
+            let (m, limit) = (vip.summary()?, veth.summary()?);
             say!(
                 "[4] rep {}/{} {:<30} {n:>6} services: {:>8} conn/s, p50 {} µs, p99 {} µs \
-                 (veth pair right after: {} conn/s){}",
+                 (veth pair, alternating: {} conn/s){}",
                 rep + 1,
                 plan.reps,
                 bed.system.label(),
@@ -234,7 +240,7 @@ fn measure_all(
             }
             report.add(
                 4,
-                &format!("new TCP connections via the VIP relative to the veth pair right after, {n} services"),
+                &format!("new TCP connections via the VIP relative to the veth pair in alternation, {n} services"),
                 "ratio",
                 Better::Higher,
                 bed.system,
@@ -242,7 +248,7 @@ fn measure_all(
             );
             report.add(
                 4,
-                &format!("new TCP connections on a plain veth pair (the yardstick run after each system), {n} services"),
+                &format!("new TCP connections on a plain veth pair (the yardstick, in alternation with each system), {n} services"),
                 "conn/s",
                 Better::Higher,
                 System::Limit,
@@ -252,6 +258,12 @@ fn measure_all(
                 report.note(format!(
                     "{}: {} connections failed at {n} services",
                     bed.system, m.failed
+                ));
+            }
+            if limit.failed > 0 {
+                report.note(format!(
+                    "the veth pair after {}: {} connections failed at {n} services",
+                    bed.system, limit.failed
                 ));
             }
             let (samples, ratios) = rates.entry(bed.system).or_default();
@@ -286,7 +298,7 @@ fn summarize(
             && let (Some(first), Some(last)) = (points.first(), points.last())
         {
             report.note(format!(
-                "{system}: relative to the veth pair measured right after, {:.3} at {} \
+                "{system}: relative to the veth pair measured in alternation, {:.3} at {} \
                  service(s), {:.3} at {}: {:.2}× (scenario 4)",
                 first.1,
                 first.0,
@@ -633,7 +645,19 @@ fn kube_nftables(vips: &[Ipv4Addr], backends: &[Ipv4Addr]) -> String {
     out
 }
 
-/// What one connection run yields.
+/// Slices a measurement and its yardstick alternate in, each
+/// `rr_secs / SLICES` long.
+const SLICES: usize = 6;
+
+/// Connections timed in one or more runs.
+#[derive(Default)]
+struct Run {
+    samples_us: Vec<f64>,
+    failed: u64,
+    secs: f64,
+}
+
+/// What the runs of one measurement yield.
 struct Conns {
     per_sec: f64,
     failed: u64,
@@ -641,11 +665,31 @@ struct Conns {
     p99_us: f64,
 }
 
+impl Run {
+    fn add(&mut self, other: Run) {
+        self.samples_us.extend(other.samples_us);
+        self.failed += other.failed;
+        self.secs += other.secs;
+    }
+
+    fn summary(mut self) -> Result<Conns> {
+        if self.samples_us.is_empty() {
+            bail!("every connection failed");
+        }
+        Ok(Conns {
+            per_sec: self.samples_us.len() as f64 / self.secs,
+            failed: self.failed,
+            p50_us: percentile(&mut self.samples_us, 50.0),
+            p99_us: percentile(&mut self.samples_us, 99.0),
+        })
+    }
+}
+
 /// New connections to `addr` from `client` for `secs`, one after the
 /// other, each timed: scenario 1's connection-rate exchange, run on a
 /// thread of this process that enters the client's namespace (no helper
 /// process, so the times are the connections' own).
-fn connections(client: &Netns, addr: SocketAddr, secs: f64) -> Result<Conns> {
+fn connections(client: &Netns, addr: SocketAddr, secs: f64) -> Result<Run> {
     std::thread::scope(|s| {
         s.spawn(|| {
             client.enter_current_thread()?;
@@ -668,15 +712,10 @@ fn connections(client: &Netns, addr: SocketAddr, secs: f64) -> Result<Conns> {
                     }
                 }
             }
-            let elapsed = start.elapsed().as_secs_f64();
-            if samples_us.is_empty() {
-                bail!("every connection to {addr} failed");
-            }
-            Ok(Conns {
-                per_sec: samples_us.len() as f64 / elapsed,
+            Ok(Run {
+                samples_us,
                 failed,
-                p50_us: percentile(&mut samples_us, 50.0),
-                p99_us: percentile(&mut samples_us, 99.0),
+                secs: start.elapsed().as_secs_f64(),
             })
         })
         .join()

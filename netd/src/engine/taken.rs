@@ -5,10 +5,12 @@
 //! up to date at every commit from the difference between the old and the
 //! new state, which the state's persistent maps yield without visiting
 //! what the commit left alone. Creating an object then costs no walk over
-//! every container and service: with 10,000 services, those walks made
-//! each `service create` take milliseconds.
+//! every container and service.
+//!
+//! Every value is counted by its holders: a commit that hands a value from
+//! one object to another may yield the new holder first.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 
 use imbl::ordmap::DiffItem;
@@ -17,14 +19,12 @@ use crate::model::{State, Table};
 
 #[derive(Debug, Default, PartialEq)]
 pub(super) struct Taken {
-    /// Network id -> address -> how many objects hold it: more than one
-    /// while a commit that hands an address from one object to another is
-    /// applied, since the difference may yield the new holder first.
-    addresses: HashMap<String, HashMap<Ipv4Addr, u32>>,
-    /// Service name -> how many services have it (one, but counted for the
-    /// same reason).
-    service_names: HashMap<String, u32>,
-    service_indexes: BTreeSet<u32>,
+    /// Network id -> address -> holders (endpoints and service VIPs).
+    addresses: HashMap<String, BTreeMap<Ipv4Addr, u32>>,
+    /// Service name -> holders.
+    service_names: BTreeMap<String, u32>,
+    /// Service index -> holders.
+    service_indexes: BTreeMap<u32, u32>,
 }
 
 impl Taken {
@@ -44,11 +44,7 @@ impl Taken {
         each_change(&before.services, &after.services, |s, holds| {
             self.address(&s.network_id, s.vip, holds);
             count(&mut self.service_names, s.name.clone(), holds);
-            if holds {
-                self.service_indexes.insert(s.index);
-            } else {
-                self.service_indexes.remove(&s.index);
-            }
+            count(&mut self.service_indexes, s.index, holds);
         });
     }
 
@@ -64,20 +60,33 @@ impl Taken {
         self.service_names.contains_key(name)
     }
 
-    /// The lowest service index no service has (0 means "none" in the
-    /// datapath's maps).
+    /// The lowest service index from 1 (netd numbers services from 1) that
+    /// no service has.
     pub(super) fn free_service_index(&self) -> u32 {
+        let indexes = &self.service_indexes;
+        let count = indexes.len() as u32 - u32::from(indexes.contains_key(&0));
+        // Without gaps (the usual case), the last index tells at once.
+        if indexes
+            .last_key_value()
+            .is_none_or(|(last, _)| *last == count)
+        {
+            return count + 1;
+        }
         (1..)
-            .zip(&self.service_indexes)
-            .find(|(free, used)| free != *used)
-            .map_or(self.service_indexes.len() as u32 + 1, |(free, _)| free)
+            .zip(indexes.range(1..))
+            .find(|(free, (used, _))| free != *used)
+            .map_or(count + 1, |(free, _)| free)
     }
 
     fn address(&mut self, network_id: &str, ip: Ipv4Addr, holds: bool) {
-        let held = self.addresses.entry(network_id.to_string()).or_default();
-        count(held, ip, holds);
-        if held.is_empty() {
-            self.addresses.remove(network_id);
+        if holds {
+            let held = self.addresses.entry(network_id.to_string()).or_default();
+            count(held, ip, true);
+        } else if let Some(held) = self.addresses.get_mut(network_id) {
+            count(held, ip, false);
+            if held.is_empty() {
+                self.addresses.remove(network_id);
+            }
         }
     }
 }
@@ -105,7 +114,7 @@ where
 }
 
 /// One more (`up`) or one fewer holder of `key`; a key nobody holds goes.
-fn count<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, u32>, key: K, up: bool) {
+fn count<K: Ord>(counts: &mut BTreeMap<K, u32>, key: K, up: bool) {
     if up {
         *counts.entry(key).or_default() += 1;
     } else if let Some(n) = counts.get_mut(&key) {
@@ -201,6 +210,39 @@ mod tests {
     }
 
     #[test]
+    fn follows_small_changes_to_large_states() {
+        // Thousands of entries: the maps' difference skips shared nodes
+        // of many levels, unlike in the one-node states above.
+        let mut s0 = State::default();
+        for i in 0..3000u32 {
+            let id = format!("s{i:05}");
+            let vip = Ipv4Addr::from(0x0a01_0000 + i);
+            let mut svc = Service::clone(&service(&id, 0, i + 1));
+            svc.vip = vip;
+            s0.services.insert(id, Arc::new(svc));
+        }
+        for i in 0..250u8 {
+            let id = format!("c{i:03}");
+            s0.containers.insert(id.clone(), container(&id, &[i]));
+        }
+        let mut s1 = s0.clone();
+        s1.services.remove("s01500");
+        s1.services
+            .insert("s99999".into(), service("s99999", 254, 1501));
+        s1.containers
+            .insert("c100".into(), container("c100", &[255]));
+        let mut s2 = s1.clone();
+        s2.services.remove("s00000");
+        s2.containers.remove("c249");
+        let taken = follow(&[State::default(), s0, s1, s2]);
+        assert_eq!(taken.free_service_index(), 1);
+        assert!(!taken.address_used("n1")(ip(100)));
+        assert!(!taken.address_used("n1")(ip(249)));
+        assert!(taken.address_used("n1")(ip(255)));
+        assert!(!taken.has_service_name("name-s01500"));
+    }
+
+    #[test]
     fn an_address_handed_over_in_one_commit_stays_held() {
         // The new holder sorts before the old one, so the difference
         // yields its claim first.
@@ -224,5 +266,10 @@ mod tests {
         assert_eq!(Taken::of(&s).free_service_index(), 3);
         s.services.insert("d".into(), service("d", 13, 3));
         assert_eq!(Taken::of(&s).free_service_index(), 5);
+        // An index 0 (not netd's own numbering) takes nothing from 1 up.
+        s.services.insert("e".into(), service("e", 14, 0));
+        assert_eq!(Taken::of(&s).free_service_index(), 5);
+        s.services.remove("b");
+        assert_eq!(Taken::of(&s).free_service_index(), 2);
     }
 }
