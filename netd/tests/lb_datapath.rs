@@ -772,7 +772,10 @@ fn services_are_retained_removed_and_isolated() {
         1
     );
 
-    // Restart-style garbage collection: only service 8 is kept.
+    // Restart-style garbage collection: only service 8 is kept; the two
+    // others go in one removal.
+    let vip3 = ip("10.71.0.102");
+    lab.dp.set_service(9, vip3, &other).expect("third service");
     lab.dp.retain_services(&[(8, vip2)]).expect("retain");
     let services = lab.dp.services().expect("services");
     assert_eq!(services.len(), 1);

@@ -306,25 +306,7 @@ impl Dataplane {
     /// the VIP. Flows through ports published to it end with
     /// `remove_publish`. A missing service is not an error.
     pub fn remove_service(&mut self, index: u32, vip: Ipv4Addr) -> Result<(), DataplaneError> {
-        let vip_be = ipv4_be(vip.octets());
-        let old = self.read_service(vip_be)?;
-        self.remove_service_entries(vip_be, old.as_ref().map_or(0, |(_, s)| s.len()))?;
-        // Counters of `index` and of whatever index the map had for the VIP.
-        let mut indexes = vec![index];
-        if let Some((old_index, _)) = &old
-            && *old_index != index
-        {
-            indexes.push(*old_index);
-        }
-        self.remove_lb_stats_of(&indexes)?;
-        let n = self.remove_flows(|k, e| {
-            e.flags & CT_F_LB != 0
-                && e.flags & (CT_F_REPLY | CT_F_DNAT | CT_F_HAIRPIN) == 0
-                && k.daddr == vip_be
-        })?;
-        self.gc_lb_backends(None)?;
-        debug!(index, %vip, flows = n, "service removed from the data path");
-        Ok(())
+        self.remove_services(&[(index, ipv4_be(vip.octets()))])
     }
 
     /// Garbage collection (on start, after writing every service again):
@@ -353,15 +335,14 @@ impl Dataplane {
                 }
             }
         }
-        let mut removed_services = 0;
-        for (vip, index) in vips {
-            if index.is_some_and(|i| keep.contains(&(i, vip))) {
-                continue;
-            }
-            // Frontend-less leftovers (a crash mid-removal) go too.
-            self.remove_service(index.unwrap_or(u32::MAX), addr(vip))?;
-            removed_services += 1;
-        }
+        // Frontend-less leftovers (a crash mid-removal) go too.
+        let doomed: Vec<(u32, u32)> = vips
+            .into_iter()
+            .filter(|(vip, index)| !index.is_some_and(|i| keep.contains(&(i, *vip))))
+            .map(|(vip, index)| (index.unwrap_or(u32::MAX), vip))
+            .collect();
+        self.remove_services(&doomed)?;
+        let removed_services = doomed.len();
         // Counters of indexes no service has.
         let stale: Vec<u32> = {
             let stats: PerCpuHashMap<&MapData, LbStatsKey, u64> =
@@ -562,8 +543,41 @@ impl Dataplane {
         Ok(Some((frontend.svc_index, slots)))
     }
 
-    /// Deletes the frontend of `vip`, then every backend slot (down from
-    /// `count`, then any others a crash may have left), in that order.
+    /// Removes the services `doomed` (index, VIP `ipv4_be`) as
+    /// [`Dataplane::remove_service`] describes, with one walk of each map
+    /// for all of them (a daemon start may find thousands stale).
+    fn remove_services(&mut self, doomed: &[(u32, u32)]) -> Result<(), DataplaneError> {
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        let mut indexes = Vec::with_capacity(doomed.len());
+        for &(index, vip) in doomed {
+            let old = self.read_service(vip)?;
+            self.remove_service_entries(vip, old.as_ref().map_or(0, |(_, s)| s.len()))?;
+            // Counters of `index` and of whatever index the map had.
+            indexes.push(index);
+            indexes.extend(old.map(|(old_index, _)| old_index));
+        }
+        let vips: HashSet<u32> = doomed.iter().map(|(_, vip)| *vip).collect();
+        self.remove_slot_leftovers(&vips)?;
+        self.remove_lb_stats_of(&indexes)?;
+        let n = self.remove_flows(|k, e| {
+            e.flags & CT_F_LB != 0
+                && e.flags & (CT_F_REPLY | CT_F_DNAT | CT_F_HAIRPIN) == 0
+                && vips.contains(&k.daddr)
+        })?;
+        self.gc_lb_backends(None)?;
+        debug!(
+            services = doomed.len(),
+            flows = n,
+            "services removed from the data path"
+        );
+        Ok(())
+    }
+
+    /// Deletes the frontend of `vip`, then its backend slots down from
+    /// `count`, in that order ([`Dataplane::remove_slot_leftovers`] then
+    /// deletes any others a crash may have left).
     fn remove_service_entries(&mut self, vip: u32, count: usize) -> Result<(), DataplaneError> {
         let mut svc: HashMap<&mut MapData, SvcKey, SvcSlot> =
             self.nat_map_mut(map_names::LB_SVC)?;
@@ -572,10 +586,17 @@ impl Dataplane {
         for slot in (1..=count as u32).rev() {
             removed(svc.remove(&SvcKey::new(vip, slot))).map_err(map_error(map_names::LB_SVC))?;
         }
+        Ok(())
+    }
+
+    /// Deletes every `LB_SVC` entry left for the VIPs `vips`, in one walk.
+    fn remove_slot_leftovers(&mut self, vips: &HashSet<u32>) -> Result<(), DataplaneError> {
+        let mut svc: HashMap<&mut MapData, SvcKey, SvcSlot> =
+            self.nat_map_mut(map_names::LB_SVC)?;
         let mut leftovers = Vec::new();
         for key in svc.keys() {
             match key {
-                Ok(k) if k.vip == vip => leftovers.push(k),
+                Ok(k) if vips.contains(&k.vip) => leftovers.push(k),
                 Ok(_) => {}
                 Err(e) if missing(&e) => {}
                 Err(e) => return Err(map_error(map_names::LB_SVC)(e)),
@@ -609,6 +630,7 @@ impl Dataplane {
         if indexes.is_empty() {
             return Ok(());
         }
+        let indexes: HashSet<u32> = indexes.iter().copied().collect();
         let mut doomed = Vec::new();
         {
             let stats: PerCpuHashMap<&MapData, LbStatsKey, u64> =
