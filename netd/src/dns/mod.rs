@@ -1,12 +1,13 @@
 //! The embedded DNS server of user-defined networks.
 //!
 //! Docker answers container names at 127.0.0.11 inside each container and
-//! gets there with iptables DNAT rules in the container's namespace. netd
-//! installs no firewall rules, so it does what the rules emulate: the daemon
-//! opens a UDP and a TCP socket on 127.0.0.11:53 *inside* each container's
-//! namespace (a thread `setns`es, binds, and hands the sockets to the
-//! runtime; 127.0.0.0/8 is local on the container's `lo`). The container's
-//! resolv.conf says `nameserver 127.0.0.11`, like Docker's.
+//! gets there with destination-NAT firewall rules in the container's
+//! namespace. netd installs no firewall rules, so it does what those rules
+//! emulate: the daemon opens a UDP and a TCP socket on 127.0.0.11:53
+//! *inside* each container's namespace (a thread `setns`es, binds, and
+//! hands the sockets to the runtime; 127.0.0.0/8 is local on the
+//! container's `lo`). The container's resolv.conf says
+//! `nameserver 127.0.0.11`, like Docker's.
 //!
 //! Why 127.0.0.11 and not the network's gateway (Podman's aardvark-dns):
 //! the answer depends on who asks (names are scoped to the networks the

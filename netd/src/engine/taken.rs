@@ -79,14 +79,18 @@ impl Taken {
     }
 
     fn address(&mut self, network_id: &str, ip: Ipv4Addr, holds: bool) {
-        if holds {
-            let held = self.addresses.entry(network_id.to_string()).or_default();
-            count(held, ip, true);
-        } else if let Some(held) = self.addresses.get_mut(network_id) {
-            count(held, ip, false);
-            if held.is_empty() {
-                self.addresses.remove(network_id);
+        match self.addresses.get_mut(network_id) {
+            Some(held) => {
+                count(held, ip, holds);
+                if held.is_empty() {
+                    self.addresses.remove(network_id);
+                }
             }
+            None if holds => {
+                self.addresses
+                    .insert(network_id.to_string(), BTreeMap::from([(ip, 1)]));
+            }
+            None => {}
         }
     }
 }
