@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::Plan;
 use crate::machine::Machine;
-use crate::stats::{Summary, fmt3};
+use crate::stats::{self, Summary, fmt3};
 use crate::topology::System;
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -32,6 +32,9 @@ pub struct Figure {
     pub samples: BTreeMap<System, Vec<f64>>,
     /// Medians and spread of `samples`, filled in by [`Report::finish`].
     pub summary: BTreeMap<System, Summary>,
+    /// netd's value over each baseline's, filled in by [`Report::finish`]
+    /// (see [`ratios`]).
+    pub ratios: BTreeMap<System, Summary>,
     /// Why this figure has no numbers yet (the feature is not built).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_yet: Option<String>,
@@ -89,6 +92,7 @@ impl Report {
                     better,
                     samples: BTreeMap::new(),
                     summary: BTreeMap::new(),
+                    ratios: BTreeMap::new(),
                     not_yet: None,
                 });
                 self.figures.last_mut().expect("just pushed")
@@ -107,6 +111,7 @@ impl Report {
             better: Better::Higher,
             samples: BTreeMap::new(),
             summary: BTreeMap::new(),
+            ratios: BTreeMap::new(),
             not_yet: Some(why.to_string()),
         });
     }
@@ -128,6 +133,7 @@ impl Report {
                 .iter()
                 .map(|(system, values)| (*system, Summary::of(values)))
                 .collect();
+            figure.ratios = ratios(&figure.samples);
         }
     }
 
@@ -159,8 +165,8 @@ impl Report {
     }
 
     /// The tables: one per scenario, with the systems measured in it as
-    /// columns ("median (min–max)") and then the netd/baseline ratios of
-    /// the medians; and one of the figures that are not measured yet.
+    /// columns ("median (min–max)") and then netd's ratios to the baselines
+    /// (see [`ratios`]); and one of the figures that are not measured yet.
     pub fn markdown_table(&self) -> String {
         let mut scenarios: Vec<u8> = Vec::new();
         for f in self.figures.iter().filter(|f| f.not_yet.is_none()) {
@@ -212,7 +218,10 @@ impl Report {
         );
         out.push_str(
             "Cells: median (min–max) over the repetitions; ↑ higher is better, ↓ lower is \
-             better; ratios are netd's median over the baseline's.\n\n",
+             better. Ratios: netd's value over the baseline's in each repetition (the \
+             systems run back to back in every repetition, so a slow spell of the machine \
+             hits both), median (min–max); one number where there is one sample, the \
+             ratio of the medians.\n\n",
         );
         out.push_str(&self.markdown_table());
         out.push_str(SCENARIOS);
@@ -234,6 +243,35 @@ impl Report {
         );
         out
     }
+}
+
+/// netd's value over each baseline's. Every scenario measures the systems
+/// back to back within a repetition, each adding one sample per repetition,
+/// so where netd and a baseline have as many samples (more than one), the
+/// i-th samples come from the same repetition: the ratio is taken per
+/// repetition and summarised (median and range). A slow spell of the
+/// machine then divides out instead of landing in one system's median.
+/// Otherwise (one-shot figures, or a repetition that failed on one side)
+/// it is the ratio of the medians, a summary of one.
+fn ratios(samples: &BTreeMap<System, Vec<f64>>) -> BTreeMap<System, Summary> {
+    let Some(netd) = samples.get(&System::Netd) else {
+        return BTreeMap::new();
+    };
+    samples
+        .iter()
+        .filter(|(system, _)| **system != System::Netd)
+        .filter_map(|(system, base)| {
+            let ratios: Vec<f64> = if netd.len() == base.len() && netd.len() > 1 {
+                netd.iter().zip(base).map(|(n, b)| n / b).collect()
+            } else {
+                vec![stats::median(netd) / stats::median(base)]
+            };
+            ratios
+                .iter()
+                .all(|r| r.is_finite())
+                .then(|| (*system, Summary::of(&ratios)))
+        })
+        .collect()
 }
 
 /// One scenario's table: figure, unit, a column per system measured in it,
@@ -287,11 +325,12 @@ fn table(figures: &[&Figure]) -> String {
         }
         if ratios {
             for baseline in &baselines {
-                let ratio = match (f.summary.get(&System::Netd), f.summary.get(baseline)) {
-                    (Some(n), Some(b)) if b.median != 0.0 => {
-                        format!("{:.2}×", n.median / b.median)
+                let ratio = match f.ratios.get(baseline) {
+                    Some(r) if r.n > 1 => {
+                        format!("{:.2}× ({:.2}–{:.2})", r.median, r.min, r.max)
                     }
-                    _ => "—".into(),
+                    Some(r) => format!("{:.2}×", r.median),
+                    None => "—".into(),
                 };
                 let _ = write!(out, " {ratio} |");
             }
@@ -484,6 +523,30 @@ mod tests {
         assert_eq!(lines[8], "| figure | unit | CNI bridge plugin |");
         assert_eq!(lines[10], "| attach | ms ↓ | 80.0 |");
         assert!(text.ends_with("| 2 | published port | needs NAT |\n"));
+    }
+
+    #[test]
+    fn ratios_are_taken_per_repetition_when_both_sides_have_every_repetition() {
+        let mut r = report();
+        // The second repetition hit a slow spell on both systems, the third
+        // a slow one on the limit only: per repetition netd is 1.0, 1.0,
+        // 0.75 of the limit, while the medians alone would say 0.90.
+        for (netd, limit) in [(10.0, 10.0), (5.0, 5.0), (9.0, 12.0)] {
+            r.add(1, "conn", "conn/s", Better::Higher, System::Netd, netd);
+            r.add(1, "conn", "conn/s", Better::Higher, System::Limit, limit);
+        }
+        // One sample against three: the ratio of the medians.
+        r.add(1, "conn", "conn/s", Better::Higher, System::DockerLike, 4.5);
+        r.finish(Duration::from_secs(1));
+        let ratios = &r.figures[0].ratios;
+        assert_eq!(ratios[&System::Limit].n, 3);
+        assert_eq!(ratios[&System::Limit].median, 1.0);
+        assert_eq!(ratios[&System::Limit].min, 0.75);
+        assert_eq!(ratios[&System::DockerLike].n, 1);
+        assert_eq!(ratios[&System::DockerLike].median, 2.0);
+        let text = r.markdown_table();
+        let row = text.lines().find(|l| l.starts_with("| conn |")).unwrap();
+        assert!(row.ends_with("| 1.00× (0.75–1.00) | 2.00× |"), "{row}");
     }
 
     #[test]
