@@ -16,6 +16,7 @@
 //!   HTTP API, child processes; every one a guard that cleans up on drop;
 //! - `pingpong`, `pktgen`: traffic clients and servers of our own, run in
 //!   namespaces by re-executing this binary with a hidden subcommand;
+//!   `kpktgen` drives the kernel's pktgen instead where there is one;
 //! - `stats`, `report`, `svg`, `machine`: summaries, the Markdown/JSON
 //!   report, plots, and what machine the numbers come from.
 //!
@@ -26,6 +27,7 @@
 mod api;
 mod cmd;
 mod daemon;
+mod kpktgen;
 mod machine;
 mod netns;
 mod pingpong;
@@ -72,6 +74,10 @@ struct RunArgs {
     /// Run only these scenarios (numbers from the benchmark issue: 1,2,3,4,5,6,7).
     #[arg(long, value_delimiter = ',')]
     only: Vec<u8>,
+    /// What sends the packet-rate frames (scenario 6): the kernel's pktgen
+    /// where the kernel has it (auto), or the bench's AF_PACKET sender.
+    #[arg(long, value_enum, default_value = "auto")]
+    packet_generator: pktgen::Generator,
 }
 
 fn main() -> ExitCode {
@@ -143,6 +149,8 @@ pub struct Ctx {
     /// `bn<tag>`: the start of every namespace and link name this run makes.
     pub tag: String,
     pub netd: PathBuf,
+    /// Sends scenario 6's frames (resolved: never `Auto`).
+    pub generator: pktgen::Generator,
 }
 
 fn run(args: RunArgs) -> Result<()> {
@@ -153,10 +161,17 @@ fn run(args: RunArgs) -> Result<()> {
         .canonicalize()
         .with_context(|| format!("no netd binary at {}", args.netd.display()))?;
     let plan = Plan::new(args.quick);
+    let wanted = |n: u8| args.only.is_empty() || args.only.contains(&n);
+    let generator = if wanted(6) {
+        args.packet_generator.resolve()?
+    } else {
+        pktgen::Generator::AfPacket
+    };
     let ctx = Ctx {
         plan,
         tag: format!("bn{}", cmd::base36(std::process::id())),
         netd,
+        generator,
     };
     // Removes whatever carries our tag, should a guard have been skipped
     // (it runs last: declared first).
@@ -172,8 +187,10 @@ fn run(args: RunArgs) -> Result<()> {
         machine.kernel,
         &ctx.tag[2..]
     );
-    let wanted = |n: u8| args.only.is_empty() || args.only.contains(&n);
     let mut report = Report::new(machine, plan);
+    if wanted(6) {
+        report.note(format!("packet generator: {}", generator.describe()));
+    }
 
     if wanted(5) {
         scenarios::progcost::run(&ctx, &mut report)?;

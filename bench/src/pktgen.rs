@@ -1,5 +1,7 @@
-//! A packet generator of our own: the kernel here has no pktgen, and
-//! xdp-trafficgen fails on it (TOOLCHAIN.md). An AF_PACKET socket sends
+//! The packet generators: the kernel's pktgen where the kernel has it
+//! (module `kpktgen`), else one of our own, since this project's kernels
+//! have no pktgen and xdp-trafficgen fails on them (TOOLCHAIN.md). Ours:
+//! an AF_PACKET socket sends
 //! prebuilt 60-byte Ethernet/IPv4/UDP frames in batches with `sendmmsg`,
 //! bypassing the qdisc, so the sender costs little more than the path it
 //! feeds. The frames are what the sender's own stack would put on the wire
@@ -28,7 +30,7 @@ const BATCH: usize = 64;
 /// lookup, and the kernel's ICMP errors back are rate-limited.
 pub const DISCARD_PORT: u16 = 9;
 /// The first source port; flow `i` sends from `SRC_PORT + i`.
-const SRC_PORT: u16 = 10000;
+pub(crate) const SRC_PORT: u16 = 10000;
 /// How long each run is preceded by an uncounted one: neighbour entries
 /// along the path, connection-tracking entries, caches.
 const WARM_UP_SECS: f64 = 0.2;
@@ -36,22 +38,64 @@ const WARM_UP_SECS: f64 = 0.2;
 #[derive(clap::Args)]
 pub struct Args {
     /// The interface to send from (in the current namespace).
-    ifname: String,
-    src_mac: String,
-    dst_mac: String,
-    src_ip: Ipv4Addr,
-    dst_ip: Ipv4Addr,
-    secs: f64,
+    pub(crate) ifname: String,
+    pub(crate) src_mac: String,
+    pub(crate) dst_mac: String,
+    pub(crate) src_ip: Ipv4Addr,
+    pub(crate) dst_ip: Ipv4Addr,
+    pub(crate) secs: f64,
     /// UDP destination port.
     #[arg(long, default_value_t = DISCARD_PORT)]
-    dst_port: u16,
+    pub(crate) dst_port: u16,
     /// Flows, each from its own source port, sent in turn frame by frame.
     #[arg(long, default_value_t = 1)]
-    flows: u16,
+    pub(crate) flows: u16,
+    /// Send with the kernel's pktgen instead of an AF_PACKET socket.
+    #[arg(long)]
+    pub(crate) kernel: bool,
+}
+
+/// Which generator sends the frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generator {
+    /// The kernel's pktgen if it has one, else the AF_PACKET sender.
+    Auto,
+    /// The kernel's pktgen (`/proc/net/pktgen`).
+    Kernel,
+    /// The bench's own AF_PACKET sender.
+    AfPacket,
+}
+
+impl Generator {
+    /// `Auto` made concrete for this kernel; `Kernel` on a kernel without
+    /// pktgen is an error, not a silent switch.
+    pub fn resolve(self) -> Result<Generator> {
+        Ok(match self {
+            Generator::Auto if crate::kpktgen::available() => Generator::Kernel,
+            Generator::Auto => Generator::AfPacket,
+            Generator::Kernel if !crate::kpktgen::available() => {
+                bail!("this kernel has no pktgen (/proc/net/pktgen, module pktgen)")
+            }
+            other => other,
+        })
+    }
+
+    /// For the report.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Generator::Kernel => "the kernel's pktgen (one thread, clone_skb 0)",
+            Generator::AfPacket | Generator::Auto => {
+                "the bench's AF_PACKET sender (sendmmsg, qdisc bypassed)"
+            }
+        }
+    }
 }
 
 /// Sends for `args.secs` seconds; reports frames sent and the rate.
 pub fn send(args: &Args) -> Result<serde_json::Value> {
+    if args.kernel {
+        return crate::kpktgen::send(args);
+    }
     let (src_mac, dst_mac) = (parse_mac(&args.src_mac)?, parse_mac(&args.dst_mac)?);
     let frames: Vec<Vec<u8>> = (0..args.flows.max(1))
         .map(|i| {
@@ -270,11 +314,12 @@ pub struct Rate {
     pub csum_errors: u64,
 }
 
-/// One packet-generator run: `flows` UDP flows from `sender` to `dst` for
-/// `secs` (after an uncounted warm-up of the same flows), the frames built
+/// One packet-generator run (`generator`, resolved): `flows` UDP flows
+/// from `sender` to `dst` for `secs` (after an uncounted warm-up of the same flows), the frames built
 /// as `sender`'s own stack would send them to `dst`, counted on arrival by
 /// the device of `receiver` that has its address.
 pub fn measure(
+    generator: Generator,
     sender: &Netns,
     receiver: &Netns,
     dst: SocketAddr,
@@ -302,6 +347,7 @@ pub fn measure(
                     "--flows",
                     &flows.to_string(),
                 ])
+                .args((generator == Generator::Kernel).then_some("--kernel"))
                 .env_remove("RUST_BACKTRACE"),
         )
     };

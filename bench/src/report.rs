@@ -458,9 +458,10 @@ const SCENARIOS: &str = "
   three repetitions per repetition of the plan, since the machine has
   spells of tens of milliseconds in which every row, the empty program's
   too, is about 1.4× slower.
-- **6. Packet rate.** The bench's AF_PACKET generator (`sendmmsg`, qdisc
-  bypassed, 60-byte UDP frames with a correct checksum, addressed to the
-  next hop's MAC) after a short uncounted warm-up; packets per second
+- **6. Packet rate.** The kernel's pktgen where the kernel has it, else
+  the bench's AF_PACKET generator (`sendmmsg`, qdisc bypassed); the notes
+  say which one ran. 60-byte UDP frames with a correct checksum, addressed
+  to the next hop's MAC, after a short uncounted warm-up; packets per second
   counted by the receiving interface's `rx_packets`. Forwarding: the
   scenario 1 pairs, client to server. NAT: the scenario 2/3 edges with one
   UDP port published (8 flows, source ports rotating): inbound, the outside

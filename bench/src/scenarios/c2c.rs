@@ -167,7 +167,14 @@ fn measure(ctx: &Ctx, pair: &Pair, figure: Figure) -> Result<Rows> {
         }
         Figure::Pps => {
             let dst = SocketAddr::from((server_ip, DISCARD_PORT));
-            let rate = pktgen::measure(&pair.client, &pair.server, dst, 1, plan.pps_secs)?;
+            let rate = pktgen::measure(
+                ctx.generator,
+                &pair.client,
+                &pair.server,
+                dst,
+                1,
+                plan.pps_secs,
+            )?;
             if rate.csum_errors > 0 {
                 say!(
                     "    {} datagrams with a bad UDP checksum on {}",
@@ -177,7 +184,7 @@ fn measure(ctx: &Ctx, pair: &Pair, figure: Figure) -> Result<Rows> {
             }
             vec![
                 (
-                    "packet rate received (60 B UDP, AF_PACKET sender)",
+                    "packet rate received (60 B UDP)",
                     "Mpps",
                     Better::Higher,
                     rate.received / 1e6,

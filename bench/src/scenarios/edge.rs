@@ -234,6 +234,7 @@ fn measure(
                 Direction::Outbound => (&edge.container, &edge.outside),
             };
             let rate = pktgen::measure(
+                ctx.generator,
                 sender,
                 receiver,
                 server(PPS_PORT.number),
