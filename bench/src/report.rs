@@ -387,7 +387,9 @@ const SCENARIOS: &str = "
   Request/response: the bench's own client does 64-byte round trips on one
   TCP connection (TCP_NODELAY) for a few seconds; p50/p99 of every round
   trip. Connection rate: connect, 1 byte each way, server closes, client
-  closes; completed connections per second, one client.
+  closes; completed connections per second, one client. Twice as many
+  repetitions as the other scenarios: netd's cost over the veth pair is a
+  few percent, and one repetition's ratio swings by ±10% here.
 - **2. Published port from an outside client.** Each system is one
   container behind a host, and an \"outside\" namespace joined to the host
   by a veth (the host's uplink, its own /24). *netd*: the real daemon
