@@ -1,10 +1,9 @@
 //! The packet generators: the kernel's pktgen where the kernel has it
 //! (module `kpktgen`), else one of our own, since this project's kernels
 //! have no pktgen and xdp-trafficgen fails on them (TOOLCHAIN.md). Ours:
-//! an AF_PACKET socket sends
-//! prebuilt 60-byte Ethernet/IPv4/UDP frames in batches with `sendmmsg`,
-//! bypassing the qdisc, so the sender costs little more than the path it
-//! feeds. The frames are what the sender's own stack would put on the wire
+//! an AF_PACKET socket sends prebuilt 60-byte Ethernet/IPv4/UDP frames in
+//! batches with `sendmmsg`, bypassing the qdisc, so the sender costs little
+//! more than the path it feeds. The frames are what the sender's own stack would put on the wire
 //! for that destination: the next hop's MAC (from the sender's neighbour
 //! table), the destination's IP and UDP port, valid IPv4 and UDP
 //! checksums. So every path forwards or translates them like real
@@ -315,9 +314,10 @@ pub struct Rate {
 }
 
 /// One packet-generator run (`generator`, resolved): `flows` UDP flows
-/// from `sender` to `dst` for `secs` (after an uncounted warm-up of the same flows), the frames built
-/// as `sender`'s own stack would send them to `dst`, counted on arrival by
-/// the device of `receiver` that has its address.
+/// from `sender` to `dst` for `secs` (after an uncounted warm-up of the
+/// same flows), the frames built as `sender`'s own stack would send them to
+/// `dst`, counted on arrival by the device of `receiver` that has its
+/// address.
 pub fn measure(
     generator: Generator,
     sender: &Netns,

@@ -33,7 +33,7 @@ pub struct Figure {
     /// Medians and spread of `samples`, filled in by [`Report::finish`].
     pub summary: BTreeMap<System, Summary>,
     /// netd's value over each baseline's, filled in by [`Report::finish`]
-    /// (see [`ratios`]).
+    /// (see [`netd_ratios`]).
     pub ratios: BTreeMap<System, Summary>,
     /// Why this figure has no numbers yet (the feature is not built).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -133,7 +133,7 @@ impl Report {
                 .iter()
                 .map(|(system, values)| (*system, Summary::of(values)))
                 .collect();
-            figure.ratios = ratios(&figure.samples);
+            figure.ratios = netd_ratios(&figure.samples);
         }
     }
 
@@ -166,7 +166,7 @@ impl Report {
 
     /// The tables: one per scenario, with the systems measured in it as
     /// columns ("median (min–max)") and then netd's ratios to the baselines
-    /// (see [`ratios`]); and one of the figures that are not measured yet.
+    /// (see [`netd_ratios`]); and one of the figures that are not measured yet.
     pub fn markdown_table(&self) -> String {
         let mut scenarios: Vec<u8> = Vec::new();
         for f in self.figures.iter().filter(|f| f.not_yet.is_none()) {
@@ -253,7 +253,7 @@ impl Report {
 /// machine then divides out instead of landing in one system's median.
 /// Otherwise (one-shot figures, or a repetition that failed on one side)
 /// it is the ratio of the medians, a summary of one.
-fn ratios(samples: &BTreeMap<System, Vec<f64>>) -> BTreeMap<System, Summary> {
+fn netd_ratios(samples: &BTreeMap<System, Vec<f64>>) -> BTreeMap<System, Summary> {
     let Some(netd) = samples.get(&System::Netd) else {
         return BTreeMap::new();
     };
