@@ -74,7 +74,8 @@ enum Timing {
     /// Many runs in one syscall, on the same skb: for programs whose
     /// changes to the packet are idempotent (or none).
     Batched,
-    /// One run per syscall, median over many calls: for programs that turn
+    /// One run per syscall, over many calls (their interquartile mean, see
+    /// [`crate::stats::interquartile_mean`]): for programs that turn
     /// the packet into something else (an ARP request into its reply, a
     /// translated packet), so that every run sees the crafted frame.
     /// Compare with the per-call floor.
@@ -309,7 +310,7 @@ fn measure(ns: &Netns, pins: &[Pins; 2], reps: usize, repeat: u32) -> Result<Mea
     set_uplink(&mut scaled_dp, &env, true)?;
     add_services(&mut scaled_dp, &env).context("add the bench's many services")?;
     let empty = EmptyProgram::load().context("load the empty program")?;
-    // One run per call: enough calls for a stable median.
+    // One run per call: enough calls for a stable mean of the middle half.
     let calls = (repeat / 50).max(1000);
     let floor_frame = frames::udp_to_peer(0);
     let floor_ctx = skb_ctx(env.endpoint);
@@ -331,7 +332,7 @@ fn measure(ns: &Netns, pins: &[Pins; 2], reps: usize, repeat: u32) -> Result<Mea
         for _ in 0..calls {
             one.push(empty.test_run(&floor_frame, &floor_ctx, 1)?);
         }
-        floor_per_call.push(crate::stats::median(&one));
+        floor_per_call.push(crate::stats::interquartile_mean(&one));
         for (index, (path, samples, verdict)) in results.iter_mut().enumerate() {
             if index == 0 || index == PATHS.len() {
                 set_uplink(&mut dp, &env, index == PATHS.len())?;
@@ -360,9 +361,9 @@ fn measure(ns: &Netns, pins: &[Pins; 2], reps: usize, repeat: u32) -> Result<Mea
     Ok(results)
 }
 
-/// One repetition of `path`: ns per run (batched, or the median of `calls`
-/// single runs) and the verdict. Every repetition warms up first (and so
-/// creates the flow of an established-flow path). `PerCallNewFlows` calls
+/// One repetition of `path`: ns per run (batched, or the interquartile mean
+/// of `calls` single runs) and the verdict. Every repetition warms up first
+/// (and so creates the flow of an established-flow path). `PerCallNewFlows` calls
 /// use sequence numbers from 2, on an emptied conntrack table, so that
 /// every such row inserts into the same occupancy.
 fn measure_path(
@@ -420,7 +421,7 @@ fn measure_path(
                 one.push(ns);
                 code = c;
             }
-            (crate::stats::median(&one), code)
+            (crate::stats::interquartile_mean(&one), code)
         }
     };
     Ok((ns_per_run, verdict_name(code)))
