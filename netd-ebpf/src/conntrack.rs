@@ -123,10 +123,13 @@ pub(crate) struct Hit {
 ///
 /// A packet that cannot change its flow's state (no TCP SYN, FIN or RST)
 /// is answered from this CPU's copy in `FLOW_CACHE` when the copy is of
-/// its tuple, was made in this tick (`now`), and neither the programs
+/// its tuple, was made in this tick (`jiffies`), and neither the programs
 /// (the tuple's `CT_GEN` element) nor the daemon (`EP_GEN`) changed a flow
 /// of that tuple since. For such a packet the map lookup would return the
 /// same: within a tick nothing expires and `last_seen` needs no refresh.
+/// So such a packet reads neither the map nor the clock ([`now`], read
+/// only for the lookup): each is a cache line or two more, which a packet
+/// that finds the CPU's caches cold pays in full.
 /// Copies are made only of flows that saw no FIN, so that every packet of
 /// a closing flow takes the lookup; the first reply of a flow makes a
 /// copy that is never used, since marking the flow established advances
@@ -139,9 +142,11 @@ pub(crate) struct Hit {
 /// the program which flow went), which lets a copy outlive its flow by a
 /// tick; a new flow on the tuple advances it.
 #[inline(always)]
-pub(crate) fn lookup(key: &CtKey, now: u64, tcp_flags: u8) -> Option<Hit> {
+pub(crate) fn lookup(key: &CtKey, tcp_flags: u8) -> Option<Hit> {
     let hash = flow_hash(key);
     let gens = (generation_at(hash), daemon_generation());
+    // SAFETY: plain helper call without arguments (inlined by the verifier).
+    let jiffies = unsafe { bpf_jiffies64() };
     let slot = FLOW_CACHE.get_ptr_mut(hash % FLOW_CACHE_WAYS);
     let steady_packet = key.proto != PROTO_TCP || tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) == 0;
     if let Some(slot) = slot
@@ -151,7 +156,7 @@ pub(crate) fn lookup(key: &CtKey, now: u64, tcp_flags: u8) -> Option<Hit> {
         // program run; only the TC programs on this CPU access it, and
         // they do not nest.
         let copy = unsafe { &*slot };
-        if copy.now == now
+        if copy.jiffies == jiffies
             && copy.ct_gen == gens.0
             && copy.daemon_gen == gens.1
             && same(&copy.key, key)
@@ -162,7 +167,7 @@ pub(crate) fn lookup(key: &CtKey, now: u64, tcp_flags: u8) -> Option<Hit> {
             });
         }
     }
-    let hit = lookup_map(key, now, tcp_flags)?;
+    let hit = lookup_map(key, now(), tcp_flags)?;
     if let Some(slot) = slot
         && !hit.close
         && hit.entry.flags & (BOTH_FINS | CT_F_CLOSING) == 0
@@ -172,7 +177,7 @@ pub(crate) fn lookup(key: &CtKey, now: u64, tcp_flags: u8) -> Option<Hit> {
             *slot = CachedFlow {
                 key: *key,
                 entry: hit.entry,
-                now,
+                jiffies,
                 ct_gen: gens.0,
                 daemon_gen: gens.1,
             };

@@ -35,8 +35,9 @@ use crate::{
 /// Handles an IPv4 packet sent by the endpoint `ep`.
 ///
 /// Lookups: `EP_MAP` for the destination, and `NET_LPM` when it is not an
-/// endpoint and not in the own subnet, both only for destinations whose
-/// /16 may hold a netd address (`NET_HINT`: not for the outside world).
+/// endpoint and not in the own subnet, both only for destinations in the
+/// own subnet or whose /16 may hold a netd address (`NET_HINT`: not for
+/// the outside world).
 /// Other addresses of the own subnet cost `lb`'s `NAT_CT` lookup (and
 /// `LB_SVC` for a new flow). The sender's own network and subnet, the
 /// hint, counting and the backend mark are array reads (by the endpoints'
@@ -55,7 +56,13 @@ pub(crate) fn from_endpoint(ctx: &TcContext, ep: &EndpointInfo) -> Result<i32, D
         return Err(DropReason::SpoofedSource);
     }
     let dst = parse::ipv4(dst);
-    let netd_dst = maps::may_be_netd_address(dst);
+    // The own subnet is read first: a destination in it (a peer, a VIP,
+    // the gateway: most traffic that is not to the outside) is one netd
+    // may hold without asking the hint, whose two words are two more
+    // cache lines.
+    let indexed = maps::indexed_network(ep);
+    let in_own_subnet = indexed.is_some_and(|own| dst & own.mask == own.subnet);
+    let netd_dst = in_own_subnet || maps::may_be_netd_address(dst);
 
     if netd_dst && let Some(peer) = maps::endpoint_by_ip(dst) {
         if peer.net_index != ep.net_index {
@@ -84,9 +91,8 @@ pub(crate) fn from_endpoint(ctx: &TcContext, ep: &EndpointInfo) -> Result<i32, D
     // The destination's network: the own one when its subnet holds the
     // address (the daemon never writes overlapping subnets, so the trie
     // would find the same), else the trie's answer.
-    let indexed = maps::indexed_network(ep);
     let dst_net = match indexed {
-        Some(own) if dst & own.mask == own.subnet => Some(own.info),
+        Some(own) if in_own_subnet => Some(own.info),
         _ if netd_dst => maps::network_of_destination(dst),
         _ => None,
     };

@@ -215,10 +215,9 @@ pub(crate) fn from_endpoint(
         Parsed::Fragment if frontend(dst).is_some() => return Err(DropReason::NatFragment),
         _ => return Ok(None),
     };
-    let now = conntrack::now();
     // Packets of known flows, replies of a client that is its own backend
     // included (they are sent to the VIP as well).
-    if let Some(hit) = conntrack::lookup(&p.key, now, p.tcp_flags) {
+    if let Some(hit) = conntrack::lookup(&p.key, p.tcp_flags) {
         return nat::translate(ctx, &p, &hit).map(Some);
     }
     if p.tcp_flags & TCP_RST != 0 {
@@ -247,7 +246,7 @@ pub(crate) fn from_endpoint(
         flags: CT_F_LB | CT_F_REPLY | ct_slot_flags(ep.slot),
         ..CtEntry::default()
     };
-    let verdict = nat::start_flow(ctx, &p, fwd, rev, now, NatCounter::LbFlows)?;
+    let verdict = nat::start_flow(ctx, &p, fwd, rev, NatCounter::LbFlows)?;
     count(&b);
     Ok(Some(verdict))
 }
@@ -262,7 +261,7 @@ pub(crate) fn reply(ctx: &TcContext) -> Result<Option<i32>, DropReason> {
         Parsed::Packet(p) if p.ttl > 1 => p,
         _ => return Ok(None),
     };
-    match conntrack::lookup(&p.key, conntrack::now(), p.tcp_flags) {
+    match conntrack::lookup(&p.key, p.tcp_flags) {
         Some(hit) => nat::translate(ctx, &p, &hit).map(Some),
         None => Ok(None),
     }

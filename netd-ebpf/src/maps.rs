@@ -386,13 +386,13 @@ const _: () = assert!(CT_GEN_SLOTS.is_power_of_two());
 pub(crate) static CT_GEN: Array<u64> = Array::with_max_entries(CT_GEN_SLOTS, 0);
 
 /// A `NAT_CT` entry as `conntrack::lookup` left it for a packet: the tuple,
-/// the entry, and when (the `conntrack::now` tick and both generations).
+/// the entry, and when (the tick, `bpf_jiffies64`, and both generations).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct CachedFlow {
     pub(crate) key: netd_common::nat::CtKey,
     pub(crate) entry: netd_common::nat::CtEntry,
-    pub(crate) now: u64,
+    pub(crate) jiffies: u64,
     pub(crate) ct_gen: u64,
     pub(crate) daemon_gen: u64,
 }

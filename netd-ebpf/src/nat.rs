@@ -309,10 +309,9 @@ pub(crate) fn start_flow(
     p: &Packet,
     fwd: CtEntry,
     rev: CtEntry,
-    now: u64,
     counter: NatCounter,
 ) -> Result<i32, DropReason> {
-    let entry = conntrack::create(&p.key, fwd, rev, now)?;
+    let entry = conntrack::create(&p.key, fwd, rev, conntrack::now())?;
     conntrack::count(counter);
     translate(
         ctx,
@@ -353,8 +352,7 @@ pub(crate) fn from_endpoint(
     if p.ttl <= 1 {
         return Ok(None);
     }
-    let now = conntrack::now();
-    if let Some(hit) = conntrack::lookup(&p.key, now, p.tcp_flags) {
+    if let Some(hit) = conntrack::lookup(&p.key, p.tcp_flags) {
         return translate(ctx, &p, &hit).map(Some);
     }
     if p.tcp_flags & TCP_RST != 0 {
@@ -392,7 +390,7 @@ pub(crate) fn from_endpoint(
             flags: CT_F_HAIRPIN | CT_F_REPLY | dest.ct_flags | ct_slot_flags(ep.slot),
             ..CtEntry::default()
         };
-        let verdict = start_flow(ctx, &p, fwd, rev, now, NatCounter::HairpinFlows)?;
+        let verdict = start_flow(ctx, &p, fwd, rev, NatCounter::HairpinFlows)?;
         count_published(&pkey);
         dest.count();
         return Ok(Some(verdict));
@@ -415,7 +413,7 @@ pub(crate) fn from_endpoint(
         flags: CT_F_SNAT | CT_F_REPLY | ct_slot_flags(ep.slot),
         ..CtEntry::default()
     };
-    start_flow(ctx, &p, fwd, rev, now, NatCounter::SnatFlows).map(Some)
+    start_flow(ctx, &p, fwd, rev, NatCounter::SnatFlows).map(Some)
 }
 
 /// Whether `p` may start a flow to a published port: for TCP only a SYN
@@ -463,8 +461,7 @@ pub(crate) fn uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
         // decides (and drops what is broken).
         _ => return Ok(VERDICT_NEXT),
     };
-    let now = conntrack::now();
-    if let Some(hit) = conntrack::lookup(&p.key, now, p.tcp_flags) {
+    if let Some(hit) = conntrack::lookup(&p.key, p.tcp_flags) {
         return translate(ctx, &p, &hit);
     }
     // Only a connection attempt starts a TCP flow to a published port: an
@@ -494,7 +491,7 @@ pub(crate) fn uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
         flags: CT_F_DNAT | CT_F_REPLY | CT_F_TO_UPLINK | dest.ct_flags,
         ..CtEntry::default()
     };
-    let verdict = start_flow(ctx, &p, fwd, rev, now, NatCounter::DnatFlows)?;
+    let verdict = start_flow(ctx, &p, fwd, rev, NatCounter::DnatFlows)?;
     count_published(&pkey);
     dest.count();
     Ok(verdict)
