@@ -167,6 +167,9 @@ pub(crate) fn lookup(key: &CtKey, tcp_flags: u8) -> Option<Hit> {
             });
         }
     }
+    // The first packet of a flow in a tick, and every packet that may
+    // change the flow's state: laid out after the hot path.
+    core::hint::cold_path();
     let hit = lookup_map(key, now(), tcp_flags)?;
     if let Some(slot) = slot
         && !hit.close

@@ -167,6 +167,9 @@ fn cached<T: Copy>(
     if entry.generation == generation && entry.jiffies == jiffies && matches(&entry.value) {
         return Some(entry.value);
     }
+    // A miss is once per tick and key on a CPU: its code goes after the
+    // hot path (see `parse::header`).
+    core::hint::cold_path();
     let found = lookup();
     if let Some(value) = found {
         *entry = Cached {

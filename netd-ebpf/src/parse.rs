@@ -48,6 +48,9 @@ pub(crate) fn header<T>(ctx: &TcContext, offset: usize) -> Result<*const T, Drop
     let end = offset + size_of::<T>();
     let (mut data, mut data_end) = bounds(ctx);
     if data + end > data_end {
+        // Rare (see above): laid out after the hot code, so that the
+        // instructions a packet runs share fewer cache lines with these.
+        core::hint::cold_path();
         if (ctx.len() as usize) < end {
             return Err(DropReason::Malformed);
         }
