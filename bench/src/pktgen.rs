@@ -3,10 +3,10 @@
 //! have no pktgen and xdp-trafficgen fails on them (TOOLCHAIN.md). Ours:
 //! an AF_PACKET socket sends prebuilt 60-byte Ethernet/IPv4/UDP frames in
 //! batches with `sendmmsg`, bypassing the qdisc, so the sender costs little
-//! more than the path it feeds. The frames are what the sender's own stack would put on the wire
-//! for that destination: the next hop's MAC (from the sender's neighbour
-//! table), the destination's IP and UDP port, valid IPv4 and UDP
-//! checksums. So every path forwards or translates them like real
+//! more than the path it feeds. The frames are what the sender's own stack
+//! would put on the wire for that destination: the next hop's MAC (from
+//! the sender's neighbour table), the destination's IP and UDP port, valid
+//! IPv4 and UDP checksums. So every path forwards or translates them like real
 //! traffic, and the receiver's device counter says how many arrived.
 //! [`measure`] is one such run, as every scenario takes it.
 

@@ -363,9 +363,9 @@ fn measure(ns: &Netns, pins: &[Pins; 2], reps: usize, repeat: u32) -> Result<Mea
 
 /// One repetition of `path`: ns per run (batched, or the interquartile mean
 /// of `calls` single runs) and the verdict. Every repetition warms up first
-/// (and so creates the flow of an established-flow path). `PerCallNewFlows` calls
-/// use sequence numbers from 2, on an emptied conntrack table, so that
-/// every such row inserts into the same occupancy.
+/// (and so creates the flow of an established-flow path).
+/// `PerCallNewFlows` calls use sequence numbers from 2, on an emptied
+/// conntrack table, so that every such row inserts into the same occupancy.
 fn measure_path(
     dp: &mut Dataplane,
     env: &Env,
