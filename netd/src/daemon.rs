@@ -11,18 +11,20 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::watch;
 use tracing::info;
 
 use crate::api;
 use crate::config::{DaemonArgs, Settings};
 use crate::dataplane::{Dataplane, MapSizes};
 use crate::dns::DnsConfig;
+use crate::drivers::Drivers;
 use crate::engine::{Engine, EngineConfig};
 use crate::metrics::Metrics;
 use crate::netlink::Netlink;
 use crate::notify;
 use crate::store::FileStore;
+use crate::traffic::Telemetry;
 use crate::uplink;
 
 /// Mode of the API socket: root and the socket's group may talk to it.
@@ -71,6 +73,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
             conntrack_flows: s.conntrack_max,
         },
     )?;
+    let counters = dataplane.counters()?;
     let engine = Engine::start(
         EngineConfig {
             prefix: s.prefix.clone(),
@@ -78,12 +81,15 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
             uplink,
             dns: DnsConfig::new(s.dns.clone(), &s.prefix),
         },
+        Drivers::builtin(),
         Box::new(store),
         netlink,
         dataplane,
     )
-    .await?;
-    let engine = Arc::new(Mutex::new(engine));
+    .await?
+    .spawn();
+    let telemetry = Telemetry::new(engine.clone(), counters);
+    let census = telemetry.keep_census();
     let metrics = Arc::new(Metrics::new());
 
     let api_listener = bind_socket(&s.socket)?;
@@ -100,14 +106,14 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let api_app = metrics.track_requests(api::router(engine.clone()));
+    let api_app = metrics.track_requests(api::router(engine.clone(), telemetry.clone()));
     let api_server = tokio::spawn(
         axum::serve(api_listener, api_app)
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );
     let metrics_server = tokio::spawn(
-        axum::serve(metrics_listener, metrics.router(engine.clone()))
+        axum::serve(metrics_listener, metrics.router(telemetry))
             .with_graceful_shutdown(stopped(stop_rx))
             .into_future(),
     );
@@ -121,9 +127,13 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
     }
     notify::stopping();
     let _ = stop_tx.send(true);
-    engine.lock().await.shutdown();
+    census.abort();
     api_server.await??;
     metrics_server.await??;
+    // The last handle: the engine's loop ends once the commands sent
+    // before it have run.
+    let _ = engine.ping().await;
+    drop(engine);
     let _ = fs::remove_file(&s.socket);
     info!("stopped; the data plane stays in place");
     Ok(())

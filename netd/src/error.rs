@@ -39,6 +39,10 @@ impl EngineError {
         EngineError::NotFound(format!("network {key} not found"))
     }
 
+    pub fn service_not_found(key: &str) -> Self {
+        EngineError::NotFound(format!("service {key} not found"))
+    }
+
     pub fn container_not_found(key: &str) -> Self {
         EngineError::NotFound(format!("No such container: {key}"))
     }

@@ -3,13 +3,17 @@
 //! Layout (see the README's architecture section):
 //! - `cli`: the `netd` command line; talks HTTP to the daemon.
 //! - `api`: the Docker-compatible HTTP API on the unix socket.
-//! - `engine`: the single owner of state; validates, persists, applies.
+//! - `engine`: the single owner of state, a command loop; validates,
+//!   persists, applies, and publishes snapshots for readers.
+//! - `drivers`: one module per network driver behind one trait.
 //! - `store`: crash-safe persistence of the desired state.
 //! - `ipam`: address pools and allocation, derived from the state.
+//! - `names`: the names of the kernel objects netd makes.
 //! - `netlink`: namespaces, links, addresses and routes (rtnetlink).
 //! - `sandbox`: processes inside container namespaces.
 //! - `dataplane`: loading, pinning and attaching the eBPF programs; map access.
 //! - `dns`: the embedded DNS server of user-defined networks.
+//! - `traffic`: counters joined with names, for `netd stats` and metrics.
 //! - `uplink`: the interface to the outside (masquerade, published ports).
 //! - `daemon`, `config`, `metrics`, `notify`: the long-running process.
 
@@ -19,13 +23,16 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod dns;
+pub mod drivers;
 pub mod engine;
 pub mod error;
 pub mod ipam;
 pub mod metrics;
 pub mod model;
+pub mod names;
 pub mod netlink;
 pub mod notify;
 pub mod sandbox;
 pub mod store;
+pub mod traffic;
 pub mod uplink;

@@ -2,10 +2,13 @@
 //!
 //! Long-lived metrics (API request latency) live in a registry updated as
 //! requests are served. Datapath counters are not copied anywhere: each
-//! scrape reads the per-CPU maps through the engine and encodes a snapshot,
-//! so the numbers are never staler than the scrape and cost nothing between
-//! scrapes. Labels are bounded: methods and status codes, and networks,
-//! containers and drop reasons, which exist only as long as their objects.
+//! scrape reads the per-CPU maps and the engine's latest snapshot
+//! (`crate::traffic`), never waiting for the engine, and encodes them, so
+//! the numbers are never staler than the scrape and cost nothing between
+//! scrapes; the connection tracking occupancy is the background census's,
+//! so a scrape never walks that table. Labels are bounded: methods and
+//! status codes, and networks, containers and drop reasons, which exist
+//! only as long as their objects.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,10 +28,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::sync::Mutex;
 use tracing::warn;
 
-use crate::engine::{Engine, Traffic};
+use crate::traffic::{Telemetry, Traffic};
 
 const CONTENT_TYPE_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -86,15 +88,15 @@ impl Metrics {
     }
 
     /// The `/metrics` endpoint.
-    pub fn router(self: &Arc<Self>, engine: Arc<Mutex<Engine>>) -> Router {
+    pub fn router(self: &Arc<Self>, telemetry: Arc<Telemetry>) -> Router {
         Router::new()
             .route("/metrics", get(scrape))
-            .with_state((self.clone(), engine))
+            .with_state((self.clone(), telemetry))
     }
 }
 
-async fn scrape(State((metrics, engine)): State<(Arc<Metrics>, Arc<Mutex<Engine>>)>) -> Response {
-    let snapshot = Snapshot::read(&*engine.lock().await);
+async fn scrape(State((metrics, telemetry)): State<(Arc<Metrics>, Arc<Telemetry>)>) -> Response {
+    let snapshot = Snapshot::read(&telemetry);
     let mut body = String::new();
     let encoded = encode_registry(&mut body, &metrics.registry)
         .and_then(|_| {
@@ -112,21 +114,16 @@ async fn scrape(State((metrics, engine)): State<(Arc<Metrics>, Arc<Mutex<Engine>
     }
 }
 
-/// What the engine and the datapath maps hold at scrape time.
+/// What the engine's snapshot and the datapath maps hold at scrape time.
 #[derive(Debug, Default)]
 struct Snapshot {
-    networks: usize,
-    containers: usize,
     traffic: Traffic,
 }
 
 impl Snapshot {
-    fn read(engine: &Engine) -> Snapshot {
-        let state = engine.state();
+    fn read(telemetry: &Telemetry) -> Snapshot {
         Snapshot {
-            networks: state.networks.len(),
-            containers: state.containers.len(),
-            traffic: engine.traffic().unwrap_or_else(|e| {
+            traffic: telemetry.read().unwrap_or_else(|e| {
                 warn!(error = %e, "cannot read datapath counters");
                 Traffic::default()
             }),
@@ -144,12 +141,17 @@ impl Collector for Snapshot {
                 MetricType::Gauge,
             )?)
         };
-        gauge(&mut enc, "netd_networks", "Networks defined", self.networks)?;
+        gauge(
+            &mut enc,
+            "netd_networks",
+            "Networks defined",
+            self.traffic.networks,
+        )?;
         gauge(
             &mut enc,
             "netd_containers",
             "Containers defined",
-            self.containers,
+            self.traffic.containers,
         )?;
 
         for (name, help, pick) in [

@@ -9,70 +9,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
-
-/// Network drivers netd knows. Docker's names, as they appear on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Driver {
-    Bridge,
-    Host,
-    Null,
-    Macvlan,
-    Overlay,
-}
-
-impl Driver {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Driver::Bridge => "bridge",
-            Driver::Host => "host",
-            Driver::Null => "null",
-            Driver::Macvlan => "macvlan",
-            Driver::Overlay => "overlay",
-        }
-    }
-
-    /// Parses a driver name as given to `network create -d`.
-    pub fn parse(s: &str) -> Option<Driver> {
-        Some(match s {
-            "bridge" => Driver::Bridge,
-            "host" => Driver::Host,
-            "null" => Driver::Null,
-            "macvlan" => Driver::Macvlan,
-            "overlay" => Driver::Overlay,
-            _ => return None,
-        })
-    }
-
-    pub const ALL: [Driver; 5] = [
-        Driver::Bridge,
-        Driver::Host,
-        Driver::Null,
-        Driver::Macvlan,
-        Driver::Overlay,
-    ];
-
-    /// Whether this build of netd implements the driver; the others are
-    /// known names that `network create` refuses with a clear message.
-    pub fn available(self) -> bool {
-        matches!(
-            self,
-            Driver::Bridge | Driver::Host | Driver::Null | Driver::Macvlan
-        )
-    }
-
-    /// Docker's scope for the driver.
-    pub fn scope(self) -> &'static str {
-        match self {
-            Driver::Overlay => "swarm",
-            _ => "local",
-        }
-    }
-}
 
 /// The IPv4 pool configuration of a network (Docker's `IPAM.Config[0]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,7 +29,9 @@ pub struct Network {
     /// 64 lowercase hex characters, like Docker's.
     pub id: String,
     pub name: String,
-    pub driver: Driver,
+    /// The driver's name as Docker spells it (`bridge`, `macvlan`, ...): the
+    /// key of its implementation in `drivers::Drivers`.
+    pub driver: String,
     /// RFC 3339 with nanoseconds, as Docker prints it.
     pub created: String,
     pub internal: bool,
@@ -114,6 +57,10 @@ pub enum NetMode {
     Host,
     /// Another container's namespace (`container:OTHER`), by container id.
     Container { id: String },
+    /// A namespace someone else made and owns (a container runtime through
+    /// CNI hands its path): netd plumbs endpoints into it but never creates,
+    /// deletes or runs processes in it.
+    Path { path: PathBuf },
 }
 
 /// One interface of a container on one network.
@@ -215,6 +162,12 @@ pub struct Container {
     /// null).
     #[serde(default, alias = "service", deserialize_with = "one_or_many")]
     pub services: Vec<String>,
+    /// Set when `rm -f` began: the record stays (its name and addresses
+    /// stay taken, it is out of DNS and of every service's rotation) while
+    /// its process is stopped, and a daemon that restarts finishes the
+    /// removal.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removing: bool,
 }
 
 impl Container {
@@ -446,7 +399,7 @@ mod tests {
                 Arc::new(Network {
                     id: id.into(),
                     name: name.into(),
-                    driver: Driver::Bridge,
+                    driver: "bridge".into(),
                     created: String::new(),
                     internal: false,
                     attachable: false,

@@ -372,6 +372,7 @@ mod tests {
             process: None,
             ports: vec![],
             services: Vec::new(),
+            removing: false,
         }
     }
 

@@ -755,7 +755,7 @@ mod standalone {
     use std::net::Ipv4Addr;
 
     use netd::dns::{Dns, DnsConfig};
-    use netd::model::{Container, Driver, Endpoint, NetMode, Network, State, Subnet};
+    use netd::model::{Container, Endpoint, NetMode, Network, State, Subnet};
 
     use super::*;
 
@@ -792,7 +792,7 @@ mod standalone {
             Arc::new(Network {
                 id: "n".repeat(64),
                 name: "lan".into(),
-                driver: Driver::Bridge,
+                driver: "bridge".into(),
                 created: String::new(),
                 internal: false,
                 attachable: false,
@@ -833,6 +833,7 @@ mod standalone {
                     process: None,
                     ports: Vec::new(),
                     services: Vec::new(),
+                    removing: false,
                 }),
             );
         }
@@ -917,7 +918,7 @@ mod standalone {
             stdout(&out)
         );
         assert!(up.saw("outside.test.") && !up.saw("box."));
-        let stats = dns.stats();
+        let stats = dns.counters().read();
         assert!(stats.answered_local >= 3, "{stats:?}");
         assert_eq!(
             (stats.forwarded, stats.nxdomain, stats.failed),

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use netd::netlink::{EndpointPlumbing, MacvlanPlumbing, Netlink, NetlinkError, netns};
+use netd::netlink::{EndpointPlumbing, MacvlanPlumbing, Netlink, NetlinkError, Netns, netns};
 use netd::sandbox;
 use serde_json::Value;
 
@@ -368,7 +368,7 @@ async fn bridge_and_endpoints() {
 
     let mac0 = [0x02, 0x42, 10, 231, x, 2];
     let ep0 = EndpointPlumbing {
-        netns: ns.clone(),
+        netns: Netns::from(ns.as_str()),
         host_ifname: host0.clone(),
         ifname: "eth0".into(),
         mac: mac0,
@@ -499,7 +499,7 @@ async fn bridge_and_endpoints() {
     assert!(link_json(None, &host1).is_some(), "existing link untouched");
 
     // Moving the default route when eth0 goes away.
-    nl.set_default_route(&ns, "eth1", gateway)
+    nl.set_default_route(&Netns::from(ns.as_str()), "eth1", gateway)
         .await
         .expect("default via eth1");
     let routes = ip_json(&["-n", &ns, "route", "show", "default"]);
@@ -507,7 +507,7 @@ async fn bridge_and_endpoints() {
     assert_eq!(routes[0]["dev"], "eth1");
     assert_eq!(routes[0]["gateway"], gateway.to_string().as_str());
     let err = nl
-        .set_default_route(&ns, "eth9", gateway)
+        .set_default_route(&Netns::from(ns.as_str()), "eth9", gateway)
         .await
         .expect_err("no eth9");
     assert!(err.is_not_found(), "{err}");
@@ -682,7 +682,7 @@ async fn macvlan_endpoint() {
 
     let ip = Ipv4Addr::new(10, 233, lan.x, 2);
     let p = MacvlanPlumbing {
-        netns: ns.clone(),
+        netns: Netns::from(ns.as_str()),
         parent: lan.parent.clone(),
         ifname: "eth0".into(),
         mac: mac_for(ip),
@@ -749,12 +749,14 @@ async fn macvlan_endpoint() {
     assert!(ping_from(&ns, lan.router), "ping after re-adoption");
 
     // Removing it, then again, then in a missing namespace: all fine.
-    nl.remove_link_in_netns(&ns, "eth0").await.expect("remove");
+    nl.remove_link_in_netns(&Netns::from(ns.as_str()), "eth0")
+        .await
+        .expect("remove");
     assert!(link_json(Some(&ns), "eth0").is_none());
-    nl.remove_link_in_netns(&ns, "eth0")
+    nl.remove_link_in_netns(&Netns::from(ns.as_str()), "eth0")
         .await
         .expect("remove again");
-    nl.remove_link_in_netns(&unique("nl"), "eth0")
+    nl.remove_link_in_netns(&Netns::from(unique("nl")), "eth0")
         .await
         .expect("missing netns");
     assert!(link_json(None, &lan.parent).is_some(), "parent kept");
@@ -772,7 +774,7 @@ async fn macvlan_failures_leave_nothing_behind() {
     let nl = Netlink::new().await.expect("netlink");
     let ip = Ipv4Addr::new(10, 233, lan.x, 2);
     let p = MacvlanPlumbing {
-        netns: ns.clone(),
+        netns: Netns::from(ns.as_str()),
         parent: lan.parent.clone(),
         ifname: "eth0".into(),
         mac: mac_for(ip),
@@ -851,7 +853,9 @@ async fn macvlan_failures_leave_nothing_behind() {
         .expect_err("eth0 taken");
     assert!(matches!(err, NetlinkError::LinkConflict { .. }), "{err}");
     assert!(link_json(Some(&ns), "eth0").is_some(), "kept");
-    nl.remove_link_in_netns(&ns, "eth0").await.unwrap();
+    nl.remove_link_in_netns(&Netns::from(ns.as_str()), "eth0")
+        .await
+        .unwrap();
 
     // A macvlan of that name on another parent is not ours either.
     let other = make_lan(&mut cleanup);
@@ -867,7 +871,9 @@ async fn macvlan_failures_leave_nothing_behind() {
         .await
         .expect_err("other parent");
     assert!(matches!(err, NetlinkError::LinkConflict { .. }), "{err}");
-    nl.remove_link_in_netns(&ns, "eth0").await.unwrap();
+    nl.remove_link_in_netns(&Netns::from(ns.as_str()), "eth0")
+        .await
+        .unwrap();
 
     // Invalid names are refused up front.
     let bad = MacvlanPlumbing {
@@ -908,7 +914,7 @@ async fn endpoint_failures_leave_nothing_behind() {
         .expect("bridge");
 
     let ep = EndpointPlumbing {
-        netns: ns.clone(),
+        netns: Netns::from(ns.as_str()),
         host_ifname: host.clone(),
         ifname: "eth0".into(),
         mac: [0x02, 0x42, 10, 231, x, 2],

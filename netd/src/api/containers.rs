@@ -20,11 +20,10 @@ use super::wire::{
     EndpointIpamConfig, EndpointSettings, HostConfig, NetworkSettings, PortBindingJson,
 };
 use super::{AppState, json_response, query_bool};
-use crate::engine::Engine;
+use crate::drivers::Attachment;
+use crate::engine::Snapshot;
 use crate::engine::spec::{ContainerSpec, EndpointSpec, NetworkMode, PortSpec};
-use crate::model::{
-    Container, Driver, NetMode, PortBinding, State as ModelState, format_mac, valid_name,
-};
+use crate::model::{Container, NetMode, PortBinding, format_mac, valid_name};
 
 type QueryMap = Result<Query<HashMap<String, String>>, QueryRejection>;
 
@@ -36,29 +35,18 @@ fn query(q: QueryMap) -> Result<HashMap<String, String>, ApiError> {
 /// `GET /containers/json`: every container, in name order, each in the
 /// same shape as inspect.
 pub async fn list(State(app): State<AppState>) -> ApiResult {
-    let eng = app.engine.lock().await;
-    let mut all: Vec<&Container> = eng.state().containers.values().map(|c| &**c).collect();
+    let snap = app.engine.snapshot();
+    let mut all: Vec<&Container> = snap.state.containers.values().map(|c| &**c).collect();
     all.sort_by(|a, b| a.name.cmp(&b.name));
-    let out: Vec<ContainerJson> = all.into_iter().map(|c| json_of(&eng, c)).collect();
+    let out: Vec<ContainerJson> = all.into_iter().map(|c| container_json(c, &snap)).collect();
     Ok(json_response(StatusCode::OK, &out))
 }
 
 /// `GET /containers/{id}/json` (full id, name, or unique id prefix).
 pub async fn inspect(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    let eng = app.engine.lock().await;
-    let c = eng.container(&id)?;
-    Ok(json_response(StatusCode::OK, &json_of(&eng, c)))
-}
-
-fn json_of(eng: &Engine, c: &Container) -> ContainerJson {
-    let log_path = c.process.as_ref().map(|_| eng.log_path(c));
-    container_json(
-        c,
-        eng.state(),
-        eng.sandbox_path(c),
-        eng.running_pid(c),
-        log_path,
-    )
+    let snap = app.engine.snapshot();
+    let c = snap.container(&id)?;
+    Ok(json_response(StatusCode::OK, &container_json(c, &snap)))
 }
 
 /// `POST /containers/create?name=NAME` → 201 `{"Id": ..., "Warnings": []}`.
@@ -71,7 +59,7 @@ pub async fn create(State(app): State<AppState>, q: QueryMap, body: Bytes) -> Ap
         super::parse_body(&body)?
     };
     let spec = container_spec(q.get("name").map(String::as_str), req)?;
-    let c = app.engine.lock().await.create_container(spec).await?;
+    let c = app.engine.create_container(spec).await?;
     Ok(json_response(
         StatusCode::CREATED,
         &ContainerCreateResponse {
@@ -96,7 +84,7 @@ pub async fn remove_literal(State(app): State<AppState>, uri: Uri, q: QueryMap) 
 async fn remove_key(app: &AppState, key: &str, q: QueryMap) -> ApiResult {
     let q = query(q)?;
     let force = query_bool(q.get("force").map(String::as_str));
-    app.engine.lock().await.remove_container(key, force).await?;
+    app.engine.remove_container(key, force).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -148,6 +136,15 @@ pub fn container_spec(
         ));
     }
     let cmd = req.cmd.filter(|c| !c.is_empty());
+    let netns = match req.netns.as_deref() {
+        None | Some("") => None,
+        Some(p) if p.starts_with('/') && !p.contains('\0') => Some(PathBuf::from(p)),
+        Some(p) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid NetNs {p:?}: the path of a network namespace must be absolute"
+            )));
+        }
+    };
     let ports = req
         .ports
         .iter()
@@ -157,6 +154,7 @@ pub fn container_spec(
     Ok(ContainerSpec {
         name,
         network,
+        netns,
         endpoint: EndpointSpec {
             ip,
             aliases: req.aliases,
@@ -167,22 +165,18 @@ pub fn container_spec(
     })
 }
 
-/// The JSON of one container. The engine supplies what the record alone
+/// The JSON of one container. The snapshot supplies what the record alone
 /// does not know: the namespace path, whether the process still runs, and
 /// where its output goes.
-pub fn container_json(
-    c: &Container,
-    state: &ModelState,
-    sandbox: Option<PathBuf>,
-    running_pid: Option<u32>,
-    log_path: Option<PathBuf>,
-) -> ContainerJson {
-    let sandbox_key = sandbox.map(|p| p.display().to_string()).unwrap_or_default();
-    let status = match (&c.process, running_pid) {
-        (_, Some(_)) => "running",
-        (Some(_), None) => "exited",
-        (None, None) => "created",
-    };
+pub fn container_json(c: &Container, snap: &Snapshot) -> ContainerJson {
+    let state = &snap.state;
+    let sandbox_key = snap
+        .sandbox_path(c)
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let running_pid = snap.running_pid(c);
+    let log_path = c.process.as_ref().map(|_| snap.log_path(c));
+    let status = snap.status(c);
     let mut networks = std::collections::BTreeMap::new();
     for e in &c.endpoints {
         let name = state
@@ -209,14 +203,16 @@ pub fn container_json(
     // Docker shows `host` and `none` containers as attached to those
     // networks, without addresses.
     let pseudo = match &c.net {
-        NetMode::Host => Some(Driver::Host),
-        NetMode::Own { .. } if c.endpoints.is_empty() && c.network_mode == "none" => {
-            Some(Driver::Null)
+        NetMode::Host => Some(Attachment::HostNamespace),
+        NetMode::Own { .. } | NetMode::Path { .. }
+            if c.endpoints.is_empty() && c.network_mode == "none" =>
+        {
+            Some(Attachment::Loopback)
         }
         _ => None,
     };
-    if let Some(driver) = pseudo
-        && let Some(n) = state.networks.values().find(|n| n.driver == driver)
+    if let Some(kind) = pseudo
+        && let Some(n) = snap.drivers.network_for(state, kind)
     {
         networks.insert(
             n.name.clone(),
@@ -273,7 +269,7 @@ pub fn ports_json(ports: &[PortBinding]) -> BTreeMap<String, Vec<PortBindingJson
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Endpoint, Network, Process};
+    use crate::model::{Endpoint, Network, Process, State as ModelState};
     use std::collections::BTreeMap;
     use std::net::Ipv4Addr;
     use std::sync::Arc;
@@ -336,32 +332,32 @@ mod tests {
         assert_eq!(e.status, 400);
     }
 
-    fn state_with(c: &Container) -> ModelState {
+    fn state_with(c: &Container) -> Snapshot {
         let mut st = ModelState::default();
         for (id, name, driver) in [
-            ("n1", "front", Driver::Bridge),
-            ("h1", "host", Driver::Host),
-            ("z1", "none", Driver::Null),
+            ("n1", "front", "bridge"),
+            ("h1", "host", "host"),
+            ("z1", "none", "null"),
         ] {
             st.networks.insert(
                 id.into(),
                 Arc::new(Network {
                     id: id.into(),
                     name: name.into(),
-                    driver,
+                    driver: driver.into(),
                     created: String::new(),
                     internal: false,
                     attachable: false,
                     ipam: None,
                     options: BTreeMap::new(),
                     labels: BTreeMap::new(),
-                    predefined: driver != Driver::Bridge,
+                    predefined: driver != "bridge",
                     index: 1,
                 }),
             );
         }
         st.containers.insert(c.id.clone(), Arc::new(c.clone()));
-        st
+        Snapshot::of_state(st)
     }
 
     #[test]
@@ -386,21 +382,17 @@ mod tests {
                 aliases: vec!["www".into()],
                 static_ip: true,
             }],
+            // A live process: this test's own.
             process: Some(Process {
                 cmd: vec!["sleep".into(), "9".into()],
-                pid: Some(42),
+                pid: Some(std::process::id()),
             }),
             ports: vec![],
             services: Vec::new(),
+            removing: false,
         };
         let st = state_with(&c);
-        let j = container_json(
-            &c,
-            &st,
-            Some("/run/netns/netd-web".into()),
-            Some(42),
-            Some("/var/lib/netd/logs/c1.log".into()),
-        );
+        let j = container_json(&c, &st);
         let v = serde_json::to_value(&j).unwrap();
         assert_eq!(v["Id"], "c1");
         assert_eq!(v["Name"], "web");
@@ -408,7 +400,7 @@ mod tests {
         assert_eq!(v["NetworkSettings"]["SandboxKey"], "/run/netns/netd-web");
         assert_eq!(
             v["State"],
-            serde_json::json!({"Status": "running", "Running": true, "Pid": 42})
+            serde_json::json!({"Status": "running", "Running": true, "Pid": std::process::id()})
         );
         assert_eq!(v["Cmd"], serde_json::json!(["sleep", "9"]));
         assert_eq!(v["HostConfig"]["NetworkMode"], "front");
@@ -426,10 +418,15 @@ mod tests {
             })
         );
         // The process is gone: exited, pid 0.
-        let j = container_json(&c, &st, None, None, None);
+        let mut gone = c.clone();
+        gone.process.as_mut().unwrap().pid = None;
+        let j = container_json(&gone, &st);
         assert_eq!(j.state.status, "exited");
         assert_eq!(j.state.pid, 0);
-        assert_eq!(j.sandbox_key, "");
+        // On its way out: removing.
+        let mut going = gone.clone();
+        going.removing = true;
+        assert_eq!(container_json(&going, &st).state.status, "removing");
     }
 
     #[test]
@@ -444,10 +441,12 @@ mod tests {
             process: None,
             ports: vec![],
             services: Vec::new(),
+            removing: false,
         };
         let st = state_with(&c);
-        let j = container_json(&c, &st, None, None, None);
+        let j = container_json(&c, &st);
         assert_eq!(j.state.status, "created");
+        assert_eq!(j.sandbox_key, "");
         assert_eq!(j.network_settings.networks["host"].network_id, "h1");
         assert_eq!(j.network_settings.networks.len(), 1);
     }

@@ -13,8 +13,11 @@
 //! Every request goes through one outer middleware that strips Docker's
 //! `/v1.NN` prefix (the docker CLI always sends one; netd's CLI does not),
 //! opens a tracing span and sets the headers Docker sets on every response.
-//! Requests are parsed and validated here, before the engine is locked, so
-//! that a malformed request never waits for or touches the engine.
+//! Requests are parsed and validated here, before anything is sent to the
+//! engine, so that a malformed request never waits for or touches it.
+//! Reads answer from the engine's latest snapshot and never wait; changes
+//! are commands to the engine's loop, which finishes them even when the
+//! client goes away before the answer.
 
 pub mod containers;
 pub mod errors;
@@ -25,7 +28,6 @@ pub mod stats;
 pub mod system;
 pub mod wire;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -39,11 +41,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::net::UnixListener;
-use tokio::sync::Mutex;
 use tracing::Instrument;
 
-use crate::engine::Engine;
+use crate::engine::EngineHandle;
+use crate::traffic::Telemetry;
 use errors::ApiError;
 
 /// The Docker API version netd speaks. 1.47 is Docker 27.x: the docker CLI
@@ -53,38 +54,20 @@ pub const API_VERSION: &str = "1.47";
 /// The oldest version prefix accepted, as Docker's daemon does.
 pub const MIN_API_VERSION: &str = "1.24";
 
-/// What every handler gets: the engine, locked per request.
+/// What every handler gets: the engine's handle (commands and snapshots)
+/// and the traffic counters.
 #[derive(Clone)]
 pub struct AppState {
-    pub engine: Arc<Mutex<Engine>>,
+    pub engine: EngineHandle,
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// The whole API as one router, ready for `axum::serve`.
-pub fn router(engine: Arc<Mutex<Engine>>) -> Router {
+pub fn router(engine: EngineHandle, telemetry: Arc<Telemetry>) -> Router {
     let api = system::routes()
         .merge(engine_routes())
-        .with_state(AppState { engine });
+        .with_state(AppState { engine, telemetry });
     wrap(api)
-}
-
-/// Serves the API on `listener` until `shutdown` resolves, then lets the
-/// requests under way finish.
-pub async fn serve(
-    listener: UnixListener,
-    engine: Arc<Mutex<Engine>>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    serve_router(listener, router(engine), shutdown).await
-}
-
-async fn serve_router(
-    listener: UnixListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 /// The routes that need the engine. Static segments (`create`, `prune`,
@@ -369,15 +352,21 @@ mod tests {
     /// content type, without needing an engine.
     #[tokio::test]
     async fn served_router_strips_prefixes_and_sets_headers() {
+        use tokio::net::UnixListener;
+
         let dir = std::env::temp_dir().join(format!("netd-api-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let sock = dir.join("api.sock");
         let _ = std::fs::remove_file(&sock);
         let listener = UnixListener::bind(&sock).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve_router(listener, wrap(system::routes()), async {
-            let _ = rx.await;
-        }));
+        let server = tokio::spawn(
+            axum::serve(listener, wrap(system::routes()))
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .into_future(),
+        );
 
         let client =
             crate::cli::client::Client::new(&format!("unix://{}", sock.display())).unwrap();

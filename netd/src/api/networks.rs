@@ -21,8 +21,13 @@ use super::wire::{
     NetworksPruneResponse,
 };
 use super::{AppState, json_response, parse_body};
+use crate::drivers::{Attachment, Drivers};
+use crate::engine::Snapshot;
 use crate::engine::spec::{EndpointSpec, NetworkSpec};
-use crate::model::{Driver, NetMode, Network, State as ModelState, format_mac, valid_name};
+use crate::model::{NetMode, Network, format_mac, valid_name};
+
+/// The driver of `network create` without `-d`, as in Docker.
+const DEFAULT_DRIVER: &str = "bridge";
 
 /// Names Docker reserves (moby's `network.IsPredefined`).
 const PREDEFINED: [&str; 4] = ["bridge", "host", "none", "default"];
@@ -38,21 +43,20 @@ fn query(q: QueryMap) -> Result<HashMap<String, String>, ApiError> {
 pub async fn list(State(app): State<AppState>, q: QueryMap) -> ApiResult {
     let q = query(q)?;
     let f = filters::list_filters(&filters::parse(q.get("filters").map(String::as_str))?)?;
-    let eng = app.engine.lock().await;
-    let state = eng.state();
-    let out: Vec<NetworkResource> = eng
+    let snap = app.engine.snapshot();
+    let out: Vec<NetworkResource> = snap
         .networks(&f.engine)
         .into_iter()
-        .filter(|n| f.scope.is_empty() || f.scope.iter().any(|s| s == n.driver.scope()))
-        .filter(|n| f.dangling.is_none_or(|d| is_dangling(n, state) == d))
-        .map(|n| network_resource(n, state, false))
+        .filter(|n| f.scope.is_empty() || f.scope.iter().any(|s| s == snap.scope(n)))
+        .filter(|n| f.dangling.is_none_or(|d| is_dangling(n, &snap) == d))
+        .map(|n| network_resource(n, &snap, false))
         .collect();
     Ok(json_response(StatusCode::OK, &out))
 }
 
 /// Docker's `dangling`: a custom network nothing is attached to.
-fn is_dangling(n: &Network, state: &ModelState) -> bool {
-    !n.predefined && state.endpoints_on(&n.id).next().is_none()
+fn is_dangling(n: &Network, snap: &Snapshot) -> bool {
+    !n.predefined && snap.state.endpoints_on(&n.id).next().is_none()
 }
 
 /// `GET /networks/{id}` (full id, name, or unique id prefix).
@@ -66,11 +70,11 @@ pub async fn inspect_literal(State(app): State<AppState>, uri: axum::http::Uri) 
 }
 
 async fn inspect_key(app: &AppState, key: &str) -> ApiResult {
-    let eng = app.engine.lock().await;
-    let n = eng.network(key)?;
+    let snap = app.engine.snapshot();
+    let n = snap.network(key)?;
     Ok(json_response(
         StatusCode::OK,
-        &network_resource(n, eng.state(), true),
+        &network_resource(n, &snap, true),
     ))
 }
 
@@ -81,8 +85,8 @@ fn last_segment(uri: &axum::http::Uri) -> &str {
 /// `POST /networks/create` → 201 `{"Id": ..., "Warning": ""}`.
 pub async fn create(State(app): State<AppState>, body: Bytes) -> ApiResult {
     let req: NetworkCreateRequest = parse_body(&body)?;
-    let spec = network_spec(req)?;
-    let n = app.engine.lock().await.create_network(spec).await?;
+    let spec = network_spec(req, &app.engine.snapshot().drivers)?;
+    let n = app.engine.create_network(spec).await?;
     Ok(json_response(
         StatusCode::CREATED,
         &NetworkCreateResponse {
@@ -102,7 +106,7 @@ pub async fn remove_literal(State(app): State<AppState>, uri: axum::http::Uri) -
 }
 
 async fn remove_key(app: &AppState, key: &str) -> ApiResult {
-    app.engine.lock().await.remove_network(key).await?;
+    app.engine.remove_network(key).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
@@ -111,7 +115,7 @@ async fn remove_key(app: &AppState, key: &str) -> ApiResult {
 pub async fn prune(State(app): State<AppState>, q: QueryMap) -> ApiResult {
     let q = query(q)?;
     let f = filters::prune_filters(&filters::parse(q.get("filters").map(String::as_str))?)?;
-    let deleted = app.engine.lock().await.prune_networks(&f).await?;
+    let deleted = app.engine.prune_networks(f).await?;
     Ok(json_response(
         StatusCode::OK,
         &NetworksPruneResponse {
@@ -128,7 +132,7 @@ pub async fn connect(
 ) -> ApiResult {
     let req: NetworkConnectRequest = parse_body(&body)?;
     let (container, ep) = connect_spec(req)?;
-    app.engine.lock().await.connect(&id, &container, ep).await?;
+    app.engine.connect(&id, &container, ep).await?;
     Ok(empty(StatusCode::OK))
 }
 
@@ -143,8 +147,6 @@ pub async fn disconnect(
         return Err(ApiError::bad_request("Container is required"));
     }
     app.engine
-        .lock()
-        .await
         .disconnect(&id, &req.container, req.force)
         .await?;
     Ok(empty(StatusCode::OK))
@@ -156,7 +158,8 @@ fn empty(status: StatusCode) -> Response {
 
 /// Docker's JSON for a network. `with_containers` is false for the list,
 /// which Docker (API >= 1.28) returns with an empty `Containers`.
-pub fn network_resource(n: &Network, state: &ModelState, with_containers: bool) -> NetworkResource {
+pub fn network_resource(n: &Network, snap: &Snapshot, with_containers: bool) -> NetworkResource {
+    let state = &snap.state;
     let config = match &n.ipam {
         Some(s) => vec![IpamConfig {
             subnet: s.subnet.to_string(),
@@ -182,10 +185,11 @@ pub fn network_resource(n: &Network, state: &ModelState, with_containers: bool) 
         }
         // Containers on `host` and `none` have no endpoint record (there is
         // no interface), but Docker lists them on those networks.
+        let attachment = snap.drivers.get(&n.driver).map(|d| d.attachment());
         for c in state.containers.values() {
-            let on_this = match n.driver {
-                Driver::Host => c.net == NetMode::Host,
-                Driver::Null => c.network_mode == "none" && c.endpoints.is_empty(),
+            let on_this = match attachment {
+                Some(Attachment::HostNamespace) => c.net == NetMode::Host,
+                Some(Attachment::Loopback) => c.network_mode == "none" && c.endpoints.is_empty(),
                 _ => false,
             };
             if on_this {
@@ -200,8 +204,8 @@ pub fn network_resource(n: &Network, state: &ModelState, with_containers: bool) 
         name: n.name.clone(),
         id: n.id.clone(),
         created: n.created.clone(),
-        scope: n.driver.scope().into(),
-        driver: n.driver.as_str().into(),
+        scope: snap.scope(n).into(),
+        driver: n.driver.clone(),
         enable_ipv4: true,
         enable_ipv6: false,
         ipam: Ipam {
@@ -223,7 +227,7 @@ pub fn network_resource(n: &Network, state: &ModelState, with_containers: bool) 
 /// Turns a create request into the engine's spec, or the 4xx Docker would
 /// answer. Only the first IPv4 pool is supported; IPv6 is refused outright
 /// rather than silently ignored.
-pub fn network_spec(req: NetworkCreateRequest) -> Result<NetworkSpec, ApiError> {
+pub fn network_spec(req: NetworkCreateRequest, drivers: &Drivers) -> Result<NetworkSpec, ApiError> {
     let name = req.name;
     if !valid_name(&name) {
         return Err(ApiError::bad_request(format!(
@@ -235,16 +239,18 @@ pub fn network_spec(req: NetworkCreateRequest) -> Result<NetworkSpec, ApiError> 
             "operation is not permitted on predefined {name} network"
         )));
     }
-    let driver = match req.driver.as_str() {
-        "" => Driver::Bridge,
-        d => Driver::parse(d)
-            .ok_or_else(|| ApiError::not_found(format!("plugin \"{d}\" not found")))?,
+    let name_of_driver = match req.driver.as_str() {
+        "" => DEFAULT_DRIVER,
+        d => d,
     };
+    let driver = drivers
+        .get(name_of_driver)
+        .ok_or_else(|| ApiError::not_found(format!("plugin \"{name_of_driver}\" not found")))?;
     if !req.scope.is_empty() && req.scope != driver.scope() {
         return Err(ApiError::bad_request(format!(
             "scope \"{}\" is not supported for driver {}: its scope is {}",
             req.scope,
-            driver.as_str(),
+            driver.name(),
             driver.scope()
         )));
     }
@@ -281,7 +287,7 @@ pub fn network_spec(req: NetworkCreateRequest) -> Result<NetworkSpec, ApiError> 
     };
     Ok(NetworkSpec {
         name,
-        driver,
+        driver: driver.name().to_string(),
         subnet,
         gateway,
         ip_range,
@@ -490,7 +496,7 @@ fn connect_spec(req: NetworkConnectRequest) -> Result<(String, EndpointSpec), Ap
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Container, Endpoint, Subnet};
+    use crate::model::{Container, Endpoint, State as ModelState, Subnet};
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
@@ -499,7 +505,7 @@ mod tests {
     }
 
     fn spec_err(json: &str) -> ApiError {
-        network_spec(req(json)).unwrap_err()
+        network_spec(req(json), &Drivers::builtin()).unwrap_err()
     }
 
     /// The body docker 28.2 sends for
@@ -509,9 +515,9 @@ mod tests {
 
     #[test]
     fn docker_cli_create_body_becomes_a_spec() {
-        let s = network_spec(req(DOCKER_CREATE)).unwrap();
+        let s = network_spec(req(DOCKER_CREATE), &Drivers::builtin()).unwrap();
         assert_eq!(s.name, "foo");
-        assert_eq!(s.driver, Driver::Bridge);
+        assert_eq!(s.driver, "bridge");
         assert_eq!(s.subnet, Some("10.9.0.0/16".parse().unwrap()));
         assert_eq!(s.gateway, Some(Ipv4Addr::new(10, 9, 0, 1)));
         assert_eq!(s.ip_range, Some("10.9.1.0/24".parse().unwrap()));
@@ -522,14 +528,21 @@ mod tests {
 
     #[test]
     fn minimal_bodies_default_to_bridge_without_pool() {
-        let s = network_spec(req(
-            r#"{"Driver":"bridge","Scope":"","IPAM":{"Driver":"default","Options":{},"Config":[]},"Internal":false,"Attachable":false,"Ingress":false,"ConfigOnly":false,"ConfigFrom":null,"Options":{},"Labels":{},"Name":"bar"}"#,
-        ))
+        let s = network_spec(
+            req(
+                r#"{"Driver":"bridge","Scope":"","IPAM":{"Driver":"default","Options":{},"Config":[]},"Internal":false,"Attachable":false,"Ingress":false,"ConfigOnly":false,"ConfigFrom":null,"Options":{},"Labels":{},"Name":"bar"}"#,
+            ),
+            &Drivers::builtin(),
+        )
         .unwrap();
-        assert_eq!(s.driver, Driver::Bridge);
+        assert_eq!(s.driver, "bridge");
         assert_eq!(s.subnet, None);
-        let s = network_spec(req(r#"{"Name":"x","Options":null,"Labels":null}"#)).unwrap();
-        assert_eq!(s.driver, Driver::Bridge);
+        let s = network_spec(
+            req(r#"{"Name":"x","Options":null,"Labels":null}"#),
+            &Drivers::builtin(),
+        )
+        .unwrap();
+        assert_eq!(s.driver, "bridge");
         assert!(s.options.is_empty());
     }
 
@@ -602,9 +615,12 @@ mod tests {
         );
         assert!(e.message.ends_with("invalid gateway nope: invalid address"));
         // Docker still accepts a gateway written with its prefix length.
-        let s = network_spec(req(
-            r#"{"Name":"x","IPAM":{"Config":[{"Subnet":"10.1.0.0/16","Gateway":"10.1.0.254/16"}]}}"#,
-        ))
+        let s = network_spec(
+            req(
+                r#"{"Name":"x","IPAM":{"Config":[{"Subnet":"10.1.0.0/16","Gateway":"10.1.0.254/16"}]}}"#,
+            ),
+            &Drivers::builtin(),
+        )
         .unwrap();
         assert_eq!(s.gateway, Some(Ipv4Addr::new(10, 1, 0, 254)));
     }
@@ -660,11 +676,11 @@ mod tests {
         assert_eq!(ep.ip, None);
     }
 
-    fn sample() -> (Network, ModelState) {
+    fn sample() -> (Network, Snapshot) {
         let net = Network {
             id: "a".repeat(64),
             name: "front".into(),
-            driver: Driver::Bridge,
+            driver: "bridge".into(),
             created: "2025-01-02T03:04:05.123456789Z".into(),
             internal: false,
             attachable: true,
@@ -701,11 +717,12 @@ mod tests {
             process: None,
             ports: vec![],
             services: Vec::new(),
+            removing: false,
         };
         let mut st = ModelState::default();
         st.networks.insert(net.id.clone(), Arc::new(net.clone()));
         st.containers.insert(c.id.clone(), Arc::new(c));
-        (net, st)
+        (net, Snapshot::of_state(st))
     }
 
     #[test]
@@ -783,7 +800,7 @@ mod tests {
     #[test]
     fn host_and_none_networks_have_empty_ipam_config() {
         let (mut net, st) = sample();
-        net.driver = Driver::Null;
+        net.driver = "null".into();
         net.ipam = None;
         let v = serde_json::to_value(network_resource(&net, &st, true)).unwrap();
         assert_eq!(v["IPAM"]["Config"], serde_json::json!([]));
@@ -794,7 +811,7 @@ mod tests {
     fn dangling_means_custom_and_unused() {
         let (net, st) = sample();
         assert!(!is_dangling(&net, &st));
-        let empty = ModelState::default();
+        let empty = Snapshot::of_state(ModelState::default());
         assert!(is_dangling(&net, &empty));
         let mut builtin = net.clone();
         builtin.predefined = true;

@@ -14,12 +14,12 @@ use super::errors::{ApiError, ApiResult};
 use super::wire::{ServiceCreateRequest, ServiceCreateResponse, ServiceJson, ServiceTaskJson};
 use super::{AppState, json_response, parse_body};
 use crate::engine::spec::PortSpec;
-use crate::engine::{Engine, ServiceSpec};
+use crate::engine::{ServiceSpec, Snapshot};
 use crate::model::{Service, valid_name};
 
 pub async fn create(State(app): State<AppState>, body: Bytes) -> ApiResult {
     let spec = service_spec(parse_body(&body)?)?;
-    let svc = app.engine.lock().await.create_service(spec).await?;
+    let svc = app.engine.create_service(spec).await?;
     Ok(json_response(
         StatusCode::CREATED,
         &ServiceCreateResponse { id: svc.id },
@@ -27,17 +27,17 @@ pub async fn create(State(app): State<AppState>, body: Bytes) -> ApiResult {
 }
 
 pub async fn list(State(app): State<AppState>) -> ApiResult {
-    let eng = app.engine.lock().await;
-    let mut all: Vec<&Service> = eng.state().services.values().map(|s| &**s).collect();
+    let snap = app.engine.snapshot();
+    let mut all: Vec<&Service> = snap.state.services.values().map(|s| &**s).collect();
     all.sort_by(|a, b| a.name.cmp(&b.name));
-    let out: Vec<ServiceJson> = all.into_iter().map(|s| json_of(&eng, s)).collect();
+    let out: Vec<ServiceJson> = all.into_iter().map(|s| json_of(&snap, s)).collect();
     Ok(json_response(StatusCode::OK, &out))
 }
 
 pub async fn inspect(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    let eng = app.engine.lock().await;
-    let svc = eng.service(&id)?;
-    Ok(json_response(StatusCode::OK, &json_of(&eng, svc)))
+    let snap = app.engine.snapshot();
+    let svc = snap.service(&id)?;
+    Ok(json_response(StatusCode::OK, &json_of(&snap, svc)))
 }
 
 pub async fn scale(
@@ -49,13 +49,13 @@ pub async fn scale(
         .get("replicas")
         .and_then(|r| r.parse::<u32>().ok())
         .ok_or_else(|| ApiError::bad_request("replicas must be a whole number: ?replicas=N"))?;
-    let svc = app.engine.lock().await.scale_service(&id, replicas).await?;
-    let eng = app.engine.lock().await;
-    Ok(json_response(StatusCode::OK, &json_of(&eng, &svc)))
+    let svc = app.engine.scale_service(&id, replicas).await?;
+    let snap = app.engine.snapshot();
+    Ok(json_response(StatusCode::OK, &json_of(&snap, &svc)))
 }
 
 pub async fn remove(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    app.engine.lock().await.remove_service(&id).await?;
+    app.engine.remove_service(&id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -86,8 +86,8 @@ fn service_spec(req: ServiceCreateRequest) -> Result<ServiceSpec, ApiError> {
     })
 }
 
-fn json_of(eng: &Engine, s: &Service) -> ServiceJson {
-    let st = eng.state();
+fn json_of(snap: &Snapshot, s: &Service) -> ServiceJson {
+    let st = &snap.state;
     ServiceJson {
         id: s.id.clone(),
         name: s.name.clone(),
@@ -110,7 +110,7 @@ fn json_of(eng: &Engine, s: &Service) -> ServiceJson {
                     .find(|e| e.network_id == s.network_id)
                     .map(|e| e.ip.to_string())
                     .unwrap_or_default(),
-                running: eng.running_pid(c).is_some(),
+                running: snap.running_pid(c).is_some(),
             })
             .collect(),
         ports: ports_json(&s.ports),

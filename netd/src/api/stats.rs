@@ -8,7 +8,7 @@ use super::wire::{DropJson, EndpointStatsJson, NatJson, StatsResponse};
 use super::{AppState, json_response};
 
 pub async fn stats(State(app): State<AppState>) -> ApiResult {
-    let traffic = app.engine.lock().await.traffic()?;
+    let traffic = app.telemetry.read_fresh().await?;
     let body = StatsResponse {
         endpoints: traffic
             .endpoints

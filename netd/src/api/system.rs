@@ -12,7 +12,6 @@ use axum::routing::get;
 
 use super::wire::{ComponentVersion, InfoResponse, Platform, Plugins, Swarm, VersionResponse};
 use super::{API_VERSION, AppState, MIN_API_VERSION, json_response};
-use crate::model::Driver;
 
 /// The routes that need no engine; generic over the state so that they can
 /// be merged into the full router and also served alone in tests.
@@ -95,16 +94,14 @@ pub fn version_info() -> VersionResponse {
 
 /// `GET /info`: counts from the engine plus host facts.
 pub async fn info(State(app): State<AppState>) -> Response {
-    let (containers, running, networks) = {
-        let eng = app.engine.lock().await;
-        let st = eng.state();
-        let running = st
-            .containers
-            .values()
-            .filter(|c| eng.running_pid(c).is_some())
-            .count();
-        (st.containers.len(), running, st.networks.len())
-    };
+    let snap = app.engine.snapshot();
+    let st = &snap.state;
+    let running = st
+        .containers
+        .values()
+        .filter(|c| snap.running_pid(c).is_some())
+        .count();
+    let (containers, networks) = (st.containers.len(), st.networks.len());
     let info = InfoResponse {
         id: String::new(),
         containers,
@@ -116,11 +113,7 @@ pub async fn info(State(app): State<AppState>) -> Response {
         driver: String::new(),
         plugins: Plugins {
             volume: Vec::new(),
-            network: Driver::ALL
-                .into_iter()
-                .filter(|d| d.available())
-                .map(|d| d.as_str().to_string())
-                .collect(),
+            network: snap.drivers.names().map(str::to_string).collect(),
             log: Vec::new(),
         },
         kernel_version: kernel_version(),

@@ -467,6 +467,11 @@ pub struct ContainerCreateRequest {
     pub services: Vec<String>,
     #[serde(rename = "HostConfig", skip_serializing_if = "Option::is_none")]
     pub host_config: Option<HostConfigRequest>,
+    /// An existing network namespace (absolute path) to plumb the
+    /// container's endpoints into instead of one netd makes: a container
+    /// runtime's, handed over through CNI.
+    #[serde(rename = "NetNs", skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -489,7 +489,8 @@ mod tests {
         assert_eq!(v["Options"]["parent"], "eth0");
         assert_eq!(v["Labels"], serde_json::json!({"team": "web", "flag": ""}));
         // What netd sends is what the API accepts.
-        let spec = crate::api::networks::network_spec(r).unwrap();
+        let spec =
+            crate::api::networks::network_spec(r, &crate::drivers::Drivers::builtin()).unwrap();
         assert_eq!(spec.subnet, Some("10.1.0.0/16".parse().unwrap()));
     }
 

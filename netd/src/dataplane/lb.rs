@@ -419,24 +419,9 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Backend selections, summed over CPUs: `(service index, backend
-    /// address, new flows sent to it)`, sorted. Every flow the load
-    /// balancer placed counts once, whichever way it came (container to
-    /// VIP, host socket, published port).
+    /// Backend selections (see [`super::Counters::lb`]).
     pub fn lb_stats(&self) -> Result<Vec<(u32, Ipv4Addr, u64)>, DataplaneError> {
-        let stats: PerCpuHashMap<&MapData, LbStatsKey, u64> = self.nat_map(map_names::LB_STATS)?;
-        let mut out = Vec::new();
-        for entry in stats.iter() {
-            let (key, per_cpu) = match entry {
-                Ok(kv) => kv,
-                Err(e) if missing(&e) => continue,
-                Err(e) => return Err(map_error(map_names::LB_STATS)(e)),
-            };
-            let total = per_cpu.iter().fold(0u64, |acc, n| acc.wrapping_add(*n));
-            out.push((key.svc_index, addr(key.backend), total));
-        }
-        out.sort();
-        Ok(out)
+        self.counters.lb()
     }
 
     /// Every service in `LB_SVC`, sorted by VIP: for debugging and tests.

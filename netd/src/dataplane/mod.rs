@@ -76,12 +76,14 @@ mod slots;
 mod steering;
 mod tc_filter;
 // NAT, published ports, uplink (after the others so parallel work appends).
+mod counters;
 mod nat;
+
+pub use counters::{Census, Counters};
 // Services: virtual IPs balanced round-robin (kernel side `netd-ebpf/src/lb.rs`).
 mod lb;
 
 use std::{
-    collections::BTreeMap,
     ffi::CString,
     fmt, fs, io,
     mem::size_of,
@@ -100,7 +102,7 @@ use aya::{
 };
 pub use netd_common::{Direction, DropReason, EndpointInfo, EndpointStats, NetworkInfo};
 use netd_common::{
-    DropKey, IndexedNetwork,
+    IndexedNetwork,
     limits::{
         CONNTRACK_FLOWS, CT_ENTRIES_PER_FLOW, DROP_STATS_ENTRIES, ENDPOINT_SLOTS, MAX_ENDPOINTS,
         MAX_NETWORKS, NET_HINT_ENTRIES, NET_INDEXES,
@@ -382,7 +384,8 @@ impl MapSizes {
 pub struct Dataplane {
     ebpf: Ebpf,
     ep_counters: PerCpuArray<MapData, EndpointStats>,
-    drop_stats: PerCpuArray<MapData, u64>,
+    /// The daemon's own reader of the counters, for the read methods here.
+    counters: counters::Counters,
     ep_map: HashMap<MapData, u32, EndpointInfo>,
     ep_by_if: HashMap<MapData, u32, EndpointInfo>,
     net_lpm: LpmTrie<MapData, u32, NetworkInfo>,
@@ -565,9 +568,6 @@ impl Dataplane {
         let ep_counters = take_map(&mut ebpf, map_names::EP_COUNTERS, |m| {
             PerCpuArray::try_from(m)
         })?;
-        let drop_stats = take_map(&mut ebpf, map_names::DROP_STATS, |m| {
-            PerCpuArray::try_from(m)
-        })?;
         let ep_map = take_map(&mut ebpf, map_names::EP_MAP, HashMap::try_from)?;
         let ep_by_if = take_map(&mut ebpf, map_names::EP_BY_IF, HashMap::try_from)?;
         let net_lpm = take_map(&mut ebpf, map_names::NET_LPM, LpmTrie::try_from)?;
@@ -581,7 +581,7 @@ impl Dataplane {
         let mut dp = Dataplane {
             ebpf,
             ep_counters,
-            drop_stats,
+            counters: counters::Counters::open(&maps_dir, u64::from(sizes.nat_ct_entries()))?,
             ep_map,
             ep_by_if,
             net_lpm,
@@ -732,61 +732,24 @@ impl Dataplane {
     /// Counters of every endpoint with a slot, summed over CPUs, by
     /// host-side ifindex (ascending).
     pub fn endpoint_stats(&self) -> Result<Vec<(u32, EndpointStats)>, DataplaneError> {
-        let mut out = Vec::new();
-        for (ifindex, slot) in self.slots.iter() {
-            let per_cpu =
-                self.ep_counters
-                    .get(&u32::from(slot), 0)
-                    .map_err(|e| DataplaneError::Map {
-                        map: map_names::EP_COUNTERS,
-                        source: Box::new(e),
-                    })?;
-            let total = per_cpu
-                .iter()
-                .fold(EndpointStats::default(), |acc, s| acc.add(*s));
-            out.push((ifindex, total));
-        }
+        let mut out = self
+            .slots
+            .iter()
+            .map(|(ifindex, slot)| Ok((ifindex, self.counters.endpoint(slot)?)))
+            .collect::<Result<Vec<_>, DataplaneError>>()?;
         out.sort_by_key(|(ifindex, _)| *ifindex);
         Ok(out)
     }
 
-    /// Drop counters summed over CPUs: one row per known reason and
-    /// direction, zeros included, so metrics series exist from the start.
-    /// Counts under reasons this build does not know (from a newer program
-    /// still attached) are reported as [`DropReason::Unknown`].
+    /// The slot of the endpoint on host-side `ifindex` (its counters'
+    /// index), if it has one.
+    pub fn slot_of(&self, ifindex: u32) -> Option<u16> {
+        self.slots.get(ifindex)
+    }
+
+    /// Drop counters summed over CPUs (see [`counters::Counters::drops`]).
     pub fn drop_stats(&self) -> Result<Vec<(DropReason, Direction, u64)>, DataplaneError> {
-        let mut totals: BTreeMap<(DropReason, Direction), u64> = BTreeMap::new();
-        for direction in Direction::ALL {
-            for reason in DropReason::ALL {
-                totals.insert((reason, direction), 0);
-            }
-        }
-        for index in 0..DROP_STATS_ENTRIES {
-            let per_cpu = self
-                .drop_stats
-                .get(&index, 0)
-                .map_err(|e| DataplaneError::Map {
-                    map: map_names::DROP_STATS,
-                    source: Box::new(e),
-                })?;
-            let count = per_cpu.iter().fold(0u64, |acc, n| acc.wrapping_add(*n));
-            if count == 0 {
-                continue;
-            }
-            let Some(key) = DropKey::from_index(index) else {
-                continue;
-            };
-            let Some(direction) = Direction::from_u32(key.direction) else {
-                continue;
-            };
-            let reason = DropReason::from_u32(key.reason).unwrap_or(DropReason::Unknown);
-            let total = totals.entry((reason, direction)).or_default();
-            *total = total.wrapping_add(count);
-        }
-        Ok(totals
-            .into_iter()
-            .map(|((reason, direction), n)| (reason, direction, n))
-            .collect())
+        self.counters.drops()
     }
 
     /// Names of the interfaces that still have a pinned TCX link from a netd

@@ -31,7 +31,7 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, HashMap, MapData, MapError, MapType, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    maps::{Array, HashMap, MapData, MapError, MapType, PerCpuHashMap, PerCpuValues},
     programs::{
         LinkOrder, SchedClassifier, TcAttachType,
         links::{FdLink, PinnedLink},
@@ -42,7 +42,7 @@ use netd_common::{
     HostConfig, PublishKey, PublishTarget, ipv4_be,
     limits::{MAX_PUBLISHED, NAT_STATS_SLOTS},
     map_names,
-    nat::{self, CtEntry, CtKey, NatCounter},
+    nat::{self, CtEntry, CtKey},
 };
 use tracing::{debug, info, warn};
 
@@ -256,14 +256,14 @@ fn addr(ip_be: u32) -> Ipv4Addr {
 
 /// `(host_addr, host_port, proto)` of a `PUBLISH` key, `None` for keys this
 /// build cannot have written.
-fn decode_publish_key(key: &PublishKey) -> Option<(Option<Ipv4Addr>, u16, Proto)> {
+pub(super) fn decode_publish_key(key: &PublishKey) -> Option<(Option<Ipv4Addr>, u16, Proto)> {
     let proto = Proto::from_u8(key.proto)?;
     let host_addr = (key.addr != 0).then(|| addr(key.addr));
     Some((host_addr, u16::from_be(key.port), proto))
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`.
-fn monotonic_ns() -> u64 {
+pub(super) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -505,63 +505,15 @@ impl Dataplane {
         Ok(out)
     }
 
-    /// NAT counters and conntrack occupancy. Walks `NAT_CT` (one syscall per
-    /// entry), so it costs in proportion to the live flows; fine at scrape
-    /// intervals.
+    /// NAT counters and conntrack occupancy, counted now (a census of
+    /// `NAT_CT` in batches: see [`super::Counters::conntrack_census`]).
     pub fn nat_stats(&self) -> Result<NatStats, DataplaneError> {
-        let now = monotonic_ns();
-        let mut stats = NatStats {
-            conntrack_capacity: u64::from(self.sizes.nat_ct_entries()),
-            ..NatStats::default()
-        };
-        for (key, entry) in self.conntrack()? {
-            if nat::expired(entry.last_seen, key.proto, entry.flags, now) {
-                stats.conntrack_expired += 1;
-            } else {
-                stats.conntrack_entries += 1;
-            }
-        }
-        let counters: PerCpuArray<&MapData, u64> = self.nat_map(map_names::NAT_STATS)?;
-        for counter in NatCounter::ALL {
-            let per_cpu = counters
-                .get(&(counter as u32), 0)
-                .map_err(map_error(map_names::NAT_STATS))?;
-            let total = per_cpu.iter().fold(0u64, |acc, n| acc.wrapping_add(*n));
-            let field = match counter {
-                NatCounter::SnatFlows => &mut stats.snat_flows,
-                NatCounter::DnatFlows => &mut stats.dnat_flows,
-                NatCounter::HairpinFlows => &mut stats.hairpin_flows,
-                NatCounter::ClosedFlows => &mut stats.closed_flows,
-                NatCounter::ExpiredFlows => &mut stats.expired_flows,
-                NatCounter::PortCollisions => &mut stats.port_collisions,
-                NatCounter::TranslatedPackets => &mut stats.translated_packets,
-                NatCounter::LbFlows => &mut stats.lb_flows,
-            };
-            *field = total;
-        }
-        let per_port: PerCpuHashMap<&MapData, PublishKey, u64> =
-            self.nat_map(map_names::PUBLISH_STATS)?;
-        for entry in per_port.iter() {
-            let (key, per_cpu) = match entry {
-                Ok(kv) => kv,
-                Err(MapError::KeyNotFound) => continue,
-                Err(e) if errno(&e) == Some(libc::ENOENT) => continue,
-                Err(e) => return Err(map_error(map_names::PUBLISH_STATS)(e)),
-            };
-            let Some((host_addr, host_port, proto)) = decode_publish_key(&key) else {
-                continue;
-            };
-            stats.published.push(PublishedPortStats {
-                host_addr,
-                host_port,
-                proto,
-                flows: per_cpu.iter().fold(0u64, |acc, n| acc.wrapping_add(*n)),
-            });
-        }
-        stats
-            .published
-            .sort_by_key(|p| (p.proto, p.host_port, p.host_addr));
-        Ok(stats)
+        let census = self.counters.conntrack_census()?;
+        Ok(NatStats {
+            conntrack_entries: census.live,
+            conntrack_expired: census.expired,
+            ..self.counters.nat()?
+        })
     }
 
     /// Attaches `netd_uplink_in` to TCX ingress of the uplink `ifname`

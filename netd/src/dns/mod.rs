@@ -112,13 +112,29 @@ pub struct DnsStats {
     pub failed: u64,
 }
 
+/// Reads the embedded server's query counters (cheap to clone).
+#[derive(Clone)]
+pub struct DnsCounters(Arc<server::Shared>);
+
+impl DnsCounters {
+    pub fn read(&self) -> DnsStats {
+        let c = &self.0.counters;
+        DnsStats {
+            answered_local: c.answered_local.load(Ordering::Relaxed),
+            forwarded: c.forwarded.load(Ordering::Relaxed),
+            nxdomain: c.nxdomain.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Identity of a network namespace (its nsfs inode).
 type NsId = (u64, u64);
 
 /// One container's server: a task that waits for the namespace, binds the
 /// sockets in it and serves until aborted.
 struct Listener {
-    netns: String,
+    netns: PathBuf,
     /// The namespace the sockets were bound in, once they are.
     bound: Arc<Mutex<Option<NsId>>>,
     task: tokio::task::AbortHandle,
@@ -185,14 +201,9 @@ impl Dns {
         self.listeners.clear();
     }
 
-    pub fn stats(&self) -> DnsStats {
-        let c = &self.shared.counters;
-        DnsStats {
-            answered_local: c.answered_local.load(Ordering::Relaxed),
-            forwarded: c.forwarded.load(Ordering::Relaxed),
-            nxdomain: c.nxdomain.load(Ordering::Relaxed),
-            failed: c.failed.load(Ordering::Relaxed),
-        }
+    /// A reader of the query counters, for whoever reports them.
+    pub fn counters(&self) -> DnsCounters {
+        DnsCounters(self.shared.clone())
     }
 
     /// Containers whose namespace has a listener (bound or waiting for its
@@ -270,11 +281,14 @@ impl Dns {
     }
 
     fn sync_listeners(&mut self, state: &State) {
-        let mut wanted: HashMap<&str, &str> = HashMap::new();
+        let mut wanted: HashMap<&str, PathBuf> = HashMap::new();
         for c in state.containers.values() {
-            if let NetMode::Own { netns } = &c.net
-                && records::wants_server(state, &c.id)
-            {
+            let netns = match &c.net {
+                NetMode::Own { netns } => netns::path(netns),
+                NetMode::Path { path } => path.clone(),
+                NetMode::Host | NetMode::Container { .. } => continue,
+            };
+            if records::wants_server(state, &c.id) {
                 wanted.insert(&c.id, netns);
             }
         }
@@ -282,7 +296,7 @@ impl Dns {
             let keep = wanted.get(id.as_str()).is_some_and(|ns| *ns == l.netns)
                 && same_namespace(&l.netns, &l.bound);
             if !keep {
-                debug!(container = %id, netns = %l.netns, "embedded DNS listener stopped");
+                debug!(container = %id, netns = %l.netns.display(), "embedded DNS listener stopped");
             }
             keep
         });
@@ -298,7 +312,7 @@ impl Dns {
             }
             let bound = Arc::new(Mutex::new(None));
             let task = runtime.spawn(serve(
-                netns.to_string(),
+                netns.clone(),
                 id.to_string(),
                 self.shared.clone(),
                 bound.clone(),
@@ -306,7 +320,7 @@ impl Dns {
             self.listeners.insert(
                 id.to_string(),
                 Listener {
-                    netns: netns.to_string(),
+                    netns,
                     bound,
                     task: task.abort_handle(),
                 },
@@ -317,17 +331,17 @@ impl Dns {
 
 /// False when the listener's sockets are in a namespace that is no longer
 /// the one at the name (recreated after a crash): it must be restarted.
-fn same_namespace(name: &str, bound: &Mutex<Option<NsId>>) -> bool {
+fn same_namespace(netns: &Path, bound: &Mutex<Option<NsId>>) -> bool {
     let Some(id) = *bound.lock().unwrap_or_else(|e| e.into_inner()) else {
         // Still waiting for the namespace: it will bind the right one.
         return true;
     };
-    std::fs::metadata(netns::path(name)).is_ok_and(|m| (m.dev(), m.ino()) == id)
+    std::fs::metadata(netns).is_ok_and(|m| (m.dev(), m.ino()) == id)
 }
 
 /// The listener task of one container.
 async fn serve(
-    netns: String,
+    netns: PathBuf,
     container: String,
     shared: Arc<server::Shared>,
     bound: Arc<Mutex<Option<NsId>>>,
@@ -342,7 +356,7 @@ async fn serve(
                 // committed before the engine creates it.
                 let quiet = e.kind() == io::ErrorKind::NotFound && delay < RETRY_MAX;
                 if !quiet && !warned {
-                    warn!(netns, error = %e, "embedded DNS: cannot listen yet; retrying");
+                    warn!(netns = %netns.display(), error = %e, "embedded DNS: cannot listen yet; retrying");
                     warned = true;
                 }
                 tokio::time::sleep(delay).await;
@@ -356,7 +370,7 @@ async fn serve(
     ) {
         (Ok(u), Ok(t)) => (u, t),
         (Err(e), _) | (_, Err(e)) => {
-            warn!(netns, error = %e, "embedded DNS: cannot register the sockets");
+            warn!(netns = %netns.display(), error = %e, "embedded DNS: cannot register the sockets");
             return;
         }
     };
@@ -364,20 +378,20 @@ async fn serve(
     let mut server = Server::new(server::Handler { container, shared });
     server.register_socket(udp);
     server.register_listener(tcp, TCP_IDLE, 16);
-    debug!(netns, "embedded DNS listening on {EMBEDDED}:53");
+    debug!(netns = %netns.display(), "embedded DNS listening on {EMBEDDED}:53");
     if let Err(e) = server.block_until_done().await {
-        warn!(netns, error = %e, "embedded DNS listener ended");
+        warn!(netns = %netns.display(), error = %e, "embedded DNS listener ended");
     }
 }
 
 /// Opens the namespace and binds UDP and TCP 127.0.0.11:53 inside it, on a
 /// short-lived thread (the runtime's threads never change namespace).
-async fn bind_in(name: &str) -> io::Result<(NsId, std::net::UdpSocket, std::net::TcpListener)> {
-    let file = File::open(netns::path(name))?;
+async fn bind_in(netns: &Path) -> io::Result<(NsId, std::net::UdpSocket, std::net::TcpListener)> {
+    let file = File::open(netns)?;
     if !netns::is_nsfs(file.as_fd()) {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
-            format!("{name} is not a network namespace (yet)"),
+            format!("{} is not a network namespace (yet)", netns.display()),
         ));
     }
     let meta = file.metadata()?;

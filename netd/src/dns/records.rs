@@ -71,7 +71,8 @@ impl Records {
         {
             let mut t = NetTable::default();
             let suffix = net.name.to_ascii_lowercase();
-            for (c, ep) in state.endpoints_on(&net.id) {
+            // A container on its way out answers to its name no more.
+            for (c, ep) in state.endpoints_on(&net.id).filter(|(c, _)| !c.removing) {
                 t.add(&c.name, ep.ip);
                 t.add(&format!("{}.{suffix}", c.name), ep.ip);
                 if let Some(short) = c.id.get(..12) {
@@ -97,7 +98,12 @@ impl Records {
                 // Present (and empty) even without replicas: the name is
                 // ours, so it must not leak to the upstream resolvers.
                 t.names.entry(tasks.to_ascii_lowercase()).or_default();
-                for replica in replicas.get(svc.id.as_str()).into_iter().flatten() {
+                for replica in replicas
+                    .get(svc.id.as_str())
+                    .into_iter()
+                    .flatten()
+                    .filter(|c| !c.removing)
+                {
                     for ep in replica.endpoints.iter().filter(|e| e.network_id == net.id) {
                         t.add(&tasks, ep.ip);
                     }
@@ -183,7 +189,7 @@ pub fn has_embedded_dns(state: &State, network_id: &str) -> bool {
 /// a network with the embedded server.
 pub fn wants_server(state: &State, container_id: &str) -> bool {
     state.containers.get(container_id).is_some_and(|c| {
-        matches!(c.net, NetMode::Own { .. })
+        matches!(c.net, NetMode::Own { .. } | NetMode::Path { .. })
             && c.endpoints
                 .iter()
                 .any(|e| has_embedded_dns(state, &e.network_id))
@@ -201,13 +207,13 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::model::{Container, Driver, Endpoint, Network, Service, Subnet};
+    use crate::model::{Container, Endpoint, Network, Service, Subnet};
 
     fn net(id: &str, name: &str, predefined: bool) -> Network {
         Network {
             id: id.into(),
             name: name.into(),
-            driver: Driver::Bridge,
+            driver: "bridge".into(),
             created: String::new(),
             internal: false,
             attachable: false,
@@ -251,6 +257,7 @@ mod tests {
             process: None,
             ports: Vec::new(),
             services: Vec::new(),
+            removing: false,
         }
     }
 

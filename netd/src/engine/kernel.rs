@@ -1,93 +1,113 @@
-//! Making the kernel match one record. "Apply" steps are idempotent so that
-//! reconcile can run them again after a crash (and adopt what is already
-//! there without disturbing traffic); "remove" steps go on past errors
-//! (logging them) because the record is already gone and whatever they
-//! leave behind is collected at the next start.
-//!
-//! Order matters for the datapath: a network's subnet entry is written
-//! before any endpoint on it, and an endpoint's map entries before its
-//! programs are attached, so a program never sees an endpoint it cannot
-//! classify; removal goes the other way round.
+//! Making the kernel match one record, through the record's driver.
+//! "Apply" steps are idempotent so that reconcile can run them again after
+//! a crash (and adopt what is already there without disturbing traffic);
+//! "remove" steps go on past errors (logging them) because the record is
+//! already gone and whatever they leave behind is collected at the next
+//! start.
 
 use std::time::{Duration, Instant};
 
 use tracing::warn;
 
-use super::{Engine, names};
+use super::Engine;
+use super::command::Done;
+use super::snapshot::Link;
 use crate::error::{EngineError, Result};
-use crate::model::{Container, Driver, Endpoint, NetMode, Network, mac_for};
-use crate::netlink::{EndpointPlumbing, MacvlanPlumbing, netns};
+use crate::model::{Container, Endpoint, NetMode, Network};
+use crate::netlink::{Netlink, Netns, netns};
 
-/// The option naming a macvlan network's parent interface (`-o parent=`).
-pub(super) const PARENT_OPTION: &str = "parent";
+/// How long a new bridge may take to come up: the kernel applies a bridge's
+/// carrier change from its link-watch work, up to a second after the first
+/// port comes up.
+const CARRIER_WAIT: Duration = Duration::from_secs(3);
 
 impl Engine {
+    /// Sets up a network's kernel objects through its driver.
     pub(super) async fn apply_network(&mut self, net: &Network) -> Result<()> {
-        let (Driver::Bridge, Some(pool)) = (net.driver, &net.ipam) else {
-            return Ok(());
-        };
-        let context = || format!("failed to set up network {}", net.name);
-        let name = names::bridge(&self.cfg.prefix, net);
-        // The gateway's MAC is derived like a container's, so the eBPF ARP
-        // responder knows it without asking the kernel.
-        self.netlink
-            .ensure_bridge(
-                &name,
-                pool.gateway,
-                pool.subnet.prefix_len(),
-                mac_for(pool.gateway),
-            )
-            .await
-            .map_err(|e| EngineError::system(context(), e))?;
-        self.dataplane
-            .set_network(net.index, pool.subnet, pool.gateway, net.internal)
-            .map_err(|e| EngineError::system(context(), e))?;
-        Ok(())
+        let drivers = self.drivers.clone();
+        drivers.of(net)?.setup(&mut self.kernel(), net).await
     }
 
-    pub(super) async fn remove_network_kernel(&mut self, net: &Network) {
-        if let (Driver::Bridge, Some(pool)) = (net.driver, &net.ipam) {
-            if let Err(e) = self.dataplane.remove_network(pool.subnet) {
-                warn!(network = %net.name, error = %e, "cannot remove datapath entry");
-            }
-            let name = names::bridge(&self.cfg.prefix, net);
-            if let Err(e) = self.netlink.delete_link(&name).await {
-                warn!(network = %net.name, link = %name, error = %e, "cannot delete bridge");
-            }
+    /// Plumbs one endpoint through its network's driver and records its
+    /// host-side link. Returns a link the host reaches it through that is
+    /// not up yet, if any.
+    pub(super) async fn attach(
+        &mut self,
+        net: &Network,
+        ep: &Endpoint,
+        ns: &Netns,
+        default_route: bool,
+    ) -> Result<Option<String>> {
+        let drivers = self.drivers.clone();
+        let plugged = drivers
+            .of(net)?
+            .attach(&mut self.kernel(), net, ep, ns, default_route)
+            .await?;
+        if let Some(ifindex) = plugged.host_ifindex {
+            let slot = self.dataplane.slot_of(ifindex);
+            self.links
+                .insert(ep.id.clone(), Link { ifindex, slot }.into());
         }
+        Ok(plugged.carrier)
     }
 
-    /// Creates the container's namespace (if it has its own) and every
-    /// endpoint in it.
-    pub(super) async fn apply_container(&mut self, c: &Container) -> Result<()> {
-        let NetMode::Own { netns: name } = &c.net else {
-            return Ok(());
-        };
-        if !netns::exists(name) {
-            netns::create(name).map_err(|e| {
-                EngineError::system(format!("failed to create sandbox for {}", c.name), e)
-            })?;
+    /// Undoes `attach`. `ns` names the namespace when it stays.
+    pub(super) async fn detach(&mut self, net: &Network, ep: &Endpoint, ns: Option<&Netns>) {
+        let drivers = self.drivers.clone();
+        match drivers.of(net) {
+            Ok(driver) => driver.detach(&mut self.kernel(), net, ep, ns).await,
+            Err(e) => warn!(endpoint = %ep.id, error = %e, "cannot detach"),
         }
+        self.links.remove(&ep.id);
+    }
+
+    /// Creates the container's namespace (if netd owns it) and every
+    /// endpoint in it. Returns the links the host reaches them through that
+    /// are not up yet.
+    pub(super) async fn apply_container(&mut self, c: &Container) -> Result<Vec<String>> {
+        let ns = match &c.net {
+            NetMode::Own { netns: name } => {
+                if !netns::exists(name) {
+                    netns::create(name).map_err(|e| {
+                        EngineError::system(format!("failed to create sandbox for {}", c.name), e)
+                    })?;
+                }
+                Netns::Named(name.clone())
+            }
+            NetMode::Path { path } => {
+                let ns = Netns::Path(path.clone());
+                if !ns.exists() {
+                    return Err(EngineError::InvalidParameter(format!(
+                        "network namespace {} of container {} does not exist",
+                        path.display(),
+                        c.name
+                    )));
+                }
+                ns
+            }
+            NetMode::Host | NetMode::Container { .. } => return Ok(Vec::new()),
+        };
+        let mut carriers = Vec::new();
         for (i, ep) in c.endpoints.iter().enumerate() {
             let net = self.network(&ep.network_id)?.clone();
-            self.apply_endpoint(name, &net, ep, i == 0).await?;
+            carriers.extend(self.attach(&net, ep, &ns, i == 0).await?);
         }
-        self.apply_ports(c).await
+        self.apply_ports(c)?;
+        Ok(carriers)
     }
 
     /// Points every published port of `c` at its first endpoint.
-    async fn apply_ports(&mut self, c: &Container) -> Result<()> {
+    fn apply_ports(&mut self, c: &Container) -> Result<()> {
         let Some(ep) = c.endpoints.first().filter(|_| !c.ports.is_empty()) else {
             return Ok(());
         };
         let context = || format!("failed to publish ports of {}", c.name);
-        let net = self.network(&ep.network_id)?.clone();
-        let ifindex = self
-            .netlink
-            .link_index(&ep.host_ifname)
-            .await
-            .map_err(|e| EngineError::system(context(), e))?
-            .ok_or_else(|| EngineError::system(context(), "its veth is gone"))?;
+        let net_index = self.network(&ep.network_id)?.index;
+        let link = self
+            .links
+            .get(&ep.id)
+            .ok_or_else(|| EngineError::system(context(), "its endpoint has no host interface"))?;
+        let ifindex = link.ifindex;
         for b in &c.ports {
             self.dataplane
                 .set_publish(
@@ -97,7 +117,7 @@ impl Engine {
                     ep.ip,
                     b.container_port,
                     ifindex,
-                    net.index,
+                    net_index,
                 )
                 .map_err(|e| EngineError::system(context(), e))?;
         }
@@ -113,9 +133,19 @@ impl Engine {
                 warn!(container = %c.name, port = %b.host_side(), error = %e, "cannot unpublish");
             }
         }
-        // Deleting the namespace below takes macvlan endpoints with it.
+        // A namespace netd owns is deleted below, with what is inside; one
+        // a runtime owns stays, so its interfaces are removed here.
+        let stays = match &c.net {
+            NetMode::Path { path } => Some(Netns::Path(path.clone())),
+            _ => None,
+        };
         for ep in &c.endpoints {
-            self.remove_endpoint_kernel(None, ep).await;
+            match self.state.networks.get(&ep.network_id).cloned() {
+                Some(net) => self.detach(&net, ep, stays.as_ref()).await,
+                None => {
+                    warn!(container = %c.name, endpoint = %ep.id, "network of endpoint is gone")
+                }
+            }
             // A later container with this address must not inherit flows.
             if let Err(e) = self.dataplane.remove_flows_of(ep.ip) {
                 warn!(container = %c.name, error = %e, "cannot forget tracked flows");
@@ -128,120 +158,42 @@ impl Engine {
         }
     }
 
-    /// Plumbs one endpoint: a veth pair whose host side carries the
-    /// datapath programs (bridge networks), or a macvlan on the parent.
-    pub(super) async fn apply_endpoint(
-        &mut self,
-        netns_name: &str,
-        net: &Network,
-        ep: &Endpoint,
-        default_route: bool,
-    ) -> Result<()> {
-        let context = || format!("failed to connect to network {}", net.name);
-        if net.driver == Driver::Macvlan {
-            let plumbing = MacvlanPlumbing {
-                netns: netns_name.to_string(),
-                parent: net.options.get(PARENT_OPTION).cloned().unwrap_or_default(),
-                ifname: ep.ifname.clone(),
-                mac: ep.mac,
-                ip: ep.ip,
-                prefix_len: ep.prefix_len,
-                gateway: ep.gateway,
-                default_route,
-                mtu: None,
-            };
-            return self
-                .netlink
-                .create_macvlan_endpoint(&plumbing)
-                .await
-                .map_err(|e| EngineError::system(context(), e));
+    /// The answer `value`, once every link in `carriers` is up (or has had
+    /// [`CARRIER_WAIT`]), so that a container is reachable from the host the
+    /// moment its create returns; other commands go on meanwhile.
+    pub(super) fn after_carriers<T: Send + 'static>(
+        &self,
+        mut carriers: Vec<String>,
+        value: T,
+    ) -> Done<T> {
+        carriers.sort();
+        carriers.dedup();
+        if carriers.is_empty() {
+            return Done::Now(Ok(value));
         }
-        let plumbing = EndpointPlumbing {
-            netns: netns_name.to_string(),
-            host_ifname: ep.host_ifname.clone(),
-            ifname: ep.ifname.clone(),
-            mac: ep.mac,
-            ip: ep.ip,
-            prefix_len: ep.prefix_len,
-            gateway: ep.gateway,
-            default_route,
-            bridge: Some(names::bridge(&self.cfg.prefix, net)),
-            mtu: None,
-        };
-        let ifindex = self
-            .netlink
-            .create_endpoint(&plumbing)
-            .await
-            .map_err(|e| EngineError::system(context(), e))?;
-        self.dataplane
-            .set_endpoint(ifindex, ep.ip, ep.mac, net.index)
-            .map_err(|e| EngineError::system(context(), e))?;
-        self.dataplane
-            .attach_endpoint(&ep.host_ifname, ifindex)
-            .map_err(|e| EngineError::system(context(), e))?;
-        if let Some(bridge) = &plumbing.bridge {
-            wait_for_carrier(bridge).await;
-        }
-        Ok(())
-    }
-
-    /// Undoes `apply_endpoint`. A macvlan endpoint lives only inside the
-    /// namespace: `netns` names it when the namespace stays (disconnect).
-    pub(super) async fn remove_endpoint_kernel(&mut self, netns: Option<&str>, ep: &Endpoint) {
-        let net = self.state.networks.get(&ep.network_id).cloned();
-        if net.as_ref().is_some_and(|n| n.driver == Driver::Macvlan) {
-            if let Some(ns) = netns
-                && let Err(e) = self.netlink.remove_link_in_netns(ns, &ep.ifname).await
-            {
-                warn!(netns = %ns, link = %ep.ifname, error = %e, "cannot delete macvlan");
+        let netlink = self.netlink.clone();
+        Done::Later(Box::pin(async move {
+            for link in carriers {
+                wait_for_carrier(&netlink, &link).await;
             }
-            return;
-        }
-        if let Err(e) = self.dataplane.detach_endpoint(&ep.host_ifname) {
-            warn!(link = %ep.host_ifname, error = %e, "cannot detach datapath");
-        }
-        match self.netlink.link_index(&ep.host_ifname).await {
-            // 0: the veth is already gone; the entries of vanished
-            // interfaces with this address go.
-            Ok(ifindex) => {
-                if let Err(e) = self.dataplane.remove_endpoint(ifindex.unwrap_or(0), ep.ip) {
-                    warn!(link = %ep.host_ifname, error = %e, "cannot remove datapath entry");
-                }
-            }
-            Err(e) => warn!(link = %ep.host_ifname, error = %e, "cannot look up link"),
-        }
-        let bridge = net.map(|n| names::bridge(&self.cfg.prefix, &n));
-        if let Err(e) = self
-            .netlink
-            .remove_endpoint(&ep.host_ifname, bridge.as_deref().map(|b| (b, ep.ip)))
-            .await
-        {
-            warn!(link = %ep.host_ifname, error = %e, "cannot delete veth");
-        }
+            Ok(value)
+        }))
     }
 }
 
-/// How long a new bridge may take to come up: the kernel applies a bridge's
-/// carrier change from its link-watch work, up to a second after the first
-/// port comes up, and drops what the host sends through it until then.
-const CARRIER_WAIT: Duration = Duration::from_secs(3);
-
-/// Returns once `bridge` is operationally up, so that `container create`
-/// returns a container the host can already reach (only the first endpoint
-/// of a network ever waits). Gives up quietly after `CARRIER_WAIT`: the
-/// bridge then comes up by itself a little later.
-async fn wait_for_carrier(bridge: &str) {
-    let operstate = format!("/sys/class/net/{bridge}/operstate");
+/// Returns once `link` is operationally up. Gives up quietly after
+/// [`CARRIER_WAIT`]: the bridge then comes up by itself a little later.
+async fn wait_for_carrier(netlink: &Netlink, link: &str) {
     let deadline = Instant::now() + CARRIER_WAIT;
     while Instant::now() < deadline {
-        match std::fs::read_to_string(&operstate) {
-            Ok(s) if s.trim() == "up" => return,
-            Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            Err(_) => return,
+        match netlink.oper_up(link).await {
+            Ok(Some(false)) => tokio::time::sleep(Duration::from_millis(10)).await,
+            // Up, gone, or not to be asked: nothing to wait for.
+            _ => return,
         }
     }
     warn!(
-        bridge,
+        link,
         "bridge is not up yet; the host may not reach new containers for a moment"
     );
 }

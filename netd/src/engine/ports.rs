@@ -171,6 +171,7 @@ mod tests {
                 process: None,
                 ports: bindings,
                 services: Vec::new(),
+                removing: false,
             }),
         );
         st

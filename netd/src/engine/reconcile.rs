@@ -4,14 +4,17 @@
 //! kernel can be behind the state (a create that did not finish: finish it)
 //! or ahead of it (a remove that did not finish: the objects have no record
 //! any more: delete them). Objects that already match are adopted as they
-//! are, so established traffic keeps flowing across a restart.
+//! are, so established traffic keeps flowing across a restart. Containers
+//! whose removal had begun (`removing`) are removed now.
 
 use std::collections::HashSet;
 
 use tracing::{error, info, warn};
 
-use super::{Engine, names};
-use crate::model::{Driver, NetMode, State, update_where};
+use super::Engine;
+use super::snapshot::running_pid;
+use crate::model::{NetMode, State, update_where};
+use crate::names;
 use crate::netlink::netns;
 use crate::sandbox;
 
@@ -26,22 +29,60 @@ impl Engine {
         }
         let containers: Vec<_> = self.state.containers.values().cloned().collect();
         for c in &containers {
+            if let NetMode::Path { path } = &c.net
+                && !crate::netlink::Netns::Path(path.clone()).exists()
+            {
+                // The runtime's namespace went while the daemon was away,
+                // taking the endpoints with it; the record stays until the
+                // runtime removes it (CNI DEL).
+                warn!(container = %c.name, netns = %path.display(), "namespace is gone");
+                continue;
+            }
             if let Err(e) = self.apply_container(c).await {
                 error!(container = %c.name, error = %e, "cannot restore container");
             }
         }
         let services: Vec<String> = self.state.services.keys().cloned().collect();
         for id in &services {
-            if let Err(e) = self.sync_service(id).await {
+            if let Err(e) = self.sync_service(id) {
                 error!(service = %id, error = %e, "cannot restore service");
             }
         }
+        self.resume_removals().await;
         self.collect_garbage().await;
         info!(
             networks = self.state.networks.len(),
             containers = self.state.containers.len(),
             "state restored"
         );
+    }
+
+    /// Finishes the removals a stop interrupted: at once where the process
+    /// has ended, through the usual background job where it still runs.
+    async fn resume_removals(&mut self) {
+        let (mut running, mut idle) = (Vec::new(), Vec::new());
+        for c in self.state.containers.values().filter(|c| c.removing) {
+            if running_pid(c).is_some() {
+                running.push(c.id.clone());
+            } else {
+                idle.push(c.id.clone());
+            }
+        }
+        if let Err(e) = self.finish_removal(&idle).await {
+            warn!(error = %e, "cannot finish interrupted removals");
+        }
+        if !running.is_empty() {
+            info!(
+                containers = running.len(),
+                "stopping processes of interrupted removals"
+            );
+            let job = self.stop_then_remove(running);
+            tokio::spawn(async move {
+                if let Err(e) = job.await {
+                    warn!(error = %e, "cannot finish interrupted removals");
+                }
+            });
+        }
     }
 
     /// Processes that ended while the daemon was away are no longer running.
@@ -68,23 +109,23 @@ impl Engine {
         }
     }
 
-    /// Drops datapath map entries (subnets, endpoints, published ports) that
-    /// no record owns,
-    /// e.g. of a network removed while the daemon was being killed.
-    async fn retain_datapath_entries(&mut self) {
+    /// Drops datapath map entries (subnets, endpoints, published ports,
+    /// services) that no record owns, e.g. of a network removed while the
+    /// daemon was being killed.
+    fn retain_datapath_entries(&mut self) {
         let networks: Vec<_> = self
             .state
             .networks
             .values()
-            .filter(|n| n.driver == Driver::Bridge)
-            .filter_map(|n| n.ipam.as_ref().map(|p| p.subnet))
+            .filter_map(|n| self.drivers.get(&n.driver)?.datapath_subnet(n))
             .collect();
-        let mut endpoints = Vec::new();
-        for ep in self.state.containers.values().flat_map(|c| &c.endpoints) {
-            if let Ok(Some(ifindex)) = self.netlink.link_index(&ep.host_ifname).await {
-                endpoints.push((ifindex, ep.ip));
-            }
-        }
+        let endpoints: Vec<_> = self
+            .state
+            .containers
+            .values()
+            .flat_map(|c| &c.endpoints)
+            .filter_map(|ep| Some((self.links.get(&ep.id)?.ifindex, ep.ip)))
+            .collect();
         if let Err(e) = self.dataplane.retain(&networks, &endpoints) {
             warn!(error = %e, "cannot clean up datapath entries");
         }
@@ -92,16 +133,9 @@ impl Engine {
             .state
             .containers
             .values()
-            .flat_map(|c| c.ports.iter().map(|b| (b.host_ip, b.host_port, b.proto)))
-            .collect();
-        let published: Vec<_> = published
-            .into_iter()
-            .chain(
-                self.state
-                    .services
-                    .values()
-                    .flat_map(|s| s.ports.iter().map(|b| (b.host_ip, b.host_port, b.proto))),
-            )
+            .flat_map(|c| c.ports.iter())
+            .chain(self.state.services.values().flat_map(|s| s.ports.iter()))
+            .map(|b| (b.host_ip, b.host_port, b.proto))
             .collect();
         if let Err(e) = self.dataplane.retain_publish(&published) {
             warn!(error = %e, "cannot clean up published ports");
@@ -121,18 +155,22 @@ impl Engine {
     /// prefix but belong to no record.
     async fn collect_garbage(&mut self) {
         let prefix = self.cfg.prefix.clone();
-        let mut links: HashSet<String> = self
-            .state
-            .networks
-            .values()
-            .map(|n| names::bridge(&prefix, n))
-            .collect();
-        links.extend(
-            self.state
-                .containers
-                .values()
-                .flat_map(|c| c.endpoints.iter().map(|e| e.host_ifname.clone())),
-        );
+        let mut links: HashSet<String> = HashSet::new();
+        for n in self.state.networks.values() {
+            if let Some(driver) = self.drivers.get(&n.driver) {
+                links.extend(driver.network_links(&prefix, n));
+            }
+        }
+        for c in self.state.containers.values() {
+            for ep in &c.endpoints {
+                let driver = self
+                    .state
+                    .networks
+                    .get(&ep.network_id)
+                    .and_then(|n| self.drivers.get(&n.driver));
+                links.extend(driver.and_then(|d| d.endpoint_link(ep)));
+            }
+        }
         let namespaces: HashSet<String> = self
             .state
             .containers
@@ -156,7 +194,7 @@ impl Engine {
             }
             Err(e) => warn!(error = %e, "cannot list pinned attachments"),
         }
-        self.retain_datapath_entries().await;
+        self.retain_datapath_entries();
         let uplink = self.cfg.uplink.as_ref().map(|u| u.ifname.clone());
         match self.dataplane.pinned_uplinks() {
             Ok(pinned) => {

@@ -11,11 +11,12 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
+use super::command::Done;
 use super::spec::{ContainerSpec, EndpointSpec, NetworkMode, PortSpec};
 use super::{Engine, now, ports, random_id};
 use crate::error::{EngineError, Result};
 use crate::ipam;
-use crate::model::{Container, Driver, Service, State, update_where, valid_name};
+use crate::model::{Container, Service, State, update_where, valid_name};
 
 /// `service create`.
 #[derive(Debug, Clone)]
@@ -30,13 +31,13 @@ pub struct ServiceSpec {
 }
 
 impl Engine {
-    pub fn service(&self, key: &str) -> Result<&Service> {
+    fn service(&self, key: &str) -> Result<&Service> {
         self.state
             .find_service(key)
-            .ok_or_else(|| EngineError::NotFound(format!("service {key} not found")))
+            .ok_or_else(|| EngineError::service_not_found(key))
     }
 
-    pub async fn create_service(&mut self, spec: ServiceSpec) -> Result<Service> {
+    pub(super) async fn create_service(&mut self, spec: ServiceSpec) -> Result<Done<Service>> {
         if !valid_name(&spec.name) {
             return Err(EngineError::InvalidParameter(format!(
                 "invalid service name \"{}\": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
@@ -55,7 +56,7 @@ impl Engine {
             ));
         }
         let net = self.network(&spec.network)?.clone();
-        if net.driver != Driver::Bridge || net.predefined {
+        if !self.drivers.of(&net)?.hosts_services() || net.predefined {
             return Err(EngineError::InvalidParameter(format!(
                 "services need a user-defined bridge network; {} is not one",
                 net.name
@@ -72,7 +73,9 @@ impl Engine {
                 spec.name
             )));
         }
-        let pool = net.ipam.as_ref().expect("bridge networks have a pool");
+        let pool = net.ipam.as_ref().ok_or_else(|| {
+            EngineError::InvalidParameter(format!("network {} has no address pool", net.name))
+        })?;
         let vip = ipam::allocate(pool, self.taken.address_used(&net.id), &net.name)?;
         // Reading the host's sockets is the slow part of `resolve`, and most
         // services publish nothing.
@@ -95,20 +98,39 @@ impl Engine {
         let mut next = State::clone(&self.state);
         next.services.insert(svc.id.clone(), Arc::new(svc.clone()));
         self.commit(next)?;
-        if let Err(e) = self.start_replicas(&svc, 1..=svc.replicas).await {
-            let _ = self.remove_service(&svc.id).await;
-            return Err(e);
+        let carriers = match self.start_replicas(&svc, 1..=svc.replicas).await {
+            Ok(carriers) => carriers,
+            Err(e) => return Ok(self.undo_service(&svc.id, e).await),
+        };
+        if let Err(e) = self.sync_service(&svc.id) {
+            return Ok(self.undo_service(&svc.id, e).await);
         }
-        self.sync_service(&svc.id).await?;
         info!(service = %svc.name, vip = %svc.vip, replicas = svc.replicas, "service created");
-        Ok(svc)
+        Ok(self.after_carriers(carriers, svc))
+    }
+
+    /// Rolls back a service create that failed with `error`: the service
+    /// and the replicas started so far go; the answer is the error, once
+    /// they are gone.
+    async fn undo_service<T: Send + 'static>(&mut self, id: &str, error: EngineError) -> Done<T> {
+        match self.remove_service(id).await {
+            Ok(done) => done.map(move |()| Err(error)),
+            Err(e) => {
+                warn!(service = %id, error = %e, "cannot roll back the service");
+                Done::Now(Err(error))
+            }
+        }
     }
 
     /// Sets the number of replicas netd runs: starts the missing ones or
     /// removes the highest-numbered ones. Connections to the replicas that
     /// stay are untouched; the removed ones get no new connections from the
     /// moment the backend table is rewritten.
-    pub async fn scale_service(&mut self, key: &str, replicas: u32) -> Result<Service> {
+    pub(super) async fn scale_service(
+        &mut self,
+        key: &str,
+        replicas: u32,
+    ) -> Result<Done<Service>> {
         let svc = self.service(key)?.clone();
         if replicas > 0 && svc.cmd.is_empty() {
             return Err(EngineError::InvalidParameter(format!(
@@ -119,34 +141,35 @@ impl Engine {
         let mut next = State::clone(&self.state);
         Arc::make_mut(next.services.get_mut(&svc.id).expect("service exists")).replicas = replicas;
         self.commit(next)?;
-        if replicas > svc.replicas {
-            self.start_replicas(&svc, svc.replicas + 1..=replicas)
+        let done = if replicas > svc.replicas {
+            let carriers = self
+                .start_replicas(&svc, svc.replicas + 1..=replicas)
                 .await?;
+            self.after_carriers(carriers, ())
         } else {
             // Out of the rotation first, then gone.
             let doomed: Vec<String> = (replicas + 1..=svc.replicas)
-                .map(|i| replica_name(&svc.name, i))
-                .filter(|n| self.state.find_container(n).is_some())
+                .filter_map(|i| self.state.find_container(&replica_name(&svc.name, i)))
+                .map(|c| c.id.clone())
                 .collect();
             let mut next = State::clone(&self.state);
             update_where(
                 &mut next.containers,
-                |c| doomed.contains(&c.name),
+                |c| doomed.contains(&c.id),
                 |c| c.services.retain(|s| *s != svc.id),
             );
             self.commit(next)?;
-            self.sync_service(&svc.id).await?;
-            for name in doomed {
-                self.remove_container(&name, true).await?;
-            }
-        }
+            self.sync_service(&svc.id)?;
+            self.remove_containers(doomed).await?
+        };
         info!(service = %svc.name, replicas, "service scaled");
-        Ok(self.service(&svc.id)?.clone())
+        let scaled = self.service(&svc.id)?.clone();
+        Ok(done.map(move |()| Ok(scaled)))
     }
 
     /// Removes the service, its replicas and its virtual IP; containers that
     /// joined it with `--service` stay, in their other services if any.
-    pub async fn remove_service(&mut self, key: &str) -> Result<()> {
+    pub(super) async fn remove_service(&mut self, key: &str) -> Result<Done<()>> {
         let svc = self.service(key)?.clone();
         let own: Vec<String> = self
             .state
@@ -164,13 +187,8 @@ impl Engine {
         );
         self.commit(next)?;
         self.remove_service_datapath(&svc);
-        for id in own {
-            if let Err(e) = self.remove_container(&id, true).await {
-                warn!(service = %svc.name, error = %e, "cannot remove replica");
-            }
-        }
         info!(service = %svc.name, "service removed");
-        Ok(())
+        self.remove_containers(own).await
     }
 
     /// The ids of the services `keys` (names or ids) name, for `c` to join
@@ -196,38 +214,44 @@ impl Engine {
         Ok(ids)
     }
 
+    /// Starts replicas `which` of `svc`; answers with the links the host
+    /// reaches them through that are not up yet.
     async fn start_replicas(
         &mut self,
         svc: &Service,
         which: std::ops::RangeInclusive<u32>,
-    ) -> Result<()> {
+    ) -> Result<Vec<String>> {
         let net = self.network(&svc.network_id)?.name.clone();
+        let mut carriers = Vec::new();
         for i in which {
-            self.create_container(ContainerSpec {
-                name: replica_name(&svc.name, i),
-                network: NetworkMode::Network(net.clone()),
-                endpoint: EndpointSpec::default(),
-                ports: Vec::new(),
-                cmd: Some(svc.cmd.clone()),
-                services: vec![svc.id.clone()],
-            })
-            .await?;
+            let (_, waits) = self
+                .create_container_now(ContainerSpec {
+                    name: replica_name(&svc.name, i),
+                    network: NetworkMode::Network(net.clone()),
+                    netns: None,
+                    endpoint: EndpointSpec::default(),
+                    ports: Vec::new(),
+                    cmd: Some(svc.cmd.clone()),
+                    services: vec![svc.id.clone()],
+                })
+                .await?;
+            carriers.extend(waits);
         }
-        Ok(())
+        Ok(carriers)
     }
 
     /// Makes the datapath's backend table and published ports of a service
     /// match its replicas.
-    pub(super) async fn sync_service(&mut self, id: &str) -> Result<()> {
+    pub(super) fn sync_service(&mut self, id: &str) -> Result<()> {
         let Some(svc) = self.state.services.get(id).cloned() else {
             return Ok(());
         };
-        let mut backends = Vec::new();
-        for c in self.state.replicas_of(id) {
-            if let Some(b) = self.backend_of(c, &svc).await {
-                backends.push(b);
-            }
-        }
+        let backends: Vec<(Ipv4Addr, u32)> = self
+            .state
+            .replicas_of(id)
+            .into_iter()
+            .filter_map(|c| self.backend_of(c, &svc))
+            .collect();
         let context = || format!("cannot update service {}", svc.name);
         self.dataplane
             .set_service(svc.index, svc.vip, &backends)
@@ -248,14 +272,18 @@ impl Engine {
     }
 
     /// The replica's address on the service's network and its host-side
-    /// veth, as the load balancer needs them.
-    async fn backend_of(&self, c: &Container, svc: &Service) -> Option<(Ipv4Addr, u32)> {
+    /// veth, as the load balancer needs them; none for a replica on its way
+    /// out (`removing`), which takes no new connections.
+    fn backend_of(&self, c: &Container, svc: &Service) -> Option<(Ipv4Addr, u32)> {
+        if c.removing {
+            return None;
+        }
         let ep = c
             .endpoints
             .iter()
             .find(|e| e.network_id == svc.network_id)?;
-        let ifindex = self.netlink.link_index(&ep.host_ifname).await.ok()??;
-        Some((ep.ip, ifindex))
+        let link = self.links.get(&ep.id)?;
+        Some((ep.ip, link.ifindex))
     }
 
     fn remove_service_datapath(&mut self, svc: &Service) {

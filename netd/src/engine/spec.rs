@@ -8,13 +8,14 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use crate::model::{Driver, Proto};
+use crate::model::Proto;
 
 /// `network create`.
 #[derive(Debug, Clone)]
 pub struct NetworkSpec {
     pub name: String,
-    pub driver: Driver,
+    /// A registered driver's name (`crate::drivers::Drivers`).
+    pub driver: String,
     pub subnet: Option<Ipv4Net>,
     pub gateway: Option<Ipv4Addr>,
     pub ip_range: Option<Ipv4Net>,
@@ -122,6 +123,9 @@ impl PortSpec {
 pub struct ContainerSpec {
     pub name: String,
     pub network: NetworkMode,
+    /// An existing namespace to plumb the endpoints into (the path a
+    /// container runtime hands over through CNI) instead of one netd makes.
+    pub netns: Option<std::path::PathBuf>,
     pub endpoint: EndpointSpec,
     pub ports: Vec<PortSpec>,
     /// Started in the background inside the sandbox when present.

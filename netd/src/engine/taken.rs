@@ -165,6 +165,7 @@ mod tests {
             process: None,
             ports: vec![],
             services: Vec::new(),
+            removing: false,
         })
     }
 

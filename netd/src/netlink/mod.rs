@@ -20,6 +20,8 @@
 
 mod links;
 pub mod netns;
+
+pub use netns::Netns;
 mod sysctl;
 
 use std::io;
@@ -47,8 +49,8 @@ pub enum NetlinkError {
     #[error("network namespace {0} already exists")]
     NetnsExists(String),
     /// The namespace file is missing (or is not a mounted namespace).
-    #[error("network namespace {0} not found (no namespace mounted at /run/netns/{0})")]
-    NetnsNotFound(String),
+    #[error("network namespace {ns} not found (no namespace mounted at {path})", ns = .0, path = .0.path().display())]
+    NetnsNotFound(netns::Netns),
     /// A link that must exist (a bridge to enslave to, an interface to route
     /// through) does not.
     #[error("link {name} not found{context}")]
@@ -124,8 +126,8 @@ pub(crate) fn nl_errno(err: &rtnetlink::Error) -> Option<i32> {
 /// names on both sides, and the addressing the engine allocated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointPlumbing {
-    /// Namespace name under `/run/netns`.
-    pub netns: String,
+    /// The container's namespace.
+    pub netns: Netns,
     /// Host side of the veth pair (at most 15 bytes).
     pub host_ifname: String,
     /// Interface name inside the container (`eth0`, `eth1`, ...).
@@ -147,8 +149,8 @@ pub struct EndpointPlumbing {
 /// MAC (Docker's `macvlan` driver, mode bridge).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MacvlanPlumbing {
-    /// Namespace name under `/run/netns`.
-    pub netns: String,
+    /// The container's namespace.
+    pub netns: Netns,
     /// Host interface the macvlan sits on (`-o parent=IFACE`).
     pub parent: String,
     /// Interface name inside the container (`eth0`, `eth1`, ...).
@@ -290,6 +292,27 @@ impl Netlink {
         }
     }
 
+    /// Whether the host link `name` is operationally up (`IF_OPER_UP`);
+    /// `None` when there is no such link. Asked through netlink rather than
+    /// sysfs, which shows another namespace's links when the daemon was
+    /// entered into its namespace with `nsenter`.
+    pub async fn oper_up(&self, name: &str) -> Result<Option<bool>, NetlinkError> {
+        links::check_ifname(name)?;
+        let link = links::get(&self.handle, name)
+            .await
+            .map_err(|e| NetlinkError::kernel(format!("look up link {name}"), e))?;
+        Ok(link.map(|l| {
+            l.attributes.iter().any(|a| {
+                matches!(
+                    a,
+                    rtnetlink::packet_route::link::LinkAttribute::OperState(
+                        rtnetlink::packet_route::link::State::Up
+                    )
+                )
+            })
+        }))
+    }
+
     /// The ifindex of a host link, `None` if there is no such link.
     pub async fn link_index(&self, name: &str) -> Result<Option<u32>, NetlinkError> {
         links::check_ifname(name)?;
@@ -349,7 +372,7 @@ impl Netlink {
         if let Some(br) = &p.bridge {
             links::check_ifname(br)?;
         }
-        let ns_file = netns::open(&p.netns)?;
+        let ns_file = p.netns.open()?;
         let ns = netns::connect(&p.netns).await?;
         let what = format!(
             "endpoint {}/{} in netns {}",
@@ -436,7 +459,7 @@ impl Netlink {
     async fn disable_ipv6_in(
         &self,
         ns_file: &std::fs::File,
-        netns: &str,
+        netns: &Netns,
     ) -> Result<(), NetlinkError> {
         let action = || format!("disable IPv6 in netns {netns}");
         let file = ns_file
@@ -604,7 +627,7 @@ impl Netlink {
             })?
             .header
             .index;
-        let ns_file = netns::open(&p.netns)?;
+        let ns_file = p.netns.open()?;
         let ns = netns::connect(&p.netns).await?;
         self.disable_ipv6_in(&ns_file, &p.netns).await?;
 
@@ -677,7 +700,7 @@ impl Netlink {
     /// macvlan on disconnect). A missing link or namespace is Ok.
     pub async fn remove_link_in_netns(
         &self,
-        netns: &str,
+        netns: &Netns,
         ifname: &str,
     ) -> Result<(), NetlinkError> {
         links::check_ifname(ifname)?;
@@ -695,7 +718,7 @@ impl Netlink {
     /// endpoint that had it is disconnected and another one takes over.
     pub async fn set_default_route(
         &self,
-        netns: &str,
+        netns: &Netns,
         ifname: &str,
         gateway: Ipv4Addr,
     ) -> Result<(), NetlinkError> {
@@ -725,7 +748,7 @@ impl Netlink {
 /// namespace; all idempotent.
 async fn configure_in_netns(
     ns: &Handle,
-    netns: &str,
+    netns: &Netns,
     ifname: &str,
     (ip, prefix_len): (Ipv4Addr, u8),
     default_via: Option<Ipv4Addr>,

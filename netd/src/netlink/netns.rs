@@ -37,6 +37,59 @@ pub fn path(name: &str) -> PathBuf {
     Path::new(NETNS_DIR).join(name)
 }
 
+/// A network namespace to plumb links into: one netd made by name (under
+/// `/run/netns`), or any namespace file by path, e.g. the one a container
+/// runtime made and hands over through CNI (`/var/run/netns/cni-...`,
+/// `/proc/PID/ns/net`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Netns {
+    Named(String),
+    Path(PathBuf),
+}
+
+impl Netns {
+    /// The namespace file.
+    pub fn path(&self) -> PathBuf {
+        match self {
+            Netns::Named(name) => path(name),
+            Netns::Path(p) => p.clone(),
+        }
+    }
+
+    /// Opens the namespace file, e.g. to pass to `setns` or
+    /// `IFLA_NET_NS_FD`; a missing file or one that is not a namespace is
+    /// [`NetlinkError::NetnsNotFound`].
+    pub(crate) fn open(&self) -> Result<File, NetlinkError> {
+        open_file(self)
+    }
+
+    /// Whether the namespace is there (a mounted nsfs file).
+    pub fn exists(&self) -> bool {
+        self.open().is_ok()
+    }
+}
+
+impl std::fmt::Display for Netns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Netns::Named(name) => f.write_str(name),
+            Netns::Path(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+impl From<&str> for Netns {
+    fn from(name: &str) -> Netns {
+        Netns::Named(name.to_string())
+    }
+}
+
+impl From<String> for Netns {
+    fn from(name: String) -> Netns {
+        Netns::Named(name)
+    }
+}
+
 /// Names that would escape `/run/netns` or be invisible to `ip netns`.
 fn check_name(name: &str) -> Result<(), NetlinkError> {
     let reason = if name.is_empty() {
@@ -86,14 +139,18 @@ pub fn exists(name: &str) -> bool {
     check_name(name).is_ok() && File::open(path(name)).is_ok_and(|f| is_nsfs(f.as_fd()))
 }
 
-/// Opens the namespace file, e.g. to pass to `setns` or `IFLA_NET_NS_FD`.
-pub(crate) fn open(name: &str) -> Result<File, NetlinkError> {
-    check_name(name)?;
-    let p = path(name);
+/// Opens the namespace file of `ns`, refusing a file that is not a
+/// namespace (e.g. a leftover empty file of a crash, or a path a careless
+/// caller made up).
+fn open_file(ns: &Netns) -> Result<File, NetlinkError> {
+    if let Netns::Named(name) = ns {
+        check_name(name)?;
+    }
+    let p = ns.path();
     let file = match File::open(&p) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(NetlinkError::NetnsNotFound(name.to_string()));
+            return Err(NetlinkError::NetnsNotFound(ns.clone()));
         }
         Err(e) => {
             return Err(NetlinkError::kernel(
@@ -103,7 +160,7 @@ pub(crate) fn open(name: &str) -> Result<File, NetlinkError> {
         }
     };
     if !is_nsfs(file.as_fd()) {
-        return Err(NetlinkError::NetnsNotFound(name.to_string()));
+        return Err(NetlinkError::NetnsNotFound(ns.clone()));
     }
     Ok(file)
 }
@@ -337,15 +394,15 @@ pub fn list_with_prefix(prefix: &str) -> Result<Vec<String>, NetlinkError> {
     Ok(names)
 }
 
-/// Opens an rtnetlink connection inside namespace `name`.
+/// Opens an rtnetlink connection inside namespace `ns`.
 ///
 /// A netlink socket belongs to the namespace it was created in, so the
 /// socket is created on a fresh std thread that first `setns`es into the
 /// namespace; the thread then exits. The connection task runs on the
 /// current tokio runtime and ends when the returned handle (and its clones)
 /// are dropped.
-pub(crate) async fn connect(name: &str) -> Result<Handle, NetlinkError> {
-    let file = open(name)?;
+pub(crate) async fn connect(ns: &Netns) -> Result<Handle, NetlinkError> {
+    let file = ns.open()?;
     let runtime = tokio::runtime::Handle::current();
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -373,7 +430,7 @@ pub(crate) async fn connect(name: &str) -> Result<Handle, NetlinkError> {
             ))
         })
         .map_err(|(step, e)| {
-            NetlinkError::kernel(format!("{step} in network namespace {name}"), e)
+            NetlinkError::kernel(format!("{step} in network namespace {ns}"), e)
         })?;
     tokio::spawn(conn);
     Ok(handle)
