@@ -1,9 +1,9 @@
 //! Kernel plumbing tests: namespaces, bridges, veth endpoints and sandboxed
 //! processes, checked against what `ip -j` reports.
 //!
-//! They need root (they are skipped otherwise) and run in parallel: every
-//! object gets a unique name (`nl<pid><n>`) and a guard deletes it even if
-//! the test panics. Traffic only goes to addresses on a bridge and
+//! They need root (they fail, saying so, otherwise) and run in parallel:
+//! every object gets a unique name (`nl<pid><n>`) and a guard deletes it
+//! even if the test panics. Traffic only goes to addresses on a bridge and
 //! namespaces the test itself made (10.231.x.0/24), or over a veth pair it
 //! made (10.233.x.0/24, macvlan).
 
@@ -21,19 +21,11 @@ use bpf_harness::{
     addr::{mac_of, mac_str},
     cmd::run,
     guards::unique,
+    root::require_root,
 };
 use netd::netlink::{EndpointPlumbing, MacvlanPlumbing, Netlink, NetlinkError, netns};
 use netd::sandbox;
 use serde_json::Value;
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("skipping: this test needs root");
-    }
-    root
-}
 
 /// A /24 in 10.231.0.0/16 unlikely to be used by a concurrent test run:
 /// the third octet mixes the pid with a per-process counter.
@@ -250,9 +242,7 @@ fn assert_isolated(ns: &str, bridge: &str, host: &str, ifname: &str, ip: Ipv4Add
 
 #[test]
 fn netns_create_exists_delete() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let name = unique("nl");
     let mut cleanup = Cleanup::default();
     cleanup.netns.push(name.clone());
@@ -304,9 +294,7 @@ fn netns_create_exists_delete() {
 
 #[tokio::test]
 async fn bridge_and_endpoints() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut cleanup = Cleanup::default();
     let ns = unique("nl");
     let br = unique("nlb");
@@ -527,9 +515,7 @@ async fn bridge_and_endpoints() {
 
 #[tokio::test]
 async fn bridge_mac_is_set_and_fixed() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut cleanup = Cleanup::default();
     let br = unique("nlb");
     cleanup.links.push(br.clone());
@@ -626,9 +612,7 @@ fn ping_from(ns: &str, dst: Ipv4Addr) -> bool {
 
 #[tokio::test]
 async fn macvlan_endpoint() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut cleanup = Cleanup::default();
     let lan = make_lan(&mut cleanup);
     let ns = unique("nl");
@@ -716,9 +700,7 @@ async fn macvlan_endpoint() {
 
 #[tokio::test]
 async fn macvlan_failures_leave_nothing_behind() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut cleanup = Cleanup::default();
     let lan = make_lan(&mut cleanup);
     let ns = unique("nl");
@@ -838,9 +820,7 @@ async fn macvlan_failures_leave_nothing_behind() {
 
 #[tokio::test]
 async fn endpoint_failures_leave_nothing_behind() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut cleanup = Cleanup::default();
     let ns = unique("nl");
     let br = unique("nlb");
@@ -970,9 +950,7 @@ fn strings(args: &[&str]) -> Vec<String> {
 
 #[test]
 fn sandbox_spawn_logs_inside_netns() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut cleanup = Cleanup::default();
     let ns = unique("nl");
     cleanup.netns.push(ns.clone());
@@ -1035,9 +1013,7 @@ fn sandbox_spawn_logs_inside_netns() {
 
 #[test]
 fn sandbox_exec_returns_status() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut cleanup = Cleanup::default();
     let ns = unique("nl");
     cleanup.netns.push(ns.clone());
@@ -1069,9 +1045,7 @@ fn sandbox_exec_returns_status() {
 
 #[test]
 fn sandbox_alive_and_stop() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut cleanup = Cleanup::default();
     let log = std::env::temp_dir().join(format!("{}.log", unique("nl")));
     cleanup.files.push(log.clone());

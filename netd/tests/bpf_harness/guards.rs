@@ -1,7 +1,8 @@
 //! The kernel objects and processes a test makes: pin directories,
 //! namespaces, veth pairs, bridges and servers, each removed by its guard
 //! on drop, also when the test panics. Names carry the test binary's pid and a counter, so parallel
-//! tests (and test binaries) never clash.
+//! tests (and test binaries) never clash. Making one is the first
+//! privileged step of a test, so each checks for root first.
 
 use std::{
     fs::{self, File},
@@ -22,6 +23,7 @@ use netd::dataplane::{Dataplane, MapSizes};
 
 use super::addr::{mac_of, mac_str};
 use super::cmd::run;
+use super::root::require_root;
 
 pub fn next_id() -> u32 {
     static NEXT_ID: AtomicU32 = AtomicU32::new(0);
@@ -39,6 +41,7 @@ pub struct PinDir(pub PathBuf);
 
 impl PinDir {
     pub fn new() -> PinDir {
+        require_root();
         PinDir(PathBuf::from(format!(
             "/sys/fs/bpf/netd-{}-{}-{}",
             env!("CARGO_CRATE_NAME"),
@@ -69,6 +72,7 @@ pub struct Netns(pub String);
 
 impl Netns {
     pub fn new(kind: &str) -> Netns {
+        require_root();
         let name = format!("netd-bt{kind}-{}-{}", std::process::id(), next_id());
         run(&["ip", "netns", "add", &name]);
         Netns(name)
@@ -219,6 +223,7 @@ impl Bridge {
     /// A bridge with `gateway/24` and the MAC netd derives for it, IPv6
     /// off (so that it sends nothing of its own), up.
     pub fn gateway(gateway: Ipv4Addr) -> Bridge {
+        require_root();
         let bridge = Bridge(unique("btb"));
         let name = bridge.0.as_str();
         run(&["ip", "link", "add", name, "type", "bridge"]);

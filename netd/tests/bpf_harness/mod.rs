@@ -3,8 +3,9 @@
 //! other privileged tests that build kernel objects by hand (`netlink`):
 //! crafted frames and their checksums, BPF_PROG_TEST_RUN and the counters,
 //! the lab of endpoints written to a private pin directory, guards for the
-//! pins, namespaces, veths, bridges and processes a test makes, and
-//! servers for real traffic.
+//! pins, namespaces, veths, bridges and processes a test makes, servers
+//! for real traffic, and the root check every privileged test makes first
+//! (the daemon harness, `common`, includes that one file too).
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod addr;
@@ -14,4 +15,5 @@ pub mod frames;
 pub mod guards;
 pub mod lab;
 pub mod prog;
+pub mod root;
 pub mod servers;
