@@ -1,8 +1,9 @@
 //! The kernel objects and processes a test makes: pin directories,
 //! namespaces, veth pairs, bridges and servers, each removed by its guard
-//! on drop, also when the test panics. Names carry the test binary's pid and a counter, so parallel
-//! tests (and test binaries) never clash. Making one is the first
-//! privileged step of a test, so each checks for root first.
+//! on drop, also when the test panics. Names carry the test binary's pid
+//! and a counter, so parallel tests (and test binaries) never clash.
+//! Making one is the first privileged step of a test, so each checks for
+//! root first.
 
 use std::{
     fs::{self, File},
