@@ -10,15 +10,13 @@
 //! the rewritten frame but does not perform it; the real-traffic test does.
 //!
 //! Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN), `ip` and `ping`. Every
-//! test uses its own pin directory (`/sys/fs/bpf/netd-test-<pid>-<n>`) and
-//! its own interfaces/namespace, removed by guards even when it panics, so
-//! the tests run in parallel and leave nothing behind.
+//! test uses its own pin directory (`/sys/fs/bpf/netd-datapath-<pid>-<n>`)
+//! and its own interfaces/namespace, removed by guards even when it panics,
+//! so the tests run in parallel and leave nothing behind.
 //!
 //! Why a veth even for BPF_PROG_TEST_RUN: the programs count by
 //! `skb->ifindex`, and the kernel only accepts a `ctx_in.ifindex` that names
-//! an existing device in the caller's namespace (it sets `skb->dev` from
-//! it). The test veths stay down there, so no stray kernel traffic (IPv6 DAD,
-//! router solicitations) lands in the counters.
+//! an existing device (see `bpf_harness::prog::run_program`).
 
 use std::{
     ffi::CString,
@@ -30,14 +28,22 @@ use std::{
     },
     path::Path,
     process::Command,
+    time::{Duration, Instant},
 };
 
 mod bpf_harness;
 
-use aya::programs::{SchedClassifier, TcAttachType, TestRun as _, TestRunOptions};
+use aya::programs::TcAttachType;
 use bpf_harness::{
-    PinDir, SKB_IFINDEX_OFFSET, VERDICT_DROP, VERDICT_NEXT, VERDICT_REDIRECT, ip, mac_of, net,
-    next_id, run,
+    addr::{ip, mac_of, mac_str, net},
+    cmd::{run, succeeds},
+    frames::{ETH_P_IPV6, ETH_P_LLDP, UDP, arp, arp_request, frame, udp, udp_carrying},
+    guards::{Bridge, PinDir, Veth, wait_up},
+    lab::Lab,
+    prog::{
+        VERDICT_DROP, VERDICT_NEXT, VERDICT_REDIRECT, drops, errno, stats_of, tcx_program_ids,
+        test_run, total_drops,
+    },
 };
 use ipnet::Ipv4Net;
 use netd::dataplane::{
@@ -45,80 +51,6 @@ use netd::dataplane::{
     NetworkInfo, program_name,
 };
 
-/// A veth pair: `host` in the test's (root) namespace, `peer` in a namespace
-/// of its own, like a container endpoint. Deleted on drop.
-struct Veth {
-    host: String,
-    peer: String,
-    netns: String,
-    /// The two ends' addresses, a /30 in 198.18.0.0/15 (RFC 2544
-    /// benchmarking space, so they cannot clash with real networks),
-    /// derived from the pid and a counter so parallel tests differ.
-    host_addr: String,
-    peer_addr: String,
-}
-
-impl Veth {
-    fn new() -> Veth {
-        Veth::with_host_suffix("")
-    }
-
-    /// `suffix` is appended to the host-side name (e.g. to test names with
-    /// characters bpffs does not allow in pin names).
-    fn with_host_suffix(suffix: &str) -> Veth {
-        let pid = std::process::id();
-        let n = next_id();
-        let tag = format!("{}{}", pid % 100_000, n);
-        let veth = Veth {
-            host: format!("ndh{tag}{suffix}"),
-            peer: format!("ndp{tag}"),
-            netns: format!("netd-test-{pid}-{n}"),
-            host_addr: format!("198.18.{}.{}", pid % 256, (n * 4 + 1) % 256),
-            peer_addr: format!("198.18.{}.{}", pid % 256, (n * 4 + 2) % 256),
-        };
-        run(&["ip", "netns", "add", &veth.netns]);
-        veth.create_link();
-        veth
-    }
-
-    fn create_link(&self) {
-        run(&[
-            "ip",
-            "link",
-            "add",
-            &self.host,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &self.peer,
-            "netns",
-            &self.netns,
-        ]);
-    }
-
-    fn ifindex(&self) -> u32 {
-        fs::read_to_string(format!("/sys/class/net/{}/ifindex", self.host))
-            .expect("read ifindex")
-            .trim()
-            .parse()
-            .expect("parse ifindex")
-    }
-}
-
-impl Drop for Veth {
-    fn drop(&mut self) {
-        // Deleting either end deletes the pair; the namespace goes last.
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host])
-            .output();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.netns])
-            .output();
-    }
-}
-
-/// An Ethernet + IPv4 + UDP frame with a valid IPv4 checksum.
 /// The sender of [`udp_frame`] and [`arp_frame`]: 10.0.0.2 on
 /// 10.0.0.0/24, whose gateway 10.0.0.1 has the MAC netd derives for it.
 const FRAME_SENDER: [u8; 4] = [10, 0, 0, 2];
@@ -141,116 +73,24 @@ fn register(dp: &mut Dataplane, ifindex: u32) {
         .expect("set endpoint");
 }
 
+/// An Ethernet + IPv4 + UDP frame of [`FRAME_SENDER`] to 10.0.0.3 with
+/// `payload_len` bytes of payload, a valid IPv4 checksum and no UDP
+/// checksum.
 fn udp_frame(payload_len: usize) -> Vec<u8> {
-    let ip_len = 20 + 8 + payload_len;
-    let mut f = Vec::with_capacity(14 + ip_len);
-    f.extend_from_slice(&FRAME_GATEWAY_MAC); // dst MAC
-    f.extend_from_slice(&FRAME_SENDER_MAC); // src MAC
-    f.extend_from_slice(&0x0800u16.to_be_bytes()); // IPv4
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45; // version 4, IHL 5
-    ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-    ip[8] = 64; // TTL
-    ip[9] = 17; // UDP
-    ip[12..16].copy_from_slice(&[10, 0, 0, 2]);
-    ip[16..20].copy_from_slice(&[10, 0, 0, 3]);
-    let sum = ip
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum::<u32>();
-    let sum = (sum & 0xffff) + (sum >> 16);
-    let sum = (sum & 0xffff) + (sum >> 16);
-    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&40000u16.to_be_bytes()); // src port
-    f.extend_from_slice(&53u16.to_be_bytes()); // dst port
-    f.extend_from_slice(&((8 + payload_len) as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0]); // no UDP checksum
-    f.extend((0..payload_len).map(|i| i as u8));
-    f
+    let (src, dst) = (FRAME_SENDER.into(), Ipv4Addr::new(10, 0, 0, 3));
+    let payload: Vec<u8> = (0..payload_len).map(|i| i as u8).collect();
+    let udp = udp_carrying(src, dst, 40000, 53, &payload, false);
+    frame(FRAME_GATEWAY_MAC, FRAME_SENDER_MAC, src, dst, UDP, &udp)
 }
 
-/// An ARP request frame (42 bytes): not IP, must pass untouched.
+/// An ARP request frame (42 bytes) of [`FRAME_SENDER`] for 10.0.0.3: not
+/// IP, must pass untouched.
 fn arp_frame() -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&[0xff; 6]);
-    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
-    f.extend_from_slice(&0x0806u16.to_be_bytes());
-    f.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]); // Ethernet/IPv4, request
-    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01, 10, 0, 0, 2]);
-    f.extend_from_slice(&[0, 0, 0, 0, 0, 0, 10, 0, 0, 3]);
-    f
-}
-
-#[derive(Debug)]
-struct RunResult {
-    verdict: u32,
-    out: Vec<u8>,
-}
-
-/// Runs the program for `direction` `repeat` times on `frame`, as if on
-/// the device `ifindex`.
-fn test_run(
-    dp: &Dataplane,
-    direction: Direction,
-    ifindex: u32,
-    frame: &[u8],
-    repeat: u32,
-) -> Result<RunResult, aya::programs::ProgramError> {
-    let mut ctx = [0u8; SKB_IFINDEX_OFFSET + 4];
-    ctx[SKB_IFINDEX_OFFSET..].copy_from_slice(&ifindex.to_ne_bytes());
-    let mut out = vec![0u8; frame.len() + 256];
-    let result = dp
-        .program(direction)
-        .expect("program")
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            repeat,
-            ..Default::default()
-        })?;
-    out.truncate(result.data_size_out as usize);
-    Ok(RunResult {
-        verdict: result.return_value,
-        out,
-    })
-}
-
-fn stats_of(dp: &Dataplane, ifindex: u32) -> Option<EndpointStats> {
-    dp.endpoint_stats()
-        .expect("endpoint stats")
-        .into_iter()
-        .find(|(i, _)| *i == ifindex)
-        .map(|(_, s)| s)
-}
-
-fn drops(dp: &Dataplane, reason: DropReason, direction: Direction) -> u64 {
-    dp.drop_stats()
-        .expect("drop stats")
-        .into_iter()
-        .find(|(r, d, _)| *r == reason && *d == direction)
-        .map(|(_, _, n)| n)
-        .expect("every known reason/direction is reported")
-}
-
-fn total_drops(dp: &Dataplane) -> u64 {
-    dp.drop_stats()
-        .expect("drop stats")
-        .iter()
-        .map(|(_, _, n)| n)
-        .sum()
-}
-
-/// The ids of the programs on the TCX hook of `ifname` (netd's endpoints
-/// have none: they use TC filters).
-fn tcx_program_ids(ifname: &str, attach_type: TcAttachType) -> Vec<u32> {
-    SchedClassifier::query_tcx(ifname, attach_type)
-        .expect("query tcx")
-        .1
-        .iter()
-        .map(|p| p.id())
-        .collect()
+    arp_request(
+        FRAME_SENDER_MAC,
+        FRAME_SENDER.into(),
+        Ipv4Addr::new(10, 0, 0, 3),
+    )
 }
 
 /// The program ids of the BPF filters on the `direction` hook of `ifname`.
@@ -432,16 +272,6 @@ fn malformed_ip_headers_are_dropped_and_counted() {
     assert_eq!(errno(&e), Some(libc::EINVAL));
 
     assert_eq!(total_drops(&dp), expected + 2);
-}
-
-/// The errno of a failed BPF_PROG_TEST_RUN.
-fn errno(e: &aya::programs::ProgramError) -> Option<i32> {
-    match e {
-        aya::programs::ProgramError::SyscallError(aya::sys::SyscallError { io_error, .. }) => {
-            io_error.raw_os_error()
-        }
-        _ => None,
-    }
 }
 
 /// On an interface without `EP_BY_IF` entry (attached, never written with
@@ -844,35 +674,23 @@ fn real_traffic_over_a_veth_pair_is_counted() {
     let ifindex = veth.ifindex();
     // As the engine plumbs an endpoint: the host side is the gateway, with
     // the MAC netd derives for it; the container has its derived MAC too.
-    let (gateway, me) = (ip(&veth.host_addr), ip(&veth.peer_addr));
+    let (gateway, me) = (veth.host_addr, veth.peer_addr);
     let subnet: Ipv4Net = format!("{gateway}/30").parse().expect("subnet");
     dp.set_network(1, subnet.trunc(), gateway, false)
         .expect("set network");
     dp.set_endpoint(ifindex, me, mac_of(me), 1)
         .expect("set endpoint");
     dp.attach_endpoint(&veth.host, ifindex).expect("attach");
-    let gateway_mac = mac_of(gateway)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":");
+    let gateway_mac = mac_str(mac_of(gateway));
     run(&["ip", "link", "set", &veth.host, "address", &gateway_mac]);
-    run(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{gateway}/30"),
-        "dev",
-        &veth.host,
-    ]);
-    run(&["ip", "link", "set", &veth.host, "up"]);
-    plumb(&veth, me, gateway);
+    veth.address_host_side();
+    veth.plumb(me, gateway);
 
     run(&[
         "ip",
         "netns",
         "exec",
-        &veth.netns,
+        &veth.netns.0,
         "ping",
         "-c",
         "3",
@@ -880,7 +698,7 @@ fn real_traffic_over_a_veth_pair_is_counted() {
         "0.2",
         "-W",
         "2",
-        &veth.host_addr,
+        &gateway.to_string(),
     ]);
 
     // ICMP echo: 14 (Ethernet) + 20 (IPv4) + 8 (ICMP) + 56 (data) = 98 bytes
@@ -897,167 +715,33 @@ fn real_traffic_over_a_veth_pair_is_counted() {
 // Steering: ARP responder, same-network redirect, isolation, anti-spoofing.
 // ---------------------------------------------------------------------------
 
-const ETH_P_ARP: u16 = 0x0806;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_LLDP: u16 = 0x88cc;
-
 /// Ethernet + IPv4 + UDP (8 bytes of payload), valid IPv4 checksum.
 fn ipv4_frame(eth_dst: [u8; 6], eth_src: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
-    let mut f = udp_frame(8);
-    f[0..6].copy_from_slice(&eth_dst);
-    f[6..12].copy_from_slice(&eth_src);
-    f[14 + 12..14 + 16].copy_from_slice(&src.octets());
-    f[14 + 16..14 + 20].copy_from_slice(&dst.octets());
-    f[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
-    let sum = f[14..34]
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum::<u32>();
-    let sum = (sum & 0xffff) + (sum >> 16);
-    let sum = (sum & 0xffff) + (sum >> 16);
-    f[14 + 10..14 + 12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    f
+    frame(
+        eth_dst,
+        eth_src,
+        src,
+        dst,
+        UDP,
+        &udp(src, dst, 40000, 53, false),
+    )
 }
 
-/// An Ethernet/IPv4 ARP frame (42 bytes).
-#[allow(clippy::too_many_arguments)]
-fn arp(
-    eth_dst: [u8; 6],
-    eth_src: [u8; 6],
-    op: u16,
-    sha: [u8; 6],
-    spa: Ipv4Addr,
-    tha: [u8; 6],
-    tpa: Ipv4Addr,
-) -> Vec<u8> {
-    let mut f = Vec::with_capacity(42);
-    f.extend_from_slice(&eth_dst);
-    f.extend_from_slice(&eth_src);
-    f.extend_from_slice(&ETH_P_ARP.to_be_bytes());
-    f.extend_from_slice(&[0, 1, 0x08, 0, 6, 4]);
-    f.extend_from_slice(&op.to_be_bytes());
-    f.extend_from_slice(&sha);
-    f.extend_from_slice(&spa.octets());
-    f.extend_from_slice(&tha);
-    f.extend_from_slice(&tpa.octets());
-    f
-}
-
-/// A broadcast "who has `target`? tell `ip`" from `mac`/`ip`.
-fn arp_request(mac: [u8; 6], ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
-    arp([0xff; 6], mac, 1, mac, ip, [0; 6], target)
-}
-
-/// An endpoint for the steering tests: a veth (host side attached), and
-/// the container side's address and MAC as written with `set_endpoint`.
-struct TestEndpoint {
-    /// Kept for its `Drop`.
-    _veth: Veth,
-    ifindex: u32,
-    ip: Ipv4Addr,
-    mac: [u8; 6],
-}
-
-/// A loaded data path with three networks and four endpoints:
-/// - network 1, 10.91.0.0/24 (gateway .1): `a` = .2, `b` = .3;
-/// - network 2, 10.92.0.0/24 (gateway .1): `c` = .2;
-/// - network 3, 10.93.0.0/24 (gateway .1, internal): `d` = .2.
-///
-/// Only map contents: the addresses are not configured anywhere, the veths
-/// stay down (see the module docs), nothing is routed.
-struct Lab {
-    // Field order is drop order: the data path, then the interfaces, then
-    // the pins.
-    dp: Dataplane,
-    a: TestEndpoint,
-    b: TestEndpoint,
-    c: TestEndpoint,
-    d: TestEndpoint,
-    _pins: PinDir,
-}
-
-const NET1: u32 = 1;
-const NET2: u32 = 2;
-const NET3: u32 = 3;
-
-impl Lab {
-    fn new() -> Lab {
-        let pins = PinDir::new();
-        let mut dp = pins.load();
-        dp.set_network(NET1, net("10.91.0.0/24"), ip("10.91.0.1"), false)
-            .expect("set network 1");
-        dp.set_network(NET2, net("10.92.0.0/24"), ip("10.92.0.1"), false)
-            .expect("set network 2");
-        dp.set_network(NET3, net("10.93.0.0/24"), ip("10.93.0.1"), true)
-            .expect("set network 3");
-        let mut endpoint = |addr: &str, net_index: u32| {
-            let veth = Veth::new();
-            let ifindex = veth.ifindex();
-            let ip = ip(addr);
-            let mac = mac_of(ip);
-            dp.set_endpoint(ifindex, ip, mac, net_index)
-                .expect("set endpoint");
-            dp.attach_endpoint(&veth.host, ifindex).expect("attach");
-            TestEndpoint {
-                _veth: veth,
-                ifindex,
-                ip,
-                mac,
-            }
-        };
-        let a = endpoint("10.91.0.2", NET1);
-        let b = endpoint("10.91.0.3", NET1);
-        let c = endpoint("10.92.0.2", NET2);
-        let d = endpoint("10.93.0.2", NET3);
-        Lab {
-            dp,
-            a,
-            b,
-            c,
-            d,
-            _pins: pins,
-        }
-    }
-
-    /// Runs `netd_from_ep` once on `frame` as sent by `from`.
-    fn send(&self, from: &TestEndpoint, frame: &[u8]) -> RunResult {
-        test_run(&self.dp, Direction::FromEndpoint, from.ifindex, frame, 1).expect("test run")
-    }
-
-    /// Asserts that `frame` from `from` is dropped and counted under
-    /// `reason`, and that nothing else changed: no other drop, no traffic.
-    fn assert_dropped(&self, from: &TestEndpoint, frame: &[u8], reason: DropReason, what: &str) {
-        let before = self.dp.drop_stats().expect("drops");
-        let stats_before = self.dp.endpoint_stats().expect("stats");
-        let r = self.send(from, frame);
-        assert_eq!(r.verdict, VERDICT_DROP, "{what}: verdict");
-        let after = self.dp.drop_stats().expect("drops");
-        for ((r0, d0, n0), (r1, d1, n1)) in before.iter().zip(&after) {
-            assert_eq!((r0, d0), (r1, d1));
-            let expected = if *r0 == reason && *d0 == Direction::FromEndpoint {
-                n0 + 1
-            } else {
-                *n0
-            };
-            assert_eq!(*n1, expected, "{what}: drops of {r0:?}/{d0:?}");
-        }
-        assert_eq!(
-            self.dp.endpoint_stats().expect("stats"),
-            stats_before,
-            "{what}: a dropped packet is no traffic"
-        );
-    }
+/// The lab of the steering tests (no uplink), on networks 10.91.0.0/24,
+/// 10.92.0.0/24 and 10.93.0.0/24 (internal).
+fn lab() -> Lab {
+    Lab::new(91)
 }
 
 #[test]
 fn same_network_packets_are_redirected_to_the_peer_and_counted_for_both() {
-    let lab = Lab::new();
+    let lab = lab();
     let (a, b) = (&lab.a, &lab.b);
     // Addressed to the gateway's MAC on purpose: the program sets the
     // destination MAC from EP_MAP, whatever the sender put there.
     let frame = ipv4_frame(mac_of(ip("10.91.0.1")), a.mac, a.ip, b.ip);
     let len = frame.len() as u64;
-    let r = lab.send(a, &frame);
+    let r = lab.send_frame(a, &frame);
     assert_eq!(r.verdict, VERDICT_REDIRECT);
     let mut expected = frame.clone();
     expected[0..6].copy_from_slice(&b.mac);
@@ -1083,7 +767,7 @@ fn same_network_packets_are_redirected_to_the_peer_and_counted_for_both() {
         "redirect_peer skips b's egress program, so a's program counts the delivery"
     );
     // And back.
-    let r = lab.send(b, &ipv4_frame(a.mac, b.mac, b.ip, a.ip));
+    let r = lab.send_frame(b, &ipv4_frame(a.mac, b.mac, b.ip, a.ip));
     assert_eq!(r.verdict, VERDICT_REDIRECT);
     assert_eq!(stats_of(&lab.dp, a.ifindex).expect("a").to_packets, 1);
     assert_eq!(total_drops(&lab.dp), 0);
@@ -1091,7 +775,7 @@ fn same_network_packets_are_redirected_to_the_peer_and_counted_for_both() {
 
 #[test]
 fn traffic_to_another_network_is_dropped() {
-    let lab = Lab::new();
+    let lab = lab();
     let (a, c) = (&lab.a, &lab.c);
     let gw1 = mac_of(ip("10.91.0.1"));
     for (what, dst) in [
@@ -1118,7 +802,7 @@ fn traffic_to_another_network_is_dropped() {
 
 #[test]
 fn spoofed_sources_are_dropped() {
-    let lab = Lab::new();
+    let lab = lab();
     let (a, b) = (&lab.a, &lab.b);
     lab.assert_dropped(
         a,
@@ -1189,12 +873,12 @@ fn spoofed_sources_are_dropped() {
 
 #[test]
 fn arp_for_the_gateway_is_answered_in_the_kernel() {
-    let lab = Lab::new();
+    let lab = lab();
     let a = &lab.a;
     let gw = ip("10.91.0.1");
     let gw_mac = [0x02, 0x42, 10, 91, 0, 1];
     let request = arp_request(a.mac, a.ip, gw);
-    let r = lab.send(a, &request);
+    let r = lab.send_frame(a, &request);
     assert_eq!(
         r.verdict, VERDICT_REDIRECT,
         "sent back out to the container"
@@ -1218,12 +902,12 @@ fn arp_for_the_gateway_is_answered_in_the_kernel() {
         "the request is counted as sent (the reply as delivered, by netd_to_ep, once it leaves)"
     );
     // A unicast refresh (the kernel re-validating a stale entry) too.
-    let r = lab.send(a, &arp(gw_mac, a.mac, 1, a.mac, a.ip, gw_mac, gw));
+    let r = lab.send_frame(a, &arp(gw_mac, a.mac, 1, a.mac, a.ip, gw_mac, gw));
     assert_eq!(r.verdict, VERDICT_REDIRECT);
     assert_eq!(r.out, expected);
     // And on an internal network: the gateway is still reachable.
     let d = &lab.d;
-    let r = lab.send(d, &arp_request(d.mac, d.ip, ip("10.93.0.1")));
+    let r = lab.send_frame(d, &arp_request(d.mac, d.ip, ip("10.93.0.1")));
     assert_eq!(r.verdict, VERDICT_REDIRECT);
     assert_eq!(&r.out[22..28], &mac_of(ip("10.93.0.1")));
     assert_eq!(total_drops(&lab.dp), 0);
@@ -1231,9 +915,9 @@ fn arp_for_the_gateway_is_answered_in_the_kernel() {
 
 #[test]
 fn arp_for_a_peer_is_answered_with_its_mac() {
-    let lab = Lab::new();
+    let lab = lab();
     let (a, b) = (&lab.a, &lab.b);
-    let r = lab.send(a, &arp_request(a.mac, a.ip, b.ip));
+    let r = lab.send_frame(a, &arp_request(a.mac, a.ip, b.ip));
     assert_eq!(r.verdict, VERDICT_REDIRECT);
     assert_eq!(
         r.out,
@@ -1245,7 +929,7 @@ fn arp_for_a_peer_is_answered_with_its_mac() {
 
 #[test]
 fn arp_without_an_answer_is_dropped_not_flooded() {
-    let lab = Lab::new();
+    let lab = lab();
     let a = &lab.a;
     for (what, target) in [
         ("an unused address of the own network", ip("10.91.0.99")),
@@ -1276,7 +960,7 @@ fn arp_without_an_answer_is_dropped_not_flooded() {
 
 #[test]
 fn arp_announcements_pass_to_the_host_only() {
-    let lab = Lab::new();
+    let lab = lab();
     let (a, b) = (&lab.a, &lab.b);
     let gw_mac = mac_of(ip("10.91.0.1"));
     for (what, frame) in [
@@ -1290,7 +974,7 @@ fn arp_announcements_pass_to_the_host_only() {
             arp(b.mac, a.mac, 2, a.mac, a.ip, b.mac, b.ip),
         ),
     ] {
-        let r = lab.send(a, &frame);
+        let r = lab.send_frame(a, &frame);
         assert_eq!(r.verdict, VERDICT_NEXT, "{what}");
         let mut expected = frame.clone();
         expected[0..6].copy_from_slice(&gw_mac);
@@ -1304,7 +988,7 @@ fn arp_announcements_pass_to_the_host_only() {
 
 #[test]
 fn anything_but_ipv4_and_arp_is_dropped() {
-    let lab = Lab::new();
+    let lab = lab();
     let a = &lab.a;
     let mut ipv6 = vec![0u8; 14 + 40 + 8];
     ipv6[0..6].copy_from_slice(&[0x33, 0x33, 0, 0, 0, 2]);
@@ -1327,7 +1011,7 @@ fn anything_but_ipv4_and_arp_is_dropped() {
 
 #[test]
 fn traffic_to_the_host_and_the_outside_passes_except_from_internal_networks() {
-    let lab = Lab::new();
+    let lab = lab();
     let a = &lab.a;
     let gw_mac = mac_of(ip("10.91.0.1"));
     let mut sent = 0;
@@ -1340,7 +1024,7 @@ fn traffic_to_the_host_and_the_outside_passes_except_from_internal_networks() {
         ("limited broadcast", [0xff; 6], ip("255.255.255.255")),
     ] {
         let frame = ipv4_frame(eth_dst, a.mac, a.ip, dst);
-        let r = lab.send(a, &frame);
+        let r = lab.send_frame(a, &frame);
         sent += 1;
         assert_eq!(r.verdict, VERDICT_NEXT, "{what}");
         let mut expected = frame.clone();
@@ -1355,7 +1039,7 @@ fn traffic_to_the_host_and_the_outside_passes_except_from_internal_networks() {
 
     let d = &lab.d;
     let d_gw_mac = mac_of(ip("10.93.0.1"));
-    let r = lab.send(d, &ipv4_frame(d_gw_mac, d.mac, d.ip, ip("10.93.0.1")));
+    let r = lab.send_frame(d, &ipv4_frame(d_gw_mac, d.mac, d.ip, ip("10.93.0.1")));
     assert_eq!(
         r.verdict, VERDICT_NEXT,
         "internal: the own gateway is reachable"
@@ -1370,13 +1054,13 @@ fn traffic_to_the_host_and_the_outside_passes_except_from_internal_networks() {
 
 #[test]
 fn an_endpoint_without_its_network_reaches_peers_but_nothing_else() {
-    let mut lab = Lab::new();
+    let mut lab = lab();
     lab.dp.remove_network(net("10.91.0.0/24")).expect("remove");
     lab.dp
         .remove_network(net("10.91.0.0/24"))
         .expect("remove twice");
     let (a, b) = (&lab.a, &lab.b);
-    let r = lab.send(a, &ipv4_frame(b.mac, a.mac, a.ip, b.ip));
+    let r = lab.send_frame(a, &ipv4_frame(b.mac, a.mac, a.ip, b.ip));
     assert_eq!(
         r.verdict, VERDICT_REDIRECT,
         "EP_MAP alone decides for peers"
@@ -1566,17 +1250,6 @@ fn an_endpoint_removed_after_its_veth_vanished_is_forgotten() {
     assert!(dp.endpoints_by_ifindex().expect("by if").is_empty());
 }
 
-/// Runs a command and returns whether it succeeded (for pings expected to
-/// fail).
-fn succeeds(args: &[&str]) -> bool {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"))
-        .status
-        .success()
-}
-
 fn link_counter(netns: Option<&str>, ifname: &str, counter: &str) -> u64 {
     let path = format!("/sys/class/net/{ifname}/statistics/{counter}");
     let out = match netns {
@@ -1593,68 +1266,6 @@ fn link_counter(netns: Option<&str>, ifname: &str, counter: &str) -> u64 {
         .trim()
         .parse()
         .expect("counter")
-}
-
-/// A Linux bridge, deleted on drop.
-struct Bridge(String);
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
-    }
-}
-
-/// Configures the container side of `veth` as netd's engine does: IPv6
-/// off, MAC derived from the address, address, default route via the
-/// gateway. The host side is only brought up (with IPv6 off, so that it
-/// sends nothing of its own).
-fn plumb(veth: &Veth, ip: Ipv4Addr, gateway: Ipv4Addr) {
-    let ns = veth.netns.as_str();
-    for key in ["all", "default"] {
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            ns,
-            "sysctl",
-            "-qw",
-            &format!("net.ipv6.conf.{key}.disable_ipv6=1"),
-        ]);
-    }
-    run(&[
-        "sysctl",
-        "-qw",
-        &format!("net.ipv6.conf.{}.disable_ipv6=1", veth.host),
-    ]);
-    let mac = mac_of(ip)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":");
-    let peer = veth.peer.as_str();
-    run(&["ip", "-n", ns, "link", "set", peer, "address", &mac]);
-    run(&[
-        "ip",
-        "-n",
-        ns,
-        "addr",
-        "add",
-        &format!("{ip}/24"),
-        "dev",
-        peer,
-    ]);
-    run(&["ip", "-n", ns, "link", "set", peer, "up"]);
-    run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-    run(&[
-        "ip",
-        "-n",
-        ns,
-        "route",
-        "add",
-        "default",
-        "via",
-        &gateway.to_string(),
-    ]);
 }
 
 fn ping(netns: Option<&str>, count: &str, target: Ipv4Addr) -> bool {
@@ -1694,21 +1305,7 @@ fn real_traffic_is_steered_by_the_programs_not_the_bridge() {
         ip(&format!("198.19.{y}.2")),
     );
 
-    let bridge = Bridge(format!("ndb{}{}", pid % 100_000, next_id()));
-    run(&["ip", "link", "add", &bridge.0, "type", "bridge"]);
-    run(&[
-        "sysctl",
-        "-qw",
-        &format!("net.ipv6.conf.{}.disable_ipv6=1", bridge.0),
-    ]);
-    let gw_mac = mac_of(gw1)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":");
-    run(&["ip", "link", "set", &bridge.0, "address", &gw_mac]);
-    run(&["ip", "addr", "add", &format!("{gw1}/24"), "dev", &bridge.0]);
-    run(&["ip", "link", "set", &bridge.0, "up"]);
+    let bridge = Bridge::gateway(gw1);
 
     let (a, b, c) = (Veth::new(), Veth::new(), Veth::new());
     let mut dp = pins.load();
@@ -1721,31 +1318,11 @@ fn real_traffic_is_steered_by_the_programs_not_the_bridge() {
         dp.attach_endpoint(&veth.host, ifindex).expect("attach");
     }
     for (veth, ip, gw) in [(&a, ip_a, gw1), (&b, ip_b, gw1), (&c, ip_c, gw2)] {
-        plumb(veth, ip, gw);
+        veth.plumb(ip, gw);
     }
     for (veth, ip) in [(&a, ip_a), (&b, ip_b)] {
-        let mac = mac_of(ip)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":");
-        run(&["ip", "link", "set", &veth.host, "master", &bridge.0]);
+        bridge.enslave(veth, ip);
         run(&["ip", "link", "set", &veth.host, "up"]);
-        run(&[
-            "ip",
-            "neigh",
-            "replace",
-            &ip.to_string(),
-            "dev",
-            &bridge.0,
-            "lladdr",
-            &mac,
-            "nud",
-            "permanent",
-        ]);
-        run(&[
-            "bridge", "fdb", "replace", &mac, "dev", &veth.host, "master", "static",
-        ]);
     }
     run(&["ip", "link", "set", &c.host, "up"]);
 
@@ -1753,10 +1330,10 @@ fn real_traffic_is_steered_by_the_programs_not_the_bridge() {
     // (except the ARP reply b gets for its own request, and stray frames
     // the host floods on the bridge, e.g. IGMP reports).
     let b_tx = link_counter(None, &b.host, "tx_packets");
-    let b_rx = link_counter(Some(&b.netns), &b.peer, "rx_packets");
-    assert!(ping(Some(&a.netns), "10", ip_b), "a cannot ping b");
+    let b_rx = link_counter(Some(&b.netns.0), &b.peer, "rx_packets");
+    assert!(ping(Some(&a.netns.0), "10", ip_b), "a cannot ping b");
     let b_tx = link_counter(None, &b.host, "tx_packets") - b_tx;
-    let b_rx = link_counter(Some(&b.netns), &b.peer, "rx_packets") - b_rx;
+    let b_rx = link_counter(Some(&b.netns.0), &b.peer, "rx_packets") - b_rx;
     assert!(b_rx >= 10, "b received {b_rx} packets");
     assert!(
         b_tx < 10,
@@ -1769,29 +1346,21 @@ fn real_traffic_is_steered_by_the_programs_not_the_bridge() {
     // transmits once linkwatch has seen its carrier (up to ~1 s after its
     // first port came up; until then its qdisc is noop and drops the host's
     // replies), so wait for that first.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while fs::read_to_string(format!("/sys/class/net/{}/operstate", bridge.0))
-        .expect("operstate")
-        .trim()
-        != "up"
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the bridge never came up"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(ping(Some(&a.netns), "2", gw1), "a cannot ping its gateway");
+    wait_up(&bridge.0, Instant::now() + Duration::from_secs(10));
+    assert!(
+        ping(Some(&a.netns.0), "2", gw1),
+        "a cannot ping its gateway"
+    );
     assert!(ping(None, "2", ip_a), "the host cannot ping a");
 
     // c is on another network: nothing gets through, and it is counted.
     let cross = drops(&dp, DropReason::CrossNetwork, Direction::FromEndpoint);
-    assert!(!ping(Some(&c.netns), "2", ip_a), "c reached a");
+    assert!(!ping(Some(&c.netns.0), "2", ip_a), "c reached a");
     assert!(
-        !ping(Some(&c.netns), "2", gw1),
+        !ping(Some(&c.netns.0), "2", gw1),
         "c reached network 1's gateway"
     );
-    assert!(!ping(Some(&a.netns), "2", ip_c), "a reached c");
+    assert!(!ping(Some(&a.netns.0), "2", ip_c), "a reached c");
     let cross = drops(&dp, DropReason::CrossNetwork, Direction::FromEndpoint) - cross;
     assert!(cross >= 6, "{cross} cross-network drops");
     for reason in [

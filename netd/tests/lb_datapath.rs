@@ -12,7 +12,7 @@
 //! panics, so the tests run in parallel with each other and with the other
 //! test files.
 //!
-//! Addresses: the crafted frames use 10.71.0.0/24 and 10.72.0.0/24 and
+//! Addresses: the crafted frames use 10.71.0.0/24 to 10.73.0.0/24 and
 //! documentation ranges, in the test's maps only. The real-traffic test
 //! puts 10.237.x.0/24 (x from the pid) on a bridge it owns; no other test
 //! file uses 10.237.
@@ -21,276 +21,52 @@ mod bpf_harness;
 
 use std::{
     collections::BTreeMap,
-    fs::{self},
-    io::{self, Read as _},
+    io,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
-    process::{Child, Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
-use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions};
-use bpf_harness::*;
+use bpf_harness::{
+    addr::{ip, mac_of, net},
+    checks::{self, Seen},
+    cmd::run,
+    frames::{ACK, ICMP, RST, SYN, TCP, UDP, arp_request, frame, frame_with, icmp_echo, tcp, udp},
+    guards::{Bridge, PinDir, Process, Veth, wait_up},
+    lab::{CLIENT, Ep, Lab, UPLINK},
+    prog::{RunResult, VERDICT_DROP, VERDICT_NEXT, VERDICT_REDIRECT},
+    servers::{Server, tcp_hello},
+};
 use netd::dataplane::{
     Dataplane, Direction, DropReason, Proto, ServiceEntry, cgroup2_root, host_netns_cookie,
 };
 use netd_common::nat::CT_F_LB;
 
-// ---------------------------------------------------------------------------
-// Frames and checksums.
-
-/// The L4 bytes of a TCP segment with a valid checksum.
-fn tcp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
-    let mut s = Vec::with_capacity(24);
-    s.extend_from_slice(&sport.to_be_bytes());
-    s.extend_from_slice(&dport.to_be_bytes());
-    s.extend_from_slice(&0x01020304u32.to_be_bytes());
-    s.extend_from_slice(&0x0a0b0c0du32.to_be_bytes());
-    s.extend_from_slice(&[5 << 4, flags]);
-    s.extend_from_slice(&64240u16.to_be_bytes());
-    s.extend_from_slice(&[0, 0, 0, 0]);
-    s.extend_from_slice(b"data");
-    let sum = !ones_sum(&s, pseudo_sum(src, dst, TCP, s.len()));
-    s[16..18].copy_from_slice(&sum.to_be_bytes());
-    s
-}
-
-/// A UDP datagram with a valid checksum.
-fn udp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
-    let mut s = Vec::with_capacity(16);
-    s.extend_from_slice(&sport.to_be_bytes());
-    s.extend_from_slice(&dport.to_be_bytes());
-    s.extend_from_slice(&16u16.to_be_bytes());
-    s.extend_from_slice(&[0, 0]);
-    s.extend_from_slice(b"payload!");
-    let mut sum = !ones_sum(&s, pseudo_sum(src, dst, UDP, s.len()));
-    if sum == 0 {
-        sum = 0xffff;
-    }
-    s[6..8].copy_from_slice(&sum.to_be_bytes());
-    s
-}
-
-/// An ICMP echo request (or reply) with a valid checksum.
-fn icmp_echo(request: bool, id: u16, seq: u16) -> Vec<u8> {
-    let mut s = vec![if request { 8 } else { 0 }, 0, 0, 0];
-    s.extend_from_slice(&id.to_be_bytes());
-    s.extend_from_slice(&seq.to_be_bytes());
-    s.extend_from_slice(b"0123456789abcdef");
-    let sum = !ones_sum(&s, 0);
-    s[2..4].copy_from_slice(&sum.to_be_bytes());
-    s
-}
-
-/// Ethernet + IPv4 (TTL 64, valid checksum) around `l4`.
-fn frame(
-    eth_dst: [u8; 6],
-    eth_src: [u8; 6],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    proto: u8,
-    l4: &[u8],
-) -> Vec<u8> {
-    let mut f = Vec::with_capacity(34 + l4.len());
-    f.extend_from_slice(&eth_dst);
-    f.extend_from_slice(&eth_src);
-    f.extend_from_slice(&0x0800u16.to_be_bytes());
-    let mut h = [0u8; 20];
-    h[0] = 0x45;
-    h[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-    h[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
-    h[8] = 64;
-    h[9] = proto;
-    h[12..16].copy_from_slice(&src.octets());
-    h[16..20].copy_from_slice(&dst.octets());
-    let sum = !ones_sum(&h, 0);
-    h[10..12].copy_from_slice(&sum.to_be_bytes());
-    f.extend_from_slice(&h);
-    f.extend_from_slice(l4);
-    f
-}
-
-/// What a translated frame says, after checking every checksum in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Seen {
-    eth_dst: [u8; 6],
-    eth_src: [u8; 6],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    ttl: u8,
-    /// Ports; for ICMP echo the identifier is in `sport` and `dport` is 0.
-    sport: u16,
-    dport: u16,
-    /// ICMP type (0 otherwise).
-    icmp_type: u8,
-}
-
-/// Decodes `f` and asserts that its IPv4 and L4 checksums are valid.
-fn seen(f: &[u8]) -> Seen {
-    assert!(f.len() >= 34, "short frame {f:?}");
-    let h = &f[14..34];
-    assert_eq!(ones_sum(h, 0), 0xffff, "IPv4 header checksum of {f:02x?}");
-    let src = Ipv4Addr::new(h[12], h[13], h[14], h[15]);
-    let dst = Ipv4Addr::new(h[16], h[17], h[18], h[19]);
-    let l4 = &f[34..];
-    let (sport, dport, icmp_type) = match h[9] {
-        TCP => {
-            assert_eq!(
-                ones_sum(l4, pseudo_sum(src, dst, TCP, l4.len())),
-                0xffff,
-                "TCP checksum of {f:02x?}"
-            );
-            (
-                u16::from_be_bytes([l4[0], l4[1]]),
-                u16::from_be_bytes([l4[2], l4[3]]),
-                0,
-            )
-        }
-        UDP => {
-            assert_eq!(
-                ones_sum(l4, pseudo_sum(src, dst, UDP, l4.len())),
-                0xffff,
-                "UDP checksum of {f:02x?}"
-            );
-            (
-                u16::from_be_bytes([l4[0], l4[1]]),
-                u16::from_be_bytes([l4[2], l4[3]]),
-                0,
-            )
-        }
-        ICMP => {
-            assert_eq!(ones_sum(l4, 0), 0xffff, "ICMP checksum of {f:02x?}");
-            (u16::from_be_bytes([l4[4], l4[5]]), 0, l4[0])
-        }
-        other => panic!("unexpected protocol {other}"),
-    };
-    Seen {
-        eth_dst: f[0..6].try_into().expect("6 bytes"),
-        eth_src: f[6..12].try_into().expect("6 bytes"),
-        src,
-        dst,
-        ttl: h[8],
-        sport,
-        dport,
-        icmp_type,
-    }
-}
-
-#[derive(Debug)]
-struct RunResult {
-    verdict: u32,
-    out: Vec<u8>,
-}
-
-fn test_run(prog: &SchedClassifier, ifindex: u32, frame: &[u8]) -> RunResult {
-    let mut ctx = [0u8; SKB_IFINDEX_OFFSET + 4];
-    ctx[SKB_IFINDEX_OFFSET..].copy_from_slice(&ifindex.to_ne_bytes());
-    let mut out = vec![0u8; frame.len() + 256];
-    let result = prog
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            repeat: 1,
-            ..Default::default()
-        })
-        .expect("test run");
-    out.truncate(result.data_size_out as usize);
-    RunResult {
-        verdict: result.return_value,
-        out,
-    }
-}
-
-fn redirected(r: &RunResult) -> Seen {
-    assert_eq!(r.verdict, VERDICT_REDIRECT, "expected a redirect: {r:02x?}");
-    seen(&r.out)
-}
-
-// ---------------------------------------------------------------------------
-// The lab.
-
-struct Ep {
-    _veth: Veth,
-    ifindex: u32,
-    ip: Ipv4Addr,
-    mac: [u8; 6],
-    gw: Ipv4Addr,
-}
-
-/// - network 1, 10.71.0.0/24 (gateway .1): clients `a` = .2 and `b` = .3,
-///   backends `b1`..`b4` = .11..=.14; the service's VIP is .100;
-/// - network 2, 10.72.0.0/24 (gateway .1): `c` = .2;
-/// - an "uplink" with address 192.0.2.10 (`HOST_CFG`).
-///
-/// Map contents only; the veths stay down.
-struct Lab {
-    dp: Dataplane,
-    a: Ep,
-    b: Ep,
-    c: Ep,
-    backends: Vec<Ep>,
-    uplink_ifindex: u32,
-    _uplink: Veth,
-    _pins: PinDir,
-}
-
 const VIP: &str = "10.71.0.100";
 const SVC: u32 = 7;
-const UPLINK: &str = "192.0.2.10";
-const CLIENT: &str = "203.0.113.5";
-const UPLINK_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 0x10];
-const ROUTER_MAC: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 0x01];
+
+/// The lab of the load balancing tests: network 1 is 10.71.0.0/24 with
+/// clients `a` = .2 and `b` = .3, backends .11..=.14 and the service's VIP
+/// .100; network 2 is 10.72.0.0/24 (`c` = .2), network 3 10.73.0.0/24
+/// (internal, unused here); the uplink is 192.0.2.10.
+fn lab() -> Lab {
+    Lab::new(71).with_uplink().with_backends(11..=14)
+}
+
+/// [`checks::redirected`], and more: every datagram this file sends carries
+/// a UDP checksum, so a translated one must keep one.
+fn redirected(r: &RunResult) -> Seen {
+    let s = checks::redirected(r);
+    assert!(
+        s.proto != UDP || s.l4_check != 0,
+        "UDP checksum of {:02x?}",
+        r.out
+    );
+    s
+}
 
 impl Lab {
-    fn new() -> Lab {
-        let pins = PinDir::new();
-        let mut dp = pins.load();
-        dp.set_network(1, net("10.71.0.0/24"), ip("10.71.0.1"), false)
-            .expect("network 1");
-        dp.set_network(2, net("10.72.0.0/24"), ip("10.72.0.1"), false)
-            .expect("network 2");
-        let mut endpoint = |addr: &str, net_index: u32, gw: &str| {
-            let veth = Veth::new();
-            let ifindex = veth.ifindex();
-            let ip = ip(addr);
-            dp.set_endpoint(ifindex, ip, mac_of(ip), net_index)
-                .expect("set endpoint");
-            dp.attach_endpoint(&veth.host, ifindex).expect("attach");
-            Ep {
-                _veth: veth,
-                ifindex,
-                ip,
-                mac: mac_of(ip),
-                gw: self::ip(gw),
-            }
-        };
-        let a = endpoint("10.71.0.2", 1, "10.71.0.1");
-        let b = endpoint("10.71.0.3", 1, "10.71.0.1");
-        let c = endpoint("10.72.0.2", 2, "10.72.0.1");
-        let backends = (11..=14)
-            .map(|i| endpoint(&format!("10.71.0.{i}"), 1, "10.71.0.1"))
-            .collect();
-        let uplink = Veth::new();
-        let uplink_ifindex = uplink.ifindex();
-        dp.set_host(Some((uplink_ifindex, ip(UPLINK))), 0)
-            .expect("set host");
-        Lab {
-            dp,
-            a,
-            b,
-            c,
-            backends,
-            uplink_ifindex,
-            _uplink: uplink,
-            _pins: pins,
-        }
-    }
-
     /// `(ip, ifindex)` of backends `indexes` (0-based into `backends`).
     fn members(&self, indexes: &[usize]) -> Vec<(Ipv4Addr, u32)> {
         indexes
@@ -307,21 +83,6 @@ impl Lab {
             .expect("set_service");
     }
 
-    /// `netd_from_ep` on a frame `ep` sends (to its gateway's MAC, which is
-    /// what ARP answers for the gateway and for VIPs).
-    fn send(&self, ep: &Ep, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> RunResult {
-        let f = frame(mac_of(ep.gw), ep.mac, ep.ip, dst, proto, l4);
-        self.send_frame(ep, &f)
-    }
-
-    fn send_frame(&self, ep: &Ep, f: &[u8]) -> RunResult {
-        test_run(
-            self.dp.program(Direction::FromEndpoint).expect("program"),
-            ep.ifindex,
-            f,
-        )
-    }
-
     /// A new TCP connection (SYN) from `ep`'s port `sport` to VIP:80: the
     /// backend it was sent to (after checking the whole frame).
     fn connect(&self, ep: &Ep, sport: u16) -> Ipv4Addr {
@@ -333,41 +94,12 @@ impl Lab {
         s.dst
     }
 
-    /// `netd_uplink_in` on a frame from outside.
-    fn arrive(&self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> RunResult {
-        let f = frame(UPLINK_MAC, ROUTER_MAC, src, dst, proto, l4);
-        test_run(
-            self.dp.uplink_program().expect("uplink program"),
-            self.uplink_ifindex,
-            &f,
-        )
-    }
-
     /// The backend `Ep` with address `addr`.
     fn backend(&self, addr: Ipv4Addr) -> &Ep {
         self.backends
             .iter()
             .find(|b| b.ip == addr)
             .unwrap_or_else(|| panic!("{addr} is not a backend"))
-    }
-
-    fn drops(&self, reason: DropReason, direction: Direction) -> u64 {
-        self.dp
-            .drop_stats()
-            .expect("drops")
-            .into_iter()
-            .find(|(r, d, _)| *r == reason && *d == direction)
-            .map(|(_, _, n)| n)
-            .expect("every reason is reported")
-    }
-
-    fn total_drops(&self) -> u64 {
-        self.dp
-            .drop_stats()
-            .expect("drops")
-            .iter()
-            .map(|(_, _, n)| n)
-            .sum()
     }
 
     /// `LB_STATS` of `SVC` as {backend: selections}.
@@ -400,7 +132,7 @@ fn each(addrs: &[Ipv4Addr], n: u64) -> BTreeMap<Ipv4Addr, u64> {
 
 #[test]
 fn new_flows_go_round_robin_exactly() {
-    let mut lab = Lab::new();
+    let mut lab = lab();
     lab.set_service(&[0, 1, 2]);
     let members: Vec<Ipv4Addr> = lab.members(&[0, 1, 2]).iter().map(|m| m.0).collect();
 
@@ -439,7 +171,7 @@ fn new_flows_go_round_robin_exactly() {
     let a = &lab.a;
     let udp_hits: Vec<Ipv4Addr> = (0..3u16)
         .map(|i| {
-            let s = redirected(&lab.send(a, vip, UDP, &udp(a.ip, vip, 50000 + i, 53)));
+            let s = redirected(&lab.send(a, vip, UDP, &udp(a.ip, vip, 50000 + i, 53, true)));
             assert_eq!((s.src, s.sport, s.dport), (a.ip, 50000 + i, 53));
             s.dst
         })
@@ -459,7 +191,7 @@ fn new_flows_go_round_robin_exactly() {
 
 #[test]
 fn concurrent_new_flows_still_split_exactly() {
-    let mut lab = Lab::new();
+    let mut lab = lab();
     lab.set_service(&[0, 1, 2]);
     let members: Vec<Ipv4Addr> = lab.members(&[0, 1, 2]).iter().map(|m| m.0).collect();
     // Two threads (on whatever CPUs they land) open 150 flows each: the
@@ -488,7 +220,7 @@ fn concurrent_new_flows_still_split_exactly() {
 
 #[test]
 fn an_existing_flow_stays_on_its_backend() {
-    let mut lab = Lab::new();
+    let mut lab = lab();
     lab.set_service(&[0, 1, 2]);
     let vip = ip(VIP);
     let first = lab.connect(&lab.a, 41000);
@@ -517,7 +249,7 @@ fn an_existing_flow_stays_on_its_backend() {
 
 #[test]
 fn replies_come_back_from_the_vip() {
-    let mut lab = Lab::new();
+    let mut lab = lab();
     lab.set_service(&[0, 1]);
     let (vip, a) = (ip(VIP), &lab.a);
 
@@ -543,8 +275,8 @@ fn replies_come_back_from_the_vip() {
     );
 
     // UDP and ICMP echo replies as well.
-    let u = lab.backend(redirected(&lab.send(a, vip, UDP, &udp(a.ip, vip, 42001, 53))).dst);
-    let s = redirected(&lab.send(u, a.ip, UDP, &udp(u.ip, a.ip, 53, 42001)));
+    let u = lab.backend(redirected(&lab.send(a, vip, UDP, &udp(a.ip, vip, 42001, 53, true))).dst);
+    let s = redirected(&lab.send(u, a.ip, UDP, &udp(u.ip, a.ip, 53, 42001, true)));
     assert_eq!((s.src, s.sport, s.dst, s.dport), (vip, 53, a.ip, 42001));
     let p = lab.backend(redirected(&lab.send(a, vip, ICMP, &icmp_echo(true, 77, 1))).dst);
     let s = redirected(&lab.send(p, a.ip, ICMP, &icmp_echo(false, 77, 1)));
@@ -575,7 +307,7 @@ fn replies_come_back_from_the_vip() {
 
 #[test]
 fn a_client_balanced_to_itself_talks_through_the_vip() {
-    let mut lab = Lab::new();
+    let mut lab = lab();
     let me = (lab.a.ip, lab.a.ifindex);
     lab.dp.set_service(SVC, ip(VIP), &[me]).expect("service");
     let (vip, a) = (ip(VIP), &lab.a);
@@ -600,18 +332,11 @@ fn a_client_balanced_to_itself_talks_through_the_vip() {
 
 #[test]
 fn only_a_vip_drops_what_it_cannot_balance() {
-    let mut lab = Lab::new();
+    let mut lab = lab();
     lab.set_service(&[0, 1]);
     let (vip, unused, a) = (ip(VIP), ip("10.71.0.200"), &lab.a);
     // A fragment other than the first, and a TCP header cut short.
-    let fragment = |dst| {
-        let mut f = frame(mac_of(a.gw), a.mac, a.ip, dst, UDP, &[0u8; 16]);
-        f[20..22].copy_from_slice(&0x0010u16.to_be_bytes());
-        f[24..26].copy_from_slice(&[0, 0]);
-        let sum = !ones_sum(&f[14..34], 0);
-        f[24..26].copy_from_slice(&sum.to_be_bytes());
-        f
-    };
+    let fragment = |dst| frame_with(mac_of(a.gw), a.mac, a.ip, dst, UDP, &[0u8; 16], 64, 0x0010);
     let cut_short = |dst| frame(mac_of(a.gw), a.mac, a.ip, dst, TCP, &[0u8; 8]);
 
     for (f, reason) in [
@@ -641,7 +366,7 @@ fn only_a_vip_drops_what_it_cannot_balance() {
 
 #[test]
 fn a_service_without_backends_drops_new_flows_and_counts_them() {
-    let mut lab = Lab::new();
+    let mut lab = lab();
     lab.set_service(&[0, 1]);
     let vip = ip(VIP);
     let kept_ip = lab.connect(&lab.a, 44000);
@@ -658,7 +383,7 @@ fn a_service_without_backends_drops_new_flows_and_counts_them() {
     );
     for (proto, l4) in [
         (TCP, tcp(a.ip, vip, 44001, 80, SYN)),
-        (UDP, udp(a.ip, vip, 44002, 53)),
+        (UDP, udp(a.ip, vip, 44002, 53, true)),
         (ICMP, icmp_echo(true, 5, 1)),
     ] {
         let r = lab.send(a, vip, proto, &l4);
@@ -702,7 +427,7 @@ fn a_service_without_backends_drops_new_flows_and_counts_them() {
 
 #[test]
 fn shrinking_and_growing_keep_the_distribution_exact() {
-    let mut lab = Lab::new();
+    let mut lab = lab();
     lab.set_service(&[0, 1, 2]);
     let b: Vec<Ipv4Addr> = lab.backends.iter().map(|e| e.ip).collect();
     let mut port = 45000u16;
@@ -751,7 +476,7 @@ fn shrinking_and_growing_keep_the_distribution_exact() {
 
 #[test]
 fn services_are_retained_removed_and_isolated() {
-    let mut lab = Lab::new();
+    let mut lab = lab();
     lab.set_service(&[0, 1]);
     let vip = ip(VIP);
     let vip2 = ip("10.71.0.101");
@@ -812,24 +537,12 @@ fn services_are_retained_removed_and_isolated() {
 // ---------------------------------------------------------------------------
 // ARP, published service ports.
 
-/// An ARP request from `ep` for `target`.
-fn arp_request(ep: &Ep, target: Ipv4Addr) -> Vec<u8> {
-    let mut f = vec![0xff; 6];
-    f.extend_from_slice(&ep.mac);
-    f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&ep.mac);
-    f.extend_from_slice(&ep.ip.octets());
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&target.octets());
-    f
-}
-
 #[test]
 fn arp_for_a_vip_is_answered_with_the_gateway_mac() {
-    let mut lab = Lab::new();
+    let mut lab = lab();
     lab.set_service(&[0]);
     let (vip, a) = (ip(VIP), &lab.a);
-    let r = lab.send_frame(a, &arp_request(a, vip));
+    let r = lab.send_frame(a, &arp_request(a.mac, a.ip, vip));
     assert_eq!(r.verdict, VERDICT_REDIRECT, "answered");
     let gw_mac = mac_of(a.gw);
     assert_eq!(&r.out[0..6], &a.mac);
@@ -838,10 +551,10 @@ fn arp_for_a_vip_is_answered_with_the_gateway_mac() {
     assert_eq!(&r.out[22..28], &gw_mac, "sender MAC");
     assert_eq!(&r.out[28..32], &vip.octets(), "sender IP");
     // Another network's container: not its network.
-    let r = lab.send_frame(&lab.c, &arp_request(&lab.c, vip));
+    let r = lab.send_frame(&lab.c, &arp_request(lab.c.mac, lab.c.ip, vip));
     assert_eq!(r.verdict, VERDICT_DROP);
     // An unused address of the subnet stays unanswered.
-    let r = lab.send_frame(a, &arp_request(a, ip("10.71.0.200")));
+    let r = lab.send_frame(a, &arp_request(a.mac, a.ip, ip("10.71.0.200")));
     assert_eq!(r.verdict, VERDICT_DROP);
     assert_eq!(
         lab.drops(DropReason::ArpUnanswered, Direction::FromEndpoint),
@@ -851,7 +564,7 @@ fn arp_for_a_vip_is_answered_with_the_gateway_mac() {
 
 #[test]
 fn a_port_published_to_a_service_is_balanced_from_outside_and_hairpin() {
-    let mut lab = Lab::new();
+    let mut lab = lab();
     lab.set_service(&[0, 1, 2]);
     let (vip, uplink, client) = (ip(VIP), ip(UPLINK), ip(CLIENT));
     lab.dp
@@ -934,13 +647,11 @@ fn a_port_published_to_a_service_is_balanced_from_outside_and_hairpin() {
 // ---------------------------------------------------------------------------
 // Real traffic.
 
-/// `socat` answering every TCP connection on `port` in a namespace with
-/// `name`. Killed on drop.
-struct Socat(Child);
-
-impl Socat {
-    fn start(netns: &str, listen: &str, name: &str) -> Socat {
-        let child = Command::new("ip")
+/// `socat` answering every TCP connection on `listen` in a namespace with
+/// `name`.
+fn socat(netns: &str, listen: &str, name: &str) -> Process {
+    Process(
+        Command::new("ip")
             .args([
                 "netns",
                 "exec",
@@ -954,131 +665,15 @@ impl Socat {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start socat");
-        Socat(child)
-    }
-}
-
-impl Drop for Socat {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A UDP server on `addr:53` in a namespace answering every datagram with
-/// `name` (a thread of the test: socat's `UDP-RECVFROM,fork` lets the child
-/// of one datagram swallow the next one that arrives while it lingers).
-/// Stopped on drop.
-struct UdpEcho {
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl UdpEcho {
-    fn start(netns: &Netns, addr: Ipv4Addr, name: &'static str) -> UdpEcho {
-        let socket = netns.run(move || UdpSocket::bind((addr, 53)).expect("bind in the namespace"));
-        socket
-            .set_read_timeout(Some(Duration::from_millis(20)))
-            .expect("timeout");
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = thread::spawn(move || {
-            let mut buf = [0u8; 512];
-            while !flag.load(Ordering::Relaxed) {
-                if let Ok((_, from)) = socket.recv_from(&mut buf) {
-                    let _ = socket.send_to(format!("{name}\n").as_bytes(), from);
-                }
-            }
-        });
-        UdpEcho {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for UdpEcho {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Connects to `addr:80`, returns what the server said.
-fn fetch(addr: Ipv4Addr) -> io::Result<String> {
-    let to = SocketAddr::V4(SocketAddrV4::new(addr, 80));
-    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out.trim().to_string())
-}
-
-/// A bridge owned by the test, deleted on drop.
-struct Bridge(String);
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
-    }
+            .expect("start socat"),
+    )
 }
 
 /// One "container": a namespace behind a veth with the netd programs on
 /// the host side, the netd MAC for its address, IPv6 off.
 fn container(dp: &mut Dataplane, addr: Ipv4Addr, x: u32) -> (Veth, u32) {
     let veth = Veth::new();
-    let ns = veth.netns.0.clone();
-    for key in ["all", "default"] {
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            &ns,
-            "sysctl",
-            "-qw",
-            &format!("net.ipv6.conf.{key}.disable_ipv6=1"),
-        ]);
-    }
-    run(&[
-        "sysctl",
-        "-qw",
-        &format!("net.ipv6.conf.{}.disable_ipv6=1", veth.host),
-    ]);
-    run(&[
-        "ip",
-        "-n",
-        &ns,
-        "link",
-        "set",
-        &veth.peer,
-        "address",
-        &mac_str(addr),
-    ]);
-    run(&[
-        "ip",
-        "-n",
-        &ns,
-        "addr",
-        "add",
-        &format!("{addr}/24"),
-        "dev",
-        &veth.peer,
-    ]);
-    run(&["ip", "-n", &ns, "link", "set", &veth.peer, "up"]);
-    run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-    run(&[
-        "ip",
-        "-n",
-        &ns,
-        "route",
-        "add",
-        "default",
-        "via",
-        &format!("10.237.{x}.1"),
-    ]);
+    veth.plumb(addr, ip(&format!("10.237.{x}.1")));
     run(&["ip", "link", "set", &veth.host, "up"]);
     let ifindex = veth.ifindex();
     dp.set_endpoint(ifindex, addr, mac_of(addr), 1)
@@ -1086,17 +681,6 @@ fn container(dp: &mut Dataplane, addr: Ipv4Addr, x: u32) -> (Veth, u32) {
     dp.attach_endpoint(&veth.host, ifindex)
         .expect("attach endpoint");
     (veth, ifindex)
-}
-
-fn wait_up(dev: &str, deadline: Instant) {
-    while fs::read_to_string(format!("/sys/class/net/{dev}/operstate"))
-        .expect("operstate")
-        .trim()
-        != "up"
-    {
-        assert!(Instant::now() < deadline, "{dev} never came up");
-        thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Three backend namespaces running `socat` (TCP) and a UDP server thread
@@ -1119,16 +703,7 @@ fn real_connections_to_a_vip_are_balanced_round_robin() {
 
     // The gateway: a bridge with the gateway's address and MAC, for the
     // host's own connections to the backends.
-    let bridge = Bridge(format!("lbbr{}", std::process::id() % 100_000));
-    run(&["ip", "link", "add", &bridge.0, "type", "bridge"]);
-    run(&[
-        "sysctl",
-        "-qw",
-        &format!("net.ipv6.conf.{}.disable_ipv6=1", bridge.0),
-    ]);
-    run(&["ip", "link", "set", &bridge.0, "address", &mac_str(gw)]);
-    run(&["ip", "addr", "add", &format!("{gw}/24"), "dev", &bridge.0]);
-    run(&["ip", "link", "set", &bridge.0, "up"]);
+    let bridge = Bridge::gateway(gw);
 
     let names = ["alpha", "bravo", "charlie"];
     let mut backends = Vec::new();
@@ -1137,35 +712,12 @@ fn real_connections_to_a_vip_are_balanced_round_robin() {
     for (i, name) in names.into_iter().enumerate() {
         let addr = ip(&format!("10.237.{x}.{}", 11 + i));
         let (veth, ifindex) = container(&mut dp, addr, x);
-        run(&["ip", "link", "set", &veth.host, "master", &bridge.0]);
-        run(&[
-            "bridge",
-            "fdb",
-            "replace",
-            &mac_str(addr),
-            "dev",
-            &veth.host,
-            "master",
-            "static",
-        ]);
-        run(&[
-            "ip",
-            "neigh",
-            "replace",
-            &addr.to_string(),
-            "lladdr",
-            &mac_str(addr),
-            "dev",
-            &bridge.0,
-            "nud",
-            "permanent",
-        ]);
-        servers.push(Socat::start(
-            &veth.netns.0,
-            "TCP-LISTEN:80,fork,reuseaddr",
-            name,
-        ));
-        udp_servers.push(UdpEcho::start(&veth.netns, addr, name));
+        bridge.enslave(&veth, addr);
+        servers.push(socat(&veth.netns.0, "TCP-LISTEN:80,fork,reuseaddr", name));
+        let socket = veth
+            .netns
+            .run(move || UdpSocket::bind((addr, 53)).expect("bind in the namespace"));
+        udp_servers.push(Server::udp(socket, move |_| format!("{name}\n")));
         backends.push((addr, ifindex, veth));
     }
     let client_addr = ip(&format!("10.237.{x}.2"));
@@ -1181,7 +733,7 @@ fn real_connections_to_a_vip_are_balanced_round_robin() {
     for (addr, _, veth) in &backends {
         let addr = *addr;
         veth.netns.run(move || {
-            while fetch(addr).is_err() {
+            while tcp_hello(addr, 80).is_err() {
                 assert!(Instant::now() < deadline, "socat on {addr} never answered");
                 thread::sleep(Duration::from_millis(50));
             }
@@ -1202,7 +754,7 @@ fn real_connections_to_a_vip_are_balanced_round_robin() {
     // From the client container (netd_from_ep), sequentially.
     let answers = client.netns.run(move || {
         (0..6)
-            .map(|_| fetch(vip).expect("connect to the VIP from the container"))
+            .map(|_| tcp_hello(vip, 80).expect("connect to the VIP from the container"))
             .collect::<Vec<_>>()
     });
     assert_eq!(answers[..3], names.map(String::from), "in slot order");
@@ -1214,7 +766,7 @@ fn real_connections_to_a_vip_are_balanced_round_robin() {
     dp.attach_socket_hooks(&cgroup2_root().expect("cgroup2"))
         .expect("socket hooks");
     let answers: Vec<String> = (0..6)
-        .map(|_| fetch(vip).expect("connect to the VIP from the host"))
+        .map(|_| tcp_hello(vip, 80).expect("connect to the VIP from the host"))
         .collect();
     assert_eq!(count(answers), expected, "from the host");
 
@@ -1249,7 +801,7 @@ fn real_connections_to_a_vip_are_balanced_round_robin() {
     // Scaled to nothing: the host's connection is refused at once, the
     // container's is dropped (counted), never sent to a stale backend.
     dp.set_service(3, vip, &[]).expect("no backends");
-    let err = fetch(vip).expect_err("no backend");
+    let err = tcp_hello(vip, 80).expect_err("no backend");
     assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
     let before = dp
         .drop_stats()

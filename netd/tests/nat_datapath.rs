@@ -20,13 +20,24 @@ use std::{
     fs,
     io::{BufRead as _, BufReader},
     net::Ipv4Addr,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use aya::maps::MapInfo;
-use aya::programs::{SchedClassifier, TcAttachType, TestRun as _, TestRunOptions};
-use bpf_harness::*;
+use aya::programs::TcAttachType;
+use bpf_harness::{
+    addr::{ip, mac_of, net},
+    checks::{redirected, seen_with_options},
+    cmd::run,
+    frames::{
+        ACK, FIN, ICMP, RST, SYN, TCP, UDP, arp_request, frame, frame_with, icmp_echo, tcp, udp,
+        with_ip_options,
+    },
+    guards::{PinDir, Process, Veth, wait_up},
+    lab::{CLIENT, Ep, Lab, ROUTER_MAC, UPLINK, UPLINK_MAC},
+    prog::{VERDICT_DROP, VERDICT_NEXT, VERDICT_REDIRECT, tcx_program_ids},
+};
 use netd::dataplane::{
     ConntrackEntry, ConntrackKey, Dataplane, Direction, DropReason, MapSizes, NatStats, Proto,
 };
@@ -36,315 +47,16 @@ use netd_common::nat::{
     CT_F_CLOSING, CT_F_ESTABLISHED, CT_SLOT_SHIFT, PORT_MAX, PORT_MIN, ct_slot,
 };
 
-// ---------------------------------------------------------------------------
-// Frames and checksums.
-
-/// The L4 bytes of a TCP segment with a valid checksum.
-fn tcp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
-    let mut s = Vec::with_capacity(24);
-    s.extend_from_slice(&sport.to_be_bytes());
-    s.extend_from_slice(&dport.to_be_bytes());
-    s.extend_from_slice(&0x01020304u32.to_be_bytes()); // seq
-    s.extend_from_slice(&0x0a0b0c0du32.to_be_bytes()); // ack
-    s.extend_from_slice(&[5 << 4, flags]);
-    s.extend_from_slice(&64240u16.to_be_bytes()); // window
-    s.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent
-    s.extend_from_slice(b"data"); // payload
-    let sum = !ones_sum(&s, pseudo_sum(src, dst, TCP, s.len()));
-    s[16..18].copy_from_slice(&sum.to_be_bytes());
-    s
-}
-
-/// A UDP datagram, with a valid checksum or none (0).
-fn udp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, checksum: bool) -> Vec<u8> {
-    let mut s = Vec::with_capacity(16);
-    s.extend_from_slice(&sport.to_be_bytes());
-    s.extend_from_slice(&dport.to_be_bytes());
-    s.extend_from_slice(&16u16.to_be_bytes());
-    s.extend_from_slice(&[0, 0]);
-    s.extend_from_slice(b"payload!");
-    if checksum {
-        let mut sum = !ones_sum(&s, pseudo_sum(src, dst, UDP, s.len()));
-        if sum == 0 {
-            sum = 0xffff;
-        }
-        s[6..8].copy_from_slice(&sum.to_be_bytes());
-    }
-    s
-}
-
-/// An ICMP echo request (or reply) with a valid checksum.
-fn icmp_echo(request: bool, id: u16, seq: u16) -> Vec<u8> {
-    let mut s = vec![if request { 8 } else { 0 }, 0, 0, 0];
-    s.extend_from_slice(&id.to_be_bytes());
-    s.extend_from_slice(&seq.to_be_bytes());
-    s.extend_from_slice(b"0123456789abcdef");
-    let sum = !ones_sum(&s, 0);
-    s[2..4].copy_from_slice(&sum.to_be_bytes());
-    s
-}
-
-/// Ethernet + IPv4 (TTL 64, valid checksum) around `l4`. `frag` is the
-/// flags/fragment-offset word.
-#[allow(clippy::too_many_arguments)]
-fn frame_with(
-    eth_dst: [u8; 6],
-    eth_src: [u8; 6],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    proto: u8,
-    l4: &[u8],
-    ttl: u8,
-    frag: u16,
-) -> Vec<u8> {
-    let mut f = Vec::with_capacity(34 + l4.len());
-    f.extend_from_slice(&eth_dst);
-    f.extend_from_slice(&eth_src);
-    f.extend_from_slice(&0x0800u16.to_be_bytes());
-    let mut h = [0u8; 20];
-    h[0] = 0x45;
-    h[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-    h[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
-    h[6..8].copy_from_slice(&frag.to_be_bytes());
-    h[8] = ttl;
-    h[9] = proto;
-    h[12..16].copy_from_slice(&src.octets());
-    h[16..20].copy_from_slice(&dst.octets());
-    let sum = !ones_sum(&h, 0);
-    h[10..12].copy_from_slice(&sum.to_be_bytes());
-    f.extend_from_slice(&h);
-    f.extend_from_slice(l4);
-    f
-}
-
-fn frame(
-    eth_dst: [u8; 6],
-    eth_src: [u8; 6],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    proto: u8,
-    l4: &[u8],
-) -> Vec<u8> {
-    frame_with(eth_dst, eth_src, src, dst, proto, l4, 64, 0)
-}
-
-/// What a translated frame says, after checking every checksum in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Seen {
-    eth_dst: [u8; 6],
-    eth_src: [u8; 6],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    ttl: u8,
-    proto: u8,
-    /// Ports; for ICMP echo the identifier is in `sport` and `dport` is 0.
-    sport: u16,
-    dport: u16,
-    /// The L4 checksum field (to check UDP's "no checksum" stays 0).
-    l4_check: u16,
-}
-
-/// Decodes `f` and asserts that its IPv4 and L4 checksums are valid.
-fn seen(f: &[u8]) -> Seen {
-    assert!(f.len() >= 34, "short frame {f:?}");
-    let h = &f[14..34];
-    assert_eq!(ones_sum(h, 0), 0xffff, "IPv4 header checksum of {f:02x?}");
-    let src = Ipv4Addr::new(h[12], h[13], h[14], h[15]);
-    let dst = Ipv4Addr::new(h[16], h[17], h[18], h[19]);
-    let proto = h[9];
-    let l4 = &f[34..];
-    assert_eq!(
-        usize::from(u16::from_be_bytes([h[2], h[3]])),
-        20 + l4.len(),
-        "total length"
-    );
-    let (sport, dport, l4_check) = match proto {
-        TCP => {
-            assert_eq!(
-                ones_sum(l4, pseudo_sum(src, dst, TCP, l4.len())),
-                0xffff,
-                "TCP checksum of {f:02x?}"
-            );
-            (
-                u16::from_be_bytes([l4[0], l4[1]]),
-                u16::from_be_bytes([l4[2], l4[3]]),
-                u16::from_be_bytes([l4[16], l4[17]]),
-            )
-        }
-        UDP => {
-            let check = u16::from_be_bytes([l4[6], l4[7]]);
-            if check != 0 {
-                assert_eq!(
-                    ones_sum(l4, pseudo_sum(src, dst, UDP, l4.len())),
-                    0xffff,
-                    "UDP checksum of {f:02x?}"
-                );
-            }
-            (
-                u16::from_be_bytes([l4[0], l4[1]]),
-                u16::from_be_bytes([l4[2], l4[3]]),
-                check,
-            )
-        }
-        ICMP => {
-            assert_eq!(ones_sum(l4, 0), 0xffff, "ICMP checksum of {f:02x?}");
-            (
-                u16::from_be_bytes([l4[4], l4[5]]),
-                0,
-                u16::from_be_bytes([l4[2], l4[3]]),
-            )
-        }
-        other => panic!("unexpected protocol {other}"),
-    };
-    Seen {
-        eth_dst: f[0..6].try_into().expect("6 bytes"),
-        eth_src: f[6..12].try_into().expect("6 bytes"),
-        src,
-        dst,
-        ttl: h[8],
-        proto,
-        sport,
-        dport,
-        l4_check,
-    }
-}
-
-#[derive(Debug)]
-struct RunResult {
-    verdict: u32,
-    out: Vec<u8>,
-}
-
-fn test_run(prog: &SchedClassifier, ifindex: u32, frame: &[u8]) -> RunResult {
-    let mut ctx = [0u8; SKB_IFINDEX_OFFSET + 4];
-    ctx[SKB_IFINDEX_OFFSET..].copy_from_slice(&ifindex.to_ne_bytes());
-    let mut out = vec![0u8; frame.len() + 256];
-    let result = prog
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            repeat: 1,
-            ..Default::default()
-        })
-        .expect("test run");
-    out.truncate(result.data_size_out as usize);
-    RunResult {
-        verdict: result.return_value,
-        out,
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The lab: three networks, four endpoints, an uplink.
-
-struct Ep {
-    _veth: Veth,
-    ifindex: u32,
-    ip: Ipv4Addr,
-    mac: [u8; 6],
-    gw: Ipv4Addr,
-}
-
-/// - network 1, 10.61.0.0/24 (gateway .1): `a` = .2, `b` = .3;
-/// - network 2, 10.62.0.0/24 (gateway .1): `c` = .2;
-/// - network 3, 10.63.0.0/24 (gateway .1, internal): `d` = .2;
-/// - an "uplink" veth with address 192.0.2.10 (`HOST_CFG`).
-///
-/// Map contents only; the veths stay down.
-struct Lab {
-    dp: Dataplane,
-    a: Ep,
-    b: Ep,
-    c: Ep,
-    d: Ep,
-    uplink: Veth,
-    uplink_ifindex: u32,
-    pins: PinDir,
-}
-
-const UPLINK: &str = "192.0.2.10";
+/// A host outside.
 const REMOTE: &str = "198.51.100.7";
-const CLIENT: &str = "203.0.113.5";
-/// The MAC frames from outside are addressed to (the uplink's; the
-/// program does not care).
-const UPLINK_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 0x10];
-const ROUTER_MAC: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 0x01];
+
+/// The lab of the NAT tests: networks 10.61.0.0/24, 10.62.0.0/24 and
+/// 10.63.0.0/24 (internal), and the uplink 192.0.2.10.
+fn lab() -> Lab {
+    Lab::new(61).with_uplink()
+}
 
 impl Lab {
-    fn new() -> Lab {
-        let pins = PinDir::new();
-        let mut dp = pins.load();
-        dp.set_network(1, net("10.61.0.0/24"), ip("10.61.0.1"), false)
-            .expect("network 1");
-        dp.set_network(2, net("10.62.0.0/24"), ip("10.62.0.1"), false)
-            .expect("network 2");
-        dp.set_network(3, net("10.63.0.0/24"), ip("10.63.0.1"), true)
-            .expect("network 3");
-        let mut endpoint = |addr: &str, net_index: u32, gw: &str| {
-            let veth = Veth::new();
-            let ifindex = veth.ifindex();
-            let ip = ip(addr);
-            dp.set_endpoint(ifindex, ip, mac_of(ip), net_index)
-                .expect("set endpoint");
-            dp.attach_endpoint(&veth.host, ifindex).expect("attach");
-            Ep {
-                _veth: veth,
-                ifindex,
-                ip,
-                mac: mac_of(ip),
-                gw: self::ip(gw),
-            }
-        };
-        let a = endpoint("10.61.0.2", 1, "10.61.0.1");
-        let b = endpoint("10.61.0.3", 1, "10.61.0.1");
-        let c = endpoint("10.62.0.2", 2, "10.62.0.1");
-        let d = endpoint("10.63.0.2", 3, "10.63.0.1");
-        let uplink = Veth::new();
-        let uplink_ifindex = uplink.ifindex();
-        dp.set_host(Some((uplink_ifindex, ip(UPLINK))), 0)
-            .expect("set host");
-        Lab {
-            dp,
-            a,
-            b,
-            c,
-            d,
-            uplink,
-            uplink_ifindex,
-            pins,
-        }
-    }
-
-    /// `netd_from_ep` on a frame `ep` sends (Ethernet addresses as the
-    /// container's stack writes them: to its gateway's MAC).
-    fn send(&self, ep: &Ep, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> RunResult {
-        let f = frame(mac_of(ep.gw), ep.mac, ep.ip, dst, proto, l4);
-        self.send_frame(ep, &f)
-    }
-
-    fn send_frame(&self, ep: &Ep, f: &[u8]) -> RunResult {
-        test_run(
-            self.dp.program(Direction::FromEndpoint).expect("program"),
-            ep.ifindex,
-            f,
-        )
-    }
-
-    /// `netd_uplink_in` on a frame arriving from outside.
-    fn arrive(&self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> RunResult {
-        let f = frame(UPLINK_MAC, ROUTER_MAC, src, dst, proto, l4);
-        self.arrive_frame(&f)
-    }
-
-    fn arrive_frame(&self, f: &[u8]) -> RunResult {
-        test_run(
-            self.dp.uplink_program().expect("uplink program"),
-            self.uplink_ifindex,
-            f,
-        )
-    }
-
     fn stats(&self) -> NatStats {
         self.dp.nat_stats().expect("nat stats")
     }
@@ -354,40 +66,6 @@ impl Lab {
         assert_eq!(s.conntrack_entries % 2, 0, "entries come in pairs: {s:?}");
         s.conntrack_entries / 2
     }
-
-    fn drops(&self, reason: DropReason, direction: Direction) -> u64 {
-        self.dp
-            .drop_stats()
-            .expect("drops")
-            .into_iter()
-            .find(|(r, d, _)| *r == reason && *d == direction)
-            .map(|(_, _, n)| n)
-            .expect("every reason is reported")
-    }
-
-    fn total_drops(&self) -> u64 {
-        self.dp
-            .drop_stats()
-            .expect("drops")
-            .iter()
-            .map(|(_, _, n)| n)
-            .sum()
-    }
-
-    fn to_packets(&self, ep: &Ep) -> u64 {
-        self.dp
-            .endpoint_stats()
-            .expect("stats")
-            .into_iter()
-            .find(|(i, _)| *i == ep.ifindex)
-            .map(|(_, s)| s.to_packets)
-            .expect("endpoint counted")
-    }
-}
-
-fn redirected(r: &RunResult) -> Seen {
-    assert_eq!(r.verdict, VERDICT_REDIRECT, "expected a redirect: {r:02x?}");
-    seen(&r.out)
 }
 
 // ---------------------------------------------------------------------------
@@ -395,7 +73,7 @@ fn redirected(r: &RunResult) -> Seen {
 
 #[test]
 fn masquerade_rewrites_the_source_with_valid_checksums() {
-    let lab = Lab::new();
+    let lab = lab();
     let (a, remote, uplink) = (&lab.a, ip(REMOTE), ip(UPLINK));
 
     // TCP: address changes, the port is free so it is kept; TTL - 1.
@@ -434,7 +112,7 @@ fn masquerade_rewrites_the_source_with_valid_checksums() {
 
 #[test]
 fn replies_are_translated_back_and_delivered_to_the_container() {
-    let lab = Lab::new();
+    let lab = lab();
     let (a, remote, uplink) = (&lab.a, ip(REMOTE), ip(UPLINK));
     redirected(&lab.send(a, remote, TCP, &tcp(a.ip, remote, 40000, 80, SYN)));
     redirected(&lab.send(a, remote, UDP, &udp(a.ip, remote, 41000, 53, true)));
@@ -474,7 +152,7 @@ fn replies_are_translated_back_and_delivered_to_the_container() {
 
 #[test]
 fn colliding_source_ports_get_distinct_uplink_ports() {
-    let lab = Lab::new();
+    let lab = lab();
     let (a, b, remote, uplink) = (&lab.a, &lab.b, ip(REMOTE), ip(UPLINK));
 
     let sa = redirected(&lab.send(a, remote, TCP, &tcp(a.ip, remote, 40000, 443, SYN)));
@@ -538,7 +216,7 @@ fn colliding_source_ports_get_distinct_uplink_ports() {
 
 #[test]
 fn published_tcp_and_udp_ports_are_translated_and_answered() {
-    let mut lab = Lab::new();
+    let mut lab = lab();
     let (client, uplink) = (ip(CLIENT), ip(UPLINK));
     let (c_ip, c_if) = (lab.c.ip, lab.c.ifindex);
     lab.dp
@@ -612,7 +290,7 @@ fn published_tcp_and_udp_ports_are_translated_and_answered() {
 
 #[test]
 fn a_loopback_only_port_is_not_reachable_from_the_uplink() {
-    let mut lab = Lab::new();
+    let mut lab = lab();
     let (client, uplink) = (ip(CLIENT), ip(UPLINK));
     let (c_ip, c_if) = (lab.c.ip, lab.c.ifindex);
     lab.dp
@@ -648,7 +326,7 @@ fn a_loopback_only_port_is_not_reachable_from_the_uplink() {
 
 #[test]
 fn unknown_traffic_on_the_uplink_passes_untouched() {
-    let mut lab = Lab::new();
+    let mut lab = lab();
     let (client, uplink) = (ip(CLIENT), ip(UPLINK));
     let (c_ip, c_if) = (lab.c.ip, lab.c.ifindex);
     lab.dp
@@ -743,14 +421,7 @@ fn unknown_traffic_on_the_uplink_passes_untouched() {
         ),
     ];
     // Not IPv4 at all: ARP, IPv6.
-    let mut arp = vec![0xff; 6];
-    arp.extend_from_slice(&ROUTER_MAC);
-    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
-    arp.extend_from_slice(&ROUTER_MAC);
-    arp.extend_from_slice(&client.octets());
-    arp.extend_from_slice(&[0; 6]);
-    arp.extend_from_slice(&uplink.octets());
-    frames.push(arp);
+    frames.push(arp_request(ROUTER_MAC, client, uplink));
     let mut v6 = UPLINK_MAC.to_vec();
     v6.extend_from_slice(&ROUTER_MAC);
     v6.extend_from_slice(&[0x86, 0xdd]);
@@ -791,7 +462,7 @@ fn unknown_traffic_on_the_uplink_passes_untouched() {
 
 #[test]
 fn tcp_rst_ends_the_flow() {
-    let lab = Lab::new();
+    let lab = lab();
     let (a, remote, uplink) = (&lab.a, ip(REMOTE), ip(UPLINK));
     redirected(&lab.send(a, remote, TCP, &tcp(a.ip, remote, 40000, 80, SYN)));
     redirected(&lab.arrive(
@@ -827,7 +498,7 @@ fn tcp_rst_ends_the_flow() {
 #[test]
 fn copies_of_flows_never_outlive_a_change() {
     netd::dataplane::stay_on_this_cpu().expect("stay on one CPU");
-    let mut lab = Lab::new();
+    let mut lab = lab();
     let (a, remote, uplink) = (lab.a.ip, ip(REMOTE), ip(UPLINK));
     let a_ep = &lab.a;
     let ack = tcp(a, remote, 40000, 80, ACK);
@@ -855,7 +526,7 @@ fn copies_of_flows_never_outlive_a_change() {
 
 #[test]
 fn tcp_fin_both_ways_ends_the_flow_at_the_last_ack() {
-    let mut lab = Lab::new();
+    let mut lab = lab();
     let (remote, uplink, client) = (ip(REMOTE), ip(UPLINK), ip(CLIENT));
     let a = &lab.a;
     let out = |lab: &Lab, flags| {
@@ -952,7 +623,7 @@ fn rewrite_entries(
 
 #[test]
 fn idle_flows_expire_and_free_their_ports() {
-    let mut lab = Lab::new();
+    let mut lab = lab();
     let (a, b, remote, uplink) = (&lab.a, &lab.b, ip(REMOTE), ip(UPLINK));
     let udp_timeout = Duration::from_nanos(netd_common::nat::TIMEOUT_UDP_NS);
 
@@ -1015,7 +686,7 @@ fn idle_flows_expire_and_free_their_ports() {
 
 #[test]
 fn hairpin_reaches_published_ports_through_host_addresses() {
-    let mut lab = Lab::new();
+    let mut lab = lab();
     let uplink = ip(UPLINK);
     let (c_ip, c_if) = (lab.c.ip, lab.c.ifindex);
     lab.dp
@@ -1082,7 +753,7 @@ fn hairpin_reaches_published_ports_through_host_addresses() {
 
 #[test]
 fn nothing_is_translated_without_an_uplink_or_from_internal_networks() {
-    let mut lab = Lab::new();
+    let mut lab = lab();
     let remote = ip(REMOTE);
     lab.dp.set_host(None, 0).expect("no uplink");
     let a = &lab.a;
@@ -1158,42 +829,11 @@ fn nothing_is_translated_without_an_uplink_or_from_internal_networks() {
     );
     assert_eq!(lab.send_frame(a, &first).verdict, VERDICT_REDIRECT);
     assert_eq!(lab.flows(), 1);
-    let _ = &lab.uplink;
-}
-
-/// `f` with four bytes of IPv4 options (three NOPs, end of list) after the
-/// fixed header, so that the L4 header is at another offset.
-fn with_ip_options(f: &[u8]) -> Vec<u8> {
-    let mut h = f[14..34].to_vec();
-    h[0] = 0x46;
-    let len = u16::from_be_bytes([h[2], h[3]]) + 4;
-    h[2..4].copy_from_slice(&len.to_be_bytes());
-    h[10..12].copy_from_slice(&[0, 0]);
-    h.extend_from_slice(&[1, 1, 1, 0]);
-    let sum = !ones_sum(&h, 0);
-    h[10..12].copy_from_slice(&sum.to_be_bytes());
-    [&f[..14], &h, &f[34..]].concat()
-}
-
-/// [`seen`] of a translated frame with the options of [`with_ip_options`],
-/// after checking that they and the header checksum are intact.
-fn seen_with_options(f: &[u8]) -> Seen {
-    assert_eq!(f[14], 0x46, "the header keeps its options: {f:02x?}");
-    assert_eq!(&f[34..38], &[1, 1, 1, 0]);
-    assert_eq!(ones_sum(&f[14..38], 0), 0xffff, "IPv4 header checksum");
-    let mut h = f[14..34].to_vec();
-    h[0] = 0x45;
-    let len = u16::from_be_bytes([h[2], h[3]]) - 4;
-    h[2..4].copy_from_slice(&len.to_be_bytes());
-    h[10..12].copy_from_slice(&[0, 0]);
-    let sum = !ones_sum(&h, 0);
-    h[10..12].copy_from_slice(&sum.to_be_bytes());
-    seen(&[&f[..14], &h, &f[38..]].concat())
 }
 
 #[test]
 fn headers_with_ip_options_are_translated_too() {
-    let mut lab = Lab::new();
+    let mut lab = lab();
     let (remote, uplink, client) = (ip(REMOTE), ip(UPLINK), ip(CLIENT));
     let (c_ip, c_if) = (lab.c.ip, lab.c.ifindex);
     lab.dp
@@ -1240,7 +880,7 @@ fn headers_with_ip_options_are_translated_too() {
 
 #[test]
 fn deliveries_are_counted_with_or_without_a_recorded_slot() {
-    let mut lab = Lab::new();
+    let mut lab = lab();
     let (a, remote, uplink) = (&lab.a, ip(REMOTE), ip(UPLINK));
     redirected(&lab.send(a, remote, UDP, &udp(a.ip, remote, 41000, 53, true)));
     let ct = lab.dp.conntrack().expect("conntrack");
@@ -1263,7 +903,7 @@ fn deliveries_are_counted_with_or_without_a_recorded_slot() {
 
 #[test]
 fn endpoint_changes_take_effect_at_once() {
-    let mut lab = Lab::new();
+    let mut lab = lab();
     let (a_if, a_mac, b_if, b_ip) = (lab.a.ifindex, lab.a.mac, lab.b.ifindex, lab.b.ip);
     // Warm up whatever the programs keep of a and b.
     for _ in 0..3 {
@@ -1302,7 +942,7 @@ fn endpoint_changes_take_effect_at_once() {
 
 #[test]
 fn the_outside_skips_the_lookups_but_never_a_netd_address() {
-    let mut lab = Lab::new();
+    let mut lab = lab();
     let (remote, uplink) = (ip(REMOTE), ip(UPLINK));
     let gw2 = ip("10.62.0.1");
     let c_ip = lab.c.ip;
@@ -1352,7 +992,6 @@ fn the_outside_skips_the_lookups_but_never_a_netd_address() {
     assert_eq!(hint.get(&NET_HINT_READY, 0).expect("ready"), 1);
     assert_eq!(send(&lab, gw2).verdict, VERDICT_DROP);
     assert_eq!(cross(&lab), 6);
-    let _ = &lab.uplink;
 }
 
 // ---------------------------------------------------------------------------
@@ -1360,7 +999,7 @@ fn the_outside_skips_the_lookups_but_never_a_netd_address() {
 
 #[test]
 fn removing_a_port_or_a_container_ends_its_flows() {
-    let mut lab = Lab::new();
+    let mut lab = lab();
     let (client, uplink, remote) = (ip(CLIENT), ip(UPLINK), ip(REMOTE));
     let (c_ip, c_if) = (lab.c.ip, lab.c.ifindex);
     for port in [8080, 8081] {
@@ -1457,7 +1096,7 @@ fn pinned_ct_size(pins: &PinDir) -> u32 {
 
 #[test]
 fn changing_the_conntrack_size_keeps_the_flows() {
-    let mut lab = Lab::new();
+    let mut lab = lab();
     let (remote, uplink) = (ip(REMOTE), ip(UPLINK));
     let a = lab.a.ip;
     redirected(&lab.send(&lab.a, remote, TCP, &tcp(a, remote, 40000, 80, SYN)));
@@ -1517,14 +1156,7 @@ fn uplink_attach_is_idempotent_and_readopted() {
         Vec::<String>::new(),
         "an uplink pin is not an endpoint pin"
     );
-    let ids = |name: &str| -> Vec<u32> {
-        SchedClassifier::query_tcx(name, TcAttachType::Ingress)
-            .expect("query")
-            .1
-            .iter()
-            .map(|p| p.id())
-            .collect()
-    };
+    let ids = |name: &str| tcx_program_ids(name, TcAttachType::Ingress);
     assert_eq!(ids(&uplink.host).len(), 1);
 
     // A restarted daemon adopts the link and switches it to its program.
@@ -1556,7 +1188,7 @@ fn uplink_attach_is_idempotent_and_readopted() {
 /// A one-shot TCP or UDP server in `netns` on `port`, printing the peer's
 /// address when a client talks to it (and answering "pong").
 struct Server {
-    child: Child,
+    child: Process,
 }
 
 impl Server {
@@ -1590,24 +1222,19 @@ impl Server {
             .read_line(&mut line)
             .expect("read");
         assert_eq!(line.trim(), "ready");
-        Server { child }
+        Server {
+            child: Process(child),
+        }
     }
 
     /// The address the server saw the client come from.
     fn peer(mut self) -> String {
         let mut line = String::new();
-        BufReader::new(self.child.stdout.take().expect("stdout"))
+        BufReader::new(self.child.0.stdout.take().expect("stdout"))
             .read_line(&mut line)
             .expect("read");
-        let _ = self.child.wait();
+        let _ = self.child.0.wait();
         line.trim().to_string()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -1730,54 +1357,7 @@ fn real_traffic(checksums: Checksums) {
     // Container.
     let cont = Veth::new();
     let c_ns = cont.netns.0.clone();
-    for key in ["all", "default"] {
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            &c_ns,
-            "sysctl",
-            "-qw",
-            &format!("net.ipv6.conf.{key}.disable_ipv6=1"),
-        ]);
-    }
-    run(&[
-        "sysctl",
-        "-qw",
-        &format!("net.ipv6.conf.{}.disable_ipv6=1", cont.host),
-    ]);
-    run(&[
-        "ip",
-        "-n",
-        &c_ns,
-        "link",
-        "set",
-        &cont.peer,
-        "address",
-        &mac_str(c_addr),
-    ]);
-    run(&[
-        "ip",
-        "-n",
-        &c_ns,
-        "addr",
-        "add",
-        &format!("{c_addr}/24"),
-        "dev",
-        &cont.peer,
-    ]);
-    run(&["ip", "-n", &c_ns, "link", "set", &cont.peer, "up"]);
-    run(&["ip", "-n", &c_ns, "link", "set", "lo", "up"]);
-    run(&[
-        "ip",
-        "-n",
-        &c_ns,
-        "route",
-        "add",
-        "default",
-        "via",
-        &gw.to_string(),
-    ]);
+    cont.plumb(c_addr, gw);
     run(&["ip", "link", "set", &cont.host, "up"]);
 
     let mut dp = pins.load();
@@ -1796,14 +1376,7 @@ fn real_traffic(checksums: Checksums) {
     // before linkwatch has seen them).
     let deadline = Instant::now() + Duration::from_secs(10);
     for dev in [&outside.host, &cont.host] {
-        while fs::read_to_string(format!("/sys/class/net/{dev}/operstate"))
-            .expect("operstate")
-            .trim()
-            != "up"
-        {
-            assert!(Instant::now() < deadline, "{dev} never came up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_up(dev, deadline);
     }
 
     // Ping: echo out with the uplink's address, reply back in.

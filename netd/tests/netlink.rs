@@ -1,9 +1,9 @@
 //! Kernel plumbing tests: namespaces, bridges, veth endpoints and sandboxed
 //! processes, checked against what `ip -j` reports.
 //!
-//! They need root (they are skipped otherwise) and run in parallel: every
-//! object gets a unique name (`nl<pid><n>`) and a guard deletes it even if
-//! the test panics. Traffic only goes to addresses on a bridge and
+//! They need root (they fail, saying so, otherwise) and run in parallel:
+//! every object gets a unique name (`nl<pid><n>`) and a guard deletes it
+//! even if the test panics. Traffic only goes to addresses on a bridge and
 //! namespaces the test itself made (10.231.x.0/24), or over a veth pair it
 //! made (10.233.x.0/24, macvlan).
 
@@ -15,21 +15,17 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+mod bpf_harness;
+
+use bpf_harness::{
+    addr::{mac_of, mac_str},
+    cmd::run,
+    guards::unique,
+    root::require_root,
+};
 use netd::netlink::{EndpointPlumbing, MacvlanPlumbing, Netlink, NetlinkError, Netns, netns};
 use netd::sandbox;
 use serde_json::Value;
-
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-/// A name unique to this process and call, short enough for an interface
-/// name (15 bytes): `nl` + pid (at most 7 digits) + a counter.
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}{}{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// A /24 in 10.231.0.0/16 unlikely to be used by a concurrent test run:
 /// the third octet mixes the pid with a per-process counter.
@@ -37,15 +33,6 @@ fn test_subnet() -> u8 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let k = NEXT.fetch_add(1, Ordering::Relaxed) % 8;
     ((std::process::id() % 32) * 8 + k) as u8
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("skipping: this test needs root");
-    }
-    root
 }
 
 /// Deletes what a test made, on success and on panic alike.
@@ -114,13 +101,6 @@ fn has_flag(link: &Value, flag: &str) -> bool {
         .is_some_and(|f| f.iter().any(|x| x == flag))
 }
 
-fn mac_string(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
@@ -140,12 +120,6 @@ fn netns_id(name: &str) -> String {
         .expect("stat netns")
         .ino();
     format!("net:[{ino}]")
-}
-
-/// `02:42:` + the IPv4 address, as the engine derives MACs.
-fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
-    let [a, b, c, d] = ip.octets();
-    [0x02, 0x42, a, b, c, d]
 }
 
 /// Whether this kernel has IPv6 at all (otherwise there is nothing to turn
@@ -230,7 +204,7 @@ fn neighbour(bridge: &str, ip: Ipv4Addr) -> Option<Value> {
 /// learning and flooding off on the port, and IPv6 off in the container and
 /// on the host side.
 fn assert_isolated(ns: &str, bridge: &str, host: &str, ifname: &str, ip: Ipv4Addr, mac: [u8; 6]) {
-    let mac_s = mac_string(mac);
+    let mac_s = mac_str(mac);
     let n = neighbour(bridge, ip).unwrap_or_else(|| panic!("no neighbour entry for {ip}"));
     assert_eq!(n["lladdr"], mac_s.as_str(), "{n}");
     assert_eq!(n["state"], serde_json::json!(["PERMANENT"]), "{n}");
@@ -268,9 +242,7 @@ fn assert_isolated(ns: &str, bridge: &str, host: &str, ifname: &str, ip: Ipv4Add
 
 #[test]
 fn netns_create_exists_delete() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let name = unique("nl");
     let mut cleanup = Cleanup::default();
     cleanup.netns.push(name.clone());
@@ -322,9 +294,7 @@ fn netns_create_exists_delete() {
 
 #[tokio::test]
 async fn bridge_and_endpoints() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut cleanup = Cleanup::default();
     let ns = unique("nl");
     let br = unique("nlb");
@@ -340,7 +310,7 @@ async fn bridge_and_endpoints() {
     let nl = Netlink::new().await.expect("netlink");
     netns::create(&ns).expect("create netns");
 
-    let gw_mac = mac_for(gateway);
+    let gw_mac = mac_of(gateway);
     let br_index = nl
         .ensure_bridge(&br, gateway, 24, gw_mac)
         .await
@@ -355,7 +325,7 @@ async fn bridge_and_endpoints() {
     assert_eq!(nl.link_index(&br).await.unwrap(), Some(br_index));
     let br_link = link_json(None, &br).expect("bridge exists");
     assert!(has_flag(&br_link, "UP"), "{br_link}");
-    assert_eq!(br_link["address"], mac_string(gw_mac).as_str(), "{br_link}");
+    assert_eq!(br_link["address"], mac_str(gw_mac).as_str(), "{br_link}");
     let br_addrs = ip_json(&["addr", "show", "dev", &br]);
     assert!(
         br_addrs[0]["addr_info"]
@@ -385,13 +355,13 @@ async fn bridge_and_endpoints() {
     // Enslaving a port does not move the bridge's MAC off the gateway's.
     assert_eq!(
         link_json(None, &br).unwrap()["address"],
-        mac_string(gw_mac).as_str()
+        mac_str(gw_mac).as_str()
     );
 
     // Container side: name, MAC, MTU, address, up.
     let eth0 = ip_json(&["-n", &ns, "addr", "show", "dev", "eth0"]);
     let eth0 = &eth0[0];
-    assert_eq!(eth0["address"], mac_string(mac0).as_str(), "{eth0}");
+    assert_eq!(eth0["address"], mac_str(mac0).as_str(), "{eth0}");
     assert_eq!(eth0["mtu"], 1400);
     assert!(has_flag(eth0, "UP"), "{eth0}");
     assert!(
@@ -545,15 +515,13 @@ async fn bridge_and_endpoints() {
 
 #[tokio::test]
 async fn bridge_mac_is_set_and_fixed() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut cleanup = Cleanup::default();
     let br = unique("nlb");
     cleanup.links.push(br.clone());
     let x = test_subnet();
     let gateway = Ipv4Addr::new(10, 231, x, 1);
-    let mac = mac_for(gateway);
+    let mac = mac_of(gateway);
     let nl = Netlink::new().await.expect("netlink");
 
     let index = nl
@@ -561,7 +529,7 @@ async fn bridge_mac_is_set_and_fixed() {
         .await
         .expect("bridge");
     let link = link_json(None, &br).unwrap();
-    assert_eq!(link["address"], mac_string(mac).as_str(), "{link}");
+    assert_eq!(link["address"], mac_str(mac).as_str(), "{link}");
     if has_ipv6() {
         assert_eq!(disable_ipv6(None, &br), "1");
         assert_eq!(ipv6_addrs(None, Some(&br)), Vec::<Value>::new());
@@ -569,11 +537,7 @@ async fn bridge_mac_is_set_and_fixed() {
 
     // Someone changed it (or an older netd let it follow its ports): the
     // next ensure_bridge puts the gateway MAC back, on the same bridge.
-    let out = Command::new("ip")
-        .args(["link", "set", &br, "address", "02:42:0a:e7:00:63"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    run(&["ip", "link", "set", &br, "address", "02:42:0a:e7:00:63"]);
     assert_eq!(
         nl.ensure_bridge(&br, gateway, 24, mac)
             .await
@@ -581,21 +545,17 @@ async fn bridge_mac_is_set_and_fixed() {
         index
     );
     let link = link_json(None, &br).unwrap();
-    assert_eq!(link["address"], mac_string(mac).as_str(), "{link}");
+    assert_eq!(link["address"], mac_str(mac).as_str(), "{link}");
     assert!(has_flag(&link, "UP"), "{link}");
 
     // A bridge made without a MAC (e.g. by an older netd) is adopted too.
     nl.delete_link(&br).await.unwrap();
-    let out = Command::new("ip")
-        .args(["link", "add", &br, "type", "bridge"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    run(&["ip", "link", "add", &br, "type", "bridge"]);
     nl.ensure_bridge(&br, gateway, 24, mac)
         .await
         .expect("adopt a plain bridge");
     let link = link_json(None, &br).unwrap();
-    assert_eq!(link["address"], mac_string(mac).as_str(), "{link}");
+    assert_eq!(link["address"], mac_str(mac).as_str(), "{link}");
 
     // The kernel's refusal (a multicast MAC) names the bridge and the step.
     let err = nl
@@ -625,30 +585,13 @@ fn make_lan(cleanup: &mut Cleanup) -> Lan {
     let x = test_subnet();
     let router = Ipv4Addr::new(10, 233, x, 1);
     netns::create(&ns).expect("create lan netns");
-    let cmds: [&[&str]; 4] = [
-        &[
-            "link", "add", &parent, "type", "veth", "peer", "name", "lan0", "netns", &ns,
-        ],
-        &["link", "set", &parent, "up"],
-        &[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{router}/24"),
-            "dev",
-            "lan0",
-        ],
-        &["-n", &ns, "link", "set", "lan0", "up"],
-    ];
-    for args in cmds {
-        let out = Command::new("ip").args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    run(&[
+        "ip", "link", "add", &parent, "type", "veth", "peer", "name", "lan0", "netns", &ns,
+    ]);
+    run(&["ip", "link", "set", &parent, "up"]);
+    let cidr = format!("{router}/24");
+    run(&["ip", "-n", &ns, "addr", "add", &cidr, "dev", "lan0"]);
+    run(&["ip", "-n", &ns, "link", "set", "lan0", "up"]);
     Lan {
         parent,
         ns,
@@ -669,9 +612,7 @@ fn ping_from(ns: &str, dst: Ipv4Addr) -> bool {
 
 #[tokio::test]
 async fn macvlan_endpoint() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut cleanup = Cleanup::default();
     let lan = make_lan(&mut cleanup);
     let ns = unique("nl");
@@ -685,7 +626,7 @@ async fn macvlan_endpoint() {
         netns: Netns::from(ns.as_str()),
         parent: lan.parent.clone(),
         ifname: "eth0".into(),
-        mac: mac_for(ip),
+        mac: mac_of(ip),
         ip,
         prefix_len: 24,
         gateway: lan.router,
@@ -700,7 +641,7 @@ async fn macvlan_endpoint() {
     let eth0 = &eth0[0];
     assert_eq!(eth0["linkinfo"]["info_kind"], "macvlan", "{eth0}");
     assert_eq!(eth0["linkinfo"]["info_data"]["mode"], "bridge", "{eth0}");
-    assert_eq!(eth0["address"], mac_string(p.mac).as_str(), "{eth0}");
+    assert_eq!(eth0["address"], mac_str(p.mac).as_str(), "{eth0}");
     assert_eq!(eth0["mtu"], 1400);
     assert!(has_flag(eth0, "UP"), "{eth0}");
     assert!(
@@ -722,7 +663,7 @@ async fn macvlan_endpoint() {
         assert_eq!(ipv6_addrs(Some(&ns), None), Vec::<Value>::new());
     }
     // Nothing of it shows up in the host namespace.
-    assert!(link_json(None, "eth0").is_none_or(|l| l["address"] != mac_string(p.mac).as_str()));
+    assert!(link_json(None, "eth0").is_none_or(|l| l["address"] != mac_str(p.mac).as_str()));
 
     // Traffic over the parent to the LAN's router, both ways.
     assert!(ping_from(&ns, lan.router), "ping {} from {ns}", lan.router);
@@ -730,22 +671,19 @@ async fn macvlan_endpoint() {
 
     // Re-adoption is idempotent and fixes a changed MAC.
     nl.create_macvlan_endpoint(&p).await.expect("adopt");
-    let out = Command::new("ip")
-        .args([
-            "-n",
-            &ns,
-            "link",
-            "set",
-            "eth0",
-            "address",
-            "02:42:0a:e9:00:63",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    run(&[
+        "ip",
+        "-n",
+        &ns,
+        "link",
+        "set",
+        "eth0",
+        "address",
+        "02:42:0a:e9:00:63",
+    ]);
     nl.create_macvlan_endpoint(&p).await.expect("adopt again");
     let eth0 = link_json(Some(&ns), "eth0").unwrap();
-    assert_eq!(eth0["address"], mac_string(p.mac).as_str(), "{eth0}");
+    assert_eq!(eth0["address"], mac_str(p.mac).as_str(), "{eth0}");
     assert!(ping_from(&ns, lan.router), "ping after re-adoption");
 
     // Removing it, then again, then in a missing namespace: all fine.
@@ -764,9 +702,7 @@ async fn macvlan_endpoint() {
 
 #[tokio::test]
 async fn macvlan_failures_leave_nothing_behind() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut cleanup = Cleanup::default();
     let lan = make_lan(&mut cleanup);
     let ns = unique("nl");
@@ -777,7 +713,7 @@ async fn macvlan_failures_leave_nothing_behind() {
         netns: Netns::from(ns.as_str()),
         parent: lan.parent.clone(),
         ifname: "eth0".into(),
-        mac: mac_for(ip),
+        mac: mac_of(ip),
         ip,
         prefix_len: 24,
         gateway: lan.router,
@@ -842,11 +778,7 @@ async fn macvlan_failures_leave_nothing_behind() {
 
     // The name is taken by something that is not our macvlan: refused and
     // left alone (a bridge stands in; this kernel has no dummy driver).
-    let out = Command::new("ip")
-        .args(["-n", &ns, "link", "add", "eth0", "type", "bridge"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    run(&["ip", "-n", &ns, "link", "add", "eth0", "type", "bridge"]);
     let err = nl
         .create_macvlan_endpoint(&p)
         .await
@@ -894,9 +826,7 @@ async fn macvlan_failures_leave_nothing_behind() {
 
 #[tokio::test]
 async fn endpoint_failures_leave_nothing_behind() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut cleanup = Cleanup::default();
     let ns = unique("nl");
     let br = unique("nlb");
@@ -909,7 +839,7 @@ async fn endpoint_failures_leave_nothing_behind() {
     let x = test_subnet();
     let gateway = Ipv4Addr::new(10, 231, x, 1);
     let nl = Netlink::new().await.expect("netlink");
-    nl.ensure_bridge(&br, gateway, 24, mac_for(gateway))
+    nl.ensure_bridge(&br, gateway, 24, mac_of(gateway))
         .await
         .expect("bridge");
 
@@ -965,28 +895,16 @@ async fn endpoint_failures_leave_nothing_behind() {
 
     // The container-side name is taken inside the namespace: the atomic
     // create fails and no host veth appears.
-    let out = Command::new("ip")
-        .args(["-n", &ns, "link", "add", "eth0", "type", "bridge"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    run(&["ip", "-n", &ns, "link", "add", "eth0", "type", "bridge"]);
     let err = nl.create_endpoint(&ep).await.expect_err("eth0 taken");
     assert_eq!(err.raw_os_error(), Some(libc::EEXIST), "{err}");
     assert!(err.to_string().contains("File exists"), "{err}");
     assert!(link_json(None, &host).is_none());
-    let out = Command::new("ip")
-        .args(["-n", &ns, "link", "del", "eth0"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    run(&["ip", "-n", &ns, "link", "del", "eth0"]);
 
     // A host link of that name that is not our veth is not adopted. (The
     // kernel here has no dummy driver; bridges stand in for "some other link".)
-    let out = Command::new("ip")
-        .args(["link", "add", &host, "type", "bridge"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    run(&["ip", "link", "add", &host, "type", "bridge"]);
     let err = nl.create_endpoint(&ep).await.expect_err("not a veth");
     assert!(matches!(err, NetlinkError::LinkConflict { .. }), "{err}");
     assert!(link_json(None, &host).is_some(), "someone else's link kept");
@@ -995,13 +913,11 @@ async fn endpoint_failures_leave_nothing_behind() {
     // ensure_bridge refuses to adopt something that is not a bridge (this
     // kernel has no dummy driver, so a veth pair stands in).
     let peer = unique("nlp");
-    let out = Command::new("ip")
-        .args(["link", "add", &other, "type", "veth", "peer", "name", &peer])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    run(&[
+        "ip", "link", "add", &other, "type", "veth", "peer", "name", &peer,
+    ]);
     let err = nl
-        .ensure_bridge(&other, gateway, 24, mac_for(gateway))
+        .ensure_bridge(&other, gateway, 24, mac_of(gateway))
         .await
         .expect_err("not a bridge");
     assert!(matches!(err, NetlinkError::LinkConflict { .. }), "{err}");
@@ -1040,9 +956,7 @@ fn strings(args: &[&str]) -> Vec<String> {
 
 #[test]
 fn sandbox_spawn_logs_inside_netns() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut cleanup = Cleanup::default();
     let ns = unique("nl");
     cleanup.netns.push(ns.clone());
@@ -1105,9 +1019,7 @@ fn sandbox_spawn_logs_inside_netns() {
 
 #[test]
 fn sandbox_exec_returns_status() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut cleanup = Cleanup::default();
     let ns = unique("nl");
     cleanup.netns.push(ns.clone());
@@ -1139,9 +1051,7 @@ fn sandbox_exec_returns_status() {
 
 #[test]
 fn sandbox_alive_and_stop() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut cleanup = Cleanup::default();
     let log = std::env::temp_dir().join(format!("{}.log", unique("nl")));
     cleanup.files.push(log.clone());

@@ -6,10 +6,10 @@
 //! `HOST_CFG` with the test process's netns cookie, and attaches the hooks to
 //! the cgroup v2 root as (multi-attach) cgroup links, next to whatever other
 //! tests and daemons attached there. The published "container" is a
-//! namespace the test creates behind a veth (addresses: a random /30 of
-//! 100.64.0.0/10), running std servers; the host side only uses loopback,
-//! that veth's address, and ports no other test uses (free ports picked at
-//! run time).
+//! namespace the test creates behind a veth (addresses: a /30 of
+//! 198.18.0.0/16, see `bpf_harness::guards::Veth`), running std servers;
+//! the host side only uses loopback, that veth's address, and ports no
+//! other test uses (free ports picked at run time).
 //! Guards remove pins (which detaches the links), namespaces and veths,
 //! also when a test panics, so tests run in parallel and leave nothing
 //! behind.
@@ -22,36 +22,23 @@
 //! Linux >= 5.18 (`bpf_set_retval`).
 
 use std::{
-    fs::File,
-    io::{self, Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
-    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
+    io,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket},
+    os::unix::fs::MetadataExt as _,
     path::PathBuf,
-    process::Command,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread::{self, JoinHandle},
-    time::Duration,
 };
 
 mod bpf_harness;
 
-use bpf_harness::{PinDir, next_id, run};
+use bpf_harness::{
+    cmd::run,
+    guards::{Netns, PinDir, Veth, unique},
+    servers::{IO_TIMEOUT, Server, tcp_hello},
+};
 use netd::dataplane::{Dataplane, Proto, SocketHook, cgroup2_root, host_netns_cookie};
 
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
 const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 const LOOPBACK_2: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
-
-fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut buf = [0u8; N];
-    // SAFETY: getrandom writes at most buf.len() bytes into buf.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), N, 0) };
-    assert_eq!(n, N as isize);
-    buf
-}
 
 /// A port that is free for TCP and UDP on every address right now. Binding
 /// port 0 can itself fail with EADDRINUSE when the kernel happens to pick a
@@ -70,202 +57,29 @@ fn free_port() -> u16 {
     panic!("no free port found");
 }
 
-/// A namespace behind a veth, standing in for a container: `host_addr` on
-/// the host side, `addr` on `eth0` inside. Deleted on drop.
-struct Netns {
-    name: String,
-    host_if: String,
-    host_addr: Ipv4Addr,
-    addr: Ipv4Addr,
-}
-
-impl Netns {
-    fn new() -> Netns {
-        let pid = std::process::id();
-        let n = next_id();
-        let [a, b, c] = random_bytes::<3>();
-        let base = [100, 64 + a % 64, b, c & 0xfc];
-        let ns = Netns {
-            name: format!("netd-test-sock-{pid}-{n}"),
-            host_if: format!("nsk{}{n}", pid % 100_000),
-            host_addr: Ipv4Addr::new(base[0], base[1], base[2], base[3] + 1),
-            addr: Ipv4Addr::new(base[0], base[1], base[2], base[3] + 2),
-        };
-        run(&["ip", "netns", "add", &ns.name]);
-        run(&[
-            "ip",
-            "link",
-            "add",
-            &ns.host_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &ns.name,
-        ]);
-        run(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{}/30", ns.host_addr),
-            "dev",
-            &ns.host_if,
-        ]);
-        run(&["ip", "link", "set", &ns.host_if, "up"]);
-        let inside = format!("{}/30", ns.addr);
-        run(&["ip", "-n", &ns.name, "addr", "add", &inside, "dev", "eth0"]);
-        run(&["ip", "-n", &ns.name, "link", "set", "eth0", "up"]);
-        run(&["ip", "-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// A namespace with nothing but `lo` (up).
-    fn bare() -> Netns {
-        let n = next_id();
-        let ns = Netns {
-            name: format!("netd-test-sock-{}-{n}", std::process::id()),
-            host_if: String::new(),
-            host_addr: Ipv4Addr::UNSPECIFIED,
-            addr: Ipv4Addr::UNSPECIFIED,
-        };
-        run(&["ip", "netns", "add", &ns.name]);
-        run(&["ip", "-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn host_ifindex(&self) -> u32 {
-        std::fs::read_to_string(format!("/sys/class/net/{}/ifindex", self.host_if))
-            .expect("read ifindex")
-            .trim()
-            .parse()
-            .expect("parse ifindex")
-    }
-
-    /// Runs `f` on a thread that joined this namespace; sockets created
-    /// there stay in it wherever they are used afterwards.
-    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        thread::spawn(move || {
-            let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-            // SAFETY: setns on a valid namespace fd; it only changes this
-            // thread's network namespace.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {path}: {}", io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("thread in the namespace")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if !self.host_if.is_empty() {
-            let _ = Command::new("ip")
-                .args(["link", "del", &self.host_if])
-                .output();
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-/// A server thread, stopped and joined on drop. TCP: answers every
-/// connection with `<marker>\n` and closes it. UDP: answers every datagram
-/// with `<marker>:<datagram>`.
-struct Server {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    fn tcp(listener: TcpListener, marker: &'static str) -> Server {
-        listener.set_nonblocking(true).unwrap();
-        Server::spawn(move |stop| {
-            while !stop.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut s, _)) => {
-                        let _ = s.set_nonblocking(false);
-                        let _ = s.write_all(format!("{marker}\n").as_bytes());
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        thread::sleep(Duration::from_millis(5));
-                    }
-                    Err(e) => panic!("accept: {e}"),
-                }
-            }
-        })
-    }
-
-    fn udp(socket: UdpSocket, marker: &'static str) -> Server {
-        socket
-            .set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        Server::spawn(move |stop| {
-            let mut buf = [0u8; 512];
-            while !stop.load(Ordering::Relaxed) {
-                match socket.recv_from(&mut buf) {
-                    Ok((n, from)) => {
-                        let reply = format!("{marker}:{}", String::from_utf8_lossy(&buf[..n]));
-                        let _ = socket.send_to(reply.as_bytes(), from);
-                    }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                        ) => {}
-                    Err(e) => panic!("recv_from: {e}"),
-                }
-            }
-        })
-    }
-
-    fn spawn(f: impl FnOnce(&AtomicBool) + Send + 'static) -> Server {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        Server {
-            stop,
-            thread: Some(thread::spawn(move || f(&flag))),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Connects to `addr:port` and reads what the server says (the marker).
-fn tcp_hello(addr: Ipv4Addr, port: u16) -> io::Result<String> {
-    let to = SocketAddr::V4(SocketAddrV4::new(addr, port));
-    let mut s = TcpStream::connect_timeout(&to, IO_TIMEOUT)?;
-    s.set_read_timeout(Some(IO_TIMEOUT))?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out.trim_end().to_string())
+/// A namespace behind a veth, standing in for a container: `peer_addr`
+/// inside, `host_addr` (its default gateway) on the host side.
+fn container() -> Veth {
+    let veth = Veth::new();
+    veth.plumb(veth.peer_addr, veth.host_addr);
+    veth.address_host_side();
+    veth
 }
 
 /// The data path of one test with the socket hooks attached and `HOST_CFG`
 /// naming the test process's namespace, plus the "container" namespace.
 /// Field order is drop order: the data path handle, then the pins (which
-/// detaches the hooks), then the namespace.
+/// detaches the hooks), then the container.
 struct Lab {
     dp: Dataplane,
     _pins: PinDir,
-    ns: Netns,
+    container: Veth,
 }
 
 impl Lab {
     fn new() -> Lab {
         let pins = PinDir::new();
-        let ns = Netns::new();
+        let container = container();
         let mut dp = pins.load();
         dp.set_host(None, host_netns_cookie().expect("netns cookie"))
             .expect("set_host");
@@ -274,11 +88,12 @@ impl Lab {
         Lab {
             dp,
             _pins: pins,
-            ns,
+            container,
         }
     }
 
-    /// Publishes `host_addr:host_port/proto` to `self.ns.addr:target_port`.
+    /// Publishes `host_addr:host_port/proto` to
+    /// `container.peer_addr:target_port`.
     fn publish(
         &mut self,
         host_addr: Option<Ipv4Addr>,
@@ -286,13 +101,13 @@ impl Lab {
         proto: Proto,
         target_port: u16,
     ) {
-        let ifindex = self.ns.host_ifindex();
+        let ifindex = self.container.ifindex();
         self.dp
             .set_publish(
                 host_addr,
                 host_port,
                 proto,
-                self.ns.addr,
+                self.container.peer_addr,
                 target_port,
                 ifindex,
                 1,
@@ -300,22 +115,24 @@ impl Lab {
             .expect("set_publish");
     }
 
-    /// A TCP server on `ns.addr:port` inside the namespace.
+    /// A TCP server on `container.peer_addr:port` inside the namespace.
     fn tcp_server(&self, port: u16, marker: &'static str) -> Server {
-        let addr = self.ns.addr;
+        let addr = self.container.peer_addr;
         let listener = self
-            .ns
+            .container
+            .netns
             .run(move || TcpListener::bind((addr, port)).expect("bind in the namespace"));
         Server::tcp(listener, marker)
     }
 
-    /// A UDP server on `ns.addr:port` inside the namespace.
+    /// A UDP server on `container.peer_addr:port` inside the namespace.
     fn udp_server(&self, port: u16, marker: &'static str) -> Server {
-        let addr = self.ns.addr;
+        let addr = self.container.peer_addr;
         let socket = self
-            .ns
+            .container
+            .netns
             .run(move || UdpSocket::bind((addr, port)).expect("bind in the namespace"));
-        Server::udp(socket, marker)
+        Server::udp(socket, move |msg| format!("{marker}:{msg}"))
     }
 }
 
@@ -341,29 +158,40 @@ fn tcp_to_a_published_port_on_a_host_address_reaches_the_target() {
         tcp_hello(LOCALHOST, other).unwrap_err().kind(),
         io::ErrorKind::ConnectionRefused
     );
-    assert_eq!(tcp_hello(lab.ns.addr, target_port).unwrap(), "target");
+    assert_eq!(
+        tcp_hello(lab.container.peer_addr, target_port).unwrap(),
+        "target"
+    );
 
     // Another address of the host counts once it is in HOST_ADDRS.
     assert_eq!(
-        tcp_hello(lab.ns.host_addr, port).unwrap_err().kind(),
+        tcp_hello(lab.container.host_addr, port).unwrap_err().kind(),
         io::ErrorKind::ConnectionRefused
     );
-    lab.dp.set_host_addresses(&[lab.ns.host_addr]).unwrap();
-    assert_eq!(lab.dp.host_addresses().unwrap(), vec![lab.ns.host_addr]);
-    assert_eq!(tcp_hello(lab.ns.host_addr, port).unwrap(), "target");
+    lab.dp
+        .set_host_addresses(&[lab.container.host_addr])
+        .unwrap();
+    assert_eq!(
+        lab.dp.host_addresses().unwrap(),
+        vec![lab.container.host_addr]
+    );
+    assert_eq!(tcp_hello(lab.container.host_addr, port).unwrap(), "target");
     lab.dp.set_host_addresses(&[]).unwrap();
     assert!(lab.dp.host_addresses().unwrap().is_empty());
     assert_eq!(
-        tcp_hello(lab.ns.host_addr, port).unwrap_err().kind(),
+        tcp_hello(lab.container.host_addr, port).unwrap_err().kind(),
         io::ErrorKind::ConnectionRefused
     );
 
     // The uplink address (HOST_CFG) counts too.
     let cookie = host_netns_cookie().unwrap();
     lab.dp
-        .set_host(Some((lab.ns.host_ifindex(), lab.ns.host_addr)), cookie)
+        .set_host(
+            Some((lab.container.ifindex(), lab.container.host_addr)),
+            cookie,
+        )
         .unwrap();
-    assert_eq!(tcp_hello(lab.ns.host_addr, port).unwrap(), "target");
+    assert_eq!(tcp_hello(lab.container.host_addr, port).unwrap(), "target");
     lab.dp.set_host(None, cookie).unwrap();
 
     // Unpublished: back to the host's own (closed) port.
@@ -455,7 +283,9 @@ fn loopback_only_publish_is_not_applied_to_other_host_addresses() {
     let (port, target_port) = (free_port(), free_port());
     let _server = lab.tcp_server(target_port, "target");
     lab.publish(Some(LOCALHOST), port, Proto::Tcp, target_port);
-    lab.dp.set_host_addresses(&[lab.ns.host_addr]).unwrap();
+    lab.dp
+        .set_host_addresses(&[lab.container.host_addr])
+        .unwrap();
 
     // Host processes may still use the port on the other addresses.
     let _local2 = Server::tcp(
@@ -463,13 +293,17 @@ fn loopback_only_publish_is_not_applied_to_other_host_addresses() {
         "local 127.0.0.2",
     );
     let _local_host = Server::tcp(
-        TcpListener::bind((lab.ns.host_addr, port)).expect("the veth address is not published"),
+        TcpListener::bind((lab.container.host_addr, port))
+            .expect("the veth address is not published"),
         "local veth",
     );
 
     assert_eq!(tcp_hello(LOCALHOST, port).unwrap(), "target");
     assert_eq!(tcp_hello(LOOPBACK_2, port).unwrap(), "local 127.0.0.2");
-    assert_eq!(tcp_hello(lab.ns.host_addr, port).unwrap(), "local veth");
+    assert_eq!(
+        tcp_hello(lab.container.host_addr, port).unwrap(),
+        "local veth"
+    );
 }
 
 #[test]
@@ -482,7 +316,8 @@ fn sockets_in_other_namespaces_are_left_alone() {
     lab.publish(None, port, Proto::Udp, target_port);
     assert_eq!(tcp_hello(LOCALHOST, port).unwrap(), "target");
 
-    let other = Netns::bare();
+    let other = Netns::new("o");
+    run(&["ip", "-n", &other.0, "link", "set", "lo", "up"]);
     let (tcp_answer, udp_answer) = other.run(move || {
         // Binding the published port is fine there (not the daemon's
         // namespace), and connecting to it reaches that namespace's own
@@ -492,7 +327,7 @@ fn sockets_in_other_namespaces_are_left_alone() {
         let tcp_answer = tcp_hello(LOCALHOST, port);
 
         let udp_local = UdpSocket::bind(("127.0.0.1", port)).expect("UDP bind in another netns");
-        let _udp_local = Server::udp(udp_local, "other netns");
+        let _udp_local = Server::udp(udp_local, |msg| format!("other netns:{msg}"));
         let client = UdpSocket::bind("0.0.0.0:0").unwrap();
         client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         client.send_to(b"ping", ("127.0.0.1", port)).unwrap();
@@ -517,7 +352,7 @@ fn without_the_netns_cookie_the_hooks_do_nothing() {
     assert_eq!(tcp_hello(LOCALHOST, port).unwrap(), "target");
 
     // Another namespace's cookie (e.g. another daemon's): not ours.
-    let foreign = lab.ns.run(|| host_netns_cookie().unwrap());
+    let foreign = lab.container.netns.run(|| host_netns_cookie().unwrap());
     assert_ne!(foreign, host_netns_cookie().unwrap());
     lab.dp.set_host(None, foreign).unwrap();
     assert_eq!(
@@ -536,13 +371,13 @@ fn without_the_netns_cookie_the_hooks_do_nothing() {
 #[test]
 fn hook_links_are_pinned_readopted_and_detached() {
     let pins = PinDir::new();
-    let ns = Netns::new();
+    let container = container();
     let cgroup = cgroup2_root().unwrap();
     let cgroup_id = std::fs::metadata(&cgroup).unwrap().ino();
     let cookie = host_netns_cookie().unwrap();
     let (port, target_port) = (free_port(), free_port());
-    let listener = ns.run({
-        let addr = ns.addr;
+    let listener = container.netns.run({
+        let addr = container.peer_addr;
         move || TcpListener::bind((addr, target_port)).unwrap()
     });
     let _server = Server::tcp(listener, "target");
@@ -554,9 +389,9 @@ fn hook_links_are_pinned_readopted_and_detached() {
         None,
         port,
         Proto::Tcp,
-        ns.addr,
+        container.peer_addr,
         target_port,
-        ns.host_ifindex(),
+        container.ifindex(),
         1,
     )
     .unwrap();
@@ -600,11 +435,7 @@ fn hook_links_are_pinned_readopted_and_detached() {
     assert_eq!(tcp_hello(LOCALHOST, port).unwrap(), "target");
 
     // Moved to another cgroup: the stale pins are replaced.
-    let child = cgroup.join(format!(
-        "netd-test-sock-{}-{}",
-        std::process::id(),
-        next_id()
-    ));
+    let child = cgroup.join(unique("netd-test-sock-"));
     std::fs::create_dir(&child).unwrap();
     struct RmDir(PathBuf);
     impl Drop for RmDir {

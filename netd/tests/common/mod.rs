@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+// The root check of the BPF harness, so that every privileged test fails
+// with the same message when not run as root.
+#[path = "../bpf_harness/root.rs"]
+mod root;
+
 /// How long a daemon may take to answer its first ping (building nothing,
 /// loading the eBPF object, restoring state). Generous: machines are shared.
 const READY_WAIT: Duration = Duration::from_secs(60);
@@ -85,6 +90,7 @@ impl Daemon {
     /// `{outside_net}` by the first three octets of its /24 (both are only
     /// chosen here), e.g. `--dns {outside_addr}:53`.
     pub fn start_with(extra: &[&str]) -> Daemon {
+        root::require_root();
         let prefix = random_prefix();
         let dir = std::env::temp_dir().join(format!("netd-test-{prefix}"));
         let _ = std::fs::remove_dir_all(&dir);
