@@ -14,6 +14,11 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
+/// How long a request may wait for netd's answer. Generous: creating a
+/// container touches the kernel a lot, a call may queue behind a slow one,
+/// and the machine may be busy; a hung daemon still ends the run.
+pub const TIMEOUT: Duration = Duration::from_secs(120);
+
 pub struct Api {
     socket: PathBuf,
 }
@@ -34,9 +39,7 @@ impl Api {
     ) -> Result<(u16, Vec<u8>)> {
         let mut stream = UnixStream::connect(&self.socket)
             .with_context(|| format!("cannot connect to {}", self.socket.display()))?;
-        // Generous: creating a container touches the kernel a lot, and the
-        // machine may be busy; a hung daemon still ends the run.
-        stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+        stream.set_read_timeout(Some(TIMEOUT))?;
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let request = format!(
             "{method} {path} HTTP/1.1\r\nHost: netd\r\nContent-Type: application/json\r\n\
@@ -137,7 +140,8 @@ impl Api {
     }
 }
 
-fn parse_response(response: &[u8]) -> Result<(u16, Vec<u8>)> {
+/// An HTTP/1.x response: the status and the (de-chunked) body.
+pub fn parse_response(response: &[u8]) -> Result<(u16, Vec<u8>)> {
     let split = response
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

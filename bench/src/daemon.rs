@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
-use crate::api::Api;
+use crate::api::{self, Api};
 use crate::cmd::{self, say};
 use crate::netns::{NETNS_DIR, Netns};
 
@@ -145,22 +145,30 @@ impl Daemon {
     /// as netd prints it (`netd_nat_flows_total{kind="published"}`); 0 if
     /// the daemon has no such series (nothing counted yet).
     pub fn metric(&self, series: &str) -> Result<f64> {
-        let mut conn = TcpStream::connect(self.metrics)
-            .with_context(|| format!("cannot reach netd's metrics on {}", self.metrics))?;
-        conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-        // HTTP/1.0: the body is sent whole and ends with the connection.
-        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: netd\r\n\r\n")?;
-        let mut response = String::new();
-        conn.read_to_string(&mut response)?;
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body)
-            .context("netd's metrics answer has no body")?;
-        Ok(body
+        Ok(self
+            .scrape()?
             .lines()
             .filter_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
             .filter_map(|value| value.trim().parse::<f64>().ok())
             .sum())
+    }
+
+    /// One scrape of the daemon's Prometheus metrics (`GET /metrics` on
+    /// `--metrics-addr`): the body.
+    pub fn scrape(&self) -> Result<String> {
+        let mut conn = TcpStream::connect(self.metrics)
+            .with_context(|| format!("cannot reach netd's metrics on {}", self.metrics))?;
+        conn.set_read_timeout(Some(api::TIMEOUT))?;
+        // HTTP/1.0: the body is sent whole and ends with the connection.
+        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: netd\r\n\r\n")?;
+        let mut response = Vec::new();
+        conn.read_to_end(&mut response)?;
+        let (status, body) =
+            api::parse_response(&response).context("bad answer to GET /metrics")?;
+        if status != 200 {
+            bail!("netd answered GET /metrics with {status}");
+        }
+        String::from_utf8(body).context("netd's metrics are not UTF-8")
     }
 
     /// Resident memory of the daemon (VmRSS), in KiB.

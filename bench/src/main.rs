@@ -71,7 +71,7 @@ struct RunArgs {
     /// Where the report (`<date>-<host>.md`, `.json`, `*.svg`) goes.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
-    /// Run only these scenarios (numbers from the benchmark issue: 1,2,3,4,5,6,7).
+    /// Run only these scenarios (numbers from the benchmark issue, 1 to 8).
     #[arg(long, value_delimiter = ',')]
     only: Vec<u8>,
     /// What sends the packet-rate frames (scenario 6): the kernel's pktgen
@@ -113,6 +113,10 @@ pub struct Plan {
     pub fleet: usize,
     /// BPF_PROG_TEST_RUN repetitions inside one syscall.
     pub prog_repeat: u32,
+    /// Containers the clients of the control-plane storm create and remove.
+    pub storm: usize,
+    /// Seconds the readers sample the idle daemon before each storm.
+    pub idle_secs: f64,
 }
 
 impl Plan {
@@ -127,6 +131,8 @@ impl Plan {
                 attaches: 20,
                 fleet: 100,
                 prog_repeat: 100_000,
+                storm: 20,
+                idle_secs: 3.0,
             }
         } else {
             Plan {
@@ -138,6 +144,8 @@ impl Plan {
                 attaches: 100,
                 fleet: 1000,
                 prog_repeat: 1_000_000,
+                storm: 100,
+                idle_secs: 10.0,
             }
         }
     }
@@ -212,6 +220,9 @@ fn run(args: RunArgs) -> Result<()> {
     }
     if wanted(7) {
         scenarios::control::run(&ctx, &mut report)?;
+    }
+    if wanted(8) {
+        scenarios::load::run(&ctx, &mut report)?;
     }
     scenarios::not_yet(&mut report);
 

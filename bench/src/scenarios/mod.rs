@@ -5,6 +5,7 @@ pub mod c2c;
 pub mod control;
 mod edge;
 mod floor;
+pub mod load;
 pub mod masq;
 pub mod natpps;
 pub mod progcost;
