@@ -353,6 +353,87 @@ impl Daemon {
         v
     }
 
+    /// `GET /_ping` on the API socket; the status line and body.
+    pub fn ping(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(self.socket()).unwrap();
+        s.write_all(b"GET /_ping HTTP/1.0\r\nHost: netd\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        s.read_to_string(&mut response).unwrap();
+        response
+    }
+
+    /// Starts the netd CLI without waiting for it.
+    pub fn spawn_cli(&self, args: &[&str]) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_netd"))
+            .arg("-H")
+            .arg(self.host())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Checks that the store, the daemon's answers and the kernel agree:
+    /// the persisted containers are the ones listed; each has its own
+    /// namespace with its endpoints' addresses, no address is held twice,
+    /// and no namespace or link of this daemon's belongs to nothing.
+    /// `bridges`: the daemon's bridge devices (one per bridge network).
+    pub fn assert_consistent(&self, bridges: usize) {
+        let stored = self.persisted().expect("the state loads");
+        let listed: std::collections::BTreeSet<String> = self
+            .ok(&["container", "ls", "--format", "json"])
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["Name"]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches('/')
+                    .to_string()
+            })
+            .collect();
+        let persisted: std::collections::BTreeSet<String> =
+            stored.containers.values().map(|c| c.name.clone()).collect();
+        assert_eq!(listed, persisted, "listed and persisted containers differ");
+        let mut addresses = std::collections::HashSet::new();
+        let mut namespaces = Vec::new();
+        let mut veths = 0;
+        for c in stored.containers.values() {
+            let netd::model::NetMode::Own { netns } = &c.net else {
+                continue;
+            };
+            assert!(netns_exists(netns), "{} has no namespace", c.name);
+            namespaces.push(netns.clone());
+            for ep in &c.endpoints {
+                assert!(
+                    addresses.insert((ep.network_id.clone(), ep.ip)),
+                    "{} handed out twice",
+                    ep.ip
+                );
+                let addrs = ip_json_in(netns, &["-4", "addr", "show", "dev", &ep.ifname]);
+                assert_eq!(
+                    addrs[0]["addr_info"][0]["local"],
+                    ep.ip.to_string().as_str(),
+                    "{}'s {}",
+                    c.name,
+                    ep.ifname
+                );
+                veths += 1;
+            }
+        }
+        namespaces.sort();
+        assert_eq!(self.own_netns(), namespaces, "namespaces");
+        let links = self.own_links();
+        assert_eq!(
+            links.len(),
+            bridges + veths,
+            "links {links:?} for {bridges} bridges and {veths} endpoints"
+        );
+    }
+
     /// Pids of container processes recorded in the persisted state.
     fn recorded_pids(&self) -> Vec<i32> {
         let Ok(state) = self.persisted() else {
