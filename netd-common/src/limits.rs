@@ -84,3 +84,11 @@ pub const LB_SVC_ENTRIES: u32 = 262144;
 /// Entries of `LB_STATS`: one counter per {service, backend}, as many
 /// as there can be backend slots.
 pub const LB_STATS_ENTRIES: u32 = LB_SVC_ENTRIES;
+
+/// Entries of `HOST_ADDRS`: the host addresses the socket hooks know
+/// besides loopback and the uplink's.
+pub const MAX_HOST_ADDRS: u32 = 1024;
+
+/// Entries of the `SOCK_UDP_REV` LRU: UDP {socket, published port} pairs
+/// in use at once.
+pub const UDP_REV_ENTRIES: u32 = 65536;

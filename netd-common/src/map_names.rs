@@ -67,6 +67,14 @@ pub const LB_STATS: &str = "LB_STATS";
 /// endpoint is a service's backend, so its replies may need translating
 /// back to a virtual IP; 0 otherwise.
 pub const LB_BACKENDS: &str = "LB_BACKENDS";
+/// Hash: host address ([`crate::ipv4_be`]) -> `u32` (unused, 0): the
+/// host's addresses besides 127.0.0.0/8 and `HOST_CFG.uplink_addr`, which
+/// the socket hooks and hairpin treat as "this host" for published ports.
+pub const HOST_ADDRS: &str = "HOST_ADDRS";
+/// LRU hash: [`crate::sock::UdpRevKey`] -> [`crate::sock::UdpRevValue`],
+/// the destination a UDP socket's application used, which
+/// `netd_recvmsg4` shows as the source of the replies.
+pub const SOCK_UDP_REV: &str = "SOCK_UDP_REV";
 
 /// Maps older netd versions pinned that this one replaced: removed from
 /// the pin directory on load (programs still attached from the older

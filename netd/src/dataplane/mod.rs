@@ -1142,7 +1142,4 @@ mod tests {
 // Cgroup socket hooks: published ports for the host's own sockets (module
 // `sock`, kernel side `netd-ebpf/src/sock.rs`).
 mod sock;
-pub use self::sock::{
-    HOST_ADDRS_MAP, MAX_HOST_ADDRS, SOCK_UDP_REV_MAP, SocketHook, SocketHookAttachment,
-    UDP_REV_ENTRIES, cgroup2_root, host_netns_cookie,
-};
+pub use self::sock::{SocketHook, SocketHookAttachment, cgroup2_root, host_netns_cookie};

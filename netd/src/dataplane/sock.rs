@@ -69,7 +69,12 @@ use aya::{
     },
     sys::SyscallError,
 };
-use netd_common::{PublishKey, ipv4_be};
+use netd_common::{
+    ipv4_be,
+    limits::{MAX_HOST_ADDRS, UDP_REV_ENTRIES},
+    map_names,
+    sock::{UdpRevKey, UdpRevValue},
+};
 use tracing::{debug, info, warn};
 
 use super::{
@@ -77,38 +82,13 @@ use super::{
     raw_link,
 };
 
-/// Map: host addresses (`ipv4_be` -> unused `u32`) besides loopback and the
-/// uplink's. Name as in `netd-ebpf/src/maps.rs`.
-pub const HOST_ADDRS_MAP: &str = "HOST_ADDRS";
-/// LRU map: {UDP socket cookie, container addr/port} -> original
-/// destination ([`PublishKey`]), for `netd_recvmsg4`.
-pub const SOCK_UDP_REV_MAP: &str = "SOCK_UDP_REV";
-/// Entries of `HOST_ADDRS` (as `netd-ebpf/src/sock.rs` `MAX_HOST_ADDRS`).
-pub const MAX_HOST_ADDRS: u32 = 1024;
-/// Entries of `SOCK_UDP_REV` (as `netd-ebpf/src/sock.rs` `UDP_REV_ENTRIES`).
-pub const UDP_REV_ENTRIES: u32 = 65536;
-
-/// `SOCK_UDP_REV` key, as `netd-ebpf/src/sock.rs` `UdpRevKey`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct UdpRevKey {
-    cookie: u64,
-    addr: u32,
-    port: u16,
-    _pad: u16,
-}
-
-// SAFETY: `#[repr(C)]`, `Copy`, integers only, the padding spelled out as a
-// field (16 bytes, no implicit padding), any bit pattern valid.
-unsafe impl aya::Pod for UdpRevKey {}
-
 /// The socket maps' expected shapes. Checked by
 /// [`Dataplane::attach_socket_hooks`] rather than at load: only the socket
 /// programs use these maps, so refusing to attach them is enough to keep a
 /// wrongly shaped pinned map from being used.
 const SOCK_EXPECTED_MAPS: [ExpectedMap; 2] = [
     ExpectedMap {
-        name: HOST_ADDRS_MAP,
+        name: map_names::HOST_ADDRS,
         map_type: MapType::Hash,
         key_size: size_of::<u32>() as u32,
         value_size: size_of::<u32>() as u32,
@@ -116,10 +96,10 @@ const SOCK_EXPECTED_MAPS: [ExpectedMap; 2] = [
         map_flags: BPF_F_NO_PREALLOC,
     },
     ExpectedMap {
-        name: SOCK_UDP_REV_MAP,
+        name: map_names::SOCK_UDP_REV,
         map_type: MapType::LruHash,
         key_size: size_of::<UdpRevKey>() as u32,
-        value_size: size_of::<PublishKey>() as u32,
+        value_size: size_of::<UdpRevValue>() as u32,
         max_entries: UDP_REV_ENTRIES,
         map_flags: 0,
     },
@@ -417,7 +397,7 @@ impl Dataplane {
     /// written so far staying in place).
     pub fn set_host_addresses(&mut self, addrs: &[Ipv4Addr]) -> Result<(), DataplaneError> {
         let map_err = |e| DataplaneError::Map {
-            map: HOST_ADDRS_MAP,
+            map: map_names::HOST_ADDRS,
             source: Box::new(e),
         };
         let mut map = self.host_addrs_map()?;
@@ -449,14 +429,14 @@ impl Dataplane {
     pub fn host_addresses(&self) -> Result<Vec<Ipv4Addr>, DataplaneError> {
         let map = self
             .ebpf
-            .map(HOST_ADDRS_MAP)
+            .map(map_names::HOST_ADDRS)
             .ok_or(DataplaneError::MissingInObject {
                 kind: "map",
-                name: HOST_ADDRS_MAP,
+                name: map_names::HOST_ADDRS,
             })?;
         let map =
             HashMap::<&MapData, u32, u32>::try_from(map).map_err(|e| DataplaneError::Map {
-                map: HOST_ADDRS_MAP,
+                map: map_names::HOST_ADDRS,
                 source: Box::new(e),
             })?;
         let mut out = map
@@ -464,7 +444,7 @@ impl Dataplane {
             .map(|k| k.map(|k| Ipv4Addr::from(k.to_ne_bytes())))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| DataplaneError::Map {
-                map: HOST_ADDRS_MAP,
+                map: map_names::HOST_ADDRS,
                 source: Box::new(e),
             })?;
         out.sort();
@@ -475,17 +455,17 @@ impl Dataplane {
     /// hooks remember (for metrics; LRU, so at most [`UDP_REV_ENTRIES`]).
     pub fn udp_reverse_entries(&self) -> Result<usize, DataplaneError> {
         let map_err = |e| DataplaneError::Map {
-            map: SOCK_UDP_REV_MAP,
+            map: map_names::SOCK_UDP_REV,
             source: Box::new(e),
         };
-        let map = self
-            .ebpf
-            .map(SOCK_UDP_REV_MAP)
-            .ok_or(DataplaneError::MissingInObject {
-                kind: "map",
-                name: SOCK_UDP_REV_MAP,
-            })?;
-        let map = HashMap::<&MapData, UdpRevKey, PublishKey>::try_from(map).map_err(map_err)?;
+        let map =
+            self.ebpf
+                .map(map_names::SOCK_UDP_REV)
+                .ok_or(DataplaneError::MissingInObject {
+                    kind: "map",
+                    name: map_names::SOCK_UDP_REV,
+                })?;
+        let map = HashMap::<&MapData, UdpRevKey, UdpRevValue>::try_from(map).map_err(map_err)?;
         let mut n = 0;
         for key in map.keys() {
             match key {
@@ -499,15 +479,15 @@ impl Dataplane {
     }
 
     fn host_addrs_map(&mut self) -> Result<HashMap<&mut MapData, u32, u32>, DataplaneError> {
-        let map = self
-            .ebpf
-            .map_mut(HOST_ADDRS_MAP)
-            .ok_or(DataplaneError::MissingInObject {
-                kind: "map",
-                name: HOST_ADDRS_MAP,
-            })?;
+        let map =
+            self.ebpf
+                .map_mut(map_names::HOST_ADDRS)
+                .ok_or(DataplaneError::MissingInObject {
+                    kind: "map",
+                    name: map_names::HOST_ADDRS,
+                })?;
         HashMap::try_from(map).map_err(|e| DataplaneError::Map {
-            map: HOST_ADDRS_MAP,
+            map: map_names::HOST_ADDRS,
             source: Box::new(e),
         })
     }
@@ -791,17 +771,6 @@ mod tests {
             assert!(!pin.ends_with("_from") && !pin.ends_with("_to"), "{pin}");
             assert!(hook.program_name().len() <= 15, "{}", hook.program_name());
             assert!(names.insert(pin));
-        }
-    }
-
-    #[test]
-    fn udp_rev_key_layout() {
-        assert_eq!(size_of::<UdpRevKey>(), 16);
-        assert_eq!(std::mem::offset_of!(UdpRevKey, addr), 8);
-        assert_eq!(std::mem::offset_of!(UdpRevKey, port), 12);
-        assert_eq!(size_of::<PublishKey>(), 8);
-        for map in SOCK_EXPECTED_MAPS {
-            assert!(map.name.len() <= 15, "{}", map.name);
         }
     }
 }
