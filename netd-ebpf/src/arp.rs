@@ -13,9 +13,10 @@ use aya_ebpf::{helpers::generated::bpf_redirect, programs::TcContext};
 use netd_common::{DropReason, EndpointInfo, mac_for_ipv4};
 
 use crate::{
-    VERDICT_NEXT, lb, maps,
+    lb, maps,
     parse::{self, EthArp},
     stats,
+    verdict::VERDICT_NEXT,
 };
 
 /// `ARPHRD_ETHER`.

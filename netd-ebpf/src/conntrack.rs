@@ -42,11 +42,7 @@ use crate::maps::{
     CT_CLOCK, CT_GEN, CT_GEN_SLOTS, CachedFlow, ClockCache, FLOW_CACHE, FLOW_CACHE_WAYS, NAT_CT,
     NAT_STATS, daemon_generation,
 };
-
-pub(crate) const TCP_FIN: u8 = 0x01;
-pub(crate) const TCP_SYN: u8 = 0x02;
-pub(crate) const TCP_RST: u8 = 0x04;
-pub(crate) const TCP_ACK: u8 = 0x10;
+use crate::parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 /// The flags that describe the flow's state (the same in both entries);
 /// the others describe the entry (direction, delivery, kind).

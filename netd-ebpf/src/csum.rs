@@ -48,10 +48,10 @@ use netd_common::{
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
-use crate::{parse, skb};
-
-/// Offset of the L4 header in a frame whose IPv4 header has no options.
-pub(crate) const L4_NO_OPTIONS: usize = EthHdr::LEN + Ipv4Hdr::LEN;
+use crate::{
+    parse::{self, L4_NO_OPTIONS},
+    skb,
+};
 
 fn fail(_: i64) -> DropReason {
     // The helpers fail only on offsets outside the packet (which parsing

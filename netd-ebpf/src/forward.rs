@@ -27,9 +27,10 @@ use aya_ebpf::{helpers::generated::bpf_redirect_peer, programs::TcContext};
 use netd_common::{Direction, DropReason, EndpointInfo, NET_F_INTERNAL, mac_for_ipv4};
 
 use crate::{
-    VERDICT_NEXT, lb, maps, nat,
+    lb, maps, nat,
     parse::{self, EthIpv4},
     stats,
+    verdict::VERDICT_NEXT,
 };
 
 /// Handles an IPv4 packet sent by the endpoint `ep`.

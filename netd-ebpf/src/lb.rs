@@ -42,9 +42,10 @@ use netd_common::{
 
 use crate::{
     atomic::fetch_add,
-    conntrack::{self, TCP_RST},
+    conntrack,
     maps::{self, LB_BACKENDS, LB_RR, LB_STATS, LB_SVC},
-    nat::{self, Parsed},
+    parse::{self, Parsed, TCP_RST},
+    translate,
 };
 
 /// A backend the round robin chose.
@@ -204,7 +205,7 @@ pub(crate) fn from_endpoint(
     net: &NetworkInfo,
     dst: u32,
 ) -> Result<Option<i32>, DropReason> {
-    let parsed = match nat::parse(ctx) {
+    let parsed = match parse::l4(ctx) {
         Ok(parsed) => parsed,
         Err(reason) if frontend(dst).is_some() => return Err(reason),
         Err(_) => return Ok(None),
@@ -218,7 +219,7 @@ pub(crate) fn from_endpoint(
     // Packets of known flows, replies of a client that is its own backend
     // included (they are sent to the VIP as well).
     if let Some(hit) = conntrack::lookup(&p.key, p.tcp_flags) {
-        return nat::translate(ctx, &p, &hit).map(Some);
+        return translate::packet(ctx, &p, &hit).map(Some);
     }
     if p.tcp_flags & TCP_RST != 0 {
         return Ok(None);
@@ -246,7 +247,7 @@ pub(crate) fn from_endpoint(
         flags: CT_F_LB | CT_F_REPLY | ct_slot_flags(ep.slot),
         ..CtEntry::default()
     };
-    let verdict = nat::start_flow(ctx, &p, fwd, rev, NatCounter::LbFlows)?;
+    let verdict = translate::start_flow(ctx, &p, fwd, rev, NatCounter::LbFlows)?;
     count(&b);
     Ok(Some(verdict))
 }
@@ -257,12 +258,12 @@ pub(crate) fn from_endpoint(
 /// packet, `forward` delivers it as usual.
 #[inline(always)]
 pub(crate) fn reply(ctx: &TcContext) -> Result<Option<i32>, DropReason> {
-    let p = match nat::parse(ctx)? {
+    let p = match parse::l4(ctx)? {
         Parsed::Packet(p) if p.ttl > 1 => p,
         _ => return Ok(None),
     };
     match conntrack::lookup(&p.key, p.tcp_flags) {
-        Some(hit) => nat::translate(ctx, &p, &hit).map(Some),
+        Some(hit) => translate::packet(ctx, &p, &hit).map(Some),
         None => Ok(None),
     }
 }

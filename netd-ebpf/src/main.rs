@@ -1,12 +1,39 @@
 //! netd's kernel programs. Only entry points live here; the logic is in one
-//! module per concern so forwarding, NAT, ... can be added beside it.
+//! module per concern.
 //!
-//! Programs (attached by `netd::dataplane` as TC filters to the *host* side
-//! of each container veth):
-//! - `netd_from_ep`: TC ingress, sees what the container sends, and decides
-//!   where it goes (`arp`, `forward`);
-//! - `netd_to_ep`: TC egress, sees what is delivered to the container
-//!   through the veth (from the host, and ARP replies); it only counts.
+//! Programs:
+//! - `netd_from_ep`: TC ingress of the *host* side of each container veth
+//!   (a TC filter attached by `netd::dataplane`), sees what the container
+//!   sends and decides where it goes (`arp`, `forward`);
+//! - `netd_to_ep`: TC egress of that veth, sees what is delivered to the
+//!   container through it (from the host, and ARP replies); it only counts;
+//! - `netd_uplink_in`: TCX ingress of the uplink, for replies of
+//!   masqueraded flows and connections to published ports from outside
+//!   (`nat`);
+//! - `netd_connect4`, `netd_sendmsg4`, `netd_recvmsg4`, `netd_post_bind4`:
+//!   cgroup socket hooks, published ports and services for the host's own
+//!   sockets (`sock`).
+//!
+//! # Layers
+//! Each module uses only modules of the layers below its own and, within
+//! its layer, ones listed before it: no module depends on itself through
+//! others, so each can be read and changed knowing only what is below it.
+//! 1. Packets and instructions: `verdict` (what the TC programs return),
+//!    `parse` (bounds-checked headers, L2 to L4), `skb` (`sk_buff` fields
+//!    the context hides), `atomic` (atomic updates of map memory), `csum`
+//!    (header rewrites with their checksums).
+//! 2. State: `maps` (every map, and the lookups through the programs'
+//!    per-CPU copies), `stats` (endpoint and drop counters), `conntrack`
+//!    (the NAT flow table).
+//! 3. Translation: `translate` (a packet rewritten to its flow's tuple and
+//!    delivered), `lb` (the backend of a service's new flow), `nat`
+//!    (masquerade, published ports and hairpin; the backend of a port
+//!    published to a service comes from `lb`).
+//! 4. What a program does with a packet or a socket call: `arp`, `sock`
+//!    (the socket hooks, balanced by `lb`), `forward` (IPv4 from a
+//!    container, handed to `nat` and `lb`).
+//! 5. This file: the entry points, and the drop accounting of every TC
+//!    program.
 // The object only means something for the BPF target; on the host the crate
 // still compiles (with an empty `main`) so that `cargo check/clippy
 // --workspace` work.
@@ -16,25 +43,29 @@
 // still unstable on BPF (the object is built with nightly).
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
-mod arp;
+// Layer by layer (see above).
 mod atomic;
-mod forward;
-mod maps;
+mod csum;
 mod parse;
+mod skb;
+mod verdict;
+
+mod conntrack;
+mod maps;
 mod stats;
+
+mod lb;
+mod nat;
+mod translate;
+
+mod arp;
+mod forward;
+mod sock;
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use netd_common::{Direction, DropReason};
 
-/// Verdict for "we have no objection": continue with the next TCX program,
-/// or with the normal stack if we are the last one. Deliberately not
-/// `TC_ACT_OK`/`TCX_PASS`, which would end the chain and skip programs other
-/// tools attached after ours. Numerically equal to `TC_ACT_UNSPEC`, which has
-/// the same meaning for legacy cls_bpf.
-const VERDICT_NEXT: i32 = aya_ebpf::bindings::tcx_action_base::TCX_NEXT;
-/// Drop the packet (`TCX_DROP`, numerically `TC_ACT_SHOT`, so it also means
-/// drop for legacy cls_bpf).
-const VERDICT_DROP: i32 = aya_ebpf::bindings::tcx_action_base::TCX_DROP;
+use crate::verdict::{VERDICT_DROP, VERDICT_NEXT};
 
 // `#[inline(always)]` on the entry points (and the `try_*` functions they
 // call): aya's macro wraps each in the exported function, and left to
@@ -73,7 +104,7 @@ pub fn netd_to_ep(ctx: TcContext) -> i32 {
 /// counted (the counters are the endpoint's).
 ///
 /// A packet that is not dropped is counted against the sender (`from_*`);
-/// `forward` and `nat` also count the deliveries they make by redirect.
+/// `forward` and `translate` also count the deliveries they make by redirect.
 #[inline(always)]
 fn try_netd_from_ep(ctx: &TcContext) -> Result<i32, DropReason> {
     let Some(ep) = maps::endpoint_by_ifindex(stats::ifindex(ctx)) else {
@@ -129,8 +160,6 @@ static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
 // Attached by `netd::dataplane::Dataplane::attach_socket_hooks` to the
 // cgroup v2 root; they act only in the daemon's network namespace.
 
-mod sock;
-
 /// `connect()` of an IPv4 socket: a published host address/port becomes the
 /// container's.
 #[aya_ebpf::macros::cgroup_sock_addr(connect4)]
@@ -160,19 +189,9 @@ pub fn netd_post_bind4(ctx: aya_ebpf::programs::SockContext) -> i32 {
 }
 
 // ---------------------------------------------------------------------------
-// NAT (modules `nat`, `conntrack`, `csum`, `skb`): masquerade, published
-// ports and hairpin. `netd_from_ep` calls into `nat` from `forward`; the
-// uplink has a program of its own.
-
-mod conntrack;
-mod csum;
-mod nat;
-mod skb;
-
-// Services (module `lb`): virtual IPs balanced round-robin, from
-// `netd_from_ep` (`forward`), the published-port paths (`nat`) and the
-// socket hooks (`sock`).
-mod lb;
+// NAT (module `nat`): masquerade, published ports and hairpin.
+// `netd_from_ep` calls into `nat` from `forward`; the uplink has a program
+// of its own.
 
 /// TCX ingress of the uplink: replies of masqueraded flows and connections
 /// to published ports from outside, translated and handed straight to the

@@ -300,10 +300,11 @@ pub(crate) fn may_be_netd_address(ip: u32) -> bool {
 /// Host addresses besides 127.0.0.0/8 and `HOST_CFG.uplink_addr`
 /// ([`netd_common::ipv4_be`] -> 0, the value is unused): destinations the
 /// socket hooks treat as "this host" for published ports. Written only by
-/// the daemon (`Dataplane::set_host_addresses`). Name: `HOST_ADDRS`.
+/// the daemon (`Dataplane::set_host_addresses`).
+/// Name: `map_names::HOST_ADDRS`.
 #[aya_ebpf::macros::map]
 pub(crate) static HOST_ADDRS: aya_ebpf::maps::HashMap<u32, u32> = aya_ebpf::maps::HashMap::pinned(
-    crate::sock::MAX_HOST_ADDRS,
+    netd_common::limits::MAX_HOST_ADDRS,
     aya_ebpf::bindings::BPF_F_NO_PREALLOC,
 );
 
@@ -311,12 +312,12 @@ pub(crate) static HOST_ADDRS: aya_ebpf::maps::HashMap<u32, u32> = aya_ebpf::maps
 /// application used: what `netd_recvmsg4` shows as the source of replies.
 /// LRU because nothing tells the program when a socket closes; a socket
 /// cookie is never reused, so a stale entry can only age out.
-/// Name: `SOCK_UDP_REV`.
+/// Name: `map_names::SOCK_UDP_REV`.
 #[aya_ebpf::macros::map]
 pub(crate) static SOCK_UDP_REV: aya_ebpf::maps::LruHashMap<
-    crate::sock::UdpRevKey,
-    crate::sock::UdpRevValue,
-> = aya_ebpf::maps::LruHashMap::pinned(crate::sock::UDP_REV_ENTRIES, 0);
+    netd_common::sock::UdpRevKey,
+    netd_common::sock::UdpRevValue,
+> = aya_ebpf::maps::LruHashMap::pinned(netd_common::limits::UDP_REV_ENTRIES, 0);
 
 // ---- NAT and published ports (see `nat`, `conntrack`) ----
 

@@ -1,12 +1,17 @@
-//! Bounds-checked access to packet headers.
+//! Bounds-checked access to packet headers, and the headers the programs
+//! read: Ethernet, ARP and IPv4 (L2/L3), and the TCP/UDP/ICMP echo tuple of
+//! a packet to translate (L4, [`l4`]).
 //!
-//! Everything that reads packet bytes goes through [`header`], which is the
-//! one place that satisfies the verifier's packet-bounds rule and handles
-//! non-linear skbs.
+//! Everything that reads packet bytes by pointer goes through [`header`],
+//! which is the one place that satisfies the verifier's packet-bounds rule
+//! and handles non-linear skbs.
 use core::mem::size_of;
 
 use aya_ebpf::programs::TcContext;
-use netd_common::DropReason;
+use netd_common::{
+    DropReason,
+    nat::{CtKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP},
+};
 use network_types::{
     arp::ArpHdr,
     eth::{EthHdr, EtherType},
@@ -163,3 +168,117 @@ pub(crate) fn ipv4(octets: [u8; 4]) -> u32 {
 pub(crate) const ETH_P_ARP: u16 = EtherType::Arp as u16;
 /// `EtherType::Ipv4`, as stored in the header.
 pub(crate) const ETH_P_IP: u16 = EtherType::Ipv4 as u16;
+
+/// Bits of the TCP flags byte (byte 13 of the header, [`Packet::tcp_flags`]).
+pub(crate) const TCP_FIN: u8 = 0x01;
+pub(crate) const TCP_SYN: u8 = 0x02;
+pub(crate) const TCP_RST: u8 = 0x04;
+pub(crate) const TCP_ACK: u8 = 0x10;
+
+/// Offset of the L4 header in a frame whose IPv4 header has no options.
+pub(crate) const L4_NO_OPTIONS: usize = EthHdr::LEN + Ipv4Hdr::LEN;
+
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_ECHO_REQUEST: u8 = 8;
+/// `IP_MF | IP_OFFSET` in host order: set on every fragment.
+const IP_OFFSET_MASK: u16 = 0x1fff;
+
+/// A packet NAT or a service can translate: an IPv4 packet of TCP, UDP or
+/// ICMP echo.
+pub(crate) struct Packet {
+    /// Its tuple (ICMP echo: the identifier as `sport` for requests, as
+    /// `dport` for replies).
+    pub(crate) key: CtKey,
+    /// Offset of the L4 header in the frame.
+    pub(crate) l4: usize,
+    /// TCP flags byte (0 for other protocols).
+    pub(crate) tcp_flags: u8,
+    pub(crate) ttl: u8,
+    /// ICMP echo request (the identifier is `key.sport`).
+    pub(crate) icmp_request: bool,
+}
+
+/// What [`l4`] found.
+pub(crate) enum Parsed {
+    Packet(Packet),
+    /// A fragment other than the first: no L4 header.
+    Fragment,
+    /// A protocol (or ICMP type) NAT does not translate.
+    Other,
+}
+
+/// Reads the tuple of the IPv4 packet in the frame. `Err` only for headers
+/// that are cut short or impossible.
+#[inline(always)]
+pub(crate) fn l4(ctx: &TcContext) -> Result<Parsed, DropReason> {
+    let frame = header::<EthIpv4>(ctx, 0)?;
+    // SAFETY: `header` checked that the 34 bytes are in the packet; the
+    // values are copied out before any helper runs.
+    let (vihl, frags, ttl, proto, src, dst) = unsafe {
+        let f = &*frame;
+        (
+            f.ip.vihl,
+            f.ip.frags,
+            f.ip.ttl,
+            f.ip.proto,
+            f.ip.src_addr,
+            f.ip.dst_addr,
+        )
+    };
+    check_ipv4_vihl(ctx, vihl)?;
+    if u16::from_be_bytes(frags) & IP_OFFSET_MASK != 0 {
+        return Ok(Parsed::Fragment);
+    }
+    let l4 = EthHdr::LEN + usize::from(vihl & 0x0f) * 4;
+    let (mut sport, mut dport, mut tcp_flags, mut icmp_request) = (0, 0, 0, false);
+    match proto {
+        PROTO_TCP => {
+            let h: [u8; 14] = l4_header(ctx, l4)?;
+            sport = u16::from_ne_bytes([h[0], h[1]]);
+            dport = u16::from_ne_bytes([h[2], h[3]]);
+            tcp_flags = h[13];
+        }
+        PROTO_UDP => {
+            let h: [u8; 4] = l4_header(ctx, l4)?;
+            sport = u16::from_ne_bytes([h[0], h[1]]);
+            dport = u16::from_ne_bytes([h[2], h[3]]);
+        }
+        PROTO_ICMP => {
+            let h: [u8; 8] = l4_header(ctx, l4)?;
+            let id = u16::from_ne_bytes([h[4], h[5]]);
+            match h[0] {
+                ICMP_ECHO_REQUEST if h[1] == 0 => {
+                    sport = id;
+                    icmp_request = true;
+                }
+                ICMP_ECHO_REPLY if h[1] == 0 => dport = id,
+                _ => return Ok(Parsed::Other),
+            }
+        }
+        _ => return Ok(Parsed::Other),
+    }
+    Ok(Parsed::Packet(Packet {
+        key: CtKey::new(ipv4(src), ipv4(dst), sport, dport, proto),
+        l4,
+        tcp_flags,
+        ttl,
+        icmp_request,
+    }))
+}
+
+/// The first `N` bytes of the L4 header at `l4` (offset in the frame).
+///
+/// Verifier note: the offset depends on the IHL, and the verifier loses
+/// the bounds of a variable packet offset, so a header with options is
+/// read with `bpf_skb_load_bytes` (bounds checked by the helper). The
+/// usual header without options is read by packet pointer at a constant
+/// offset, which saves the helper call.
+#[inline(always)]
+fn l4_header<const N: usize>(ctx: &TcContext, l4: usize) -> Result<[u8; N], DropReason> {
+    if l4 == L4_NO_OPTIONS {
+        let h = header::<[u8; N]>(ctx, L4_NO_OPTIONS)?;
+        // SAFETY: `header` checked that the `N` bytes are in the packet.
+        return Ok(unsafe { *h });
+    }
+    ctx.load(l4).map_err(|_| DropReason::Malformed)
+}

@@ -63,7 +63,10 @@ use aya_ebpf::{
     helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_set_retval},
     programs::{SockAddrContext, SockContext},
 };
-use netd_common::{Direction, HostConfig, PublishKey, PublishTarget, ipv4_be};
+use netd_common::{
+    Direction, HostConfig, PublishKey, PublishTarget, ipv4_be,
+    sock::{UdpRevKey, UdpRevValue},
+};
 
 use crate::{lb, maps, stats};
 
@@ -87,35 +90,6 @@ const LOOPBACK_NET: u32 = ipv4_be([127, 0, 0, 0]);
 const LOOPBACK_MASK: u32 = ipv4_be([255, 0, 0, 0]);
 /// 127.0.0.1, the address `-p 127.0.0.1:...` publishes on.
 const LOCALHOST: u32 = ipv4_be([127, 0, 0, 1]);
-
-/// Entries of `HOST_ADDRS`. Mirrored in `netd::dataplane::sock` (which
-/// checks a pinned map against it); changing it makes the pinned map
-/// incompatible.
-pub(crate) const MAX_HOST_ADDRS: u32 = 1024;
-/// Entries of the `SOCK_UDP_REV` LRU: UDP {socket, published port} pairs
-/// in use at once. Mirrored in `netd::dataplane::sock`.
-pub(crate) const UDP_REV_ENTRIES: u32 = 65536;
-
-/// `SOCK_UDP_REV` key: a UDP socket (by cookie) and the container
-/// `{addr, port}` its datagrams were redirected to.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub(crate) struct UdpRevKey {
-    /// `bpf_get_socket_cookie()`: unique per socket for the life of the
-    /// machine, never reused, so an LRU entry of a closed socket can only
-    /// age out, never be matched by a newer socket.
-    pub(crate) cookie: u64,
-    /// Container address, [`ipv4_be`].
-    pub(crate) addr: u32,
-    /// Container port, network byte order.
-    pub(crate) port: u16,
-    /// Zero (hash keys compare byte for byte).
-    pub(crate) _pad: u16,
-}
-
-/// `SOCK_UDP_REV` value: the destination the application used, as a
-/// [`PublishKey`] (`{host address, published port, proto}`).
-pub(crate) type UdpRevValue = PublishKey;
 
 /// `connect()` of any IPv4 socket in any namespace.
 #[inline(always)]

@@ -169,13 +169,15 @@ fn an_interrupted_removal_is_finished_by_the_next_start() {
     let mut d = Daemon::start();
     d.ok(&["network", "create", "--subnet", "10.236.0.0/24", "n"]);
     run_stubborn(&d, "half");
-    let _rm = d.spawn_cli(&["container", "rm", "-f", "half"]);
+    let mut rm = d.spawn_cli(&["container", "rm", "-f", "half"]);
     eventually("the removal to begin", || {
         status(&d, "half").as_deref() == Some("removing")
     });
     // Killed while the process is being stopped: the record says
     // `removing`, the process still runs.
     d.kill9();
+    // The client learns that the daemon went away mid-removal.
+    assert!(!rm.wait().unwrap().success());
     let stored = d.state();
     let half = stored["containers"]
         .as_object()

@@ -23,8 +23,9 @@ use netd_common::limits::DROP_STATS_ENTRIES;
 use netd_common::nat::{self, CtEntry, CtKey, NatCounter};
 use netd_common::{Direction, DropKey, DropReason, EndpointStats, PublishKey, map_names};
 
+use super::map_access::{addr, map_error, missing};
 use super::nat::{NatStats, PublishedPortStats, decode_publish_key, monotonic_ns};
-use super::{Dataplane, DataplaneError, errno};
+use super::{Dataplane, DataplaneError};
 
 /// `NAT_CT` entries read per system call by the census: large enough that
 /// 200,000 entries take a few dozen calls, small enough to stay a few
@@ -62,28 +63,16 @@ impl std::fmt::Debug for Counters {
 
 /// Opens the map pinned as `name` under `maps_dir`.
 fn pinned(maps_dir: &Path, name: &'static str) -> Result<MapData, DataplaneError> {
-    MapData::from_pin(maps_dir.join(name)).map_err(map_failed(name))
+    MapData::from_pin(maps_dir.join(name)).map_err(map_error(name))
 }
 
 fn syscall(call: &'static str, io_error: std::io::Error) -> aya::sys::SyscallError {
     aya::sys::SyscallError { call, io_error }
 }
 
-fn map_failed(map: &'static str) -> impl Fn(MapError) -> DataplaneError {
-    move |source| DataplaneError::Map {
-        map,
-        source: Box::new(source),
-    }
-}
-
 /// Sums a per-CPU counter.
 fn total(per_cpu: &[u64]) -> u64 {
     per_cpu.iter().fold(0u64, |acc, n| acc.wrapping_add(*n))
-}
-
-/// Entries deleted between a key walk's "next key" and its lookup.
-fn vanished(e: &MapError) -> bool {
-    matches!(e, MapError::KeyNotFound) || errno(e) == Some(libc::ENOENT)
 }
 
 impl Counters {
@@ -101,15 +90,15 @@ impl Counters {
         };
         Ok(Counters {
             ep_counters: PerCpuArray::try_from(per_cpu_array(map_names::EP_COUNTERS)?)
-                .map_err(map_failed(map_names::EP_COUNTERS))?,
+                .map_err(map_error(map_names::EP_COUNTERS))?,
             drop_stats: PerCpuArray::try_from(per_cpu_array(map_names::DROP_STATS)?)
-                .map_err(map_failed(map_names::DROP_STATS))?,
+                .map_err(map_error(map_names::DROP_STATS))?,
             nat_stats: PerCpuArray::try_from(per_cpu_array(map_names::NAT_STATS)?)
-                .map_err(map_failed(map_names::NAT_STATS))?,
+                .map_err(map_error(map_names::NAT_STATS))?,
             publish_stats: PerCpuHashMap::try_from(per_cpu_hash(map_names::PUBLISH_STATS)?)
-                .map_err(map_failed(map_names::PUBLISH_STATS))?,
+                .map_err(map_error(map_names::PUBLISH_STATS))?,
             lb_stats: PerCpuHashMap::try_from(per_cpu_hash(map_names::LB_STATS)?)
-                .map_err(map_failed(map_names::LB_STATS))?,
+                .map_err(map_error(map_names::LB_STATS))?,
             nat_ct: pinned(maps_dir, map_names::NAT_CT)?,
             conntrack_capacity,
         })
@@ -120,7 +109,7 @@ impl Counters {
         let per_cpu = self
             .ep_counters
             .get(&u32::from(slot), 0)
-            .map_err(map_failed(map_names::EP_COUNTERS))?;
+            .map_err(map_error(map_names::EP_COUNTERS))?;
         Ok(per_cpu
             .iter()
             .fold(EndpointStats::default(), |acc, s| acc.add(*s)))
@@ -141,7 +130,7 @@ impl Counters {
             let per_cpu = self
                 .drop_stats
                 .get(&index, 0)
-                .map_err(map_failed(map_names::DROP_STATS))?;
+                .map_err(map_error(map_names::DROP_STATS))?;
             let count = total(&per_cpu);
             if count == 0 {
                 continue;
@@ -173,7 +162,7 @@ impl Counters {
             let per_cpu = self
                 .nat_stats
                 .get(&(counter as u32), 0)
-                .map_err(map_failed(map_names::NAT_STATS))?;
+                .map_err(map_error(map_names::NAT_STATS))?;
             let field = match counter {
                 NatCounter::SnatFlows => &mut stats.snat_flows,
                 NatCounter::DnatFlows => &mut stats.dnat_flows,
@@ -189,8 +178,8 @@ impl Counters {
         for entry in self.publish_stats.iter() {
             let (key, per_cpu) = match entry {
                 Ok(kv) => kv,
-                Err(e) if vanished(&e) => continue,
-                Err(e) => return Err(map_failed(map_names::PUBLISH_STATS)(e)),
+                Err(e) if missing(&e) => continue,
+                Err(e) => return Err(map_error(map_names::PUBLISH_STATS)(e)),
             };
             let Some((host_addr, host_port, proto)) = decode_publish_key(&key) else {
                 continue;
@@ -217,14 +206,10 @@ impl Counters {
         for entry in self.lb_stats.iter() {
             let (key, per_cpu) = match entry {
                 Ok(kv) => kv,
-                Err(e) if vanished(&e) => continue,
-                Err(e) => return Err(map_failed(map_names::LB_STATS)(e)),
+                Err(e) if missing(&e) => continue,
+                Err(e) => return Err(map_error(map_names::LB_STATS)(e)),
             };
-            out.push((
-                key.svc_index,
-                Ipv4Addr::from(key.backend.to_ne_bytes()),
-                total(&per_cpu),
-            ));
+            out.push((key.svc_index, addr(key.backend), total(&per_cpu)));
         }
         out.sort();
         Ok(out)
@@ -286,7 +271,7 @@ impl Counters {
                 None => {}
                 Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(census),
                 Some(e) => {
-                    return Err(map_failed(map_names::NAT_CT)(MapError::SyscallError(
+                    return Err(map_error(map_names::NAT_CT)(MapError::SyscallError(
                         syscall("bpf_map_lookup_batch", e),
                     )));
                 }

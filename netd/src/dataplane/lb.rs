@@ -39,59 +39,23 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashSet},
-    mem::size_of,
     net::Ipv4Addr,
 };
 
-use aya::maps::{Array, HashMap, MapData, MapError, MapType, PerCpuHashMap, PerCpuValues};
+use aya::maps::{Array, HashMap, MapData, MapError, PerCpuHashMap, PerCpuValues};
 use netd_common::{
     PUBLISH_F_SERVICE, PublishTarget, ipv4_be,
     lb::{LbStatsKey, SLOT_FRONTEND, SvcKey, SvcSlot},
-    limits::{ENDPOINT_SLOTS, LB_STATS_ENTRIES, LB_SVC_ENTRIES, MAX_BACKENDS, MAX_SERVICES},
+    limits::{MAX_BACKENDS, MAX_SERVICES},
     map_names,
     nat::{CT_F_DNAT, CT_F_HAIRPIN, CT_F_LB, CT_F_REPLY},
 };
 use tracing::{debug, info, warn};
 
 use super::{
-    BPF_ANY, BPF_F_NO_PREALLOC, BPF_NOEXIST, Dataplane, DataplaneError, ExpectedMap, Proto, errno,
+    BPF_ANY, BPF_NOEXIST, Dataplane, DataplaneError, Proto,
+    map_access::{addr, errno, found, map_error, missing, removed},
 };
-
-/// The maps this module owns, for the compatibility check on load.
-pub(super) const LB_MAPS: [ExpectedMap; 4] = [
-    ExpectedMap {
-        name: map_names::LB_SVC,
-        map_type: MapType::Hash,
-        key_size: size_of::<SvcKey>() as u32,
-        value_size: size_of::<SvcSlot>() as u32,
-        max_entries: LB_SVC_ENTRIES,
-        map_flags: BPF_F_NO_PREALLOC,
-    },
-    ExpectedMap {
-        name: map_names::LB_RR,
-        map_type: MapType::Array,
-        key_size: size_of::<u32>() as u32,
-        value_size: size_of::<u64>() as u32,
-        max_entries: MAX_SERVICES,
-        map_flags: 0,
-    },
-    ExpectedMap {
-        name: map_names::LB_STATS,
-        map_type: MapType::PerCpuHash,
-        key_size: size_of::<LbStatsKey>() as u32,
-        value_size: size_of::<u64>() as u32,
-        max_entries: LB_STATS_ENTRIES,
-        map_flags: BPF_F_NO_PREALLOC,
-    },
-    ExpectedMap {
-        name: map_names::LB_BACKENDS,
-        map_type: MapType::Array,
-        key_size: size_of::<u32>() as u32,
-        value_size: size_of::<u32>() as u32,
-        max_entries: ENDPOINT_SLOTS,
-        map_flags: 0,
-    },
-];
 
 /// A service as `LB_SVC` holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,38 +69,6 @@ pub struct ServiceEntry {
 /// A service as read back from `LB_SVC`: its frontend's service index and
 /// its backend slots 1..=count as `(ipv4_be address, ifindex)`.
 type StoredService = (u32, Vec<(u32, u32)>);
-
-fn map_error(map: &'static str) -> impl Fn(MapError) -> DataplaneError {
-    move |source| DataplaneError::Map {
-        map,
-        source: Box::new(source),
-    }
-}
-
-fn missing(e: &MapError) -> bool {
-    matches!(e, MapError::KeyNotFound) || errno(e) == Some(libc::ENOENT)
-}
-
-/// `Ok(None)` for a missing key.
-fn found<V>(result: Result<V, MapError>) -> Result<Option<V>, MapError> {
-    match result {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if missing(&e) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// `Ok(())` for a key that was already absent.
-fn removed(result: Result<(), MapError>) -> Result<(), MapError> {
-    match result {
-        Err(e) if missing(&e) => Ok(()),
-        other => other,
-    }
-}
-
-fn addr(ip_be: u32) -> Ipv4Addr {
-    Ipv4Addr::from(ip_be.to_ne_bytes())
-}
 
 fn unicast(ip: Ipv4Addr) -> bool {
     !(ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback())
@@ -224,7 +156,7 @@ impl Dataplane {
         {
             let nr_cpus = self.nr_cpus;
             let mut stats: PerCpuHashMap<&mut MapData, LbStatsKey, u64> =
-                self.nat_map_mut(map_names::LB_STATS)?;
+                self.object_map_mut(map_names::LB_STATS)?;
             for (ip, _) in &new {
                 let key = LbStatsKey {
                     svc_index: index,
@@ -248,7 +180,7 @@ impl Dataplane {
         {
             // A new service starts at its first backend (the cursor may hold
             // a value of a service that had this index before).
-            let mut rr: Array<&mut MapData, u64> = self.nat_map_mut(map_names::LB_RR)?;
+            let mut rr: Array<&mut MapData, u64> = self.object_map_mut(map_names::LB_RR)?;
             rr.set(index, 0, 0).map_err(map_error(map_names::LB_RR))?;
         }
 
@@ -256,7 +188,7 @@ impl Dataplane {
         let old_count = old.as_ref().map_or(0, |(_, slots)| slots.len());
         {
             let mut svc: HashMap<&mut MapData, SvcKey, SvcSlot> =
-                self.nat_map_mut(map_names::LB_SVC)?;
+                self.object_map_mut(map_names::LB_SVC)?;
             for (i, (ip, ifindex)) in new.iter().enumerate() {
                 let slot = SvcSlot {
                     backend: *ip,
@@ -322,7 +254,7 @@ impl Dataplane {
         // Every VIP in the map, with the index of its frontend (if any).
         let mut vips: BTreeMap<u32, Option<u32>> = BTreeMap::new();
         {
-            let svc: HashMap<&MapData, SvcKey, SvcSlot> = self.nat_map(map_names::LB_SVC)?;
+            let svc: HashMap<&MapData, SvcKey, SvcSlot> = self.object_map(map_names::LB_SVC)?;
             for entry in svc.iter() {
                 let (key, slot) = match entry {
                     Ok(kv) => kv,
@@ -346,7 +278,7 @@ impl Dataplane {
         // Counters of indexes no service has.
         let stale: Vec<u32> = {
             let stats: PerCpuHashMap<&MapData, LbStatsKey, u64> =
-                self.nat_map(map_names::LB_STATS)?;
+                self.object_map(map_names::LB_STATS)?;
             let mut stale = BTreeSet::new();
             for key in stats.keys() {
                 match key {
@@ -430,7 +362,7 @@ impl Dataplane {
     pub fn services(&self) -> Result<Vec<ServiceEntry>, DataplaneError> {
         let mut vips = BTreeSet::new();
         {
-            let svc: HashMap<&MapData, SvcKey, SvcSlot> = self.nat_map(map_names::LB_SVC)?;
+            let svc: HashMap<&MapData, SvcKey, SvcSlot> = self.object_map(map_names::LB_SVC)?;
             for key in svc.keys() {
                 match key {
                     Ok(k) if k.slot == SLOT_FRONTEND => {
@@ -479,7 +411,7 @@ impl Dataplane {
         slot: u16,
         marked: bool,
     ) -> Result<(), DataplaneError> {
-        let mut marks: Array<&mut MapData, u32> = self.nat_map_mut(map_names::LB_BACKENDS)?;
+        let mut marks: Array<&mut MapData, u32> = self.object_map_mut(map_names::LB_BACKENDS)?;
         marks
             .set(u32::from(slot), u32::from(marked), 0)
             .map_err(map_error(map_names::LB_BACKENDS))
@@ -489,7 +421,7 @@ impl Dataplane {
     /// load: they survive restarts with the map).
     pub(super) fn load_backend_marks(&mut self) -> Result<(), DataplaneError> {
         let marked: Vec<u32> = {
-            let marks: Array<&MapData, u32> = self.nat_map(map_names::LB_BACKENDS)?;
+            let marks: Array<&MapData, u32> = self.object_map(map_names::LB_BACKENDS)?;
             let mut marked = Vec::new();
             for (ifindex, slot) in self.slots.iter() {
                 if marks
@@ -511,7 +443,7 @@ impl Dataplane {
     /// The frontend's service index and the backend slots 1..=count of the
     /// every-port frontend of `vip`, `None` without a frontend.
     fn read_service(&self, vip: u32) -> Result<Option<StoredService>, DataplaneError> {
-        let svc: HashMap<&MapData, SvcKey, SvcSlot> = self.nat_map(map_names::LB_SVC)?;
+        let svc: HashMap<&MapData, SvcKey, SvcSlot> = self.object_map(map_names::LB_SVC)?;
         let Some(frontend) = found(svc.get(&SvcKey::new(vip, SLOT_FRONTEND), 0))
             .map_err(map_error(map_names::LB_SVC))?
         else {
@@ -565,7 +497,7 @@ impl Dataplane {
     /// deletes any others a crash may have left).
     fn remove_service_entries(&mut self, vip: u32, count: usize) -> Result<(), DataplaneError> {
         let mut svc: HashMap<&mut MapData, SvcKey, SvcSlot> =
-            self.nat_map_mut(map_names::LB_SVC)?;
+            self.object_map_mut(map_names::LB_SVC)?;
         removed(svc.remove(&SvcKey::new(vip, SLOT_FRONTEND)))
             .map_err(map_error(map_names::LB_SVC))?;
         for slot in (1..=count as u32).rev() {
@@ -577,7 +509,7 @@ impl Dataplane {
     /// Deletes every `LB_SVC` entry left for the VIPs `vips`, in one walk.
     fn remove_slot_leftovers(&mut self, vips: &HashSet<u32>) -> Result<(), DataplaneError> {
         let mut svc: HashMap<&mut MapData, SvcKey, SvcSlot> =
-            self.nat_map_mut(map_names::LB_SVC)?;
+            self.object_map_mut(map_names::LB_SVC)?;
         let mut leftovers = Vec::new();
         for key in svc.keys() {
             match key {
@@ -599,7 +531,7 @@ impl Dataplane {
         backends: impl Iterator<Item = u32>,
     ) -> Result<(), DataplaneError> {
         let mut stats: PerCpuHashMap<&mut MapData, LbStatsKey, u64> =
-            self.nat_map_mut(map_names::LB_STATS)?;
+            self.object_map_mut(map_names::LB_STATS)?;
         for backend in backends {
             let key = LbStatsKey {
                 svc_index: index,
@@ -619,7 +551,7 @@ impl Dataplane {
         let mut doomed = Vec::new();
         {
             let stats: PerCpuHashMap<&MapData, LbStatsKey, u64> =
-                self.nat_map(map_names::LB_STATS)?;
+                self.object_map(map_names::LB_STATS)?;
             for key in stats.keys() {
                 match key {
                     Ok(k) if indexes.contains(&k.svc_index) => doomed.push(k),
@@ -630,7 +562,7 @@ impl Dataplane {
             }
         }
         let mut stats: PerCpuHashMap<&mut MapData, LbStatsKey, u64> =
-            self.nat_map_mut(map_names::LB_STATS)?;
+            self.object_map_mut(map_names::LB_STATS)?;
         for key in doomed {
             removed(stats.remove(&key)).map_err(map_error(map_names::LB_STATS))?;
         }
@@ -659,7 +591,7 @@ impl Dataplane {
             .filter(|i| candidates.is_none_or(|c| c.contains(i)))
             .collect();
         {
-            let svc: HashMap<&MapData, SvcKey, SvcSlot> = self.nat_map(map_names::LB_SVC)?;
+            let svc: HashMap<&MapData, SvcKey, SvcSlot> = self.object_map(map_names::LB_SVC)?;
             for entry in svc.iter() {
                 if unreferenced.is_empty() {
                     return Ok(());

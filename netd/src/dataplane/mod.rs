@@ -59,18 +59,22 @@
 //!
 //! # Compatibility
 //! Pinned maps keep the shape they were created with. [`Dataplane::load`]
+//! (and, for the socket hooks' maps, [`Dataplane::attach_socket_hooks`])
 //! refuses maps whose type, key/value/entry sizes or flags differ from what
 //! this build expects ([`DataplaneError::IncompatiblePinnedMap`]) instead of
-//! letting programs run on a map of the wrong layout. Maps this build adds
-//! (e.g. `EP_MAP` on top of a foundation-era pin directory) are simply
+//! letting programs run on a map of the wrong layout (module `compat`, the
+//! one place that knows what every pinned map looks like). Maps this build
+//! adds (e.g. `EP_MAP` on top of a foundation-era pin directory) are simply
 //! created next to the old ones, and the pins of maps this build replaced
 //! (`map_names::OBSOLETE`) are removed. The one map whose size is a setting
 //! ([`MapSizes`]), `NAT_CT`, is resized instead: a new map of the configured
 //! size takes over the old one's flows (module `nat`).
 
 mod bpffs;
+mod compat;
 mod kernel_btf;
 mod kfunc;
+mod map_access;
 mod raw_link;
 mod slots;
 mod steering;
@@ -93,25 +97,20 @@ use std::{
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{
-        Array, HashMap, LpmTrie, MapData, MapError, MapInfo, MapType, PerCpuArray, PerCpuValues,
-    },
+    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuValues},
     pin::PinError,
     programs::{ProgramError, SchedClassifier, links::LinkError},
-    sys::SyscallError,
 };
 pub use netd_common::{Direction, DropReason, EndpointInfo, EndpointStats, NetworkInfo};
 use netd_common::{
     IndexedNetwork,
-    limits::{
-        CONNTRACK_FLOWS, CT_ENTRIES_PER_FLOW, DROP_STATS_ENTRIES, ENDPOINT_SLOTS, MAX_ENDPOINTS,
-        MAX_NETWORKS, NET_HINT_ENTRIES, NET_INDEXES,
-    },
+    limits::{CONNTRACK_FLOWS, CT_ENTRIES_PER_FLOW, MAX_ENDPOINTS},
     map_names,
 };
 use tracing::{debug, info, warn};
 
 pub use self::lb::ServiceEntry;
+use self::map_access::{map_error, missing_map};
 pub use self::nat::{
     ConntrackEntry, ConntrackKey, NatStats, Proto, Published, PublishedPortStats, UPLINK_PROGRAM,
 };
@@ -406,122 +405,6 @@ impl fmt::Debug for Dataplane {
     }
 }
 
-/// What a map pinned under `maps/` must look like for this build.
-struct ExpectedMap {
-    name: &'static str,
-    map_type: MapType,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-    map_flags: u32,
-}
-
-impl ExpectedMap {
-    /// Whether the map `info` describes has this one's type, key and value
-    /// sizes and flags (its size aside).
-    fn same_layout(&self, info: &MapInfo) -> bool {
-        info.map_type().ok() == Some(self.map_type)
-            && info.key_size() == self.key_size
-            && info.value_size() == self.value_size
-            && info.map_flags() == self.map_flags
-    }
-
-    /// The refusal of the map pinned at `path` (described by `info`), which
-    /// does not look like this one.
-    fn incompatible(&self, info: &MapInfo, path: PathBuf, pin_dir: &Path) -> DataplaneError {
-        DataplaneError::IncompatiblePinnedMap {
-            path,
-            pin_dir: pin_dir.to_path_buf(),
-            found: format!(
-                "{} key {}B value {}B entries {} flags {:#x}",
-                info.map_type()
-                    .map_or_else(|_| "unknown type".to_string(), |t| format!("{t:?}")),
-                info.key_size(),
-                info.value_size(),
-                info.max_entries(),
-                info.map_flags()
-            ),
-            expected: self.to_string(),
-        }
-    }
-}
-
-impl fmt::Display for ExpectedMap {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:?} key {}B value {}B entries {} flags {:#x}",
-            self.map_type, self.key_size, self.value_size, self.max_entries, self.map_flags
-        )
-    }
-}
-
-/// Every map of the object; kept next to the kernel definitions in
-/// `netd-ebpf/src/maps.rs` by the sizes in `netd_common`.
-const EXPECTED_MAPS: [ExpectedMap; 7] = [
-    ExpectedMap {
-        name: map_names::EP_COUNTERS,
-        map_type: MapType::PerCpuArray,
-        key_size: size_of::<u32>() as u32,
-        value_size: size_of::<EndpointStats>() as u32,
-        max_entries: ENDPOINT_SLOTS,
-        map_flags: 0,
-    },
-    ExpectedMap {
-        name: map_names::DROP_STATS,
-        map_type: MapType::PerCpuArray,
-        key_size: size_of::<u32>() as u32,
-        value_size: size_of::<u64>() as u32,
-        max_entries: DROP_STATS_ENTRIES,
-        map_flags: 0,
-    },
-    ExpectedMap {
-        name: map_names::EP_MAP,
-        map_type: MapType::Hash,
-        key_size: size_of::<u32>() as u32,
-        value_size: size_of::<EndpointInfo>() as u32,
-        max_entries: MAX_ENDPOINTS,
-        map_flags: BPF_F_NO_PREALLOC,
-    },
-    ExpectedMap {
-        name: map_names::EP_BY_IF,
-        map_type: MapType::Hash,
-        key_size: size_of::<u32>() as u32,
-        value_size: size_of::<EndpointInfo>() as u32,
-        max_entries: MAX_ENDPOINTS,
-        map_flags: BPF_F_NO_PREALLOC,
-    },
-    ExpectedMap {
-        name: map_names::NET_LPM,
-        map_type: MapType::LpmTrie,
-        // `struct bpf_lpm_trie_key_u8` with 4 data bytes.
-        key_size: size_of::<aya::maps::lpm_trie::Key<u32>>() as u32,
-        value_size: size_of::<NetworkInfo>() as u32,
-        max_entries: MAX_NETWORKS,
-        map_flags: BPF_F_NO_PREALLOC,
-    },
-    ExpectedMap {
-        name: map_names::NET_BY_INDEX,
-        map_type: MapType::Array,
-        key_size: size_of::<u32>() as u32,
-        value_size: size_of::<IndexedNetwork>() as u32,
-        max_entries: NET_INDEXES,
-        map_flags: 0,
-    },
-    ExpectedMap {
-        name: map_names::NET_HINT,
-        map_type: MapType::Array,
-        key_size: size_of::<u32>() as u32,
-        value_size: size_of::<u32>() as u32,
-        max_entries: NET_HINT_ENTRIES,
-        map_flags: 0,
-    },
-];
-
-/// `BPF_F_NO_PREALLOC`, as the eBPF side creates `EP_MAP`, `EP_BY_IF` and
-/// `NET_LPM` (see `netd-ebpf/src/maps.rs`).
-const BPF_F_NO_PREALLOC: u32 = 1;
-
 impl Dataplane {
     /// Mounts bpffs at /sys/fs/bpf if nothing is mounted there, creates
     /// `pin_dir` (with `maps/` and `links/`), and loads the embedded object
@@ -549,7 +432,7 @@ impl Dataplane {
                 path: pin_dir.to_path_buf(),
             });
         }
-        check_pinned_maps(pin_dir, &maps_dir, sizes)?;
+        compat::check_pinned_maps(pin_dir, &maps_dir, sizes)?;
 
         let mut ebpf = match kfunc::for_running_kernel(OBJECT) {
             Some(bound) => load_programs(bound.bytes(), &maps_dir, sizes).or_else(|e| {
@@ -574,10 +457,8 @@ impl Dataplane {
         let net_by_index = take_map(&mut ebpf, map_names::NET_BY_INDEX, Array::try_from)?;
         let net_hint = take_map(&mut ebpf, map_names::NET_HINT, Array::try_from)?;
         let ep_gen = take_map(&mut ebpf, map_names::EP_GEN, Array::try_from)?;
-        let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Map {
-            map: map_names::EP_COUNTERS,
-            source: Box::new(MapError::IoError(e)),
-        })?;
+        let nr_cpus = aya::util::nr_cpus()
+            .map_err(|(_, e)| map_error(map_names::EP_COUNTERS)(MapError::IoError(e)))?;
         let mut dp = Dataplane {
             ebpf,
             ep_counters,
@@ -594,7 +475,7 @@ impl Dataplane {
             slots: slots::Slots::default(),
         };
         dp.finish_conntrack_resize(&maps_dir)?;
-        remove_obsolete_pins(&maps_dir)?;
+        compat::remove_obsolete_pins(&maps_dir)?;
         dp.slots = slots::Slots::from_entries(
             dp.endpoints_by_ifindex()?
                 .into_iter()
@@ -866,80 +747,14 @@ impl Dataplane {
     /// Zeroes the counters of a newly assigned `slot` (a previous owner
     /// may have left its counts there) and clears its backend mark.
     fn reset_slot(&mut self, slot: u16) -> Result<(), DataplaneError> {
-        let zeros =
-            PerCpuValues::try_from(vec![EndpointStats::default(); self.nr_cpus]).map_err(|e| {
-                DataplaneError::Map {
-                    map: map_names::EP_COUNTERS,
-                    source: Box::new(MapError::IoError(e)),
-                }
-            })?;
+        let map_err = map_error(map_names::EP_COUNTERS);
+        let zeros = PerCpuValues::try_from(vec![EndpointStats::default(); self.nr_cpus])
+            .map_err(|e| map_err(MapError::IoError(e)))?;
         self.ep_counters
             .set(u32::from(slot), zeros, 0)
-            .map_err(|e| DataplaneError::Map {
-                map: map_names::EP_COUNTERS,
-                source: Box::new(e),
-            })?;
+            .map_err(map_err)?;
         self.write_backend_mark(slot, false)
     }
-}
-
-/// Removes the pins of maps an older netd made and this one replaced
-/// (`map_names::OBSOLETE`). Their maps live on while programs of the older
-/// netd still use them, until the endpoints switch to this one's.
-fn remove_obsolete_pins(maps_dir: &Path) -> Result<(), DataplaneError> {
-    for name in map_names::OBSOLETE {
-        let path = maps_dir.join(name);
-        match fs::remove_file(&path) {
-            Ok(()) => info!(map = name, "removed the pin of a map this netd replaced"),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(DataplaneError::PinDir {
-                    action: "remove",
-                    path,
-                    source,
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Refuses pinned maps whose shape differs from this build's (see the
-/// module docs) and sets `NAT_CT` aside when only its size differs from
-/// `sizes`. Absent pins are fine: the loader creates them.
-fn check_pinned_maps(
-    pin_dir: &Path,
-    maps_dir: &Path,
-    sizes: &MapSizes,
-) -> Result<(), DataplaneError> {
-    let nat_maps = nat::nat_maps(sizes);
-    for expected in EXPECTED_MAPS.iter().chain(&nat_maps).chain(&lb::LB_MAPS) {
-        let path = maps_dir.join(expected.name);
-        let info = match MapInfo::from_pin(&path) {
-            Ok(info) => info,
-            Err(MapError::SyscallError(SyscallError { io_error, .. }))
-                if io_error.kind() == io::ErrorKind::NotFound =>
-            {
-                continue;
-            }
-            Err(e) => {
-                return Err(DataplaneError::Map {
-                    map: expected.name,
-                    source: Box::new(e),
-                });
-            }
-        };
-        let same_layout = expected.same_layout(&info);
-        if same_layout && info.max_entries() == expected.max_entries {
-            continue;
-        }
-        if same_layout && expected.name == map_names::NAT_CT {
-            nat::set_aside_for_resize(maps_dir, info.max_entries(), expected.max_entries)?;
-            continue;
-        }
-        return Err(expected.incompatible(&info, path, pin_dir));
-    }
-    Ok(())
 }
 
 /// Keeps the calling thread on the CPU it runs on now. For callers of
@@ -1007,22 +822,8 @@ fn take_map<T>(
     name: &'static str,
     convert: impl FnOnce(aya::maps::Map) -> Result<T, MapError>,
 ) -> Result<T, DataplaneError> {
-    let map = ebpf
-        .take_map(name)
-        .ok_or(DataplaneError::MissingInObject { kind: "map", name })?;
-    convert(map).map_err(|source| DataplaneError::Map {
-        map: name,
-        source: Box::new(source),
-    })
-}
-
-/// The errno of a failed map syscall, to tell "already there"/"not there"
-/// from real failures without matching on strings.
-fn errno(e: &MapError) -> Option<i32> {
-    match e {
-        MapError::SyscallError(SyscallError { io_error, .. }) => io_error.raw_os_error(),
-        _ => None,
-    }
+    let map = ebpf.take_map(name).ok_or_else(|| missing_map(name))?;
+    convert(map).map_err(map_error(name))
 }
 
 /// Linux's `dev_valid_name`; also keeps names usable as pin file names.
@@ -1105,7 +906,4 @@ mod tests {
 // Cgroup socket hooks: published ports for the host's own sockets (module
 // `sock`, kernel side `netd-ebpf/src/sock.rs`).
 mod sock;
-pub use self::sock::{
-    HOST_ADDRS_MAP, MAX_HOST_ADDRS, SOCK_UDP_REV_MAP, SocketHook, SocketHookAttachment,
-    UDP_REV_ENTRIES, cgroup2_root, host_netns_cookie,
-};
+pub use self::sock::{SocketHook, SocketHookAttachment, cgroup2_root, host_netns_cookie};

@@ -31,7 +31,7 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, HashMap, MapData, MapError, MapType, PerCpuHashMap, PerCpuValues},
+    maps::{Array, HashMap, MapData, MapError, PerCpuHashMap, PerCpuValues},
     programs::{
         LinkOrder, SchedClassifier, TcAttachType,
         links::{FdLink, PinnedLink},
@@ -39,16 +39,15 @@ use aya::{
     },
 };
 use netd_common::{
-    HostConfig, PublishKey, PublishTarget, ipv4_be,
-    limits::{MAX_PUBLISHED, NAT_STATS_SLOTS},
-    map_names,
+    HostConfig, PublishKey, PublishTarget, ipv4_be, map_names,
     nat::{self, CtEntry, CtKey},
 };
 use tracing::{debug, info, warn};
 
 use super::{
-    BPF_ANY, BPF_F_NO_PREALLOC, BPF_NOEXIST, Dataplane, DataplaneError, ExpectedMap, LinkOpError,
-    MapSizes, check_ifname, classifier_mut, decode_ifname, encode_ifname, errno, ifindex_of,
+    BPF_ANY, BPF_NOEXIST, Dataplane, DataplaneError, LinkOpError, check_ifname, classifier_mut,
+    decode_ifname, encode_ifname, ifindex_of,
+    map_access::{addr, errno, map_error, removed},
     raw_link,
 };
 pub use netd_common::{
@@ -77,52 +76,6 @@ enum PinState {
     Missing,
     /// A pin for another (deleted or recreated) interface, now removed.
     ReplacedStale,
-}
-
-/// The maps this module owns, for the compatibility check on load.
-pub(super) const fn nat_maps(sizes: &MapSizes) -> [ExpectedMap; 5] {
-    [
-        ExpectedMap {
-            name: map_names::PUBLISH,
-            map_type: MapType::Hash,
-            key_size: size_of::<PublishKey>() as u32,
-            value_size: size_of::<PublishTarget>() as u32,
-            max_entries: MAX_PUBLISHED,
-            map_flags: BPF_F_NO_PREALLOC,
-        },
-        ExpectedMap {
-            name: map_names::HOST_CFG,
-            map_type: MapType::Array,
-            key_size: size_of::<u32>() as u32,
-            value_size: size_of::<HostConfig>() as u32,
-            max_entries: 1,
-            map_flags: 0,
-        },
-        ExpectedMap {
-            name: map_names::NAT_CT,
-            map_type: MapType::LruHash,
-            key_size: size_of::<CtKey>() as u32,
-            value_size: size_of::<CtEntry>() as u32,
-            max_entries: sizes.nat_ct_entries(),
-            map_flags: 0,
-        },
-        ExpectedMap {
-            name: map_names::NAT_STATS,
-            map_type: MapType::PerCpuArray,
-            key_size: size_of::<u32>() as u32,
-            value_size: size_of::<u64>() as u32,
-            max_entries: NAT_STATS_SLOTS,
-            map_flags: 0,
-        },
-        ExpectedMap {
-            name: map_names::PUBLISH_STATS,
-            map_type: MapType::PerCpuHash,
-            key_size: size_of::<PublishKey>() as u32,
-            value_size: size_of::<u64>() as u32,
-            max_entries: MAX_PUBLISHED,
-            map_flags: BPF_F_NO_PREALLOC,
-        },
-    ]
 }
 
 /// Moves the pinned `NAT_CT` (sized `found`) aside so that the loader
@@ -221,26 +174,6 @@ pub struct Published {
     pub service: bool,
 }
 
-fn map_error(map: &'static str) -> impl Fn(MapError) -> DataplaneError {
-    move |source| DataplaneError::Map {
-        map,
-        source: Box::new(source),
-    }
-}
-
-fn missing_map(name: &'static str) -> DataplaneError {
-    DataplaneError::MissingInObject { kind: "map", name }
-}
-
-/// `Ok(())` for a key that was already absent.
-fn removed(result: Result<(), MapError>) -> Result<(), MapError> {
-    match result {
-        Err(MapError::KeyNotFound) => Ok(()),
-        Err(e) if errno(&e) == Some(libc::ENOENT) => Ok(()),
-        other => other,
-    }
-}
-
 fn publish_key(host_addr: Option<Ipv4Addr>, host_port: u16, proto: Proto) -> PublishKey {
     PublishKey {
         addr: host_addr.map_or(0, |a| ipv4_be(a.octets())),
@@ -248,10 +181,6 @@ fn publish_key(host_addr: Option<Ipv4Addr>, host_port: u16, proto: Proto) -> Pub
         proto: proto.number(),
         _pad: 0,
     }
-}
-
-fn addr(ip_be: u32) -> Ipv4Addr {
-    Ipv4Addr::from(ip_be.to_ne_bytes())
 }
 
 /// `(host_addr, host_port, proto)` of a `PUBLISH` key, `None` for keys this
@@ -288,7 +217,7 @@ impl Dataplane {
             uplink_addr: uplink.map_or(0, |(_, a)| ipv4_be(a.octets())),
             netns_cookie,
         };
-        let mut map: Array<&mut MapData, HostConfig> = self.nat_map_mut(map_names::HOST_CFG)?;
+        let mut map: Array<&mut MapData, HostConfig> = self.object_map_mut(map_names::HOST_CFG)?;
         map.set(0, value, 0)
             .map_err(map_error(map_names::HOST_CFG))?;
         debug!(
@@ -300,7 +229,7 @@ impl Dataplane {
 
     /// The current `HOST_CFG` entry.
     pub fn host_config(&self) -> Result<HostConfig, DataplaneError> {
-        let map: Array<&MapData, HostConfig> = self.nat_map(map_names::HOST_CFG)?;
+        let map: Array<&MapData, HostConfig> = self.object_map(map_names::HOST_CFG)?;
         map.get(&0, 0).map_err(map_error(map_names::HOST_CFG))
     }
 
@@ -372,14 +301,14 @@ impl Dataplane {
         let zeros = PerCpuValues::try_from(vec![0u64; self.nr_cpus])
             .map_err(|e| map_error(map_names::PUBLISH_STATS)(MapError::IoError(e)))?;
         let mut stats: PerCpuHashMap<&mut MapData, PublishKey, u64> =
-            self.nat_map_mut(map_names::PUBLISH_STATS)?;
+            self.object_map_mut(map_names::PUBLISH_STATS)?;
         match stats.insert(key, zeros, BPF_NOEXIST) {
             Ok(()) => {}
             Err(e) if errno(&e) == Some(libc::EEXIST) => {}
             Err(e) => return Err(map_error(map_names::PUBLISH_STATS)(e)),
         }
         let mut publish: HashMap<&mut MapData, PublishKey, PublishTarget> =
-            self.nat_map_mut(map_names::PUBLISH)?;
+            self.object_map_mut(map_names::PUBLISH)?;
         publish
             .insert(key, value, BPF_ANY)
             .map_err(map_error(map_names::PUBLISH))
@@ -419,7 +348,7 @@ impl Dataplane {
         let mut stale = Vec::new();
         {
             let publish: HashMap<&MapData, PublishKey, PublishTarget> =
-                self.nat_map(map_names::PUBLISH)?;
+                self.object_map(map_names::PUBLISH)?;
             for key in publish.keys() {
                 let key = key.map_err(map_error(map_names::PUBLISH))?;
                 if !keep.contains(&key) {
@@ -427,7 +356,7 @@ impl Dataplane {
                 }
             }
             let stats: PerCpuHashMap<&MapData, PublishKey, u64> =
-                self.nat_map(map_names::PUBLISH_STATS)?;
+                self.object_map(map_names::PUBLISH_STATS)?;
             for key in stats.keys() {
                 let key = key.map_err(map_error(map_names::PUBLISH_STATS))?;
                 if !keep.contains(&key) && !stale.contains(&key) {
@@ -447,7 +376,7 @@ impl Dataplane {
     /// Every `PUBLISH` entry, sorted by (proto, port, address).
     pub fn published(&self) -> Result<Vec<Published>, DataplaneError> {
         let publish: HashMap<&MapData, PublishKey, PublishTarget> =
-            self.nat_map(map_names::PUBLISH)?;
+            self.object_map(map_names::PUBLISH)?;
         let mut out = Vec::new();
         for entry in publish.iter() {
             let (key, target) = entry.map_err(map_error(map_names::PUBLISH))?;
@@ -490,7 +419,7 @@ impl Dataplane {
     /// Every `NAT_CT` entry (key, entry), sorted by key: for debugging and
     /// tests. Two per flow; see `netd_common::nat` for how to read them.
     pub fn conntrack(&self) -> Result<Vec<(ConntrackKey, ConntrackEntry)>, DataplaneError> {
-        let ct: HashMap<&MapData, CtKey, CtEntry> = self.nat_map(map_names::NAT_CT)?;
+        let ct: HashMap<&MapData, CtKey, CtEntry> = self.object_map(map_names::NAT_CT)?;
         let mut out = Vec::new();
         for entry in ct.iter() {
             match entry {
@@ -699,10 +628,10 @@ impl Dataplane {
 
     fn remove_publish_key(&mut self, key: &PublishKey) -> Result<(), DataplaneError> {
         let mut publish: HashMap<&mut MapData, PublishKey, PublishTarget> =
-            self.nat_map_mut(map_names::PUBLISH)?;
+            self.object_map_mut(map_names::PUBLISH)?;
         removed(publish.remove(key)).map_err(map_error(map_names::PUBLISH))?;
         let mut stats: PerCpuHashMap<&mut MapData, PublishKey, u64> =
-            self.nat_map_mut(map_names::PUBLISH_STATS)?;
+            self.object_map_mut(map_names::PUBLISH_STATS)?;
         removed(stats.remove(key)).map_err(map_error(map_names::PUBLISH_STATS))?;
         // The flows opened through the port: their first entry is keyed by
         // the packet that arrived for it ({remote or container, host
@@ -731,7 +660,8 @@ impl Dataplane {
                 doomed.insert(entry.peer_key(key.proto));
             }
         }
-        let mut ct: HashMap<&mut MapData, CtKey, CtEntry> = self.nat_map_mut(map_names::NAT_CT)?;
+        let mut ct: HashMap<&mut MapData, CtKey, CtEntry> =
+            self.object_map_mut(map_names::NAT_CT)?;
         let mut entries: usize = 0;
         let mut failed = Ok(());
         for key in &doomed {
@@ -774,7 +704,8 @@ impl Dataplane {
         let old: HashMap<MapData, CtKey, CtEntry> = aya::maps::Map::from_map_data(old)
             .and_then(HashMap::try_from)
             .map_err(map_error(map_names::NAT_CT))?;
-        let mut new: HashMap<&mut MapData, CtKey, CtEntry> = self.nat_map_mut(map_names::NAT_CT)?;
+        let mut new: HashMap<&mut MapData, CtKey, CtEntry> =
+            self.object_map_mut(map_names::NAT_CT)?;
         let mut copied = 0u64;
         for entry in old.iter() {
             match entry {
@@ -799,22 +730,6 @@ impl Dataplane {
             "conntrack map resized; its flows carried over"
         );
         Ok(())
-    }
-
-    pub(super) fn nat_map<'a, T>(&'a self, name: &'static str) -> Result<T, DataplaneError>
-    where
-        T: TryFrom<&'a aya::maps::Map, Error = MapError>,
-    {
-        let map = self.ebpf.map(name).ok_or_else(|| missing_map(name))?;
-        T::try_from(map).map_err(map_error(name))
-    }
-
-    pub(super) fn nat_map_mut<'a, T>(&'a mut self, name: &'static str) -> Result<T, DataplaneError>
-    where
-        T: TryFrom<&'a mut aya::maps::Map, Error = MapError>,
-    {
-        let map = self.ebpf.map_mut(name).ok_or_else(|| missing_map(name))?;
-        T::try_from(map).map_err(map_error(name))
     }
 }
 

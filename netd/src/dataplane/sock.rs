@@ -62,68 +62,24 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap, MapData, MapInfo, MapType},
+    maps::{HashMap, MapData},
     programs::{
         CgroupAttachMode, CgroupSock, CgroupSockAddr, Program, ProgramError,
         links::{FdLink, LinkError},
     },
     sys::SyscallError,
 };
-use netd_common::{PublishKey, ipv4_be};
+use netd_common::{
+    ipv4_be, map_names,
+    sock::{UdpRevKey, UdpRevValue},
+};
 use tracing::{debug, info, warn};
 
 use super::{
-    BPF_ANY, BPF_F_NO_PREALLOC, Dataplane, DataplaneError, ExpectedMap, LinkOpError, errno,
+    BPF_ANY, Dataplane, DataplaneError, LinkOpError, compat,
+    map_access::{addr, errno, map_error, removed},
     raw_link,
 };
-
-/// Map: host addresses (`ipv4_be` -> unused `u32`) besides loopback and the
-/// uplink's. Name as in `netd-ebpf/src/maps.rs`.
-pub const HOST_ADDRS_MAP: &str = "HOST_ADDRS";
-/// LRU map: {UDP socket cookie, container addr/port} -> original
-/// destination ([`PublishKey`]), for `netd_recvmsg4`.
-pub const SOCK_UDP_REV_MAP: &str = "SOCK_UDP_REV";
-/// Entries of `HOST_ADDRS` (as `netd-ebpf/src/sock.rs` `MAX_HOST_ADDRS`).
-pub const MAX_HOST_ADDRS: u32 = 1024;
-/// Entries of `SOCK_UDP_REV` (as `netd-ebpf/src/sock.rs` `UDP_REV_ENTRIES`).
-pub const UDP_REV_ENTRIES: u32 = 65536;
-
-/// `SOCK_UDP_REV` key, as `netd-ebpf/src/sock.rs` `UdpRevKey`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct UdpRevKey {
-    cookie: u64,
-    addr: u32,
-    port: u16,
-    _pad: u16,
-}
-
-// SAFETY: `#[repr(C)]`, `Copy`, integers only, the padding spelled out as a
-// field (16 bytes, no implicit padding), any bit pattern valid.
-unsafe impl aya::Pod for UdpRevKey {}
-
-/// The socket maps' expected shapes. Checked by
-/// [`Dataplane::attach_socket_hooks`] rather than at load: only the socket
-/// programs use these maps, so refusing to attach them is enough to keep a
-/// wrongly shaped pinned map from being used.
-const SOCK_EXPECTED_MAPS: [ExpectedMap; 2] = [
-    ExpectedMap {
-        name: HOST_ADDRS_MAP,
-        map_type: MapType::Hash,
-        key_size: size_of::<u32>() as u32,
-        value_size: size_of::<u32>() as u32,
-        max_entries: MAX_HOST_ADDRS,
-        map_flags: BPF_F_NO_PREALLOC,
-    },
-    ExpectedMap {
-        name: SOCK_UDP_REV_MAP,
-        map_type: MapType::LruHash,
-        key_size: size_of::<UdpRevKey>() as u32,
-        value_size: size_of::<PublishKey>() as u32,
-        max_entries: UDP_REV_ENTRIES,
-        map_flags: 0,
-    },
-];
 
 /// What aya is told for `BPF_LINK_CREATE`: no flags. A cgroup link is
 /// multi-attach by nature (the kernel attaches it with `BPF_F_ALLOW_MULTI`
@@ -331,7 +287,7 @@ impl Dataplane {
     /// Refuses ([`DataplaneError::IncompatiblePinnedMap`]) if the pinned
     /// `HOST_ADDRS`/`SOCK_UDP_REV` maps have another shape than this build's.
     pub fn attach_socket_hooks(&mut self, cgroup: &Path) -> Result<(), DataplaneError> {
-        self.check_sock_maps()?;
+        compat::check_socket_hook_maps(&self.pin_dir)?;
         let cgroup_dir = File::open(cgroup)
             .map_err(|e| cgroup_error(SocketHook::Connect4, cgroup, ProgramError::IOError(e)))?;
         let cgroup_id = cgroup_dir
@@ -412,34 +368,29 @@ impl Dataplane {
     /// 127.0.0.0/8 and the uplink's, which the hooks know anyway) that
     /// count as "this host" for published ports, e.g. a second NIC's or a
     /// network's gateway address. Idempotent; call it at start and when the
-    /// host's addresses change. At most [`MAX_HOST_ADDRS`] (beyond that the
+    /// host's addresses change. At most
+    /// [`MAX_HOST_ADDRS`](netd_common::limits::MAX_HOST_ADDRS) (beyond that the
     /// insert fails with `E2BIG` and the error is returned, the addresses
     /// written so far staying in place).
     pub fn set_host_addresses(&mut self, addrs: &[Ipv4Addr]) -> Result<(), DataplaneError> {
-        let map_err = |e| DataplaneError::Map {
-            map: HOST_ADDRS_MAP,
-            source: Box::new(e),
-        };
-        let mut map = self.host_addrs_map()?;
+        let map_err = map_error(map_names::HOST_ADDRS);
+        let mut map: HashMap<&mut MapData, u32, u32> =
+            self.object_map_mut(map_names::HOST_ADDRS)?;
         let wanted: HashSet<u32> = addrs.iter().map(|a| ipv4_be(a.octets())).collect();
         // Stale ones out first, so that a changed set never needs more room
         // than its final size; the addresses that stay are never missing.
         let stale: Vec<u32> = map
             .keys()
             .collect::<Result<Vec<_>, _>>()
-            .map_err(map_err)?
+            .map_err(&map_err)?
             .into_iter()
             .filter(|k| !wanted.contains(k))
             .collect();
         for key in stale {
-            match map.remove(&key) {
-                Ok(()) => {}
-                Err(e) if errno(&e) == Some(libc::ENOENT) => {}
-                Err(e) => return Err(map_err(e)),
-            }
+            removed(map.remove(&key)).map_err(&map_err)?;
         }
         for key in &wanted {
-            map.insert(key, 0, BPF_ANY).map_err(map_err)?;
+            map.insert(key, 0, BPF_ANY).map_err(&map_err)?;
         }
         debug!(count = wanted.len(), "host addresses written");
         Ok(())
@@ -447,84 +398,32 @@ impl Dataplane {
 
     /// The addresses in `HOST_ADDRS`, sorted.
     pub fn host_addresses(&self) -> Result<Vec<Ipv4Addr>, DataplaneError> {
-        let map = self
-            .ebpf
-            .map(HOST_ADDRS_MAP)
-            .ok_or(DataplaneError::MissingInObject {
-                kind: "map",
-                name: HOST_ADDRS_MAP,
-            })?;
-        let map =
-            HashMap::<&MapData, u32, u32>::try_from(map).map_err(|e| DataplaneError::Map {
-                map: HOST_ADDRS_MAP,
-                source: Box::new(e),
-            })?;
+        let map: HashMap<&MapData, u32, u32> = self.object_map(map_names::HOST_ADDRS)?;
         let mut out = map
             .keys()
-            .map(|k| k.map(|k| Ipv4Addr::from(k.to_ne_bytes())))
+            .map(|k| k.map(addr))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| DataplaneError::Map {
-                map: HOST_ADDRS_MAP,
-                source: Box::new(e),
-            })?;
+            .map_err(map_error(map_names::HOST_ADDRS))?;
         out.sort();
         Ok(out)
     }
 
     /// Entries in `SOCK_UDP_REV`: UDP {socket, published port} pairs the
-    /// hooks remember (for metrics; LRU, so at most [`UDP_REV_ENTRIES`]).
+    /// hooks remember (for metrics; LRU, so at most
+    /// [`UDP_REV_ENTRIES`](netd_common::limits::UDP_REV_ENTRIES)).
     pub fn udp_reverse_entries(&self) -> Result<usize, DataplaneError> {
-        let map_err = |e| DataplaneError::Map {
-            map: SOCK_UDP_REV_MAP,
-            source: Box::new(e),
-        };
-        let map = self
-            .ebpf
-            .map(SOCK_UDP_REV_MAP)
-            .ok_or(DataplaneError::MissingInObject {
-                kind: "map",
-                name: SOCK_UDP_REV_MAP,
-            })?;
-        let map = HashMap::<&MapData, UdpRevKey, PublishKey>::try_from(map).map_err(map_err)?;
+        let map: HashMap<&MapData, UdpRevKey, UdpRevValue> =
+            self.object_map(map_names::SOCK_UDP_REV)?;
         let mut n = 0;
         for key in map.keys() {
             match key {
                 Ok(_) => n += 1,
                 // An LRU entry evicted during the walk ends it early.
                 Err(e) if errno(&e) == Some(libc::ENOENT) => break,
-                Err(e) => return Err(map_err(e)),
+                Err(e) => return Err(map_error(map_names::SOCK_UDP_REV)(e)),
             }
         }
         Ok(n)
-    }
-
-    fn host_addrs_map(&mut self) -> Result<HashMap<&mut MapData, u32, u32>, DataplaneError> {
-        let map = self
-            .ebpf
-            .map_mut(HOST_ADDRS_MAP)
-            .ok_or(DataplaneError::MissingInObject {
-                kind: "map",
-                name: HOST_ADDRS_MAP,
-            })?;
-        HashMap::try_from(map).map_err(|e| DataplaneError::Map {
-            map: HOST_ADDRS_MAP,
-            source: Box::new(e),
-        })
-    }
-
-    fn check_sock_maps(&self) -> Result<(), DataplaneError> {
-        let maps_dir = self.pin_dir.join("maps");
-        for expected in &SOCK_EXPECTED_MAPS {
-            let path = maps_dir.join(expected.name);
-            let info = MapInfo::from_pin(&path).map_err(|e| DataplaneError::Map {
-                map: expected.name,
-                source: Box::new(e),
-            })?;
-            if !expected.same_layout(&info) || info.max_entries() != expected.max_entries {
-                return Err(expected.incompatible(&info, path, &self.pin_dir));
-            }
-        }
-        Ok(())
     }
 
     fn hook_pin(&self, hook: SocketHook) -> PathBuf {
@@ -791,17 +690,6 @@ mod tests {
             assert!(!pin.ends_with("_from") && !pin.ends_with("_to"), "{pin}");
             assert!(hook.program_name().len() <= 15, "{}", hook.program_name());
             assert!(names.insert(pin));
-        }
-    }
-
-    #[test]
-    fn udp_rev_key_layout() {
-        assert_eq!(size_of::<UdpRevKey>(), 16);
-        assert_eq!(std::mem::offset_of!(UdpRevKey, addr), 8);
-        assert_eq!(std::mem::offset_of!(UdpRevKey, port), 12);
-        assert_eq!(size_of::<PublishKey>(), 8);
-        for map in SOCK_EXPECTED_MAPS {
-            assert!(map.name.len() <= 15, "{}", map.name);
         }
     }
 }

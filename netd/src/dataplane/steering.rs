@@ -49,7 +49,7 @@ use std::{
     ops::RangeInclusive,
 };
 
-use aya::maps::{MapError, lpm_trie::Key};
+use aya::maps::lpm_trie::Key;
 use ipnet::Ipv4Net;
 use netd_common::{
     EndpointInfo, IndexedNetwork, NET_F_INTERNAL, NetworkInfo, ipv4_be,
@@ -58,33 +58,10 @@ use netd_common::{
 };
 use tracing::{debug, info};
 
-use super::{BPF_ANY, Dataplane, DataplaneError, errno, ifindex_exists};
-
-fn map_error(map: &'static str) -> impl Fn(MapError) -> DataplaneError {
-    move |source| DataplaneError::Map {
-        map,
-        source: Box::new(source),
-    }
-}
-
-/// `Ok(None)` for a missing key instead of an error.
-fn found<V>(result: Result<V, MapError>) -> Result<Option<V>, MapError> {
-    match result {
-        Ok(v) => Ok(Some(v)),
-        Err(MapError::KeyNotFound) => Ok(None),
-        Err(e) if errno(&e) == Some(libc::ENOENT) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// `Ok(())` for a key that was already absent.
-fn removed(result: Result<(), MapError>) -> Result<(), MapError> {
-    match result {
-        Err(MapError::KeyNotFound) => Ok(()),
-        Err(e) if errno(&e) == Some(libc::ENOENT) => Ok(()),
-        other => other,
-    }
-}
+use super::{
+    BPF_ANY, Dataplane, DataplaneError, ifindex_exists,
+    map_access::{addr, found, map_error, removed},
+};
 
 /// The LPM key of `subnet` (host bits cleared).
 fn net_key(subnet: Ipv4Net) -> Key<u32> {
@@ -93,10 +70,6 @@ fn net_key(subnet: Ipv4Net) -> Key<u32> {
         u32::from(subnet.prefix_len()),
         ipv4_be(subnet.network().octets()),
     )
-}
-
-fn addr(ip_be: u32) -> Ipv4Addr {
-    Ipv4Addr::from(ip_be.to_ne_bytes())
 }
 
 /// The /16s (`a.b` as `a * 256 + b`) that `subnet` overlaps.
