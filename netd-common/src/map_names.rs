@@ -41,6 +41,10 @@ pub const EP_GEN: &str = "EP_GEN";
 /// outside every netd network (masquerade); a set bit only means
 /// "look".
 pub const NET_HINT: &str = "NET_HINT";
+/// Hash: a macvlan's ifindex ([`crate::macvlan::ifindex`]) ->
+/// [`crate::EndpointInfo`]: who may send on that macvlan (the
+/// anti-spoofing reference of `netd_mv_out`).
+pub const MV_EP: &str = "MV_EP";
 /// Hash: [`crate::PublishKey`] -> [`crate::PublishTarget`]. Published
 /// ports (DNAT on the uplink, hairpin, socket hooks).
 pub const PUBLISH: &str = "PUBLISH";

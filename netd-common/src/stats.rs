@@ -87,11 +87,14 @@ pub enum DropReason {
     /// that has no backend right now: dropped rather than sent anywhere
     /// stale. Host connections refused for the same reason count here too.
     NoBackend = 11,
+    /// From an interface the data path has no endpoint for where one is
+    /// required (a macvlan whose `MV_EP` entry is gone): fail closed.
+    UnknownSender = 12,
 }
 
 impl DropReason {
     /// All reasons, in value order.
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Unknown,
         DropReason::Malformed,
         DropReason::NotIp,
@@ -104,6 +107,7 @@ impl DropReason {
         DropReason::CtMapFull,
         DropReason::NatFragment,
         DropReason::NoBackend,
+        DropReason::UnknownSender,
     ];
 
     /// Decodes a raw value read from a map; `None` for values this build does
@@ -122,6 +126,7 @@ impl DropReason {
             9 => Some(DropReason::CtMapFull),
             10 => Some(DropReason::NatFragment),
             11 => Some(DropReason::NoBackend),
+            12 => Some(DropReason::UnknownSender),
             _ => None,
         }
     }
@@ -141,6 +146,7 @@ impl DropReason {
             DropReason::CtMapFull => "ct_map_full",
             DropReason::NatFragment => "nat_fragment",
             DropReason::NoBackend => "no_backend",
+            DropReason::UnknownSender => "unknown_sender",
         }
     }
 }

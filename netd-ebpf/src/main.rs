@@ -7,6 +7,9 @@
 //!   sends and decides where it goes (`arp`, `forward`);
 //! - `netd_to_ep`: TC egress of that veth, sees what is delivered to the
 //!   container through it (from the host, and ARP replies); it only counts;
+//! - `netd_mv_out`: TC egress of a macvlan endpoint inside its container's
+//!   namespace, drops what does not carry the endpoint's addresses
+//!   (`macvlan`);
 //! - `netd_uplink_in`: TCX ingress of the uplink, for replies of
 //!   masqueraded flows and connections to published ports from outside
 //!   (`nat`);
@@ -31,7 +34,8 @@
 //!    published to a service comes from `lb`).
 //! 4. What a program does with a packet or a socket call: `arp`, `sock`
 //!    (the socket hooks, balanced by `lb`), `forward` (IPv4 from a
-//!    container, handed to `nat` and `lb`).
+//!    container, handed to `nat` and `lb`), `macvlan` (a macvlan
+//!    endpoint's sender checks).
 //! 5. This file: the entry points, and the drop accounting of every TC
 //!    program.
 // The object only means something for the BPF target; on the host the crate
@@ -60,6 +64,7 @@ mod translate;
 
 mod arp;
 mod forward;
+mod macvlan;
 mod sock;
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
@@ -87,6 +92,16 @@ pub fn netd_to_ep(ctx: TcContext) -> i32 {
     match try_netd_to_ep(&ctx) {
         Ok(verdict) => verdict,
         Err(reason) => drop_packet(reason, Direction::ToEndpoint),
+    }
+}
+
+/// Frame a container sends on its macvlan (see `macvlan`).
+#[classifier]
+#[inline(always)]
+pub fn netd_mv_out(ctx: TcContext) -> i32 {
+    match macvlan::from_endpoint(&ctx) {
+        Ok(verdict) => verdict,
+        Err(reason) => drop_packet(reason, Direction::FromEndpoint),
     }
 }
 

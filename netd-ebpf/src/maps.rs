@@ -54,6 +54,12 @@ pub(crate) static EP_MAP: HashMap<u32, EndpointInfo> =
 pub(crate) static EP_BY_IF: HashMap<u32, EndpointInfo> =
     HashMap::pinned(MAX_ENDPOINTS, BPF_F_NO_PREALLOC);
 
+/// Macvlan ifindex (netd's choice, unique) -> endpoint: who may send on
+/// that macvlan. Name: `map_names::MV_EP`.
+#[map]
+pub(crate) static MV_EP: HashMap<u32, EndpointInfo> =
+    HashMap::pinned(MAX_ENDPOINTS, BPF_F_NO_PREALLOC);
+
 /// Subnet -> network: which network an address belongs to, for
 /// destinations that are not endpoints (gateway, unused addresses, other
 /// networks) and for the sender's own network flags. aya adds the

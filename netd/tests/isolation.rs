@@ -406,6 +406,74 @@ fn macvlan_containers_appear_on_the_parent_segment() {
 }
 
 #[test]
+fn macvlan_containers_cannot_spoof() {
+    let mut d = Daemon::start();
+    let lan = Lan::new(&d.prefix, "10.246.0.1/24");
+    d.ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "-o",
+        &format!("parent={}", lan.parent),
+        "--subnet",
+        "10.246.0.0/24",
+        "--gateway",
+        "10.246.0.1",
+        "mv",
+    ]);
+    d.ok(&["container", "create", "--network", "mv", "m"]);
+    let m = d.netns("m");
+    assert!(ping(&m, "10.246.0.1", 2), "own address works");
+    // Root in the container takes a neighbour's address: not a packet
+    // leaves with it.
+    let before = drops(&d, "spoofed_source");
+    let run = |args: &[&str]| assert!(Command::new("ip").args(args).status().unwrap().success());
+    run(&["-n", &m, "addr", "add", "10.246.0.99/24", "dev", "eth0"]);
+    assert!(
+        !ping_from_addr(&m, "10.246.0.99", "10.246.0.1"),
+        "spoofed source reached the segment"
+    );
+    assert!(drops(&d, "spoofed_source") > before, "spoofing not counted");
+    // Nor with another MAC.
+    run(&["-n", &m, "addr", "del", "10.246.0.99/24", "dev", "eth0"]);
+    run(&[
+        "-n",
+        &m,
+        "link",
+        "set",
+        "eth0",
+        "address",
+        "02:42:0a:f6:00:63",
+    ]);
+    run(&["-n", &lan.ns, "neigh", "flush", "dev", "lan0"]);
+    assert!(
+        !ping(&m, "10.246.0.1", 2),
+        "spoofed MAC reached the segment"
+    );
+    run(&[
+        "-n",
+        &m,
+        "link",
+        "set",
+        "eth0",
+        "address",
+        "02:42:0a:f6:00:02",
+    ]);
+    assert!(ping(&m, "10.246.0.1", 2), "own addresses work again");
+    // The guard outlives a killed daemon, and the restarted one keeps it.
+    d.restart();
+    run(&["-n", &m, "addr", "add", "10.246.0.98/24", "dev", "eth0"]);
+    assert!(
+        !ping_from_addr(&m, "10.246.0.98", "10.246.0.1"),
+        "spoofed source passed after a restart"
+    );
+    assert!(ping(&m, "10.246.0.1", 2), "own address after a restart");
+    d.ok(&["container", "rm", "m"]);
+    d.ok(&["network", "rm", "mv"]);
+}
+
+#[test]
 fn the_data_plane_outlives_a_killed_daemon() {
     let mut d = Daemon::start();
     d.ok(&["network", "create", "--subnet", "10.245.0.0/24", "n"]);

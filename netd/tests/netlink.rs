@@ -632,6 +632,7 @@ async fn macvlan_endpoint() {
         gateway: lan.router,
         default_route: true,
         mtu: Some(1400),
+        index: None,
     };
     nl.create_macvlan_endpoint(&p)
         .await
@@ -686,6 +687,43 @@ async fn macvlan_endpoint() {
     assert_eq!(eth0["address"], mac_str(p.mac).as_str(), "{eth0}");
     assert!(ping_from(&ns, lan.router), "ping after re-adoption");
 
+    // Asked for an ifindex of its own, it is replaced by one that has it,
+    // and `guard` runs before it comes up.
+    let numbered = MacvlanPlumbing {
+        index: Some((1 << 30) | 7),
+        ..p.clone()
+    };
+    let seen = std::sync::Mutex::new(None);
+    nl.create_guarded_macvlan(&numbered, async |index| {
+        *seen.lock().unwrap() = Some((
+            index,
+            has_flag(&link_json(Some(&ns), "eth0").unwrap(), "UP"),
+        ));
+        Ok(())
+    })
+    .await
+    .expect("numbered");
+    assert_eq!(*seen.lock().unwrap(), Some(((1 << 30) | 7, false)));
+    assert_eq!(
+        link_json(Some(&ns), "eth0").unwrap()["ifindex"],
+        (1 << 30) | 7
+    );
+    assert!(ping_from(&ns, lan.router), "ping after renumbering");
+    // A failing guard leaves no macvlan behind.
+    nl.remove_link_in_netns(&Netns::from(ns.as_str()), "eth0")
+        .await
+        .expect("remove");
+    let err = nl
+        .create_guarded_macvlan(&numbered, async |_| Err(io::Error::other("refused")))
+        .await
+        .expect_err("guard refused");
+    assert!(err.to_string().contains("refused"), "{err}");
+    assert!(
+        link_json(Some(&ns), "eth0").is_none(),
+        "macvlan left behind"
+    );
+    nl.create_macvlan_endpoint(&p).await.expect("create again");
+
     // Removing it, then again, then in a missing namespace: all fine.
     nl.remove_link_in_netns(&Netns::from(ns.as_str()), "eth0")
         .await
@@ -719,6 +757,7 @@ async fn macvlan_failures_leave_nothing_behind() {
         gateway: lan.router,
         default_route: true,
         mtu: None,
+        index: None,
     };
     let only_lo = |ns: &str| {
         let links = ip_json(&["-n", ns, "link", "show"]);

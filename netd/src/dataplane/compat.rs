@@ -113,7 +113,7 @@ impl fmt::Display for ExpectedMap {
 /// The maps checked when the object is loaded: every map the programs pin
 /// but the socket hooks' ([`SOCKET_HOOK_MAPS`]), `NAT_CT` with the size
 /// `sizes` asks for.
-const fn load_checked(sizes: &MapSizes) -> [ExpectedMap; 16] {
+const fn load_checked(sizes: &MapSizes) -> [ExpectedMap; 17] {
     [
         // Endpoints, networks and their counters (module `steering`).
         ExpectedMap::of::<u32, EndpointStats>(
@@ -136,6 +136,13 @@ const fn load_checked(sizes: &MapSizes) -> [ExpectedMap; 16] {
         ),
         ExpectedMap::of::<u32, EndpointInfo>(
             map_names::EP_BY_IF,
+            MapType::Hash,
+            MAX_ENDPOINTS,
+            BPF_F_NO_PREALLOC,
+        ),
+        // Macvlan endpoints (module `macvlan`).
+        ExpectedMap::of::<u32, EndpointInfo>(
+            map_names::MV_EP,
             MapType::Hash,
             MAX_ENDPOINTS,
             BPF_F_NO_PREALLOC,

@@ -81,9 +81,11 @@ mod steering;
 mod tc_filter;
 // NAT, published ports, uplink (after the others so parallel work appends).
 mod counters;
+mod macvlan;
 mod nat;
 
 pub use counters::{Census, Counters};
+pub use macvlan::MACVLAN_PROGRAM;
 // Services: virtual IPs balanced round-robin (kernel side `netd-ebpf/src/lb.rs`).
 mod lb;
 
@@ -385,6 +387,9 @@ pub struct Dataplane {
     ep_counters: PerCpuArray<MapData, EndpointStats>,
     /// The daemon's own reader of the counters, for the read methods here.
     counters: counters::Counters,
+    /// Macvlan endpoints written since the load (see
+    /// [`Dataplane::retain_macvlan_endpoints`]).
+    macvlans_written: std::collections::HashSet<u32>,
     ep_map: HashMap<MapData, u32, EndpointInfo>,
     ep_by_if: HashMap<MapData, u32, EndpointInfo>,
     net_lpm: LpmTrie<MapData, u32, NetworkInfo>,
@@ -463,6 +468,7 @@ impl Dataplane {
             ebpf,
             ep_counters,
             counters: counters::Counters::open(&maps_dir, u64::from(sizes.nat_ct_entries()))?,
+            macvlans_written: Default::default(),
             ep_map,
             ep_by_if,
             net_lpm,
@@ -789,7 +795,7 @@ fn load_programs(object: &[u8], maps_dir: &Path, sizes: &MapSizes) -> Result<Ebp
     for program in Direction::ALL
         .into_iter()
         .map(program_name)
-        .chain([nat::UPLINK_PROGRAM])
+        .chain([nat::UPLINK_PROGRAM, macvlan::MACVLAN_PROGRAM])
     {
         classifier_mut(&mut ebpf, program)?
             .load()

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use ipnet::Ipv4Net;
 use tracing::warn;
 
-use super::{Kernel, NetworkDriver, Plugged, Predefined};
+use super::{Kernel, Leaving, NetworkDriver, Plugged, Predefined};
 use crate::error::{EngineError, Result};
 use crate::ipam;
 use crate::model::{Endpoint, Network, mac_for};
@@ -125,7 +125,7 @@ impl NetworkDriver for Bridge {
         })
     }
 
-    async fn detach(&self, k: &mut Kernel<'_>, net: &Network, ep: &Endpoint, _ns: Option<&Netns>) {
+    async fn detach(&self, k: &mut Kernel<'_>, net: &Network, ep: &Endpoint, _ns: Leaving<'_>) {
         if let Err(e) = k.dataplane.detach_endpoint(&ep.host_ifname) {
             warn!(link = %ep.host_ifname, error = %e, "cannot detach datapath");
         }

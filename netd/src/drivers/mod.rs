@@ -66,6 +66,28 @@ pub struct Kernel<'a> {
     pub dataplane: &'a mut Dataplane,
 }
 
+/// The namespace an endpoint is detached from.
+#[derive(Debug, Clone, Copy)]
+pub enum Leaving<'a> {
+    /// It stays (a disconnect, or a runtime's namespace): what the endpoint
+    /// has inside must be removed.
+    Stays(&'a Netns),
+    /// It is deleted right after, taking what is inside with it.
+    Deleted(&'a Netns),
+    /// It is gone already.
+    Gone,
+}
+
+impl<'a> Leaving<'a> {
+    /// The namespace, while it is there.
+    pub fn netns(self) -> Option<&'a Netns> {
+        match self {
+            Leaving::Stays(ns) | Leaving::Deleted(ns) => Some(ns),
+            Leaving::Gone => None,
+        }
+    }
+}
+
 /// What attaching an endpoint left for the engine to know.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plugged {
@@ -153,17 +175,8 @@ pub trait NetworkDriver: Send + Sync {
         )))
     }
 
-    /// Undoes `attach`, going on past errors. `ns` names the namespace
-    /// when it stays (a disconnect); `None` when it is about to be deleted
-    /// with whatever is inside.
-    async fn detach(
-        &self,
-        _k: &mut Kernel<'_>,
-        _net: &Network,
-        _ep: &Endpoint,
-        _ns: Option<&Netns>,
-    ) {
-    }
+    /// Undoes `attach`, going on past errors.
+    async fn detach(&self, _k: &mut Kernel<'_>, _net: &Network, _ep: &Endpoint, _ns: Leaving<'_>) {}
 
     /// Host links the network itself owns (not its endpoints'), so that
     /// start-up garbage collection keeps them.

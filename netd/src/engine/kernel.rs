@@ -12,6 +12,7 @@ use tracing::warn;
 use super::Engine;
 use super::command::Done;
 use super::snapshot::Link;
+use crate::drivers::Leaving;
 use crate::error::{EngineError, Result};
 use crate::model::{Container, Endpoint, NetMode, Network};
 use crate::netlink::{Netlink, Netns, netns};
@@ -51,8 +52,8 @@ impl Engine {
         Ok(plugged.carrier)
     }
 
-    /// Undoes `attach`. `ns` names the namespace when it stays.
-    pub(super) async fn detach(&mut self, net: &Network, ep: &Endpoint, ns: Option<&Netns>) {
+    /// Undoes `attach`.
+    pub(super) async fn detach(&mut self, net: &Network, ep: &Endpoint, ns: Leaving<'_>) {
         let drivers = self.drivers.clone();
         match drivers.of(net) {
             Ok(driver) => driver.detach(&mut self.kernel(), net, ep, ns).await,
@@ -135,13 +136,20 @@ impl Engine {
         }
         // A namespace netd owns is deleted below, with what is inside; one
         // a runtime owns stays, so its interfaces are removed here.
-        let stays = match &c.net {
+        let ns = match &c.net {
+            NetMode::Own { netns } => Some(Netns::Named(netns.clone())),
             NetMode::Path { path } => Some(Netns::Path(path.clone())),
-            _ => None,
+            NetMode::Host | NetMode::Container { .. } => None,
+        }
+        .filter(Netns::exists);
+        let leaving = match (&ns, &c.net) {
+            (Some(ns), NetMode::Path { .. }) => Leaving::Stays(ns),
+            (Some(ns), _) => Leaving::Deleted(ns),
+            (None, _) => Leaving::Gone,
         };
         for ep in &c.endpoints {
             match self.state.networks.get(&ep.network_id).cloned() {
-                Some(net) => self.detach(&net, ep, stays.as_ref()).await,
+                Some(net) => self.detach(&net, ep, leaving).await,
                 None => {
                     warn!(container = %c.name, endpoint = %ep.id, "network of endpoint is gone")
                 }

@@ -12,7 +12,7 @@ use super::command::Done;
 use super::snapshot::sandbox_of;
 use super::spec::{EndpointSpec, NetworkFilters, NetworkSpec};
 use super::{Engine, now, random_id};
-use crate::drivers::Attachment;
+use crate::drivers::{Attachment, Leaving};
 use crate::error::{EngineError, Result};
 use crate::ipam;
 use crate::model::{Container, Endpoint, NetMode, Network, State, mac_for, valid_name};
@@ -200,7 +200,7 @@ impl Engine {
                     Arc::make_mut(c).endpoints.retain(|x| x.id != endpoint.id);
                 }
                 self.commit(back)?;
-                self.detach(&net, &endpoint, Some(&ns)).await;
+                self.detach(&net, &endpoint, Leaving::Stays(&ns)).await;
                 return Err(e);
             }
         };
@@ -240,7 +240,8 @@ impl Engine {
             .flatten();
         self.commit(next)?;
         let ns = sandbox_of(&self.state, &c);
-        self.detach(&net, &endpoint, ns.as_ref()).await;
+        let leaving = ns.as_ref().map_or(Leaving::Gone, Leaving::Stays);
+        self.detach(&net, &endpoint, leaving).await;
         if let (Some(ep), Some(ns)) = (new_default, &ns)
             && let Err(e) = self
                 .netlink

@@ -129,6 +129,10 @@ impl Engine {
         if let Err(e) = self.dataplane.retain(&networks, &endpoints) {
             warn!(error = %e, "cannot clean up datapath entries");
         }
+        // Every macvlan endpoint was written again by `apply_container`.
+        if let Err(e) = self.dataplane.retain_macvlan_endpoints() {
+            warn!(error = %e, "cannot clean up macvlan entries");
+        }
         let published: Vec<_> = self
             .state
             .containers

@@ -162,6 +162,9 @@ pub struct MacvlanPlumbing {
     /// Whether this endpoint carries the container's default route.
     pub default_route: bool,
     pub mtu: Option<u32>,
+    /// The ifindex to give the macvlan in the namespace; `None`: the
+    /// kernel's choice.
+    pub index: Option<u32>,
 }
 
 /// `aa:bb:cc:dd:ee:ff`, for messages.
@@ -599,19 +602,34 @@ impl Netlink {
     }
 
     /// Gives a container a macvlan (mode bridge) on host interface
+    /// `p.parent` (see [`Netlink::create_guarded_macvlan`], with nothing to
+    /// run before it comes up).
+    pub async fn create_macvlan_endpoint(&self, p: &MacvlanPlumbing) -> Result<(), NetlinkError> {
+        self.create_guarded_macvlan(p, async |_| Ok(())).await
+    }
+
+    /// Gives a container a macvlan (mode bridge) on host interface
     /// `p.parent`: created directly inside `p.netns` with its final name,
-    /// MAC and MTU (`ip link add link PARENT name IFNAME netns NS address
-    /// MAC type macvlan mode bridge`, one atomic operation, so nothing
-    /// half-named is ever left in the host), then address, up and the
-    /// optional default route. IPv6 is turned off in the namespace first.
+    /// MAC, MTU and ifindex if `p.index` asks for one (`ip link add link
+    /// PARENT name IFNAME netns NS address MAC index N type macvlan mode
+    /// bridge`, one atomic operation, so nothing half-named is ever left in
+    /// the host), down; then `guard` runs with its ifindex (the data path
+    /// attaches its checks there, so the macvlan never sends unchecked);
+    /// then address, up and the optional default route. IPv6 is turned off
+    /// in the namespace first.
     ///
     /// Re-adoption: an existing `p.ifname` in the namespace that is a
-    /// macvlan on `p.parent` is reconfigured idempotently (its MAC fixed if
-    /// it differs); anything else of that name is a
-    /// [`NetlinkError::LinkConflict`]. A missing parent is
-    /// [`NetlinkError::LinkNotFound`]. On failure after creation the macvlan
-    /// is deleted before the error is returned.
-    pub async fn create_macvlan_endpoint(&self, p: &MacvlanPlumbing) -> Result<(), NetlinkError> {
+    /// macvlan on `p.parent` (with the ifindex asked for) is reconfigured
+    /// idempotently (its MAC fixed if it differs, `guard` run again);
+    /// another macvlan on the parent with another ifindex is replaced;
+    /// anything else of that name is a [`NetlinkError::LinkConflict`]. A
+    /// missing parent is [`NetlinkError::LinkNotFound`]. On failure after
+    /// creation the macvlan is deleted before the error is returned.
+    pub async fn create_guarded_macvlan(
+        &self,
+        p: &MacvlanPlumbing,
+        guard: impl AsyncFnOnce(u32) -> io::Result<()>,
+    ) -> Result<(), NetlinkError> {
         links::check_ifname(&p.parent)?;
         links::check_ifname(&p.ifname)?;
         check_prefix(p.prefix_len)?;
@@ -631,26 +649,75 @@ impl Netlink {
         let ns = netns::connect(&p.netns).await?;
         self.disable_ipv6_in(&ns_file, &p.netns).await?;
 
-        if let Some(link) = links::get(&ns, &p.ifname).await.map_err(|e| {
+        let existing = links::get(&ns, &p.ifname).await.map_err(|e| {
             NetlinkError::kernel(format!("look up {} in netns {}", p.ifname, p.netns), e)
-        })? {
-            if link_kind(&link) != Some(links::Kind::MacVlan)
-                || link_peer_index(&link) != Some(parent)
+        })?;
+        let created = match existing {
+            Some(link)
+                if link_kind(&link) != Some(links::Kind::MacVlan)
+                    || link_peer_index(&link) != Some(parent) =>
             {
                 return Err(NetlinkError::LinkConflict {
                     name: p.ifname.clone(),
                     detail: format!("in netns {} is not a macvlan on {}", p.netns, p.parent),
                 });
             }
-            tracing::debug!(ifname = %p.ifname, parent = %p.parent, netns = %p.netns, "adopting existing macvlan");
-            if link_mac(&link) != Some(&p.mac[..]) {
-                links::set_mac(&ns, link.header.index, p.mac)
-                    .await
-                    .map_err(|e| {
-                        NetlinkError::kernel(format!("set MAC {} on {what}", fmt_mac(p.mac)), e)
-                    })?;
+            Some(link) if p.index.is_none_or(|i| i == link.header.index) => {
+                tracing::debug!(ifname = %p.ifname, parent = %p.parent, netns = %p.netns, "adopting existing macvlan");
+                if link_mac(&link) != Some(&p.mac[..]) {
+                    links::set_mac(&ns, link.header.index, p.mac)
+                        .await
+                        .map_err(|e| {
+                            NetlinkError::kernel(format!("set MAC {} on {what}", fmt_mac(p.mac)), e)
+                        })?;
+                }
+                false
             }
-            return configure_in_netns(
+            other => {
+                if other.is_some() {
+                    // An earlier build's macvlan, numbered by the kernel.
+                    links::delete(&ns, &p.ifname)
+                        .await
+                        .map_err(|e| NetlinkError::kernel(format!("replace {what}"), e))?;
+                }
+                let mut msg = rtnetlink::LinkMacVlan::new(
+                    &p.ifname,
+                    parent,
+                    rtnetlink::packet_route::link::MacVlanMode::Bridge,
+                )
+                .setns_by_fd(std::os::fd::AsRawFd::as_raw_fd(&ns_file))
+                .address(p.mac.to_vec());
+                if let Some(mtu) = p.mtu {
+                    msg = msg.mtu(mtu);
+                }
+                if let Some(index) = p.index {
+                    msg = msg.index(index);
+                }
+                self.handle
+                    .link()
+                    .add(msg.build())
+                    .execute()
+                    .await
+                    .map_err(|e| NetlinkError::kernel(format!("create {what}"), nl_io(e)))?;
+                true
+            }
+        };
+        drop(ns_file);
+
+        let result = async {
+            let index = links::get(&ns, &p.ifname)
+                .await
+                .map_err(|e| NetlinkError::kernel(format!("look up {what}"), e))?
+                .ok_or_else(|| NetlinkError::LinkNotFound {
+                    name: p.ifname.clone(),
+                    context: format!(" in netns {} right after creating it", p.netns),
+                })?
+                .header
+                .index;
+            guard(index)
+                .await
+                .map_err(|e| NetlinkError::kernel(format!("guard {what}"), e))?;
+            configure_in_netns(
                 &ns,
                 &p.netns,
                 &p.ifname,
@@ -658,42 +725,31 @@ impl Netlink {
                 p.default_route.then_some(p.gateway),
                 &what,
             )
-            .await;
-        }
-
-        let mut msg = rtnetlink::LinkMacVlan::new(
-            &p.ifname,
-            parent,
-            rtnetlink::packet_route::link::MacVlanMode::Bridge,
-        )
-        .setns_by_fd(std::os::fd::AsRawFd::as_raw_fd(&ns_file))
-        .address(p.mac.to_vec());
-        if let Some(mtu) = p.mtu {
-            msg = msg.mtu(mtu);
-        }
-        self.handle
-            .link()
-            .add(msg.build())
-            .execute()
             .await
-            .map_err(|e| NetlinkError::kernel(format!("create {what}"), nl_io(e)))?;
-        drop(ns_file);
-
-        let result = configure_in_netns(
-            &ns,
-            &p.netns,
-            &p.ifname,
-            (p.ip, p.prefix_len),
-            p.default_route.then_some(p.gateway),
-            &what,
-        )
+        }
         .await;
         if result.is_err()
+            && created
             && let Err(e) = links::delete(&ns, &p.ifname).await
         {
             tracing::warn!(ifname = %p.ifname, netns = %p.netns, error = %e, "failed to roll back half-made macvlan");
         }
         result
+    }
+
+    /// The ifindex of link `ifname` inside namespace `netns`, `None` if
+    /// there is no such link.
+    pub async fn link_index_in_netns(
+        &self,
+        netns: &Netns,
+        ifname: &str,
+    ) -> Result<Option<u32>, NetlinkError> {
+        links::check_ifname(ifname)?;
+        let ns = netns::connect(netns).await?;
+        Ok(links::get(&ns, ifname)
+            .await
+            .map_err(|e| NetlinkError::kernel(format!("look up {ifname} in netns {netns}"), e))?
+            .map(|l| l.header.index))
     }
 
     /// Deletes link `ifname` inside namespace `netns` (e.g. a container's
