@@ -49,6 +49,11 @@ impl Daemon {
     /// and unlike the bench's own `bn...` names, so neither side ever takes
     /// the other's objects for its own leftovers.
     pub fn start(netd: &Path, tag: &str) -> Result<Daemon> {
+        Daemon::start_with(netd, tag, &[])
+    }
+
+    /// Like [`Daemon::start`], with more `netd daemon` flags.
+    pub fn start_with(netd: &Path, tag: &str, extra: &[&str]) -> Result<Daemon> {
         // First, so that a failed start removes it again.
         let (outside, uplink) = crate::topology::netd_outside(tag)?;
         let tail = cmd::base36(std::process::id() % (36 * 36));
@@ -88,6 +93,7 @@ impl Daemon {
             .arg("/dev/null")
             .arg("--uplink")
             .arg(&uplink)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -121,6 +127,11 @@ impl Daemon {
             daemon.pid()
         );
         Ok(daemon)
+    }
+
+    /// The daemon's pin directory (its maps are under `maps/`).
+    pub fn bpffs(&self) -> &Path {
+        &self.bpffs
     }
 
     /// The outside namespace beyond the daemon's uplink.

@@ -445,3 +445,95 @@ fn bad_requests_are_refused_and_change_nothing() {
         "{dup}"
     );
 }
+
+/// A namespace someone else made (as a container runtime does), deleted on
+/// drop.
+struct ForeignNetns(String);
+
+impl ForeignNetns {
+    fn new(d: &Daemon) -> ForeignNetns {
+        let name = format!("x{}", d.prefix);
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ip netns add {name}");
+        ForeignNetns(name)
+    }
+}
+
+impl Drop for ForeignNetns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+#[test]
+fn endpoints_join_a_namespace_given_by_path() {
+    let mut d = Daemon::start();
+    d.ok(&["network", "create", "--subnet", "10.216.0.0/24", "n"]);
+    d.ok(&["container", "create", "--network", "n", "peer"]);
+    let foreign = ForeignNetns::new(&d);
+    let path = format!("/run/netns/{}", foreign.0);
+    let bad = d.fails(&[
+        "container",
+        "create",
+        "--network",
+        "n",
+        "--netns",
+        "/nonexistent",
+        "x",
+    ]);
+    assert!(
+        bad.contains("/nonexistent is not a network namespace"),
+        "{bad}"
+    );
+    let rel = d.fails(&[
+        "container",
+        "create",
+        "--network",
+        "n",
+        "--netns",
+        "rel/path",
+        "x",
+    ]);
+    assert!(rel.contains("must be absolute"), "{rel}");
+    assert!(
+        d.fails(&["container", "inspect", "x"])
+            .contains("No such container")
+    );
+
+    d.ok(&[
+        "container",
+        "create",
+        "--network",
+        "n",
+        "--netns",
+        &path,
+        "ext",
+    ]);
+    let c = inspect(&d, "ext");
+    assert_eq!(c["SandboxKey"], path.as_str());
+    let (addr, _, _) = addr_of(&foreign.0, "eth0");
+    assert_eq!(addr, "10.216.0.3");
+    assert!(ping_from(&foreign.0, "10.216.0.2"), "ext -> peer");
+    assert!(ping_from(&d.netns("peer"), "10.216.0.3"), "peer -> ext");
+    // netd never deletes the namespace, nor counts it as its own.
+    assert!(!d.own_netns().contains(&foreign.0));
+    d.restart();
+    assert!(ping_from(&foreign.0, "10.216.0.2"), "after a restart");
+    d.ok(&["container", "rm", "ext"]);
+    assert!(
+        netns_exists(&foreign.0),
+        "the runtime's namespace was deleted"
+    );
+    let links = ip_json_in(&foreign.0, &["link", "show"]);
+    assert_eq!(
+        links.as_array().unwrap().len(),
+        1,
+        "only lo is left: {links}"
+    );
+}

@@ -56,6 +56,13 @@ const STUBBORN_CMD: &[&str] = &["sh", "-c", "trap '' TERM; sleep 1000"];
 /// The process of every storm container, so that removing one stops a
 /// process too, as `docker rm -f` of a running container does.
 const STORM_CMD: &[&str] = &["sleep", "1000"];
+/// Connection tracking entries the full-table scrapes see (the issue's
+/// figure: a scrape with 200,000 entries stays in the milliseconds), and
+/// the daemon's `--conntrack-max` (flows; two entries each) to hold them.
+const FULL_TABLE: u32 = 200_000;
+const CONNTRACK_MAX: &str = "100000";
+/// Scrapes timed against the full table.
+const FULL_TABLE_SCRAPES: usize = 200;
 
 pub fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
     let plan = ctx.plan;
@@ -64,7 +71,7 @@ pub fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
          remove {} containers and one slow rm -f runs",
         plan.storm
     );
-    let daemon = Daemon::start(&ctx.netd, &ctx.tag)?;
+    let daemon = Daemon::start_with(&ctx.netd, &ctx.tag, &["--conntrack-max", CONNTRACK_MAX])?;
     // Dropped before the daemon: it still answers then.
     let _leftovers = Leftovers(daemon.api());
     daemon.api().create_network(NETWORK, SUBNET)?;
@@ -116,6 +123,11 @@ pub fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
             storm.slow_rm.as_secs_f64(),
         );
     }
+    full_table(
+        &daemon,
+        report,
+        if plan.quick { 20 } else { FULL_TABLE_SCRAPES },
+    )?;
     for read in Read::ALL {
         report.note(format!(
             "8. {}: p99 under the storm within its target ({TARGET_FACTOR}× the idle p99 + \
@@ -125,6 +137,79 @@ pub fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
             plan.reps
         ));
     }
+    Ok(())
+}
+
+/// Fills the daemon's connection tracking table with [`FULL_TABLE`] live
+/// entries (written into the pinned map, as flows would), waits for the
+/// daemon's census to count them, and times `scrapes` scrapes against it,
+/// then one `GET /stats` (which counts the table anew).
+fn full_table(daemon: &Daemon, report: &mut Report, scrapes: usize) -> Result<()> {
+    use aya::maps::{HashMap, Map, MapData};
+    use netd::dataplane::{ConntrackEntry, ConntrackKey};
+    say!("[8] {FULL_TABLE} conntrack entries: scrapes and stats");
+    let pin = daemon.bpffs().join("maps").join("NAT_CT");
+    let data = MapData::from_pin(&pin).with_context(|| format!("cannot open {}", pin.display()))?;
+    let mut table: HashMap<MapData, ConntrackKey, ConntrackEntry> =
+        HashMap::try_from(Map::LruHashMap(data))?;
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let entry = ConntrackEntry {
+        last_seen: now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64,
+        ..Default::default()
+    };
+    // Documentation addresses (TEST-NET-2/3) that no flow of the bench
+    // uses; UDP, whose entries live for minutes.
+    for i in 0..FULL_TABLE {
+        let key = ConntrackKey::new(
+            u32::from_ne_bytes([198, 51, 100, (i % 250) as u8]),
+            u32::from_ne_bytes([203, 0, 113, (i / 250 % 250) as u8]),
+            (1024 + i / 62_500) as u16,
+            (i % 62_500) as u16,
+            17,
+        );
+        table.insert(key, entry, 0)?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while daemon.metric("netd_conntrack_entries")? < f64::from(FULL_TABLE) {
+        cmd::check_interrupted()?;
+        ensure!(
+            Instant::now() < deadline,
+            "the daemon's census never counted the {FULL_TABLE} entries"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut ms = Vec::with_capacity(scrapes);
+    for _ in 0..scrapes {
+        let start = Instant::now();
+        daemon.scrape()?;
+        ms.push(start.elapsed().as_secs_f64() * 1000.0);
+        std::thread::sleep(READ_PAUSE);
+    }
+    for (what, q) in [("p50", 50.0), ("p99", 99.0)] {
+        report.add(
+            8,
+            &format!("GET /metrics with {FULL_TABLE} conntrack entries: {what}"),
+            "ms",
+            Better::Lower,
+            System::Netd,
+            percentile(&mut ms, q),
+        );
+    }
+    let start = Instant::now();
+    daemon.api().call("GET", "/stats", None)?;
+    report.add(
+        8,
+        &format!("GET /stats (counts the table) with {FULL_TABLE} conntrack entries"),
+        "ms",
+        Better::Lower,
+        System::Netd,
+        start.elapsed().as_secs_f64() * 1000.0,
+    );
     Ok(())
 }
 

@@ -88,6 +88,11 @@ pub struct CreateArgs {
     /// Publish a port: [IP:][HOSTPORT:]PORT[/udp] (no HOSTPORT: a free one).
     #[arg(short = 'p', long = "publish", value_name = "PORT")]
     pub publish: Vec<String>,
+    /// Plumb the endpoints into this existing network namespace (a path,
+    /// e.g. /var/run/netns/NAME or /proc/PID/ns/net) instead of one netd
+    /// makes; netd never deletes it.
+    #[arg(long, value_name = "PATH")]
+    pub netns: Option<String>,
     pub name: String,
 }
 
@@ -140,6 +145,7 @@ pub fn create_request(
             cmd,
             ports: a.publish,
             services: a.service,
+            netns: a.netns,
             ..Default::default()
         },
     ))

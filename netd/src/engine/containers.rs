@@ -27,6 +27,7 @@ use crate::drivers::Attachment;
 use crate::error::{EngineError, Result};
 use crate::model::{Container, NetMode, Process, State, update_where, valid_name};
 use crate::names;
+use crate::netlink::Netns;
 use crate::sandbox;
 
 /// How long `rm -f` waits for a container's process after SIGTERM.
@@ -62,6 +63,14 @@ impl Engine {
         }
         if spec.cmd.as_ref().is_some_and(|c| c.is_empty()) {
             return Err(EngineError::InvalidParameter("no command specified".into()));
+        }
+        if let Some(path) = &spec.netns
+            && !Netns::Path(path.clone()).exists()
+        {
+            return Err(EngineError::InvalidParameter(format!(
+                "{} is not a network namespace",
+                path.display()
+            )));
         }
         if spec.netns.is_some() && spec.cmd.is_some() {
             return Err(EngineError::InvalidParameter(
