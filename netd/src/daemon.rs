@@ -39,6 +39,8 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn")),
         )
         .with_writer(std::io::stderr)
+        // Colours for a terminal only: not in the journal or a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let settings = Settings::resolve(&args)?;
     tokio::runtime::Builder::new_multi_thread()

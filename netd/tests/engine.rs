@@ -151,7 +151,11 @@ fn a_client_killed_mid_service_create_leaves_all_or_nothing() {
         "sleep",
         "1000",
     ]);
-    eventually("the first replicas", || status(&d, "web.2").is_some());
+    // Answers show a command's whole change only, so its progress is read
+    // from the daemon's log.
+    eventually("the first replicas", || {
+        d.log().contains("container=web.2 ")
+    });
     create.kill().unwrap();
     create.wait().unwrap();
     d.ok(&["network", "create", "barrier"]);

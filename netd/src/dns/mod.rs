@@ -151,6 +151,9 @@ impl Drop for Listener {
 pub struct Dns {
     cfg: DnsConfig,
     shared: Arc<server::Shared>,
+    /// The runtime the listeners are served on: the one `Dns` was made in
+    /// (the daemon's), whichever thread calls `sync` later.
+    runtime: Option<tokio::runtime::Handle>,
     /// By container id.
     listeners: HashMap<String, Listener>,
     /// resolv.conf contents written, by namespace name.
@@ -169,6 +172,7 @@ impl Dns {
         Dns {
             cfg,
             shared,
+            runtime: tokio::runtime::Handle::try_current().ok(),
             listeners: HashMap::new(),
             files: HashMap::new(),
             synced_once: false,
@@ -300,7 +304,7 @@ impl Dns {
             }
             keep
         });
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        let Some(runtime) = self.runtime.clone() else {
             if !wanted.is_empty() {
                 warn!("embedded DNS: not inside the runtime, no listener started");
             }

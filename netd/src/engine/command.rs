@@ -64,6 +64,9 @@ pub(super) enum Internal {
     },
 }
 
+/// Sends a command's answer.
+pub(super) type Answer = Box<dyn FnOnce() + Send>;
+
 /// A command's answer.
 pub(super) enum Done<T> {
     Now(Result<T>),
@@ -83,17 +86,20 @@ impl<T: Send + 'static> Done<T> {
         }
     }
 
-    fn send(self, reply: Reply<T>) {
-        match self {
+    /// The answer to send to `reply`: at once, or by spawning the rest on
+    /// `runtime` (the daemon's: the engine's own thread only runs
+    /// commands).
+    fn answer(self, reply: Reply<T>, runtime: tokio::runtime::Handle) -> Answer {
+        Box::new(move || match self {
             Done::Now(r) => {
                 let _ = reply.send(r);
             }
             Done::Later(fut) => {
-                tokio::spawn(async move {
+                runtime.spawn(async move {
                     let _ = reply.send(fut.await);
                 });
             }
-        }
+        })
     }
 }
 
@@ -109,56 +115,63 @@ fn flatten<T>(r: Result<Done<T>>) -> Done<T> {
 }
 
 impl Engine {
-    pub(super) async fn execute(&mut self, command: Command) {
+    /// Runs `command`; returns its answer, to be sent once the snapshot
+    /// shows what the command did (so that a client reads its own writes).
+    pub(super) async fn execute(&mut self, command: Command) -> Answer {
+        let runtime = self.runtime.clone();
         match command {
             Command::CreateNetwork(spec, reply) => {
-                Done::from(self.create_network(spec).await).send(reply)
+                Done::from(self.create_network(spec).await).answer(reply, runtime)
             }
             Command::RemoveNetwork(key, reply) => {
-                Done::from(self.remove_network(&key).await).send(reply)
+                Done::from(self.remove_network(&key).await).answer(reply, runtime)
             }
             Command::PruneNetworks(filters, reply) => {
-                Done::from(self.prune_networks(&filters).await).send(reply)
+                Done::from(self.prune_networks(&filters).await).answer(reply, runtime)
             }
             Command::Connect {
                 network,
                 container,
                 endpoint,
                 reply,
-            } => flatten(self.connect(&network, &container, endpoint).await).send(reply),
+            } => flatten(self.connect(&network, &container, endpoint).await).answer(reply, runtime),
             Command::Disconnect {
                 network,
                 container,
                 force,
                 reply,
-            } => Done::from(self.disconnect(&network, &container, force).await).send(reply),
+            } => Done::from(self.disconnect(&network, &container, force).await)
+                .answer(reply, runtime),
             Command::CreateContainer(spec, reply) => {
-                flatten(self.create_container(spec).await).send(reply)
+                flatten(self.create_container(spec).await).answer(reply, runtime)
             }
             Command::RemoveContainer { key, force, reply } => {
-                flatten(self.remove_container(&key, force).await).send(reply)
+                flatten(self.remove_container(&key, force).await).answer(reply, runtime)
             }
             Command::CreateService(spec, reply) => {
-                flatten(self.create_service(spec).await).send(reply)
+                flatten(self.create_service(spec).await).answer(reply, runtime)
             }
             Command::ScaleService {
                 key,
                 replicas,
                 reply,
-            } => flatten(self.scale_service(&key, replicas).await).send(reply),
+            } => flatten(self.scale_service(&key, replicas).await).answer(reply, runtime),
             Command::RemoveService(key, reply) => {
-                flatten(self.remove_service(&key).await).send(reply)
+                flatten(self.remove_service(&key).await).answer(reply, runtime)
             }
-            Command::Ping(reply) => {
-                let _ = reply.send(Ok(()));
-            }
+            Command::Ping(reply) => Done::Now(Ok(())).answer(reply, runtime),
         }
     }
 
-    pub(super) async fn internal(&mut self, event: Internal) {
+    /// Handles a job's report; returns the answer to send once the
+    /// snapshot shows it (as [`Engine::execute`]).
+    pub(super) async fn internal(&mut self, event: Internal) -> Answer {
         match event {
             Internal::Stopped { ids, done } => {
-                let _ = done.send(self.finish_removal(&ids).await);
+                let result = self.finish_removal(&ids).await;
+                Box::new(move || {
+                    let _ = done.send(result);
+                })
             }
         }
     }

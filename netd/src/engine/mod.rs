@@ -100,6 +100,9 @@ pub struct Engine {
     dataplane: Dataplane,
     /// Where the snapshot of every command's outcome goes.
     published: watch::Sender<Arc<Snapshot>>,
+    /// The daemon's runtime, where jobs, deferred answers and DNS run:
+    /// the engine's own thread only runs commands.
+    runtime: tokio::runtime::Handle,
     /// Background jobs report back through here.
     internal: mpsc::UnboundedSender<Internal>,
     internal_rx: Option<mpsc::UnboundedReceiver<Internal>>,
@@ -141,6 +144,7 @@ impl Engine {
             netlink,
             dataplane,
             published,
+            runtime: tokio::runtime::Handle::current(),
             internal,
             internal_rx: Some(internal_rx),
         };
@@ -153,13 +157,27 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Starts the command loop on its own task and returns the handle that
-    /// talks to it. The loop ends when every handle is dropped.
+    /// Starts the command loop and returns the handle that talks to it.
+    /// The loop ends when every handle is dropped.
+    ///
+    /// The loop has a thread of its own (with a single-threaded runtime):
+    /// a command's blocking steps (the store's fsync, creating a namespace,
+    /// starting a process) then never hold up a worker of the daemon's
+    /// runtime, which serves the API, the metrics and DNS meanwhile.
     pub fn spawn(mut self) -> EngineHandle {
         let (commands, rx) = mpsc::channel(QUEUE);
         let internal = self.internal_rx.take().expect("spawned once");
         let handle = EngineHandle::new(commands, self.published.subscribe(), self.dns.counters());
-        tokio::spawn(self.run(rx, internal));
+        std::thread::Builder::new()
+            .name("netd-engine".into())
+            .spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime for the engine's thread")
+                    .block_on(self.run(rx, internal));
+            })
+            .expect("a thread for the engine");
         handle
     }
 
@@ -172,13 +190,20 @@ impl Engine {
             tokio::select! {
                 // Jobs finish what earlier commands began: first.
                 biased;
-                Some(event) = internal.recv() => self.internal(event).await,
+                Some(event) = internal.recv() => {
+                    let answer = self.internal(event).await;
+                    self.publish();
+                    answer();
+                }
                 command = commands.recv() => match command {
-                    Some(command) => self.execute(command).await,
+                    Some(command) => {
+                        let answer = self.execute(command).await;
+                        self.publish();
+                        answer();
+                    }
                     None => break,
                 },
             }
-            self.publish();
         }
         self.dns.shutdown();
         info!("engine stopped");
