@@ -1,12 +1,11 @@
 //! Endpoint records: a container's address and name on an overlay network,
 //! unique cluster-wide, bound to the lease of the host that runs it.
 
-use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 
-use super::keys::key_safe;
+use super::keys::{claimed, key_safe};
 use super::records::{EndpointRecord, NetworkRecord, ServiceRecord, decode, encode};
 use super::{Get, Member, Result, Retry, absent, owner, text, unchanged};
 use crate::error::EngineError;
@@ -80,10 +79,7 @@ impl Member {
                     .into());
                 }
             }
-            let used: HashSet<Ipv4Addr> = addresses
-                .iter()
-                .filter_map(|kv| k.parse_address(&net.id, std::str::from_utf8(kv.key()).ok()?))
-                .collect();
+            let used = claimed(addresses, |key| k.parse_address(&net.id, key));
             let ip = match req.ip {
                 Some(ip) => ipam::reserve(&net.ipam, ip, |a| used.contains(&a))?,
                 None => ipam::allocate(&net.ipam, |a| used.contains(&a), &net.name)?,

@@ -1,7 +1,11 @@
 //! The key layout under the prefix (documented in the module doc of
 //! `cluster`): every key is built here and only here.
 
+use std::collections::HashSet;
+use std::hash::Hash;
 use std::net::Ipv4Addr;
+
+use etcd_client::KeyValue;
 
 use ipnet::Ipv4Net;
 
@@ -166,6 +170,18 @@ impl Keys {
     pub(super) fn parse_address(&self, network_id: &str, key: &str) -> Option<Ipv4Addr> {
         key.strip_prefix(&self.addresses(network_id))?.parse().ok()
     }
+}
+
+/// What the claims among `found` claim, read back from their keys by
+/// `parse` (`Keys::parse_subnet`, ...).
+pub(super) fn claimed<T: Eq + Hash>(
+    found: &[KeyValue],
+    parse: impl Fn(&str) -> Option<T>,
+) -> HashSet<T> {
+    found
+        .iter()
+        .filter_map(|kv| parse(std::str::from_utf8(kv.key()).ok()?))
+        .collect()
 }
 
 /// Checks a name or id before it becomes part of a key: a `/` in it would

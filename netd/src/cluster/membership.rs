@@ -86,6 +86,15 @@ pub struct Member {
     task: JoinHandle<()>,
 }
 
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member")
+            .field("host", &self.host)
+            .field("lease", &*self.status.borrow())
+            .finish()
+    }
+}
+
 impl Drop for Member {
     fn drop(&mut self) {
         self.task.abort();

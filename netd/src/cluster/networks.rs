@@ -3,7 +3,7 @@
 use etcd_client::{Compare, CompareOp, DeleteOptions, TxnOp};
 use ipnet::Ipv4Net;
 
-use super::keys::key_safe;
+use super::keys::{claimed, key_safe};
 use super::records::{NetworkRecord, decode, encode};
 use super::{Cluster, Get, Result, Retry, absent, now, text, unchanged};
 use crate::engine::spec::NetworkSpec;
@@ -46,18 +46,14 @@ impl Cluster {
                 ))
                 .into());
             }
-            let taken: Vec<Ipv4Net> = subnets
-                .iter()
-                .filter_map(|kv| k.parse_subnet(std::str::from_utf8(kv.key()).ok()?))
+            let taken: Vec<Ipv4Net> = claimed(subnets, |key| k.parse_subnet(key))
+                .into_iter()
                 .collect();
             let ipam =
                 ipam::requested_pool(spec.subnet, spec.gateway, spec.ip_range, &taken, || {
                     ipam::pick_global_subnet(&taken)
                 })?;
-            let used: std::collections::HashSet<u32> = vnis
-                .iter()
-                .filter_map(|kv| k.parse_vni(std::str::from_utf8(kv.key()).ok()?))
-                .collect();
+            let used = claimed(vnis, |key| k.parse_vni(key));
             let vni = (FIRST_VNI..=LAST_VNI)
                 .find(|v| !used.contains(v))
                 .ok_or_else(|| EngineError::Forbidden("no free VXLAN network identifier".into()))?;

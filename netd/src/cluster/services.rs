@@ -4,12 +4,11 @@
 //! Not bound to a lease: a service outlives any one host.
 
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
 
 use etcd_client::TxnOp;
 
 use super::endpoints::{name_in_use, network_of};
-use super::keys::key_safe;
+use super::keys::{claimed, key_safe};
 use super::records::{ServiceRecord, decode, encode};
 use super::{Cluster, Get, Result, Retry, absent, now, owner, text, unchanged};
 use crate::error::EngineError;
@@ -90,10 +89,7 @@ impl Cluster {
                 ))
                 .into());
             }
-            let used: HashSet<Ipv4Addr> = addresses
-                .iter()
-                .filter_map(|kv| k.parse_address(nid, std::str::from_utf8(kv.key()).ok()?))
-                .collect();
+            let used = claimed(addresses, |key| k.parse_address(nid, key));
             let vip = ipam::allocate(&net.ipam, |a| used.contains(&a), &net.name)?;
             let record = ServiceRecord {
                 id: req.id.clone(),
