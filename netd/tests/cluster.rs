@@ -694,6 +694,8 @@ async fn calls_fail_fast_while_etcd_is_down_and_work_again_after() {
     );
     check(cluster.load().await.unwrap_err());
     check(cluster.hosts().await.unwrap_err());
+    // Connecting is lazy: a daemon starts while etcd is down.
+    check(connect(&etcd, TTL).await.load().await.unwrap_err());
     check(
         cluster
             .join(HostSpec {

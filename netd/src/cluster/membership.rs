@@ -30,7 +30,9 @@ use super::{Cluster, ClusterError, Get, Result, absent, now, unchanged};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostSpec {
     /// Stable across restarts (the daemon keeps it in its state directory):
-    /// a restart takes over the lease and records of the same id.
+    /// a restart takes over the lease and records of the same id. So it
+    /// must be unique per host: two daemons with one id would share a lease
+    /// and overwrite each other's host record.
     pub id: String,
     /// Where other hosts send overlay traffic for this one.
     pub addr: Ipv4Addr,
@@ -204,7 +206,6 @@ impl Cluster {
             lease,
             last_seen: None,
         };
-        let mut client = self.client.clone();
         let txn = etcd_client::Txn::new().and_then(vec![
             TxnOp::put(
                 self.keys.host(&host.id),
@@ -213,7 +214,7 @@ impl Cluster {
             ),
             TxnOp::put(self.keys.known_host(&host.id), encode(&known), None),
         ]);
-        let resp = self.call(client.txn(txn)).await?;
+        let resp = self.txn(txn).await?;
         Ok(super::revision_of(resp.header()))
     }
 

@@ -68,7 +68,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use etcd_client::{
-    Client, Compare, ConnectOptions, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse,
+    Client, Compare, ConnectOptions, GetOptions, KeyValue, KvClient, Txn, TxnOp, TxnOpResponse,
+    TxnResponse,
 };
 
 use crate::error::EngineError;
@@ -93,6 +94,10 @@ pub struct ClusterConfig {
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The largest answer read, instead of gRPC's default 4 MiB (about 9,000
+/// endpoint records).
+const MAX_ANSWER: usize = 256 << 20;
+
 impl ClusterConfig {
     /// The defaults for the members named by a `--cluster-store` value.
     pub fn new(store: &str) -> Result<ClusterConfig, EngineError> {
@@ -110,6 +115,9 @@ impl ClusterConfig {
 #[derive(Clone)]
 pub struct Cluster {
     client: Client,
+    /// The client's KV service, allowed larger answers: a load reads every
+    /// record at once.
+    kv: KvClient,
     keys: Arc<Keys>,
     cfg: Arc<ClusterConfig>,
 }
@@ -145,6 +153,7 @@ impl Cluster {
             .await
             .map_err(|e| ClusterError::from_etcd(&cfg.store.shown, e))?;
         Ok(Cluster {
+            kv: client.kv_client().max_decoding_message_size(MAX_ANSWER),
             client,
             keys: Arc::new(keys),
             cfg: Arc::new(cfg),
@@ -180,8 +189,7 @@ impl Cluster {
                 Get::Prefix(p) => TxnOp::get(p, Some(GetOptions::new().with_prefix())),
             })
             .collect();
-        let mut client = self.client.clone();
-        let resp = self.call(client.txn(Txn::new().and_then(ops))).await?;
+        let resp = self.txn(Txn::new().and_then(ops)).await?;
         let found = resp
             .op_responses()
             .into_iter()
@@ -198,11 +206,13 @@ impl Cluster {
 
     /// Applies `ops` if every compare holds; whether it did.
     async fn commit(&self, compares: Vec<Compare>, ops: Vec<TxnOp>) -> Result<bool> {
-        let mut client = self.client.clone();
-        let resp = self
-            .call(client.txn(Txn::new().when(compares).and_then(ops)))
-            .await?;
+        let resp = self.txn(Txn::new().when(compares).and_then(ops)).await?;
         Ok(resp.succeeded())
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        let mut kv = self.kv.clone();
+        self.call(kv.txn(txn)).await
     }
 
     /// Every record and the revision they are as of: what a host starts

@@ -81,7 +81,9 @@ impl Watch {
     }
 
     /// The next item. Waits for changes as long as there are none, and
-    /// while etcd is out of reach (after saying so once).
+    /// while etcd is out of reach (after saying so once). Cancel-safe: a
+    /// call dropped unfinished (a `select!` that took another branch) loses
+    /// nothing.
     pub async fn next(&mut self) -> WatchItem {
         loop {
             if let Some(item) = self.ready.pop_front() {
