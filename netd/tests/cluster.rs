@@ -30,11 +30,15 @@ const TTL: Duration = Duration::from_secs(5);
 /// etcd's shortest lease is about 2 s: for tests that wait for expiries.
 const SHORT_TTL: Duration = Duration::from_secs(2);
 
-async fn connect(etcd: &Etcd, ttl: Duration) -> Cluster {
+/// The defaults (the 2 s call timeout among them) but the lease TTL.
+fn config(etcd: &Etcd, ttl: Duration) -> ClusterConfig {
     let mut cfg = ClusterConfig::new(&etcd.url()).unwrap();
     cfg.lease_ttl = ttl;
-    cfg.timeout = Duration::from_secs(1);
-    Cluster::connect(cfg).await.unwrap()
+    cfg
+}
+
+async fn connect(etcd: &Etcd, ttl: Duration) -> Cluster {
+    Cluster::connect(config(etcd, ttl)).await.unwrap()
 }
 
 async fn join(cluster: &Cluster, id: &str, last_octet: u8) -> Member {
@@ -60,11 +64,8 @@ async fn raw(etcd: &Etcd) -> etcd_client::Client {
 }
 
 /// One host joined, with one network and one endpoint (`web`) on it.
-async fn one_host_with_web(
-    etcd: &Etcd,
-    ttl: Duration,
-) -> (Cluster, Member, NetworkRecord, EndpointRecord) {
-    let cluster = connect(etcd, ttl).await;
+async fn one_host_with_web(cfg: ClusterConfig) -> (Cluster, Member, NetworkRecord, EndpointRecord) {
+    let cluster = Cluster::connect(cfg).await.unwrap();
     let member = join(&cluster, "host-a", 1).await;
     let net = cluster
         .create_network("n1", &spec("net", None))
@@ -488,7 +489,7 @@ async fn an_expired_lease_takes_the_hosts_endpoints_with_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_lease_is_replaced_and_a_restart_takes_the_old_one_over() {
     let etcd = Etcd::start();
-    let (cluster, member, net, ep) = one_host_with_web(&etcd, SHORT_TTL).await;
+    let (cluster, member, net, ep) = one_host_with_web(config(&etcd, SHORT_TTL)).await;
     let first = member.lease().borrow().lease;
 
     // A restart within the TTL takes the lease over: nothing goes away.
@@ -667,7 +668,10 @@ async fn a_network_with_endpoints_or_services_is_not_removed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_fail_fast_while_etcd_is_down_and_work_again_after() {
     let mut etcd = Etcd::start();
-    let (cluster, member, net, ep) = one_host_with_web(&etcd, TTL).await;
+    // A shorter timeout than the default, to keep the outage short.
+    let mut cfg = config(&etcd, TTL);
+    cfg.timeout = Duration::from_secs(1);
+    let (cluster, member, net, ep) = one_host_with_web(cfg.clone()).await;
     let mut watch = cluster.watch(cluster.load().await.unwrap().revision);
     let before = cluster.load().await.unwrap().revision;
 
@@ -695,7 +699,8 @@ async fn calls_fail_fast_while_etcd_is_down_and_work_again_after() {
     check(cluster.load().await.unwrap_err());
     check(cluster.hosts().await.unwrap_err());
     // Connecting is lazy: a daemon starts while etcd is down.
-    check(connect(&etcd, TTL).await.load().await.unwrap_err());
+    let late = Cluster::connect(cfg).await.unwrap();
+    check(late.load().await.unwrap_err());
     check(
         cluster
             .join(HostSpec {
