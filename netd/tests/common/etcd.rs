@@ -2,7 +2,7 @@
 //! nobody else uses, with a private data directory. Dropping the guard
 //! kills the server and removes the directory, also when the test failed
 //! half-way; if the test process itself dies, the kernel kills the server
-//! (parent-death signal).
+//! (parent-death signal) and the next start removes its directory.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -28,6 +28,7 @@ impl Etcd {
     /// the server (a test's own thread does): the parent-death signal
     /// follows the thread that spawned it.
     pub fn start() -> Etcd {
+        sweep_dead();
         let dir = std::env::temp_dir().join(format!(
             "netd-etcd-{}-{:08x}",
             std::process::id(),
@@ -138,6 +139,25 @@ impl Etcd {
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default()
+    }
+}
+
+/// Removes the data directories of test processes that were killed (their
+/// servers died with them, by the parent-death signal).
+fn sweep_dead() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("netd-etcd-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
