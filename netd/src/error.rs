@@ -47,6 +47,14 @@ impl EngineError {
         EngineError::NotFound(format!("No such container: {key}"))
     }
 
+    /// Docker's answer when a container name is taken (by container `id`).
+    pub fn container_name_in_use(name: &str, id: &str) -> Self {
+        EngineError::Conflict(format!(
+            "Conflict. The container name \"/{name}\" is already in use by container \"{id}\". \
+             You have to remove (or rename) that container to be able to reuse that name."
+        ))
+    }
+
     /// Wraps a lower-layer failure with what was being done, so that the
     /// user sees both ("failed to create veth for c1: File exists").
     pub fn system(context: impl std::fmt::Display, err: impl std::fmt::Display) -> Self {

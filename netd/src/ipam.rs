@@ -38,10 +38,35 @@ fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
+/// Docker's default global (swarm scope) pool, cut into networks of this
+/// size: what overlay networks get without `--subnet`.
+const GLOBAL_POOL: (&str, u8) = ("10.0.0.0/8", 24);
+
 /// Picks the first default pool that overlaps neither an existing network
 /// nor a route on the host (so that containers never shadow the LAN).
 pub fn pick_subnet(networks: &[Ipv4Net], host_routes: &[Ipv4Net]) -> Result<Ipv4Net, EngineError> {
-    local_candidates()
+    first_free(local_candidates(), networks, host_routes)
+}
+
+/// Picks the first /24 of Docker's global pool that overlaps no network of
+/// the cluster: host routes differ from host to host, so they are not
+/// asked (as in Docker's overlay driver).
+pub fn pick_global_subnet(networks: &[Ipv4Net]) -> Result<Ipv4Net, EngineError> {
+    let (base, size) = GLOBAL_POOL;
+    let base: Ipv4Net = base.parse().expect("the pool constant is a valid CIDR");
+    first_free(
+        base.subnets(size).expect("the size fits the base"),
+        networks,
+        &[],
+    )
+}
+
+fn first_free(
+    mut candidates: impl Iterator<Item = Ipv4Net>,
+    networks: &[Ipv4Net],
+    host_routes: &[Ipv4Net],
+) -> Result<Ipv4Net, EngineError> {
+    candidates
         .find(|c| {
             !networks.iter().any(|n| overlaps(c, n))
                 && !host_routes
@@ -56,6 +81,25 @@ pub fn pick_subnet(networks: &[Ipv4Net], host_routes: &[Ipv4Net]) -> Result<Ipv4
                     .into(),
             )
         })
+}
+
+/// The pool a new network gets: the user's, checked (`--subnet`,
+/// `--gateway`, `--ip-range`), or without `--subnet` the one `pick`
+/// chooses, gateway first.
+pub fn requested_pool(
+    subnet: Option<Ipv4Net>,
+    gateway: Option<Ipv4Addr>,
+    ip_range: Option<Ipv4Net>,
+    networks: &[Ipv4Net],
+    pick: impl FnOnce() -> Result<Ipv4Net, EngineError>,
+) -> Result<Subnet, EngineError> {
+    match subnet {
+        Some(subnet) => user_subnet(subnet, gateway, ip_range, networks),
+        None if gateway.is_some() || ip_range.is_some() => Err(EngineError::InvalidParameter(
+            "--gateway and --ip-range need --subnet".into(),
+        )),
+        None => Ok(auto_subnet(pick()?)),
+    }
 }
 
 /// Checks a user-given pool (`--subnet`, `--gateway`, `--ip-range`) and
@@ -229,6 +273,27 @@ mod tests {
         // A user network covering many defaults pushes past them all.
         let wide = [net("172.16.0.0/12")];
         assert_eq!(pick_subnet(&wide, &[]).unwrap(), net("192.168.0.0/20"));
+    }
+
+    #[test]
+    fn global_pool_hands_out_24s_of_10_8_in_order() {
+        let taken = [net("10.0.0.0/24"), net("10.0.2.0/23")];
+        assert_eq!(pick_global_subnet(&taken).unwrap(), net("10.0.1.0/24"));
+        let taken = [net("10.0.0.0/23"), net("10.0.2.0/24"), net("10.0.3.128/25")];
+        assert_eq!(pick_global_subnet(&taken).unwrap(), net("10.0.4.0/24"));
+        assert!(pick_global_subnet(&[net("10.0.0.0/8")]).is_err());
+    }
+
+    #[test]
+    fn requested_pool_needs_subnet_for_gateway_and_range() {
+        let never = || -> Result<Ipv4Net, EngineError> { unreachable!("not asked") };
+        let e =
+            requested_pool(None, Some("10.0.0.1".parse().unwrap()), None, &[], never).unwrap_err();
+        assert_eq!(e.to_string(), "--gateway and --ip-range need --subnet");
+        let p = requested_pool(Some(net("10.9.0.0/24")), None, None, &[], never).unwrap();
+        assert_eq!(p.gateway, Ipv4Addr::new(10, 9, 0, 1));
+        let p = requested_pool(None, None, None, &[], || Ok(net("10.0.7.0/24"))).unwrap();
+        assert_eq!(p, auto_subnet(net("10.0.7.0/24")));
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! - `engine`: the single owner of state, a command loop; validates,
 //!   persists, applies, and publishes snapshots for readers.
 //! - `drivers`: one module per network driver behind one trait.
+//! - `cluster`: the state hosts share, in etcd (overlay networks, their
+//!   endpoints and services, host membership).
 //! - `store`: crash-safe persistence of the desired state.
 //! - `ipam`: address pools and allocation, derived from the state.
 //! - `names`: the names of the kernel objects netd makes.
@@ -19,6 +21,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;

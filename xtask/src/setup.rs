@@ -21,9 +21,13 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// What the tests use besides Rust: links and namespaces (`ip`), traffic
 /// (`ping`, `iperf3`, `socat` for UDP echo, `python3` for scripted servers), DNS (`dig`), datapath
 /// inspection (`bpftool`, `tcpdump`), checksum offload switched off to
-/// verify translated checksums on the wire (`ethtool`), and the firewall
-/// tools whose output proves netd added no rules (`nft`, `iptables-save`).
+/// verify translated checksums on the wire (`ethtool`), the firewall
+/// tools whose output proves netd added no rules (`nft`, `iptables-save`),
+/// and the cluster store the tests start themselves (`etcd`; the package
+/// starts no server where systemd is not running, and the tests' servers
+/// use their own ports and data directories either way).
 const TEST_PACKAGES: &[&str] = &[
+    "etcd-server",
     "iproute2",
     "iputils-ping",
     "iperf3",
@@ -151,10 +155,13 @@ fn nightly_llvm() -> Result<()> {
 
 fn debian_packages(scope: Scope) -> Result<()> {
     // bpf-linker links libLLVM at run time and needs the headers and Polly
-    // to build.
+    // to build; etcd-client's build script compiles etcd's protobuf files
+    // with protoc, which needs the well-known types from libprotobuf-dev.
     let mut wanted = vec![
         format!("llvm-{LLVM_MAJOR}-dev"),
         format!("libpolly-{LLVM_MAJOR}-dev"),
+        "protobuf-compiler".to_string(),
+        "libprotobuf-dev".to_string(),
     ];
     if scope == Scope::All {
         wanted.extend(TEST_PACKAGES.iter().map(|p| p.to_string()));

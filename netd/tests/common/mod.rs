@@ -18,6 +18,8 @@ use serde_json::Value;
 #[path = "../bpf_harness/root.rs"]
 mod root;
 
+pub mod etcd;
+
 /// How long a daemon may take to answer its first ping (building nothing,
 /// loading the eBPF object, restoring state). Generous: machines are shared.
 const READY_WAIT: Duration = Duration::from_secs(60);
