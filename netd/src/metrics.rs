@@ -282,6 +282,12 @@ impl Collector for Snapshot {
         ] {
             ConstCounter::new(n).encode(dns.encode_family(&vec![("outcome", outcome)])?)?;
         }
+        ConstCounter::new(d.upstream_failures).encode(enc.encode_descriptor(
+            "netd_dns_upstream_failures",
+            "Upstream resolvers asked that did not answer usably (timeout, error, SERVFAIL, REFUSED)",
+            None,
+            MetricType::Counter,
+        )?)?;
 
         let mut drops = enc.encode_descriptor(
             "netd_drops",
