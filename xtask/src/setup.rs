@@ -21,8 +21,10 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// What the tests use besides Rust: links and namespaces (`ip`), traffic
 /// (`ping`, `iperf3`, `socat` for UDP echo, `python3` for scripted servers), DNS (`dig`), datapath
 /// inspection (`bpftool`, `tcpdump`), checksum offload switched off to
-/// verify translated checksums on the wire (`ethtool`), and the firewall
-/// tools whose output proves netd added no rules (`nft`, `iptables-save`).
+/// verify translated checksums on the wire (`ethtool`), the firewall
+/// tools whose output proves netd added no rules (`nft`, `iptables-save`),
+/// Prometheus and `promtool` (monitoring), and the shells the completion
+/// scripts are for (`zsh`, `fish`; bash's loader from `bash-completion`).
 const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "iputils-ping",
@@ -35,7 +37,12 @@ const TEST_PACKAGES: &[&str] = &[
     "python3",
     "nftables",
     "iptables",
+    "prometheus",
+    "zsh",
+    "fish",
+    "bash-completion",
 ];
+
 
 /// Where maps and programs get pinned; the daemon pins below it.
 const BPFFS: &str = "/sys/fs/bpf";
