@@ -43,6 +43,9 @@ const TEST_PACKAGES: &[&str] = &[
     "bash-completion",
 ];
 
+/// The cargo-deb release known to build with the stable rustc here
+/// (`cargo xtask dist`).
+const CARGO_DEB_VERSION: &str = "3.8.0";
 
 /// Where maps and programs get pinned; the daemon pins below it.
 const BPFFS: &str = "/sys/fs/bpf";
@@ -287,6 +290,25 @@ fn check_bpf_linker() -> Result<String, String> {
             llvm.join(", ")
         )),
     }
+}
+
+/// cargo-deb, for `cargo xtask dist`: installed (about three minutes)
+/// unless this version is on PATH.
+pub fn cargo_deb() -> Result<()> {
+    let found = probe(Command::new("cargo-deb").arg("--version")).unwrap_or_default();
+    if found.split_whitespace().last() == Some(CARGO_DEB_VERSION) {
+        say!("cargo-deb {CARGO_DEB_VERSION} ok");
+        return Ok(());
+    }
+    say!("installing cargo-deb {CARGO_DEB_VERSION} ...");
+    cmd::run(cmd::cargo().args([
+        "install",
+        "cargo-deb",
+        "--locked",
+        "--force",
+        "--version",
+        CARGO_DEB_VERSION,
+    ]))
 }
 
 fn bpffs() -> Result<()> {
