@@ -22,14 +22,19 @@ const COMPLETIONS: [(&str, &str); 3] = [
     ("fish", "netd.fish"),
 ];
 
-/// Builds the package; returns its path.
+/// Sets up, then builds the package; returns its path.
 pub fn dist() -> Result<PathBuf> {
     setup::ensure(Scope::Build)?;
+    build()
+}
+
+/// For callers that have set up already (`cargo xtask test`).
+pub fn build() -> Result<PathBuf> {
     setup::cargo_deb()?;
-    cmd::run(cmd::cargo().args(["build", "--release", "--package", "netd"]))?;
-    let release = crate::workspace_root().join("target/release");
+    cmd::release_build()?;
+    let release = crate::target_dir().join("release");
     generate_assets(&release)?;
-    let out = crate::workspace_root().join("target/debian");
+    let out = crate::target_dir().join("debian");
     fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut cargo_deb = cmd::cargo();
     cargo_deb

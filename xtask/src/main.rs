@@ -90,3 +90,13 @@ fn workspace_root() -> PathBuf {
         .expect("xtask lives one level below the workspace root")
         .to_path_buf()
 }
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` if set (relative to the
+/// workspace root, where xtask runs cargo), else `target/`.
+fn target_dir() -> PathBuf {
+    let root = workspace_root();
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
+}

@@ -30,7 +30,7 @@ pub fn test(test_args: &[OsString]) -> Result<()> {
     }
     // The package test (netd/tests/package.rs) installs this package. The
     // bench built the release binary already; the package takes seconds.
-    let deb = dist::dist()?;
+    let deb = dist::build()?;
     // Tests that start a real daemon run this binary.
     cmd::run(cmd::cargo().args(["build", "--package", "netd"]))?;
     // No `--workspace`, as in lint: the default members are the host crates.
