@@ -142,6 +142,11 @@ async fn serve(
             .with_graceful_shutdown(stopped(stop_rx))
             .into_future(),
     );
+    // Before READY=1: from then on systemd may send SIGHUP (a reload),
+    // whose default action would end the daemon.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     notifier.ready();
     let watchdog = tokio::spawn({
         let (notifier, engine) = (notifier.clone(), engine.clone());
@@ -154,10 +159,6 @@ async fn serve(
                 .await;
         }
     });
-
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
             _ = hup.recv() => {
