@@ -22,7 +22,10 @@
 //! 6. the state directory, only when asked.
 //!
 //! It refuses while a daemon serves the socket (that daemon would keep
-//! making what is being removed) unless forced.
+//! making what is being removed) unless forced. Processes of `--network
+//! host` containers are left alone: nothing but a recorded pid, which may
+//! have been reused since, ties them to netd, where a process inside one of
+//! netd's namespaces is netd's beyond doubt.
 
 use std::fs;
 use std::io;

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use clap::{Args, CommandFactory};
 use clap_complete::Shell;
 
+use crate::config::{DEFAULT_CONFIG, Settings};
+
 /// Section of every page: netd is a system administration command.
 pub const MAN_SECTION: &str = "8";
 
@@ -41,19 +43,85 @@ pub fn manpages(dir: &Path) -> io::Result<Vec<PathBuf>> {
     // As `clap_mangen::generate_to`, but in section 8: building the
     // command gives every subcommand its full display name
     // (`netd-network-ls`), which titles and names its page.
-    let mut cmd = super::Cli::command().disable_help_subcommand(true);
-    cmd.build();
+    let mut top = super::Cli::command().disable_help_subcommand(true);
+    top.build();
+    let source = format!("netd {}", env!("CARGO_PKG_VERSION"));
     let mut written = Vec::new();
-    let mut pending = vec![cmd];
+    let mut pending = vec![top.clone()];
     while let Some(cmd) = pending.pop() {
         pending.extend(cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
+        let is_top = cmd.get_name() == top.get_name();
         let page = clap_mangen::Man::new(cmd)
             .section(MAN_SECTION)
+            .source(&source)
             .manual("System Administration");
-        written.push(page.generate_to(dir)?);
+        let mut roff = Vec::new();
+        page.render(&mut roff)?;
+        if is_top {
+            roff.extend(top_page_sections(&top).into_bytes());
+        }
+        let path = dir.join(page.get_filename());
+        std::fs::write(&path, roff)?;
+        written.push(path);
     }
     written.sort();
     Ok(written)
+}
+
+/// What netd(8) adds to what clap knows of the command: the files the
+/// daemon uses (from the defaults the configuration documents), the
+/// environment variables (from the arguments that read one), and related
+/// pages.
+fn top_page_sections(top: &clap::Command) -> String {
+    use roff::{Roff, bold, roman};
+    let defaults = Settings::default();
+    let mut r = Roff::new();
+    r.control("SH", ["FILES"]);
+    for (path, what) in [
+        (
+            DEFAULT_CONFIG.to_string(),
+            "The daemon's configuration; every setting is documented in it. \
+             `systemctl reload netd` applies log-level and dns at once.",
+        ),
+        (
+            defaults.socket.display().to_string(),
+            "The API socket (also for the docker CLI, with DOCKER_HOST).",
+        ),
+        (
+            defaults.state_dir.display().to_string(),
+            "The state: networks, containers, their processes' logs.",
+        ),
+        (
+            defaults.bpffs.display().to_string(),
+            "Pinned eBPF maps and links: the data plane, which outlives the daemon \
+             (netd-system-cleanup(8) removes it).",
+        ),
+    ] {
+        r.control("TP", []).text([bold(path)]).text([roman(what)]);
+    }
+    r.control("SH", ["ENVIRONMENT"]);
+    let mut pending = vec![top.clone()];
+    let mut seen = std::collections::BTreeMap::new();
+    while let Some(cmd) = pending.pop() {
+        pending.extend(cmd.get_subcommands().cloned());
+        for arg in cmd.get_arguments() {
+            if let (Some(env), Some(help)) = (arg.get_env(), arg.get_help()) {
+                let flag = arg
+                    .get_long()
+                    .map_or(String::new(), |l| format!(" (--{l})"));
+                seen.entry(env.to_string_lossy().into_owned())
+                    .or_insert(format!("{help}{flag}"));
+            }
+        }
+    }
+    for (env, help) in seen {
+        r.control("TP", []).text([bold(env)]).text([roman(help)]);
+    }
+    r.control("SH", ["SEE ALSO"]);
+    r.text([roman(
+        "netd-daemon(8), netd-system-cleanup(8), systemctl(1), docker(1), ip-netns(8), bpftool(8)",
+    )]);
+    r.to_roff()
 }
 
 #[cfg(test)]

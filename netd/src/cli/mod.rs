@@ -29,7 +29,13 @@ use output::{err, human_bytes, out};
 #[command(
     name = "netd",
     version,
-    about = "Docker-style container networking with an eBPF datapath"
+    about = "Docker-style container networking with an eBPF datapath",
+    long_about = "Docker-style container networking with an eBPF datapath.\n\n\
+        `netd daemon` runs the daemon: networks, IP address management, container \
+        sandboxes and a Docker-compatible API on a unix socket, with the packet path \
+        in eBPF programs that outlive it. Every other command is a client of that API \
+        (the docker CLI is another), except `netd system` and `netd completion`, which \
+        work without a daemon."
 )]
 pub struct Cli {
     /// Daemon socket to talk to.
@@ -68,8 +74,12 @@ pub enum Command {
     /// Host-wide maintenance (run locally, without a daemon).
     #[command(subcommand)]
     System(system::SystemCommand),
-    /// Print a shell completion script, e.g. `netd completion bash >
-    /// /etc/bash_completion.d/netd`.
+    /// Print a shell completion script.
+    ///
+    /// For example `netd completion bash > /etc/bash_completion.d/netd`;
+    /// zsh reads `_netd` from a directory of `$fpath`, fish
+    /// `~/.config/fish/completions/netd.fish`. The Debian package installs
+    /// all three.
     Completion(generate::CompletionArgs),
     /// Write the man pages (netd(8) and one per subcommand) into DIR: for
     /// packaging.

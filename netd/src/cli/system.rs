@@ -12,11 +12,17 @@ use crate::config::{DaemonArgs, Settings};
 
 #[derive(Debug, Subcommand)]
 pub enum SystemCommand {
-    /// Remove every kernel object and file a stopped daemon left: its
-    /// processes, links, namespaces, /etc/netns entries, pinned programs
-    /// and maps (the uplink's program and the cgroup socket hooks
-    /// included), and the socket. Where to look comes from the daemon's
-    /// configuration, overridden by the flags.
+    /// Remove everything a stopped daemon left in the kernel and on disk.
+    ///
+    /// A stopped daemon keeps its data plane, so that a restart loses no
+    /// traffic. This removes it: the processes in its namespaces, its
+    /// links (with their TC filters), namespaces and /etc/netns entries,
+    /// every pinned program and map (the uplink's program and the cgroup
+    /// socket hooks included), its own cgroup2 mount and the socket; with
+    /// --state-dir, the state too. Where to look comes from the daemon's
+    /// configuration file, overridden by the flags. Processes of `--network
+    /// host` containers are left alone: only a pid that may have been reused
+    /// ties them to netd.
     Cleanup(CleanupArgs),
 }
 
