@@ -266,6 +266,11 @@ fn install_run_and_purge_the_debian_package() {
         )
     }));
     assert!(deb.exists(), "{}", deb.display());
+    assert!(
+        !Path::new("/run/systemd/system").exists(),
+        "this test plays systemd's part (it starts and stops the installed daemon); \
+         where systemd runs, the package's postinst would start the daemon itself"
+    );
     let mut machine = Machine::new();
     let prefix = machine.prefix.clone();
     let before = traces(&prefix);

@@ -23,8 +23,10 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// inspection (`bpftool`, `tcpdump`), checksum offload switched off to
 /// verify translated checksums on the wire (`ethtool`), the firewall
 /// tools whose output proves netd added no rules (`nft`, `iptables-save`),
-/// Prometheus and `promtool` (monitoring), and the shells the completion
-/// scripts are for (`zsh`, `fish`; bash's loader from `bash-completion`).
+/// Prometheus and `promtool` (monitoring), the shells the completion
+/// scripts are for (`zsh`, `fish`; bash's loader from `bash-completion`),
+/// and `systemd-analyze` and `deb-systemd-helper` (the unit and the
+/// package's scripts).
 const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "iputils-ping",
@@ -41,6 +43,7 @@ const TEST_PACKAGES: &[&str] = &[
     "zsh",
     "fish",
     "bash-completion",
+    "systemd",
 ];
 
 /// The cargo-deb release known to build with the stable rustc here
