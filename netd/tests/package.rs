@@ -226,12 +226,20 @@ impl Drop for Machine {
             );
         }
         let _ = run("ip", &["link", "del", &self.uplink]);
+        if std::thread::panicking() {
+            eprintln!("daemon log kept in {}", daemon_log_path().display());
+        } else {
+            let _ = std::fs::remove_file(daemon_log_path());
+        }
     }
 }
 
+fn daemon_log_path() -> PathBuf {
+    std::env::temp_dir().join("netd-package-daemon.log")
+}
+
 fn daemon_log() -> String {
-    std::fs::read_to_string(std::env::temp_dir().join("netd-package-daemon.log"))
-        .unwrap_or_default()
+    std::fs::read_to_string(daemon_log_path()).unwrap_or_default()
 }
 
 fn mode(path: &str) -> u32 {
