@@ -54,6 +54,10 @@ pub struct DaemonArgs {
     /// published ports, services) before the least recently used is evicted.
     #[arg(long, value_name = "FLOWS")]
     pub conntrack_max: Option<u32>,
+    /// What to log: a level (`debug`) or directives per module
+    /// (`info,netd::dns=debug`), in `RUST_LOG` syntax.
+    #[arg(long, value_name = "FILTER", env = "NETD_LOG")]
+    pub log_level: Option<String>,
 }
 
 /// The TOML file: the same settings as the flags, with the same names.
@@ -71,6 +75,7 @@ pub struct FileConfig {
     /// `["IP[:PORT]", ...]`, as `--dns`.
     pub dns: Option<Vec<String>>,
     pub conntrack_max: Option<u32>,
+    pub log_level: Option<String>,
 }
 
 /// The settings the daemon runs with, every value decided.
@@ -89,6 +94,8 @@ pub struct Settings {
     pub dns: Vec<SocketAddr>,
     /// Flows the connection tracking map is sized for.
     pub conntrack_max: u32,
+    /// The log filter (`tracing_subscriber::EnvFilter` directives).
+    pub log_level: String,
 }
 
 /// The range `conntrack-max` accepts: below it a few busy containers would
@@ -96,6 +103,10 @@ pub struct Settings {
 /// gigabytes of kernel memory (two preallocated entries, about 224 bytes, a
 /// flow).
 pub const CONNTRACK_MAX_RANGE: std::ops::RangeInclusive<u32> = 1024..=8_388_608;
+
+/// The default log filter. hickory's server logs every query at info: keep
+/// that to `log-level = "info,hickory_server=info"`.
+pub const DEFAULT_LOG_LEVEL: &str = "info,hickory_server=warn";
 
 impl Default for Settings {
     fn default() -> Self {
@@ -110,6 +121,7 @@ impl Default for Settings {
             prefix: "netd".into(),
             dns: Vec::new(),
             conntrack_max: netd_common::limits::CONNTRACK_FLOWS,
+            log_level: DEFAULT_LOG_LEVEL.into(),
         }
     }
 }
@@ -136,6 +148,8 @@ pub enum ConfigError {
         max = CONNTRACK_MAX_RANGE.end()
     )]
     ConntrackMax(u32),
+    #[error("invalid log-level {0:?}: {1}")]
+    LogLevel(String, String),
 }
 
 impl Settings {
@@ -185,7 +199,15 @@ impl Settings {
                 .conntrack_max
                 .or(file.conntrack_max)
                 .unwrap_or(d.conntrack_max),
+            log_level: args
+                .log_level
+                .clone()
+                .or(file.log_level)
+                .unwrap_or(d.log_level),
         };
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&s.log_level) {
+            return Err(ConfigError::LogLevel(s.log_level, e.to_string()));
+        }
         if !CONNTRACK_MAX_RANGE.contains(&s.conntrack_max) {
             return Err(ConfigError::ConntrackMax(s.conntrack_max));
         }
@@ -328,6 +350,26 @@ mod tests {
                 format!("invalid conntrack-max {bad}: use 1024 to 8388608 flows")
             );
         }
+    }
+
+    #[test]
+    fn log_level_is_layered_and_checked() {
+        let file: FileConfig = toml::from_str(r#"log-level = "debug""#).unwrap();
+        let s = Settings::layer(file.clone(), &DaemonArgs::default()).unwrap();
+        assert_eq!(s.log_level, "debug");
+        let args = DaemonArgs {
+            log_level: Some("warn,netd::dns=trace".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            Settings::layer(file, &args).unwrap().log_level,
+            "warn,netd::dns=trace"
+        );
+        let bad: FileConfig = toml::from_str(r#"log-level = "netd=loud""#).unwrap();
+        assert!(matches!(
+            Settings::layer(bad, &DaemonArgs::default()),
+            Err(ConfigError::LogLevel(..))
+        ));
     }
 
     #[test]

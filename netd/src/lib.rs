@@ -17,9 +17,12 @@
 //! - `dns`: the embedded DNS server of user-defined networks.
 //! - `traffic`: counters joined with names, for `netd stats` and metrics.
 //! - `uplink`: the interface to the outside (masquerade, published ports).
-//! - `daemon`, `config`, `metrics`, `notify`: the long-running process.
+//! - `cleanup`: removing what a stopped daemon left (`netd system cleanup`).
+//! - `daemon`, `config`, `metrics`, `notify`, `reload`: the long-running
+//!   process.
 
 pub mod api;
+pub mod cleanup;
 pub mod cli;
 pub mod cluster;
 pub mod config;
@@ -35,6 +38,7 @@ pub mod model;
 pub mod names;
 pub mod netlink;
 pub mod notify;
+pub mod reload;
 pub mod sandbox;
 pub mod store;
 pub mod traffic;

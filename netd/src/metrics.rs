@@ -9,13 +9,18 @@
 //! so a scrape never walks that table. Labels are bounded: methods and
 //! status codes, and networks, containers and drop reasons, which exist
 //! only as long as their objects.
+//!
+//! Scrapers that ask for OpenMetrics (Prometheus does) get it, as
+//! `prometheus_client` encodes it; the others (`promtool check metrics`,
+//! curl, older agents) get the Prometheus text format it converts to.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::header::CONTENT_TYPE;
+use axum::http::HeaderMap;
+use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -32,7 +37,8 @@ use tracing::warn;
 
 use crate::traffic::{Telemetry, Traffic};
 
-const CONTENT_TYPE_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const CONTENT_TYPE_OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const CONTENT_TYPE_PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -95,7 +101,10 @@ impl Metrics {
     }
 }
 
-async fn scrape(State((metrics, telemetry)): State<(Arc<Metrics>, Arc<Telemetry>)>) -> Response {
+async fn scrape(
+    State((metrics, telemetry)): State<(Arc<Metrics>, Arc<Telemetry>)>,
+    headers: HeaderMap,
+) -> Response {
     let snapshot = Snapshot::read(&telemetry);
     let mut body = String::new();
     let encoded = encode_registry(&mut body, &metrics.registry)
@@ -105,13 +114,69 @@ async fn scrape(State((metrics, telemetry)): State<(Arc<Metrics>, Arc<Telemetry>
             encode_registry(&mut body, &per_scrape)
         })
         .and_then(|_| encode_eof(&mut body));
+    let openmetrics = headers.get_all(ACCEPT).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.contains("application/openmetrics-text"))
+    });
     match encoded {
-        Ok(()) => ([(CONTENT_TYPE, CONTENT_TYPE_TEXT)], body).into_response(),
+        Ok(()) if openmetrics => ([(CONTENT_TYPE, CONTENT_TYPE_OPENMETRICS)], body).into_response(),
+        Ok(()) => (
+            [(CONTENT_TYPE, CONTENT_TYPE_PROMETHEUS)],
+            to_prometheus_text(&body),
+        )
+            .into_response(),
         Err(e) => {
             warn!(error = %e, "cannot encode metrics");
             axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
+}
+
+/// OpenMetrics text in the Prometheus text format (0.0.4). For what netd
+/// exports they differ only in three ways: OpenMetrics ends with `# EOF`,
+/// may have `# UNIT` lines, and names a counter's family without the
+/// `_total` its samples carry, where the Prometheus format names a family
+/// like its samples (`promtool check metrics` otherwise reads the samples
+/// as a family of their own, without help).
+fn to_prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len() + 256);
+    // A HELP line waits for its TYPE line, which tells whether it is a
+    // counter's.
+    let mut help: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            if let Some(earlier) = help.replace(rest) {
+                out.push_str(&format!("# HELP {earlier}\n"));
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            let family = match kind {
+                "counter" => format!("{name}_total"),
+                _ => name.to_string(),
+            };
+            if let Some(pending) = help.take() {
+                match pending.split_once(' ') {
+                    Some((of, text)) if of == name => {
+                        out.push_str(&format!("# HELP {family} {text}\n"));
+                    }
+                    _ => out.push_str(&format!("# HELP {pending}\n")),
+                }
+            }
+            out.push_str(&format!("# TYPE {family} {kind}\n"));
+            continue;
+        }
+        if let Some(pending) = help.take() {
+            out.push_str(&format!("# HELP {pending}\n"));
+        }
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// What the engine's snapshot and the datapath maps hold at scrape time.
@@ -282,6 +347,12 @@ impl Collector for Snapshot {
         ] {
             ConstCounter::new(n).encode(dns.encode_family(&vec![("outcome", outcome)])?)?;
         }
+        ConstCounter::new(d.upstream_failures).encode(enc.encode_descriptor(
+            "netd_dns_upstream_failures",
+            "Upstream resolvers asked that did not answer usably (timeout, error, SERVFAIL, REFUSED)",
+            None,
+            MetricType::Counter,
+        )?)?;
 
         let mut drops = enc.encode_descriptor(
             "netd_drops",
@@ -297,5 +368,41 @@ impl Collector for Snapshot {
             ConstCounter::new(*n).encode(drops.encode_family(&labels)?)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openmetrics_becomes_the_prometheus_text_format() {
+        let openmetrics = "\
+# HELP netd_networks Networks defined.
+# TYPE netd_networks gauge
+netd_networks 3
+# HELP netd_drops Packets dropped by the datapath, by reason.
+# TYPE netd_drops counter
+netd_drops_total{reason=\"not_ip\"} 0
+# HELP netd_api_request_duration_seconds Time to answer an API request.
+# TYPE netd_api_request_duration_seconds histogram
+# UNIT netd_api_request_duration_seconds seconds
+netd_api_request_duration_seconds_sum 0.5
+# EOF
+";
+        assert_eq!(
+            to_prometheus_text(openmetrics),
+            "\
+# HELP netd_networks Networks defined.
+# TYPE netd_networks gauge
+netd_networks 3
+# HELP netd_drops_total Packets dropped by the datapath, by reason.
+# TYPE netd_drops_total counter
+netd_drops_total{reason=\"not_ip\"} 0
+# HELP netd_api_request_duration_seconds Time to answer an API request.
+# TYPE netd_api_request_duration_seconds histogram
+netd_api_request_duration_seconds_sum 0.5
+"
+        );
     }
 }

@@ -118,41 +118,51 @@ pub fn alive(pid: u32) -> bool {
 /// Like any pid-based API this trusts that `pid` still names the process
 /// the caller started.
 pub fn stop(pid: u32, grace: Duration) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return;
-    };
-    if pid <= 0 {
+    stop_all(&[pid], grace);
+}
+
+/// [`stop`] for several processes at once: one `grace` for all of them.
+pub fn stop_all(pids: &[u32], grace: Duration) {
+    let pids: Vec<libc::pid_t> = pids
+        .iter()
+        .filter_map(|p| libc::pid_t::try_from(*p).ok())
+        .filter(|p| *p > 0)
+        .collect();
+    for &pid in &pids {
+        signal_group(pid, libc::SIGTERM);
+    }
+    let left = wait_gone(&pids, grace);
+    if left.is_empty() {
         return;
     }
-    signal_group(pid, libc::SIGTERM);
-    if wait_gone(pid, grace) {
-        return;
+    // Leaders that ignored SIGTERM, or left children behind in their group.
+    for &pid in &left {
+        signal_group(pid, libc::SIGKILL);
     }
-    // The leader ignored SIGTERM, or left children behind in its group.
-    signal_group(pid, libc::SIGKILL);
-    if !wait_gone(pid, Duration::from_secs(2)) {
+    for pid in wait_gone(&left, Duration::from_secs(2)) {
         tracing::warn!(pid, "process group still present after SIGKILL");
     }
 }
 
-/// Polls until the leader and every member of its group are gone, or
-/// `timeout` passes. Returns whether they are gone.
-fn wait_gone(pid: libc::pid_t, timeout: Duration) -> bool {
+/// Polls until every leader and every member of their groups are gone, or
+/// `timeout` passes. Returns the leaders whose group is still there.
+fn wait_gone(pids: &[libc::pid_t], timeout: Duration) -> Vec<libc::pid_t> {
     let deadline = Instant::now() + timeout;
+    let mut left = pids.to_vec();
     loop {
-        // Reap the leader if it is our exited child (ECHILD otherwise, which
-        // is fine: then its parent or init reaps it).
-        // SAFETY: WNOHANG never blocks; a null status pointer is allowed.
-        unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
-        // SAFETY: signal 0 only probes; it also counts not-yet-reaped
-        // members, which init reaps promptly once their parent is gone.
-        let group_left = unsafe { libc::kill(-pid, 0) } == 0;
-        if !group_left && !alive(pid as u32) {
-            return true;
-        }
+        left.retain(|&pid| {
+            // Reap the leader if it is our exited child (ECHILD otherwise,
+            // which is fine: then its parent or init reaps it).
+            // SAFETY: WNOHANG never blocks; a null status pointer is allowed.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+            // SAFETY: signal 0 only probes; it also counts not-yet-reaped
+            // members, which init reaps promptly once their parent is gone.
+            let group_left = unsafe { libc::kill(-pid, 0) } == 0;
+            group_left || alive(pid as u32)
+        });
         let now = Instant::now();
-        if now >= deadline {
-            return false;
+        if left.is_empty() || now >= deadline {
+            return left;
         }
         std::thread::sleep((deadline - now).min(Duration::from_millis(20)));
     }

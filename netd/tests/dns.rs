@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, stdout};
+use common::{Daemon, Launch, stdout};
 use hickory_server::Server;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
@@ -554,6 +554,45 @@ fn all_upstreams_failing_is_servfail() {
 }
 
 #[test]
+fn upstreams_follow_a_reload() {
+    // First an upstream nobody listens on, from the configuration file.
+    let d = Daemon::launch(Launch {
+        config: Some("dns = [\"{outside_addr}:5399\"]\n"),
+        ..Launch::default()
+    });
+    let up = Upstream::start(&d.outside, addr(&d.outside_addr, 53), Mode::Answer);
+    d.ok(&["network", "create", "--subnet", "10.171.0.0/24", "n1"]);
+    d.ok(&["container", "create", "--network", "n1", "client"]);
+    wait_dns(&d, "client");
+    assert_eq!(status(&d, "client", &["outside.test"]), "SERVFAIL");
+    assert!(upstream_failures(&d) >= 1, "counted:\n{}", d.metrics());
+
+    // `systemctl reload` with the live one: no restart, no container
+    // touched, and the next query goes there.
+    std::fs::write(
+        d.config_path(),
+        format!("dns = [\"{}:53\"]\n", d.outside_addr),
+    )
+    .unwrap();
+    d.reload();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while short(&d, "client", &["outside.test"]) != vec![OUTSIDE_TEST] {
+        assert!(Instant::now() < deadline, "no reload:\n{}", d.log());
+        sleep(Duration::from_millis(100));
+    }
+    assert!(up.saw("outside.test."));
+}
+
+/// `netd_dns_upstream_failures_total` in the daemon's metrics.
+fn upstream_failures(d: &Daemon) -> u64 {
+    d.metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix("netd_dns_upstream_failures_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the metric is exported")
+}
+
+#[test]
 fn records_follow_containers_and_networks() {
     let (d, up) = daemon_with_upstream();
     d.ok(&["network", "create", "--subnet", "10.166.0.0/24", "n1"]);
@@ -754,7 +793,7 @@ mod standalone {
     use std::collections::BTreeMap;
     use std::net::Ipv4Addr;
 
-    use netd::dns::{Dns, DnsConfig};
+    use netd::dns::{Dns, DnsConfig, Upstreams};
     use netd::model::{Container, Endpoint, NetMode, Network, State, Subnet};
 
     use super::*;
@@ -886,7 +925,7 @@ mod standalone {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let _entered = rt.enter();
         let mut dns = Dns::new(DnsConfig {
-            upstreams: vec![addr("127.0.0.1", port)],
+            upstreams: Upstreams::new(vec![addr("127.0.0.1", port)]),
             resolv_dir: dir.clone(),
             netns_prefix: "tdns".into(),
         });

@@ -7,14 +7,13 @@
 //! run (the smoke run `cargo xtask test` does) writes to
 //! `target/bench-quick/` so that CI leaves the results directory alone.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::Result;
 
 use crate::cmd::{self, probe, say};
 use crate::setup::{self, Scope};
-use crate::workspace_root;
+use crate::{target_dir, workspace_root};
 
 /// Debian packages of the baselines and the traffic tools: iptables (nft
 /// backend) for the Docker-like rules, nftables, iperf3, and the CNI
@@ -39,14 +38,7 @@ pub fn bench(quick: bool) -> Result<()> {
 /// For callers that have set up already (`cargo xtask test`).
 pub fn run(quick: bool) -> Result<()> {
     packages()?;
-    cmd::run(cmd::cargo().args([
-        "build",
-        "--release",
-        "--package",
-        "netd",
-        "--package",
-        "bench",
-    ]))?;
+    cmd::release_build()?;
     let release = target_dir().join("release");
     let out = if quick {
         target_dir().join("bench-quick")
@@ -97,14 +89,4 @@ fn packages() -> Result<()> {
             ])
             .args(&missing),
     )
-}
-
-/// Cargo's target directory: `CARGO_TARGET_DIR` if set (relative to the
-/// workspace root, where xtask runs cargo), else `target/`.
-fn target_dir() -> PathBuf {
-    let root = workspace_root();
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => root.join(dir),
-        None => root.join("target"),
-    }
 }

@@ -31,6 +31,21 @@ pub fn nightly_cargo() -> Command {
     cmd
 }
 
+/// The release build of netd and the bench, which the bench runs and the
+/// package takes netd from: one command for both, so that neither builds
+/// netd's dependencies with other features than the other and rebuilds
+/// them.
+pub fn release_build() -> Result<()> {
+    run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "netd",
+        "--package",
+        "bench",
+    ]))
+}
+
 /// Runs `cmd` with the terminal attached, after printing it; fails unless it
 /// exits 0.
 pub fn run(cmd: &mut Command) -> Result<()> {

@@ -5,13 +5,15 @@
 //! - `run`: build and run a development daemon in the foreground;
 //! - `test`: setup, lint, build, then every test (as root, privileged ones
 //!   included), and a quick benchmark run;
-//! - `bench`: netd side by side with the alternatives (as root).
+//! - `bench`: netd side by side with the alternatives (as root);
+//! - `dist`: the Debian package.
 //!
 //! Every line xtask itself prints starts with `xtask: `, and every command it
 //! runs is printed before it runs, so a CI log tells what happened.
 
 mod bench;
 mod cmd;
+mod dist;
 mod lint;
 mod run;
 mod setup;
@@ -56,6 +58,10 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Build the Debian package (target/debian/netd_VERSION_ARCH.deb): the
+    /// release binary, the systemd unit, the default configuration,
+    /// completions, man pages, the Prometheus alerts and Grafana dashboard.
+    Dist,
 }
 
 fn main() -> ExitCode {
@@ -65,6 +71,7 @@ fn main() -> ExitCode {
         Command::Run { daemon_args } => run::run(&daemon_args),
         Command::Test { test_args } => test::test(&test_args),
         Command::Bench { quick } => bench::bench(quick),
+        Command::Dist => dist::dist().map(drop),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -82,4 +89,14 @@ fn workspace_root() -> PathBuf {
         .parent()
         .expect("xtask lives one level below the workspace root")
         .to_path_buf()
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` if set (relative to the
+/// workspace root, where xtask runs cargo), else `target/`.
+fn target_dir() -> PathBuf {
+    let root = workspace_root();
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
 }

@@ -5,14 +5,14 @@
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context as _, Result};
 
 use crate::cmd::{self, say};
 use crate::setup::{self, Scope};
-use crate::workspace_root;
+use crate::target_dir;
 
 pub fn run(daemon_args: &[OsString]) -> Result<()> {
     setup::require_root(
@@ -86,14 +86,4 @@ fn toml_string(path: &Path) -> Result<String> {
         "\"{}\"",
         text.replace('\\', "\\\\").replace('"', "\\\"")
     ))
-}
-
-/// Cargo's target directory: `CARGO_TARGET_DIR` if set (relative to the
-/// workspace root, where xtask runs cargo), else `target/`.
-fn target_dir() -> PathBuf {
-    let root = workspace_root();
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => root.join(dir),
-        None => root.join("target"),
-    }
 }

@@ -23,9 +23,12 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// inspection (`bpftool`, `tcpdump`), checksum offload switched off to
 /// verify translated checksums on the wire (`ethtool`), the firewall
 /// tools whose output proves netd added no rules (`nft`, `iptables-save`),
-/// and the cluster store the tests start themselves (`etcd`; the package
-/// starts no server where systemd is not running, and the tests' servers
-/// use their own ports and data directories either way).
+/// Prometheus and `promtool` (monitoring), the shells the completion
+/// scripts are for (`zsh`, `fish`; bash's loader from `bash-completion`),
+/// `systemd-analyze` and `deb-systemd-helper` (the unit and the package's
+/// scripts), and the cluster store the tests start themselves (`etcd`; the
+/// package starts no server where systemd is not running, and the tests'
+/// servers use their own ports and data directories either way).
 const TEST_PACKAGES: &[&str] = &[
     "etcd-server",
     "iproute2",
@@ -39,7 +42,16 @@ const TEST_PACKAGES: &[&str] = &[
     "python3",
     "nftables",
     "iptables",
+    "prometheus",
+    "zsh",
+    "fish",
+    "bash-completion",
+    "systemd",
 ];
+
+/// The cargo-deb release known to build with the stable rustc here
+/// (`cargo xtask dist`).
+const CARGO_DEB_VERSION: &str = "3.8.0";
 
 /// Where maps and programs get pinned; the daemon pins below it.
 const BPFFS: &str = "/sys/fs/bpf";
@@ -287,6 +299,25 @@ fn check_bpf_linker() -> Result<String, String> {
             llvm.join(", ")
         )),
     }
+}
+
+/// cargo-deb, for `cargo xtask dist`: installed (about three minutes)
+/// unless this version is on PATH.
+pub fn cargo_deb() -> Result<()> {
+    let found = probe(Command::new("cargo-deb").arg("--version")).unwrap_or_default();
+    if found.split_whitespace().last() == Some(CARGO_DEB_VERSION) {
+        say!("cargo-deb {CARGO_DEB_VERSION} ok");
+        return Ok(());
+    }
+    say!("installing cargo-deb {CARGO_DEB_VERSION} ...");
+    cmd::run(cmd::cargo().args([
+        "install",
+        "cargo-deb",
+        "--locked",
+        "--force",
+        "--version",
+        CARGO_DEB_VERSION,
+    ]))
 }
 
 fn bpffs() -> Result<()> {

@@ -7,7 +7,10 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 
 use crate::setup::{self, Scope};
-use crate::{bench, cmd, lint};
+use crate::{bench, cmd, dist, lint};
+
+/// Tells the package test which package to install.
+const PACKAGE_ENV: &str = "NETD_DEB";
 
 pub fn test(test_args: &[OsString]) -> Result<()> {
     setup::require_root(
@@ -25,11 +28,14 @@ pub fn test(test_args: &[OsString]) -> Result<()> {
     } else {
         cmd::say!("skipping `cargo xtask bench --quick`: tests were filtered");
     }
+    // The package test (netd/tests/package.rs) installs this package. The
+    // bench built the release binary already; the package takes seconds.
+    let deb = dist::build()?;
     // Tests that start a real daemon run this binary.
     cmd::run(cmd::cargo().args(["build", "--package", "netd"]))?;
     // No `--workspace`, as in lint: the default members are the host crates.
     let mut cargo_test = cmd::cargo();
-    cargo_test.arg("test");
+    cargo_test.arg("test").env(PACKAGE_ENV, &deb);
     if !test_args.is_empty() {
         cargo_test.arg("--").args(test_args);
     }

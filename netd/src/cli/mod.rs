@@ -9,10 +9,12 @@
 
 pub mod client;
 pub mod container;
+pub mod generate;
 pub mod network;
 pub mod output;
 pub mod service;
 pub mod stats;
+pub mod system;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,7 +29,13 @@ use output::{err, human_bytes, out};
 #[command(
     name = "netd",
     version,
-    about = "Docker-style container networking with an eBPF datapath"
+    about = "Docker-style container networking with an eBPF datapath",
+    long_about = "Docker-style container networking with an eBPF datapath.\n\n\
+        `netd daemon` runs the daemon: networks, IP address management, container \
+        sandboxes and a Docker-compatible API on a unix socket, with the packet path \
+        in eBPF programs that outlive it. Every other command is a client of that API \
+        (the docker CLI is another), except `netd system` and `netd completion`, which \
+        work without a daemon."
 )]
 pub struct Cli {
     /// Daemon socket to talk to.
@@ -63,6 +71,20 @@ pub enum Command {
     Version,
     /// Show daemon-wide information.
     Info,
+    /// Host-wide maintenance (run locally, without a daemon).
+    #[command(subcommand)]
+    System(system::SystemCommand),
+    /// Print a shell completion script.
+    ///
+    /// For example `netd completion bash > /etc/bash_completion.d/netd`;
+    /// zsh reads `_netd` from a directory of `$fpath`, fish
+    /// `~/.config/fish/completions/netd.fish`. The Debian package installs
+    /// all three.
+    Completion(generate::CompletionArgs),
+    /// Write the man pages (netd(8) and one per subcommand) into DIR: for
+    /// packaging.
+    #[command(hide = true)]
+    Manpages(generate::ManpagesArgs),
 }
 
 /// How a client command ended. `Exec` is carried out after the runtime is
@@ -85,12 +107,30 @@ impl From<ClientError> for Outcome {
 
 /// The whole CLI: returns the process's exit code.
 pub fn main(cli: Cli) -> ExitCode {
+    // The commands that talk to no daemon.
     let command = match cli.command {
         Command::Daemon(args) => {
             return match crate::daemon::run(args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     err(&format!("netd daemon: {e:#}"));
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::System(cmd) => return system::run(cmd),
+        Command::Completion(args) => {
+            generate::completion(args.shell, &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Manpages(args) => {
+            return match generate::manpages(&args.dir) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    err(&format!(
+                        "cannot write man pages to {}: {e}",
+                        args.dir.display()
+                    ));
                     ExitCode::FAILURE
                 }
             };
@@ -104,15 +144,9 @@ pub fn main(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            err(&format!("cannot start the async runtime: {e}"));
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let outcome = rt.block_on(run(&client, command));
     drop(rt);
@@ -129,6 +163,18 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
+/// The current-thread runtime a client command runs on (see the module
+/// doc), or the exit code after saying why there is none.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            err(&format!("cannot start the async runtime: {e}"));
+            ExitCode::FAILURE
+        })
+}
+
 /// The shell convention: the exit code, or 128 + the signal that killed it.
 fn exit_code(status: std::process::ExitStatus) -> u8 {
     use std::os::unix::process::ExitStatusExt;
@@ -141,7 +187,9 @@ fn exit_code(status: std::process::ExitStatus) -> u8 {
 
 async fn run(client: &Client, command: Command) -> Outcome {
     match command {
-        Command::Daemon(_) => unreachable!("handled before the runtime starts"),
+        Command::Daemon(_) | Command::System(_) | Command::Completion(_) | Command::Manpages(_) => {
+            unreachable!("handled before the runtime starts")
+        }
         Command::Network(cmd) => network::run(client, cmd).await,
         Command::Container(cmd) => container::run(client, cmd).await,
         Command::Service(cmd) => service::run(client, cmd).await,

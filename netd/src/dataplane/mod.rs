@@ -71,6 +71,7 @@
 //! size takes over the old one's flows (module `nat`).
 
 mod bpffs;
+mod cgroup2;
 mod compat;
 mod kernel_btf;
 mod kfunc;
@@ -912,4 +913,5 @@ mod tests {
 // Cgroup socket hooks: published ports for the host's own sockets (module
 // `sock`, kernel side `netd-ebpf/src/sock.rs`).
 mod sock;
-pub use self::sock::{SocketHook, SocketHookAttachment, cgroup2_root, host_netns_cookie};
+pub use self::cgroup2::{cgroup2_root, cgroup2_root_or_mount, private_mount, remove_private_mount};
+pub use self::sock::{SocketHook, SocketHookAttachment, host_netns_cookie};

@@ -42,7 +42,7 @@
 //! 2. `set_host(uplink, host_netns_cookie()?)` and
 //!    [`Dataplane::set_host_addresses`] (the hooks need the cookie to act);
 //! 3. `set_publish(...)` for every published port (idempotent);
-//! 4. [`Dataplane::attach_socket_hooks`]`(&cgroup2_root()?)`.
+//! 4. [`Dataplane::attach_socket_hooks`]`(&cgroup2_root()?)` (module `cgroup2`).
 //!
 //! Steps 2-4 may come in any order without harm (a hook without a cookie or
 //! a publish entry leaves the call alone), but only after all of them do
@@ -165,68 +165,6 @@ pub struct SocketHookAttachment {
     pub matches_hook: bool,
 }
 
-/// The mount point of the cgroup v2 hierarchy, from /proc/self/mountinfo:
-/// `/sys/fs/cgroup` on a unified system, `/sys/fs/cgroup/unified` on a
-/// hybrid (v1 + v2) one. `NotFound` if cgroup2 is not mounted.
-pub fn cgroup2_root() -> io::Result<PathBuf> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
-    cgroup2_mount_in(&mountinfo).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            "no cgroup2 filesystem is mounted (see /proc/self/mountinfo) - mount it with `mount -t cgroup2 none /sys/fs/cgroup`",
-        )
-    })
-}
-
-/// The cgroup2 mount point in a mountinfo text, preferring a mount of the
-/// hierarchy's root (in a cgroup namespace or a bind mount, the root field
-/// is a sub-path).
-fn cgroup2_mount_in(mountinfo: &str) -> Option<PathBuf> {
-    let mut fallback = None;
-    for line in mountinfo.lines() {
-        // `id parent major:minor root mount-point options [optional...] - fstype source super-options`
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        if right.split_whitespace().next() != Some("cgroup2") {
-            continue;
-        }
-        let mut fields = left.split_whitespace();
-        let (Some(root), Some(mount_point)) = (fields.nth(3), fields.next()) else {
-            continue;
-        };
-        let path = PathBuf::from(unescape_mountinfo(mount_point));
-        if root == "/" {
-            return Some(path);
-        }
-        fallback.get_or_insert(path);
-    }
-    fallback
-}
-
-/// mountinfo writes space, tab, newline and backslash in paths as `\ooo`.
-fn unescape_mountinfo(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && let Some(digits) = bytes.get(i + 1..i + 4)
-            && digits.iter().all(|d| (b'0'..=b'7').contains(d))
-        {
-            let value = digits
-                .iter()
-                .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
-            out.push(value as u8);
-            i += 4;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The cookie of the caller's network namespace (`SO_NETNS_COOKIE`,
 /// Linux >= 5.14), what `bpf_get_netns_cookie()` returns for sockets there:
 /// the value for `Dataplane::set_host`. Asked of the calling *thread*'s
@@ -274,7 +212,7 @@ enum HookPin {
 
 impl Dataplane {
     /// Attaches the four socket hooks to `cgroup` (normally
-    /// [`cgroup2_root`]) as multi-attach cgroup links, pinning them at
+    /// [`super::cgroup2_root`]) as multi-attach cgroup links, pinning them at
     /// `<pin_dir>/links/cgroup_<hook>`.
     ///
     /// Idempotent and restart-safe like [`Dataplane::attach_endpoint`]: a
@@ -642,44 +580,6 @@ fn cgroup_link_info(path: &Path, hook: SocketHook) -> io::Result<SocketHookAttac
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_cgroup2_on_hybrid_and_unified_systems() {
-        let hybrid = "\
-31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
-40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
-41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
-";
-        assert_eq!(
-            cgroup2_mount_in(hybrid),
-            Some(PathBuf::from("/sys/fs/cgroup/unified"))
-        );
-        let unified = "\
-25 30 0:23 / /sys rw,nosuid - sysfs sysfs rw
-26 25 0:24 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate
-";
-        assert_eq!(
-            cgroup2_mount_in(unified),
-            Some(PathBuf::from("/sys/fs/cgroup"))
-        );
-        // A sub-tree bind mount is only a fallback; escapes are decoded.
-        let bind_first = "\
-50 1 0:24 /system.slice /mnt/sub rw - cgroup2 cgroup2 rw
-51 1 0:24 / /mnt/cg\\040root rw - cgroup2 cgroup2 rw
-";
-        assert_eq!(
-            cgroup2_mount_in(bind_first),
-            Some(PathBuf::from("/mnt/cg root"))
-        );
-        assert_eq!(
-            cgroup2_mount_in("50 1 0:24 /x /mnt/sub rw - cgroup2 cgroup2 rw\n"),
-            Some(PathBuf::from("/mnt/sub"))
-        );
-        assert_eq!(
-            cgroup2_mount_in("31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n"),
-            None
-        );
-    }
 
     #[test]
     fn hook_pins_are_not_endpoint_pins() {

@@ -14,6 +14,8 @@
 //! inside a container.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -24,7 +26,9 @@ use hickory_net::xfer::{DnsExchange, DnsHandle};
 use hickory_net::{DnsMultiplexer, NetError};
 use hickory_proto::op::{DnsRequest, DnsRequestOptions, Edns, Message, Query, ResponseCode};
 use tokio::sync::Semaphore;
-use tracing::debug;
+use tracing::{debug, info};
+
+use super::ResolvConf;
 
 /// How long one upstream gets before the next one is asked.
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
@@ -49,20 +53,63 @@ pub struct Question {
     pub tcp: bool,
 }
 
+/// The upstream resolvers, shared between the forwarder and whoever may
+/// change them while it runs (the daemon, on `systemctl reload`). A query
+/// uses the list as it was when the query arrived.
+#[derive(Debug, Clone, Default)]
+pub struct Upstreams(Arc<RwLock<Arc<[SocketAddr]>>>);
+
+impl Upstreams {
+    /// `configured` (`--dns`/`dns`), or the nameservers of the host's
+    /// resolv.conf when it is empty (read now).
+    pub fn new(configured: Vec<SocketAddr>) -> Upstreams {
+        let upstreams = Upstreams::default();
+        upstreams.set(configured);
+        upstreams
+    }
+
+    /// Makes `configured` (or the host's, as [`Upstreams::new`]) the list
+    /// for the queries that arrive from now on.
+    pub fn set(&self, configured: Vec<SocketAddr>) {
+        let list = if configured.is_empty() {
+            ResolvConf::host().upstreams()
+        } else {
+            configured
+        };
+        info!(upstreams = ?list, "embedded DNS: names not ours go upstream");
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = list.into();
+    }
+
+    pub fn get(&self) -> Arc<[SocketAddr]> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 #[derive(Debug)]
 pub struct Forwarder {
-    upstreams: Vec<SocketAddr>,
+    upstreams: Upstreams,
     timeout: Duration,
     in_flight: Semaphore,
+    /// Attempts at an upstream that failed (see [`Forwarder::failures`]).
+    failures: AtomicU64,
 }
 
 impl Forwarder {
-    pub fn new(upstreams: Vec<SocketAddr>, timeout: Duration) -> Forwarder {
+    pub fn new(upstreams: Upstreams, timeout: Duration) -> Forwarder {
         Forwarder {
             upstreams,
             timeout,
             in_flight: Semaphore::new(MAX_IN_FLIGHT),
+            failures: AtomicU64::new(0),
         }
+    }
+
+    /// How often an upstream was asked and did not answer usably (timeout,
+    /// network error, SERVFAIL, REFUSED), since start: a failing first
+    /// upstream costs every forwarded query its timeout even when the next
+    /// one answers.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
     }
 
     /// The first usable answer, or `None` when every upstream failed (or
@@ -73,7 +120,7 @@ impl Forwarder {
             debug!("too many forwarded queries in flight");
             return None;
         };
-        for &upstream in &self.upstreams {
+        for &upstream in self.upstreams.get().iter() {
             let mut answer = if q.tcp {
                 self.tcp(upstream, q).await
             } else {
@@ -95,6 +142,7 @@ impl Forwarder {
                 Ok(m) => return Some(m),
                 Err(e) => debug!(%upstream, error = %e, "upstream unreachable, trying the next"),
             }
+            self.failures.fetch_add(1, Ordering::Relaxed);
         }
         None
     }

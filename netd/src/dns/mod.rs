@@ -43,12 +43,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_server::Server;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::model::{NetMode, State};
 use crate::netlink::netns;
 
-pub use forward::UPSTREAM_TIMEOUT;
+pub use forward::{UPSTREAM_TIMEOUT, Upstreams};
 pub use records::Records;
 pub use resolv::{EMBEDDED, ResolvConf};
 
@@ -71,8 +71,8 @@ pub struct DnsConfig {
     /// the host's /etc/resolv.conf. Loopback ones are kept: unlike Docker's
     /// resolver, which forwards from inside the container, netd forwards
     /// from the daemon's (host) namespace, where e.g. systemd-resolved's
-    /// 127.0.0.53 answers.
-    pub upstreams: Vec<SocketAddr>,
+    /// 127.0.0.53 answers. Shared: the daemon changes them on reload.
+    pub upstreams: Upstreams,
     /// Where containers' resolv.conf files go (`/etc/netns`).
     pub resolv_dir: PathBuf,
     /// Namespace names of this daemon start with this (`{prefix}-`): at the
@@ -84,13 +84,8 @@ pub struct DnsConfig {
 impl DnsConfig {
     /// `upstreams` as configured, or the host's when none are.
     pub fn new(upstreams: Vec<SocketAddr>, prefix: &str) -> DnsConfig {
-        let upstreams = if upstreams.is_empty() {
-            ResolvConf::host().upstreams()
-        } else {
-            upstreams
-        };
         DnsConfig {
-            upstreams,
+            upstreams: Upstreams::new(upstreams),
             resolv_dir: PathBuf::from(RESOLV_DIR),
             netns_prefix: format!("{prefix}-"),
         }
@@ -110,6 +105,9 @@ pub struct DnsStats {
     pub nxdomain: u64,
     /// No upstream answered (SERVFAIL sent), or a malformed/unsupported query.
     pub failed: u64,
+    /// Not a query outcome: upstreams asked that did not answer usably
+    /// (a query that fails over counts here and in its outcome).
+    pub upstream_failures: u64,
 }
 
 /// Reads the embedded server's query counters (cheap to clone).
@@ -124,6 +122,7 @@ impl DnsCounters {
             forwarded: c.forwarded.load(Ordering::Relaxed),
             nxdomain: c.nxdomain.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
+            upstream_failures: self.0.forwarder.failures(),
         }
     }
 }
@@ -164,7 +163,6 @@ pub struct Dns {
 
 impl Dns {
     pub fn new(cfg: DnsConfig) -> Dns {
-        info!(upstreams = ?cfg.upstreams, "embedded DNS: names not ours go upstream");
         let shared = Arc::new(server::Shared::new(forward::Forwarder::new(
             cfg.upstreams.clone(),
             UPSTREAM_TIMEOUT,

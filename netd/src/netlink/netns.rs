@@ -394,6 +394,27 @@ pub fn list_with_prefix(prefix: &str) -> Result<Vec<String>, NetlinkError> {
     Ok(names)
 }
 
+/// Processes whose network namespace is the named one, as `ip netns pids
+/// NAME` finds them: by the identity (device and inode) of each process's
+/// `/proc/PID/ns/net`. Processes that end during the walk are skipped.
+pub fn pids(name: &str) -> Result<Vec<u32>, NetlinkError> {
+    use std::os::unix::fs::MetadataExt;
+    check_name(name)?;
+    let p = path(name);
+    let ns = fs::metadata(&p)
+        .map_err(|e| NetlinkError::kernel(format!("stat network namespace {}", p.display()), e))?;
+    let procs = fs::read_dir("/proc").map_err(|e| NetlinkError::kernel("list /proc", e))?;
+    let mut found: Vec<u32> = procs
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            fs::metadata(format!("/proc/{pid}/ns/net"))
+                .is_ok_and(|m| (m.dev(), m.ino()) == (ns.dev(), ns.ino()))
+        })
+        .collect();
+    found.sort_unstable();
+    Ok(found)
+}
+
 /// Opens an rtnetlink connection inside namespace `ns`.
 ///
 /// A netlink socket belongs to the namespace it was created in, so the

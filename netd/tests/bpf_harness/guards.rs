@@ -68,13 +68,15 @@ impl Drop for PinDir {
     }
 }
 
-/// A network namespace (with `lo` down), deleted on drop.
+/// A network namespace (with `lo` down), deleted on drop. Its name does
+/// not start with `netd-`: a daemon with the default prefix (an installed
+/// netd) and `netd system cleanup` take every namespace named so as theirs.
 pub struct Netns(pub String);
 
 impl Netns {
     pub fn new(kind: &str) -> Netns {
         require_root();
-        let name = format!("netd-bt{kind}-{}-{}", std::process::id(), next_id());
+        let name = format!("nbt{kind}-{}-{}", std::process::id(), next_id());
         run(&["ip", "netns", "add", &name]);
         Netns(name)
     }

@@ -17,6 +17,8 @@ use serde_json::Value;
 // with the same message when not run as root.
 #[path = "../bpf_harness/root.rs"]
 mod root;
+#[allow(unused_imports)] // not every test binary checks by itself
+pub use root::require_root;
 
 pub mod etcd;
 
@@ -38,7 +40,25 @@ pub struct Daemon {
     pub metrics_port: u16,
     /// Extra `netd daemon` arguments (`start_with`), kept across restarts.
     extra_args: Vec<String>,
+    /// Changes to the daemon's environment (`launch`): `None` removes.
+    env: Vec<(String, Option<String>)>,
     child: Option<Child>,
+}
+
+/// How [`Daemon::launch`] starts a daemon beyond the defaults. In `args`
+/// and `config`, `{outside_addr}` is replaced by the outside namespace's
+/// address and `{outside_net}` by the first three octets of its /24 (both
+/// are only chosen at launch), e.g. `--dns {outside_addr}:53`.
+#[derive(Default)]
+pub struct Launch<'a> {
+    /// Extra `netd daemon` arguments.
+    pub args: &'a [&'a str],
+    /// A configuration file: written to [`Daemon::config_path`] and passed
+    /// with `--config`.
+    pub config: Option<&'a str>,
+    /// Changes to the environment (after the harness's `NETD_LOG=debug`):
+    /// `None` removes the variable.
+    pub env: &'a [(&'a str, Option<&'a str>)],
 }
 
 fn random_bytes<const N: usize>() -> [u8; N] {
@@ -58,7 +78,7 @@ fn sh(args: &[&str]) {
     );
 }
 
-fn random_prefix() -> String {
+pub fn random_prefix() -> String {
     let mut buf = [0u8; 3];
     // SAFETY: getrandom writes at most buf.len() bytes into buf.
     let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
@@ -74,7 +94,7 @@ fn random_prefix() -> String {
         .collect()
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -87,11 +107,16 @@ impl Daemon {
         Daemon::start_with(&[])
     }
 
-    /// Like `start`, with extra `netd daemon` arguments. `{outside_addr}`
-    /// in an argument is replaced by the outside namespace's address, and
-    /// `{outside_net}` by the first three octets of its /24 (both are only
-    /// chosen here), e.g. `--dns {outside_addr}:53`.
+    /// Like `start`, with extra `netd daemon` arguments (placeholders as
+    /// in [`Launch`]).
     pub fn start_with(extra: &[&str]) -> Daemon {
+        Daemon::launch(Launch {
+            args: extra,
+            ..Launch::default()
+        })
+    }
+
+    pub fn launch(launch: Launch) -> Daemon {
         root::require_root();
         let prefix = random_prefix();
         let dir = std::env::temp_dir().join(format!("netd-test-{prefix}"));
@@ -110,15 +135,24 @@ impl Daemon {
             dir,
             metrics_port: free_port(),
             extra_args: Vec::new(),
+            env: launch
+                .env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+                .collect(),
             child: None,
         };
-        d.extra_args = extra
-            .iter()
-            .map(|a| {
-                a.replace("{outside_addr}", &d.outside_addr)
-                    .replace("{outside_net}", &net)
-            })
-            .collect();
+        let fill = |text: &str| {
+            text.replace("{outside_addr}", &d.outside_addr)
+                .replace("{outside_net}", &net)
+        };
+        let mut extra: Vec<String> = launch.args.iter().map(|a| fill(a)).collect();
+        if let Some(config) = launch.config {
+            std::fs::write(d.config_path(), fill(config)).unwrap();
+            extra.push("--config".into());
+            extra.push(d.config_path().display().to_string());
+        }
+        d.extra_args = extra;
         sh(&["ip", "netns", "add", &d.outside]);
         sh(&[
             "ip", "link", "add", &d.uplink, "type", "veth", "peer", "name", "eth0", "netns",
@@ -164,13 +198,25 @@ impl Daemon {
         self.dir.join("state")
     }
 
+    /// Where [`Launch::config`] is written.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("netd.toml")
+    }
+
+    /// SIGHUP: `systemctl reload`.
+    pub fn reload(&self) {
+        // SAFETY: sending a signal to our own child.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGHUP) };
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join("daemon.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_netd"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_netd"));
+        command
             .arg("daemon")
             .arg("--state-dir")
             .arg(self.state_dir())
@@ -188,10 +234,14 @@ impl Daemon {
             .env("NETD_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("netd binary runs");
-        self.child = Some(child);
+            .stderr(log);
+        for (key, value) in &self.env {
+            match value {
+                Some(v) => command.env(key, v),
+                None => command.env_remove(key),
+            };
+        }
+        self.child = Some(command.spawn().expect("netd binary runs"));
         self.wait_ready();
     }
 
