@@ -15,7 +15,8 @@
 //! One module per concern. The endpoint, network, counter and published
 //! port types are re-exported here (`netd_common::EndpointInfo`); the
 //! features' own types keep their module's name in their path
-//! (`netd_common::nat::CtKey`, `lb::SvcKey`, `sock::UdpRevKey`).
+//! (`netd_common::nat::CtKey`, `lb::SvcKey`, `overlay::RemoteEndpoint`,
+//! `sock::UdpRevKey`).
 //!
 //! The `user` feature adds `aya::Pod` impls for the daemon; the eBPF build
 //! leaves it off so this crate stays `no_std` without aya.
@@ -26,6 +27,7 @@ pub mod lb;
 pub mod limits;
 pub mod map_names;
 pub mod nat;
+pub mod overlay;
 pub mod sock;
 
 mod addr;
