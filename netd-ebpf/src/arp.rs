@@ -34,8 +34,8 @@ const OP_REPLY: [u8; 2] = 2u16.to_be_bytes();
 ///   `SpoofedSource` (so an ARP probe with sender 0.0.0.0 is dropped too;
 ///   netd's containers are configured statically and never probe).
 /// - A request for the gateway, a service's VIP or an endpoint of the same
-///   network (here or, on an overlay network, on another host): the reply, redirected back to the container
-///   (`TC_ACT_REDIRECT`).
+///   network (here or, on an overlay network, on another host): the
+///   reply, redirected back to the container (`TC_ACT_REDIRECT`).
 /// - A request for an address of another netd network: `CrossNetwork`;
 ///   for anything else: `ArpUnanswered`.
 /// - A reply, or a gratuitous request (target = sender): passed on to the

@@ -249,11 +249,9 @@ impl Dataplane {
                 ),
             )
         })?;
-        if info.flags & NET_F_OVERLAY == 0
-            || !self
-                .overlay_networks()?
-                .contains(&(remote.vni, remote.net_index))
-        {
+        let vnis: HashMap<&MapData, u32, u32> = self.object_map(map_names::OVL_VNI)?;
+        let bound = found(vnis.get(&remote.vni, 0)).map_err(map_error(map_names::OVL_VNI))?;
+        if info.flags & NET_F_OVERLAY == 0 || bound != Some(remote.net_index) {
             return Err(invalid(
                 remote,
                 format!(
@@ -268,7 +266,12 @@ impl Dataplane {
                 format!("the address must be one of {subnet} but its gateway"),
             ));
         }
-        if !self.overlay_hosts()?.contains(&remote.host) {
+        let hosts: HashMap<&MapData, u32, u32> = self.object_map(map_names::OVL_HOSTS)?;
+        let host_be = ipv4_be(remote.host.octets());
+        if found(hosts.get(&host_be, 0))
+            .map_err(map_error(map_names::OVL_HOSTS))?
+            .is_none()
+        {
             return Err(invalid(
                 remote,
                 format!(
@@ -280,13 +283,19 @@ impl Dataplane {
         let value = wire::RemoteEndpoint {
             net_index: remote.net_index,
             vni: remote.vni,
-            host: ipv4_be(remote.host.octets()),
+            host: host_be,
         };
         let mut map: HashMap<&mut MapData, u32, wire::RemoteEndpoint> =
             self.object_map_mut(map_names::OVL_REMOTE)?;
         map.insert(ipv4_be(remote.ip.octets()), value, BPF_ANY)
             .map_err(map_error(map_names::OVL_REMOTE))?;
-        debug!(ip = %remote.ip, net_index = remote.net_index, vni = remote.vni, host = %remote.host, "remote endpoint written to the data path");
+        debug!(
+            ip = %remote.ip,
+            net_index = remote.net_index,
+            vni = remote.vni,
+            host = %remote.host,
+            "remote endpoint written to the data path"
+        );
         Ok(())
     }
 
