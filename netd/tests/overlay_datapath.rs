@@ -174,10 +174,32 @@ fn a_remote_peer_of_the_same_network_is_tunnelled() {
     assert_eq!(lab.total_drops(), 0);
 }
 
+/// Whether `dev` is administratively up (`ip [-n NS] link show`).
+fn admin_up(ns_args: &[&str], dev: &str) -> bool {
+    let args: Vec<&str> = ns_args
+        .iter()
+        .copied()
+        .chain(["link", "show", dev])
+        .collect();
+    ip_json(&args)[0]["flags"]
+        .as_array()
+        .expect("flags")
+        .iter()
+        .any(|f| f == "UP")
+}
+
 #[test]
 fn without_a_vxlan_device_nothing_is_tunnelled() {
     let mut ov = Overlay::new();
+    assert!(
+        admin_up(&[], &ov.vxlan.host),
+        "attach_vxlan set the device up"
+    );
     ov.lab.dp.detach_vxlan().expect("detach");
+    assert!(
+        !admin_up(&[], &ov.vxlan.host),
+        "no device up without its program"
+    );
     ov.lab.dp.detach_vxlan().expect("twice");
     assert_eq!(ov.lab.dp.vxlan_ifindex().expect("cfg"), None);
     assert!(
@@ -635,8 +657,8 @@ fn the_vxlan_device_is_made_once_and_adopted() {
     assert_eq!(data["port"], VXLAN_PORT, "{link}");
     assert_eq!(data["learning"], false, "{link}");
     assert!(
-        link["flags"].as_array().unwrap().iter().any(|f| f == "UP"),
-        "{link}"
+        !admin_up(&["-n", &host.0], VXLAN_DEV),
+        "down until its program is attached: {link}"
     );
     // A VXLAN device of the same name that is not external is not ours.
     run(&["ip", "-n", &host.0, "link", "del", VXLAN_DEV]);

@@ -17,8 +17,9 @@
 //!
 //! # Order (the programs act on whatever they find)
 //! 1. [`Dataplane::attach_vxlan`] on the device
-//!    `netlink::Netlink::ensure_vxlan` made (until then nothing is
-//!    tunnelled, and remote peers are unused addresses of the subnet);
+//!    `netlink::Netlink::ensure_vxlan` made, which it sets up (until then
+//!    nothing is tunnelled, and remote peers are unused addresses of the
+//!    subnet);
 //! 2. [`Dataplane::set_overlay_network`] per overlay network this host
 //!    carries, then its local endpoints as on a bridge;
 //! 3. [`Dataplane::set_overlay_host`] per host of the cluster;
@@ -422,10 +423,15 @@ impl Dataplane {
 
     /// Attaches `netd_vxlan_in` to TC ingress of the VXLAN device `ifname`
     /// (`ifindex`, made by `netlink::Netlink::ensure_vxlan`) as a `cls_bpf`
-    /// filter (see the module docs), and makes it the device the programs
-    /// tunnel through. Idempotent and restart-safe like
+    /// filter (see the module docs), sets the device up, and makes it the
+    /// device the programs tunnel through. Idempotent and restart-safe like
     /// [`Dataplane::attach_endpoint`]: a filter already there is switched
     /// to the loaded program atomically.
+    ///
+    /// The device comes up here, after its filter, and not before
+    /// (`ensure_vxlan` leaves a new one down): without the program, what
+    /// any machine sends to the VXLAN port would be decapsulated into the
+    /// host's stack, which may route it on.
     pub fn attach_vxlan(&mut self, ifname: &str, ifindex: u32) -> Result<(), DataplaneError> {
         check_interface(ifname, ifindex)?;
         let attach_err = |source: LinkOpError| DataplaneError::Attach {
@@ -444,6 +450,8 @@ impl Dataplane {
         let created = rtnl
             .set(ifindex, INGRESS, fd, VXLAN_PROGRAM)
             .map_err(|e| attach_err(e.into()))?;
+        rtnl.set_link_up(ifindex, true)
+            .map_err(|e| attach_err(e.into()))?;
         self.write_vxlan_ifindex(ifindex)?;
         info!(
             ifname,
@@ -455,17 +463,23 @@ impl Dataplane {
     }
 
     /// Stops tunnelling: forgets the VXLAN device (remote peers become
-    /// unused addresses of their subnet) and removes netd's filter from it
-    /// if it still exists. For a host leaving the cluster; deleting the
-    /// device also removes the filter, but the programs would keep
-    /// redirecting to its old ifindex.
+    /// unused addresses of their subnet), sets it down and removes netd's
+    /// filter from it, if it still exists. For a host leaving the cluster;
+    /// deleting the device also removes the filter, but the programs would
+    /// keep redirecting to its old ifindex.
     pub fn detach_vxlan(&mut self) -> Result<(), DataplaneError> {
         let Some(ifindex) = self.vxlan_ifindex()? else {
             return Ok(());
         };
         self.write_vxlan_ifindex(0)?;
         tc_filter::Rtnl::open()
-            .and_then(|mut rtnl| rtnl.remove(ifindex, INGRESS))
+            .and_then(|mut rtnl| {
+                match rtnl.set_link_up(ifindex, false) {
+                    Err(e) if e.raw_os_error() == Some(libc::ENODEV) => return Ok(()),
+                    other => other?,
+                }
+                rtnl.remove(ifindex, INGRESS)
+            })
             .map_err(|source| DataplaneError::Detach {
                 ifname: format!("the VXLAN device (ifindex {ifindex})"),
                 source,

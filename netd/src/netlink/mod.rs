@@ -300,12 +300,14 @@ impl Netlink {
     }
 
     /// Creates (or adopts) the host's collect_md VXLAN device `name` (`ip
-    /// link add NAME type vxlan external dstport PORT nolearning`), turns
-    /// IPv6 off on it (best effort: nothing is routed through it) and sets
-    /// it up. Returns its ifindex. The device has no VNI and no remote of
-    /// its own: the programs give every packet its tunnel (see
+    /// link add NAME type vxlan external dstport PORT nolearning`) and
+    /// turns IPv6 off on it (best effort: nothing is routed through it).
+    /// Returns its ifindex. The device has no VNI and no remote of its own:
+    /// the programs give every packet its tunnel (see
     /// `dataplane::overlay`), and the kernel learns nothing. Its UDP socket
-    /// lives in the namespace it is made in, the daemon's.
+    /// lives in the namespace it is made in, the daemon's. A new device
+    /// stays down: `Dataplane::attach_vxlan` sets it up once its program
+    /// guards it.
     ///
     /// An existing link `name` that is not an external VXLAN device on
     /// `port` is a [`NetlinkError::LinkConflict`].
@@ -351,14 +353,10 @@ impl Netlink {
                 detail: format!("is not an external VXLAN device on UDP port {port}"),
             });
         }
-        let index = link.header.index;
         if let Err(e) = sysctl::disable_ipv6_on_link(name) {
             tracing::warn!(device = name, error = %e, "cannot disable IPv6 on the VXLAN device");
         }
-        links::set_up(&self.handle, index)
-            .await
-            .map_err(|e| NetlinkError::kernel(format!("set VXLAN device {name} up"), e))?;
-        Ok(index)
+        Ok(link.header.index)
     }
 
     /// The MTU of the host link `name`, `None` when there is no such link:
