@@ -350,7 +350,9 @@ pub enum DataplaneError {
         "invalid VNI {vni}: a VXLAN network identifier is a number from 1 to 16777215 - fix the network's VNI"
     )]
     InvalidVni { vni: u32 },
-    #[error("invalid overlay host {host}: a host's underlay address must be a unicast one")]
+    #[error(
+        "invalid overlay host {host}: a host's underlay address must be a unicast one - check the address the host advertises"
+    )]
     InvalidOverlayHost { host: std::net::Ipv4Addr },
     #[error("cannot add remote endpoint {ip}: {reason}")]
     InvalidRemoteEndpoint {
