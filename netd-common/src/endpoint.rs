@@ -31,6 +31,11 @@ pub struct EndpointInfo {
 /// it for destinations outside every netd network).
 pub const NET_F_INTERNAL: u32 = 1;
 
+/// [`NetworkInfo::flags`]: the network spans hosts (an overlay, see
+/// [`crate::overlay`]): a destination in its subnet that is no local
+/// endpoint may be one on another host (`OVL_REMOTE`).
+pub const NET_F_OVERLAY: u32 = 2;
+
 /// Value of `NET_LPM`: what the programs need to know about a network.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]

@@ -15,8 +15,8 @@
 //! One module per concern. The endpoint, network, counter and published
 //! port types are re-exported here (`netd_common::EndpointInfo`); the
 //! features' own types keep their module's name in their path
-//! (`netd_common::nat::CtKey`, `lb::SvcKey`, `sock::UdpRevKey`,
-//! `macvlan::ifindex`).
+//! (`netd_common::nat::CtKey`, `lb::SvcKey`, `overlay::RemoteEndpoint`,
+//! `sock::UdpRevKey`, `macvlan::ifindex`).
 //!
 //! The `user` feature adds `aya::Pod` impls for the daemon; the eBPF build
 //! leaves it off so this crate stays `no_std` without aya.
@@ -28,6 +28,7 @@ pub mod limits;
 pub mod macvlan;
 pub mod map_names;
 pub mod nat;
+pub mod overlay;
 pub mod sock;
 
 mod addr;

@@ -92,3 +92,17 @@ pub const MAX_HOST_ADDRS: u32 = 1024;
 /// Entries of the `SOCK_UDP_REV` LRU: UDP {socket, published port} pairs
 /// in use at once.
 pub const UDP_REV_ENTRIES: u32 = 65536;
+
+/// Most endpoints on other hosts (`OVL_REMOTE` entries) one host knows:
+/// those of every overlay network it carries, cluster-wide.
+pub const MAX_REMOTE_ENDPOINTS: u32 = 65536;
+
+/// Most hosts (`OVL_HOSTS` entries) a cluster can have.
+pub const MAX_OVERLAY_HOSTS: u32 = 4096;
+
+/// Entries of `OVL_VNI`: one per overlay network, and those are networks.
+pub const MAX_OVERLAY_NETWORKS: u32 = MAX_NETWORKS;
+
+/// Slots of the `OVL_STATS` per-CPU array (more than there are
+/// [`crate::overlay::OverlayCounter`]s, so adding one does not resize it).
+pub const OVL_STATS_SLOTS: u32 = 8;

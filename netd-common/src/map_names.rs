@@ -79,6 +79,21 @@ pub const HOST_ADDRS: &str = "HOST_ADDRS";
 /// the destination a UDP socket's application used, which
 /// `netd_recvmsg4` shows as the source of the replies.
 pub const SOCK_UDP_REV: &str = "SOCK_UDP_REV";
+/// Hash: endpoint address on another host ([`crate::ipv4_be`]) ->
+/// [`crate::overlay::RemoteEndpoint`]: where to tunnel a packet for it,
+/// and which host may send from it.
+pub const OVL_REMOTE: &str = "OVL_REMOTE";
+/// Hash: underlay address of a cluster host ([`crate::ipv4_be`]) -> `u32`
+/// (unused, 0): the only outer sources tunnelled packets are accepted
+/// from.
+pub const OVL_HOSTS: &str = "OVL_HOSTS";
+/// Hash: VNI (`u32`) -> the index of the local overlay network with that
+/// VNI (`u32`, as [`crate::EndpointInfo::net_index`]).
+pub const OVL_VNI: &str = "OVL_VNI";
+/// Array, one entry (index 0): [`crate::overlay::OverlayConfig`].
+pub const OVL_CFG: &str = "OVL_CFG";
+/// Per-CPU array: [`crate::overlay::OverlayCounter`] -> count (`u64`).
+pub const OVL_STATS: &str = "OVL_STATS";
 
 /// Maps older netd versions pinned that this one replaced: removed from
 /// the pin directory on load (programs still attached from the older
@@ -103,6 +118,11 @@ mod tests {
             NET_BY_INDEX,
             NET_HINT,
             EP_GEN,
+            OVL_REMOTE,
+            OVL_HOSTS,
+            OVL_VNI,
+            OVL_CFG,
+            OVL_STATS,
         ] {
             assert!(
                 name.len() <= 15,

@@ -87,14 +87,28 @@ pub enum DropReason {
     /// that has no backend right now: dropped rather than sent anywhere
     /// stale. Host connections refused for the same reason count here too.
     NoBackend = 11,
+    /// Arrived through the overlay tunnel from an outer source that is not
+    /// a host of the cluster (`OVL_HOSTS`), or without tunnel metadata: a
+    /// machine outside the cluster cannot inject traffic.
+    UnknownHost = 12,
+    /// Arrived through the overlay tunnel with a VNI that is none of this
+    /// host's overlay networks.
+    VniUnknown = 13,
+    /// Arrived through the overlay tunnel for a local endpoint of another
+    /// network than the VNI's: isolation between networks across hosts.
+    VniMismatch = 14,
+    /// Arrived through the overlay tunnel for an address no local endpoint
+    /// holds (the sending host's view is stale, e.g. the container just
+    /// left, or the packet was aimed at the gateway or beyond).
+    NoEndpoint = 15,
     /// From an interface the data path has no endpoint for where one is
     /// required (a macvlan whose `MV_EP` entry is gone): fail closed.
-    UnknownSender = 12,
+    UnknownSender = 16,
 }
 
 impl DropReason {
     /// All reasons, in value order.
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::Unknown,
         DropReason::Malformed,
         DropReason::NotIp,
@@ -107,6 +121,10 @@ impl DropReason {
         DropReason::CtMapFull,
         DropReason::NatFragment,
         DropReason::NoBackend,
+        DropReason::UnknownHost,
+        DropReason::VniUnknown,
+        DropReason::VniMismatch,
+        DropReason::NoEndpoint,
         DropReason::UnknownSender,
     ];
 
@@ -126,7 +144,11 @@ impl DropReason {
             9 => Some(DropReason::CtMapFull),
             10 => Some(DropReason::NatFragment),
             11 => Some(DropReason::NoBackend),
-            12 => Some(DropReason::UnknownSender),
+            12 => Some(DropReason::UnknownHost),
+            13 => Some(DropReason::VniUnknown),
+            14 => Some(DropReason::VniMismatch),
+            15 => Some(DropReason::NoEndpoint),
+            16 => Some(DropReason::UnknownSender),
             _ => None,
         }
     }
@@ -146,6 +168,10 @@ impl DropReason {
             DropReason::CtMapFull => "ct_map_full",
             DropReason::NatFragment => "nat_fragment",
             DropReason::NoBackend => "no_backend",
+            DropReason::UnknownHost => "unknown_host",
+            DropReason::VniUnknown => "vni_unknown",
+            DropReason::VniMismatch => "vni_mismatch",
+            DropReason::NoEndpoint => "no_endpoint",
             DropReason::UnknownSender => "unknown_sender",
         }
     }
@@ -272,6 +298,10 @@ mod tests {
         assert_eq!(DropReason::CtMapFull as u32, 9);
         assert_eq!(DropReason::NatFragment as u32, 10);
         assert_eq!(DropReason::NoBackend as u32, 11);
+        assert_eq!(DropReason::UnknownHost as u32, 12);
+        assert_eq!(DropReason::VniUnknown as u32, 13);
+        assert_eq!(DropReason::VniMismatch as u32, 14);
+        assert_eq!(DropReason::NoEndpoint as u32, 15);
         assert_eq!(Direction::FromEndpoint as u32, 0);
         assert_eq!(Direction::ToEndpoint as u32, 1);
     }

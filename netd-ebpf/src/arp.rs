@@ -1,19 +1,20 @@
 //! ARP from a container, answered in the kernel.
 //!
 //! A container resolves only three kinds of address: its gateway, the other
-//! endpoints of its network, and the virtual IPs of its network's services
-//! (answered with the gateway's MAC, see `lb`). Both answers are in the maps (an endpoint's MAC
-//! in `EP_MAP`, the gateway's derived from its address by
-//! `netd_common::mac_for_ipv4`), so the request is turned into the reply in
-//! place and sent straight back to the container with `bpf_redirect` to the
-//! egress of the veth it came in on. Nothing is flooded: a request the maps
-//! cannot answer is dropped (`ArpUnanswered`), one for another network's
-//! address too (`CrossNetwork`).
+//! endpoints of its network (on an overlay network also those on other
+//! hosts, `OVL_REMOTE`), and the virtual IPs of its network's services
+//! (answered with the gateway's MAC, see `lb`). Every answer is in the
+//! maps (a local endpoint's MAC in `EP_MAP`, the others derived from their
+//! address by `netd_common::mac_for_ipv4`), so the request is turned into
+//! the reply in place and sent straight back to the container with
+//! `bpf_redirect` to the egress of the veth it came in on. Nothing is
+//! flooded: a request the maps cannot answer is dropped (`ArpUnanswered`),
+//! one for another network's address too (`CrossNetwork`).
 use aya_ebpf::{helpers::generated::bpf_redirect, programs::TcContext};
-use netd_common::{DropReason, EndpointInfo, mac_for_ipv4};
+use netd_common::{DropReason, EndpointInfo, NET_F_OVERLAY, mac_for_ipv4};
 
 use crate::{
-    lb, maps,
+    lb, maps, overlay,
     parse::{self, EthArp},
     stats,
     verdict::VERDICT_NEXT,
@@ -33,8 +34,8 @@ const OP_REPLY: [u8; 2] = 2u16.to_be_bytes();
 ///   `SpoofedSource` (so an ARP probe with sender 0.0.0.0 is dropped too;
 ///   netd's containers are configured statically and never probe).
 /// - A request for the gateway, a service's VIP or an endpoint of the same
-///   network: the reply, redirected back to the container
-///   (`TC_ACT_REDIRECT`).
+///   network (here or, on an overlay network, on another host): the
+///   reply, redirected back to the container (`TC_ACT_REDIRECT`).
 /// - A request for an address of another netd network: `CrossNetwork`;
 ///   for anything else: `ArpUnanswered`.
 /// - A reply, or a gratuitous request (target = sender): passed on to the
@@ -115,6 +116,11 @@ fn resolve(ep: &EndpointInfo, target: u32) -> Result<[u8; 6], DropReason> {
     match maps::network_of(target) {
         Some(net) if net.net_index != ep.net_index => Err(DropReason::CrossNetwork),
         Some(net) if net.gateway == target => Ok(mac_for_ipv4(target.to_ne_bytes())),
+        // A container of the overlay network on another host: the MAC netd
+        // gives its address, which its own host's programs check.
+        Some(net) if net.flags & NET_F_OVERLAY != 0 && overlay::is_remote_peer(ep, target) => {
+            Ok(mac_for_ipv4(target.to_ne_bytes()))
+        }
         // A service's virtual IP: answered with the gateway's MAC, so the
         // container sends VIP traffic towards the gateway and
         // `netd_from_ep` balances it by destination address.

@@ -19,15 +19,19 @@
 //! Before that, on non-internal networks, `nat` gets to translate what goes
 //! outside every netd network or to the own gateway (masquerade, hairpin,
 //! replies of published ports); what it translates it also redirects.
-//! Another destination in the own subnet goes to `lb`, which balances it
-//! to a backend if it is a service's virtual IP (on internal networks
-//! too), and a packet to a peer from an endpoint marked as a backend is
-//! first offered to `lb` as a possible reply of a balanced flow.
+//! Another destination in the own subnet of an overlay network is first
+//! offered to `overlay`, which tunnels it to the host of the remote
+//! endpoint holding it. Then it goes to `lb`, which balances it to a
+//! backend if it is a service's virtual IP (on internal networks too),
+//! and a packet to a peer from an endpoint marked as a backend is first
+//! offered to `lb` as a possible reply of a balanced flow.
 use aya_ebpf::{helpers::generated::bpf_redirect_peer, programs::TcContext};
-use netd_common::{Direction, DropReason, EndpointInfo, NET_F_INTERNAL, mac_for_ipv4};
+use netd_common::{
+    Direction, DropReason, EndpointInfo, NET_F_INTERNAL, NET_F_OVERLAY, mac_for_ipv4,
+};
 
 use crate::{
-    lb, maps, nat,
+    lb, maps, nat, overlay,
     parse::{self, EthIpv4},
     stats,
     verdict::VERDICT_NEXT,
@@ -40,9 +44,10 @@ use crate::{
 /// own subnet or whose /16 may hold a netd address (`NET_HINT`: not for
 /// the outside world).
 /// Other addresses of the own subnet cost `lb`'s `NAT_CT` lookup (and
-/// `LB_SVC` for a new flow). The sender's own network and subnet, the
-/// hint, counting and the backend mark are array reads (by the endpoints'
-/// network index and slots, by address), which the verifier inlines.
+/// `LB_SVC` for a new flow), on an overlay network `OVL_REMOTE`'s first.
+/// The sender's own network and subnet, the hint, counting and the
+/// backend mark are array reads (by the endpoints' network index and
+/// slots, by address), which the verifier inlines.
 #[inline(always)]
 pub(crate) fn from_endpoint(ctx: &TcContext, ep: &EndpointInfo) -> Result<i32, DropReason> {
     let frame = parse::header::<EthIpv4>(ctx, 0)?;
@@ -105,10 +110,25 @@ pub(crate) fn from_endpoint(ctx: &TcContext, ep: &EndpointInfo) -> Result<i32, D
                 if let Some(verdict) = nat::from_endpoint(ctx, ep, &net, true)? {
                     return Ok(verdict);
                 }
-            } else if let Some(verdict) = lb::from_endpoint(ctx, ep, &net, dst)? {
+            } else {
+                if net.flags & NET_F_OVERLAY != 0 {
+                    // Laid out after the hot code (see `parse::header`): a
+                    // packet that leaves through the tunnel costs
+                    // microseconds in the VXLAN device and the underlay,
+                    // where its place in the program does not show, while
+                    // the other packets share fewer cache lines with it.
+                    core::hint::cold_path();
+                    // A container of the network on another host:
+                    // tunnelled.
+                    if let Some(verdict) = overlay::encapsulate(ctx, ep, dst)? {
+                        return Ok(verdict);
+                    }
+                }
                 // A service's virtual IP (an address of the subnet that no
                 // endpoint holds): balanced over its backends.
-                return Ok(verdict);
+                if let Some(verdict) = lb::from_endpoint(ctx, ep, &net, dst)? {
+                    return Ok(verdict);
+                }
             }
             net.gateway
         }

@@ -13,6 +13,8 @@
 //! - `netd_uplink_in`: TCX ingress of the uplink, for replies of
 //!   masqueraded flows and connections to published ports from outside
 //!   (`nat`);
+//! - `netd_vxlan_in`: TC ingress of the host's VXLAN device, for what
+//!   other hosts tunnel to this one's containers (`overlay`);
 //! - `netd_connect4`, `netd_sendmsg4`, `netd_recvmsg4`, `netd_post_bind4`:
 //!   cgroup socket hooks, published ports and services for the host's own
 //!   sockets (`sock`).
@@ -31,10 +33,12 @@
 //! 3. Translation: `translate` (a packet rewritten to its flow's tuple and
 //!    delivered), `lb` (the backend of a service's new flow), `nat`
 //!    (masquerade, published ports and hairpin; the backend of a port
-//!    published to a service comes from `lb`).
+//!    published to a service comes from `lb`), `overlay` (a packet
+//!    tunnelled to another host, and the checks and delivery of one that
+//!    arrives from there).
 //! 4. What a program does with a packet or a socket call: `arp`, `sock`
 //!    (the socket hooks, balanced by `lb`), `forward` (IPv4 from a
-//!    container, handed to `nat` and `lb`), `macvlan` (a macvlan
+//!    container, handed to `nat`, `overlay` and `lb`), `macvlan` (a macvlan
 //!    endpoint's sender checks).
 //! 5. This file: the entry points, and the drop accounting of every TC
 //!    program.
@@ -60,6 +64,7 @@ mod stats;
 
 mod lb;
 mod nat;
+mod overlay;
 mod translate;
 
 mod arp;
@@ -215,6 +220,23 @@ pub fn netd_post_bind4(ctx: aya_ebpf::programs::SockContext) -> i32 {
 #[inline(always)]
 pub fn netd_uplink_in(ctx: TcContext) -> i32 {
     match nat::uplink_in(&ctx) {
+        Ok(verdict) => verdict,
+        Err(reason) => drop_packet(reason, Direction::ToEndpoint),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Overlay (module `overlay`): VXLAN between hosts. `netd_from_ep` tunnels
+// through `forward`; the VXLAN device has a program of its own.
+
+/// TC ingress of the host's collect_md VXLAN device: what another host of
+/// the cluster tunnelled here, checked (host, VNI, destination, source) and
+/// handed straight to the container (`bpf_redirect_peer`). Nothing else
+/// passes.
+#[classifier]
+#[inline(always)]
+pub fn netd_vxlan_in(ctx: TcContext) -> i32 {
+    match overlay::from_tunnel(&ctx) {
         Ok(verdict) => verdict,
         Err(reason) => drop_packet(reason, Direction::ToEndpoint),
     }

@@ -468,3 +468,35 @@ pub(crate) static LB_STATS: PerCpuHashMap<netd_common::lb::LbStatsKey, u64> =
 #[map]
 pub(crate) static LB_BACKENDS: aya_ebpf::maps::Array<u32> =
     aya_ebpf::maps::Array::pinned(ENDPOINT_SLOTS, 0);
+
+// ---- Overlay (see `overlay`) ----
+
+/// Endpoints of overlay networks on other hosts: address ->
+/// `RemoteEndpoint` (network, VNI, host). Written only by the daemon
+/// (`Dataplane::set_remote_endpoint`). Not preallocated.
+/// Name: `map_names::OVL_REMOTE`.
+#[map]
+pub(crate) static OVL_REMOTE: HashMap<u32, netd_common::overlay::RemoteEndpoint> =
+    HashMap::pinned(netd_common::limits::MAX_REMOTE_ENDPOINTS, BPF_F_NO_PREALLOC);
+
+/// The cluster's hosts by underlay address (value unused). Written only by
+/// the daemon (`Dataplane::set_overlay_host`). Name: `map_names::OVL_HOSTS`.
+#[map]
+pub(crate) static OVL_HOSTS: HashMap<u32, u32> =
+    HashMap::pinned(netd_common::limits::MAX_OVERLAY_HOSTS, BPF_F_NO_PREALLOC);
+
+/// VNI -> the index of this host's overlay network with it. Written only by
+/// the daemon (`Dataplane::set_overlay_network`). Name: `map_names::OVL_VNI`.
+#[map]
+pub(crate) static OVL_VNI: HashMap<u32, u32> =
+    HashMap::pinned(netd_common::limits::MAX_OVERLAY_NETWORKS, BPF_F_NO_PREALLOC);
+
+/// The VXLAN device, one element (index 0), all zero until the daemon
+/// attached it (`Dataplane::attach_vxlan`). Name: `map_names::OVL_CFG`.
+#[map]
+pub(crate) static OVL_CFG: Array<netd_common::overlay::OverlayConfig> = Array::pinned(1, 0);
+
+/// `OverlayCounter` -> count. Name: `map_names::OVL_STATS`.
+#[map]
+pub(crate) static OVL_STATS: PerCpuArray<u64> =
+    PerCpuArray::pinned(netd_common::limits::OVL_STATS_SLOTS, 0);

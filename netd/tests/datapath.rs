@@ -19,13 +19,9 @@
 //! an existing device (see `bpf_harness::prog::run_program`).
 
 use std::{
-    ffi::CString,
     fs,
     net::Ipv4Addr,
-    os::{
-        fd::{AsFd as _, AsRawFd as _},
-        unix::ffi::OsStrExt as _,
-    },
+    os::fd::{AsFd as _, AsRawFd as _},
     path::Path,
     process::Command,
     time::{Duration, Instant},
@@ -36,6 +32,7 @@ mod bpf_harness;
 use aya::programs::TcAttachType;
 use bpf_harness::{
     addr::{ip, mac_of, mac_str, net},
+    bpf_sys::{BPF_LINK_CREATE, bpf_fd, create_map, pin},
     cmd::{run, succeeds},
     frames::{ETH_P_IPV6, ETH_P_LLDP, UDP, arp, arp_request, frame, udp, udp_carrying},
     guards::{Bridge, PinDir, Veth, wait_up},
@@ -528,7 +525,6 @@ fn pin_tcx_link(dp: &Dataplane, ifindex: u32, direction: Direction, path: &Path)
         flags: u32,
         _tcx: [u64; 4],
     }
-    const BPF_LINK_CREATE: libc::c_long = 28;
     let attach_type = match direction {
         Direction::FromEndpoint => 46, // BPF_TCX_INGRESS
         Direction::ToEndpoint => 47,   // BPF_TCX_EGRESS
@@ -541,92 +537,20 @@ fn pin_tcx_link(dp: &Dataplane, ifindex: u32, direction: Direction, path: &Path)
         flags: 0,
         _tcx: [0; 4],
     };
-    // SAFETY: `create` is a valid BPF_LINK_CREATE attr prefix that outlives
-    // the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_LINK_CREATE,
-            &raw mut create,
-            size_of::<LinkCreate>(),
-        )
-    };
-    assert!(fd >= 0, "link create: {}", std::io::Error::last_os_error());
-    pin_and_close(fd as i32, path);
+    let link = bpf_fd(BPF_LINK_CREATE, &mut create).expect("link create");
+    pin(&link, path).expect("pin the link");
 }
 
 /// Creates and pins a per-CPU hash with a 16-byte value named after the
 /// last component of `path`, as an older netd would have left behind.
 fn pin_foreign_map(path: &Path) {
-    #[repr(C)]
-    struct MapCreate {
-        map_type: u32,
-        key_size: u32,
-        value_size: u32,
-        max_entries: u32,
-        map_flags: u32,
-        inner_map_fd: u32,
-        numa_node: u32,
-        map_name: [u8; 16],
-    }
-    const BPF_MAP_CREATE: libc::c_long = 0;
     const BPF_MAP_TYPE_PERCPU_HASH: u32 = 5;
-    let mut name = [0u8; 16];
-    let file_name = path.file_name().expect("a map name").as_bytes();
-    name[..file_name.len()].copy_from_slice(file_name);
-    let mut create = MapCreate {
-        map_type: BPF_MAP_TYPE_PERCPU_HASH,
-        key_size: 4,
-        value_size: 16,
-        max_entries: 4096,
-        map_flags: 0,
-        inner_map_fd: 0,
-        numa_node: 0,
-        map_name: name,
-    };
-    // SAFETY: `create` is a valid BPF_MAP_CREATE attr prefix that outlives
-    // the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_CREATE,
-            &raw mut create,
-            size_of::<MapCreate>(),
-        )
-    };
-    assert!(fd >= 0, "map create: {}", std::io::Error::last_os_error());
-    pin_and_close(fd as i32, path);
-}
-
-/// Pins the bpf object `fd` at `path` and closes `fd` (the pin keeps the
-/// object).
-fn pin_and_close(fd: i32, path: &Path) {
-    #[repr(C)]
-    struct ObjPin {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-    }
-    const BPF_OBJ_PIN: libc::c_long = 6;
-    let c_path = CString::new(path.as_os_str().as_bytes()).expect("path");
-    let mut pin = ObjPin {
-        pathname: c_path.as_ptr() as u64,
-        bpf_fd: fd as u32,
-        file_flags: 0,
-    };
-    // SAFETY: `pin` is a valid BPF_OBJ_PIN attr whose path outlives the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_PIN,
-            &raw mut pin,
-            size_of::<ObjPin>(),
-        )
-    };
-    assert_eq!(rc, 0, "pin: {}", std::io::Error::last_os_error());
-    // SAFETY: the caller owns `fd` and hands it over; it is closed exactly
-    // once, and the pin keeps the object.
-    unsafe { libc::close(fd) };
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("a map name");
+    let map = create_map(BPF_MAP_TYPE_PERCPU_HASH, 4, 16, 4096, name).expect("map create");
+    pin(&map, path).expect("pin the map");
 }
 
 #[test]

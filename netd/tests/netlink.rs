@@ -19,7 +19,7 @@ mod bpf_harness;
 
 use bpf_harness::{
     addr::{mac_of, mac_str},
-    cmd::run,
+    cmd::{ip_json, run},
     guards::unique,
     root::require_root,
 };
@@ -61,21 +61,6 @@ impl Drop for Cleanup {
             let _ = std::fs::remove_file(f);
         }
     }
-}
-
-/// Runs `ip -j ARGS` and parses its output.
-fn ip_json(args: &[&str]) -> Value {
-    let out = Command::new("ip")
-        .arg("-j")
-        .args(args)
-        .output()
-        .expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip -j {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("ip -j prints JSON")
 }
 
 /// `ip [-n NS] -j link show NAME`, `None` if the link does not exist.

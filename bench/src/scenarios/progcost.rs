@@ -4,8 +4,9 @@
 //!
 //! The programs are loaded through netd's own `Dataplane` (the object the
 //! daemon runs) into a private pin directory, with the maps written as the
-//! daemon writes them for two networks, and attached to veths that live,
-//! down, in a namespace of the bench's: the programs look the sender up by
+//! daemon writes them for three networks (the third an overlay network
+//! with a peer on another host), and attached to veths that live, down,
+//! in a namespace of the bench's: the programs look the sender up by
 //! `skb->ifindex`, and the kernel only accepts a `ctx_in.ifindex` naming a
 //! device in the caller's namespace, so the measuring thread enters that
 //! namespace. Test runs never transmit: a redirect is only a return code.
@@ -29,11 +30,11 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result, bail};
 use aya::programs::SchedClassifier;
 use aya::programs::{TestRun as _, TestRunOptions};
-use netd::dataplane::{Dataplane, Direction, MapSizes, Proto};
+use netd::dataplane::{Dataplane, Direction, MapSizes, Proto, RemoteEndpoint};
 
 use self::frames::{
-    OTHER_NET_MAC, OTHER_NET_PEER, PEER, PEER_MAC, PEER2, PEER2_MAC, PUBLISHED_PORT, SENDER,
-    SENDER_MAC, UPLINK_ADDR, VIP,
+    OTHER_NET_MAC, OTHER_NET_PEER, OVERLAY_SENDER, OVERLAY_SENDER_MAC, PEER, PEER_MAC, PEER2,
+    PEER2_MAC, PUBLISHED_PORT, REMOTE_HOST, REMOTE_PEER, SENDER, SENDER_MAC, UPLINK_ADDR, VIP,
 };
 use super::floor::EmptyProgram;
 use crate::Ctx;
@@ -55,6 +56,9 @@ enum Device {
     Unknown,
     /// The uplink (`HOST_CFG`): frames from outside.
     Uplink,
+    /// An endpoint of network 3, an overlay network with a peer on another
+    /// host (the tunnel rows).
+    OverlaySender,
 }
 
 /// Which of netd's TC programs runs.
@@ -117,6 +121,7 @@ const PATHS: &[Path] = &[
     Path { name: "to_ep: UDP delivered to an endpoint (parse + count)", program: Program::ToEndpoint, device: Device::Endpoint, frame: frames::udp_to_peer, timing: Timing::Batched, opened_by: None },
     Path { name: "from_ep: ARP request for a peer (answered in BPF; one run per call)", program: Program::FromEndpoint, device: Device::Endpoint, frame: frames::arp_for_peer, timing: Timing::PerCall, opened_by: None },
     Path { name: "from_ep: UDP to a peer on the same network (as the first row; one run per call)", program: Program::FromEndpoint, device: Device::Endpoint, frame: frames::udp_to_peer, timing: Timing::PerCall, opened_by: None },
+    Path { name: "from_ep: UDP to a peer on another host (overlay: tunnel key, redirect to the VXLAN device)", program: Program::FromEndpoint, device: Device::OverlaySender, frame: frames::udp_to_remote_peer, timing: Timing::Batched, opened_by: None },
 ];
 
 /// The NAT and service paths, measured with the uplink set (after
@@ -178,11 +183,19 @@ struct Env {
     uplink: u32,
     /// `ep6`: a second peer on network 1, the service's other backend.
     peer2: u32,
+    /// `ep8`: an endpoint of network 3, an overlay network.
+    overlay_sender: u32,
+    /// `ep10`: stands in for the VXLAN device (the redirect target).
+    vxlan: u32,
 }
 
-/// The maps as the daemon writes them for two networks: the sender and two
-/// peers on network 1, one endpoint on network 2, no uplink (the
-/// forwarding rows); [`prepare_nat`] adds the rest.
+/// The VNI of network 3.
+const OVERLAY_VNI: u32 = 42;
+
+/// The maps as the daemon writes them for three networks: the sender and
+/// two peers on network 1, one endpoint on network 2, no uplink (the
+/// forwarding rows), and an overlay network 3 with an endpoint here and a
+/// peer on another host; [`prepare_nat`] adds the rest.
 fn prepare(dp: &mut Dataplane, env: &Env) -> Result<()> {
     dp.set_network(
         1,
@@ -200,6 +213,21 @@ fn prepare(dp: &mut Dataplane, env: &Env) -> Result<()> {
     dp.set_endpoint(env.peer, PEER, PEER_MAC, 1)?;
     dp.set_endpoint(env.other_net_peer, OTHER_NET_PEER, OTHER_NET_MAC, 2)?;
     dp.set_endpoint(env.peer2, PEER2, PEER2_MAC, 1)?;
+    dp.set_overlay_network(
+        3,
+        "198.19.13.0/24".parse()?,
+        Ipv4Addr::new(198, 19, 13, 1),
+        false,
+        OVERLAY_VNI,
+    )?;
+    dp.set_endpoint(env.overlay_sender, OVERLAY_SENDER, OVERLAY_SENDER_MAC, 3)?;
+    dp.set_overlay_host(REMOTE_HOST)?;
+    dp.set_remote_endpoint(&RemoteEndpoint {
+        ip: REMOTE_PEER,
+        net_index: 3,
+        vni: OVERLAY_VNI,
+        host: REMOTE_HOST,
+    })?;
     Ok(())
 }
 
@@ -238,6 +266,10 @@ pub fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
     ns.ip(&["link", "add", "ep2", "type", "veth", "peer", "name", "ep3"])?;
     ns.ip(&["link", "add", "ep4", "type", "veth", "peer", "name", "ep5"])?;
     ns.ip(&["link", "add", "ep6", "type", "veth", "peer", "name", "ep7"])?;
+    ns.ip(&["link", "add", "ep8", "type", "veth", "peer", "name", "ep9"])?;
+    ns.ip(&[
+        "link", "add", "ep10", "type", "veth", "peer", "name", "ep11",
+    ])?;
     let pins = [
         Pins(PathBuf::from(format!("/sys/fs/bpf/{}-pc", ctx.tag))),
         Pins(PathBuf::from(format!("/sys/fs/bpf/{}-pcs", ctx.tag))),
@@ -279,6 +311,9 @@ fn load(pins: &Pins, env: &Env, attach: bool) -> Result<Dataplane> {
     if attach {
         dp.attach_endpoint("ep0", env.endpoint)
             .context("attach netd's programs to the test veth")?;
+        // Its peer stays down: the device it sets up receives nothing.
+        dp.attach_vxlan("ep10", env.vxlan)
+            .context("attach netd's VXLAN program to the test veth")?;
     }
     Ok(dp)
 }
@@ -304,6 +339,8 @@ fn measure(ns: &Netns, pins: &[Pins; 2], reps: usize, repeat: u32) -> Result<Mea
         other_net_peer: ifindex("ep3")?,
         uplink: ifindex("ep4")?,
         peer2: ifindex("ep6")?,
+        overlay_sender: ifindex("ep8")?,
+        vxlan: ifindex("ep10")?,
     };
     let mut dp = load(&pins[0], &env, true)?;
     let mut scaled_dp = load(&pins[1], &env, false)?;
@@ -378,6 +415,7 @@ fn measure_path(
         Device::Endpoint => env.endpoint,
         Device::Unknown => env.unknown,
         Device::Uplink => env.uplink,
+        Device::OverlaySender => env.overlay_sender,
     };
     if path.timing == Timing::PerCallNewFlows {
         for ip in [SENDER, PEER, PEER2] {
@@ -493,8 +531,9 @@ impl Drop for Pins {
     }
 }
 
-/// Crafted frames from the sender endpoint (network 1, 198.19.9.0/24) and
-/// from outside to the uplink. Every builder takes the call's sequence
+/// Crafted frames from the sender endpoint (network 1, 198.19.9.0/24), from
+/// the overlay network's endpoint (network 3) and from outside to the
+/// uplink. Every builder takes the call's sequence
 /// number: 0 for the warm-up call, 1 for the measured calls, 2 and up for
 /// the calls of a `PerCallNewFlows` path.
 mod frames {
@@ -516,6 +555,13 @@ mod frames {
     pub const UPLINK_ADDR: Ipv4Addr = Ipv4Addr::new(198, 19, 11, 1);
     /// The host port published to the peer's port 80.
     pub const PUBLISHED_PORT: u16 = 8080;
+    /// The endpoint of the overlay network 3 (198.19.13.0/24), its peer on
+    /// another host, and that host's underlay address.
+    pub const OVERLAY_SENDER: Ipv4Addr = Ipv4Addr::new(198, 19, 13, 2);
+    pub const OVERLAY_SENDER_MAC: [u8; 6] = [0x02, 0x42, 198, 19, 13, 2];
+    pub const REMOTE_PEER: Ipv4Addr = Ipv4Addr::new(198, 19, 13, 3);
+    const REMOTE_PEER_MAC: [u8; 6] = [0x02, 0x42, 198, 19, 13, 3];
+    pub const REMOTE_HOST: Ipv4Addr = Ipv4Addr::new(198, 18, 201, 1);
     /// In no netd network, and not in a /16 of one (test runs never
     /// transmit anyway): where masqueraded traffic usually goes, since
     /// Docker's address pools are /16s (and netd's `NET_HINT` skips the
@@ -540,6 +586,15 @@ mod frames {
 
     pub fn udp_to_peer(_: u32) -> Vec<u8> {
         udp_frame(SENDER_MAC, PEER_MAC, SENDER, PEER)
+    }
+
+    pub fn udp_to_remote_peer(_: u32) -> Vec<u8> {
+        udp_frame(
+            OVERLAY_SENDER_MAC,
+            REMOTE_PEER_MAC,
+            OVERLAY_SENDER,
+            REMOTE_PEER,
+        )
     }
 
     pub fn udp_outside(_: u32) -> Vec<u8> {

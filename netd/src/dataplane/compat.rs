@@ -27,11 +27,13 @@ use netd_common::{
     lb::{LbStatsKey, SvcKey, SvcSlot},
     limits::{
         DROP_STATS_ENTRIES, ENDPOINT_SLOTS, LB_STATS_ENTRIES, LB_SVC_ENTRIES, MAX_ENDPOINTS,
-        MAX_HOST_ADDRS, MAX_NETWORKS, MAX_PUBLISHED, MAX_SERVICES, NAT_STATS_SLOTS,
-        NET_HINT_ENTRIES, NET_INDEXES, UDP_REV_ENTRIES,
+        MAX_HOST_ADDRS, MAX_NETWORKS, MAX_OVERLAY_HOSTS, MAX_OVERLAY_NETWORKS, MAX_PUBLISHED,
+        MAX_REMOTE_ENDPOINTS, MAX_SERVICES, NAT_STATS_SLOTS, NET_HINT_ENTRIES, NET_INDEXES,
+        OVL_STATS_SLOTS, UDP_REV_ENTRIES,
     },
     map_names,
     nat::{CtEntry, CtKey},
+    overlay::{OverlayConfig, RemoteEndpoint},
     sock::{UdpRevKey, UdpRevValue},
 };
 use tracing::info;
@@ -113,7 +115,7 @@ impl fmt::Display for ExpectedMap {
 /// The maps checked when the object is loaded: every map the programs pin
 /// but the socket hooks' ([`SOCKET_HOOK_MAPS`]), `NAT_CT` with the size
 /// `sizes` asks for.
-const fn load_checked(sizes: &MapSizes) -> [ExpectedMap; 17] {
+const fn load_checked(sizes: &MapSizes) -> [ExpectedMap; 22] {
     [
         // Endpoints, networks and their counters (module `steering`).
         ExpectedMap::of::<u32, EndpointStats>(
@@ -202,6 +204,32 @@ const fn load_checked(sizes: &MapSizes) -> [ExpectedMap; 17] {
             BPF_F_NO_PREALLOC,
         ),
         ExpectedMap::of::<u32, u32>(map_names::LB_BACKENDS, MapType::Array, ENDPOINT_SLOTS, 0),
+        // Overlay networks (module `overlay`).
+        ExpectedMap::of::<u32, RemoteEndpoint>(
+            map_names::OVL_REMOTE,
+            MapType::Hash,
+            MAX_REMOTE_ENDPOINTS,
+            BPF_F_NO_PREALLOC,
+        ),
+        ExpectedMap::of::<u32, u32>(
+            map_names::OVL_HOSTS,
+            MapType::Hash,
+            MAX_OVERLAY_HOSTS,
+            BPF_F_NO_PREALLOC,
+        ),
+        ExpectedMap::of::<u32, u32>(
+            map_names::OVL_VNI,
+            MapType::Hash,
+            MAX_OVERLAY_NETWORKS,
+            BPF_F_NO_PREALLOC,
+        ),
+        ExpectedMap::of::<u32, OverlayConfig>(map_names::OVL_CFG, MapType::Array, 1, 0),
+        ExpectedMap::of::<u32, u64>(
+            map_names::OVL_STATS,
+            MapType::PerCpuArray,
+            OVL_STATS_SLOTS,
+            0,
+        ),
     ]
 }
 

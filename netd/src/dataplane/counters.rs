@@ -6,7 +6,7 @@
 //!
 //! Counters are per-CPU arrays and hashes the programs bump; reading them
 //! costs one system call per element, bounded by the number of endpoints,
-//! drop reasons, published ports and backends. The one table that grows
+//! drop reasons, NAT and overlay counters, published ports and backends. The one table that grows
 //! with traffic, `NAT_CT`, is never walked per read: its occupancy comes
 //! from a census ([`Counters::conntrack_census`]) that reads it in batches
 //! of thousands of entries per system call, and that the daemon runs in
@@ -21,6 +21,7 @@ use aya::maps::{MapData, MapError, PerCpuArray, PerCpuHashMap};
 use netd_common::lb::LbStatsKey;
 use netd_common::limits::DROP_STATS_ENTRIES;
 use netd_common::nat::{self, CtEntry, CtKey, NatCounter};
+use netd_common::overlay::OverlayCounter;
 use netd_common::{Direction, DropKey, DropReason, EndpointStats, PublishKey, map_names};
 
 use super::map_access::{addr, map_error, missing};
@@ -44,11 +45,24 @@ pub struct Census {
     pub expired: u64,
 }
 
+/// What the overlay tunnelled, summed over CPUs. Bytes are the inner
+/// frames' (Ethernet header included; the outer headers add 50 a packet).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OverlayStats {
+    /// Packets encapsulated to endpoints on other hosts.
+    pub encap_packets: u64,
+    pub encap_bytes: u64,
+    /// Packets from other hosts delivered to local endpoints.
+    pub decap_packets: u64,
+    pub decap_bytes: u64,
+}
+
 /// Read handles on the counter maps of a loaded [`Dataplane`].
 pub struct Counters {
     ep_counters: PerCpuArray<MapData, EndpointStats>,
     drop_stats: PerCpuArray<MapData, u64>,
     nat_stats: PerCpuArray<MapData, u64>,
+    ovl_stats: PerCpuArray<MapData, u64>,
     publish_stats: PerCpuHashMap<MapData, PublishKey, u64>,
     lb_stats: PerCpuHashMap<MapData, LbStatsKey, u64>,
     nat_ct: MapData,
@@ -75,6 +89,17 @@ fn total(per_cpu: &[u64]) -> u64 {
     per_cpu.iter().fold(0u64, |acc, n| acc.wrapping_add(*n))
 }
 
+/// Element `index` of the per-CPU counter array `map` (called `name`),
+/// summed over CPUs.
+fn summed(
+    map: &PerCpuArray<MapData, u64>,
+    name: &'static str,
+    index: u32,
+) -> Result<u64, DataplaneError> {
+    let per_cpu = map.get(&index, 0).map_err(map_error(name))?;
+    Ok(total(&per_cpu))
+}
+
 impl Counters {
     /// Opens the counter maps a loaded data path pinned under `maps_dir`:
     /// descriptors of the reader's own, which live as long as it does.
@@ -95,6 +120,8 @@ impl Counters {
                 .map_err(map_error(map_names::DROP_STATS))?,
             nat_stats: PerCpuArray::try_from(per_cpu_array(map_names::NAT_STATS)?)
                 .map_err(map_error(map_names::NAT_STATS))?,
+            ovl_stats: PerCpuArray::try_from(per_cpu_array(map_names::OVL_STATS)?)
+                .map_err(map_error(map_names::OVL_STATS))?,
             publish_stats: PerCpuHashMap::try_from(per_cpu_hash(map_names::PUBLISH_STATS)?)
                 .map_err(map_error(map_names::PUBLISH_STATS))?,
             lb_stats: PerCpuHashMap::try_from(per_cpu_hash(map_names::LB_STATS)?)
@@ -159,10 +186,6 @@ impl Counters {
             ..NatStats::default()
         };
         for counter in NatCounter::ALL {
-            let per_cpu = self
-                .nat_stats
-                .get(&(counter as u32), 0)
-                .map_err(map_error(map_names::NAT_STATS))?;
             let field = match counter {
                 NatCounter::SnatFlows => &mut stats.snat_flows,
                 NatCounter::DnatFlows => &mut stats.dnat_flows,
@@ -173,7 +196,7 @@ impl Counters {
                 NatCounter::TranslatedPackets => &mut stats.translated_packets,
                 NatCounter::LbFlows => &mut stats.lb_flows,
             };
-            *field = total(&per_cpu);
+            *field = summed(&self.nat_stats, map_names::NAT_STATS, counter as u32)?;
         }
         for entry in self.publish_stats.iter() {
             let (key, per_cpu) = match entry {
@@ -194,6 +217,21 @@ impl Counters {
         stats
             .published
             .sort_by_key(|p: &PublishedPortStats| (p.proto, p.host_port, p.host_addr));
+        Ok(stats)
+    }
+
+    /// What the overlay encapsulated and decapsulated.
+    pub fn overlay(&self) -> Result<OverlayStats, DataplaneError> {
+        let mut stats = OverlayStats::default();
+        for counter in OverlayCounter::ALL {
+            let field = match counter {
+                OverlayCounter::EncapPackets => &mut stats.encap_packets,
+                OverlayCounter::EncapBytes => &mut stats.encap_bytes,
+                OverlayCounter::DecapPackets => &mut stats.decap_packets,
+                OverlayCounter::DecapBytes => &mut stats.decap_bytes,
+            };
+            *field = summed(&self.ovl_stats, map_names::OVL_STATS, counter as u32)?;
+        }
         Ok(stats)
     }
 

@@ -55,6 +55,7 @@ use tracing::{debug, info, warn};
 use super::{
     BPF_ANY, BPF_NOEXIST, Dataplane, DataplaneError, Proto,
     map_access::{addr, errno, found, map_error, missing, removed},
+    unicast,
 };
 
 /// A service as `LB_SVC` holds it.
@@ -69,10 +70,6 @@ pub struct ServiceEntry {
 /// A service as read back from `LB_SVC`: its frontend's service index and
 /// its backend slots 1..=count as `(ipv4_be address, ifindex)`.
 type StoredService = (u32, Vec<(u32, u32)>);
-
-fn unicast(ip: Ipv4Addr) -> bool {
-    !(ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback())
-}
 
 fn invalid(index: u32, vip: Ipv4Addr, reason: impl Into<String>) -> DataplaneError {
     DataplaneError::InvalidService {

@@ -16,6 +16,11 @@
 //!   maps/LB_RR                   array service index -> round-robin cursor
 //!   maps/LB_STATS                per-CPU hash {service, backend} -> selections
 //!   maps/LB_BACKENDS             array endpoint slot -> 1 if a backend
+//!   maps/OVL_REMOTE              hash  remote IPv4 -> {network, VNI, host} (module `overlay`)
+//!   maps/OVL_HOSTS               hash  cluster host IPv4 -> 0
+//!   maps/OVL_VNI                 hash  VNI -> network index
+//!   maps/OVL_CFG                 array the VXLAN device's ifindex
+//!   maps/OVL_STATS               per-CPU array OverlayCounter -> u64
 //!   links/<uplink>_uplink        TCX ingress link on the uplink (module `nat`)
 //!   links/cgroup_<hook>          cgroup socket hook links (module `sock`)
 //! ```
@@ -55,7 +60,8 @@
 //! before its endpoints, an endpoint's entries before its programs are
 //! attached, so that no packet meets a half-known endpoint. Both are
 //! idempotent (restart re-writes them), and [`Dataplane::retain`] removes
-//! what a crash left behind.
+//! what a crash left behind. Overlay networks add their VNI, the cluster's
+//! hosts and the endpoints on other hosts (module `overlay`).
 //!
 //! # Compatibility
 //! Pinned maps keep the shape they were created with. [`Dataplane::load`]
@@ -85,10 +91,12 @@ mod counters;
 mod macvlan;
 mod nat;
 
-pub use counters::{Census, Counters};
+pub use counters::{Census, Counters, OverlayStats};
 pub use macvlan::MACVLAN_PROGRAM;
 // Services: virtual IPs balanced round-robin (kernel side `netd-ebpf/src/lb.rs`).
 mod lb;
+// Overlay networks: VXLAN between hosts (kernel side `netd-ebpf/src/overlay.rs`).
+mod overlay;
 
 use std::{
     ffi::CString,
@@ -117,6 +125,7 @@ use self::map_access::{map_error, missing_map};
 pub use self::nat::{
     ConntrackEntry, ConntrackKey, NatStats, Proto, Published, PublishedPortStats, UPLINK_PROGRAM,
 };
+pub use self::overlay::{RemoteEndpoint, VXLAN_PROGRAM};
 pub use self::raw_link::Attachment;
 pub use self::tc_filter::Filter;
 
@@ -340,6 +349,19 @@ pub enum DataplaneError {
         vip: std::net::Ipv4Addr,
         reason: String,
     },
+    #[error(
+        "invalid VNI {vni}: a VXLAN network identifier is a number from 1 to 16777215 - fix the network's VNI"
+    )]
+    InvalidVni { vni: u32 },
+    #[error(
+        "invalid overlay host {host}: a host's underlay address must be a unicast one - check the address the host advertises"
+    )]
+    InvalidOverlayHost { host: std::net::Ipv4Addr },
+    #[error("cannot add remote endpoint {ip}: {reason}")]
+    InvalidRemoteEndpoint {
+        ip: std::net::Ipv4Addr,
+        reason: String,
+    },
 }
 
 /// The aya error behind a failed link operation (attach, take, convert,
@@ -510,15 +532,7 @@ impl Dataplane {
         host_ifname: &str,
         host_ifindex: u32,
     ) -> Result<(), DataplaneError> {
-        check_ifname(host_ifname)?;
-        let found = ifindex_of(host_ifname);
-        if found != Some(host_ifindex) {
-            return Err(DataplaneError::InterfaceMismatch {
-                ifname: host_ifname.to_string(),
-                expected: host_ifindex,
-                found,
-            });
-        }
+        check_interface(host_ifname, host_ifindex)?;
         let attach_err = |program: &'static str, source: LinkOpError| DataplaneError::Attach {
             program,
             ifname: host_ifname.to_string(),
@@ -704,7 +718,11 @@ impl Dataplane {
     /// The loaded classifier for `direction`, e.g. to run it on a crafted
     /// packet with BPF_PROG_TEST_RUN (`aya::programs::TestRun`).
     pub fn program(&self, direction: Direction) -> Result<&SchedClassifier, DataplaneError> {
-        let name = program_name(direction);
+        self.classifier(program_name(direction))
+    }
+
+    /// The loaded classifier `name`.
+    fn classifier(&self, name: &'static str) -> Result<&SchedClassifier, DataplaneError> {
         self.ebpf
             .program(name)
             .ok_or(DataplaneError::MissingInObject {
@@ -796,7 +814,11 @@ fn load_programs(object: &[u8], maps_dir: &Path, sizes: &MapSizes) -> Result<Ebp
     for program in Direction::ALL
         .into_iter()
         .map(program_name)
-        .chain([nat::UPLINK_PROGRAM, macvlan::MACVLAN_PROGRAM])
+        .chain([
+            nat::UPLINK_PROGRAM,
+            overlay::VXLAN_PROGRAM,
+            macvlan::MACVLAN_PROGRAM,
+        ])
     {
         classifier_mut(&mut ebpf, program)?
             .load()
@@ -847,6 +869,27 @@ fn check_ifname(name: &str) -> Result<(), DataplaneError> {
     } else {
         Err(DataplaneError::InvalidInterfaceName(name.to_string()))
     }
+}
+
+/// Refuses an invalid `ifname` and one that is not (or no longer) the
+/// interface `ifindex` in the caller's namespace.
+fn check_interface(ifname: &str, ifindex: u32) -> Result<(), DataplaneError> {
+    check_ifname(ifname)?;
+    let found = ifindex_of(ifname);
+    if found != Some(ifindex) {
+        return Err(DataplaneError::InterfaceMismatch {
+            ifname: ifname.to_string(),
+            expected: ifindex,
+            found,
+        });
+    }
+    Ok(())
+}
+
+/// Whether `ip` can be an endpoint's or a host's own address: not
+/// unspecified, broadcast, multicast or loopback.
+fn unicast(ip: std::net::Ipv4Addr) -> bool {
+    !(ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback())
 }
 
 /// The ifindex of `ifname` in the caller's network namespace.

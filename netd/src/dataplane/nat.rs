@@ -45,8 +45,8 @@ use netd_common::{
 use tracing::{debug, info, warn};
 
 use super::{
-    BPF_ANY, BPF_NOEXIST, Dataplane, DataplaneError, LinkOpError, check_ifname, classifier_mut,
-    decode_ifname, encode_ifname, ifindex_of,
+    BPF_ANY, BPF_NOEXIST, Dataplane, DataplaneError, LinkOpError, check_ifname, check_interface,
+    classifier_mut, decode_ifname, encode_ifname,
     map_access::{addr, errno, map_error, removed},
     raw_link,
 };
@@ -452,15 +452,7 @@ impl Dataplane {
     /// the loaded program if it runs an older one), a stale pin (the
     /// interface was recreated) is replaced.
     pub fn attach_uplink(&mut self, ifname: &str, ifindex: u32) -> Result<(), DataplaneError> {
-        check_ifname(ifname)?;
-        let found = ifindex_of(ifname);
-        if found != Some(ifindex) {
-            return Err(DataplaneError::InterfaceMismatch {
-                ifname: ifname.to_string(),
-                expected: ifindex,
-                found,
-            });
-        }
+        check_interface(ifname, ifindex)?;
         let pin = self.uplink_pin(ifname);
         let state = match raw_link::pinned_link(&pin) {
             Ok(a)
@@ -607,17 +599,7 @@ impl Dataplane {
 
     /// The loaded `netd_uplink_in`, e.g. for BPF_PROG_TEST_RUN.
     pub fn uplink_program(&self) -> Result<&SchedClassifier, DataplaneError> {
-        self.ebpf
-            .program(UPLINK_PROGRAM)
-            .ok_or(DataplaneError::MissingInObject {
-                kind: "program",
-                name: UPLINK_PROGRAM,
-            })?
-            .try_into()
-            .map_err(|source| DataplaneError::LoadProgram {
-                program: UPLINK_PROGRAM,
-                source: Box::new(source),
-            })
+        self.classifier(UPLINK_PROGRAM)
     }
 
     fn uplink_pin(&self, ifname: &str) -> PathBuf {

@@ -52,7 +52,7 @@ use std::{
 use aya::maps::lpm_trie::Key;
 use ipnet::Ipv4Net;
 use netd_common::{
-    EndpointInfo, IndexedNetwork, NET_F_INTERNAL, NetworkInfo, ipv4_be,
+    EndpointInfo, IndexedNetwork, NET_F_INTERNAL, NET_F_OVERLAY, NetworkInfo, ipv4_be,
     limits::{NET_HINT_READY, NET_HINT_WORDS, NET_INDEXES},
     map_names, net_hint_bit, next_generation,
 };
@@ -97,7 +97,10 @@ impl Dataplane {
     /// `subnet` are ignored.
     ///
     /// Call it when the network is created and on every start, before any
-    /// of its endpoints is written. Idempotent.
+    /// of its endpoints is written. Idempotent. A network of this host
+    /// only; one that spans hosts is written with
+    /// [`Dataplane::set_overlay_network`] (and stops being an overlay, its
+    /// VNI and remote endpoints gone, if written with this).
     pub fn set_network(
         &mut self,
         index: u32,
@@ -105,15 +108,32 @@ impl Dataplane {
         gateway: Ipv4Addr,
         internal: bool,
     ) -> Result<(), DataplaneError> {
+        self.write_network(index, subnet, gateway, internal, None)
+    }
+
+    /// [`Dataplane::set_network`], for an overlay network with `vni`.
+    pub(super) fn write_network(
+        &mut self,
+        index: u32,
+        subnet: Ipv4Net,
+        gateway: Ipv4Addr,
+        internal: bool,
+        vni: Option<u32>,
+    ) -> Result<(), DataplaneError> {
         if !subnet.contains(&gateway) {
             return Err(DataplaneError::InvalidNetwork { subnet, gateway });
         }
         let subnet = subnet.trunc();
+        let mut flags = if internal { NET_F_INTERNAL } else { 0 };
+        if vni.is_some() {
+            flags |= NET_F_OVERLAY;
+        }
         let value = NetworkInfo {
             net_index: index,
             gateway: ipv4_be(gateway.octets()),
-            flags: if internal { NET_F_INTERNAL } else { 0 },
+            flags,
         };
+        let rebound = self.bind_vni(index, vni)?;
         self.add_to_net_hint(slash16s(subnet))?;
         self.net_lpm
             .insert(&net_key(subnet), value, BPF_ANY)
@@ -129,13 +149,17 @@ impl Dataplane {
                 .map_err(map_error(map_names::NET_BY_INDEX))?;
         }
         self.advance_generation()?;
-        debug!(%subnet, index, %gateway, internal, "network written to the data path");
+        if rebound {
+            self.prune_overlay()?;
+        }
+        debug!(%subnet, index, %gateway, internal, ?vni, "network written to the data path");
         Ok(())
     }
 
     /// Removes the `NET_LPM` entry of `subnet` (host bits ignored), its
-    /// `NET_BY_INDEX` element and the `NET_HINT` bits only it needed. A
-    /// missing entry is not an error.
+    /// `NET_BY_INDEX` element and the `NET_HINT` bits only it needed; for
+    /// an overlay network also its VNI and remote endpoints. A missing
+    /// entry is not an error.
     pub fn remove_network(&mut self, subnet: Ipv4Net) -> Result<(), DataplaneError> {
         let key = net_key(subnet);
         let entry = self
@@ -146,6 +170,9 @@ impl Dataplane {
             self.clear_net_index(&info)?;
         }
         removed(self.net_lpm.remove(&key)).map_err(map_error(map_names::NET_LPM))?;
+        if entry.is_some_and(|(_, info)| info.flags & NET_F_OVERLAY != 0) {
+            self.prune_overlay()?;
+        }
         self.rebuild_net_hint(None)?;
         self.advance_generation()?;
         debug!(%subnet, "network removed from the data path");
@@ -367,10 +394,11 @@ impl Dataplane {
 
     /// Garbage collection (after a crash, on start): removes every
     /// `NET_LPM` entry whose subnet is not in `networks` (and its
-    /// `NET_BY_INDEX` element), and every `EP_MAP`/`EP_BY_IF` entry that is
-    /// not exactly one of the `(host_ifindex, ip)` pairs in `endpoints`,
-    /// then recomputes `NET_HINT` for what is left. Call it after writing
-    /// the known networks and endpoints again.
+    /// `NET_BY_INDEX` element, and for an overlay network its VNI and
+    /// remote endpoints), and every `EP_MAP`/`EP_BY_IF` entry that is not
+    /// exactly one of the `(host_ifindex, ip)` pairs in `endpoints`, then
+    /// recomputes `NET_HINT` for what is left. Call it after writing the
+    /// known networks and endpoints again.
     pub fn retain(
         &mut self,
         networks: &[Ipv4Net],
@@ -427,6 +455,7 @@ impl Dataplane {
                 "removed stale data path entries"
             );
         }
+        self.prune_overlay()?;
         self.advance_generation()?;
         self.rebuild_net_hint(None)
     }

@@ -1,6 +1,7 @@
 //! Endpoint programs as classic TC filters: a `clsact` qdisc on the
 //! host-side veth and one `cls_bpf` filter (direct action) on each of its
-//! hooks, managed over rtnetlink.
+//! hooks, managed over rtnetlink. The VXLAN device's program is one too,
+//! and the device is up only while it runs there ([`Rtnl::set_link_up`]).
 //!
 //! # Why not TCX links
 //! Attaching or detaching a TCX program swaps the device's program array
@@ -129,6 +130,14 @@ impl Rtnl {
                 .map(|_| false),
             Err(e) => Err(e),
         }
+    }
+
+    /// `ip link set INDEX up` (or `down`).
+    pub fn set_link_up(&mut self, ifindex: u32, up: bool) -> io::Result<()> {
+        let link = rtnetlink::LinkUnspec::new_with_index(ifindex);
+        let link = if up { link.up() } else { link.down() };
+        self.request(RouteNetlinkMessage::SetLink(link.build()), 0)
+            .map(drop)
     }
 
     /// Deletes netd's filter from the `direction` hook of `ifindex`. A

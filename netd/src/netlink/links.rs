@@ -7,7 +7,9 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkInfo, LinkMessage,
+};
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
@@ -48,6 +50,7 @@ pub(super) enum Kind {
     Bridge,
     Veth,
     MacVlan,
+    Vxlan,
     Other,
 }
 
@@ -59,6 +62,7 @@ pub(super) fn link_kind(link: &LinkMessage) -> Option<Kind> {
             LinkInfo::Kind(InfoKind::Bridge) => Some(Kind::Bridge),
             LinkInfo::Kind(InfoKind::Veth) => Some(Kind::Veth),
             LinkInfo::Kind(InfoKind::MacVlan) => Some(Kind::MacVlan),
+            LinkInfo::Kind(InfoKind::Vxlan) => Some(Kind::Vxlan),
             LinkInfo::Kind(_) => Some(Kind::Other),
             _ => None,
         }),
@@ -72,6 +76,35 @@ pub(super) fn link_kind(link: &LinkMessage) -> Option<Kind> {
 pub(super) fn link_peer_index(link: &LinkMessage) -> Option<u32> {
     link.attributes.iter().find_map(|a| match a {
         LinkAttribute::Link(i) => Some(*i),
+        _ => None,
+    })
+}
+
+/// For a VXLAN link: whether it is a collect_md ("external") device, and
+/// its UDP port (`IFLA_VXLAN_COLLECT_METADATA`, `IFLA_VXLAN_PORT`).
+pub(super) fn vxlan_external_port(link: &LinkMessage) -> (bool, Option<u16>) {
+    let data = link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+            LinkInfo::Data(InfoData::Vxlan(data)) => Some(data),
+            _ => None,
+        }),
+        _ => None,
+    });
+    let (mut external, mut port) = (false, None);
+    for info in data.into_iter().flatten() {
+        match info {
+            InfoVxlan::CollectMetadata(on) => external = *on,
+            InfoVxlan::Port(p) => port = Some(*p),
+            _ => {}
+        }
+    }
+    (external, port)
+}
+
+/// `IFLA_MTU`.
+pub(super) fn link_mtu(link: &LinkMessage) -> Option<u32> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Mtu(mtu) => Some(*mtu),
         _ => None,
     })
 }

@@ -122,6 +122,13 @@ pub(crate) fn nl_errno(err: &rtnetlink::Error) -> Option<i32> {
     }
 }
 
+/// What VXLAN over IPv4 adds to a container's frame on the underlay: the
+/// outer IPv4 (20), UDP (8) and VXLAN (8) headers, and the inner frame's
+/// Ethernet header (14), which the container's MTU does not count. An
+/// overlay endpoint's MTU is the underlay's minus this, so that what it
+/// sends fits the underlay unfragmented.
+pub const VXLAN_OVERHEAD: u32 = 50;
+
 /// Everything needed to wire one container endpoint: which namespace, the
 /// names on both sides, and the addressing the engine allocated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,6 +300,77 @@ impl Netlink {
                 context: " right after creating it (deleted concurrently?)".to_string(),
             }),
         }
+    }
+
+    /// Creates (or adopts) the host's collect_md VXLAN device `name` (`ip
+    /// link add NAME type vxlan external dstport PORT nolearning`) and
+    /// turns IPv6 off on it (best effort: nothing is routed through it).
+    /// Returns its ifindex. The device has no VNI and no remote of its own:
+    /// the programs give every packet its tunnel (see
+    /// `dataplane::overlay`), and the kernel learns nothing. Its UDP socket
+    /// lives in the namespace it is made in, the daemon's. A new device
+    /// stays down: `Dataplane::attach_vxlan` sets it up once its program
+    /// guards it.
+    ///
+    /// An existing link `name` that is not an external VXLAN device on
+    /// `port` is a [`NetlinkError::LinkConflict`].
+    pub async fn ensure_vxlan(&self, name: &str, port: u16) -> Result<u32, NetlinkError> {
+        links::check_ifname(name)?;
+        let lookup = || format!("look up VXLAN device {name}");
+        let link = match links::get(&self.handle, name)
+            .await
+            .map_err(|e| NetlinkError::kernel(lookup(), e))?
+        {
+            Some(link) => link,
+            None => {
+                let msg = rtnetlink::LinkMessageBuilder::<rtnetlink::LinkVxlan>::new(name)
+                    .collect_metadata(true)
+                    .port(port)
+                    .learning(false)
+                    .build();
+                match self.handle.link().add(msg).execute().await {
+                    Ok(()) => {}
+                    // Lost a race with a concurrent creator: adopt theirs.
+                    Err(e) if nl_errno(&e) == Some(libc::EEXIST) => {}
+                    Err(e) => {
+                        return Err(NetlinkError::kernel(
+                            format!("create VXLAN device {name} (external, dstport {port})"),
+                            nl_io(e),
+                        ));
+                    }
+                }
+                links::get(&self.handle, name)
+                    .await
+                    .map_err(|e| NetlinkError::kernel(lookup(), e))?
+                    .ok_or_else(|| NetlinkError::LinkNotFound {
+                        name: name.to_string(),
+                        context: " right after creating it (deleted concurrently?)".to_string(),
+                    })?
+            }
+        };
+        if link_kind(&link) != Some(links::Kind::Vxlan)
+            || links::vxlan_external_port(&link) != (true, Some(port))
+        {
+            return Err(NetlinkError::LinkConflict {
+                name: name.to_string(),
+                detail: format!("is not an external VXLAN device on UDP port {port}"),
+            });
+        }
+        if let Err(e) = sysctl::disable_ipv6_on_link(name) {
+            tracing::warn!(device = name, error = %e, "cannot disable IPv6 on the VXLAN device");
+        }
+        Ok(link.header.index)
+    }
+
+    /// The MTU of the host link `name`, `None` when there is no such link:
+    /// the underlay's, from which an overlay endpoint's is derived
+    /// ([`VXLAN_OVERHEAD`]).
+    pub async fn link_mtu(&self, name: &str) -> Result<Option<u32>, NetlinkError> {
+        links::check_ifname(name)?;
+        let link = links::get(&self.handle, name)
+            .await
+            .map_err(|e| NetlinkError::kernel(format!("look up link {name}"), e))?;
+        Ok(link.as_ref().and_then(links::link_mtu))
     }
 
     /// Whether the host link `name` is operationally up (`IF_OPER_UP`);

@@ -1,5 +1,5 @@
 //! Commands a test runs to build or probe its topology (`ip`, `bridge`,
-//! `sysctl`, `ping`).
+//! `sysctl`, `ping`), and what `ip -j` reports.
 
 use std::process::Command;
 
@@ -26,4 +26,19 @@ pub fn succeeds(args: &[&str]) -> bool {
         .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"))
         .status
         .success()
+}
+
+/// Runs `ip -j ARGS` and parses its output.
+pub fn ip_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new("ip")
+        .arg("-j")
+        .args(args)
+        .output()
+        .expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip -j {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("ip -j prints JSON")
 }

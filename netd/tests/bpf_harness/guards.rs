@@ -82,19 +82,22 @@ impl Netns {
     }
 
     /// Runs `f` on a thread that joined this namespace; sockets created
-    /// there stay in it wherever they are used afterwards.
-    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+    /// there stay in it wherever they are used afterwards, and so do the
+    /// ifindexes and netlink sockets it looks up or opens.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         let path = format!("/run/netns/{}", self.0);
-        thread::spawn(move || {
-            let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-            // SAFETY: setns on a valid namespace fd; it only changes this
-            // thread's network namespace.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {path}: {}", io::Error::last_os_error());
-            f()
+        thread::scope(|s| {
+            s.spawn(move || {
+                let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+                // SAFETY: setns on a valid namespace fd; it only changes this
+                // thread's network namespace.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns {path}: {}", io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .expect("thread in the namespace")
         })
-        .join()
-        .expect("thread in the namespace")
     }
 }
 

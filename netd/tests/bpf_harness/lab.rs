@@ -154,14 +154,32 @@ impl Lab {
     /// Asserts that `frame` from `from` is dropped and counted under
     /// `reason`, and that nothing else changed: no other drop, no traffic.
     pub fn assert_dropped(&self, from: &Ep, frame: &[u8], reason: DropReason, what: &str) {
+        self.assert_drop(
+            || self.send_frame(from, frame),
+            reason,
+            Direction::FromEndpoint,
+            what,
+        );
+    }
+
+    /// Asserts that the packet `run` runs a program on is dropped and
+    /// counted under {`reason`, `direction`}, and that nothing else
+    /// changed: no other drop, no traffic.
+    pub fn assert_drop(
+        &self,
+        run: impl FnOnce() -> RunResult,
+        reason: DropReason,
+        direction: Direction,
+        what: &str,
+    ) {
         let before = self.dp.drop_stats().expect("drops");
         let stats_before = self.dp.endpoint_stats().expect("stats");
-        let r = self.send_frame(from, frame);
+        let r = run();
         assert_eq!(r.verdict, VERDICT_DROP, "{what}: verdict");
         let after = self.dp.drop_stats().expect("drops");
         for ((r0, d0, n0), (r1, d1, n1)) in before.iter().zip(&after) {
             assert_eq!((r0, d0), (r1, d1));
-            let expected = if *r0 == reason && *d0 == Direction::FromEndpoint {
+            let expected = if *r0 == reason && *d0 == direction {
                 n0 + 1
             } else {
                 *n0
