@@ -38,9 +38,20 @@ pub struct DaemonArgs {
     /// Cluster store for multi-host networks (etcd://HOST:PORT).
     #[arg(long, value_name = "URL")]
     pub cluster_store: Option<String>,
-    /// Address other hosts reach this one on.
+    /// Address other hosts reach this one on (default: the uplink's).
     #[arg(long, value_name = "IP")]
     pub advertise_addr: Option<IpAddr>,
+    /// Key prefix of this cluster in the cluster store (several clusters
+    /// can share one etcd).
+    #[arg(long, value_name = "PREFIX")]
+    pub cluster_prefix: Option<String>,
+    /// How long after its last renewal the other hosts drop a lost host's
+    /// endpoints, in seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub cluster_lease_ttl: Option<u64>,
+    /// UDP port of the overlay's VXLAN traffic between hosts.
+    #[arg(long, value_name = "PORT")]
+    pub vxlan_port: Option<u16>,
     /// Prefix of every kernel object this daemon names (links, namespaces),
     /// so that several daemons can share one machine. 1-4 of [a-z0-9].
     #[arg(long, value_name = "PREFIX")]
@@ -71,6 +82,9 @@ pub struct FileConfig {
     pub bpffs: Option<PathBuf>,
     pub cluster_store: Option<String>,
     pub advertise_addr: Option<IpAddr>,
+    pub cluster_prefix: Option<String>,
+    pub cluster_lease_ttl: Option<u64>,
+    pub vxlan_port: Option<u16>,
     pub prefix: Option<String>,
     /// `["IP[:PORT]", ...]`, as `--dns`.
     pub dns: Option<Vec<String>>,
@@ -89,6 +103,9 @@ pub struct Settings {
     pub bpffs: PathBuf,
     pub cluster_store: Option<String>,
     pub advertise_addr: Option<IpAddr>,
+    pub cluster_prefix: String,
+    pub cluster_lease_ttl: u64,
+    pub vxlan_port: u16,
     pub prefix: String,
     /// Upstreams of the embedded DNS server; empty: the host's resolvers.
     pub dns: Vec<SocketAddr>,
@@ -97,6 +114,13 @@ pub struct Settings {
     /// The log filter (`tracing_subscriber::EnvFilter` directives).
     pub log_level: String,
 }
+
+/// The VXLAN port (IANA's, Linux's default).
+pub const DEFAULT_VXLAN_PORT: u16 = 4789;
+
+/// Lease TTLs: etcd's minimum is about 2 s; beyond a minute a lost host's
+/// containers would linger in DNS and in load balancing.
+pub const CLUSTER_LEASE_TTL_RANGE: std::ops::RangeInclusive<u64> = 2..=60;
 
 /// The range `conntrack-max` accepts: below it a few busy containers would
 /// evict each other's flows; above it the preallocated map would take
@@ -118,6 +142,9 @@ impl Default for Settings {
             bpffs: "/sys/fs/bpf/netd".into(),
             cluster_store: None,
             advertise_addr: None,
+            cluster_prefix: crate::cluster::DEFAULT_PREFIX.into(),
+            cluster_lease_ttl: crate::cluster::DEFAULT_LEASE_TTL.as_secs(),
+            vxlan_port: DEFAULT_VXLAN_PORT,
             prefix: "netd".into(),
             dns: Vec::new(),
             conntrack_max: netd_common::limits::CONNTRACK_FLOWS,
@@ -150,6 +177,8 @@ pub enum ConfigError {
     ConntrackMax(u32),
     #[error("invalid log-level {0:?}: {1}")]
     LogLevel(String, String),
+    #[error("{0}")]
+    Cluster(String),
 }
 
 impl Settings {
@@ -183,6 +212,16 @@ impl Settings {
             bpffs: args.bpffs.clone().or(file.bpffs).unwrap_or(d.bpffs),
             cluster_store: args.cluster_store.clone().or(file.cluster_store),
             advertise_addr: args.advertise_addr.or(file.advertise_addr),
+            cluster_prefix: args
+                .cluster_prefix
+                .clone()
+                .or(file.cluster_prefix)
+                .unwrap_or(d.cluster_prefix),
+            cluster_lease_ttl: args
+                .cluster_lease_ttl
+                .or(file.cluster_lease_ttl)
+                .unwrap_or(d.cluster_lease_ttl),
+            vxlan_port: args.vxlan_port.or(file.vxlan_port).unwrap_or(d.vxlan_port),
             prefix: args.prefix.clone().or(file.prefix).unwrap_or(d.prefix),
             dns: if !args.dns.is_empty() {
                 args.dns.clone()
@@ -210,6 +249,32 @@ impl Settings {
         }
         if !CONNTRACK_MAX_RANGE.contains(&s.conntrack_max) {
             return Err(ConfigError::ConntrackMax(s.conntrack_max));
+        }
+        if let Some(store) = &s.cluster_store {
+            crate::cluster::StoreUrls::parse(store)
+                .map_err(|e| ConfigError::Cluster(e.to_string()))?;
+        }
+        if matches!(s.advertise_addr, Some(IpAddr::V6(_))) {
+            return Err(ConfigError::Cluster(
+                "--advertise-addr must be an IPv4 address: the overlay is IPv4-only".into(),
+            ));
+        }
+        if !CLUSTER_LEASE_TTL_RANGE.contains(&s.cluster_lease_ttl) {
+            return Err(ConfigError::Cluster(format!(
+                "invalid cluster-lease-ttl {}: use {} to {} seconds",
+                s.cluster_lease_ttl,
+                CLUSTER_LEASE_TTL_RANGE.start(),
+                CLUSTER_LEASE_TTL_RANGE.end()
+            )));
+        }
+        if s.vxlan_port == 0 {
+            return Err(ConfigError::Cluster("invalid vxlan-port 0".into()));
+        }
+        if !s.cluster_prefix.starts_with('/') || s.cluster_prefix.contains("//") {
+            return Err(ConfigError::Cluster(format!(
+                "invalid cluster-prefix {:?}: an absolute key prefix such as /netd",
+                s.cluster_prefix
+            )));
         }
         let p = &s.prefix;
         if p.is_empty()

@@ -21,11 +21,12 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, reload};
 
 use crate::api;
+use crate::cluster::{Cluster, ClusterConfig, HostSpec};
 use crate::config::{DaemonArgs, Settings};
 use crate::dataplane::{self, Dataplane, MapSizes};
 use crate::dns::DnsConfig;
-use crate::drivers::Drivers;
-use crate::engine::{Engine, EngineConfig};
+use crate::drivers::{Drivers, Overlay};
+use crate::engine::{self, Engine, EngineConfig};
 use crate::metrics::Metrics;
 use crate::netlink::Netlink;
 use crate::notify::Notifier;
@@ -64,12 +65,6 @@ async fn serve(
     notifier: Notifier,
     log: reload::Handle<EnvFilter, tracing_subscriber::Registry>,
 ) -> anyhow::Result<()> {
-    if s.cluster_store.is_some() || s.advertise_addr.is_some() {
-        bail!(
-            "--cluster-store/--advertise-addr: multi-host (overlay) networking is not \
-             available in this version of netd; start without them"
-        );
-    }
     let uplink = uplink::resolve(s.uplink.as_deref())?;
     match &uplink {
         Some(u) => info!(uplink = %u.ifname, addr = %u.addr, "outside is through the uplink"),
@@ -99,20 +94,39 @@ async fn serve(
         log,
         dns: dns.upstreams.clone(),
     };
+    let cluster = match &s.cluster_store {
+        Some(store) => Some(join_cluster(&s, store, uplink.as_ref()).await?),
+        None => None,
+    };
+    // The overlay's underlay: where the advertise address is (without a
+    // cluster, where it would be).
+    let underlay = cluster
+        .as_ref()
+        .and_then(|(_, host)| uplink::interface_of(host.addr))
+        .or_else(|| uplink.as_ref().map(|u| u.ifname.clone()));
+    let drivers = Drivers::builtin().with(Arc::new(Overlay::new(s.vxlan_port, underlay)));
     let engine = Engine::start(
         EngineConfig {
             prefix: s.prefix.clone(),
             log_dir: s.state_dir.join("logs"),
             uplink,
             dns,
+            cluster: cluster.clone(),
         },
-        Drivers::builtin(),
+        drivers,
         Box::new(store),
         netlink,
         dataplane,
     )
     .await?
     .spawn();
+    if let Some((client, host)) = &cluster {
+        tokio::spawn(engine::run_agent(
+            client.clone(),
+            host.clone(),
+            engine.clone(),
+        ));
+    }
     let telemetry = Telemetry::new(engine.clone(), counters);
     let census = telemetry.keep_census();
     let metrics = Arc::new(Metrics::new());
@@ -131,7 +145,11 @@ async fn serve(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let api_app = metrics.track_requests(api::router(engine.clone(), telemetry.clone()));
+    let api_app = metrics.track_requests(api::router(api::AppState {
+        engine: engine.clone(),
+        telemetry: telemetry.clone(),
+        cluster: cluster.map(|(client, _)| client),
+    }));
     let api_server = tokio::spawn(
         axum::serve(api_listener, api_app)
             .with_graceful_shutdown(stopped(stop_rx.clone()))
@@ -199,6 +217,62 @@ pub fn run_dir(socket: &Path) -> &Path {
 /// Whether a daemon answers on the API socket at `path`.
 pub fn serving(path: &Path) -> bool {
     std::os::unix::net::UnixStream::connect(path).is_ok()
+}
+
+/// The cluster store client and this host's part in it: `--cluster-store`,
+/// `--advertise-addr` (default: the uplink's address) and the host id kept
+/// in the state directory. Does not contact the store: a daemon starts
+/// while the store is out of reach, and joins once it is back.
+async fn join_cluster(
+    s: &Settings,
+    store: &str,
+    uplink: Option<&uplink::Uplink>,
+) -> anyhow::Result<(Cluster, HostSpec)> {
+    let addr = match (s.advertise_addr, uplink) {
+        (Some(std::net::IpAddr::V4(addr)), _) => addr,
+        (None, Some(u)) => u.addr,
+        _ => bail!(
+            "--cluster-store needs the address other hosts reach this one on: set \
+             --advertise-addr IP (or an uplink with an IPv4 address)"
+        ),
+    };
+    let mut cfg = ClusterConfig::new(store)?;
+    cfg.prefix = s.cluster_prefix.clone();
+    cfg.lease_ttl = std::time::Duration::from_secs(s.cluster_lease_ttl);
+    let client = Cluster::connect(cfg)
+        .await
+        .with_context(|| format!("cannot set up the cluster store client for {store}"))?;
+    let host = HostSpec {
+        id: host_id(&s.state_dir)?,
+        addr,
+    };
+    info!(host = %host.id, addr = %host.addr, store, "cluster mode");
+    Ok((client, host))
+}
+
+/// This host's id in the cluster: made once, at random, and kept in the
+/// state directory, so that a restarted daemon takes its records over.
+fn host_id(state_dir: &Path) -> anyhow::Result<String> {
+    let path = state_dir.join("host-id");
+    if let Ok(id) = fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() {
+            return Ok(id.to_string());
+        }
+    }
+    let mut buf = [0u8; 8];
+    // SAFETY: getrandom writes at most buf.len() bytes into buf.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n != buf.len() as isize {
+        bail!("cannot draw a random host id");
+    }
+    let id: String = buf.iter().map(|b| format!("{b:02x}")).collect();
+    fs::create_dir_all(state_dir)?;
+    let tmp = state_dir.join("host-id.tmp");
+    fs::write(&tmp, format!("{id}\n"))
+        .and_then(|()| fs::rename(&tmp, &path))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
 }
 
 /// Binds the API socket with mode 0660, refusing to take over the socket of

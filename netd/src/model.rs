@@ -247,13 +247,50 @@ pub fn update_where<T: Clone>(
     }
 }
 
+/// A container's endpoint on another host of the cluster, as the cluster
+/// store announced it: what this host needs to reach it, name it and
+/// balance to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// The endpoint's id (64 hex characters).
+    pub id: String,
+    pub network_id: String,
+    pub container_id: String,
+    pub container_name: String,
+    /// The id of the host that runs it.
+    pub host: String,
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+    pub aliases: Vec<String>,
+    /// Ids of the services it is a replica of.
+    pub services: Vec<String>,
+}
+
+/// Another host of the cluster that is up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Host {
+    pub id: String,
+    /// Its underlay address: where its overlay traffic goes.
+    pub addr: Ipv4Addr,
+    /// When it last joined (RFC 3339).
+    pub joined: String,
+}
+
 /// Everything the store persists, as one consistent snapshot.
+///
+/// `peers` and `hosts` mirror the cluster store (the endpoints and hosts
+/// other hosts announced): kept here too so that a daemon that restarts
+/// while the cluster store is out of reach goes on forwarding to them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     pub networks: Table<Network>,
     pub containers: Table<Container>,
     #[serde(default)]
     pub services: Table<Service>,
+    #[serde(default)]
+    pub peers: Table<Peer>,
+    #[serde(default)]
+    pub hosts: Table<Host>,
 }
 
 impl State {

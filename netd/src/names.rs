@@ -6,6 +6,7 @@
 //! - `{prefix}0`: the predefined `bridge` network's device (Docker's docker0)
 //! - `{prefix}-{id}`: a user network's bridge device (Docker's br-{id})
 //! - `{prefix}v{id}`: the host side of an endpoint's veth pair
+//! - `{prefix}vx`: the host's VXLAN device (overlay networks)
 //! - `{prefix}-{name}`: a container's network namespace under /run/netns
 //!
 //! Prefixes must not be prefixes of one another (the tests use fixed-length
@@ -22,6 +23,13 @@ pub fn bridge(prefix: &str, net: &Network) -> String {
     } else {
         format!("{prefix}-{}", &net.id[..IFNAME_MAX - prefix.len() - 1])
     }
+}
+
+/// The host's one VXLAN device, which every overlay network's traffic
+/// between hosts goes through. (`x` is no hex digit, so no veth name
+/// clashes with it.)
+pub fn vxlan(prefix: &str) -> String {
+    format!("{prefix}vx")
 }
 
 pub fn host_veth(prefix: &str, endpoint_id: &str) -> String {

@@ -68,6 +68,9 @@ fn restart_needed(running: &Settings, next: &Settings) -> Vec<&'static str> {
         bpffs,
         cluster_store,
         advertise_addr,
+        cluster_prefix,
+        cluster_lease_ttl,
+        vxlan_port,
         prefix,
         conntrack_max,
         dns: _,
@@ -86,6 +89,12 @@ fn restart_needed(running: &Settings, next: &Settings) -> Vec<&'static str> {
     check("bpffs", *bpffs != next.bpffs);
     check("cluster-store", *cluster_store != next.cluster_store);
     check("advertise-addr", *advertise_addr != next.advertise_addr);
+    check("cluster-prefix", *cluster_prefix != next.cluster_prefix);
+    check(
+        "cluster-lease-ttl",
+        *cluster_lease_ttl != next.cluster_lease_ttl,
+    );
+    check("vxlan-port", *vxlan_port != next.vxlan_port);
     check("prefix", *prefix != next.prefix);
     check("conntrack-max", *conntrack_max != next.conntrack_max);
     changed

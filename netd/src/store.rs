@@ -19,7 +19,7 @@ use imbl::ordmap::{DiffItem, OrdMap};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use crate::model::{Container, Network, Service, State};
+use crate::model::{Container, Host, Network, Peer, Service, State};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -69,6 +69,10 @@ pub struct Change {
     pub containers: Diff<Arc<Container>>,
     #[serde(default, skip_serializing_if = "Diff::is_empty")]
     pub services: Diff<Arc<Service>>,
+    #[serde(default, skip_serializing_if = "Diff::is_empty")]
+    pub peers: Diff<Arc<Peer>>,
+    #[serde(default, skip_serializing_if = "Diff::is_empty")]
+    pub hosts: Diff<Arc<Host>>,
 }
 
 /// The per-key difference of one map: entries that are new or different,
@@ -99,17 +103,25 @@ impl Change {
             networks: Diff::between(&before.networks, &after.networks),
             containers: Diff::between(&before.containers, &after.containers),
             services: Diff::between(&before.services, &after.services),
+            peers: Diff::between(&before.peers, &after.peers),
+            hosts: Diff::between(&before.hosts, &after.hosts),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.networks.is_empty() && self.containers.is_empty() && self.services.is_empty()
+        self.networks.is_empty()
+            && self.containers.is_empty()
+            && self.services.is_empty()
+            && self.peers.is_empty()
+            && self.hosts.is_empty()
     }
 
     pub fn apply(self, state: &mut State) {
         self.networks.apply(&mut state.networks);
         self.containers.apply(&mut state.containers);
         self.services.apply(&mut state.services);
+        self.peers.apply(&mut state.peers);
+        self.hosts.apply(&mut state.hosts);
     }
 }
 
@@ -501,6 +513,8 @@ mod tests {
                     put: BTreeMap::new(),
                     delete: vec!["v2".into()],
                 },
+                peers: Diff::default(),
+                hosts: Diff::default(),
             }
         );
         store.save(&s1, &s2).unwrap();

@@ -31,9 +31,9 @@ pub fn resolve(configured: Option<&str>) -> Result<Option<Uplink>, UplinkError> 
             None => return Ok(None),
         },
     };
-    let ifindex = std::fs::read_to_string(format!("/sys/class/net/{ifname}/ifindex"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
+    // Not from sysfs: that shows another namespace's interfaces when the
+    // daemon was entered into its namespace with `nsenter`.
+    let ifindex = crate::dataplane::ifindex_of(&ifname)
         .ok_or_else(|| UplinkError::NotFound(ifname.clone()))?;
     let addr = ipv4_of(&ifname).ok_or_else(|| UplinkError::NoAddress(ifname.clone()))?;
     Ok(Some(Uplink {
@@ -41,6 +41,15 @@ pub fn resolve(configured: Option<&str>) -> Result<Option<Uplink>, UplinkError> 
         ifindex,
         addr,
     }))
+}
+
+/// The interface that holds `addr`, if any: the underlay interface of the
+/// overlay, found by the address other hosts reach this one on.
+pub fn interface_of(addr: Ipv4Addr) -> Option<String> {
+    interface_addresses()
+        .into_iter()
+        .find(|(_, a)| *a == addr)
+        .map(|(name, _)| name)
 }
 
 /// The interface of the IPv4 default route, from /proc/net/route.

@@ -398,6 +398,7 @@ async fn a_driver_registers_without_touching_the_engine() {
             log_dir: dir.join("logs"),
             uplink: None,
             dns: DnsConfig::new(vec!["127.0.0.1:53".parse().unwrap()], &prefix),
+            cluster: None,
         },
         drivers,
         Box::new(FileStore::new(&dir.join("state")).unwrap()),

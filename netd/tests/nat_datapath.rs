@@ -44,7 +44,7 @@ use netd::dataplane::{
 use netd_common::limits::NET_HINT_READY;
 use netd_common::map_names;
 use netd_common::nat::{
-    CT_F_CLOSING, CT_F_ESTABLISHED, CT_SLOT_SHIFT, PORT_MAX, PORT_MIN, ct_slot,
+    CT_F_CLOSING, CT_F_ESTABLISHED, CT_SLOT_SHIFT, PORT_MAX, PORT_MIN, PROTO_UDP, ct_slot,
 };
 
 /// A host outside.
@@ -1457,4 +1457,50 @@ fn real_traffic(checksums: Checksums) {
     drop(dp);
     drop(cont);
     drop(outside);
+}
+
+/// The census that metrics and `netd stats` read the table's occupancy
+/// from counts every entry, live and timed out, reading thousands per
+/// system call (more entries here than one batch holds).
+#[test]
+fn the_conntrack_census_counts_every_entry_in_batches() {
+    let pins = PinDir::new();
+    let dp = pins.load();
+    let data = aya::maps::MapData::from_pin(pins.0.join("maps/NAT_CT")).expect("pinned NAT_CT");
+    let map = aya::maps::Map::from_map_data(data).expect("map");
+    let mut ct: aya::maps::HashMap<_, ConntrackKey, ConntrackEntry> =
+        aya::maps::HashMap::try_from(map).expect("hash map");
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let now = now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64;
+    let (live, expired) = (10_000u32, 1_500u32);
+    for i in 0..live + expired {
+        let key = ConntrackKey::new(0x0a00_0001, 0x0b00_0000 + i, 1000, 53, PROTO_UDP);
+        let last_seen = if i < live {
+            now
+        } else {
+            now - netd_common::nat::TIMEOUT_UDP_NS - 1_000_000_000
+        };
+        let entry = ConntrackEntry {
+            last_seen,
+            ..Default::default()
+        };
+        ct.insert(key, entry, 0).expect("insert");
+    }
+    let census = dp
+        .counters()
+        .expect("counters")
+        .conntrack_census()
+        .expect("census");
+    assert_eq!(
+        (census.live, census.expired),
+        (u64::from(live), u64::from(expired))
+    );
+    let stats = dp.nat_stats().expect("stats");
+    assert_eq!(stats.conntrack_entries, u64::from(live));
+    assert_eq!(stats.conntrack_expired, u64::from(expired));
 }

@@ -19,6 +19,7 @@
 //! are commands to the engine's loop, which finishes them even when the
 //! client goes away before the answer.
 
+pub mod cluster;
 pub mod containers;
 pub mod errors;
 pub mod filters;
@@ -54,19 +55,18 @@ pub const API_VERSION: &str = "1.47";
 /// The oldest version prefix accepted, as Docker's daemon does.
 pub const MIN_API_VERSION: &str = "1.24";
 
-/// What every handler gets: the engine's handle (commands and snapshots)
-/// and the traffic counters.
+/// What every handler gets: the engine's handle (commands and snapshots),
+/// the traffic counters, and the cluster store in cluster mode.
 #[derive(Clone)]
 pub struct AppState {
     pub engine: EngineHandle,
     pub telemetry: Arc<Telemetry>,
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 /// The whole API as one router, ready for `axum::serve`.
-pub fn router(engine: EngineHandle, telemetry: Arc<Telemetry>) -> Router {
-    let api = system::routes()
-        .merge(engine_routes())
-        .with_state(AppState { engine, telemetry });
+pub fn router(app: AppState) -> Router {
+    let api = system::routes().merge(engine_routes()).with_state(app);
     wrap(api)
 }
 
@@ -114,6 +114,7 @@ fn engine_routes() -> Router<AppState> {
             get(services::inspect).delete(services::remove),
         )
         .route("/services/{id}/scale", post(services::scale))
+        .route("/cluster/hosts", get(cluster::hosts))
 }
 
 /// Puts the outer middleware in front of a finished router. The inner

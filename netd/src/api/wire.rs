@@ -499,6 +499,31 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
+/// One host of `GET /cluster/hosts` (netd's own; `netd cluster ls`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterHostJson {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(rename = "Address")]
+    pub address: String,
+    /// `up` or `down`.
+    #[serde(rename = "State")]
+    pub state: String,
+    /// When it last joined (RFC 3339).
+    #[serde(rename = "Joined")]
+    pub joined: String,
+    /// For a host that is down: when another host saw it go; empty if none
+    /// did.
+    #[serde(rename = "LastSeen")]
+    pub last_seen: String,
+    /// Its endpoints on overlay networks.
+    #[serde(rename = "Endpoints")]
+    pub endpoints: usize,
+    /// The host that answered.
+    #[serde(rename = "Self")]
+    pub is_self: bool,
+}
+
 /// `GET /stats` (netd's own): the datapath counters, by endpoint and by
 /// drop reason.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

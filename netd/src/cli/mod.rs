@@ -8,6 +8,7 @@
 //! process (stdin, signals) the way `docker exec` does.
 
 pub mod client;
+pub mod cluster;
 pub mod container;
 pub mod generate;
 pub mod network;
@@ -67,6 +68,9 @@ pub enum Command {
     Service(service::ServiceCommand),
     /// Show per-endpoint traffic and drops by reason, from the datapath.
     Stats(stats::StatsArgs),
+    /// The hosts of the cluster (multi-host mode).
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Show the client and daemon versions.
     Version,
     /// Show daemon-wide information.
@@ -194,6 +198,7 @@ async fn run(client: &Client, command: Command) -> Outcome {
         Command::Container(cmd) => container::run(client, cmd).await,
         Command::Service(cmd) => service::run(client, cmd).await,
         Command::Stats(args) => stats::run(client, args).await,
+        Command::Cluster(cmd) => cluster::run(client, cmd).await,
         Command::Version => version(client).await,
         Command::Info => info(client).await,
     }

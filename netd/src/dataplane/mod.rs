@@ -811,15 +811,11 @@ fn load_programs(object: &[u8], maps_dir: &Path, sizes: &MapSizes) -> Result<Ebp
         .map_max_entries(map_names::NAT_CT, sizes.nat_ct_entries())
         .load(object)
         .map_err(|e| DataplaneError::LoadObject(Box::new(e)))?;
-    for program in Direction::ALL
-        .into_iter()
-        .map(program_name)
-        .chain([
-            nat::UPLINK_PROGRAM,
-            overlay::VXLAN_PROGRAM,
-            macvlan::MACVLAN_PROGRAM,
-        ])
-    {
+    for program in Direction::ALL.into_iter().map(program_name).chain([
+        nat::UPLINK_PROGRAM,
+        overlay::VXLAN_PROGRAM,
+        macvlan::MACVLAN_PROGRAM,
+    ]) {
         classifier_mut(&mut ebpf, program)?
             .load()
             .map_err(|source| DataplaneError::LoadProgram {
@@ -893,7 +889,7 @@ fn unicast(ip: std::net::Ipv4Addr) -> bool {
 }
 
 /// The ifindex of `ifname` in the caller's network namespace.
-fn ifindex_of(ifname: &str) -> Option<u32> {
+pub(crate) fn ifindex_of(ifname: &str) -> Option<u32> {
     let name = CString::new(ifname).ok()?;
     // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
     let index = unsafe { libc::if_nametoindex(name.as_ptr()) };

@@ -87,6 +87,22 @@ impl Records {
                     format!("{}.{}", c.name, net.name).to_ascii_lowercase(),
                 );
             }
+            // Containers of the network on other hosts of the cluster.
+            for p in state.peers.values().filter(|p| p.network_id == net.id) {
+                t.add(&p.container_name, p.ip);
+                t.add(&format!("{}.{suffix}", p.container_name), p.ip);
+                if let Some(short) = p.container_id.get(..12) {
+                    t.add(short, p.ip);
+                }
+                for alias in &p.aliases {
+                    t.add(alias, p.ip);
+                    t.add(&format!("{alias}.{suffix}"), p.ip);
+                }
+                t.ptr.insert(
+                    p.ip,
+                    format!("{}.{}", p.container_name, net.name).to_ascii_lowercase(),
+                );
+            }
             for svc in state.services.values().filter(|s| s.network_id == net.id) {
                 t.add(&svc.name, svc.vip);
                 t.add(&format!("{}.{suffix}", svc.name), svc.vip);
@@ -107,6 +123,14 @@ impl Records {
                     for ep in replica.endpoints.iter().filter(|e| e.network_id == net.id) {
                         t.add(&tasks, ep.ip);
                     }
+                }
+                // Replicas on other hosts of the cluster.
+                for p in state
+                    .peers
+                    .values()
+                    .filter(|p| p.services.contains(&svc.id))
+                {
+                    t.add(&tasks, p.ip);
                 }
             }
             index_of.insert(&net.id, nets.len());

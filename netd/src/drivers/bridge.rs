@@ -50,36 +50,11 @@ impl NetworkDriver for Bridge {
     }
 
     async fn setup(&self, k: &mut Kernel<'_>, net: &Network) -> Result<()> {
-        let Some(pool) = &net.ipam else {
-            return Ok(());
-        };
-        let context = || format!("failed to set up network {}", net.name);
-        // The gateway's MAC is derived like a container's, so the eBPF ARP
-        // responder knows it without asking the kernel.
-        k.netlink
-            .ensure_bridge(
-                &names::bridge(k.prefix, net),
-                pool.gateway,
-                pool.subnet.prefix_len(),
-                mac_for(pool.gateway),
-            )
-            .await
-            .map_err(|e| EngineError::system(context(), e))?;
-        k.dataplane
-            .set_network(net.index, pool.subnet, pool.gateway, net.internal)
-            .map_err(|e| EngineError::system(context(), e))
+        ensure(k, net, None).await
     }
 
     async fn teardown(&self, k: &mut Kernel<'_>, net: &Network) {
-        if let Some(pool) = &net.ipam
-            && let Err(e) = k.dataplane.remove_network(pool.subnet)
-        {
-            warn!(network = %net.name, error = %e, "cannot remove datapath entry");
-        }
-        let name = names::bridge(k.prefix, net);
-        if let Err(e) = k.netlink.delete_link(&name).await {
-            warn!(network = %net.name, link = %name, error = %e, "cannot delete bridge");
-        }
+        remove(k, net).await
     }
 
     async fn attach(
@@ -90,63 +65,11 @@ impl NetworkDriver for Bridge {
         ns: &Netns,
         default_route: bool,
     ) -> Result<Plugged> {
-        let context = || format!("failed to connect to network {}", net.name);
-        let bridge = names::bridge(k.prefix, net);
-        let plumbing = EndpointPlumbing {
-            netns: ns.clone(),
-            host_ifname: ep.host_ifname.clone(),
-            ifname: ep.ifname.clone(),
-            mac: ep.mac,
-            ip: ep.ip,
-            prefix_len: ep.prefix_len,
-            gateway: ep.gateway,
-            default_route,
-            bridge: Some(bridge.clone()),
-            mtu: None,
-        };
-        let ifindex = k
-            .netlink
-            .create_endpoint(&plumbing)
-            .await
-            .map_err(|e| EngineError::system(context(), e))?;
-        k.dataplane
-            .set_endpoint(ifindex, ep.ip, ep.mac, net.index)
-            .map_err(|e| EngineError::system(context(), e))?;
-        k.dataplane
-            .attach_endpoint(&ep.host_ifname, ifindex)
-            .map_err(|e| EngineError::system(context(), e))?;
-        // The kernel brings a new bridge up from its link-watch work, up to a
-        // second after its first port, and drops what the host sends through
-        // it until then.
-        let up = !matches!(k.netlink.oper_up(&bridge).await, Ok(Some(false)));
-        Ok(Plugged {
-            host_ifindex: Some(ifindex),
-            carrier: (!up).then_some(bridge),
-        })
+        plug(k, net, ep, ns, default_route, None).await
     }
 
     async fn detach(&self, k: &mut Kernel<'_>, net: &Network, ep: &Endpoint, _ns: Leaving<'_>) {
-        if let Err(e) = k.dataplane.detach_endpoint(&ep.host_ifname) {
-            warn!(link = %ep.host_ifname, error = %e, "cannot detach datapath");
-        }
-        match k.netlink.link_index(&ep.host_ifname).await {
-            // 0: the veth is already gone; the entries of vanished
-            // interfaces with this address go.
-            Ok(ifindex) => {
-                if let Err(e) = k.dataplane.remove_endpoint(ifindex.unwrap_or(0), ep.ip) {
-                    warn!(link = %ep.host_ifname, error = %e, "cannot remove datapath entry");
-                }
-            }
-            Err(e) => warn!(link = %ep.host_ifname, error = %e, "cannot look up link"),
-        }
-        let bridge = names::bridge(k.prefix, net);
-        if let Err(e) = k
-            .netlink
-            .remove_endpoint(&ep.host_ifname, Some((&bridge, ep.ip)))
-            .await
-        {
-            warn!(link = %ep.host_ifname, error = %e, "cannot delete veth");
-        }
+        unplug(k, net, ep).await
     }
 
     fn network_links(&self, prefix: &str, net: &Network) -> Vec<String> {
@@ -159,5 +82,120 @@ impl NetworkDriver for Bridge {
 
     fn datapath_subnet(&self, net: &Network) -> Option<Ipv4Net> {
         net.ipam.as_ref().map(|p| p.subnet)
+    }
+}
+
+/// Makes the network's bridge (the gateway address for the host) and its
+/// datapath entry; `vni`: the network is an overlay with that VNI
+/// (`drivers::overlay`). Idempotent.
+pub(super) async fn ensure(k: &mut Kernel<'_>, net: &Network, vni: Option<u32>) -> Result<()> {
+    let Some(pool) = &net.ipam else {
+        return Ok(());
+    };
+    let context = || format!("failed to set up network {}", net.name);
+    // The gateway's MAC is derived like a container's, so the eBPF ARP
+    // responder knows it without asking the kernel.
+    k.netlink
+        .ensure_bridge(
+            &names::bridge(k.prefix, net),
+            pool.gateway,
+            pool.subnet.prefix_len(),
+            mac_for(pool.gateway),
+        )
+        .await
+        .map_err(|e| EngineError::system(context(), e))?;
+    let written = match vni {
+        Some(vni) => {
+            k.dataplane
+                .set_overlay_network(net.index, pool.subnet, pool.gateway, net.internal, vni)
+        }
+        None => k
+            .dataplane
+            .set_network(net.index, pool.subnet, pool.gateway, net.internal),
+    };
+    written.map_err(|e| EngineError::system(context(), e))
+}
+
+/// Undoes [`ensure`], going on past errors.
+pub(super) async fn remove(k: &mut Kernel<'_>, net: &Network) {
+    if let Some(pool) = &net.ipam
+        && let Err(e) = k.dataplane.remove_network(pool.subnet)
+    {
+        warn!(network = %net.name, error = %e, "cannot remove datapath entry");
+    }
+    let name = names::bridge(k.prefix, net);
+    if let Err(e) = k.netlink.delete_link(&name).await {
+        warn!(network = %net.name, link = %name, error = %e, "cannot delete bridge");
+    }
+}
+
+/// Plumbs `ep` as a veth pair whose host side carries the endpoint's
+/// programs, enslaved to the network's bridge; `mtu` for both ends
+/// (`None`: the kernel's default).
+pub(super) async fn plug(
+    k: &mut Kernel<'_>,
+    net: &Network,
+    ep: &Endpoint,
+    ns: &Netns,
+    default_route: bool,
+    mtu: Option<u32>,
+) -> Result<Plugged> {
+    let context = || format!("failed to connect to network {}", net.name);
+    let bridge = names::bridge(k.prefix, net);
+    let plumbing = EndpointPlumbing {
+        netns: ns.clone(),
+        host_ifname: ep.host_ifname.clone(),
+        ifname: ep.ifname.clone(),
+        mac: ep.mac,
+        ip: ep.ip,
+        prefix_len: ep.prefix_len,
+        gateway: ep.gateway,
+        default_route,
+        bridge: Some(bridge.clone()),
+        mtu,
+    };
+    let ifindex = k
+        .netlink
+        .create_endpoint(&plumbing)
+        .await
+        .map_err(|e| EngineError::system(context(), e))?;
+    k.dataplane
+        .set_endpoint(ifindex, ep.ip, ep.mac, net.index)
+        .map_err(|e| EngineError::system(context(), e))?;
+    k.dataplane
+        .attach_endpoint(&ep.host_ifname, ifindex)
+        .map_err(|e| EngineError::system(context(), e))?;
+    // The kernel brings a new bridge up from its link-watch work, up to a
+    // second after its first port, and drops what the host sends through
+    // it until then.
+    let up = !matches!(k.netlink.oper_up(&bridge).await, Ok(Some(false)));
+    Ok(Plugged {
+        host_ifindex: Some(ifindex),
+        carrier: (!up).then_some(bridge),
+    })
+}
+
+/// Undoes [`plug`], going on past errors.
+pub(super) async fn unplug(k: &mut Kernel<'_>, net: &Network, ep: &Endpoint) {
+    if let Err(e) = k.dataplane.detach_endpoint(&ep.host_ifname) {
+        warn!(link = %ep.host_ifname, error = %e, "cannot detach datapath");
+    }
+    match k.netlink.link_index(&ep.host_ifname).await {
+        // 0: the veth is already gone; the entries of vanished interfaces
+        // with this address go.
+        Ok(ifindex) => {
+            if let Err(e) = k.dataplane.remove_endpoint(ifindex.unwrap_or(0), ep.ip) {
+                warn!(link = %ep.host_ifname, error = %e, "cannot remove datapath entry");
+            }
+        }
+        Err(e) => warn!(link = %ep.host_ifname, error = %e, "cannot look up link"),
+    }
+    let bridge = names::bridge(k.prefix, net);
+    if let Err(e) = k
+        .netlink
+        .remove_endpoint(&ep.host_ifname, Some((&bridge, ep.ip)))
+        .await
+    {
+        warn!(link = %ep.host_ifname, error = %e, "cannot delete veth");
     }
 }

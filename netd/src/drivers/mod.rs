@@ -17,6 +17,7 @@ mod bridge;
 mod host;
 mod macvlan;
 mod null;
+mod overlay;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub use bridge::Bridge;
 pub use host::Host;
 pub use macvlan::Macvlan;
 pub use null::Null;
+pub use overlay::Overlay;
 
 /// How a container on a network of the driver is connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +112,13 @@ pub trait NetworkDriver: Send + Sync {
     /// Docker's scope: `local`, or `swarm` for networks spanning hosts.
     fn scope(&self) -> &'static str {
         "local"
+    }
+
+    /// Whether its networks belong to the cluster (the cluster store
+    /// allocates their subnets, addresses and service VIPs, and every host
+    /// of the cluster has them) rather than to this host.
+    fn cluster_scoped(&self) -> bool {
+        false
     }
 
     fn attachment(&self) -> Attachment {

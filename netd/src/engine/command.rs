@@ -52,6 +52,8 @@ pub enum Command {
     /// Answers once every command sent before it has run: the loop is
     /// alive and has caught up (a watchdog's question, a test's barrier).
     Ping(Reply<()>),
+    /// What the cluster agent learned; no answer.
+    Cluster(super::ClusterUpdate),
 }
 
 /// A background job's report.
@@ -160,6 +162,10 @@ impl Engine {
                 flatten(self.remove_service(&key).await).answer(reply, runtime)
             }
             Command::Ping(reply) => Done::Now(Ok(())).answer(reply, runtime),
+            Command::Cluster(update) => {
+                self.cluster_update(update).await;
+                Box::new(|| ())
+            }
         }
     }
 

@@ -147,11 +147,8 @@ impl Engine {
                 "user specified IP address is supported on user defined networks only".into(),
             ));
         }
-        if let Some(net) = &network {
-            let ep = self.new_endpoint(&c, net, &spec.endpoint)?;
-            c.endpoints.push(ep);
-        }
-        c.services = self.services_to_join(&c, &spec.services)?;
+        let networks: Vec<&str> = network.iter().map(|n| n.id.as_str()).collect();
+        c.services = self.services_to_join(&networks, &spec.services)?;
         if !spec.ports.is_empty() {
             let publishes = match &network {
                 Some(net) => self.drivers.of(net)?.publishes_ports(),
@@ -165,9 +162,20 @@ impl Engine {
             }
             c.ports = ports::resolve(&spec.ports, &self.state, &ports::HostListeners::read())?;
         }
+        // Last, as on a cluster network it announces the endpoint.
+        if let Some(net) = &network {
+            let services = c.services.clone();
+            let ep = self
+                .new_endpoint(&c, net, &spec.endpoint, &services)
+                .await?;
+            c.endpoints.push(ep);
+        }
         let mut next = State::clone(&self.state);
         next.containers.insert(c.id.clone(), Arc::new(c.clone()));
-        self.commit(next)?;
+        if let Err(e) = self.commit(next) {
+            self.withdraw_all(&c).await;
+            return Err(e);
+        }
         let carriers = match self.apply_container(&c).await {
             Ok(carriers) => carriers,
             Err(e) => {
@@ -238,6 +246,13 @@ impl Engine {
     /// process, the others once a background job has stopped theirs. The
     /// answer comes when all are gone.
     pub(super) async fn remove_containers(&mut self, ids: Vec<String>) -> Result<Done<()>> {
+        // Out of the cluster first: with the store out of reach, the
+        // removal fails before anything here changed.
+        for id in &ids {
+            if let Some(c) = self.state.containers.get(id).cloned() {
+                self.withdraw_endpoints(&c).await?;
+            }
+        }
         let (running, idle): (Vec<String>, Vec<String>) = ids.into_iter().partition(|id| {
             self.state
                 .containers
@@ -351,7 +366,18 @@ impl Engine {
         back.containers.remove(&c.id);
         self.commit(back)?;
         self.remove_container_kernel(c).await;
+        self.withdraw_all(c).await;
         Ok(())
+    }
+
+    /// Withdraws the cluster endpoints of a container that is not (or no
+    /// longer) created.
+    async fn withdraw_all(&mut self, c: &Container) {
+        for ep in &c.endpoints {
+            if let Some(net) = self.state.networks.get(&ep.network_id).cloned() {
+                self.withdraw(&net, ep).await;
+            }
+        }
     }
 }
 

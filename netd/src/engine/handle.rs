@@ -130,6 +130,12 @@ impl EngineHandle {
             .await
     }
 
+    /// Hands the engine what the cluster agent learned; false once the
+    /// engine has stopped.
+    pub async fn cluster(&self, update: super::ClusterUpdate) -> bool {
+        self.commands.send(Command::Cluster(update)).await.is_ok()
+    }
+
     /// Returns once the engine has run every command sent before this one.
     pub async fn ping(&self) -> Result<()> {
         self.call(Command::Ping).await

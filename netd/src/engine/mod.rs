@@ -29,6 +29,7 @@
 //! reconciles the kernel with it (`reconcile`), which finishes what a crash
 //! interrupted and removes what no record owns.
 
+mod cluster;
 mod command;
 mod containers;
 mod handle;
@@ -41,6 +42,7 @@ mod snapshot;
 pub mod spec;
 mod taken;
 
+pub use cluster::{ClusterStatus, ClusterUpdate, VNI_OPTION, run_agent};
 pub use command::Command;
 pub use handle::EngineHandle;
 pub use services::ServiceSpec;
@@ -78,6 +80,8 @@ pub struct EngineConfig {
     pub uplink: Option<Uplink>,
     /// The embedded DNS server's settings.
     pub dns: DnsConfig,
+    /// The cluster store and how this host takes part, in cluster mode.
+    pub cluster: Option<(crate::cluster::Cluster, crate::cluster::HostSpec)>,
 }
 
 pub struct Engine {
@@ -98,6 +102,8 @@ pub struct Engine {
     store: Box<dyn Store>,
     netlink: Netlink,
     dataplane: Dataplane,
+    /// The cluster, in cluster mode.
+    cluster: Option<cluster::ClusterLink>,
     /// Where the snapshot of every command's outcome goes.
     published: watch::Sender<Arc<Snapshot>>,
     /// The daemon's runtime, where jobs, deferred answers and DNS run:
@@ -131,8 +137,13 @@ impl Engine {
             Table::new(),
             drivers.clone(),
             cfg.log_dir.clone(),
+            None,
         )));
         let (internal, internal_rx) = mpsc::unbounded_channel();
+        let cluster = cfg
+            .cluster
+            .clone()
+            .map(|(client, host)| cluster::ClusterLink::new(client, host));
         let mut engine = Engine {
             dns: Dns::new(cfg.dns.clone()),
             cfg,
@@ -143,6 +154,7 @@ impl Engine {
             store,
             netlink,
             dataplane,
+            cluster,
             published,
             runtime: tokio::runtime::Handle::current(),
             internal,
@@ -267,16 +279,15 @@ impl Engine {
 
     /// Makes the current state and links what readers see.
     fn publish(&self) {
+        let cluster = self.cluster_status();
         let current = self.published.borrow().clone();
-        if Arc::ptr_eq(&current.state, &self.state) && current.links == self.links {
+        if Arc::ptr_eq(&current.state, &self.state)
+            && current.links == self.links
+            && current.cluster == cluster
+        {
             return;
         }
-        self.published.send_replace(Arc::new(Snapshot::new(
-            self.state.clone(),
-            self.links.clone(),
-            self.drivers.clone(),
-            self.cfg.log_dir.clone(),
-        )));
+        self.published.send_replace(Arc::new(self.view()));
     }
 
     /// The snapshot of the current state (the engine's own reads use the
@@ -287,6 +298,7 @@ impl Engine {
             self.links.clone(),
             self.drivers.clone(),
             self.cfg.log_dir.clone(),
+            self.cluster_status(),
         )
     }
 

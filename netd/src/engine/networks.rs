@@ -56,6 +56,11 @@ impl Engine {
         }
         let state = self.state.clone();
         driver.validate(&self.kernel(), &spec, &state).await?;
+        if driver.cluster_scoped() {
+            let net = self.create_cluster_network(&spec).await?;
+            info!(network = %net.name, id = %net.id, driver = %net.driver, "cluster network created");
+            return Ok(net);
+        }
         let taken = subnets_of(&self.state);
         let pool = match spec.subnet {
             Some(subnet) => ipam::user_subnet(subnet, spec.gateway, spec.ip_range, &taken)?,
@@ -118,6 +123,12 @@ impl Engine {
                 "error while removing network: network {} has active endpoints",
                 net.name
             )));
+        }
+        if self.cluster_scoped(&net) {
+            // Refused there while any host has endpoints on it.
+            self.remove_cluster_network(&net).await?;
+            info!(network = %net.name, "cluster network removed");
+            return Ok(());
         }
         let drivers = self.drivers.clone();
         let driver = drivers.of(&net)?;
@@ -185,7 +196,7 @@ impl Engine {
                 c.name, net.name
             )));
         }
-        let endpoint = self.new_endpoint(&c, &net, &spec)?;
+        let endpoint = self.new_endpoint(&c, &net, &spec, &c.services).await?;
         let default_route = c.endpoints.is_empty();
         let mut next = State::clone(&self.state);
         Arc::make_mut(next.containers.get_mut(&c.id).expect("container exists"))
@@ -201,6 +212,7 @@ impl Engine {
                 }
                 self.commit(back)?;
                 self.detach(&net, &endpoint, Leaving::Stays(&ns)).await;
+                self.withdraw(&net, &endpoint).await;
                 return Err(e);
             }
         };
@@ -230,6 +242,13 @@ impl Engine {
             )));
         };
         let endpoint = c.endpoints[pos].clone();
+        if self.cluster_scoped(&net) {
+            // Out of the cluster first: with the store out of reach, the
+            // disconnect fails and changes nothing.
+            self.member()?
+                .remove_endpoint(&net.id, &endpoint.id)
+                .await?;
+        }
         let mut next = State::clone(&self.state);
         let stored = Arc::make_mut(next.containers.get_mut(&c.id).expect("container exists"));
         stored.endpoints.remove(pos);
@@ -309,26 +328,36 @@ impl Engine {
     }
 
     /// A new endpoint for `c` on `net`: the next free ethN, an address from
-    /// the pool (or the requested one), and names derived from its id.
-    pub(super) fn new_endpoint(
-        &self,
+    /// the pool (or the requested one), and names derived from its id. On
+    /// a cluster network the cluster store allocates the address and claims
+    /// the name (and announces the endpoint, as a replica of `services`);
+    /// a caller that fails later withdraws it ([`Engine::withdraw`]).
+    pub(super) async fn new_endpoint(
+        &mut self,
         c: &Container,
         net: &Network,
         spec: &EndpointSpec,
+        services: &[String],
     ) -> Result<Endpoint> {
-        let pool = net.ipam.as_ref().ok_or_else(|| {
+        let pool = net.ipam.clone().ok_or_else(|| {
             EngineError::InvalidParameter(format!("network {} has no address pool", net.name))
         })?;
-        let used = self.taken.address_used(&net.id);
-        let ip = match spec.ip {
-            Some(ip) => ipam::reserve(pool, ip, used)?,
-            None => ipam::allocate(pool, used, &net.name)?,
+        let id = random_id();
+        let ip = if self.cluster_scoped(net) {
+            self.announce_endpoint(c, net, &id, spec, services)
+                .await?
+                .ip
+        } else {
+            let used = self.taken.address_used(&net.id);
+            match spec.ip {
+                Some(ip) => ipam::reserve(&pool, ip, used)?,
+                None => ipam::allocate(&pool, used, &net.name)?,
+            }
         };
         let ifname = (0..)
             .map(|i| format!("eth{i}"))
             .find(|n| !c.endpoints.iter().any(|e| &e.ifname == n))
             .expect("an unused ethN exists");
-        let id = random_id();
         Ok(Endpoint {
             host_ifname: names::host_veth(&self.cfg.prefix, &id),
             id,
@@ -341,6 +370,25 @@ impl Engine {
             aliases: spec.aliases.clone(),
             static_ip: spec.ip.is_some(),
         })
+    }
+
+    /// Withdraws `ep` from the cluster store when `net` is a cluster
+    /// network (a create that failed after [`Engine::new_endpoint`]);
+    /// logged, as rollbacks go on past errors.
+    pub(super) async fn withdraw(&mut self, net: &Network, ep: &Endpoint) {
+        if !self.cluster_scoped(net) {
+            return;
+        }
+        let result = match self.member() {
+            Ok(member) => member
+                .remove_endpoint(&net.id, &ep.id)
+                .await
+                .map_err(EngineError::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            warn!(endpoint = %ep.id, error = %e, "cannot withdraw the endpoint from the cluster");
+        }
     }
 }
 
@@ -380,7 +428,7 @@ fn subnets_of(state: &State) -> Vec<Ipv4Net> {
 
 /// The lowest network index not in use (0 is reserved for "no network" in
 /// datapath maps).
-fn free_index(state: &State) -> u32 {
+pub(super) fn free_index(state: &State) -> u32 {
     let used: HashSet<u32> = state.networks.values().map(|n| n.index).collect();
     (1..)
         .find(|i| !used.contains(i))

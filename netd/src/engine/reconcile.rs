@@ -42,6 +42,9 @@ impl Engine {
                 error!(container = %c.name, error = %e, "cannot restore container");
             }
         }
+        // Hosts and endpoints elsewhere in the cluster, as last known: the
+        // data plane forwards to them even while the store is out of reach.
+        self.reconcile_cluster_datapath();
         let services: Vec<String> = self.state.services.keys().cloned().collect();
         for id in &services {
             if let Err(e) = self.sync_service(id) {

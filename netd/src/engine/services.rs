@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use super::command::Done;
 use super::spec::{ContainerSpec, EndpointSpec, NetworkMode, PortSpec};
 use super::{Engine, now, ports, random_id};
+use crate::cluster::ServiceRequest;
 use crate::error::{EngineError, Result};
 use crate::ipam;
 use crate::model::{Container, Service, State, update_where, valid_name};
@@ -76,7 +77,6 @@ impl Engine {
         let pool = net.ipam.as_ref().ok_or_else(|| {
             EngineError::InvalidParameter(format!("network {} has no address pool", net.name))
         })?;
-        let vip = ipam::allocate(pool, self.taken.address_used(&net.id), &net.name)?;
         // Reading the host's sockets is the slow part of `resolve`, and most
         // services publish nothing.
         let ports = if spec.ports.is_empty() {
@@ -84,20 +84,44 @@ impl Engine {
         } else {
             ports::resolve(&spec.ports, &self.state, &ports::HostListeners::read())?
         };
-        let svc = Service {
-            id: random_id(),
-            name: spec.name.clone(),
-            created: now(),
-            network_id: net.id.clone(),
-            vip,
-            replicas: spec.replicas,
-            cmd: spec.cmd,
-            ports,
-            index: self.taken.free_service_index(),
+        let svc = if self.cluster_scoped(&net) {
+            // One VIP and name in the whole cluster; the replicas (and the
+            // command they run) are this host's.
+            let made = self
+                .create_cluster_service(ServiceRequest {
+                    id: random_id(),
+                    name: spec.name.clone(),
+                    network_id: net.id.clone(),
+                    ports,
+                })
+                .await?;
+            let svc = Service {
+                replicas: spec.replicas,
+                cmd: spec.cmd,
+                ..made
+            };
+            let mut next = State::clone(&self.state);
+            next.services.insert(svc.id.clone(), Arc::new(svc.clone()));
+            self.commit(next)?;
+            svc
+        } else {
+            let vip = ipam::allocate(pool, self.taken.address_used(&net.id), &net.name)?;
+            let svc = Service {
+                id: random_id(),
+                name: spec.name.clone(),
+                created: now(),
+                network_id: net.id.clone(),
+                vip,
+                replicas: spec.replicas,
+                cmd: spec.cmd,
+                ports,
+                index: self.taken.free_service_index(),
+            };
+            let mut next = State::clone(&self.state);
+            next.services.insert(svc.id.clone(), Arc::new(svc.clone()));
+            self.commit(next)?;
+            svc
         };
-        let mut next = State::clone(&self.state);
-        next.services.insert(svc.id.clone(), Arc::new(svc.clone()));
-        self.commit(next)?;
         let carriers = match self.start_replicas(&svc, 1..=svc.replicas).await {
             Ok(carriers) => carriers,
             Err(e) => return Ok(self.undo_service(&svc.id, e).await),
@@ -178,29 +202,43 @@ impl Engine {
             .filter(|c| is_replica_name(&svc.name, &c.name))
             .map(|c| c.id.clone())
             .collect();
-        let mut next = State::clone(&self.state);
-        next.services.remove(&svc.id);
-        update_where(
-            &mut next.containers,
-            |c| c.backs(&svc.id),
-            |c| c.services.retain(|s| *s != svc.id),
-        );
-        self.commit(next)?;
-        self.remove_service_datapath(&svc);
+        let on_cluster = self
+            .state
+            .networks
+            .get(&svc.network_id)
+            .is_some_and(|n| self.cluster_scoped(n));
+        if on_cluster {
+            // Gone from every host; here the mirror takes it out.
+            self.remove_cluster_service(&svc.id).await?;
+        } else {
+            let mut next = State::clone(&self.state);
+            next.services.remove(&svc.id);
+            update_where(
+                &mut next.containers,
+                |c| c.backs(&svc.id),
+                |c| c.services.retain(|s| *s != svc.id),
+            );
+            self.commit(next)?;
+            self.remove_service_datapath(&svc);
+        }
         info!(service = %svc.name, "service removed");
         self.remove_containers(own).await
     }
 
-    /// The ids of the services `keys` (names or ids) name, for `c` to join
-    /// as a backend: each must exist and be on a network `c` has an
-    /// endpoint on. Checked before anything is written, so one bad name
-    /// changes nothing; a service named twice is joined once.
-    pub(super) fn services_to_join(&self, c: &Container, keys: &[String]) -> Result<Vec<String>> {
+    /// The ids of the services `keys` (names or ids) name, for a container
+    /// on the networks `networks` to join as a backend: each must exist
+    /// and be on one of them. Checked before anything is written, so one
+    /// bad name changes nothing; a service named twice is joined once.
+    pub(super) fn services_to_join(
+        &self,
+        networks: &[&str],
+        keys: &[String],
+    ) -> Result<Vec<String>> {
         let mut ids: Vec<String> = Vec::with_capacity(keys.len());
         let mut seen = HashSet::with_capacity(keys.len());
         for key in keys {
             let svc = self.service(key)?;
-            if !c.endpoints.iter().any(|e| e.network_id == svc.network_id) {
+            if !networks.contains(&svc.network_id.as_str()) {
                 let net = &self.state.networks[&svc.network_id].name;
                 return Err(EngineError::InvalidParameter(format!(
                     "to join service {} the container must be on its network: --network {net}",
@@ -286,7 +324,7 @@ impl Engine {
         Some((ep.ip, link.ifindex))
     }
 
-    fn remove_service_datapath(&mut self, svc: &Service) {
+    pub(super) fn remove_service_datapath(&mut self, svc: &Service) {
         for p in &svc.ports {
             if let Err(e) = self
                 .dataplane

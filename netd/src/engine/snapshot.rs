@@ -30,6 +30,8 @@ pub struct Snapshot {
     pub links: Table<Link>,
     pub drivers: Arc<Drivers>,
     log_dir: PathBuf,
+    /// This host's part in the cluster, in cluster mode.
+    pub cluster: Option<super::ClusterStatus>,
 }
 
 impl Snapshot {
@@ -38,12 +40,14 @@ impl Snapshot {
         links: Table<Link>,
         drivers: Arc<Drivers>,
         log_dir: PathBuf,
+        cluster: Option<super::ClusterStatus>,
     ) -> Snapshot {
         Snapshot {
             state,
             links,
             drivers,
             log_dir,
+            cluster,
         }
     }
 
@@ -56,6 +60,7 @@ impl Snapshot {
             Table::new(),
             Arc::new(Drivers::builtin()),
             PathBuf::new(),
+            None,
         )
     }
 

@@ -19,6 +19,10 @@ const READY_WAIT: Duration = Duration::from_secs(60);
 pub struct Etcd {
     pub client_port: u16,
     peer_port: u16,
+    /// The address it listens on, in `netns` (the test's own namespace
+    /// when `None`).
+    addr: std::net::Ipv4Addr,
+    netns: Option<String>,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -28,6 +32,12 @@ impl Etcd {
     /// the server (a test's own thread does): the parent-death signal
     /// follows the thread that spawned it.
     pub fn start() -> Etcd {
+        Etcd::start_in(None, std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// Starts a one-member cluster listening on `addr` inside the network
+    /// namespace `netns` (a simulated underlay network of the test's).
+    pub fn start_in(netns: Option<&str>, addr: std::net::Ipv4Addr) -> Etcd {
         sweep_dead();
         let dir = std::env::temp_dir().join(format!(
             "netd-etcd-{}-{:08x}",
@@ -38,6 +48,8 @@ impl Etcd {
         let mut etcd = Etcd {
             client_port: 0,
             peer_port: 0,
+            addr,
+            netns: netns.map(str::to_string),
             dir,
             child: None,
         };
@@ -56,7 +68,7 @@ impl Etcd {
 
     /// `--cluster-store` for this server.
     pub fn url(&self) -> String {
-        format!("etcd://127.0.0.1:{}", self.client_port)
+        format!("etcd://{}:{}", self.addr, self.client_port)
     }
 
     /// Kills the server; its data stays for `restart`.
@@ -76,14 +88,23 @@ impl Etcd {
     /// Starts etcd and waits until it is healthy; false if it exited first
     /// (a port was taken).
     fn spawn(&mut self) -> bool {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let client = format!("http://{}:{}", self.addr, self.client_port);
+        let peer = format!("http://{}:{}", self.addr, self.peer_port);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join("etcd.log"))
             .unwrap();
-        let mut cmd = Command::new("etcd");
+        let mut cmd = match &self.netns {
+            // nsenter keeps the test's mounts (`ip netns exec` would give
+            // etcd a private /sys, which it does not need either way).
+            Some(ns) => {
+                let mut cmd = Command::new("nsenter");
+                cmd.arg(format!("--net=/run/netns/{ns}")).arg("etcd");
+                cmd
+            }
+            None => Command::new("etcd"),
+        };
         cmd.arg("--name=test")
             .arg(format!("--data-dir={}", self.dir.join("data").display()))
             .arg(format!("--listen-client-urls={client}"))
@@ -124,22 +145,32 @@ impl Etcd {
         );
     }
 
-    /// Whether `GET /health` says so.
+    /// Whether `GET /health` says so (asked from inside its namespace).
     fn healthy(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.client_port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        let request = "GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-        let mut answer = String::new();
-        s.write_all(request.as_bytes()).is_ok()
-            && s.read_to_string(&mut answer).is_ok()
-            && answer.contains("\"health\":\"true\"")
+        let (addr, port) = (self.addr, self.client_port);
+        let ask = move || health(addr, port);
+        match &self.netns {
+            Some(ns) => super::in_netns(ns, ask),
+            None => ask(),
+        }
     }
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default()
     }
+}
+
+/// Whether the server at `addr:port` answers `GET /health` healthy.
+fn health(addr: std::net::Ipv4Addr, port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect((addr, port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = "GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let mut answer = String::new();
+    s.write_all(request.as_bytes()).is_ok()
+        && s.read_to_string(&mut answer).is_ok()
+        && answer.contains("\"health\":\"true\"")
 }
 
 /// Removes the data directories of test processes that were killed (their

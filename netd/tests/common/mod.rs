@@ -20,6 +20,7 @@ mod root;
 #[allow(unused_imports)] // not every test binary checks by itself
 pub use root::require_root;
 
+pub mod cluster;
 pub mod etcd;
 
 /// How long a daemon may take to answer its first ping (building nothing,
@@ -304,13 +305,7 @@ impl Daemon {
 
     /// Runs the netd CLI against this daemon.
     pub fn netd(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_netd"))
-            .arg("-H")
-            .arg(self.host())
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        cli(&self.socket(), args)
     }
 
     /// Runs the netd CLI and requires success; returns stdout.
@@ -529,19 +524,7 @@ impl Drop for Daemon {
         let _ = Command::new("ip")
             .args(["link", "del", &self.uplink])
             .output();
-        if let Ok(pids) = Command::new("ip")
-            .args(["netns", "pids", &self.outside])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&pids.stdout)
-                .split_whitespace()
-                .filter_map(|p| p.parse::<i32>().ok())
-                .filter(|p| *p > 0)
-            {
-                // SAFETY: signalling processes the test started in its namespace.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
+        kill_netns_processes(&self.outside);
         let _ = Command::new("ip")
             .args(["netns", "del", &self.outside])
             .output();
@@ -552,6 +535,66 @@ impl Drop for Daemon {
             eprintln!("daemon log kept in {}", self.dir.display());
         }
     }
+}
+
+/// Runs the netd CLI against the daemon on `socket`.
+pub fn cli(socket: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_netd"))
+        .arg("-H")
+        .arg(format!("unix://{}", socket.display()))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// A process the test started, killed on drop if still running.
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    /// Waits for it to end on its own.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.0.wait().unwrap()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// SIGKILLs every process in the network namespace `ns` (`ip netns pids`).
+pub fn kill_netns_processes(ns: &str) {
+    let Ok(pids) = Command::new("ip").args(["netns", "pids", ns]).output() else {
+        return;
+    };
+    for pid in String::from_utf8_lossy(&pids.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+        .filter(|p| *p > 0)
+    {
+        // SAFETY: signalling processes the test started in its namespace.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// Runs `f` on a thread that joined the network namespace `/run/netns/NS`
+/// (sockets it opens live there).
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    use std::os::fd::AsRawFd;
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: setns on a valid namespace fd; it changes only this
+        // thread's namespace, and the thread ends with `f`.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("thread in the namespace")
 }
 
 /// `ip -j ARGS` parsed.
