@@ -120,14 +120,18 @@ async fn serve(
     )
     .await?
     .spawn();
-    if let Some((client, host)) = &cluster {
+    let cluster_telemetry = cluster
+        .as_ref()
+        .map(|_| Arc::new(engine::ClusterTelemetry::default()));
+    if let (Some((client, host)), Some(watching)) = (&cluster, &cluster_telemetry) {
         tokio::spawn(engine::run_agent(
             client.clone(),
             host.clone(),
             engine.clone(),
+            watching.clone(),
         ));
     }
-    let telemetry = Telemetry::new(engine.clone(), counters);
+    let telemetry = Telemetry::new(engine.clone(), counters, cluster_telemetry);
     let census = telemetry.keep_census();
     let metrics = Arc::new(Metrics::new());
 

@@ -367,6 +367,114 @@ impl Collector for Snapshot {
             ];
             ConstCounter::new(*n).encode(drops.encode_family(&labels)?)?;
         }
+        drop(drops);
+
+        let o = &self.traffic.overlay;
+        for (name, help, encap, decap) in [
+            (
+                "netd_overlay_packets",
+                "Packets through the overlay's tunnel: encapsulated to other hosts, decapsulated from them",
+                o.encap_packets,
+                o.decap_packets,
+            ),
+            (
+                "netd_overlay_bytes",
+                "Bytes (inner frames) through the overlay's tunnel",
+                o.encap_bytes,
+                o.decap_bytes,
+            ),
+        ] {
+            let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (direction, v) in [("encap", encap), ("decap", decap)] {
+                ConstCounter::new(v)
+                    .encode(family.encode_family(&vec![("direction", direction)])?)?;
+            }
+        }
+        if let Some(c) = &self.traffic.cluster {
+            self.encode_cluster(&mut enc, c)?;
+        }
+        Ok(())
+    }
+}
+
+impl Snapshot {
+    /// The cluster store link and the other hosts (cluster mode only).
+    fn encode_cluster(
+        &self,
+        enc: &mut DescriptorEncoder,
+        c: &crate::traffic::ClusterTraffic,
+    ) -> Result<(), std::fmt::Error> {
+        let r = &c.reading;
+        for (name, help, v) in [
+            (
+                "netd_cluster_store_connected",
+                "Whether the cluster store answers (1) or is out of reach (0)",
+                i64::from(r.connected),
+            ),
+            (
+                "netd_cluster_joined",
+                "Whether this host holds a lease in the cluster",
+                i64::from(r.joined),
+            ),
+            (
+                "netd_cluster_revision",
+                "The cluster store revision this host has applied",
+                r.revision,
+            ),
+        ] {
+            ConstGauge::new(v).encode(enc.encode_descriptor(
+                name,
+                help,
+                None,
+                MetricType::Gauge,
+            )?)?;
+        }
+        for (name, help, v) in [
+            (
+                "netd_cluster_watch_events",
+                "Changes of the cluster's state applied from the watch",
+                r.events,
+            ),
+            (
+                "netd_cluster_reloads",
+                "Full loads of the cluster's state (at join, and after a compaction)",
+                r.reloads,
+            ),
+            (
+                "netd_cluster_lease_renewals",
+                "Renewals of this host's lease",
+                r.lease_renewals,
+            ),
+            (
+                "netd_cluster_lease_losses",
+                "Times this host's lease was found expired and replaced",
+                r.lease_losses,
+            ),
+        ] {
+            ConstCounter::new(v).encode(enc.encode_descriptor(
+                name,
+                help,
+                None,
+                MetricType::Counter,
+            )?)?;
+        }
+        ConstGauge::new(c.peers.len() as i64).encode(enc.encode_descriptor(
+            "netd_cluster_hosts",
+            "Other hosts of the cluster that are up",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        let mut peers = enc.encode_descriptor(
+            "netd_cluster_peers",
+            "Endpoints of other hosts on this host's overlay networks, by host",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (host, n) in &c.peers {
+            let host = host.to_string();
+            ConstGauge::new(*n as i64)
+                .encode(peers.encode_family(&vec![("host", host.as_str())])?)?;
+        }
         Ok(())
     }
 }

@@ -18,9 +18,9 @@ use std::time::Duration;
 use netd_common::{Direction, DropReason, EndpointStats};
 use tracing::warn;
 
-use crate::dataplane::{Census, Counters, NatStats};
+use crate::dataplane::{Census, Counters, NatStats, OverlayStats};
 use crate::dns::DnsStats;
-use crate::engine::{EngineHandle, Snapshot};
+use crate::engine::{ClusterReading, ClusterTelemetry, EngineHandle, Snapshot};
 use crate::error::{EngineError, Result};
 
 /// How often the background census counts the connection tracking table.
@@ -51,6 +51,20 @@ pub struct Traffic {
     /// Networks and containers defined.
     pub networks: usize,
     pub containers: usize,
+    /// Traffic through the overlay's tunnel.
+    pub overlay: OverlayStats,
+    /// In cluster mode: the cluster store link, and the endpoints other
+    /// hosts have on this host's overlay networks, by host address.
+    pub cluster: Option<ClusterTraffic>,
+}
+
+/// The cluster as this host's metrics show it.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterTraffic {
+    pub reading: ClusterReading,
+    /// Other hosts up, with the number of their endpoints this host knows
+    /// (its remote peers), by underlay address.
+    pub peers: Vec<(Ipv4Addr, usize)>,
 }
 
 /// Reads traffic for the API and the metrics endpoint.
@@ -58,12 +72,18 @@ pub struct Telemetry {
     engine: EngineHandle,
     counters: Counters,
     census: Mutex<Census>,
+    /// In cluster mode: what the cluster agent knows.
+    cluster: Option<Arc<ClusterTelemetry>>,
 }
 
 impl Telemetry {
     /// `counters`: the reader's own handles on the datapath's maps
     /// ([`crate::dataplane::Dataplane::counters`]). Takes a first census.
-    pub fn new(engine: EngineHandle, counters: Counters) -> Arc<Telemetry> {
+    pub fn new(
+        engine: EngineHandle,
+        counters: Counters,
+        cluster: Option<Arc<ClusterTelemetry>>,
+    ) -> Arc<Telemetry> {
         let census = counters.conntrack_census().unwrap_or_else(|e| {
             warn!(error = %e, "cannot count the connection tracking table");
             Census::default()
@@ -72,6 +92,7 @@ impl Telemetry {
             engine,
             counters,
             census: Mutex::new(census),
+            cluster,
         })
     }
 
@@ -165,6 +186,21 @@ impl Telemetry {
             }
         }
         endpoints.sort_by(|a, b| (&a.container, &a.network).cmp(&(&b.container, &b.network)));
+        let overlay = self
+            .counters
+            .overlay()
+            .map_err(|e| system("overlay counters", e))?;
+        let cluster = self.cluster.as_ref().map(|c| ClusterTraffic {
+            reading: c.read(),
+            peers: state
+                .hosts
+                .values()
+                .map(|h| {
+                    let n = state.peers.values().filter(|p| p.host == h.id).count();
+                    (h.addr, n)
+                })
+                .collect(),
+        });
         Ok(Traffic {
             endpoints,
             drops,
@@ -173,6 +209,8 @@ impl Telemetry {
             dns: self.engine.dns_counters().read(),
             networks: state.networks.len(),
             containers: state.containers.len(),
+            overlay,
+            cluster,
         })
     }
 }

@@ -277,3 +277,306 @@ fn with_etcd_down_forwarding_goes_on_and_cluster_calls_fail_fast() {
         || ping(&lab.hosts[1], "c1", &late, None),
     );
 }
+
+/// A VXLAN frame to `dst:4789` carrying an ICMP echo from `inner_src` to
+/// `inner_dst` with `vni`, sent with python3 from namespace `from` (no
+/// crafting tool of our own: a UDP socket carries the bytes).
+fn send_vxlan(from: &str, dst: &str, vni: u32, inner_src: &str, inner_dst: &str) {
+    let script = format!(
+        r#"
+import socket, struct
+def csum(b):
+    if len(b) % 2: b += b'\0'
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xffff); s += s >> 16
+    return (~s) & 0xffff
+src = socket.inet_aton('{inner_src}'); dst = socket.inet_aton('{inner_dst}')
+icmp = struct.pack('!BBHHH', 8, 0, 0, 1, 1) + b'netd-test'
+icmp = icmp[:2] + struct.pack('!H', csum(icmp)) + icmp[4:]
+ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(icmp), 1, 0, 64, 1, 0, src, dst)
+ip = ip[:10] + struct.pack('!H', csum(ip)) + ip[12:]
+eth = bytes([2, 0x42] + list(dst)) + bytes([2, 0x42] + list(src)) + b'\x08\x00'
+vxlan = struct.pack('!II', 0x08000000, {vni} << 8)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(5):
+    s.sendto(vxlan + eth + ip + icmp, ('{dst}', 4789))
+"#
+    );
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", from, "python3", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+}
+
+fn drops(h: &common::cluster::Host, reason: &str) -> u64 {
+    h.json(&["stats", "--format", "json"])["Drops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["Reason"] == reason)
+        .map(|d| d["Packets"].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn tunnelled_traffic_is_checked_against_the_cluster() {
+    let lab = Lab::start(2);
+    let [h0, h1] = [&lab.hosts[0], &lab.hosts[1]];
+    h0.ok(&["network", "create", "-d", "overlay", "ov"]);
+    eventually("the network on h1", Duration::from_secs(10), || {
+        network_names(h1).contains(&"ov".to_string())
+    });
+    h0.ok(&["container", "create", "--network", "ov", "a"]);
+    h1.ok(&["container", "create", "--network", "ov", "b"]);
+    let (a, b) = (h0.ip_of("a", "ov"), h1.ip_of("b", "ov"));
+    eventually("a -> b", Duration::from_secs(10), || {
+        ping(h0, "a", &b, None)
+    });
+    let inspect = h1.json(&["network", "inspect", "ov"]);
+    let vni: u32 = inspect[0]["Options"]["com.docker.network.driver.overlay.vxlanid_list"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let h1_addr = h1.addr.to_string();
+    // A machine outside the cluster cannot inject into it.
+    send_vxlan(&lab.outside, &h1_addr, vni, &a, &b);
+    eventually("unknown_host counted", Duration::from_secs(5), || {
+        drops(h1, "unknown_host") >= 5
+    });
+    // A host of the cluster with a VNI that is no network's here.
+    send_vxlan(&h0.netns, &h1_addr, vni + 1000, &a, &b);
+    eventually("vni_unknown counted", Duration::from_secs(5), || {
+        drops(h1, "vni_unknown") >= 5
+    });
+    // Nor can it send as an endpoint it does not hold: b's own address as
+    // the source, coming from h0.
+    send_vxlan(&h0.netns, &h1_addr, vni, &b, &b);
+    eventually("spoofed_source counted", Duration::from_secs(5), || {
+        drops(h1, "spoofed_source") >= 5
+    });
+    // A container cannot send with another's address across hosts either.
+    let run = |args: &[&str]| {
+        assert!(
+            std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    let ns = h0.container_netns("a");
+    let prefix = inspect[0]["IPAM"]["Config"][0]["Subnet"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let spoof = format!("{}.250", prefix.rsplit_once('.').unwrap().0);
+    run(&[
+        "-n",
+        &ns,
+        "addr",
+        "add",
+        &format!("{spoof}/24"),
+        "dev",
+        "eth0",
+    ]);
+    let before = drops(h0, "spoofed_source");
+    assert!(
+        !h0.exec("a", &["ping", "-c", "2", "-W", "1", "-I", &spoof, &b])
+            .status
+            .success()
+    );
+    assert!(
+        drops(h0, "spoofed_source") > before,
+        "not counted at the sender"
+    );
+    // The metrics count the tunnel both ways.
+    let m = h0.metrics();
+    let encap = m
+        .lines()
+        .find(|l| l.starts_with("netd_overlay_packets_total{direction=\"encap\"}"))
+        .unwrap_or_else(|| panic!("{m}"));
+    assert!(!encap.ends_with(" 0"), "{encap}");
+    assert!(m.contains("netd_cluster_store_connected 1"), "{m}");
+    assert!(m.contains("netd_cluster_peers{host="), "{m}");
+}
+
+#[test]
+fn a_stream_across_hosts_survives_a_daemon_kill() {
+    let mut lab = Lab::start(2);
+    lab.hosts[0].ok(&["network", "create", "-d", "overlay", "ov"]);
+    eventually("the network on h1", Duration::from_secs(10), || {
+        network_names(&lab.hosts[1]).contains(&"ov".to_string())
+    });
+    lab.hosts[0].ok(&[
+        "container",
+        "run",
+        "--network",
+        "ov",
+        "srv",
+        "--",
+        "iperf3",
+        "-s",
+    ]);
+    lab.hosts[1].ok(&["container", "create", "--network", "ov", "cli"]);
+    let srv = lab.hosts[0].ip_of("srv", "ov");
+    eventually("the server listening", Duration::from_secs(10), || {
+        lab.hosts[0]
+            .exec("srv", &["ss", "-ltn", "sport = :5201"])
+            .stdout
+            .windows(4)
+            .any(|w| w == b"5201")
+    });
+    let client = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.hosts[1].container_netns("cli"),
+            "iperf3",
+            "-c",
+            &srv,
+            "-t",
+            "6",
+            "-J",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    sleep(Duration::from_millis(1500));
+    // Both ends' daemons die and come back under the stream.
+    lab.hosts[0].kill9();
+    lab.hosts[1].kill9();
+    sleep(Duration::from_millis(1500));
+    lab.hosts[0].start_again();
+    lab.hosts[1].start_again();
+    let out = client.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for interval in report["intervals"].as_array().unwrap() {
+        let bytes = interval["sum"]["bytes"].as_u64().unwrap();
+        assert!(bytes > 0, "a second without traffic: {interval}");
+    }
+}
+
+#[test]
+fn hosts_racing_get_distinct_subnets_addresses_and_names() {
+    let lab = Lab::start(2);
+    let both = |f: &(dyn Fn(&common::cluster::Host, usize) + Sync)| {
+        std::thread::scope(|s| {
+            for (i, h) in lab.hosts.iter().enumerate() {
+                s.spawn(move || f(h, i));
+            }
+        });
+    };
+    both(&|h, i| {
+        for n in 0..4 {
+            h.ok(&["network", "create", "-d", "overlay", &format!("n{i}{n}")]);
+        }
+    });
+    let h0 = &lab.hosts[0];
+    eventually("all eight networks on h0", Duration::from_secs(10), || {
+        network_names(h0)
+            .iter()
+            .filter(|n| n.len() == 3 && n.starts_with('n'))
+            .count()
+            == 8
+    });
+    let subnets: std::collections::BTreeSet<String> = (0..2)
+        .flat_map(|i| (0..4).map(move |n| format!("n{i}{n}")))
+        .map(|n| h0.json(&["network", "inspect", &n])[0]["IPAM"]["Config"][0]["Subnet"].to_string())
+        .collect();
+    assert_eq!(subnets.len(), 8, "a subnet handed out twice: {subnets:?}");
+    both(&|h, i| {
+        for c in 0..6 {
+            h.ok(&[
+                "container",
+                "create",
+                "--network",
+                "n00",
+                &format!("c{i}{c}"),
+            ]);
+        }
+    });
+    let mut addresses = std::collections::BTreeSet::new();
+    for (i, h) in lab.hosts.iter().enumerate() {
+        for c in 0..6 {
+            assert!(addresses.insert(h.ip_of(&format!("c{i}{c}"), "n00")));
+        }
+    }
+    // The same name from both hosts at once: exactly one wins.
+    let wins = std::sync::atomic::AtomicUsize::new(0);
+    both(&|h, _| {
+        if h.netd(&["container", "create", "--network", "n00", "same"])
+            .status
+            .success()
+        {
+            wins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    assert_eq!(wins.into_inner(), 1);
+}
+
+#[test]
+fn overlay_containers_go_out_through_their_own_host_unless_internal() {
+    let lab = Lab::start(2);
+    let [h0, h1] = [&lab.hosts[0], &lab.hosts[1]];
+    h0.ok(&["network", "create", "-d", "overlay", "ov"]);
+    h0.ok(&["network", "create", "-d", "overlay", "--internal", "inner"]);
+    eventually("both on h1", Duration::from_secs(10), || {
+        let names = network_names(h1);
+        names.contains(&"ov".to_string()) && names.contains(&"inner".to_string())
+    });
+    h1.ok(&["container", "create", "--network", "ov", "out"]);
+    h1.ok(&["container", "create", "--network", "inner", "shut"]);
+    h0.ok(&["container", "create", "--network", "inner", "mate"]);
+    let outside = format!("{}.200", lab.net);
+    // The outside sees the host's own underlay address (masquerade).
+    let capture = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.outside,
+            "tcpdump",
+            "-n",
+            "-i",
+            "eth0",
+            "-c",
+            "1",
+            "icmp",
+            "and",
+            "icmp[icmptype] == icmp-echo",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut capture = common::ChildGuard(capture);
+    sleep(Duration::from_millis(500));
+    assert!(ping(h1, "out", &outside, None), "no way out");
+    capture.wait();
+    let mut seen = String::new();
+    use std::io::Read as _;
+    capture
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut seen)
+        .unwrap();
+    assert!(seen.contains(&format!("{} >", h1.addr)), "{seen}");
+    // An internal overlay reaches its peers on other hosts, nothing else.
+    let mate = h0.ip_of("mate", "inner");
+    eventually("shut -> mate", Duration::from_secs(10), || {
+        ping(h1, "shut", &mate, None)
+    });
+    assert!(
+        !ping(h1, "shut", &outside, None),
+        "an internal overlay got out"
+    );
+}

@@ -4,12 +4,38 @@ use axum::extract::State;
 use axum::http::StatusCode;
 
 use super::errors::ApiResult;
-use super::wire::{DropJson, EndpointStatsJson, NatJson, StatsResponse};
+use super::wire::{
+    ClusterPeerHostJson, ClusterStatsJson, DropJson, EndpointStatsJson, NatJson, OverlayJson,
+    StatsResponse,
+};
 use super::{AppState, json_response};
 
 pub async fn stats(State(app): State<AppState>) -> ApiResult {
     let traffic = app.telemetry.read_fresh().await?;
+    let cluster = traffic.cluster.as_ref().map(|c| ClusterStatsJson {
+        connected: c.reading.connected,
+        revision: c.reading.revision,
+        watch_events: c.reading.events,
+        lease_renewals: c.reading.lease_renewals,
+        hosts: c
+            .peers
+            .iter()
+            .map(|(addr, n)| ClusterPeerHostJson {
+                address: addr.to_string(),
+                endpoints: *n,
+            })
+            .collect(),
+    });
+    let o = &traffic.overlay;
+    let overlay = OverlayJson {
+        encap_packets: o.encap_packets,
+        encap_bytes: o.encap_bytes,
+        decap_packets: o.decap_packets,
+        decap_bytes: o.decap_bytes,
+    };
     let body = StatsResponse {
+        overlay,
+        cluster,
         endpoints: traffic
             .endpoints
             .into_iter()

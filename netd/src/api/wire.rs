@@ -534,6 +534,50 @@ pub struct StatsResponse {
     pub drops: Vec<DropJson>,
     #[serde(rename = "Nat")]
     pub nat: NatJson,
+    /// Traffic through the overlay's tunnel (zeros without overlays).
+    #[serde(rename = "Overlay", default)]
+    pub overlay: OverlayJson,
+    /// The cluster, in cluster mode.
+    #[serde(rename = "Cluster", default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatsJson>,
+}
+
+/// Packets and bytes (inner frames) through the overlay's tunnel.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OverlayJson {
+    #[serde(rename = "EncapPackets")]
+    pub encap_packets: u64,
+    #[serde(rename = "EncapBytes")]
+    pub encap_bytes: u64,
+    #[serde(rename = "DecapPackets")]
+    pub decap_packets: u64,
+    #[serde(rename = "DecapBytes")]
+    pub decap_bytes: u64,
+}
+
+/// The cluster store link and the other hosts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatsJson {
+    #[serde(rename = "Connected")]
+    pub connected: bool,
+    #[serde(rename = "Revision")]
+    pub revision: i64,
+    #[serde(rename = "WatchEvents")]
+    pub watch_events: u64,
+    #[serde(rename = "LeaseRenewals")]
+    pub lease_renewals: u64,
+    /// Other hosts up: underlay address and how many of their endpoints
+    /// this host knows.
+    #[serde(rename = "Hosts")]
+    pub hosts: Vec<ClusterPeerHostJson>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterPeerHostJson {
+    #[serde(rename = "Address")]
+    pub address: String,
+    #[serde(rename = "Endpoints")]
+    pub endpoints: usize,
 }
 
 /// Connection tracking and translation counters.

@@ -85,7 +85,7 @@ fn render(s: &StatsResponse, all: bool) -> String {
     let mut network_headers = vec!["NETWORK"];
     network_headers.extend(counters);
     let n = &s.nat;
-    format!(
+    let mut text = format!(
         "{}\n{}\n{}\nNAT: {} of {} conntrack entries in use; flows: {} masqueraded, {} published, {} hairpin\n",
         table(&endpoint_headers, &endpoints),
         table(&network_headers, &networks),
@@ -95,7 +95,31 @@ fn render(s: &StatsResponse, all: bool) -> String {
         n.masqueraded_flows,
         n.published_flows,
         n.hairpin_flows,
-    )
+    );
+    let o = &s.overlay;
+    if let Some(c) = &s.cluster {
+        text.push_str(&format!(
+            "Overlay: {} packets ({} bytes) to other hosts, {} packets ({} bytes) from them\n\
+             Cluster: store {}, revision {}; {} other host(s) up: {}\n",
+            o.encap_packets,
+            o.encap_bytes,
+            o.decap_packets,
+            o.decap_bytes,
+            if c.connected {
+                "connected"
+            } else {
+                "out of reach"
+            },
+            c.revision,
+            c.hosts.len(),
+            c.hosts
+                .iter()
+                .map(|h| format!("{} ({} endpoints)", h.address, h.endpoints))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ));
+    }
+    text
 }
 
 #[cfg(test)]

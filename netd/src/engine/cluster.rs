@@ -626,9 +626,63 @@ pub(super) fn endpoint_record(c: &Container, ep: &Endpoint, host: &str) -> Endpo
     }
 }
 
+/// What the agent knows of the cluster store, for the metrics: kept here
+/// rather than in snapshots, since the lease is renewed without any
+/// command.
+#[derive(Default)]
+pub struct ClusterTelemetry {
+    lease: std::sync::Mutex<Option<tokio::sync::watch::Receiver<crate::cluster::LeaseStatus>>>,
+    connected: std::sync::atomic::AtomicBool,
+    revision: std::sync::atomic::AtomicI64,
+    events: std::sync::atomic::AtomicU64,
+    reloads: std::sync::atomic::AtomicU64,
+}
+
+/// A reading of [`ClusterTelemetry`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterReading {
+    pub joined: bool,
+    pub connected: bool,
+    /// The last store revision applied.
+    pub revision: i64,
+    /// Changes (events) applied from the watch.
+    pub events: u64,
+    /// Full loads (the first, and after a compaction).
+    pub reloads: u64,
+    pub lease_renewals: u64,
+    pub lease_losses: u64,
+}
+
+impl ClusterTelemetry {
+    pub fn read(&self) -> ClusterReading {
+        use std::sync::atomic::Ordering::Relaxed;
+        let lease = self
+            .lease
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|rx| rx.borrow().clone());
+        ClusterReading {
+            joined: lease.is_some(),
+            connected: self.connected.load(Relaxed),
+            revision: self.revision.load(Relaxed),
+            events: self.events.load(Relaxed),
+            reloads: self.reloads.load(Relaxed),
+            lease_renewals: lease.as_ref().map_or(0, |l| l.renewals),
+            lease_losses: lease.as_ref().map_or(0, |l| l.losses),
+        }
+    }
+}
+
 /// Joins the cluster, loads it, follows it, and tells `engine`; runs until
-/// the engine stops.
-pub async fn run_agent(client: Cluster, host: HostSpec, engine: EngineHandle) {
+/// the engine stops. Keeps `telemetry` up to date.
+pub async fn run_agent(
+    client: Cluster,
+    host: HostSpec,
+    engine: EngineHandle,
+    telemetry: Arc<ClusterTelemetry>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
     let member = loop {
         match client.join(host.clone()).await {
             Ok(member) => break member,
@@ -640,6 +694,8 @@ pub async fn run_agent(client: Cluster, host: HostSpec, engine: EngineHandle) {
     };
     let mut lease = member.lease();
     let mut current_lease = lease.borrow().lease;
+    *telemetry.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(member.lease());
+    telemetry.connected.store(true, Relaxed);
     if !engine
         .cluster(ClusterUpdate::Joined(Box::new(member)))
         .await
@@ -657,6 +713,9 @@ pub async fn run_agent(client: Cluster, host: HostSpec, engine: EngineHandle) {
             }
         };
         let mut watch = client.watch(state.revision);
+        telemetry.revision.store(state.revision, Relaxed);
+        telemetry.reloads.fetch_add(1, Relaxed);
+        telemetry.connected.store(true, Relaxed);
         if !engine.cluster(ClusterUpdate::Loaded(state)).await {
             return;
         }
@@ -665,13 +724,19 @@ pub async fn run_agent(client: Cluster, host: HostSpec, engine: EngineHandle) {
                 item = watch.next() => {
                     let update = match item {
                         WatchItem::Changes { revision, events } => {
+                            telemetry.revision.store(revision, Relaxed);
+                            telemetry.events.fetch_add(events.len() as u64, Relaxed);
                             ClusterUpdate::Changes { revision, events }
                         }
                         WatchItem::Disconnected(e) => {
                             warn!(error = %e, "lost the cluster store's watch");
+                            telemetry.connected.store(false, Relaxed);
                             ClusterUpdate::Connected(false)
                         }
-                        WatchItem::Reconnected => ClusterUpdate::Connected(true),
+                        WatchItem::Reconnected => {
+                            telemetry.connected.store(true, Relaxed);
+                            ClusterUpdate::Connected(true)
+                        }
                         WatchItem::Compacted { .. } => continue 'reload,
                     };
                     if !engine.cluster(update).await {

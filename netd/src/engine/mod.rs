@@ -42,7 +42,9 @@ mod snapshot;
 pub mod spec;
 mod taken;
 
-pub use cluster::{ClusterStatus, ClusterUpdate, VNI_OPTION, run_agent};
+pub use cluster::{
+    ClusterReading, ClusterStatus, ClusterTelemetry, ClusterUpdate, VNI_OPTION, run_agent,
+};
 pub use command::Command;
 pub use handle::EngineHandle;
 pub use services::ServiceSpec;
