@@ -367,7 +367,6 @@ impl Collector for Snapshot {
             ];
             ConstCounter::new(*n).encode(drops.encode_family(&labels)?)?;
         }
-        drop(drops);
 
         let o = &self.traffic.overlay;
         for (name, help, encap, decap) in [
