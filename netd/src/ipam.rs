@@ -124,6 +124,11 @@ pub fn user_subnet(
             "invalid subnet {subnet}: too small, a network needs at least a /30"
         ));
     }
+    if let Some((range, what)) = reserved_ranges().find(|(r, _)| overlaps(&subnet, r)) {
+        return invalid(format!(
+            "invalid subnet {subnet}: it overlaps {range} ({what}), which no network can use"
+        ));
+    }
     if networks.iter().any(|n| overlaps(&subnet, n)) {
         return Err(EngineError::Forbidden(
             "invalid pool request: Pool overlaps with other one on this address space".into(),
@@ -155,6 +160,46 @@ pub fn user_subnet(
         gateway,
         ip_range,
     })
+}
+
+/// Ranges whose addresses mean something else to every host (RFC 6890):
+/// a network there would break the host's own loopback, link-local or
+/// multicast traffic, or could never be routed.
+const RESERVED: &[(&str, &str)] = &[
+    ("0.0.0.0/8", "\"this network\""),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved and broadcast"),
+];
+
+fn reserved_ranges() -> impl Iterator<Item = (Ipv4Net, &'static str)> {
+    RESERVED
+        .iter()
+        .map(|(r, what)| (r.parse().expect("reserved ranges are valid CIDRs"), *what))
+}
+
+/// Refuses a user's subnet for a network local to this host (a bridge)
+/// that overlaps a route of the host other than the networks' own
+/// (`networks`): the network's route would take that traffic from the
+/// LAN or VPN it belongs to. (Docker checks this for the pools it picks,
+/// not for `--subnet`; netd checks both.)
+pub fn check_host_routes(
+    subnet: Ipv4Net,
+    host_routes: &[Ipv4Net],
+    networks: &[Ipv4Net],
+) -> Result<(), EngineError> {
+    match host_routes
+        .iter()
+        .filter(|r| r.prefix_len() > 0 && !networks.contains(r))
+        .find(|r| overlaps(&subnet, r))
+    {
+        Some(route) => Err(EngineError::Forbidden(format!(
+            "invalid pool request: subnet {subnet} overlaps the host's route to {route}; \
+             its containers would hide that network from the host"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// A pool chosen by netd from the defaults: gateway is the first host.
@@ -334,6 +379,40 @@ mod tests {
         assert!(user_subnet(net("10.2.0.0/16"), None, Some(net("10.3.0.0/24")), &[]).is_err());
         assert!(user_subnet(net("10.2.0.5/16"), None, None, &[]).is_err());
         assert!(user_subnet(net("10.2.0.0/31"), None, None, &[]).is_err());
+    }
+
+    #[test]
+    fn reserved_ranges_are_refused() {
+        for bad in [
+            "0.0.0.0/24",
+            "127.1.0.0/16",
+            "169.254.3.0/24",
+            "224.1.0.0/16",
+            "240.0.0.0/8",
+            "255.255.255.0/30",
+            "96.0.0.0/3",
+        ] {
+            let e = user_subnet(net(bad), None, None, &[]).unwrap_err();
+            assert!(
+                e.to_string().contains("which no network can use"),
+                "{bad}: {e}"
+            );
+        }
+        assert!(user_subnet(net("10.0.0.0/8"), None, None, &[]).is_ok());
+        assert!(user_subnet(net("100.64.0.0/10"), None, None, &[]).is_ok());
+    }
+
+    #[test]
+    fn host_routes_other_than_the_networks_own_are_refused() {
+        let routes = [net("10.8.0.0/16"), net("172.18.0.0/16"), net("0.0.0.0/0")];
+        let own = [net("172.18.0.0/16")];
+        let e = check_host_routes(net("10.8.4.0/24"), &routes, &own).unwrap_err();
+        assert_eq!(e.status(), 403);
+        assert!(e.to_string().contains("route to 10.8.0.0/16"), "{e}");
+        assert!(check_host_routes(net("10.0.0.0/8"), &routes, &own).is_err());
+        assert!(check_host_routes(net("10.9.0.0/16"), &routes, &own).is_ok());
+        // The default route and the networks' own routes do not count.
+        assert!(check_host_routes(net("172.18.1.0/24"), &routes, &own).is_ok());
     }
 
     #[test]

@@ -369,6 +369,14 @@ impl State {
         by
     }
 
+    /// The subnets of every network that has addresses.
+    pub fn subnets(&self) -> Vec<Ipv4Net> {
+        self.networks
+            .values()
+            .filter_map(|n| n.ipam.as_ref().map(|p| p.subnet))
+            .collect()
+    }
+
     /// Endpoints attached to a network, with the container each belongs to.
     pub fn endpoints_on<'a>(
         &'a self,
@@ -383,11 +391,48 @@ impl State {
     }
 }
 
-/// Docker's rule for container and network names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+/// The longest name of a container, network or service, and the longest
+/// alias. Docker sets no limit, but netd's names become file names (a
+/// container's namespace is `/run/netns/{prefix}-{name}`, and a file name
+/// has at most 255 bytes) and DNS names (`name.network` at most 253
+/// bytes): 128 fits both with room for the prefix and the network.
+pub const NAME_MAX: usize = 128;
+
+/// Docker's rule for container and network names,
+/// `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, with netd's length limit.
 pub fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+    name.len() <= NAME_MAX
+        && matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// What a checked name names; the messages differ as Docker's do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameOf {
+    Container,
+    Network,
+    Service,
+    Alias,
+}
+
+/// Checks a name against [`valid_name`], with the message for the user:
+/// Docker's wording for containers, netd's (in Docker's style) for the rest.
+pub fn check_name(of: NameOf, name: &str) -> Result<(), String> {
+    if valid_name(name) {
+        return Ok(());
+    }
+    let problem = if name.len() > NAME_MAX {
+        format!("at most {NAME_MAX} characters are allowed")
+    } else {
+        "only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed".to_string()
+    };
+    Err(match of {
+        NameOf::Container => format!("Invalid container name ({name}), {problem}"),
+        NameOf::Network => format!("invalid network name \"{name}\": {problem}"),
+        NameOf::Service => format!("invalid service name \"{name}\": {problem}"),
+        NameOf::Alias => format!("invalid alias \"{name}\": {problem}"),
+    })
 }
 
 /// Docker derives a container's MAC from its IPv4 address (02:42 + the
@@ -417,6 +462,26 @@ mod tests {
         assert!(!valid_name("-x"));
         assert!(!valid_name("a/b"));
         assert!(!valid_name("a b"));
+        assert!(valid_name(&"a".repeat(NAME_MAX)));
+        assert!(!valid_name(&"a".repeat(NAME_MAX + 1)));
+    }
+
+    #[test]
+    fn name_errors_say_what_is_wrong() {
+        assert_eq!(
+            check_name(NameOf::Container, "a/b").unwrap_err(),
+            "Invalid container name (a/b), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        );
+        let long = "x".repeat(300);
+        assert_eq!(
+            check_name(NameOf::Container, &long).unwrap_err(),
+            format!("Invalid container name ({long}), at most 128 characters are allowed")
+        );
+        assert_eq!(
+            check_name(NameOf::Alias, "").unwrap_err(),
+            "invalid alias \"\": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        );
+        assert!(check_name(NameOf::Network, "front-end_1.x").is_ok());
     }
 
     #[test]

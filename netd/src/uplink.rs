@@ -79,6 +79,12 @@ pub fn host_addresses() -> Vec<Ipv4Addr> {
         .collect()
 }
 
+/// Whether `ip` is an address a socket of the host can bind: a loopback
+/// one, or one of an interface's.
+pub fn is_host_address(ip: Ipv4Addr) -> bool {
+    ip.is_loopback() || interface_addresses().iter().any(|(_, a)| *a == ip)
+}
+
 /// (interface, IPv4 address) pairs, from getifaddrs.
 fn interface_addresses() -> Vec<(String, Ipv4Addr)> {
     let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();

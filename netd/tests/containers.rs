@@ -324,6 +324,11 @@ fn bad_requests_are_refused_and_change_nothing() {
     ]);
     let before_state = d.state();
     let before_links = d.own_links();
+    let long_name = "x".repeat(300);
+    let uplink_subnet = format!(
+        "{}.128/25",
+        d.uplink_addr.rsplit_once('.').expect("dotted quad").0
+    );
 
     let cases: &[(&[&str], &str)] = &[
         (
@@ -401,6 +406,92 @@ fn bad_requests_are_refused_and_change_nothing() {
             &["network", "connect", "n", "nosuch"],
             "No such container: nosuch",
         ),
+        // Names become file and DNS names: bounded, with Docker's 400.
+        (
+            &["container", "create", "--network", "n", &long_name],
+            "at most 128 characters are allowed",
+        ),
+        (
+            &["network", "create", &long_name],
+            "at most 128 characters are allowed",
+        ),
+        // An empty alias would make the bare domain resolve to `c`.
+        (
+            &["container", "create", "--network", "n", "--alias", "", "c"],
+            "invalid alias \"\"",
+        ),
+        (
+            &["network", "connect", "--alias", "a/b", "n", "c0"],
+            "invalid alias \"a/b\"",
+        ),
+        // Ranges no network can use, and a route of the host's (its
+        // uplink's): a bridge there would take that traffic.
+        (
+            &["network", "create", "--subnet", "127.1.0.0/16", "m"],
+            "127.0.0.0/8 (loopback)",
+        ),
+        (
+            &["network", "create", "--subnet", "169.254.9.0/24", "m"],
+            "link-local",
+        ),
+        (
+            &["network", "create", "--subnet", "224.0.1.0/24", "m"],
+            "multicast",
+        ),
+        (
+            &["network", "create", "--subnet", "0.0.0.0/24", "m"],
+            "\"this network\"",
+        ),
+        (
+            &["network", "create", "--subnet", &uplink_subnet, "m"],
+            "overlaps the host's route",
+        ),
+        // Driver options are implemented or refused, never ignored.
+        (
+            &[
+                "network",
+                "create",
+                "-o",
+                "com.docker.network.bridge.enable_foo=1",
+                "m",
+            ],
+            "option com.docker.network.bridge.enable_foo is not supported by netd's bridge driver",
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "-o",
+                "com.docker.network.driver.mtu=100",
+                "m",
+            ],
+            "invalid MTU",
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "-o",
+                "com.docker.network.bridge.name=br9",
+                "m",
+            ],
+            "netd names bridge devices itself",
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "-o",
+                "com.docker.network.bridge.host_binding_ipv4=198.51.100.254",
+                "m",
+            ],
+            "198.51.100.254 is no address of this host",
+        ),
+        // `-p IP:...` binds only addresses the host has.
+        (
+            &["container", "create", "-p", "198.51.100.254:8080:80", "c"],
+            "cannot assign requested address",
+        ),
     ];
     for (args, want) in cases {
         let err = d.fails(args);
@@ -444,6 +535,93 @@ fn bad_requests_are_refused_and_change_nothing() {
         dup.contains("The container name \"/c0\" is already in use"),
         "{dup}"
     );
+}
+
+/// The bridge options netd implements change what containers get: the MTU
+/// of both veth ends, and the address `-p` binds when it names none.
+#[test]
+fn bridge_options_take_effect() {
+    let d = Daemon::start();
+    d.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.218.0.0/24",
+        "-o",
+        "com.docker.network.driver.mtu=1400",
+        "-o",
+        "com.docker.network.bridge.host_binding_ipv4=127.0.0.1",
+        "n",
+    ]);
+    d.ok(&[
+        "container",
+        "create",
+        "--network",
+        "n",
+        "-p",
+        "8080:80",
+        "-p",
+        "0.0.0.0:8081:81",
+        "c",
+    ]);
+    let mtu = |ns: &str, dev: &str| ip_json_in(ns, &["link", "show", "dev", dev])[0]["mtu"].clone();
+    assert_eq!(mtu(&d.netns("c"), "eth0"), 1400);
+    let c = inspect(&d, "c");
+    let veth = c["NetworkSettings"]["Networks"]["n"]["EndpointID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let host_side = d
+        .own_links()
+        .into_iter()
+        .find(|l| l.starts_with(&format!("{}v{}", d.prefix, &veth[..2])))
+        .expect("the host-side veth");
+    assert_eq!(
+        ip_json(&["link", "show", "dev", &host_side])[0]["mtu"],
+        1400
+    );
+    let ports = &c["NetworkSettings"]["Ports"];
+    assert_eq!(ports["80/tcp"][0]["HostIp"], "127.0.0.1", "{ports}");
+    assert_eq!(ports["81/tcp"][0]["HostIp"], "0.0.0.0", "{ports}");
+}
+
+/// Bodies the API cannot take get Docker's JSON error shape, not axum's
+/// plain text, and change nothing.
+#[test]
+fn oversized_and_malformed_bodies_get_json_errors() {
+    let d = Daemon::start();
+    let before = d.state();
+    let big = format!(
+        "{{\"Name\":\"n\",\"Labels\":{{\"x\":\"{}\"}}}}",
+        "a".repeat(2 << 20)
+    );
+    for (body, status, message) in [
+        (big.as_bytes(), "413", "request body too large"),
+        (&b"{\"Name\":"[..], "400", "invalid JSON"),
+        (&b""[..], "400", "got EOF"),
+    ] {
+        let r = d.http("POST", "/networks/create", body);
+        let status_line = r.lines().next().unwrap_or_default();
+        assert!(status_line.contains(status), "{status_line}");
+        assert!(
+            r.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{r}"
+        );
+        let json = r.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let v: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {r}"));
+        assert!(
+            v["message"].as_str().unwrap_or_default().contains(message),
+            "{r}"
+        );
+    }
+    // A query axum cannot parse is JSON too.
+    let r = d.http("GET", "/networks?filters=%ZZ", b"");
+    assert!(
+        r.starts_with("HTTP/1.0 4") || r.starts_with("HTTP/1.1 4"),
+        "{r}"
+    );
+    assert_eq!(d.state(), before);
 }
 
 /// A namespace someone else made (as a container runtime does), deleted on

@@ -23,7 +23,7 @@ use super::{AppState, json_response, query_bool};
 use crate::drivers::Attachment;
 use crate::engine::Snapshot;
 use crate::engine::spec::{ContainerSpec, EndpointSpec, NetworkMode, PortSpec};
-use crate::model::{Container, NetMode, PortBinding, format_mac, valid_name};
+use crate::model::{Container, NameOf, NetMode, PortBinding, check_name, format_mac};
 
 type QueryMap = Result<Query<HashMap<String, String>>, QueryRejection>;
 
@@ -103,11 +103,7 @@ pub fn container_spec(
             "a container name is required (netd does not generate names): use ?name=NAME",
         ));
     }
-    if !valid_name(&name) {
-        return Err(ApiError::bad_request(format!(
-            "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
-        )));
-    }
+    check_name(NameOf::Container, &name).map_err(ApiError::bad_request)?;
     let mode = req
         .network_mode
         .clone()
@@ -151,14 +147,16 @@ pub fn container_spec(
         .map(|p| PortSpec::parse(p))
         .collect::<Result<Vec<_>, _>>()
         .map_err(ApiError::bad_request)?;
+    let endpoint = EndpointSpec {
+        ip,
+        aliases: req.aliases,
+    };
+    endpoint.check().map_err(ApiError::bad_request)?;
     Ok(ContainerSpec {
         name,
         network,
         netns,
-        endpoint: EndpointSpec {
-            ip,
-            aliases: req.aliases,
-        },
+        endpoint,
         ports,
         cmd,
         services: req.services.into_iter().filter(|s| !s.is_empty()).collect(),

@@ -34,7 +34,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::Request;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::uri::PathAndQuery;
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
@@ -125,10 +125,40 @@ fn engine_routes() -> Router<AppState> {
 fn wrap(api: Router) -> Router {
     let api = api
         .fallback(not_found)
-        .method_not_allowed_fallback(not_found);
+        .method_not_allowed_fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
     Router::new()
         .fallback_service(api)
         .layer(middleware::from_fn(outer))
+}
+
+/// The largest request body read. netd's requests are a few hundred bytes
+/// (the largest, a network create with many labels, a few KiB); this bounds
+/// what one careless or hostile client can make the daemon buffer.
+pub const BODY_LIMIT: usize = 1 << 20;
+
+/// axum answers requests it cannot extract (a body over [`BODY_LIMIT`], a
+/// bad query string) in plain text; Docker clients expect
+/// `{"message": ...}` for every error, so those answers are re-encoded.
+async fn json_error(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        format!("request body too large: netd reads at most {BODY_LIMIT} bytes")
+    } else {
+        // Rejection texts are short; anything longer is cut.
+        let body = axum::body::to_bytes(resp.into_body(), 4096)
+            .await
+            .unwrap_or_default();
+        String::from_utf8_lossy(&body).trim().to_string()
+    };
+    ApiError::new(status, message).into_response()
 }
 
 /// Docker answers unknown paths (and known paths with another method) with
@@ -150,7 +180,7 @@ async fn outer(mut req: Request, next: Next) -> Response {
         status = tracing::field::Empty,
         latency_ms = tracing::field::Empty,
     );
-    let mut resp = match strip_version_prefix(req.uri()) {
+    let resp = match strip_version_prefix(req.uri()) {
         Ok(None) => next.run(req).instrument(span.clone()).await,
         Ok(Some(uri)) => {
             *req.uri_mut() = uri;
@@ -158,6 +188,7 @@ async fn outer(mut req: Request, next: Next) -> Response {
         }
         Err(e) => e.into_response(),
     };
+    let mut resp = json_error(resp).await;
     let status = resp.status().as_u16();
     // Microsecond resolution is plenty and keeps log lines short.
     let latency_ms = start.elapsed().as_micros() as f64 / 1000.0;

@@ -24,7 +24,7 @@ use super::{AppState, json_response, parse_body};
 use crate::drivers::{Attachment, Drivers};
 use crate::engine::Snapshot;
 use crate::engine::spec::{EndpointSpec, NetworkSpec};
-use crate::model::{NetMode, Network, format_mac, valid_name};
+use crate::model::{NameOf, NetMode, Network, check_name, format_mac};
 
 /// The driver of `network create` without `-d`, as in Docker.
 const DEFAULT_DRIVER: &str = "bridge";
@@ -229,11 +229,7 @@ pub fn network_resource(n: &Network, snap: &Snapshot, with_containers: bool) -> 
 /// rather than silently ignored.
 pub fn network_spec(req: NetworkCreateRequest, drivers: &Drivers) -> Result<NetworkSpec, ApiError> {
     let name = req.name;
-    if !valid_name(&name) {
-        return Err(ApiError::bad_request(format!(
-            "invalid network name \"{name}\": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
-        )));
-    }
+    check_name(NameOf::Network, &name).map_err(ApiError::bad_request)?;
     if PREDEFINED.contains(&name.as_str()) {
         return Err(ApiError::forbidden(format!(
             "operation is not permitted on predefined {name} network"
@@ -483,14 +479,12 @@ fn connect_spec(req: NetworkConnectRequest) -> Result<(String, EndpointSpec), Ap
             ipam.ipv6_address
         )));
     }
-    let ip = parse_ipv4(&ipam.ipv4_address)?;
-    Ok((
-        req.container,
-        EndpointSpec {
-            ip,
-            aliases: cfg.aliases,
-        },
-    ))
+    let spec = EndpointSpec {
+        ip: parse_ipv4(&ipam.ipv4_address)?,
+        aliases: cfg.aliases,
+    };
+    spec.check().map_err(ApiError::bad_request)?;
+    Ok((req.container, spec))
 }
 
 #[cfg(test)]

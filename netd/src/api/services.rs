@@ -15,7 +15,7 @@ use super::wire::{ServiceCreateRequest, ServiceCreateResponse, ServiceJson, Serv
 use super::{AppState, json_response, parse_body};
 use crate::engine::spec::PortSpec;
 use crate::engine::{ServiceSpec, Snapshot};
-use crate::model::{Service, valid_name};
+use crate::model::{NameOf, Service, check_name};
 
 pub async fn create(State(app): State<AppState>, body: Bytes) -> ApiResult {
     let spec = service_spec(parse_body(&body)?)?;
@@ -60,12 +60,7 @@ pub async fn remove(State(app): State<AppState>, Path(id): Path<String>) -> ApiR
 }
 
 fn service_spec(req: ServiceCreateRequest) -> Result<ServiceSpec, ApiError> {
-    if !valid_name(&req.name) {
-        return Err(ApiError::bad_request(format!(
-            "invalid service name \"{}\": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
-            req.name
-        )));
-    }
+    check_name(NameOf::Service, &req.name).map_err(ApiError::bad_request)?;
     if req.network.is_empty() {
         return Err(ApiError::bad_request(
             "a service needs a network: --network NET",

@@ -15,15 +15,20 @@ use async_trait::async_trait;
 use ipnet::Ipv4Net;
 use tracing::warn;
 
-use super::{Kernel, Leaving, NetworkDriver, Plugged, Predefined};
+use super::{Kernel, Leaving, NetworkDriver, Plugged, Predefined, options};
+use crate::engine::spec::NetworkSpec;
 use crate::error::{EngineError, Result};
 use crate::ipam;
-use crate::model::{Endpoint, Network, mac_for};
+use crate::model::{Endpoint, Network, State, mac_for};
 use crate::names;
 use crate::netlink::{EndpointPlumbing, Netns};
 
 /// Marks the predefined network, as Docker marks `docker0`'s.
 const DEFAULT_BRIDGE_OPTION: &str = "com.docker.network.bridge.default_bridge";
+
+/// Docker's option naming the bridge device. netd names its devices
+/// itself (`names`): that is how it finds its own after a crash.
+const NAME_OPTION: &str = "com.docker.network.bridge.name";
 
 pub struct Bridge;
 
@@ -49,6 +54,33 @@ impl NetworkDriver for Bridge {
         true
     }
 
+    /// The options netd implements are checked; the others are refused.
+    /// A `--subnet` must not take a route of the host's.
+    async fn validate(&self, k: &Kernel<'_>, spec: &NetworkSpec, state: &State) -> Result<()> {
+        for (key, value) in &spec.options {
+            match key.as_str() {
+                options::MTU => {
+                    options::parse_mtu(value)?;
+                }
+                options::HOST_BINDING_IPV4 => {
+                    options::parse_host_binding(value)?;
+                }
+                NAME_OPTION => {
+                    return Err(EngineError::InvalidParameter(format!(
+                        "-o {NAME_OPTION}: netd names bridge devices itself \
+                         ({}-<network id>), so that it can find its own after a crash",
+                        k.prefix
+                    )));
+                }
+                other => return Err(options::unsupported(self.name(), other)),
+            }
+        }
+        if let Some(subnet) = spec.subnet {
+            ipam::check_host_routes(subnet, &ipam::host_routes(), &state.subnets())?;
+        }
+        Ok(())
+    }
+
     async fn setup(&self, k: &mut Kernel<'_>, net: &Network) -> Result<()> {
         ensure(k, net, None).await
     }
@@ -65,7 +97,7 @@ impl NetworkDriver for Bridge {
         ns: &Netns,
         default_route: bool,
     ) -> Result<Plugged> {
-        plug(k, net, ep, ns, default_route, None).await
+        plug(k, net, ep, ns, default_route, options::mtu(net)?).await
     }
 
     async fn detach(&self, k: &mut Kernel<'_>, net: &Network, ep: &Endpoint, _ns: Leaving<'_>) {

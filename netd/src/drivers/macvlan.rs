@@ -12,7 +12,7 @@
 use async_trait::async_trait;
 use tracing::warn;
 
-use super::{Kernel, Leaving, NetworkDriver, Plugged};
+use super::{Kernel, Leaving, NetworkDriver, Plugged, options};
 use crate::engine::spec::NetworkSpec;
 use crate::error::{EngineError, Result};
 use crate::model::{Endpoint, Network, State};
@@ -21,6 +21,9 @@ use crate::netlink::{MacvlanPlumbing, Netns};
 
 /// The option naming a network's parent interface (`-o parent=`).
 const PARENT_OPTION: &str = "parent";
+/// Docker's macvlan mode option; `bridge` (its default) is the one netd
+/// implements: the endpoints of a parent reach one another directly.
+const MODE_OPTION: &str = "macvlan_mode";
 
 pub struct Macvlan;
 
@@ -34,6 +37,21 @@ impl NetworkDriver for Macvlan {
     /// other macvlan network may use it (Docker's rule: two networks on one
     /// parent would share its segment without knowing of each other).
     async fn validate(&self, k: &Kernel<'_>, spec: &NetworkSpec, state: &State) -> Result<()> {
+        for (key, value) in &spec.options {
+            match key.as_str() {
+                PARENT_OPTION => {}
+                MODE_OPTION if value == "bridge" => {}
+                MODE_OPTION => {
+                    return Err(EngineError::InvalidParameter(format!(
+                        "-o {MODE_OPTION}={value}: netd's macvlan networks are in bridge mode"
+                    )));
+                }
+                options::MTU => {
+                    options::parse_mtu(value)?;
+                }
+                other => return Err(options::unsupported(self.name(), other)),
+            }
+        }
         let Some(parent) = spec.options.get(PARENT_OPTION) else {
             return Err(EngineError::InvalidParameter(
                 "macvlan networks need a parent interface: -o parent=IFACE".into(),
@@ -92,7 +110,7 @@ impl NetworkDriver for Macvlan {
             prefix_len: ep.prefix_len,
             gateway: ep.gateway,
             default_route,
-            mtu: None,
+            mtu: options::mtu(net)?,
             index: Some(ifindex),
         };
         // The checks are in place before the macvlan comes up, so it never

@@ -17,6 +17,7 @@ mod bridge;
 mod host;
 mod macvlan;
 mod null;
+pub mod options;
 mod overlay;
 
 use std::collections::BTreeMap;

@@ -18,8 +18,8 @@
 
 use async_trait::async_trait;
 
-use super::bridge;
 use super::{Kernel, Leaving, NetworkDriver, Plugged};
+use super::{bridge, options};
 use crate::engine::VNI_OPTION;
 use crate::engine::spec::NetworkSpec;
 use crate::error::{EngineError, Result};
@@ -27,12 +27,8 @@ use crate::model::{Endpoint, Network, State};
 use crate::names;
 use crate::netlink::{Netns, VXLAN_OVERHEAD};
 
-/// Docker's option for the MTU of a network's endpoints.
-const MTU_OPTION: &str = "com.docker.network.driver.mtu";
 /// Docker's option asking for an encrypted overlay.
 const ENCRYPTED_OPTION: &str = "encrypted";
-/// IPv4's minimum MTU.
-const MIN_MTU: u32 = 576;
 /// The underlay MTU assumed when its interface is unknown.
 const DEFAULT_UNDERLAY_MTU: u32 = 1500;
 
@@ -52,23 +48,14 @@ impl Overlay {
     /// The MTU of `net`'s endpoints: the option, else the underlay's less
     /// the encapsulation.
     async fn mtu(&self, k: &Kernel<'_>, net: &Network) -> Result<u32> {
-        if let Some(mtu) = net.options.get(MTU_OPTION) {
-            return parse_mtu(mtu);
+        if let Some(mtu) = options::mtu(net)? {
+            return Ok(mtu);
         }
         let underlay = match &self.underlay {
             Some(name) => k.netlink.link_mtu(name).await.ok().flatten(),
             None => None,
         };
         Ok(underlay.unwrap_or(DEFAULT_UNDERLAY_MTU) - VXLAN_OVERHEAD)
-    }
-}
-
-fn parse_mtu(value: &str) -> Result<u32> {
-    match value.parse::<u32>() {
-        Ok(mtu) if (MIN_MTU..=65535).contains(&mtu) => Ok(mtu),
-        _ => Err(EngineError::InvalidParameter(format!(
-            "invalid MTU {value:?} in -o {MTU_OPTION}: use {MIN_MTU} to 65535"
-        ))),
     }
 }
 
@@ -98,8 +85,8 @@ impl NetworkDriver for Overlay {
     async fn validate(&self, _k: &Kernel<'_>, spec: &NetworkSpec, _state: &State) -> Result<()> {
         for (key, value) in &spec.options {
             match key.as_str() {
-                MTU_OPTION => {
-                    parse_mtu(value)?;
+                options::MTU => {
+                    options::parse_mtu(value)?;
                 }
                 ENCRYPTED_OPTION => {
                     return Err(EngineError::InvalidParameter(
@@ -113,11 +100,7 @@ impl NetworkDriver for Overlay {
                         "-o {VNI_OPTION}: the cluster allocates VNIs"
                     )));
                 }
-                other => {
-                    return Err(EngineError::InvalidParameter(format!(
-                        "option {other} is not supported by netd's overlay driver"
-                    )));
-                }
+                other => return Err(options::unsupported(self.name(), other)),
             }
         }
         Ok(())
@@ -174,18 +157,5 @@ impl NetworkDriver for Overlay {
 
     fn datapath_subnet(&self, net: &Network) -> Option<ipnet::Ipv4Net> {
         net.ipam.as_ref().map(|p| p.subnet)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mtus_are_checked() {
-        assert_eq!(parse_mtu("1400").unwrap(), 1400);
-        assert!(parse_mtu("100").is_err());
-        assert!(parse_mtu("x").is_err());
-        assert!(parse_mtu("70000").is_err());
     }
 }

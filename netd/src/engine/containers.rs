@@ -23,9 +23,9 @@ use super::command::{Done, Internal};
 use super::snapshot::{log_path, running_pid, sandbox_of};
 use super::spec::{ContainerSpec, NetworkMode};
 use super::{Engine, now, ports, random_id};
-use crate::drivers::Attachment;
+use crate::drivers::{Attachment, options};
 use crate::error::{EngineError, Result};
-use crate::model::{Container, NetMode, Process, State, update_where, valid_name};
+use crate::model::{Container, NameOf, NetMode, Process, State, check_name, update_where};
 use crate::names;
 use crate::netlink::Netns;
 use crate::sandbox;
@@ -48,12 +48,7 @@ impl Engine {
         &mut self,
         spec: ContainerSpec,
     ) -> Result<(Container, Vec<String>)> {
-        if !valid_name(&spec.name) {
-            return Err(EngineError::InvalidParameter(format!(
-                "Invalid container name ({}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
-                spec.name
-            )));
-        }
+        check_name(NameOf::Container, &spec.name).map_err(EngineError::InvalidParameter)?;
         if let Some(other) = self.state.containers.values().find(|c| c.name == spec.name) {
             return Err(EngineError::Conflict(format!(
                 "Conflict. The container name \"/{}\" is already in use by container \"{}\". \
@@ -160,7 +155,12 @@ impl Engine {
                     c.network_mode
                 )));
             }
-            c.ports = ports::resolve(&spec.ports, &self.state, &ports::HostListeners::read())?;
+            c.ports = ports::resolve(
+                &spec.ports,
+                network.as_ref().and_then(options::host_binding),
+                &self.state,
+                &ports::HostBinds::read(),
+            )?;
         }
         // Last, as on a cluster network it announces the endpoint.
         if let Some(net) = &network {

@@ -5,7 +5,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use ipnet::Ipv4Net;
 use tracing::{info, warn};
 
 use super::command::Done;
@@ -15,7 +14,7 @@ use super::{Engine, now, random_id};
 use crate::drivers::{Attachment, Leaving};
 use crate::error::{EngineError, Result};
 use crate::ipam;
-use crate::model::{Container, Endpoint, NetMode, Network, State, mac_for, valid_name};
+use crate::model::{Container, Endpoint, NameOf, NetMode, Network, State, check_name, mac_for};
 use crate::names;
 
 impl Engine {
@@ -32,12 +31,7 @@ impl Engine {
     }
 
     pub(super) async fn create_network(&mut self, spec: NetworkSpec) -> Result<Network> {
-        if !valid_name(&spec.name) {
-            return Err(EngineError::InvalidParameter(format!(
-                "invalid network name \"{}\": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
-                spec.name
-            )));
-        }
+        check_name(NameOf::Network, &spec.name).map_err(EngineError::InvalidParameter)?;
         if self.state.networks.values().any(|n| n.name == spec.name) {
             return Err(EngineError::Conflict(format!(
                 "network with name {} already exists",
@@ -61,7 +55,7 @@ impl Engine {
             info!(network = %net.name, id = %net.id, driver = %net.driver, "cluster network created");
             return Ok(net);
         }
-        let taken = subnets_of(&self.state);
+        let taken = self.state.subnets();
         let pool = match spec.subnet {
             Some(subnet) => ipam::user_subnet(subnet, spec.gateway, spec.ip_range, &taken)?,
             None if spec.gateway.is_some() || spec.ip_range.is_some() => {
@@ -294,7 +288,7 @@ impl Engine {
                     // Like docker0: the usual pool unless the host already
                     // routes it, then the next free default.
                     let subnet = if routes.iter().any(|r| r.contains(&default.network())) {
-                        ipam::pick_subnet(&subnets_of(&next), &routes)?
+                        ipam::pick_subnet(&next.subnets(), &routes)?
                     } else {
                         default
                     };
@@ -339,6 +333,7 @@ impl Engine {
         spec: &EndpointSpec,
         services: &[String],
     ) -> Result<Endpoint> {
+        spec.check().map_err(EngineError::InvalidParameter)?;
         let pool = net.ipam.clone().ok_or_else(|| {
             EngineError::InvalidParameter(format!("network {} has no address pool", net.name))
         })?;
@@ -416,14 +411,6 @@ fn none_mode_error() -> EngineError {
          (none) mode"
             .into(),
     )
-}
-
-fn subnets_of(state: &State) -> Vec<Ipv4Net> {
-    state
-        .networks
-        .values()
-        .filter_map(|n| n.ipam.as_ref().map(|p| p.subnet))
-        .collect()
 }
 
 /// The lowest network index not in use (0 is reserved for "no network" in

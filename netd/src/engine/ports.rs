@@ -10,15 +10,19 @@ use super::spec::PortSpec;
 use crate::error::{EngineError, Result};
 use crate::model::{PortBinding, Proto, State};
 
-/// Host ports in use by processes in the daemon's namespace, as the kernel
-/// lists them in /proc/net.
+/// What a published port can bind on the host: its addresses, and the
+/// ports processes in the daemon's namespace already hold (as the kernel
+/// lists them in /proc/net).
 #[derive(Debug, Default)]
-pub struct HostListeners {
+pub struct HostBinds {
+    /// The host's addresses outside 127.0.0.0/8 (loopback ones are
+    /// always bindable).
+    addresses: Vec<Ipv4Addr>,
     bound: Vec<(Proto, Option<Ipv4Addr>, u16)>,
 }
 
-impl HostListeners {
-    pub fn read() -> HostListeners {
+impl HostBinds {
+    pub fn read() -> HostBinds {
         let mut bound = Vec::new();
         for (file, proto, state) in [
             ("/proc/net/tcp", Proto::Tcp, LISTEN),
@@ -30,7 +34,14 @@ impl HostListeners {
                 bound.extend(parse_proc_net(&text, state).map(|(a, p)| (proto, a, p)));
             }
         }
-        HostListeners { bound }
+        HostBinds {
+            addresses: crate::uplink::host_addresses(),
+            bound,
+        }
+    }
+
+    fn has_address(&self, ip: Ipv4Addr) -> bool {
+        ip.is_loopback() || self.addresses.contains(&ip)
     }
 
     fn uses(&self, b: &PortBinding) -> bool {
@@ -80,11 +91,14 @@ fn ephemeral_range() -> std::ops::RangeInclusive<u16> {
         .unwrap_or(32768..=60999)
 }
 
-/// Decides the host side of every `-p` of a new container.
+/// Decides the host side of every `-p` of a new container (or service);
+/// `default_ip`: the address a `-p` without one binds to (the network's
+/// `host_binding_ipv4`; `None`: every address).
 pub(super) fn resolve(
     specs: &[PortSpec],
+    default_ip: Option<Ipv4Addr>,
     state: &State,
-    host: &HostListeners,
+    host: &HostBinds,
 ) -> Result<Vec<PortBinding>> {
     let mut taken: Vec<PortBinding> = state
         .containers
@@ -99,8 +113,24 @@ pub(super) fn resolve(
         .collect();
     let mut out = Vec::new();
     for spec in specs {
+        let host_ip = match spec.host_ip {
+            Some(ip) if ip.is_unspecified() => None,
+            Some(ip) => Some(ip),
+            None => default_ip,
+        };
+        if let Some(ip) = host_ip
+            && !host.has_address(ip)
+        {
+            // Docker's wording, from its proxy's failed bind.
+            return Err(EngineError::InvalidParameter(format!(
+                "Error starting userland proxy: listen {}4 {ip}:{}: bind: cannot assign \
+                 requested address ({ip} is no address of this host)",
+                spec.proto.as_str(),
+                spec.host_port.unwrap_or(0)
+            )));
+        }
         let binding = |host_port| PortBinding {
-            host_ip: spec.host_ip,
+            host_ip,
             host_port,
             container_port: spec.container_port,
             proto: spec.proto,
@@ -155,8 +185,9 @@ mod tests {
         let mut st = State::default();
         let bindings = resolve(
             &ports.iter().map(|p| spec(p)).collect::<Vec<_>>(),
+            None,
             &st,
-            &HostListeners::default(),
+            &HostBinds::default(),
         )
         .unwrap();
         st.containers.insert(
@@ -180,27 +211,30 @@ mod tests {
     #[test]
     fn allocated_ports_conflict_like_dockers() {
         let st = state_with(&["8080:80", "127.0.0.1:9090:90", "5353:53/udp"]);
-        let none = HostListeners::default();
-        let e = resolve(&[spec("8080:81")], &st, &none).unwrap_err();
+        let none = HostBinds {
+            addresses: vec![Ipv4Addr::new(10, 0, 0, 1)],
+            ..HostBinds::default()
+        };
+        let e = resolve(&[spec("8080:81")], None, &st, &none).unwrap_err();
         assert_eq!(
             e.to_string(),
             "Bind for 0.0.0.0:8080 failed: port is already allocated"
         );
-        assert!(resolve(&[spec("127.0.0.1:8080:80")], &st, &none).is_err());
+        assert!(resolve(&[spec("127.0.0.1:8080:80")], None, &st, &none).is_err());
         assert!(
-            resolve(&[spec("9090:90")], &st, &none).is_err(),
+            resolve(&[spec("9090:90")], None, &st, &none).is_err(),
             "all overlaps loopback"
         );
         assert!(
-            resolve(&[spec("10.0.0.1:9090:90")], &st, &none).is_ok(),
+            resolve(&[spec("10.0.0.1:9090:90")], None, &st, &none).is_ok(),
             "other address"
         );
         assert!(
-            resolve(&[spec("8080:80/udp")], &st, &none).is_ok(),
+            resolve(&[spec("8080:80/udp")], None, &st, &none).is_ok(),
             "other protocol"
         );
         assert!(
-            resolve(&[spec("7070:70"), spec("7070:71")], &st, &none).is_err(),
+            resolve(&[spec("7070:70"), spec("7070:71")], None, &st, &none).is_err(),
             "within one request"
         );
     }
@@ -210,7 +244,7 @@ mod tests {
         let st = state_with(&["80"]);
         let first = st.containers["c"].ports[0].host_port;
         assert!(ephemeral_range().contains(&first));
-        let next = resolve(&[spec("80")], &st, &HostListeners::default()).unwrap();
+        let next = resolve(&[spec("80")], None, &st, &HostBinds::default()).unwrap();
         assert_ne!(next[0].host_port, first);
     }
 
@@ -222,17 +256,43 @@ mod tests {
                    2: 0100007F:1234 0100007F:0035 01 0\n";
         let bound: Vec<_> = parse_proc_net(tcp, LISTEN).collect();
         assert_eq!(bound, vec![(None, 8080), (Some(Ipv4Addr::LOCALHOST), 53)]);
-        let host = HostListeners {
+        let host = HostBinds {
+            addresses: vec![Ipv4Addr::new(10, 1, 1, 1)],
             bound: bound.into_iter().map(|(a, p)| (Proto::Tcp, a, p)).collect(),
         };
         let st = State::default();
-        let e = resolve(&[spec("8080:80")], &st, &host).unwrap_err();
+        let e = resolve(&[spec("8080:80")], None, &st, &host).unwrap_err();
         assert!(
             e.to_string().contains("in use by a process on the host"),
             "{e}"
         );
-        assert!(resolve(&[spec("127.0.0.1:53:53")], &st, &host).is_err());
-        assert!(resolve(&[spec("10.1.1.1:53:53")], &st, &host).is_ok());
-        assert!(resolve(&[spec("8080:80/udp")], &st, &host).is_ok());
+        assert!(resolve(&[spec("127.0.0.1:53:53")], None, &st, &host).is_err());
+        assert!(resolve(&[spec("10.1.1.1:53:53")], None, &st, &host).is_ok());
+        assert!(resolve(&[spec("8080:80/udp")], None, &st, &host).is_ok());
+    }
+
+    #[test]
+    fn bindings_need_an_address_of_the_host() {
+        let host = HostBinds {
+            addresses: vec![Ipv4Addr::new(192, 0, 2, 10)],
+            ..HostBinds::default()
+        };
+        let st = State::default();
+        let e = resolve(&[spec("192.0.2.11:80:80")], None, &st, &host).unwrap_err();
+        assert_eq!(e.status(), 400);
+        assert!(
+            e.to_string().contains("cannot assign requested address"),
+            "{e}"
+        );
+        let ok = resolve(&[spec("192.0.2.10:80:80")], None, &st, &host).unwrap();
+        assert_eq!(ok[0].host_ip, Some(Ipv4Addr::new(192, 0, 2, 10)));
+        // The network's default binding applies where `-p` names none, and
+        // is checked the same way.
+        let local = Some(Ipv4Addr::LOCALHOST);
+        let ok = resolve(&[spec("81:80"), spec("0.0.0.0:82:80")], local, &st, &host).unwrap();
+        assert_eq!(ok[0].host_ip, local);
+        assert_eq!(ok[1].host_ip, None, "0.0.0.0 given means every address");
+        let gone = Some(Ipv4Addr::new(192, 0, 2, 99));
+        assert!(resolve(&[spec("83:80")], gone, &st, &host).is_err());
     }
 }

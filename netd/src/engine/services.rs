@@ -17,7 +17,7 @@ use super::{Engine, now, ports, random_id};
 use crate::cluster::ServiceRequest;
 use crate::error::{EngineError, Result};
 use crate::ipam;
-use crate::model::{Container, Service, State, update_where, valid_name};
+use crate::model::{Container, NameOf, Service, State, check_name, update_where};
 
 /// `service create`.
 #[derive(Debug, Clone)]
@@ -39,12 +39,7 @@ impl Engine {
     }
 
     pub(super) async fn create_service(&mut self, spec: ServiceSpec) -> Result<Done<Service>> {
-        if !valid_name(&spec.name) {
-            return Err(EngineError::InvalidParameter(format!(
-                "invalid service name \"{}\": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
-                spec.name
-            )));
-        }
+        check_name(NameOf::Service, &spec.name).map_err(EngineError::InvalidParameter)?;
         if self.taken.has_service_name(&spec.name) {
             return Err(EngineError::Conflict(format!(
                 "service with name {} already exists",
@@ -82,7 +77,12 @@ impl Engine {
         let ports = if spec.ports.is_empty() {
             Vec::new()
         } else {
-            ports::resolve(&spec.ports, &self.state, &ports::HostListeners::read())?
+            ports::resolve(
+                &spec.ports,
+                crate::drivers::options::host_binding(&net),
+                &self.state,
+                &ports::HostBinds::read(),
+            )?
         };
         let svc = if self.cluster_scoped(&net) {
             // One VIP and name in the whole cluster; the replicas (and the

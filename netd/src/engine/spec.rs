@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use crate::model::Proto;
+use crate::model::{NameOf, Proto, check_name};
 
 /// `network create`.
 #[derive(Debug, Clone)]
@@ -72,10 +72,23 @@ pub struct EndpointSpec {
     pub aliases: Vec<String>,
 }
 
+impl EndpointSpec {
+    /// Aliases become DNS names, so they follow the rule for names: an
+    /// empty one would otherwise make the network's bare domain resolve
+    /// to the container.
+    pub fn check(&self) -> Result<(), String> {
+        self.aliases
+            .iter()
+            .try_for_each(|a| check_name(NameOf::Alias, a))
+    }
+}
+
 /// One `-p` as the user wrote it, Docker's syntax:
 /// `[IP:][HOSTPORT:]PORT[/tcp|/udp]`; no host port means "pick a free one".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortSpec {
+    /// As written: `None` when the spec names no address (the network's
+    /// default binding applies), `0.0.0.0` for every address.
     pub host_ip: Option<Ipv4Addr>,
     pub host_port: Option<u16>,
     pub container_port: u16,
@@ -106,7 +119,7 @@ impl PortSpec {
             None | Some("") => None,
             Some(i) => {
                 let addr: Ipv4Addr = i.parse().map_err(|_| format!("invalid IP address: {i}"))?;
-                Some(addr).filter(|a| !a.is_unspecified())
+                Some(addr)
             }
         };
         Ok(PortSpec {
@@ -165,7 +178,11 @@ mod tests {
             None,
             "ephemeral on one address"
         );
-        assert_eq!(p("0.0.0.0:8080:80").host_ip, None, "0.0.0.0 means all");
+        assert_eq!(
+            p("0.0.0.0:8080:80").host_ip,
+            Some(Ipv4Addr::UNSPECIFIED),
+            "0.0.0.0 given, unlike no address, overrides the network's default"
+        );
     }
 
     #[test]

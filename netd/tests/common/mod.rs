@@ -402,13 +402,26 @@ impl Daemon {
 
     /// `GET /_ping` on the API socket; the status line and body.
     pub fn ping(&self) -> String {
+        self.http("GET", "/_ping", b"")
+    }
+
+    /// One raw HTTP/1.0 request on the API socket (for what the CLI never
+    /// sends); the whole response. A server that answers before reading
+    /// the whole body (a refused, oversized one) may close the socket
+    /// under the writer: that is not an error here.
+    pub fn http(&self, method: &str, path: &str, body: &[u8]) -> String {
         use std::io::{Read, Write};
         let mut s = std::os::unix::net::UnixStream::connect(self.socket()).unwrap();
-        s.write_all(b"GET /_ping HTTP/1.0\r\nHost: netd\r\n\r\n")
-            .unwrap();
-        let mut response = String::new();
-        s.read_to_string(&mut response).unwrap();
-        response
+        let head = format!(
+            "{method} {path} HTTP/1.0\r\nHost: netd\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        let _ = s.write_all(body);
+        let mut response = Vec::new();
+        let _ = s.read_to_end(&mut response);
+        String::from_utf8_lossy(&response).into_owned()
     }
 
     /// Starts the netd CLI without waiting for it.

@@ -1,0 +1,97 @@
+//! Docker's driver options (`docker network create -o KEY=VALUE`) that
+//! more than one driver or the engine reads. Every driver checks its
+//! options in `validate` and refuses the ones it does not implement:
+//! Docker ignores unknown options, but an ignored
+//! `com.docker.network.bridge.enable_icc=false` would look like isolation
+//! and give none.
+
+use std::net::Ipv4Addr;
+
+use crate::error::{EngineError, Result};
+use crate::model::Network;
+
+/// The MTU of a network's endpoints (both ends of each veth, and the
+/// bridge).
+pub const MTU: &str = "com.docker.network.driver.mtu";
+
+/// The host address `-p` binds to when it names none (Docker's default is
+/// every address).
+pub const HOST_BINDING_IPV4: &str = "com.docker.network.bridge.host_binding_ipv4";
+
+/// IPv4's minimum MTU that every link must carry (RFC 791).
+const MIN_MTU: u32 = 576;
+
+/// A valid [`MTU`] value.
+pub fn parse_mtu(value: &str) -> Result<u32> {
+    match value.parse::<u32>() {
+        Ok(mtu) if (MIN_MTU..=65535).contains(&mtu) => Ok(mtu),
+        _ => Err(EngineError::InvalidParameter(format!(
+            "invalid MTU {value:?} in -o {MTU}: use {MIN_MTU} to 65535"
+        ))),
+    }
+}
+
+/// The network's [`MTU`] option, if set (validated at create).
+pub fn mtu(net: &Network) -> Result<Option<u32>> {
+    net.options.get(MTU).map(|v| parse_mtu(v)).transpose()
+}
+
+/// A valid [`HOST_BINDING_IPV4`] value: an address of this host, or
+/// 0.0.0.0 for all of them (`None`).
+pub fn parse_host_binding(value: &str) -> Result<Option<Ipv4Addr>> {
+    let ip: Ipv4Addr = value.parse().map_err(|_| {
+        EngineError::InvalidParameter(format!(
+            "invalid -o {HOST_BINDING_IPV4}={value}: not an IPv4 address"
+        ))
+    })?;
+    if ip.is_unspecified() {
+        return Ok(None);
+    }
+    if !crate::uplink::is_host_address(ip) {
+        return Err(EngineError::InvalidParameter(format!(
+            "invalid -o {HOST_BINDING_IPV4}={value}: {ip} is no address of this host"
+        )));
+    }
+    Ok(Some(ip))
+}
+
+/// The address `-p` binds to on `net` when it names none: the network's
+/// [`HOST_BINDING_IPV4`] option, else every address (`None`).
+pub fn host_binding(net: &Network) -> Option<Ipv4Addr> {
+    net.options
+        .get(HOST_BINDING_IPV4)
+        .and_then(|v| v.parse::<Ipv4Addr>().ok())
+        .filter(|ip| !ip.is_unspecified())
+}
+
+/// The error for an option the driver does not implement.
+pub fn unsupported(driver: &str, key: &str) -> EngineError {
+    EngineError::InvalidParameter(format!(
+        "option {key} is not supported by netd's {driver} driver"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mtus_are_checked() {
+        assert_eq!(parse_mtu("1400").unwrap(), 1400);
+        for bad in ["", "abc", "575", "65536", "-1", "1e3"] {
+            assert!(parse_mtu(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn host_bindings_must_be_host_addresses() {
+        assert_eq!(parse_host_binding("0.0.0.0").unwrap(), None);
+        assert_eq!(
+            parse_host_binding("127.0.0.1").unwrap(),
+            Some(Ipv4Addr::LOCALHOST)
+        );
+        let e = parse_host_binding("198.51.100.254").unwrap_err();
+        assert!(e.to_string().contains("is no address of this host"), "{e}");
+        assert!(parse_host_binding("localhost").is_err());
+    }
+}
