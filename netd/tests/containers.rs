@@ -487,6 +487,22 @@ fn bad_requests_are_refused_and_change_nothing() {
             ],
             "198.51.100.254 is no address of this host",
         ),
+        // Numbers are checked before anything starts.
+        (
+            &[
+                "service",
+                "create",
+                "--network",
+                "n",
+                "--replicas",
+                "5000",
+                "s",
+                "--",
+                "sleep",
+                "9",
+            ],
+            "a service can have at most 1024 replicas",
+        ),
         // `-p IP:...` binds only addresses the host has.
         (
             &["container", "create", "-p", "198.51.100.254:8080:80", "c"],

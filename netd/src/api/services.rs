@@ -14,7 +14,7 @@ use super::errors::{ApiError, ApiResult};
 use super::wire::{ServiceCreateRequest, ServiceCreateResponse, ServiceJson, ServiceTaskJson};
 use super::{AppState, json_response, parse_body};
 use crate::engine::spec::PortSpec;
-use crate::engine::{ServiceSpec, Snapshot};
+use crate::engine::{ServiceSpec, Snapshot, check_replicas};
 use crate::model::{NameOf, Service, check_name};
 
 pub async fn create(State(app): State<AppState>, body: Bytes) -> ApiResult {
@@ -49,6 +49,7 @@ pub async fn scale(
         .get("replicas")
         .and_then(|r| r.parse::<u32>().ok())
         .ok_or_else(|| ApiError::bad_request("replicas must be a whole number: ?replicas=N"))?;
+    check_replicas(replicas).map_err(ApiError::bad_request)?;
     let svc = app.engine.scale_service(&id, replicas).await?;
     let snap = app.engine.snapshot();
     Ok(json_response(StatusCode::OK, &json_of(&snap, &svc)))
@@ -61,6 +62,7 @@ pub async fn remove(State(app): State<AppState>, Path(id): Path<String>) -> ApiR
 
 fn service_spec(req: ServiceCreateRequest) -> Result<ServiceSpec, ApiError> {
     check_name(NameOf::Service, &req.name).map_err(ApiError::bad_request)?;
+    check_replicas(req.replicas).map_err(ApiError::bad_request)?;
     if req.network.is_empty() {
         return Err(ApiError::bad_request(
             "a service needs a network: --network NET",

@@ -47,7 +47,7 @@ pub use cluster::{
 };
 pub use command::Command;
 pub use handle::EngineHandle;
-pub use services::ServiceSpec;
+pub use services::{ServiceSpec, check_replicas};
 pub use snapshot::{Link, Snapshot};
 
 use std::path::PathBuf;

@@ -31,6 +31,21 @@ pub struct ServiceSpec {
     pub cmd: Vec<String>,
 }
 
+/// The most replicas a service can have: each is a backend of its VIP, and
+/// the datapath balances over at most this many per service.
+pub const MAX_REPLICAS: u32 = netd_common::limits::MAX_BACKENDS;
+
+/// Checks a replica count (`service create --replicas`, `service scale`)
+/// before anything is started.
+pub fn check_replicas(replicas: u32) -> std::result::Result<(), String> {
+    if replicas > MAX_REPLICAS {
+        return Err(format!(
+            "invalid replicas value {replicas}: a service can have at most {MAX_REPLICAS} replicas"
+        ));
+    }
+    Ok(())
+}
+
 impl Engine {
     fn service(&self, key: &str) -> Result<&Service> {
         self.state
@@ -40,6 +55,7 @@ impl Engine {
 
     pub(super) async fn create_service(&mut self, spec: ServiceSpec) -> Result<Done<Service>> {
         check_name(NameOf::Service, &spec.name).map_err(EngineError::InvalidParameter)?;
+        check_replicas(spec.replicas).map_err(EngineError::InvalidParameter)?;
         if self.taken.has_service_name(&spec.name) {
             return Err(EngineError::Conflict(format!(
                 "service with name {} already exists",
@@ -105,6 +121,15 @@ impl Engine {
             self.commit(next)?;
             svc
         } else {
+            let index = self.taken.free_service_index();
+            if index >= netd_common::limits::MAX_SERVICES {
+                return Err(EngineError::Forbidden(format!(
+                    "cannot create service {}: this host has the most services its datapath \
+                     holds ({})",
+                    spec.name,
+                    netd_common::limits::MAX_SERVICES - 1
+                )));
+            }
             let vip = ipam::allocate(pool, self.taken.address_used(&net.id), &net.name)?;
             let svc = Service {
                 id: random_id(),
@@ -115,7 +140,7 @@ impl Engine {
                 replicas: spec.replicas,
                 cmd: spec.cmd,
                 ports,
-                index: self.taken.free_service_index(),
+                index,
             };
             let mut next = State::clone(&self.state);
             next.services.insert(svc.id.clone(), Arc::new(svc.clone()));
@@ -155,6 +180,7 @@ impl Engine {
         key: &str,
         replicas: u32,
     ) -> Result<Done<Service>> {
+        check_replicas(replicas).map_err(EngineError::InvalidParameter)?;
         let svc = self.service(key)?.clone();
         if replicas > 0 && svc.cmd.is_empty() {
             return Err(EngineError::InvalidParameter(format!(
