@@ -424,7 +424,26 @@ async fn bridge_and_endpoints() {
         mtu: None,
         ..ep0.clone()
     };
-    let host1_index = nl.create_endpoint(&ep1).await.expect("create eth1");
+    // The guard (where the datapath attaches) runs while the host side is
+    // still down, so the pair carries nothing unchecked; a failing one
+    // leaves nothing behind.
+    let err = nl
+        .create_guarded_endpoint(&ep1, async |_| Err(io::Error::other("refused")))
+        .await
+        .expect_err("guard refused");
+    assert!(err.to_string().contains("refused"), "{err}");
+    assert!(link_json(None, &host1).is_none(), "veth left behind");
+    let seen = std::sync::Mutex::new(None);
+    let host1_index = nl
+        .create_guarded_endpoint(&ep1, async |index| {
+            let host = link_json(None, &host1).unwrap();
+            *seen.lock().unwrap() = Some((index, has_flag(&host, "UP")));
+            Ok(())
+        })
+        .await
+        .expect("create eth1");
+    assert_eq!(*seen.lock().unwrap(), Some((host1_index, false)));
+    assert!(has_flag(&link_json(None, &host1).unwrap(), "UP"));
     assert_ne!(host1_index, host0_index);
     assert_isolated(&ns, &br, &host1, "eth1", ep1.ip, ep1.mac);
     let eth1 = ip_json(&["-n", &ns, "addr", "show", "dev", "eth1"]);

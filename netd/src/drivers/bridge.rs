@@ -186,16 +186,19 @@ pub(super) async fn plug(
         bridge: Some(bridge.clone()),
         mtu,
     };
+    // The entry and the programs are in place before the host side comes
+    // up: the pair carries nothing before, so the container never sends
+    // past them.
+    let dataplane = &mut *k.dataplane;
     let ifindex = k
         .netlink
-        .create_endpoint(&plumbing)
+        .create_guarded_endpoint(&plumbing, async |ifindex| {
+            dataplane
+                .set_endpoint(ifindex, ep.ip, ep.mac, net.index)
+                .and_then(|()| dataplane.attach_endpoint(&ep.host_ifname, ifindex))
+                .map_err(std::io::Error::other)
+        })
         .await
-        .map_err(|e| EngineError::system(context(), e))?;
-    k.dataplane
-        .set_endpoint(ifindex, ep.ip, ep.mac, net.index)
-        .map_err(|e| EngineError::system(context(), e))?;
-    k.dataplane
-        .attach_endpoint(&ep.host_ifname, ifindex)
         .map_err(|e| EngineError::system(context(), e))?;
     // The kernel brings a new bridge up from its link-watch work, up to a
     // second after its first port, and drops what the host sends through

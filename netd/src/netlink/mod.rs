@@ -434,8 +434,11 @@ impl Netlink {
     /// IPv6 off, and when `p.bridge` is set: enslaved to it, learning and
     /// flooding off on the port, a static FDB entry for `p.mac` on the port,
     /// a permanent neighbour entry `p.ip` → `p.mac` on the bridge; then the
-    /// host side up. IPv6 is turned off inside the namespace before anything
-    /// is created in it. Returns the host ifindex.
+    /// host side up, after `guard` ran with the host ifindex (the data path
+    /// attaches the endpoint's programs there: until the host side is up
+    /// the pair carries nothing, so the container never sends unchecked).
+    /// IPv6 is turned off inside the namespace before anything is created
+    /// in it. Returns the host ifindex.
     ///
     /// Re-adoption: if `p.host_ifname` already exists and its peer is
     /// `p.ifname` inside `p.netns`, the configuration steps are re-applied
@@ -446,7 +449,11 @@ impl Netlink {
     /// On failure after the pair exists, the host side is deleted (which
     /// deletes the peer and its FDB entry) and the neighbour entry removed
     /// if it points to `p.mac`, before the error is returned.
-    pub async fn create_endpoint(&self, p: &EndpointPlumbing) -> Result<u32, NetlinkError> {
+    pub async fn create_guarded_endpoint(
+        &self,
+        p: &EndpointPlumbing,
+        guard: impl AsyncFnOnce(u32) -> io::Result<()>,
+    ) -> Result<u32, NetlinkError> {
         links::check_ifname(&p.host_ifname)?;
         links::check_ifname(&p.ifname)?;
         check_prefix(p.prefix_len)?;
@@ -484,7 +491,8 @@ impl Netlink {
                 });
             }
             tracing::debug!(host = %p.host_ifname, ifname = %p.ifname, netns = %p.netns, "adopting existing endpoint");
-            self.configure_endpoint(&ns, p, host_index, &what).await?;
+            self.configure_endpoint(&ns, p, host_index, &what, guard)
+                .await?;
             return Ok(host_index);
         }
 
@@ -519,7 +527,8 @@ impl Netlink {
                 })?
                 .header
                 .index;
-            self.configure_endpoint(&ns, p, host_index, &what).await?;
+            self.configure_endpoint(&ns, p, host_index, &what, guard)
+                .await?;
             Ok(host_index)
         }
         .await;
@@ -579,6 +588,7 @@ impl Netlink {
         p: &EndpointPlumbing,
         host_index: u32,
         what: &str,
+        guard: impl AsyncFnOnce(u32) -> io::Result<()>,
     ) -> Result<(), NetlinkError> {
         configure_in_netns(
             ns,
@@ -648,10 +658,20 @@ impl Netlink {
                     )
                 })?;
         }
+        guard(host_index)
+            .await
+            .map_err(|e| NetlinkError::kernel(format!("guard {host} for {what}"), e))?;
         links::set_up(&self.handle, host_index)
             .await
             .map_err(|e| NetlinkError::kernel(format!("set {host} up for {what}"), e))?;
         Ok(())
+    }
+
+    /// Creates and wires the veth pair for one container endpoint (see
+    /// [`Netlink::create_guarded_endpoint`], with nothing to run before the
+    /// host side comes up).
+    pub async fn create_endpoint(&self, p: &EndpointPlumbing) -> Result<u32, NetlinkError> {
+        self.create_guarded_endpoint(p, async |_| Ok(())).await
     }
 
     /// Removes an endpoint: deleting the host side of a veth pair deletes
