@@ -16,14 +16,17 @@ use axum::response::IntoResponse;
 use super::errors::{ApiError, ApiResult};
 use super::networks::parse_ipv4;
 use super::wire::{
-    ContainerCreateRequest, ContainerCreateResponse, ContainerJson, ContainerState,
-    EndpointIpamConfig, EndpointSettings, HostConfig, NetworkSettings, PortBindingJson,
+    ContainerConfig, ContainerCreateRequest, ContainerCreateResponse, ContainerJson,
+    ContainerState, EndpointIpamConfig, EndpointSettings, HostConfig, NetworkSettings,
+    PortBindingJson, ResolvConfJson,
 };
 use super::{AppState, json_response, query_bool};
+use crate::dns::{self, ResolvConf};
 use crate::drivers::Attachment;
 use crate::engine::Snapshot;
 use crate::engine::spec::{ContainerSpec, EndpointSpec, NetworkMode, PortSpec};
-use crate::model::{Container, NetMode, PortBinding, format_mac, valid_name};
+use crate::model::{Container, NetMode, PortBinding, format_mac, parse_mac, valid_name};
+use crate::netlink::check_ifname;
 
 type QueryMap = Result<Query<HashMap<String, String>>, QueryRejection>;
 
@@ -145,6 +148,21 @@ pub fn container_spec(
             )));
         }
     };
+    let ifname = req
+        .ifname
+        .map(|name| {
+            check_ifname(&name)
+                .map(|()| name)
+                .map_err(|e| ApiError::bad_request(e.to_string()))
+        })
+        .transpose()?;
+    let mac = match req.mac_address.as_deref() {
+        None | Some("") => None,
+        Some(m) => Some(
+            parse_mac(m)
+                .ok_or_else(|| ApiError::bad_request(format!("invalid MAC address: {m}")))?,
+        ),
+    };
     let ports = req
         .ports
         .iter()
@@ -158,10 +176,13 @@ pub fn container_spec(
         endpoint: EndpointSpec {
             ip,
             aliases: req.aliases,
+            ifname,
+            mac,
         },
         ports,
         cmd,
         services: req.services.into_iter().filter(|s| !s.is_empty()).collect(),
+        labels: req.labels,
     })
 }
 
@@ -183,6 +204,12 @@ pub fn container_json(c: &Container, snap: &Snapshot) -> ContainerJson {
             .networks
             .get(&e.network_id)
             .map_or_else(|| e.network_id.clone(), |n| n.name.clone());
+        let host_ifname = state
+            .networks
+            .get(&e.network_id)
+            .and_then(|n| snap.drivers.of(n).ok())
+            .and_then(|d| d.endpoint_link(e))
+            .unwrap_or_default();
         networks.insert(
             name,
             EndpointSettings {
@@ -197,6 +224,8 @@ pub fn container_json(c: &Container, snap: &Snapshot) -> ContainerJson {
                 gateway: e.gateway.to_string(),
                 ip_address: e.ip.to_string(),
                 ip_prefix_len: e.prefix_len,
+                ifname: e.ifname.clone(),
+                host_ifname,
             },
         );
     }
@@ -241,6 +270,9 @@ pub fn container_json(c: &Container, snap: &Snapshot) -> ContainerJson {
         log_path: log_path
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
+        config: ContainerConfig {
+            labels: c.labels.clone(),
+        },
         host_config: HostConfig {
             network_mode: c.network_mode.clone(),
         },
@@ -249,6 +281,15 @@ pub fn container_json(c: &Container, snap: &Snapshot) -> ContainerJson {
             networks,
             ports: ports_json(&c.ports),
         },
+        resolv_conf: resolv_conf_json(&dns::resolv_conf_of(state, &c.id)),
+    }
+}
+
+fn resolv_conf_json(rc: &ResolvConf) -> ResolvConfJson {
+    ResolvConfJson {
+        nameservers: rc.nameservers.iter().map(ToString::to_string).collect(),
+        search: rc.search.clone(),
+        options: rc.options.clone(),
     }
 }
 
@@ -330,6 +371,28 @@ mod tests {
         assert_eq!(e.message, "invalid IPv4 address: 1.2.3");
         let e = container_spec(Some("a"), req(r#"{"NetworkMode":"container:"}"#)).unwrap_err();
         assert_eq!(e.status, 400);
+        let e = container_spec(Some("a"), req(r#"{"IfName":"a/b"}"#)).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.message.contains("a/b"), "{}", e.message);
+        let e = container_spec(Some("a"), req(r#"{"IfName":"sixteen-bytes-xx"}"#)).unwrap_err();
+        assert!(e.message.contains("longer than 15 bytes"), "{}", e.message);
+        let e = container_spec(Some("a"), req(r#"{"MacAddress":"02:00:00:00:01"}"#)).unwrap_err();
+        assert_eq!(e.message, "invalid MAC address: 02:00:00:00:01");
+    }
+
+    #[test]
+    fn interface_name_mac_and_labels_reach_the_spec() {
+        let s = container_spec(
+            Some("a"),
+            req(
+                r#"{"NetworkMode":"n","IfName":"net1","MacAddress":"0A:00:00:00:00:01",
+                    "Labels":{"k":"v"}}"#,
+            ),
+        )
+        .unwrap();
+        assert_eq!(s.endpoint.ifname.as_deref(), Some("net1"));
+        assert_eq!(s.endpoint.mac, Some([10, 0, 0, 0, 0, 1]));
+        assert_eq!(s.labels, BTreeMap::from([("k".into(), "v".into())]));
     }
 
     fn state_with(c: &Container) -> Snapshot {
@@ -348,7 +411,11 @@ mod tests {
                     created: String::new(),
                     internal: false,
                     attachable: false,
-                    ipam: None,
+                    ipam: (driver == "bridge").then(|| crate::model::Subnet {
+                        subnet: "10.7.0.0/24".parse().unwrap(),
+                        gateway: Ipv4Addr::new(10, 7, 0, 1),
+                        ip_range: None,
+                    }),
                     options: BTreeMap::new(),
                     labels: BTreeMap::new(),
                     predefined: driver != "bridge",
@@ -390,6 +457,7 @@ mod tests {
             ports: vec![],
             services: Vec::new(),
             removing: false,
+            labels: BTreeMap::from([("k".into(), "v".into())]),
         };
         let st = state_with(&c);
         let j = container_json(&c, &st);
@@ -414,8 +482,22 @@ mod tests {
                 "EndpointID": "e1",
                 "Gateway": "10.7.0.1",
                 "IPAddress": "10.7.0.9",
-                "IPPrefixLen": 24
+                "IPPrefixLen": 24,
+                "IfName": "eth0",
+                "HostIfName": "v1"
             })
+        );
+        assert_eq!(v["Config"], serde_json::json!({"Labels": {"k": "v"}}));
+        // On a user-defined network: the embedded server.
+        assert_eq!(
+            v["ResolvConf"]["Nameservers"],
+            serde_json::json!(["127.0.0.11"])
+        );
+        assert!(
+            v["ResolvConf"]["Options"]
+                .as_array()
+                .unwrap()
+                .contains(&"ndots:0".into())
         );
         // The process is gone: exited, pid 0.
         let mut gone = c.clone();
@@ -442,6 +524,7 @@ mod tests {
             ports: vec![],
             services: Vec::new(),
             removing: false,
+            labels: Default::default(),
         };
         let st = state_with(&c);
         let j = container_json(&c, &st);

@@ -489,6 +489,7 @@ fn connect_spec(req: NetworkConnectRequest) -> Result<(String, EndpointSpec), Ap
         EndpointSpec {
             ip,
             aliases: cfg.aliases,
+            ..EndpointSpec::default()
         },
     ))
 }
@@ -718,6 +719,7 @@ mod tests {
             ports: vec![],
             services: Vec::new(),
             removing: false,
+            labels: Default::default(),
         };
         let mut st = ModelState::default();
         st.networks.insert(net.id.clone(), Arc::new(net.clone()));

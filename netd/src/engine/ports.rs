@@ -172,6 +172,7 @@ mod tests {
                 ports: bindings,
                 services: Vec::new(),
                 removing: false,
+                labels: Default::default(),
             }),
         );
         st

@@ -22,7 +22,7 @@ const MAX_IFNAME_LEN: usize = 15;
 
 /// Rejects names the kernel would refuse (with a less helpful EINVAL or
 /// ERANGE) or that `ip` could not address.
-pub(super) fn check_ifname(name: &str) -> Result<(), NetlinkError> {
+pub fn check_ifname(name: &str) -> Result<(), NetlinkError> {
     let reason = if name.is_empty() {
         "empty"
     } else if name.len() > MAX_IFNAME_LEN {

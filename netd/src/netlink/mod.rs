@@ -21,6 +21,7 @@
 mod links;
 pub mod netns;
 
+pub use links::check_ifname;
 pub use netns::Netns;
 mod sysctl;
 
