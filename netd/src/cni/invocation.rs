@@ -122,6 +122,16 @@ impl Invocation {
                 format!("unknown command {command_text:?}"),
             )
         })?;
+        if command == Command::Version {
+            // libcni probes with placeholders (`CNI_NETNS=dummy`): VERSION
+            // reads nothing else.
+            return Ok(Invocation {
+                command,
+                attachment: None,
+                netns: None,
+                args: CniArgs::default(),
+            });
+        }
         let nonempty = |name: &str| var(name).filter(|v| !v.is_empty());
         let attachment = if command.per_attachment() {
             let id = nonempty("CNI_CONTAINERID").ok_or_else(|| missing("CNI_CONTAINERID"))?;
@@ -246,6 +256,15 @@ mod tests {
         assert_eq!(inv.netns, None);
         let inv = env(&[("CNI_COMMAND", "STATUS")]).unwrap();
         assert!(inv.attachment.is_none());
+        // What libcni's validation sends.
+        let inv = env(&[
+            ("CNI_COMMAND", "VERSION"),
+            ("CNI_CONTAINERID", "cni"),
+            ("CNI_NETNS", "dummy"),
+            ("CNI_IFNAME", "dummy"),
+        ])
+        .unwrap();
+        assert_eq!(inv.command, Command::Version);
     }
 
     #[test]
