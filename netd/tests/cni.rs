@@ -96,6 +96,26 @@ struct Call<'a> {
     args: &'a str,
 }
 
+impl<'a> Call<'a> {
+    /// STATUS, GC and VERSION: no attachment.
+    const NONE: Call<'static> = Call {
+        container_id: "",
+        ifname: "",
+        netns: None,
+        args: "",
+    };
+
+    /// Attachment `(id, eth0)` in the namespace at `netns`.
+    fn eth0(container_id: &'a str, netns: &'a str) -> Call<'a> {
+        Call {
+            container_id,
+            ifname: "eth0",
+            netns: Some(netns),
+            args: "",
+        }
+    }
+}
+
 /// What the plugin answered.
 #[derive(Debug)]
 struct Answer {
@@ -170,14 +190,9 @@ fn with_prev(conf: &Value, prev: &Value) -> Value {
 }
 
 fn netd_names(d: &Daemon) -> Vec<String> {
-    d.ok(&["container", "ls", "--format", "json"])
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["Name"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
+    d.containers()
+        .iter()
+        .map(|c| c["Name"].as_str().unwrap().to_string())
         .collect()
 }
 
@@ -298,17 +313,7 @@ fn every_command_in_every_version() {
             "only lo is left: {links}"
         );
     }
-    let version = plugin(
-        "VERSION",
-        &Call {
-            container_id: "",
-            ifname: "",
-            netns: None,
-            args: "",
-        },
-        &json!({"cniVersion": "1.1.0"}),
-    )
-    .ok();
+    let version = plugin("VERSION", &Call::NONE, &json!({"cniVersion": "1.1.0"})).ok();
     assert_eq!(version["supportedVersions"], json!(VERSIONS));
 }
 
@@ -319,12 +324,7 @@ fn del_after_a_daemon_restart_and_after_the_namespace_went() {
     let conf = conf(&d, "1.0.0", "podnet", "n");
     let ns = RuntimeNetns::new(&d, "r");
     let path = ns.path();
-    let call = Call {
-        container_id: "restarted",
-        ifname: "eth0",
-        netns: Some(&path),
-        args: "",
-    };
+    let call = Call::eth0("restarted", &path);
     let result = plugin("ADD", &call, &conf).ok();
     d.restart();
     assert_eq!(
@@ -340,12 +340,7 @@ fn del_after_a_daemon_restart_and_after_the_namespace_went() {
     // The runtime deleted the namespace before DEL (a crashed runtime).
     let gone = RuntimeNetns::new(&d, "g");
     let gone_path = gone.path();
-    let call = Call {
-        container_id: "gone",
-        ifname: "eth0",
-        netns: Some(&gone_path),
-        args: "",
-    };
+    let call = Call::eth0("gone", &gone_path);
     let first = plugin("ADD", &call, &conf).ok();
     gone.delete();
     assert_eq!(
@@ -367,28 +362,13 @@ fn del_after_a_daemon_restart_and_after_the_namespace_went() {
     // Its address is free again: the next attachment gets it.
     let next = RuntimeNetns::new(&d, "n");
     let next_path = next.path();
-    let again = plugin(
-        "ADD",
-        &Call {
-            container_id: "next",
-            ifname: "eth0",
-            netns: Some(&next_path),
-            args: "",
-        },
-        &conf,
-    )
-    .ok();
+    let again = plugin("ADD", &Call::eth0("next", &next_path), &conf).ok();
     assert_eq!(again["ips"][0]["address"], first["ips"][0]["address"]);
 
     // DEL while the daemon is down succeeds (best effort); STATUS says it
     // cannot serve ADD.
     d.stop();
-    let call = Call {
-        container_id: "next",
-        ifname: "eth0",
-        netns: Some(&next_path),
-        args: "",
-    };
+    let call = Call::eth0("next", &next_path);
     assert_eq!(plugin("DEL", &call, &conf).ok(), Value::Null);
     let status = plugin("STATUS", &call, &with_version(&conf, "1.1.0"));
     assert_eq!(status.code(), 50);
@@ -410,12 +390,7 @@ fn capabilities_publish_address_and_mac_through_netd() {
     let port = common::free_port();
     let ns = RuntimeNetns::new(&d, "p");
     let path = ns.path();
-    let call = Call {
-        container_id: "caps",
-        ifname: "eth0",
-        netns: Some(&path),
-        args: "",
-    };
+    let call = Call::eth0("caps", &path);
     let mut conf = conf(&d, "1.1.0", "podnet", "n");
     conf["runtimeConfig"] = json!({
         "portMappings": [{"hostPort": port, "containerPort": 80, "protocol": "tcp"}],
@@ -472,7 +447,7 @@ fn capabilities_publish_address_and_mac_through_netd() {
         !cross.status.success(),
         "another network reached the CNI container"
     );
-    let spoofed = drops(&d, "spoofed_source");
+    let spoofed = d.drops("spoofed_source");
     assert!(
         ns.exec(&["ip", "addr", "add", "10.183.0.99/24", "dev", "eth0"])
             .status
@@ -480,10 +455,7 @@ fn capabilities_publish_address_and_mac_through_netd() {
     );
     let through = ns.exec(&["ping", "-c1", "-W1", "-I", "10.183.0.99", "10.183.0.1"]);
     assert!(!through.status.success(), "a spoofed source got through");
-    assert!(
-        drops(&d, "spoofed_source") > spoofed,
-        "spoofing not counted"
-    );
+    assert!(d.drops("spoofed_source") > spoofed, "spoofing not counted");
     // Its traffic is counted under its name.
     let stats = d.json(&["stats", "--format", "json"]).to_string();
     assert!(stats.contains(&name), "netd stats lists it: {stats}");
@@ -492,17 +464,6 @@ fn capabilities_publish_address_and_mac_through_netd() {
         plugin("DEL", &call, &with_prev(&conf, &result)).ok(),
         Value::Null
     );
-}
-
-/// Packets netd dropped for `reason`, from `netd stats`.
-fn drops(d: &Daemon, reason: &str) -> u64 {
-    d.json(&["stats", "--format", "json"])["Drops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|x| x["Reason"] == reason)
-        .map(|x| x["Packets"].as_u64().unwrap())
-        .sum()
 }
 
 /// The netd container of attachment `(id, eth0)`.
@@ -540,22 +501,12 @@ fn gc_removes_only_stale_attachments_of_its_configuration() {
         ("stale", &paths[1], &podnet),
         ("elsewhere", &paths[2], &othernet),
     ] {
-        let call = Call {
-            container_id: id,
-            ifname: "eth0",
-            netns: Some(path),
-            args: "",
-        };
+        let call = Call::eth0(id, path);
         plugin("ADD", &call, conf).ok();
     }
     let mut gc = podnet.clone();
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "eth0"}]);
-    let none = Call {
-        container_id: "",
-        ifname: "",
-        netns: None,
-        args: "",
-    };
+    let none = Call::NONE;
     assert_eq!(plugin("GC", &none, &gc).ok(), Value::Null);
     let mut left = netd_names(&d);
     left.sort();

@@ -152,13 +152,6 @@ fn busybox_rootfs(root: &Path) {
     std::fs::write(root.join("www/index.html"), "hello from podman\n").unwrap();
 }
 
-fn netd_containers(d: &Daemon) -> Vec<Value> {
-    d.ok(&["container", "ls", "--format", "json"])
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// An HTTP GET from the daemon's "outside" namespace.
 fn get_from_outside(d: &Daemon, url: &str) -> Output {
     d.outside(&[
@@ -212,7 +205,7 @@ fn podman_containers_on_a_netd_cni_network() {
     let ip = podman.inspect("web", "{{.NetworkSettings.Networks.podnet.IPAddress}}");
     let id = podman.inspect("web", "{{.Id}}");
     assert!(ip.starts_with("10.191.0."), "{ip}");
-    let listed = netd_containers(&d);
+    let listed = d.containers();
     let record = listed
         .iter()
         .find(|c| c["IPAddress"] == ip.as_str())
@@ -266,7 +259,7 @@ fn podman_containers_on_a_netd_cni_network() {
     // `podman rm` leaves nothing: no netd container, veth or published
     // port, no namespace, no cached result.
     podman.ok(&["rm", "--force", "--time", "0", "web"]);
-    let left: Vec<Value> = netd_containers(&d);
+    let left: Vec<Value> = d.containers();
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(left[0]["Name"], "native");
     assert!(!Path::new(&sandbox).exists(), "{sandbox} is left");
