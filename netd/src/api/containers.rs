@@ -21,7 +21,7 @@ use super::wire::{
     PortBindingJson, ResolvConfJson,
 };
 use super::{AppState, json_response, query_bool};
-use crate::dns::{self, ResolvConf};
+use crate::dns::{ContainerFiles, ResolvConf};
 use crate::drivers::Attachment;
 use crate::engine::Snapshot;
 use crate::engine::spec::{ContainerSpec, EndpointSpec, NetworkMode, PortSpec};
@@ -41,7 +41,11 @@ pub async fn list(State(app): State<AppState>) -> ApiResult {
     let snap = app.engine.snapshot();
     let mut all: Vec<&Container> = snap.state.containers.values().map(|c| &**c).collect();
     all.sort_by(|a, b| a.name.cmp(&b.name));
-    let out: Vec<ContainerJson> = all.into_iter().map(|c| container_json(c, &snap)).collect();
+    let files = ContainerFiles::now();
+    let out: Vec<ContainerJson> = all
+        .into_iter()
+        .map(|c| container_json(c, &snap, &files))
+        .collect();
     Ok(json_response(StatusCode::OK, &out))
 }
 
@@ -49,7 +53,11 @@ pub async fn list(State(app): State<AppState>) -> ApiResult {
 pub async fn inspect(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult {
     let snap = app.engine.snapshot();
     let c = snap.container(&id)?;
-    Ok(json_response(StatusCode::OK, &container_json(c, &snap)))
+    let files = ContainerFiles::now();
+    Ok(json_response(
+        StatusCode::OK,
+        &container_json(c, &snap, &files),
+    ))
 }
 
 /// `POST /containers/create?name=NAME` → 201 `{"Id": ..., "Warnings": []}`.
@@ -188,8 +196,8 @@ pub fn container_spec(
 
 /// The JSON of one container. The snapshot supplies what the record alone
 /// does not know: the namespace path, whether the process still runs, and
-/// where its output goes.
-pub fn container_json(c: &Container, snap: &Snapshot) -> ContainerJson {
+/// where its output goes; `files`, its DNS settings.
+pub fn container_json(c: &Container, snap: &Snapshot, files: &ContainerFiles) -> ContainerJson {
     let state = &snap.state;
     let sandbox_key = snap
         .sandbox_path(c)
@@ -281,7 +289,7 @@ pub fn container_json(c: &Container, snap: &Snapshot) -> ContainerJson {
             networks,
             ports: ports_json(&c.ports),
         },
-        resolv_conf: resolv_conf_json(&dns::resolv_conf_of(state, &c.id)),
+        resolv_conf: resolv_conf_json(&files.resolv_conf(state, &c.id)),
     }
 }
 
@@ -460,7 +468,7 @@ mod tests {
             labels: BTreeMap::from([("k".into(), "v".into())]),
         };
         let st = state_with(&c);
-        let j = container_json(&c, &st);
+        let j = container_json(&c, &st, &ContainerFiles::now());
         let v = serde_json::to_value(&j).unwrap();
         assert_eq!(v["Id"], "c1");
         assert_eq!(v["Name"], "web");
@@ -502,13 +510,18 @@ mod tests {
         // The process is gone: exited, pid 0.
         let mut gone = c.clone();
         gone.process.as_mut().unwrap().pid = None;
-        let j = container_json(&gone, &st);
+        let j = container_json(&gone, &st, &ContainerFiles::now());
         assert_eq!(j.state.status, "exited");
         assert_eq!(j.state.pid, 0);
         // On its way out: removing.
         let mut going = gone.clone();
         going.removing = true;
-        assert_eq!(container_json(&going, &st).state.status, "removing");
+        assert_eq!(
+            container_json(&going, &st, &ContainerFiles::now())
+                .state
+                .status,
+            "removing"
+        );
     }
 
     #[test]
@@ -527,7 +540,7 @@ mod tests {
             labels: Default::default(),
         };
         let st = state_with(&c);
-        let j = container_json(&c, &st);
+        let j = container_json(&c, &st, &ContainerFiles::now());
         assert_eq!(j.state.status, "created");
         assert_eq!(j.sandbox_key, "");
         assert_eq!(j.network_settings.networks["host"].network_id, "h1");

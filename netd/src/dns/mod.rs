@@ -325,14 +325,14 @@ impl Dns {
 }
 
 /// The two resolv.conf files containers get, from the host's configuration
-/// as it is now.
-struct ContainerFiles {
+/// as it is now (read once for any number of containers).
+pub struct ContainerFiles {
     embedded: String,
     plain: String,
 }
 
 impl ContainerFiles {
-    fn now() -> ContainerFiles {
+    pub fn now() -> ContainerFiles {
         let host = ResolvConf::host();
         let systemd = ResolvConf::read(Path::new(resolv::SYSTEMD_RESOLV_CONF)).ok();
         ContainerFiles {
@@ -350,13 +350,13 @@ impl ContainerFiles {
             &self.plain
         }
     }
-}
 
-/// What the resolv.conf of container `container_id` says, the file netd
-/// writes for the namespaces it names: for a runtime that writes the
-/// container's /etc itself (CNI's result carries it).
-pub fn resolv_conf_of(state: &State, container_id: &str) -> ResolvConf {
-    ResolvConf::parse(ContainerFiles::now().of(state, container_id))
+    /// What the resolv.conf of container `container_id` says, the file
+    /// netd writes for the namespaces it names: for a runtime that writes
+    /// the container's /etc itself (CNI's result carries it).
+    pub fn resolv_conf(&self, state: &State, container_id: &str) -> ResolvConf {
+        ResolvConf::parse(self.of(state, container_id))
+    }
 }
 
 /// False when the listener's sockets are in a namespace that is no longer
