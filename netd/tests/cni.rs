@@ -403,6 +403,24 @@ fn capabilities_publish_address_and_mac_through_netd() {
     assert_eq!(sandbox_interface(&result).1["mac"], "0a:58:00:00:00:77");
     let link = &ip_json_in(&ns.0, &["link", "show", "eth0"])[0];
     assert_eq!(link["address"], "0a:58:00:00:00:77");
+    // A MAC is unique on its network, and netd's derived range is netd's.
+    let other = RuntimeNetns::new(&d, "m");
+    let other_path = other.path();
+    for (mac, says) in [
+        ("0a:58:00:00:00:77", "already in use"),
+        ("02:42:0a:b7:00:09", "netd derives"),
+        ("03:00:00:00:00:01", "not a unicast address"),
+    ] {
+        let mut taken = conf.clone();
+        taken["runtimeConfig"] = json!({"mac": mac});
+        let refused = plugin("ADD", &Call::eth0("dup", &other_path), &taken);
+        assert_eq!(refused.code(), 100, "{mac}");
+        assert!(
+            refused.out["details"].as_str().unwrap().contains(says),
+            "{mac}: {}",
+            refused.out
+        );
+    }
 
     // The published port answers from outside, through netd's uplink.
     let mut server = Command::new("ip")
