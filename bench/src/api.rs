@@ -31,6 +31,10 @@ impl Api {
     }
 
     /// One request; the status and the (de-chunked) body.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
     pub fn request(
         &self,
         method: &str,

@@ -139,6 +139,11 @@ impl Daemon {
         &self.uplink.1
     }
 
+    /// The API's unix socket.
+    pub fn socket(&self) -> &Path {
+        self.api.socket()
+    }
+
     pub fn api(&self) -> &Api {
         &self.api
     }

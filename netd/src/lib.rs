@@ -2,6 +2,7 @@
 //!
 //! Layout (see the README's architecture section):
 //! - `cli`: the `netd` command line; talks HTTP to the daemon.
+//! - `cni`: `netd-cni`, the CNI plugin; a client of the daemon's API too.
 //! - `api`: the Docker-compatible HTTP API on the unix socket.
 //! - `engine`: the single owner of state, a command loop; validates,
 //!   persists, applies, and publishes snapshots for readers.
@@ -25,6 +26,7 @@ pub mod api;
 pub mod cleanup;
 pub mod cli;
 pub mod cluster;
+pub mod cni;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;

@@ -69,10 +69,12 @@ pub struct Endpoint {
     /// 64 hex characters.
     pub id: String,
     pub network_id: String,
-    /// Name inside the container: eth0, eth1, ...
+    /// Name inside the container: eth0, eth1, ... unless the caller named
+    /// it (CNI's `CNI_IFNAME`).
     pub ifname: String,
     /// Name of the host side of the veth pair.
     pub host_ifname: String,
+    /// Derived from `ip` ([`mac_for`]) unless the caller gave one.
     pub mac: [u8; 6],
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
@@ -168,6 +170,10 @@ pub struct Container {
     /// removal.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub removing: bool,
+    /// The caller's key/value metadata (Docker's `Config.Labels`): a CNI
+    /// attachment records its runtime's container id and interface here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Container {
@@ -450,6 +456,20 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
         .join(":")
 }
 
+/// Reads `aa:bb:cc:dd:ee:ff` (either case), the form [`format_mac`] writes.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for byte in &mut mac {
+        let part = parts.next()?;
+        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,6 +502,27 @@ mod tests {
             "invalid alias \"\": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
         );
         assert!(check_name(NameOf::Network, "front-end_1.x").is_ok());
+    }
+
+    #[test]
+    fn macs_read_back_what_is_written() {
+        let mac = [0x02, 0x42, 0xac, 0x11, 0x00, 0x02];
+        assert_eq!(parse_mac(&format_mac(&mac)), Some(mac));
+        assert_eq!(
+            parse_mac("0A:0b:0C:0d:0E:0f"),
+            Some([10, 11, 12, 13, 14, 15])
+        );
+        for bad in [
+            "",
+            "02:42:ac:11:00",
+            "02:42:ac:11:00:02:03",
+            "2:42:ac:11:00:02",
+            "02-42-ac-11-00-02",
+            "02:42:ac:11:00:gg",
+            "+2:42:ac:11:00:02",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
+        }
     }
 
     #[test]

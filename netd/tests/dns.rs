@@ -873,6 +873,7 @@ mod standalone {
                     ports: Vec::new(),
                     services: Vec::new(),
                     removing: false,
+                    labels: Default::default(),
                 }),
             );
         }

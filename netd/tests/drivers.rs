@@ -439,6 +439,7 @@ async fn a_driver_registers_without_touching_the_engine() {
             ports: Vec::new(),
             cmd: None,
             services: Vec::new(),
+            labels: Default::default(),
         })
         .await
         .expect("container");

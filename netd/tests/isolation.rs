@@ -84,17 +84,6 @@ fn tx_packets(ifname: &str) -> u64 {
         .unwrap()
 }
 
-fn drops(d: &Daemon, reason: &str) -> u64 {
-    let stats: Value = d.json(&["stats", "--format", "json"]);
-    stats["Drops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|x| x["Reason"] == reason)
-        .map(|x| x["Packets"].as_u64().unwrap())
-        .sum()
-}
-
 fn firewall_rules() -> String {
     let nft = Command::new("nft").args(["list", "ruleset"]).output();
     let ipt = Command::new("iptables-save").output();
@@ -219,10 +208,10 @@ fn networks_are_isolated_and_spoofing_is_dropped() {
 
     // a -> b crosses networks: dropped in eBPF and counted, whatever route
     // a uses (its default route goes to n1's gateway, the host).
-    let cross_before = drops(&d, "cross_network");
+    let cross_before = d.drops("cross_network");
     assert!(!ping(&a, &b_ip, 3), "a reached b across networks");
     assert!(
-        drops(&d, "cross_network") >= cross_before + 3,
+        d.drops("cross_network") >= cross_before + 3,
         "cross-network drops were not counted"
     );
     // Also with b's MAC forced as the next hop.
@@ -253,7 +242,7 @@ fn networks_are_isolated_and_spoofing_is_dropped() {
     assert!(!ping(&a, &b_ip, 2), "a reached b with b's MAC as next hop");
 
     // Spoofed source address.
-    let spoof_before = drops(&d, "spoofed_source");
+    let spoof_before = d.drops("spoofed_source");
     in_ns(&a, &["ip", "addr", "add", "10.242.1.99/24", "dev", "eth0"]);
     assert!(
         !ping_from_addr(&a, "10.242.1.99", "10.242.1.1"),
@@ -266,7 +255,7 @@ fn networks_are_isolated_and_spoofing_is_dropped() {
     );
     assert!(!ping(&a, "10.242.1.1", 2), "spoofed MAC got through");
     assert!(
-        drops(&d, "spoofed_source") >= spoof_before + 3,
+        d.drops("spoofed_source") >= spoof_before + 3,
         "spoofing not counted"
     );
     // b is untouched by all this.
@@ -306,9 +295,9 @@ fn internal_networks_stay_inside() {
     let outside = Lan::new(&d.prefix, "10.246.0.2/24");
     let run = |args: &[&str]| assert!(Command::new("ip").args(args).status().unwrap().success());
     run(&["addr", "add", "10.246.0.1/24", "dev", &outside.parent]);
-    let before = drops(&d, "internal_network");
+    let before = d.drops("internal_network");
     assert!(!ping(&x, "10.246.0.2", 2), "x left its internal network");
-    assert!(drops(&d, "internal_network") >= before + 2, "not counted");
+    assert!(d.drops("internal_network") >= before + 2, "not counted");
 }
 
 /// A veth pair the test owns, standing in for a LAN: one end in the host
@@ -427,14 +416,14 @@ fn macvlan_containers_cannot_spoof() {
     assert!(ping(&m, "10.246.0.1", 2), "own address works");
     // Root in the container takes a neighbour's address: not a packet
     // leaves with it.
-    let before = drops(&d, "spoofed_source");
+    let before = d.drops("spoofed_source");
     let run = |args: &[&str]| assert!(Command::new("ip").args(args).status().unwrap().success());
     run(&["-n", &m, "addr", "add", "10.246.0.99/24", "dev", "eth0"]);
     assert!(
         !ping_from_addr(&m, "10.246.0.99", "10.246.0.1"),
         "spoofed source reached the segment"
     );
-    assert!(drops(&d, "spoofed_source") > before, "spoofing not counted");
+    assert!(d.drops("spoofed_source") > before, "spoofing not counted");
     // Nor with another MAC.
     run(&["-n", &m, "addr", "del", "10.246.0.99/24", "dev", "eth0"]);
     run(&[

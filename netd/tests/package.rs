@@ -29,8 +29,9 @@ const PACKAGE_ENV: &str = "NETD_DEB";
 const DIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../dist");
 
 /// Files the package installs, with their modes.
-const FILES: [(&str, u32); 9] = [
+const FILES: [(&str, u32); 10] = [
     ("/usr/bin/netd", 0o755),
+    ("/opt/cni/bin/netd", 0o755),
     ("/etc/netd/netd.toml", 0o644),
     ("/usr/lib/systemd/system/netd.service", 0o644),
     ("/usr/share/bash-completion/completions/netd", 0o644),
@@ -321,9 +322,9 @@ fn install_run_and_purge_the_debian_package() {
     // Completions where each shell looks, as the installed binary writes
     // them; a man page for every command.
     for (shell, path) in [
-        ("bash", FILES[3].0),
-        ("zsh", FILES[4].0),
-        ("fish", FILES[5].0),
+        ("bash", FILES[4].0),
+        ("zsh", FILES[5].0),
+        ("fish", FILES[6].0),
     ] {
         let generated = run("/usr/bin/netd", &["completion", shell]);
         assert_eq!(
@@ -332,6 +333,24 @@ fn install_run_and_purge_the_debian_package() {
             "{path} is `netd completion {shell}`"
         );
     }
+    // The CNI plugin answers where runtimes look for it.
+    let mut plugin = Command::new("/opt/cni/bin/netd")
+        .env("CNI_COMMAND", "VERSION")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut plugin.stdin.take().unwrap(),
+        br#"{"cniVersion": "1.0.0"}"#,
+    )
+    .unwrap();
+    let version = plugin.wait_with_output().unwrap();
+    assert!(
+        stdout(&version).contains(r#""supportedVersions":["0.4.0","1.0.0","1.1.0"]"#),
+        "{}",
+        stdout(&version)
+    );
     // Each shell finds its script where it was installed, by itself.
     let bash = run(
         "bash",

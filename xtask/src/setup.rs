@@ -26,9 +26,14 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Prometheus and `promtool` (monitoring), the shells the completion
 /// scripts are for (`zsh`, `fish`; bash's loader from `bash-completion`),
 /// `systemd-analyze` and `deb-systemd-helper` (the unit and the package's
-/// scripts), and the cluster store the tests start themselves (`etcd`; the
+/// scripts), the cluster store the tests start themselves (`etcd`; the
 /// package starts no server where systemd is not running, and the tests'
-/// servers use their own ports and data directories either way).
+/// servers use their own ports and data directories either way), and the
+/// container runtime the CNI plugin is tested under: podman with its CNI
+/// backend, the CNI reference plugins (podman's own default network is
+/// theirs; the bench measures against them too), runc (crun, podman's
+/// default, refuses hybrid cgroup hierarchies) and a static busybox for
+/// the containers' root filesystem.
 const TEST_PACKAGES: &[&str] = &[
     "etcd-server",
     "iproute2",
@@ -47,6 +52,10 @@ const TEST_PACKAGES: &[&str] = &[
     "fish",
     "bash-completion",
     "systemd",
+    "podman",
+    "containernetworking-plugins",
+    "runc",
+    "busybox-static",
 ];
 
 /// The cargo-deb release known to build with the stable rustc here

@@ -8,13 +8,19 @@
 //! plugin is timed from exec to exit, as a runtime sees it. netd's attach
 //! creates the namespace too, CNI's ADD gets one made beforehand: that only
 //! favours CNI.
+//!
+//! Then CNI against CNI, both timed from exec to exit with a namespace made
+//! beforehand and one published port: netd's own plugin (`netd-cni`, a
+//! client of the daemon) against the reference chain a runtime runs for the
+//! same job, `bridge` + `host-local` then `portmap` (iptables DNAT rules),
+//! DEL in reverse order.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::cmd::{self, say};
 use crate::daemon::Daemon;
@@ -38,6 +44,7 @@ pub fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
     daemon.api().create_network("cp", NETD_SUBNET)?;
     let cni = Cni::new(ctx)?;
     attach_cycles(ctx, &daemon, &cni, report)?;
+    plugin_cycles(ctx, &daemon, &cni, report)?;
     fleet(ctx.plan, &daemon, &cni, report, rss_idle)
 }
 
@@ -122,6 +129,63 @@ fn attach_cycles(ctx: &Ctx, daemon: &Daemon, cni: &Cni, report: &mut Report) -> 
             ],
         ),
     );
+    Ok(())
+}
+
+/// CNI ADD then DEL with one published port, netd's plugin and the
+/// reference chain alternating, `plan.attaches` times.
+fn plugin_cycles(ctx: &Ctx, daemon: &Daemon, cni: &Cni, report: &mut Report) -> Result<()> {
+    let n = ctx.plan.attaches;
+    let netd = NetdPlugin::new(ctx, daemon)?;
+    let (mut netd_add, mut netd_del, mut ref_add, mut ref_del) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        cmd::check_interrupted()?;
+        let ns = Netns::create(&format!("{}-p{i}", ctx.tag))?;
+        let id = format!("bench-p{i}");
+        let (ms, result) = timed(|| netd.run("ADD", &id, &ns, None))?;
+        netd_add.push(ms);
+        netd_del.push(timed(|| netd.run("DEL", &id, &ns, Some(&result)))?.0);
+        drop(ns);
+
+        let ns = Netns::create(&format!("{}-q{i}", ctx.tag))?;
+        let (ms, result) = timed(|| cni.chain_add(&id, &ns))?;
+        ref_add.push(ms);
+        ref_del.push(timed(|| cni.chain_del(&id, &ns, &result))?.0);
+        drop(ns);
+        if (i + 1) % (n / 4).max(1) == 0 {
+            say!(
+                "[7] CNI ADD/DEL {}/{n}: last netd plugin {:.1}/{:.1} ms, reference chain {:.1}/{:.1} ms",
+                i + 1,
+                netd_add[i],
+                netd_del[i],
+                ref_add[i],
+                ref_del[i]
+            );
+        }
+    }
+    for (what, p, netd, reference) in [
+        ("ADD", 50.0, &netd_add, &ref_add),
+        ("ADD", 99.0, &netd_add, &ref_add),
+        ("DEL", 50.0, &netd_del, &ref_del),
+        ("DEL", 99.0, &netd_del, &ref_del),
+    ] {
+        let name = format!(
+            "CNI {what} with a published port, p{p:.0} (netd: its plugin; CNI: \
+             bridge+host-local+portmap; {n} cycles)"
+        );
+        for (system, samples) in [(System::Netd, netd), (System::Cni, reference)] {
+            let mut samples = samples.clone();
+            report.add(
+                7,
+                &name,
+                "ms",
+                Better::Lower,
+                system,
+                percentile(&mut samples, p),
+            );
+        }
+    }
     Ok(())
 }
 
@@ -262,9 +326,97 @@ fn windowed_median(values: &[f64], window: usize) -> Vec<(f64, f64)> {
 }
 
 fn timed_ms(f: impl FnOnce() -> Result<()>) -> Result<f64> {
+    Ok(timed(f)?.0)
+}
+
+/// How long `f` took, in milliseconds, and what it returned.
+fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(f64, T)> {
     let start = Instant::now();
-    f()?;
-    Ok(start.elapsed().as_secs_f64() * 1000.0)
+    let value = f()?;
+    Ok((start.elapsed().as_secs_f64() * 1000.0, value))
+}
+
+/// The host port both CNI setups publish (one attachment at a time).
+const PUBLISHED_PORT: u16 = 18_080;
+
+/// One CNI invocation of the plugin at `path`, run in `host` (the
+/// runtime's namespace) for container `id` in `ns`: the parsed result
+/// (`Null` for commands without one).
+fn invoke(
+    host: Option<&Netns>,
+    path: &str,
+    command: &str,
+    id: &str,
+    ns: &Netns,
+    config: &Value,
+) -> Result<Value> {
+    let mut plugin = match host {
+        Some(host) => host.command(path),
+        None => Command::new(path),
+    };
+    plugin
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", id)
+        .env("CNI_NETNS", ns.path())
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", CNI_DIR);
+    let out = cmd::output_with_input(&mut plugin, config.to_string().as_bytes())
+        .with_context(|| format!("CNI {command} of {id} by {path}"))?;
+    if out.trim().is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_str(&out).with_context(|| format!("the result of {path}: {out}"))
+}
+
+/// The configuration of one plugin of a chain for one invocation: `conf`
+/// with the runtime's additions.
+fn request(conf: &Value, runtime_config: Option<&Value>, prev: Option<&Value>) -> Value {
+    let mut conf = conf.clone();
+    if let Some(rc) = runtime_config {
+        conf["runtimeConfig"] = rc.clone();
+    }
+    if let Some(prev) = prev {
+        conf["prevResult"] = prev.clone();
+    }
+    conf
+}
+
+fn port_mappings() -> Value {
+    json!({"portMappings": [{"hostPort": PUBLISHED_PORT, "containerPort": 80, "protocol": "tcp"}]})
+}
+
+/// netd's CNI plugin (built beside the netd binary) on the daemon's
+/// network, run from the daemon's (the host's) namespace.
+struct NetdPlugin {
+    path: String,
+    config: Value,
+}
+
+impl NetdPlugin {
+    fn new(ctx: &Ctx, daemon: &Daemon) -> Result<NetdPlugin> {
+        let path = ctx.netd.with_file_name("netd-cni");
+        if !path.exists() {
+            bail!(
+                "no netd CNI plugin at {}: it is built with netd (`cargo build --release -p netd`)",
+                path.display()
+            );
+        }
+        Ok(NetdPlugin {
+            path: path.display().to_string(),
+            config: json!({
+                "cniVersion": "1.0.0",
+                "name": "bench",
+                "type": "netd",
+                "network": "cp",
+                "socket": daemon.socket(),
+            }),
+        })
+    }
+
+    fn run(&self, command: &str, id: &str, ns: &Netns, prev: Option<&Value>) -> Result<Value> {
+        let config = request(&self.config, Some(&port_mappings()), prev);
+        invoke(None, &self.path, command, id, ns, &config)
+    }
 }
 
 /// The CNI reference plugins, run per the CNI spec from a namespace of the
@@ -273,13 +425,14 @@ fn timed_ms(f: impl FnOnce() -> Result<()>) -> Result<f64> {
 struct Cni {
     host: Netns,
     tag: String,
-    config: String,
+    config: Value,
+    portmap: Value,
     ipam_dir: PathBuf,
 }
 
 impl Cni {
     fn new(ctx: &Ctx) -> Result<Cni> {
-        for plugin in ["bridge", "host-local"] {
+        for plugin in ["bridge", "host-local", "portmap"] {
             let path = format!("{CNI_DIR}/{plugin}");
             if !std::path::Path::new(&path).exists() {
                 bail!(
@@ -302,27 +455,83 @@ impl Cni {
                 "ranges": [[{"subnet": CNI_SUBNET}]],
                 "dataDir": ipam_dir,
             },
-        })
-        .to_string();
+        });
+        // The chain's second plugin: iptables DNAT rules in `host`.
+        let portmap = json!({
+            "cniVersion": "1.0.0",
+            "name": "bench",
+            "type": "portmap",
+            "capabilities": {"portMappings": true},
+        });
         Ok(Cni {
             host,
             tag: ctx.tag.clone(),
             config,
+            portmap,
             ipam_dir,
         })
     }
 
+    /// ADD through the reference chain with one published port: the
+    /// bridge, then portmap with the bridge's result. Returns the chain's
+    /// result.
+    fn chain_add(&self, id: &str, ns: &Netns) -> Result<Value> {
+        let bridge = invoke(
+            Some(&self.host),
+            &self.plugin("bridge"),
+            "ADD",
+            id,
+            ns,
+            &self.config,
+        )?;
+        let portmap = request(&self.portmap, Some(&port_mappings()), Some(&bridge));
+        invoke(
+            Some(&self.host),
+            &self.plugin("portmap"),
+            "ADD",
+            id,
+            ns,
+            &portmap,
+        )
+    }
+
+    /// DEL through the chain in reverse order, each with the ADD's result.
+    fn chain_del(&self, id: &str, ns: &Netns, result: &Value) -> Result<()> {
+        let portmap = request(&self.portmap, Some(&port_mappings()), Some(result));
+        invoke(
+            Some(&self.host),
+            &self.plugin("portmap"),
+            "DEL",
+            id,
+            ns,
+            &portmap,
+        )?;
+        let bridge = request(&self.config, None, Some(result));
+        invoke(
+            Some(&self.host),
+            &self.plugin("bridge"),
+            "DEL",
+            id,
+            ns,
+            &bridge,
+        )?;
+        Ok(())
+    }
+
+    fn plugin(&self, name: &str) -> String {
+        format!("{CNI_DIR}/{name}")
+    }
+
     /// One plugin invocation (`ADD` or `DEL`) for container `id` in `ns`.
     fn run(&self, command: &str, id: &str, ns: &Netns) -> Result<()> {
-        let mut plugin: Command = self.host.command(format!("{CNI_DIR}/bridge"));
-        plugin
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", id)
-            .env("CNI_NETNS", ns.path())
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", CNI_DIR);
-        cmd::output_with_input(&mut plugin, self.config.as_bytes())
-            .with_context(|| format!("CNI {command} of {id}"))?;
+        invoke(
+            Some(&self.host),
+            &self.plugin("bridge"),
+            command,
+            id,
+            ns,
+            &self.config,
+        )?;
         Ok(())
     }
 }

@@ -16,14 +16,17 @@ use axum::response::IntoResponse;
 use super::errors::{ApiError, ApiResult};
 use super::networks::parse_ipv4;
 use super::wire::{
-    ContainerCreateRequest, ContainerCreateResponse, ContainerJson, ContainerState,
-    EndpointIpamConfig, EndpointSettings, HostConfig, NetworkSettings, PortBindingJson,
+    ContainerConfig, ContainerCreateRequest, ContainerCreateResponse, ContainerJson,
+    ContainerState, EndpointIpamConfig, EndpointSettings, HostConfig, NetworkSettings,
+    PortBindingJson, ResolvConfJson,
 };
 use super::{AppState, json_response, query_bool};
+use crate::dns::{ContainerFiles, ResolvConf};
 use crate::drivers::Attachment;
 use crate::engine::Snapshot;
 use crate::engine::spec::{ContainerSpec, EndpointSpec, NetworkMode, PortSpec};
-use crate::model::{Container, NameOf, NetMode, PortBinding, check_name, format_mac};
+use crate::model::{Container, NameOf, NetMode, PortBinding, check_name, format_mac, parse_mac};
+use crate::netlink::check_ifname;
 
 type QueryMap = Result<Query<HashMap<String, String>>, QueryRejection>;
 
@@ -38,7 +41,11 @@ pub async fn list(State(app): State<AppState>) -> ApiResult {
     let snap = app.engine.snapshot();
     let mut all: Vec<&Container> = snap.state.containers.values().map(|c| &**c).collect();
     all.sort_by(|a, b| a.name.cmp(&b.name));
-    let out: Vec<ContainerJson> = all.into_iter().map(|c| container_json(c, &snap)).collect();
+    let files = ContainerFiles::now();
+    let out: Vec<ContainerJson> = all
+        .into_iter()
+        .map(|c| container_json(c, &snap, &files))
+        .collect();
     Ok(json_response(StatusCode::OK, &out))
 }
 
@@ -46,7 +53,11 @@ pub async fn list(State(app): State<AppState>) -> ApiResult {
 pub async fn inspect(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult {
     let snap = app.engine.snapshot();
     let c = snap.container(&id)?;
-    Ok(json_response(StatusCode::OK, &container_json(c, &snap)))
+    let files = ContainerFiles::now();
+    Ok(json_response(
+        StatusCode::OK,
+        &container_json(c, &snap, &files),
+    ))
 }
 
 /// `POST /containers/create?name=NAME` → 201 `{"Id": ..., "Warnings": []}`.
@@ -141,6 +152,21 @@ pub fn container_spec(
             )));
         }
     };
+    let ifname = req
+        .ifname
+        .map(|name| {
+            check_ifname(&name)
+                .map(|()| name)
+                .map_err(|e| ApiError::bad_request(e.to_string()))
+        })
+        .transpose()?;
+    let mac = match req.mac_address.as_deref() {
+        None | Some("") => None,
+        Some(m) => Some(
+            parse_mac(m)
+                .ok_or_else(|| ApiError::bad_request(format!("invalid MAC address: {m}")))?,
+        ),
+    };
     let ports = req
         .ports
         .iter()
@@ -150,6 +176,8 @@ pub fn container_spec(
     let endpoint = EndpointSpec {
         ip,
         aliases: req.aliases,
+        ifname,
+        mac,
     };
     endpoint.check().map_err(ApiError::bad_request)?;
     Ok(ContainerSpec {
@@ -160,13 +188,14 @@ pub fn container_spec(
         ports,
         cmd,
         services: req.services.into_iter().filter(|s| !s.is_empty()).collect(),
+        labels: req.labels,
     })
 }
 
 /// The JSON of one container. The snapshot supplies what the record alone
 /// does not know: the namespace path, whether the process still runs, and
-/// where its output goes.
-pub fn container_json(c: &Container, snap: &Snapshot) -> ContainerJson {
+/// where its output goes; `files`, its DNS settings.
+pub fn container_json(c: &Container, snap: &Snapshot, files: &ContainerFiles) -> ContainerJson {
     let state = &snap.state;
     let sandbox_key = snap
         .sandbox_path(c)
@@ -181,6 +210,12 @@ pub fn container_json(c: &Container, snap: &Snapshot) -> ContainerJson {
             .networks
             .get(&e.network_id)
             .map_or_else(|| e.network_id.clone(), |n| n.name.clone());
+        let host_ifname = state
+            .networks
+            .get(&e.network_id)
+            .and_then(|n| snap.drivers.of(n).ok())
+            .and_then(|d| d.endpoint_link(e))
+            .unwrap_or_default();
         networks.insert(
             name,
             EndpointSettings {
@@ -195,6 +230,8 @@ pub fn container_json(c: &Container, snap: &Snapshot) -> ContainerJson {
                 gateway: e.gateway.to_string(),
                 ip_address: e.ip.to_string(),
                 ip_prefix_len: e.prefix_len,
+                ifname: e.ifname.clone(),
+                host_ifname,
             },
         );
     }
@@ -239,6 +276,9 @@ pub fn container_json(c: &Container, snap: &Snapshot) -> ContainerJson {
         log_path: log_path
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
+        config: ContainerConfig {
+            labels: c.labels.clone(),
+        },
         host_config: HostConfig {
             network_mode: c.network_mode.clone(),
         },
@@ -247,6 +287,15 @@ pub fn container_json(c: &Container, snap: &Snapshot) -> ContainerJson {
             networks,
             ports: ports_json(&c.ports),
         },
+        resolv_conf: resolv_conf_json(&files.resolv_conf(state, &c.id)),
+    }
+}
+
+fn resolv_conf_json(rc: &ResolvConf) -> ResolvConfJson {
+    ResolvConfJson {
+        nameservers: rc.nameservers.iter().map(ToString::to_string).collect(),
+        search: rc.search.clone(),
+        options: rc.options.clone(),
     }
 }
 
@@ -328,6 +377,28 @@ mod tests {
         assert_eq!(e.message, "invalid IPv4 address: 1.2.3");
         let e = container_spec(Some("a"), req(r#"{"NetworkMode":"container:"}"#)).unwrap_err();
         assert_eq!(e.status, 400);
+        let e = container_spec(Some("a"), req(r#"{"IfName":"a/b"}"#)).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.message.contains("a/b"), "{}", e.message);
+        let e = container_spec(Some("a"), req(r#"{"IfName":"sixteen-bytes-xx"}"#)).unwrap_err();
+        assert!(e.message.contains("longer than 15 bytes"), "{}", e.message);
+        let e = container_spec(Some("a"), req(r#"{"MacAddress":"02:00:00:00:01"}"#)).unwrap_err();
+        assert_eq!(e.message, "invalid MAC address: 02:00:00:00:01");
+    }
+
+    #[test]
+    fn interface_name_mac_and_labels_reach_the_spec() {
+        let s = container_spec(
+            Some("a"),
+            req(
+                r#"{"NetworkMode":"n","IfName":"net1","MacAddress":"0A:00:00:00:00:01",
+                    "Labels":{"k":"v"}}"#,
+            ),
+        )
+        .unwrap();
+        assert_eq!(s.endpoint.ifname.as_deref(), Some("net1"));
+        assert_eq!(s.endpoint.mac, Some([10, 0, 0, 0, 0, 1]));
+        assert_eq!(s.labels, BTreeMap::from([("k".into(), "v".into())]));
     }
 
     fn state_with(c: &Container) -> Snapshot {
@@ -346,7 +417,11 @@ mod tests {
                     created: String::new(),
                     internal: false,
                     attachable: false,
-                    ipam: None,
+                    ipam: (driver == "bridge").then(|| crate::model::Subnet {
+                        subnet: "10.7.0.0/24".parse().unwrap(),
+                        gateway: Ipv4Addr::new(10, 7, 0, 1),
+                        ip_range: None,
+                    }),
                     options: BTreeMap::new(),
                     labels: BTreeMap::new(),
                     predefined: driver != "bridge",
@@ -388,9 +463,10 @@ mod tests {
             ports: vec![],
             services: Vec::new(),
             removing: false,
+            labels: BTreeMap::from([("k".into(), "v".into())]),
         };
         let st = state_with(&c);
-        let j = container_json(&c, &st);
+        let j = container_json(&c, &st, &ContainerFiles::now());
         let v = serde_json::to_value(&j).unwrap();
         assert_eq!(v["Id"], "c1");
         assert_eq!(v["Name"], "web");
@@ -412,19 +488,38 @@ mod tests {
                 "EndpointID": "e1",
                 "Gateway": "10.7.0.1",
                 "IPAddress": "10.7.0.9",
-                "IPPrefixLen": 24
+                "IPPrefixLen": 24,
+                "IfName": "eth0",
+                "HostIfName": "v1"
             })
+        );
+        assert_eq!(v["Config"], serde_json::json!({"Labels": {"k": "v"}}));
+        // On a user-defined network: the embedded server.
+        assert_eq!(
+            v["ResolvConf"]["Nameservers"],
+            serde_json::json!(["127.0.0.11"])
+        );
+        assert!(
+            v["ResolvConf"]["Options"]
+                .as_array()
+                .unwrap()
+                .contains(&"ndots:0".into())
         );
         // The process is gone: exited, pid 0.
         let mut gone = c.clone();
         gone.process.as_mut().unwrap().pid = None;
-        let j = container_json(&gone, &st);
+        let j = container_json(&gone, &st, &ContainerFiles::now());
         assert_eq!(j.state.status, "exited");
         assert_eq!(j.state.pid, 0);
         // On its way out: removing.
         let mut going = gone.clone();
         going.removing = true;
-        assert_eq!(container_json(&going, &st).state.status, "removing");
+        assert_eq!(
+            container_json(&going, &st, &ContainerFiles::now())
+                .state
+                .status,
+            "removing"
+        );
     }
 
     #[test]
@@ -440,9 +535,10 @@ mod tests {
             ports: vec![],
             services: Vec::new(),
             removing: false,
+            labels: Default::default(),
         };
         let st = state_with(&c);
-        let j = container_json(&c, &st);
+        let j = container_json(&c, &st, &ContainerFiles::now());
         assert_eq!(j.state.status, "created");
         assert_eq!(j.sandbox_key, "");
         assert_eq!(j.network_settings.networks["host"].network_id, "h1");

@@ -482,6 +482,7 @@ fn connect_spec(req: NetworkConnectRequest) -> Result<(String, EndpointSpec), Ap
     let spec = EndpointSpec {
         ip: parse_ipv4(&ipam.ipv4_address)?,
         aliases: cfg.aliases,
+        ..EndpointSpec::default()
     };
     spec.check().map_err(ApiError::bad_request)?;
     Ok((req.container, spec))
@@ -712,6 +713,7 @@ mod tests {
             ports: vec![],
             services: Vec::new(),
             removing: false,
+            labels: Default::default(),
         };
         let mut st = ModelState::default();
         st.networks.insert(net.id.clone(), Arc::new(net.clone()));

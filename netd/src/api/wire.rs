@@ -354,10 +354,38 @@ pub struct ContainerJson {
     /// Where the output of the `run` command goes; empty without one.
     #[serde(rename = "LogPath")]
     pub log_path: String,
+    #[serde(rename = "Config")]
+    pub config: ContainerConfig,
     #[serde(rename = "HostConfig")]
     pub host_config: HostConfig,
     #[serde(rename = "NetworkSettings")]
     pub network_settings: NetworkSettings,
+    /// What the container's resolv.conf says (netd's own field): the
+    /// embedded server on user-defined networks, the host's resolvers
+    /// otherwise. A runtime that writes the container's /etc itself (CNI)
+    /// writes this.
+    #[serde(rename = "ResolvConf")]
+    pub resolv_conf: ResolvConfJson,
+}
+
+/// Docker's `Config`, the part netd has.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContainerConfig {
+    #[serde(rename = "Labels", deserialize_with = "null_as_default")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A resolv.conf as data (the CNI result's `dns` has the same parts).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ResolvConfJson {
+    #[serde(rename = "Nameservers", deserialize_with = "null_as_default")]
+    pub nameservers: Vec<String>,
+    #[serde(rename = "Search", deserialize_with = "null_as_default")]
+    pub search: Vec<String>,
+    #[serde(rename = "Options", deserialize_with = "null_as_default")]
+    pub options: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -423,6 +451,13 @@ pub struct EndpointSettings {
     pub ip_address: String,
     #[serde(rename = "IPPrefixLen")]
     pub ip_prefix_len: u8,
+    /// The interface's name inside the container (netd's own field).
+    #[serde(rename = "IfName", skip_serializing_if = "String::is_empty")]
+    pub ifname: String,
+    /// The host side of the endpoint's link, where the driver has one (a
+    /// veth's host end; netd's own field).
+    #[serde(rename = "HostIfName", skip_serializing_if = "String::is_empty")]
+    pub host_ifname: String,
 }
 
 /// `POST /containers/create?name=NAME` body. netd's flat shape; Docker's
@@ -472,6 +507,18 @@ pub struct ContainerCreateRequest {
     /// runtime's, handed over through CNI.
     #[serde(rename = "NetNs", skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
+    /// The interface's name inside the container; `ethN` when absent.
+    #[serde(rename = "IfName", skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    /// The interface's MAC; derived from its address when absent.
+    #[serde(rename = "MacAddress", skip_serializing_if = "Option::is_none")]
+    pub mac_address: Option<String>,
+    #[serde(
+        rename = "Labels",
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -217,21 +217,14 @@ impl Dns {
     }
 
     fn sync_files(&mut self, state: &State) {
-        let host = ResolvConf::host();
-        let embedded = resolv::for_embedded(&host);
-        let systemd = ResolvConf::read(Path::new(resolv::SYSTEMD_RESOLV_CONF)).ok();
-        let plain = resolv::for_host_resolvers(&host, systemd.as_ref());
+        let files = ContainerFiles::now();
         let mut wanted = HashSet::new();
         for c in state.containers.values() {
             let NetMode::Own { netns } = &c.net else {
                 continue;
             };
             wanted.insert(netns.clone());
-            let content = if records::wants_server(state, &c.id) {
-                &embedded
-            } else {
-                &plain
-            };
+            let content = files.of(state, &c.id);
             if self.files.get(netns) == Some(content) {
                 continue;
             }
@@ -328,6 +321,41 @@ impl Dns {
                 },
             );
         }
+    }
+}
+
+/// The two resolv.conf files containers get, from the host's configuration
+/// as it is now (read once for any number of containers).
+pub struct ContainerFiles {
+    embedded: String,
+    plain: String,
+}
+
+impl ContainerFiles {
+    pub fn now() -> ContainerFiles {
+        let host = ResolvConf::host();
+        let systemd = ResolvConf::read(Path::new(resolv::SYSTEMD_RESOLV_CONF)).ok();
+        ContainerFiles {
+            embedded: resolv::for_embedded(&host),
+            plain: resolv::for_host_resolvers(&host, systemd.as_ref()),
+        }
+    }
+
+    /// The embedded server's on a user-defined network, the host's
+    /// resolvers' otherwise.
+    fn of(&self, state: &State, container_id: &str) -> &String {
+        if records::wants_server(state, container_id) {
+            &self.embedded
+        } else {
+            &self.plain
+        }
+    }
+
+    /// What the resolv.conf of container `container_id` says, the file
+    /// netd writes for the namespaces it names: for a runtime that writes
+    /// the container's /etc itself (CNI's result carries it).
+    pub fn resolv_conf(&self, state: &State, container_id: &str) -> ResolvConf {
+        ResolvConf::parse(self.of(state, container_id))
     }
 }
 

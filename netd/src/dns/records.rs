@@ -282,6 +282,7 @@ mod tests {
             ports: Vec::new(),
             services: Vec::new(),
             removing: false,
+            labels: Default::default(),
         }
     }
 

@@ -85,6 +85,7 @@ impl Engine {
             ports: Vec::new(),
             services: Vec::new(),
             removing: false,
+            labels: spec.labels.clone(),
         };
         let own_netns = own_namespace(&self.cfg.prefix, &spec.name, spec.netns.clone());
         let static_settings = spec.endpoint.ip.is_some() || !spec.endpoint.aliases.is_empty();
@@ -141,6 +142,13 @@ impl Engine {
             return Err(EngineError::InvalidParameter(
                 "user specified IP address is supported on user defined networks only".into(),
             ));
+        }
+        if (spec.endpoint.ifname.is_some() || spec.endpoint.mac.is_some()) && network.is_none() {
+            return Err(EngineError::InvalidParameter(format!(
+                "an interface name or MAC address needs a network the container gets an \
+                 interface on; its network mode is {}",
+                c.network_mode
+            )));
         }
         let networks: Vec<&str> = network.iter().map(|n| n.id.as_str()).collect();
         c.services = self.services_to_join(&networks, &spec.services)?;

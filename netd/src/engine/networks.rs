@@ -14,8 +14,11 @@ use super::{Engine, now, random_id};
 use crate::drivers::{Attachment, Leaving};
 use crate::error::{EngineError, Result};
 use crate::ipam;
-use crate::model::{Container, Endpoint, NameOf, NetMode, Network, State, check_name, mac_for};
+use crate::model::{
+    Container, Endpoint, NameOf, NetMode, Network, State, check_name, format_mac, mac_for,
+};
 use crate::names;
+use crate::netlink::check_ifname;
 
 impl Engine {
     pub(super) fn network(&self, key: &str) -> Result<&Network> {
@@ -337,6 +340,25 @@ impl Engine {
         let pool = net.ipam.clone().ok_or_else(|| {
             EngineError::InvalidParameter(format!("network {} has no address pool", net.name))
         })?;
+        let ifname = match &spec.ifname {
+            Some(name) => {
+                check_ifname(name).map_err(|e| EngineError::InvalidParameter(e.to_string()))?;
+                if c.endpoints.iter().any(|e| &e.ifname == name) {
+                    return Err(EngineError::Conflict(format!(
+                        "container {} already has an interface named {name}",
+                        c.name
+                    )));
+                }
+                name.clone()
+            }
+            None => (0..)
+                .map(|i| format!("eth{i}"))
+                .find(|n| !c.endpoints.iter().any(|e| &e.ifname == n))
+                .expect("an unused ethN exists"),
+        };
+        if let Some(mac) = spec.mac {
+            self.check_static_mac(net, mac)?;
+        }
         let id = random_id();
         let ip = if self.cluster_scoped(net) {
             self.announce_endpoint(c, net, &id, spec, services)
@@ -349,22 +371,53 @@ impl Engine {
                 None => ipam::allocate(&pool, used, &net.name)?,
             }
         };
-        let ifname = (0..)
-            .map(|i| format!("eth{i}"))
-            .find(|n| !c.endpoints.iter().any(|e| &e.ifname == n))
-            .expect("an unused ethN exists");
         Ok(Endpoint {
             host_ifname: names::host_veth(&self.cfg.prefix, &id),
             id,
             network_id: net.id.clone(),
             ifname,
-            mac: mac_for(ip),
+            mac: spec.mac.unwrap_or_else(|| mac_for(ip)),
             ip,
             prefix_len: pool.subnet.prefix_len(),
             gateway: pool.gateway,
             aliases: spec.aliases.clone(),
             static_ip: spec.ip.is_some(),
         })
+    }
+
+    /// Refuses a MAC the caller chose that would not be unique on `net`:
+    /// not a unicast address, in the range netd derives from addresses
+    /// (`02:42:` + IPv4, so that it could collide with a later container's
+    /// derived one), or another endpoint's on the network. Cluster networks
+    /// take none: other hosts derive a remote container's MAC from its
+    /// address.
+    fn check_static_mac(&self, net: &Network, mac: [u8; 6]) -> Result<()> {
+        let shown = format_mac(&mac);
+        if self.cluster_scoped(net) {
+            return Err(EngineError::InvalidParameter(format!(
+                "a MAC address cannot be chosen on {} network {}",
+                net.driver, net.name
+            )));
+        }
+        if mac[0] & 1 != 0 || mac == [0; 6] {
+            return Err(EngineError::InvalidParameter(format!(
+                "invalid MAC address {shown}: not a unicast address"
+            )));
+        }
+        if mac[..2] == mac_for(std::net::Ipv4Addr::UNSPECIFIED)[..2] {
+            return Err(EngineError::InvalidParameter(format!(
+                "invalid MAC address {shown}: {:02x}:{:02x}:... are the MACs netd derives from \
+                 container addresses",
+                mac[0], mac[1]
+            )));
+        }
+        if let Some((other, _)) = self.state.endpoints_on(&net.id).find(|(_, e)| e.mac == mac) {
+            return Err(EngineError::Conflict(format!(
+                "MAC address {shown} is already in use on network {} by container {}",
+                net.name, other.name
+            )));
+        }
+        Ok(())
     }
 
     /// Withdraws `ep` from the cluster store when `net` is a cluster

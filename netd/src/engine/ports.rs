@@ -203,6 +203,7 @@ mod tests {
                 ports: bindings,
                 services: Vec::new(),
                 removing: false,
+                labels: Default::default(),
             }),
         );
         st

@@ -297,6 +297,7 @@ impl Engine {
                     ports: Vec::new(),
                     cmd: Some(svc.cmd.clone()),
                     services: vec![svc.id.clone()],
+                    labels: Default::default(),
                 })
                 .await?;
             carriers.extend(waits);

@@ -65,11 +65,17 @@ impl NetworkMode {
     }
 }
 
-/// Per-network options of an attachment (`--ip`, `--alias`).
+/// Per-network options of an attachment (`--ip`, `--alias`, and the
+/// interface's name and MAC, which a CNI runtime chooses).
 #[derive(Debug, Clone, Default)]
 pub struct EndpointSpec {
     pub ip: Option<Ipv4Addr>,
     pub aliases: Vec<String>,
+    /// The interface's name inside the container; the first free `ethN`
+    /// when absent.
+    pub ifname: Option<String>,
+    /// The interface's MAC; derived from its address when absent.
+    pub mac: Option<[u8; 6]>,
 }
 
 impl EndpointSpec {
@@ -146,6 +152,7 @@ pub struct ContainerSpec {
     /// Services (names or ids) to join as a backend (`--service`,
     /// repeatable).
     pub services: Vec<String>,
+    pub labels: BTreeMap<String, String>,
 }
 
 #[cfg(test)]

@@ -166,6 +166,7 @@ mod tests {
             ports: vec![],
             services: Vec::new(),
             removing: false,
+            labels: Default::default(),
         })
     }
 

@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{
     InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkInfo, LinkMessage,
 };
@@ -22,7 +23,7 @@ const MAX_IFNAME_LEN: usize = 15;
 
 /// Rejects names the kernel would refuse (with a less helpful EINVAL or
 /// ERANGE) or that `ip` could not address.
-pub(super) fn check_ifname(name: &str) -> Result<(), NetlinkError> {
+pub fn check_ifname(name: &str) -> Result<(), NetlinkError> {
     let reason = if name.is_empty() {
         "empty"
     } else if name.len() > MAX_IFNAME_LEN {
@@ -141,6 +142,29 @@ pub(super) async fn names(handle: &Handle) -> io::Result<Vec<String>> {
         .filter_map(|l| {
             l.attributes.iter().find_map(|a| match a {
                 LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            })
+        })
+        .collect())
+}
+
+/// The IPv4 addresses (with prefix lengths) on link `index`.
+pub(super) async fn ipv4_addresses(handle: &Handle, index: u32) -> io::Result<Vec<(Ipv4Addr, u8)>> {
+    let messages: Vec<AddressMessage> = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl_io)?;
+    Ok(messages
+        .iter()
+        // The filter is a hint some kernels ignore on dumps.
+        .filter(|m| m.header.index == index)
+        .flat_map(|m| {
+            m.attributes.iter().filter_map(move |a| match a {
+                AddressAttribute::Local(IpAddr::V4(ip)) => Some((*ip, m.header.prefix_len)),
                 _ => None,
             })
         })

@@ -21,6 +21,7 @@
 mod links;
 pub mod netns;
 
+pub use links::check_ifname;
 pub use netns::Netns;
 mod sysctl;
 
@@ -896,6 +897,43 @@ impl Netlink {
                 )
             })
     }
+}
+
+/// What a link inside a namespace is, as far as CNI's CHECK asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkState {
+    pub mac: Option<[u8; 6]>,
+    pub up: bool,
+    /// Its IPv4 addresses with their prefix lengths.
+    pub ipv4: Vec<(Ipv4Addr, u8)>,
+}
+
+/// The state of link `ifname` in namespace `netns`; `None` if there is no
+/// such link. A namespace that is gone is [`NetlinkError::NetnsNotFound`].
+pub async fn link_state_in_netns(
+    netns: &Netns,
+    ifname: &str,
+) -> Result<Option<LinkState>, NetlinkError> {
+    links::check_ifname(ifname)?;
+    let ns = netns::connect(netns).await?;
+    let what = || format!("look up {ifname} in netns {netns}");
+    let Some(link) = links::get(&ns, ifname)
+        .await
+        .map_err(|e| NetlinkError::kernel(what(), e))?
+    else {
+        return Ok(None);
+    };
+    let ipv4 = links::ipv4_addresses(&ns, link.header.index)
+        .await
+        .map_err(|e| NetlinkError::kernel(what(), e))?;
+    Ok(Some(LinkState {
+        mac: link_mac(&link).and_then(|m| m.try_into().ok()),
+        up: link
+            .header
+            .flags
+            .contains(rtnetlink::packet_route::link::LinkFlags::Up),
+        ipv4,
+    }))
 }
 
 /// Address, up and optional default route for a link inside a

@@ -342,6 +342,25 @@ impl Daemon {
             .expect("docker CLI is installed (cargo xtask setup installs it)")
     }
 
+    /// `netd container ls --format json`: one object per container.
+    pub fn containers(&self) -> Vec<Value> {
+        self.ok(&["container", "ls", "--format", "json"])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Packets netd dropped for `reason`, from `netd stats`.
+    pub fn drops(&self, reason: &str) -> u64 {
+        self.json(&["stats", "--format", "json"])["Drops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["Reason"] == reason)
+            .map(|x| x["Packets"].as_u64().unwrap())
+            .sum()
+    }
+
     /// One scrape of the daemon's metrics endpoint.
     pub fn metrics(&self) -> String {
         use std::io::{Read, Write};
