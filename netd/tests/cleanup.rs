@@ -91,9 +91,11 @@ fn alive(pid: u32) -> bool {
 /// (two bridges), a container with a process and a published port, one
 /// without (two namespaces, two veths, resolv.conf files), the uplink's
 /// program and the socket hooks. Returns the container process's pid.
-fn populated() -> (Daemon, u32) {
+/// Each test passes its own subnet: the daemons run side by side in one
+/// network namespace, and a daemon refuses a subnet another one routes.
+fn populated(subnet: &str) -> (Daemon, u32) {
     let d = Daemon::start();
-    d.ok(&["network", "create", "--subnet", "10.172.0.0/24", "n1"]);
+    d.ok(&["network", "create", "--subnet", subnet, "n1"]);
     d.ok(&[
         "container",
         "run",
@@ -115,7 +117,7 @@ fn populated() -> (Daemon, u32) {
 
 #[test]
 fn cleanup_leaves_nothing_of_a_stopped_daemon() {
-    let (mut d, pid) = populated();
+    let (mut d, pid) = populated("10.172.0.0/24");
     let pinned = pinned_links(&d);
 
     let refused = cleanup(&d, &[]);
@@ -193,7 +195,7 @@ fn cleanup_leaves_nothing_of_a_stopped_daemon() {
 
 #[test]
 fn forced_cleanup_under_a_running_daemon() {
-    let (d, pid) = populated();
+    let (d, pid) = populated("10.172.1.0/24");
     let pinned = pinned_links(&d);
     let out = cleanup(&d, &["--force"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
