@@ -25,13 +25,17 @@
 //! `cargo xtask test` without flaking on a noisy machine.
 
 mod api;
+mod cluster;
 mod cmd;
 mod daemon;
+mod etcd;
 mod kpktgen;
 mod machine;
 mod netns;
+mod overlay;
 mod pingpong;
 mod pktgen;
+mod probe;
 mod report;
 mod scenarios;
 mod stats;
@@ -71,7 +75,7 @@ struct RunArgs {
     /// Where the report (`<date>-<host>.md`, `.json`, `*.svg`) goes.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
-    /// Run only these scenarios (numbers from the benchmark issue, 1 to 8).
+    /// Run only these scenarios (numbers from the benchmark issues, 1 to 10).
     #[arg(long, value_delimiter = ',')]
     only: Vec<u8>,
     /// What sends the packet-rate frames (scenario 6): the kernel's pktgen
@@ -223,6 +227,9 @@ fn run(args: RunArgs) -> Result<()> {
     }
     if wanted(8) {
         scenarios::load::run(&ctx, &mut report)?;
+    }
+    if wanted(9) {
+        scenarios::crosshost::run(&ctx, &mut report)?;
     }
     scenarios::not_yet(&mut report);
 

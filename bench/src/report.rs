@@ -350,6 +350,8 @@ fn section_title(scenario: u8) -> &'static str {
         6 => "Packet rate",
         7 => "Control plane",
         8 => "Control plane under load",
+        9 => "Overlay across hosts: data path",
+        10 => "Overlay across hosts: cluster control plane",
         _ => "Other",
     }
 }
@@ -363,6 +365,9 @@ fn short(system: System) -> &'static str {
         System::PodmanLike => "podman-like",
         System::Routed => "routed",
         System::Cni => "CNI",
+        System::VxlanLimit => "vxlan-limit",
+        System::DockerOverlay => "docker-overlay",
+        System::IptablesMesh => "iptables mesh",
     }
 }
 

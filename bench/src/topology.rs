@@ -47,6 +47,9 @@ pub enum System {
     PodmanLike,
     Routed,
     Cni,
+    VxlanLimit,
+    DockerOverlay,
+    IptablesMesh,
 }
 
 impl System {
@@ -58,6 +61,9 @@ impl System {
             System::PodmanLike => "podman-like (bridge+nftables)",
             System::Routed => "routed (no NAT)",
             System::Cni => "CNI bridge plugin",
+            System::VxlanLimit => "vxlan-limit (kernel VXLAN, static FDB)",
+            System::DockerOverlay => "docker-overlay-like (bridge+VXLAN+iptables)",
+            System::IptablesMesh => "iptables mesh (DNAT+SNAT over VXLAN)",
         }
     }
 }
@@ -388,7 +394,9 @@ pub fn netd(daemon: &Daemon) -> Result<Pair> {
     finish(System::Netd, client, server, None)
 }
 
-fn finish(system: System, client: Netns, server: Netns, host: Option<Netns>) -> Result<Pair> {
+/// The pair of `client` and `server` on `system`, with the client
+/// settings every pair gets.
+pub fn finish(system: System, client: Netns, server: Netns, host: Option<Netns>) -> Result<Pair> {
     // Same client-side settings everywhere: a connection-rate run must not
     // run out of ephemeral ports (the server closes first, so TIME_WAIT
     // stays on its side, but a long run wraps the port range anyway).
@@ -579,6 +587,9 @@ fn short(system: System) -> &'static str {
         System::PodmanLike => "p",
         System::Routed => "r",
         System::Cni => "c",
+        System::VxlanLimit => "x",
+        System::DockerOverlay => "o",
+        System::IptablesMesh => "m",
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod c2c;
 pub mod control;
+pub mod crosshost;
 mod edge;
 mod floor;
 pub mod load;

@@ -468,12 +468,7 @@ impl<'d> Bed<'d> {
                 let probe = ids.first().context("no service")?;
                 self.vip = api.service_vip(probe)?;
                 let joined = Instant::now();
-                // A path, not `/proc/self/exe`: netd's `container run`
-                // execs it, and there that link names netd.
-                let serve = [
-                    std::env::current_exe()?.to_string_lossy().into_owned(),
-                    "serve".to_string(),
-                ];
+                let serve = pingpong::serve_command()?;
                 for b in 1..=BACKENDS {
                     let name = format!("b{b}");
                     if from > 0 {
@@ -544,13 +539,13 @@ impl Drop for Bed<'_> {
 
 /// Same client settings on every system (those of `topology`): a
 /// connection-rate run must not run out of ephemeral ports.
-fn client_settings(client: &Netns) -> Result<()> {
+pub(super) fn client_settings(client: &Netns) -> Result<()> {
     client.sysctl("net.ipv4.ip_local_port_range", "1024 65535")?;
     client.sysctl("net.ipv4.tcp_tw_reuse", "1")
 }
 
 /// Until the echo server in `ns` accepts connections.
-fn wait_listening(ns: &Netns) -> Result<()> {
+pub(super) fn wait_listening(ns: &Netns) -> Result<()> {
     cmd::wait_until(&format!("echo server in {}", ns.name), READY, || {
         cmd::output(
             ns.command("ss")
