@@ -231,6 +231,9 @@ fn run(args: RunArgs) -> Result<()> {
     if wanted(9) {
         scenarios::crosshost::run(&ctx, &mut report)?;
     }
+    if wanted(10) {
+        scenarios::fleet::run(&ctx, &mut report)?;
+    }
     scenarios::not_yet(&mut report);
 
     report.finish(started.elapsed());
