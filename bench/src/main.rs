@@ -12,11 +12,15 @@
 //!   builds them (plain veth pair, Linux bridge + Docker's iptables rules,
 //!   the real netd daemon);
 //! - `scenarios/*`: one module per scenario of the benchmark issue;
+//! - `cluster`, `etcd`, `overlay`: a simulated multi-host cluster (an
+//!   underlay bridge, a real etcd, a netd daemon per host namespace) and
+//!   the cross-host paths netd's overlay is measured against;
 //! - `netns`, `daemon`, `api`, `cmd`: namespaces, the netd daemon and its
 //!   HTTP API, child processes; every one a guard that cleans up on drop;
 //! - `pingpong`, `pktgen`: traffic clients and servers of our own, run in
 //!   namespaces by re-executing this binary with a hidden subcommand;
 //!   `kpktgen` drives the kernel's pktgen instead where there is one;
+//!   `probe` asks a container's DNS and pings from inside it;
 //! - `stats`, `report`, `svg`, `machine`: summaries, the Markdown/JSON
 //!   report, plots, and what machine the numbers come from.
 //!
