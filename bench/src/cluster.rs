@@ -16,7 +16,8 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -35,6 +36,10 @@ pub const MAX_HOSTS: usize = 89;
 const OTHER_BASE: u8 = 101;
 /// How long a new host may take to join.
 const JOIN_WAIT: Duration = Duration::from_secs(60);
+/// How long [`via_store`] tries again.
+const STORE_WAIT: Duration = Duration::from_secs(30);
+/// Calls [`via_store`] had to make again.
+static STORE_RETRIES: AtomicUsize = AtomicUsize::new(0);
 
 /// One host: its daemon (which owns the host's namespace) and its
 /// underlay address.
@@ -157,12 +162,39 @@ impl Cluster {
     /// until every host has it.
     pub fn create_overlay(&self, name: &str, subnet: &str) -> Result<()> {
         let first = self.hosts.first().context("a cluster without hosts")?;
-        first.daemon.api().create_overlay(name, subnet)?;
+        via_store(|| first.daemon.api().create_overlay(name, subnet))?;
         for host in &self.hosts {
             wait_network(host, name)?;
         }
         Ok(())
     }
+}
+
+/// `call` (an API call that goes through the cluster store), made again
+/// while the daemon answers that the store is out of reach, for at most
+/// [`STORE_WAIT`]. A daemon drops its connection to etcd when an HTTP/2
+/// ping goes unanswered for its call timeout, which a machine busy with
+/// traffic can cause, and fails the calls made before it has reconnected
+/// by itself; the bench counts those ([`store_retries`]) rather than end
+/// the run.
+pub fn via_store<T>(mut call: impl FnMut() -> Result<T>) -> Result<T> {
+    let deadline = Instant::now() + STORE_WAIT;
+    loop {
+        match call() {
+            Err(e) if format!("{e:#}").contains("cluster store") && Instant::now() < deadline => {
+                STORE_RETRIES.fetch_add(1, Ordering::Relaxed);
+                say!("    the cluster store was out of reach, again in a moment: {e:#}");
+                cmd::check_interrupted()?;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            result => return result,
+        }
+    }
+}
+
+/// How many calls [`via_store`] made again so far in this run.
+pub fn store_retries() -> usize {
+    STORE_RETRIES.load(Ordering::Relaxed)
 }
 
 /// Until `host` has network `name` (from the store's watch).

@@ -239,6 +239,13 @@ fn run(args: RunArgs) -> Result<()> {
         scenarios::fleet::run(&ctx, &mut report)?;
     }
     scenarios::not_yet(&mut report);
+    if cluster::store_retries() > 0 {
+        report.note(format!(
+            "9/10: {} API call(s) failed with the cluster store out of reach (a daemon's \
+             connection to etcd dropped) and were made again",
+            cluster::store_retries()
+        ));
+    }
 
     report.finish(started.elapsed());
     let written = report.write(&args.out)?;

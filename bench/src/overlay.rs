@@ -115,7 +115,7 @@ pub fn docker_overlay(cluster: &mut Cluster) -> Result<CrossHost> {
     for ns in [&client, &server] {
         cmd::output_with_input(
             &mut ns.command("iptables-restore"),
-            EMBEDDED_DNS_RULES.as_bytes(),
+            format!("{}{EMBEDDED_DNS_CHAINS}", topology::NAT_TABLE).as_bytes(),
         )?;
         short_time_wait(ns)?;
     }
@@ -352,13 +352,9 @@ fn mac_of(ip: &str) -> String {
 
 /// The rules Docker's embedded DNS server adds to every container on a
 /// user-defined network (overlays included), with the ports it listens
-/// on in the container: queries to 127.0.0.11:53 go to them.
-const EMBEDDED_DNS_RULES: &str = "*nat
-:PREROUTING ACCEPT [0:0]
-:INPUT ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
-:POSTROUTING ACCEPT [0:0]
-:DOCKER_OUTPUT - [0:0]
+/// on in the container: queries to 127.0.0.11:53 go to them. After
+/// [`topology::NAT_TABLE`].
+const EMBEDDED_DNS_CHAINS: &str = ":DOCKER_OUTPUT - [0:0]
 :DOCKER_POSTROUTING - [0:0]
 -A OUTPUT -d 127.0.0.11/32 -j DOCKER_OUTPUT
 -A POSTROUTING -d 127.0.0.11/32 -j DOCKER_POSTROUTING
@@ -401,29 +397,15 @@ COMMIT
 fn ingress_sandbox_rules(replicas: &[String], published: u16, own: &str) -> String {
     let mut dnat = String::new();
     for (k, replica) in replicas.iter().enumerate() {
-        let left = replicas.len() - k;
-        let pick = if left > 1 {
-            format!(
-                "-m statistic --mode random --probability {:.11} ",
-                1.0 / left as f64
-            )
-        } else {
-            String::new()
-        };
+        let pick = topology::uniform_pick(k, replicas.len());
         dnat += &format!(
             "-A PREROUTING -p tcp -m tcp --dport {published} {pick}-j DNAT \
              --to-destination {replica}:{CRR_PORT}\n"
         );
     }
     format!(
-        "*nat
-:PREROUTING ACCEPT [0:0]
-:INPUT ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
-:POSTROUTING ACCEPT [0:0]
-{dnat}-A POSTROUTING -d {INGRESS_NET}.0/24 -j SNAT --to-source {own}
-COMMIT
-"
+        "{}{dnat}-A POSTROUTING -d {INGRESS_NET}.0/24 -j SNAT --to-source {own}\nCOMMIT\n",
+        topology::NAT_TABLE
     )
 }
 

@@ -276,12 +276,7 @@ pub fn docker_rules(bridge: &str, net: &str, target: &str, ports: &[(u16, Port)]
         );
     }
     format!(
-        "*nat
-:PREROUTING ACCEPT [0:0]
-:INPUT ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
-:POSTROUTING ACCEPT [0:0]
-:DOCKER - [0:0]
+        "{NAT_TABLE}:DOCKER - [0:0]
 -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
 -A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER
 -A POSTROUTING -s {net}.0/24 ! -o {bridge} -j MASQUERADE
@@ -309,6 +304,31 @@ pub fn docker_rules(bridge: &str, net: &str, target: &str, ports: &[(u16, Port)]
 COMMIT
 "
     )
+}
+
+/// The start of an `iptables-restore` input that replaces the nat table:
+/// its built-in chains, empty.
+pub const NAT_TABLE: &str = "*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+";
+
+/// The `-m statistic` match (with a trailing space) that takes choice `k`
+/// of `n` with probability 1/(n-k) among those left, and the last one
+/// unconditionally (no match): uniform overall, as kube-proxy and Docker's
+/// rules pick.
+pub fn uniform_pick(k: usize, n: usize) -> String {
+    let left = n - k;
+    if left > 1 {
+        format!(
+            "-m statistic --mode random --probability {:.11} ",
+            1.0 / left as f64
+        )
+    } else {
+        String::new()
+    }
 }
 
 /// The nftables ruleset Podman's netavark (1.x, nftables driver) writes for

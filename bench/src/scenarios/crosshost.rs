@@ -22,7 +22,7 @@ use anyhow::{Context as _, Result};
 
 use super::c2c::{self, Figure};
 use super::{retry, services};
-use crate::cluster::{Cluster, Host};
+use crate::cluster::{self, Cluster, Host};
 use crate::cmd::{self, say};
 use crate::netns::Netns;
 use crate::overlay::{self, CrossHost};
@@ -114,8 +114,8 @@ pub fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
 /// netd's pair: a container on host 0 and one on host 1, on the overlay.
 fn netd_pair(cluster: &Cluster) -> Result<CrossHost> {
     let [h0, h1] = [&cluster.hosts[0], &cluster.hosts[1]];
-    h0.daemon.api().create_container("client", NETWORK)?;
-    h1.daemon.api().create_container("server", NETWORK)?;
+    cluster::via_store(|| h0.daemon.api().create_container("client", NETWORK))?;
+    cluster::via_store(|| h1.daemon.api().create_container("server", NETWORK))?;
     let client = Netns::open(&h0.daemon.netns_name("client"))?;
     let server = Netns::open(&h1.daemon.netns_name("server"))?;
     Ok(topology::finish(System::Netd, client, server, None)?.into())
@@ -203,7 +203,9 @@ impl<'h> NetdMesh<'h> {
         let serve = pingpong::serve_command()?;
         for r in 0..REPLICAS {
             let name = format!("web{r}");
-            api.run_container(&name, NETWORK, std::slice::from_ref(&service), &serve)?;
+            cluster::via_store(|| {
+                api.run_container(&name, NETWORK, std::slice::from_ref(&service), &serve)
+            })?;
             services::wait_listening(&Netns::open(&host.daemon.netns_name(&name))?)?;
         }
         Ok(mesh)

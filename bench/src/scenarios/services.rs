@@ -567,10 +567,7 @@ fn vip(i: usize) -> Result<Ipv4Addr> {
 /// balanced over `backends`, as one `iptables-restore` input that replaces
 /// the nat table.
 fn kube_iptables(vips: &[Ipv4Addr], backends: &[Ipv4Addr]) -> String {
-    let mut out = String::from(
-        "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
-         :POSTROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n",
-    );
+    let mut out = format!("{}:KUBE-SERVICES - [0:0]\n", topology::NAT_TABLE);
     for i in 0..vips.len() {
         let _ = writeln!(out, ":KUBE-SVC-{i} - [0:0]");
     }
@@ -584,18 +581,8 @@ fn kube_iptables(vips: &[Ipv4Addr], backends: &[Ipv4Addr]) -> String {
         );
     }
     for i in 0..vips.len() {
-        // Backend k of n is taken with probability 1/(n-k) among those
-        // left, the last one unconditionally: uniform overall.
         for (k, backend) in backends.iter().enumerate() {
-            let left = backends.len() - k;
-            let pick = if left > 1 {
-                format!(
-                    "-m statistic --mode random --probability {:.11} ",
-                    1.0 / left as f64
-                )
-            } else {
-                String::new()
-            };
+            let pick = topology::uniform_pick(k, backends.len());
             let _ = writeln!(
                 out,
                 "-A KUBE-SVC-{i} {pick}-j DNAT --to-destination {backend}"
