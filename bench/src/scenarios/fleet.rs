@@ -36,7 +36,7 @@ use crate::netns::Netns;
 use crate::probe;
 use crate::report::{Better, Report};
 use crate::stats::percentile;
-use crate::svg::{Series, line_chart};
+use crate::svg::{self, Series, line_chart};
 use crate::topology::System;
 
 const NETWORK: &str = "fleet";
@@ -466,6 +466,24 @@ fn plots(report: &mut Report, steps: &[Step]) {
                     points: x(&p(99.0)),
                 },
             ],
+        ),
+    );
+    // The distribution, step by step: a slow mode (a retry of the
+    // kernel's, a stall) shows as a step in the curve that percentiles
+    // hide.
+    report.plot(
+        "fleet-propagation-cdf",
+        line_chart(
+            "Propagation of a new container to another host (CDF per fleet size)",
+            "milliseconds",
+            "fraction of samples",
+            &steps
+                .iter()
+                .map(|s| Series {
+                    name: format!("{} hosts", s.hosts),
+                    points: svg::cdf(&s.propagation_ms),
+                })
+                .collect::<Vec<_>>(),
         ),
     );
     report.plot(
