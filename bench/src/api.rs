@@ -6,7 +6,7 @@
 //! free of an async runtime.
 
 use std::io::{Read as _, Write as _};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -79,10 +79,24 @@ impl Api {
     }
 
     pub fn create_network(&self, name: &str, subnet: &str) -> Result<()> {
+        self.create_network_of("bridge", name, subnet)
+    }
+
+    /// `netd network create -d overlay --subnet SUBNET NAME` (a daemon in
+    /// cluster mode).
+    pub fn create_overlay(&self, name: &str, subnet: &str) -> Result<()> {
+        self.create_network_of("overlay", name, subnet)
+    }
+
+    fn create_network_of(&self, driver: &str, name: &str, subnet: &str) -> Result<()> {
         self.call(
             "POST",
             "/networks/create",
-            Some(&json!({"Name": name, "IPAM": {"Config": [{"Subnet": subnet}]}})),
+            Some(&json!({
+                "Name": name,
+                "Driver": driver,
+                "IPAM": {"Config": [{"Subnet": subnet}]},
+            })),
         )?;
         Ok(())
     }
@@ -117,15 +131,31 @@ impl Api {
     /// `netd service create --network NETWORK --replicas 0 NAME`: a
     /// service of user containers only; its id.
     pub fn create_service(&self, name: &str, network: &str) -> Result<String> {
-        let created = self.call(
-            "POST",
-            "/services/create",
-            Some(&json!({"Name": name, "Network": network, "Replicas": 0})),
-        )?;
-        created["ID"]
-            .as_str()
-            .map(str::to_string)
-            .with_context(|| format!("no ID in netd's answer to creating service {name}"))
+        self.service_from(json!({"Name": name, "Network": network, "Replicas": 0}))
+    }
+
+    fn service_from(&self, body: Value) -> Result<String> {
+        let created = self.call("POST", "/services/create", Some(&body))?;
+        created["ID"].as_str().map(str::to_string).with_context(|| {
+            format!(
+                "no ID in netd's answer to creating service {}",
+                body["Name"]
+            )
+        })
+    }
+
+    /// `netd service create --network NETWORK --replicas 0 -p PORT... NAME`:
+    /// a service of user containers published on `ports` (`-p` syntax,
+    /// `HOST:CONTAINER`); its id.
+    pub fn create_published_service(
+        &self,
+        name: &str,
+        network: &str,
+        ports: &[String],
+    ) -> Result<String> {
+        self.service_from(json!({
+            "Name": name, "Network": network, "Replicas": 0, "Ports": ports,
+        }))
     }
 
     /// The virtual IP of a service (`netd service inspect`).
@@ -142,6 +172,25 @@ impl Api {
         self.call("DELETE", &format!("/containers/{name}?force=1"), None)?;
         Ok(())
     }
+}
+
+/// `GET path` on a plain HTTP endpoint at `addr` (netd's and etcd's
+/// metrics, etcd's health), from the calling thread's namespace: the body
+/// of a 200 answer.
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    let mut conn = TcpStream::connect_timeout(&addr, TIMEOUT)
+        .with_context(|| format!("cannot reach {addr}"))?;
+    conn.set_read_timeout(Some(TIMEOUT))?;
+    // HTTP/1.0: the body is sent whole and ends with the connection.
+    conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
+    let mut response = Vec::new();
+    conn.read_to_end(&mut response)?;
+    let (status, body) =
+        parse_response(&response).with_context(|| format!("bad answer to GET {path}"))?;
+    if status != 200 {
+        bail!("{addr} answered GET {path} with {status}");
+    }
+    String::from_utf8(body).with_context(|| format!("GET {path} on {addr}: not UTF-8"))
 }
 
 /// An HTTP/1.x response: the status and the (de-chunked) body.

@@ -3,15 +3,19 @@
 //! an installed netd or a test's. Dropping it stops the daemon and removes
 //! everything it made, the way the integration tests' harness does.
 //!
-//! Every daemon gets an uplink of the bench's own (`--uplink` on a veth to
-//! an "outside" namespace, [`crate::topology::netd_outside`]), so that
-//! netd's uplink program, masquerade and published ports never touch the
+//! A daemon runs in one of two places ([`Place`]). On the machine itself,
+//! it gets an uplink of the bench's own (`--uplink` on a veth to an
+//! "outside" namespace, [`crate::topology::netd_outside`]), so that netd's
+//! uplink program, masquerade and published ports never touch the
 //! machine's real interface; the daemon owns that namespace and removes it
-//! after it has stopped.
+//! after it has stopped. As a host of a simulated cluster
+//! ([`crate::cluster`]), it runs inside that host's namespace (entered
+//! with `setns` between fork and exec, as `nsenter --net` does: the
+//! bench's mounts, /run/netns and bpffs included, stay visible) with
+//! `--uplink eth0`, its veth to the underlay.
 
 use std::fs;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,12 +37,25 @@ pub struct Daemon {
     bpffs: PathBuf,
     child: Option<Child>,
     api: Api,
-    /// `--metrics-addr`, a free port on loopback.
+    /// `--metrics-addr`, a free port on loopback (of the daemon's
+    /// namespace).
     metrics: SocketAddr,
-    /// `--uplink` (a veth in the host namespace) and the namespace beyond
-    /// it; a field, so the namespace is deleted after `drop` has stopped the
-    /// daemon and deleted the veth.
-    uplink: (String, Netns),
+    /// The netd binary and the flags beyond the bench's own, kept for
+    /// [`Daemon::restart`].
+    netd: PathBuf,
+    extra: Vec<String>,
+    /// Where it runs; a field, so the namespaces are deleted after `drop`
+    /// has stopped the daemon.
+    place: Place,
+}
+
+/// Where a daemon runs, and so what its uplink is.
+enum Place {
+    /// The machine's own namespace, with `--uplink` on a veth of the
+    /// bench's (`uplink`, in the machine's namespace) to `outside`.
+    Machine { uplink: String, outside: Netns },
+    /// A host namespace of a simulated cluster, `--uplink eth0`.
+    Host(Netns),
 }
 
 impl Daemon {
@@ -57,70 +74,41 @@ impl Daemon {
         // First, so that a failed start removes it again.
         let (outside, uplink) = crate::topology::netd_outside(tag)?;
         let tail = cmd::base36(std::process::id() % (36 * 36));
-        let prefix = format!("bd{tail:0>2}");
+        Daemon::launch(
+            netd,
+            format!("bd{tail:0>2}"),
+            Place::Machine { uplink, outside },
+            extra,
+        )
+    }
+
+    /// A daemon inside `host`, a host namespace of a simulated cluster
+    /// whose `eth0` is its uplink, named `prefix` (see [`Daemon::start`]
+    /// for what a prefix must not be).
+    pub fn start_in(netd: &Path, host: Netns, prefix: String, extra: &[&str]) -> Result<Daemon> {
+        Daemon::launch(netd, prefix, Place::Host(host), extra)
+    }
+
+    fn launch(netd: &Path, prefix: String, place: Place, extra: &[&str]) -> Result<Daemon> {
         let dir = std::env::temp_dir().join(format!("netd-bench-{prefix}"));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let socket = dir.join("netd.sock");
-        let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-        let log = fs::File::create(dir.join("daemon.log"))?;
+        // The guard exists before the process does, so a failed start is
+        // cleaned up too.
         let mut daemon = Daemon {
             bpffs: PathBuf::from(format!("/sys/fs/bpf/netd-bench-{prefix}")),
             prefix,
-            api: Api::new(&socket),
+            api: Api::new(&dir.join("netd.sock")),
             dir,
             child: None,
-            metrics,
-            uplink: (uplink.clone(), outside),
+            // Free in the machine's namespace; a host namespace of the
+            // bench's has nothing listening at all.
+            metrics: std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?,
+            netd: netd.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            place,
         };
-        // The guard exists before the process does, so a failed start is
-        // cleaned up too.
-        let mut command = Command::new(netd);
-        command
-            .arg("daemon")
-            .arg("--state-dir")
-            .arg(daemon.dir.join("state"))
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--bpffs")
-            .arg(&daemon.bpffs)
-            .arg("--prefix")
-            .arg(&daemon.prefix)
-            .arg("--metrics-addr")
-            .arg(metrics.to_string())
-            // No /etc/netd/netd.toml: only what we pass.
-            .arg("--config")
-            .arg("/dev/null")
-            .arg("--uplink")
-            .arg(&uplink)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        {
-            use std::os::unix::process::CommandExt as _;
-            // Ctrl-C reaches only the bench, which stops the daemon in order.
-            command.process_group(0);
-        }
-        daemon.child = Some(
-            command
-                .spawn()
-                .with_context(|| format!("cannot start {}", netd.display()))?,
-        );
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !daemon.api.ping() {
-            cmd::check_interrupted()?;
-            if let Some(status) = daemon.child.as_mut().expect("spawned").try_wait()? {
-                bail!(
-                    "netd exited ({status}) before it was ready:\n{}",
-                    daemon.log_tail()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!("netd not ready after 60 s:\n{}", daemon.log_tail());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        daemon.spawn()?;
         say!(
             "netd daemon up (prefix {}, pid {})",
             daemon.prefix,
@@ -129,14 +117,98 @@ impl Daemon {
         Ok(daemon)
     }
 
+    /// Starts the process and waits until its API answers.
+    fn spawn(&mut self) -> Result<()> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))?;
+        let (mut command, uplink) = match &self.place {
+            Place::Machine { uplink, .. } => (Command::new(&self.netd), uplink.as_str()),
+            Place::Host(host) => (host.command(&self.netd), "eth0"),
+        };
+        command
+            .arg("daemon")
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .arg("--socket")
+            .arg(self.dir.join("netd.sock"))
+            .arg("--bpffs")
+            .arg(&self.bpffs)
+            .arg("--prefix")
+            .arg(&self.prefix)
+            .arg("--metrics-addr")
+            .arg(self.metrics.to_string())
+            // No /etc/netd/netd.toml: only what we pass.
+            .arg("--config")
+            .arg("/dev/null")
+            .arg("--uplink")
+            .arg(uplink)
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        {
+            use std::os::unix::process::CommandExt as _;
+            // Ctrl-C reaches only the bench, which stops the daemon in order.
+            command.process_group(0);
+        }
+        self.child = Some(
+            command
+                .spawn()
+                .with_context(|| format!("cannot start {}", self.netd.display()))?,
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.api.ping() {
+            cmd::check_interrupted()?;
+            if let Some(status) = self.child.as_mut().expect("spawned").try_wait()? {
+                bail!(
+                    "netd exited ({status}) before it was ready:\n{}",
+                    self.log_tail()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("netd not ready after 60 s:\n{}", self.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// SIGKILL, as a host that dies: the daemon cleans nothing up, its
+    /// data plane stays, and [`Daemon::restart`] brings it back on the same
+    /// state.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Our own child, by its pid.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a killed daemon again, with the same flags and state.
+    pub fn restart(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            bail!("netd {} is still running", self.prefix);
+        }
+        self.spawn()
+    }
+
     /// The daemon's pin directory (its maps are under `maps/`).
     pub fn bpffs(&self) -> &Path {
         &self.bpffs
     }
 
-    /// The outside namespace beyond the daemon's uplink.
+    /// The outside namespace beyond the uplink of a daemon on the machine
+    /// itself.
     pub fn outside(&self) -> &Netns {
-        &self.uplink.1
+        match &self.place {
+            Place::Machine { outside, .. } => outside,
+            Place::Host(host) => panic!(
+                "netd {} runs in cluster host {}: its outside is the underlay",
+                self.prefix, host.name
+            ),
+        }
     }
 
     /// The API's unix socket.
@@ -170,21 +242,14 @@ impl Daemon {
     }
 
     /// One scrape of the daemon's Prometheus metrics (`GET /metrics` on
-    /// `--metrics-addr`): the body.
+    /// `--metrics-addr`, in the daemon's namespace): the body.
     pub fn scrape(&self) -> Result<String> {
-        let mut conn = TcpStream::connect(self.metrics)
-            .with_context(|| format!("cannot reach netd's metrics on {}", self.metrics))?;
-        conn.set_read_timeout(Some(api::TIMEOUT))?;
-        // HTTP/1.0: the body is sent whole and ends with the connection.
-        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: netd\r\n\r\n")?;
-        let mut response = Vec::new();
-        conn.read_to_end(&mut response)?;
-        let (status, body) =
-            api::parse_response(&response).context("bad answer to GET /metrics")?;
-        if status != 200 {
-            bail!("netd answered GET /metrics with {status}");
+        let get = || api::http_get(self.metrics, "/metrics");
+        match &self.place {
+            Place::Machine { .. } => get(),
+            Place::Host(host) => host.in_thread(get),
         }
-        String::from_utf8(body).context("netd's metrics are not UTF-8")
+        .context("scraping netd's metrics")
     }
 
     /// Resident memory of the daemon (VmRSS), in KiB.
@@ -204,9 +269,14 @@ impl Daemon {
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
-    /// Links in the host namespace that netd names as its own: `{prefix}0`,
-    /// `{prefix}-...` (bridges) and `{prefix}v...` (host-side veths).
+    /// Links in the machine's namespace that netd names as its own:
+    /// `{prefix}0`, `{prefix}-...` (bridges) and `{prefix}v...` (host-side
+    /// veths). None for a daemon in a cluster host: its links go with that
+    /// namespace.
     fn own_links(&self) -> Vec<String> {
+        if let Place::Host(_) = self.place {
+            return Vec::new();
+        }
         let Ok(text) = cmd::output(Command::new("ip").args(["-j", "link", "show"])) else {
             return Vec::new();
         };
@@ -240,14 +310,17 @@ impl Drop for Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // A stopped netd leaves its data plane in place by design, and its
-        // containers' resolv.conf files (`/etc/netns/NAME/`, for
-        // `ip netns exec`); remove both.
+        // A stopped netd leaves its data plane in place by design, its
+        // containers' processes (a scenario that ran any removes them
+        // through the API; this is the safety net behind it) and their
+        // resolv.conf files (`/etc/netns/NAME/`, for `ip netns exec`);
+        // remove them all.
         let own_ns = format!("{}-", self.prefix);
         if let Ok(entries) = fs::read_dir(NETNS_DIR) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if name.starts_with(&own_ns) {
+                    kill_processes_in(&name);
                     let _ = Command::new("ip").args(["netns", "del", &name]).output();
                 }
             }
@@ -265,12 +338,29 @@ impl Drop for Daemon {
         // Deleting the namespace would take the veth with it, but only once
         // the kernel gets round to it (namespace cleanup is deferred): the
         // next daemon may want the same uplink name at once.
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.uplink.0])
-            .output();
+        if let Place::Machine { uplink, .. } = &self.place {
+            let _ = Command::new("ip").args(["link", "del", uplink]).output();
+        }
         if let Err(e) = netd::dataplane::Dataplane::remove_pins(&self.bpffs) {
             eprintln!("bench: cannot remove {}: {e}", self.bpffs.display());
         }
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// SIGKILLs every process in namespace `name` (`ip netns pids`): the
+/// processes of a container of a daemon the bench started, which would
+/// otherwise outlive it.
+fn kill_processes_in(name: &str) {
+    let Ok(pids) = cmd::output(Command::new("ip").args(["netns", "pids", name])) else {
+        return;
+    };
+    for pid in pids
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+    {
+        // SAFETY: kill(2) with a pid from the kernel's list of the
+        // namespace's processes; no memory is involved.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
     }
 }

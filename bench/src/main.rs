@@ -12,11 +12,15 @@
 //!   builds them (plain veth pair, Linux bridge + Docker's iptables rules,
 //!   the real netd daemon);
 //! - `scenarios/*`: one module per scenario of the benchmark issue;
+//! - `cluster`, `etcd`, `overlay`: a simulated multi-host cluster (an
+//!   underlay bridge, a real etcd, a netd daemon per host namespace) and
+//!   the cross-host paths netd's overlay is measured against;
 //! - `netns`, `daemon`, `api`, `cmd`: namespaces, the netd daemon and its
 //!   HTTP API, child processes; every one a guard that cleans up on drop;
 //! - `pingpong`, `pktgen`: traffic clients and servers of our own, run in
 //!   namespaces by re-executing this binary with a hidden subcommand;
 //!   `kpktgen` drives the kernel's pktgen instead where there is one;
+//!   `probe` asks a container's DNS and pings from inside it;
 //! - `stats`, `report`, `svg`, `machine`: summaries, the Markdown/JSON
 //!   report, plots, and what machine the numbers come from.
 //!
@@ -25,13 +29,17 @@
 //! `cargo xtask test` without flaking on a noisy machine.
 
 mod api;
+mod cluster;
 mod cmd;
 mod daemon;
+mod etcd;
 mod kpktgen;
 mod machine;
 mod netns;
+mod overlay;
 mod pingpong;
 mod pktgen;
+mod probe;
 mod report;
 mod scenarios;
 mod stats;
@@ -71,7 +79,7 @@ struct RunArgs {
     /// Where the report (`<date>-<host>.md`, `.json`, `*.svg`) goes.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
-    /// Run only these scenarios (numbers from the benchmark issue, 1 to 8).
+    /// Run only these scenarios (numbers from the benchmark issues, 1 to 10).
     #[arg(long, value_delimiter = ',')]
     only: Vec<u8>,
     /// What sends the packet-rate frames (scenario 6): the kernel's pktgen
@@ -224,7 +232,20 @@ fn run(args: RunArgs) -> Result<()> {
     if wanted(8) {
         scenarios::load::run(&ctx, &mut report)?;
     }
+    if wanted(9) {
+        scenarios::crosshost::run(&ctx, &mut report)?;
+    }
+    if wanted(10) {
+        scenarios::fleet::run(&ctx, &mut report)?;
+    }
     scenarios::not_yet(&mut report);
+    if cluster::store_retries() > 0 {
+        report.note(format!(
+            "9/10: {} API call(s) failed with the cluster store out of reach (a daemon's \
+             connection to etcd dropped) and were made again",
+            cluster::store_retries()
+        ));
+    }
 
     report.finish(started.elapsed());
     let written = report.write(&args.out)?;

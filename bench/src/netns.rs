@@ -113,7 +113,7 @@ impl Netns {
     }
 
     /// Runs `f` on a short-lived thread inside this namespace.
-    fn in_thread<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    pub fn in_thread<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
         std::thread::scope(|s| {
             s.spawn(|| {
                 self.enter_current_thread()?;

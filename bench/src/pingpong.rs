@@ -29,6 +29,16 @@ use crate::stats;
 /// child before it execs, is the image that is running.
 pub const SELF_EXE: &str = "/proc/self/exe";
 
+/// The echo server's command line for a netd container to run (`container
+/// run ... -- CMD`): a path, not [`SELF_EXE`], since netd execs it and
+/// there that link names netd.
+pub fn serve_command() -> Result<Vec<String>> {
+    Ok(vec![
+        std::env::current_exe()?.to_string_lossy().into_owned(),
+        "serve".to_string(),
+    ])
+}
+
 pub const IPERF_PORT: u16 = 5201;
 pub const RR_PORT: u16 = 7001;
 pub const CRR_PORT: u16 = 7002;

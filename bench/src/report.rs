@@ -350,6 +350,8 @@ fn section_title(scenario: u8) -> &'static str {
         6 => "Packet rate",
         7 => "Control plane",
         8 => "Control plane under load",
+        9 => "Overlay across hosts: data path",
+        10 => "Overlay across hosts: cluster control plane",
         _ => "Other",
     }
 }
@@ -363,6 +365,9 @@ fn short(system: System) -> &'static str {
         System::PodmanLike => "podman-like",
         System::Routed => "routed",
         System::Cni => "CNI",
+        System::VxlanLimit => "vxlan-limit",
+        System::DockerOverlay => "docker-overlay",
+        System::IptablesMesh => "iptables mesh",
     }
 }
 
@@ -496,8 +501,61 @@ const SCENARIOS: &str = "
   reads stopped waiting for writes. A reader stuck behind a slow call takes
   no samples meanwhile, so its percentiles undercount long waits: hence the
   longest wait.
-- **Not yet**: rows for features netd does not have yet; they get numbers
-  when those land.
+- **9. Overlay across hosts: data path.** A simulated cluster on this
+  machine: an underlay namespace with a bridge, a real etcd (Debian's
+  etcd-server) in it, and host namespaces joined to the bridge by a veth
+  (their `eth0`), each running a netd daemon in cluster mode with
+  `--uplink eth0`. *netd*: a container on each of two hosts on one
+  overlay network (netd's VXLAN in eBPF: the endpoint's program
+  encapsulates, `netd_vxlan_in` on the host's VXLAN device delivers).
+  *vxlan-limit*: two kernel VXLAN devices straight in the client's and
+  the server's namespaces (made in hosts of their own on the same
+  underlay and moved in, so their sockets stay on the hosts' underlay),
+  static FDB and neighbour entries, learning off, no bridge, no veth, no
+  rule: the limit for encapsulated traffic. *docker-overlay-like*:
+  Docker's overlay driver's data path, on two hosts of its own: per host
+  a namespace for the network with `br0` (the gateway address) and a
+  VXLAN device (learning, proxy, l2miss, l3miss) on it, a veth per
+  container, a permanent neighbour and an FDB entry per remote peer,
+  Docker's host ruleset (for `docker_gwbridge`: conntrack sees the VXLAN
+  packets) and the embedded DNS server's NAT rules in every container.
+  Every system's endpoints get the underlay MTU less 50. The figures of
+  scenarios 1 and 6, measured the same way, client on one host and server
+  on the other, systems in turn, twice as many repetitions as the plan's.
+  *Routing mesh*: new connections per second from an outside namespace on
+  the underlay to a service's published port on a host with no replica
+  (2 replicas, the bench's echo server, on the other host). netd: a
+  service with `-p` on the overlay; *iptables mesh*: Docker's ingress
+  without IPVS (this kernel has none): `DOCKER-INGRESS` DNAT on the host
+  to the ingress sandbox, whose DNAT picks a replica (`-m statistic`) and
+  SNATs to its own address on the `ingress` overlay, across the VXLAN to
+  the replicas' host. TIME_WAIT entries of the baselines' conntrack
+  expire after 1 s, as in scenario 4. Targets (reported, never asserted):
+  netd's throughput and connection rate ≥ 0.9× vxlan-limit and ≥ 1.2×
+  docker-overlay-like; mesh connections ≥ 1.3× the iptables mesh.
+- **10. Overlay across hosts: cluster control plane.** The same kind of
+  cluster, growing in steps (5, 10, 20, 35, 50 hosts; quick: 2, 3), each
+  host with 20 containers (quick: 3) on one overlay, netd's default lease
+  TTL. At each step: *propagation*, from the API call creating a
+  container on one host until its name resolves (netd's embedded DNS) and
+  its address answers a ping inside a container of another host, polled
+  every 2 ms in process, creating and observing hosts rotating (100
+  samples, quick 10; p50 and p99); etcd's key count and the watch events
+  it sends per container created, all hosts' watches together (etcd's
+  own `etcd_debugging_mvcc_*` counters); the daemons' RSS; the machine's
+  available memory lost per host (daemon, eBPF maps, namespaces,
+  containers; the machine is shared, so other work moves it too).
+  *Withdrawal*: the last host dies (daemon SIGKILLed, underlay link down):
+  time from the kill until every other host has stopped resolving its
+  container; *back*: link up and daemon restarted, until every other
+  host resolves it again. Every repetition at the first step, once at
+  the largest. The fleet stops growing when the next step would leave
+  less than 4 GiB available at the memory a host has cost so far, or a
+  host fails to start; a note says where. Targets (reported, never
+  asserted): propagation p99 ≤ 250 ms with 50 hosts; withdrawal ≤ the
+  lease TTL + 1 s.
+- **Not yet**: rows for features netd does not have yet (or that do not
+  work on the measured tree); they get numbers when those land.
 ";
 
 #[cfg(test)]

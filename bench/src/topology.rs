@@ -47,6 +47,9 @@ pub enum System {
     PodmanLike,
     Routed,
     Cni,
+    VxlanLimit,
+    DockerOverlay,
+    IptablesMesh,
 }
 
 impl System {
@@ -58,6 +61,9 @@ impl System {
             System::PodmanLike => "podman-like (bridge+nftables)",
             System::Routed => "routed (no NAT)",
             System::Cni => "CNI bridge plugin",
+            System::VxlanLimit => "vxlan-limit (kernel VXLAN, static FDB)",
+            System::DockerOverlay => "docker-overlay-like (bridge+VXLAN+iptables)",
+            System::IptablesMesh => "iptables mesh (DNAT+SNAT over VXLAN)",
         }
     }
 }
@@ -270,12 +276,7 @@ pub fn docker_rules(bridge: &str, net: &str, target: &str, ports: &[(u16, Port)]
         );
     }
     format!(
-        "*nat
-:PREROUTING ACCEPT [0:0]
-:INPUT ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
-:POSTROUTING ACCEPT [0:0]
-:DOCKER - [0:0]
+        "{NAT_TABLE}:DOCKER - [0:0]
 -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
 -A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER
 -A POSTROUTING -s {net}.0/24 ! -o {bridge} -j MASQUERADE
@@ -303,6 +304,31 @@ pub fn docker_rules(bridge: &str, net: &str, target: &str, ports: &[(u16, Port)]
 COMMIT
 "
     )
+}
+
+/// The start of an `iptables-restore` input that replaces the nat table:
+/// its built-in chains, empty.
+pub const NAT_TABLE: &str = "*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+";
+
+/// The `-m statistic` match (with a trailing space) that takes choice `k`
+/// of `n` with probability 1/(n-k) among those left, and the last one
+/// unconditionally (no match): uniform overall, as kube-proxy and Docker's
+/// rules pick.
+pub fn uniform_pick(k: usize, n: usize) -> String {
+    let left = n - k;
+    if left > 1 {
+        format!(
+            "-m statistic --mode random --probability {:.11} ",
+            1.0 / left as f64
+        )
+    } else {
+        String::new()
+    }
 }
 
 /// The nftables ruleset Podman's netavark (1.x, nftables driver) writes for
@@ -388,7 +414,9 @@ pub fn netd(daemon: &Daemon) -> Result<Pair> {
     finish(System::Netd, client, server, None)
 }
 
-fn finish(system: System, client: Netns, server: Netns, host: Option<Netns>) -> Result<Pair> {
+/// The pair of `client` and `server` on `system`, with the client
+/// settings every pair gets.
+pub fn finish(system: System, client: Netns, server: Netns, host: Option<Netns>) -> Result<Pair> {
     // Same client-side settings everywhere: a connection-rate run must not
     // run out of ephemeral ports (the server closes first, so TIME_WAIT
     // stays on its side, but a long run wraps the port range anyway).
@@ -579,6 +607,9 @@ fn short(system: System) -> &'static str {
         System::PodmanLike => "p",
         System::Routed => "r",
         System::Cni => "c",
+        System::VxlanLimit => "x",
+        System::DockerOverlay => "o",
+        System::IptablesMesh => "m",
     }
 }
 

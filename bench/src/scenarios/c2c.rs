@@ -14,10 +14,11 @@ use serde_json::Value;
 use super::{Rows, retry};
 use crate::cmd::{self, say};
 use crate::daemon::Daemon;
+use crate::netns::Netns;
 use crate::pingpong::{CRR_PORT, IPERF_PORT, RR_PORT, Servers};
 use crate::pktgen::{self, DISCARD_PORT};
 use crate::report::{Better, Report};
-use crate::topology::{self, Pair};
+use crate::topology::{self, Pair, System};
 use crate::{Ctx, stats};
 
 /// Repetitions of this scenario per repetition of the plan. netd's cost
@@ -29,7 +30,7 @@ const REPS_PER_REP: usize = 2;
 
 /// The figures, in the order they run within a repetition.
 #[derive(Clone, Copy, PartialEq)]
-enum Figure {
+pub(super) enum Figure {
     Tcp1,
     Tcp4,
     Rr,
@@ -114,7 +115,8 @@ pub fn run(ctx: &Ctx, tcp: bool, pps: bool, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
-fn measure(ctx: &Ctx, pair: &Pair, figure: Figure) -> Result<Rows> {
+/// One figure on `pair`: its rows.
+pub(super) fn measure(ctx: &Ctx, pair: &Pair, figure: Figure) -> Result<Rows> {
     let plan = ctx.plan;
     let server_ip = pair.server_ep.ip;
     Ok(match figure {
@@ -143,7 +145,10 @@ fn measure(ctx: &Ctx, pair: &Pair, figure: Figure) -> Result<Rows> {
         }
         Figure::Rr => {
             let addr = SocketAddr::from((server_ip, RR_PORT));
-            let out = helper(pair, &["rr", &addr.to_string(), &plan.rr_secs.to_string()])?;
+            let out = helper(
+                &pair.client,
+                &["rr", &addr.to_string(), &plan.rr_secs.to_string()],
+            )?;
             vec![
                 (
                     "request/response latency p50 (64 B)",
@@ -159,20 +164,17 @@ fn measure(ctx: &Ctx, pair: &Pair, figure: Figure) -> Result<Rows> {
                 ),
             ]
         }
-        Figure::Crr => {
-            let addr = SocketAddr::from((server_ip, CRR_PORT));
-            let out = helper(pair, &["crr", &addr.to_string(), &plan.rr_secs.to_string()])?;
-            let failed = num(&out, "failed")?;
-            if failed > 0.0 {
-                say!("    {} connections failed on {}", failed, pair.system);
-            }
-            vec![(
-                "new TCP connections (connect, 1 B each way, close)",
-                "conn/s",
-                Better::Higher,
-                num(&out, "per_sec")?,
-            )]
-        }
+        Figure::Crr => vec![(
+            "new TCP connections (connect, 1 B each way, close)",
+            "conn/s",
+            Better::Higher,
+            connection_rate(
+                &pair.client,
+                SocketAddr::from((server_ip, CRR_PORT)),
+                plan.rr_secs,
+                pair.system,
+            )?,
+        )],
         Figure::Pps => {
             let dst = SocketAddr::from((server_ip, DISCARD_PORT));
             let rate = pktgen::measure(
@@ -208,10 +210,27 @@ fn measure(ctx: &Ctx, pair: &Pair, figure: Figure) -> Result<Rows> {
     })
 }
 
+/// New connections per second from `client` to `addr` (an echo server's
+/// [`CRR_PORT`], or a port that leads there) for `secs`, one after the
+/// other: connect, 1 byte each way, the server closes, the client closes.
+pub(super) fn connection_rate(
+    client: &Netns,
+    addr: SocketAddr,
+    secs: f64,
+    system: System,
+) -> Result<f64> {
+    let out = helper(client, &["crr", &addr.to_string(), &secs.to_string()])?;
+    let failed = num(&out, "failed")?;
+    if failed > 0.0 {
+        say!("    {} connections failed on {}", failed, system);
+    }
+    num(&out, "per_sec")
+}
+
 /// Runs a hidden subcommand of this binary in the client namespace.
-fn helper(pair: &Pair, args: &[&str]) -> Result<Value> {
+fn helper(client: &Netns, args: &[&str]) -> Result<Value> {
     cmd::json(
-        pair.client
+        client
             .command(crate::pingpong::SELF_EXE)
             .args(args)
             .env_remove("RUST_BACKTRACE"),

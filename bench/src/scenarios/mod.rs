@@ -3,7 +3,9 @@
 
 pub mod c2c;
 pub mod control;
+pub mod crosshost;
 mod edge;
+pub mod fleet;
 mod floor;
 pub mod load;
 pub mod masq;

@@ -468,12 +468,7 @@ impl<'d> Bed<'d> {
                 let probe = ids.first().context("no service")?;
                 self.vip = api.service_vip(probe)?;
                 let joined = Instant::now();
-                // A path, not `/proc/self/exe`: netd's `container run`
-                // execs it, and there that link names netd.
-                let serve = [
-                    std::env::current_exe()?.to_string_lossy().into_owned(),
-                    "serve".to_string(),
-                ];
+                let serve = pingpong::serve_command()?;
                 for b in 1..=BACKENDS {
                     let name = format!("b{b}");
                     if from > 0 {
@@ -544,13 +539,13 @@ impl Drop for Bed<'_> {
 
 /// Same client settings on every system (those of `topology`): a
 /// connection-rate run must not run out of ephemeral ports.
-fn client_settings(client: &Netns) -> Result<()> {
+pub(super) fn client_settings(client: &Netns) -> Result<()> {
     client.sysctl("net.ipv4.ip_local_port_range", "1024 65535")?;
     client.sysctl("net.ipv4.tcp_tw_reuse", "1")
 }
 
 /// Until the echo server in `ns` accepts connections.
-fn wait_listening(ns: &Netns) -> Result<()> {
+pub(super) fn wait_listening(ns: &Netns) -> Result<()> {
     cmd::wait_until(&format!("echo server in {}", ns.name), READY, || {
         cmd::output(
             ns.command("ss")
@@ -572,10 +567,7 @@ fn vip(i: usize) -> Result<Ipv4Addr> {
 /// balanced over `backends`, as one `iptables-restore` input that replaces
 /// the nat table.
 fn kube_iptables(vips: &[Ipv4Addr], backends: &[Ipv4Addr]) -> String {
-    let mut out = String::from(
-        "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
-         :POSTROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n",
-    );
+    let mut out = format!("{}:KUBE-SERVICES - [0:0]\n", topology::NAT_TABLE);
     for i in 0..vips.len() {
         let _ = writeln!(out, ":KUBE-SVC-{i} - [0:0]");
     }
@@ -589,18 +581,8 @@ fn kube_iptables(vips: &[Ipv4Addr], backends: &[Ipv4Addr]) -> String {
         );
     }
     for i in 0..vips.len() {
-        // Backend k of n is taken with probability 1/(n-k) among those
-        // left, the last one unconditionally: uniform overall.
         for (k, backend) in backends.iter().enumerate() {
-            let left = backends.len() - k;
-            let pick = if left > 1 {
-                format!(
-                    "-m statistic --mode random --probability {:.11} ",
-                    1.0 / left as f64
-                )
-            } else {
-                String::new()
-            };
+            let pick = topology::uniform_pick(k, backends.len());
             let _ = writeln!(
                 out,
                 "-A KUBE-SVC-{i} {pick}-j DNAT --to-destination {backend}"
