@@ -381,3 +381,50 @@ impl Drop for LongConnection {
         let _ = self.child.wait();
     }
 }
+
+/// A restart brings a service back to its replicas: one removed by hand
+/// and one whose process ended while the daemon was down (as after a
+/// reboot) run again under their names; a replica that kept running is
+/// left alone, and the VIP balances over all three.
+#[test]
+fn replicas_come_back_at_restart() {
+    let mut d = Daemon::start();
+    d.ok(&["network", "create", "--subnet", "10.26.5.0/24", "n"]);
+    let mut args = vec![
+        "service",
+        "create",
+        "--network",
+        "n",
+        "--replicas",
+        "3",
+        "web",
+        "--",
+    ];
+    args.extend_from_slice(REPLICA);
+    d.ok(&args);
+    wait_all_listening(&d, "web", 3);
+    let pid_of = |d: &Daemon, name: &str| {
+        d.json(&["container", "inspect", name])[0]["State"]["Pid"].as_u64()
+    };
+    let kept = pid_of(&d, "web.1").expect("web.1 runs");
+    let ended = pid_of(&d, "web.3").expect("web.3 runs");
+
+    d.ok(&["container", "rm", "-f", "web.2"]);
+    d.kill9();
+    // SAFETY: signalling the replica's process, which this test started.
+    unsafe { libc::kill(ended as i32, libc::SIGKILL) };
+    d.start_again();
+
+    wait_all_listening(&d, "web", 3);
+    let ls = d.ok(&["service", "ls"]);
+    assert!(ls.contains("3/3"), "{ls}");
+    assert_eq!(pid_of(&d, "web.1"), Some(kept), "a running replica is kept");
+    assert_ne!(pid_of(&d, "web.3"), Some(ended), "web.3 runs anew");
+    let ips = replica_ips(&d, "web");
+    assert_eq!(ips.len(), 3, "{ips:?}");
+    let vip = service(&d, "web")["VirtualIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(spread(None, &vip, 80, 6), exactly(&ips, 2));
+}

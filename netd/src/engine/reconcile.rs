@@ -5,7 +5,8 @@
 //! or ahead of it (a remove that did not finish: the objects have no record
 //! any more: delete them). Objects that already match are adopted as they
 //! are, so established traffic keeps flowing across a restart. Containers
-//! whose removal had begun (`removing`) are removed now.
+//! whose removal had begun (`removing`) are removed now, and services get
+//! back the replicas they should have (`restore_replicas`).
 
 use std::collections::HashSet;
 
@@ -52,6 +53,7 @@ impl Engine {
             }
         }
         self.resume_removals().await;
+        self.restore_replicas().await;
         self.collect_garbage().await;
         info!(
             networks = self.state.networks.len(),

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use super::command::Done;
+use super::snapshot::running_pid;
 use super::spec::{ContainerSpec, EndpointSpec, NetworkMode, PortSpec};
 use super::{Engine, now, ports, random_id};
 use crate::cluster::ServiceRequest;
@@ -305,6 +306,42 @@ impl Engine {
         Ok(carriers)
     }
 
+    /// Brings every service's replicas on this host back to its count, at
+    /// start: a create or scale the daemon was killed in the middle of
+    /// left some missing, and a reboot ended every replica's process. A
+    /// replica whose process is gone is replaced (removed, then started
+    /// again under its name), as Docker's swarm replaces a task that
+    /// ended. Replicas being removed are left to their removal.
+    pub(super) async fn restore_replicas(&mut self) {
+        let services: Vec<Arc<Service>> = self
+            .state
+            .services
+            .values()
+            .filter(|s| s.replicas > 0 && !s.cmd.is_empty())
+            .cloned()
+            .collect();
+        for svc in services {
+            let (ended, missing) = replica_gaps(&self.state, &svc);
+            if missing.is_empty() {
+                continue;
+            }
+            info!(service = %svc.name, replicas = missing.len(), "restoring replicas");
+            if let Err(e) = self.finish_removal(&ended).await {
+                warn!(service = %svc.name, error = %e, "cannot remove ended replicas");
+                continue;
+            }
+            for i in missing {
+                // The carriers come up on their own; nobody waits here.
+                if let Err(e) = self.start_replicas(&svc, i..=i).await {
+                    warn!(service = %svc.name, replica = i, error = %e, "cannot restore replica");
+                }
+            }
+            if let Err(e) = self.sync_service(&svc.id) {
+                warn!(service = %svc.name, error = %e, "cannot update the service");
+            }
+        }
+    }
+
     /// Makes the datapath's backend table and published ports of a service
     /// match its replicas.
     pub(super) fn sync_service(&mut self, id: &str) -> Result<()> {
@@ -364,6 +401,27 @@ impl Engine {
             warn!(service = %svc.name, error = %e, "cannot remove from the datapath");
         }
     }
+}
+
+/// The replicas of `svc` this host should run and does not: the ids of
+/// those whose process has ended, and the numbers of every replica to
+/// start (the ended ones' included).
+fn replica_gaps(state: &State, svc: &Service) -> (Vec<String>, Vec<u32>) {
+    let present = state.replicas_of(&svc.id);
+    let (mut ended, mut missing) = (Vec::new(), Vec::new());
+    for i in 1..=svc.replicas {
+        let name = replica_name(&svc.name, i);
+        match present.iter().find(|c| c.name == name) {
+            None => missing.push(i),
+            Some(c) if c.removing => {}
+            Some(c) if running_pid(c).is_none() => {
+                ended.push(c.id.clone());
+                missing.push(i);
+            }
+            Some(_) => {}
+        }
+    }
+    (ended, missing)
 }
 
 /// `NAME.i`, Docker's task naming.
