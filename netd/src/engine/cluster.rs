@@ -426,8 +426,13 @@ impl Engine {
         if next == *self.state {
             return Ok(());
         }
-        self.commit(next)?;
+        // Names of other hosts' endpoints resolve only once the datapath
+        // knows them: a container that looks a new peer up and sends at
+        // once would otherwise have its ARP request go unanswered and
+        // wait for the kernel's retry, a second later.
+        self.save(next)?;
         self.apply_cluster_kernel(&before, &stale_services).await;
+        self.dns.sync(&self.state);
         Ok(())
     }
 

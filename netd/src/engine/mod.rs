@@ -267,15 +267,23 @@ impl Engine {
         }
     }
 
-    /// Persists `next` and makes it the current state. Nothing is changed
-    /// when the store refuses.
+    /// Persists `next` and makes it the current state, names included.
+    /// Nothing is changed when the store refuses.
     fn commit(&mut self, next: State) -> Result<()> {
+        self.save(next)?;
+        self.dns.sync(&self.state);
+        Ok(())
+    }
+
+    /// [`Engine::commit`] without telling the DNS: for changes whose names
+    /// must not resolve before the datapath can reach them (the caller
+    /// syncs the DNS after its kernel step).
+    fn save(&mut self, next: State) -> Result<()> {
         self.store
             .save(&self.state, &next)
             .map_err(|e| EngineError::System(e.to_string()))?;
         self.taken.update(&self.state, &next);
         self.state = Arc::new(next);
-        self.dns.sync(&self.state);
         Ok(())
     }
 
