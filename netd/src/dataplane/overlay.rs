@@ -62,7 +62,7 @@ use netd_common::{
     Direction, NET_F_OVERLAY, ipv4_be,
     limits::NET_INDEXES,
     map_names,
-    overlay::{self as wire, OverlayConfig, VNI_MAX},
+    overlay::{self as wire, OverlayConfig, REMOTE_F_BACKEND, VNI_MAX},
 };
 use tracing::{debug, info};
 
@@ -75,9 +75,14 @@ use super::{
 /// Program attached to TC ingress of the VXLAN device.
 pub const VXLAN_PROGRAM: &str = "netd_vxlan_in";
 
+/// Program attached to TC egress of an overlay network's bridge.
+pub const BRIDGE_PROGRAM: &str = "netd_bridge_out";
+
 /// The hook `netd_vxlan_in` runs on: the device's ingress, which
 /// `tc_filter` names by the endpoints' direction that uses it.
 const INGRESS: Direction = Direction::FromEndpoint;
+/// The hook `netd_bridge_out` runs on: the bridge's egress.
+const EGRESS: Direction = Direction::ToEndpoint;
 
 /// An endpoint of an overlay network on another host, as `OVL_REMOTE`
 /// holds it.
@@ -236,7 +241,9 @@ impl Dataplane {
     /// with `remote.vni` as its VNI, its address a unicast one of the
     /// network's subnet but the gateway, and its host one of the cluster's
     /// (see the module docs for the order). An address a local endpoint
-    /// holds stays the local one's (the programs look there first).
+    /// holds stays the local one's (the programs look there first). A
+    /// replaced entry keeps its backend mark ([`Dataplane::set_service`]
+    /// sets it).
     pub fn set_remote_endpoint(&mut self, remote: &RemoteEndpoint) -> Result<(), DataplaneError> {
         if !unicast(remote.ip) {
             return Err(invalid(remote, "the address must be a unicast one"));
@@ -281,14 +288,17 @@ impl Dataplane {
                 ),
             ));
         }
+        let ip = ipv4_be(remote.ip.octets());
+        let flags = self.remote_entry(ip)?.map_or(0, |old| old.flags);
+        let mut map: HashMap<&mut MapData, u32, wire::RemoteEndpoint> =
+            self.object_map_mut(map_names::OVL_REMOTE)?;
         let value = wire::RemoteEndpoint {
             net_index: remote.net_index,
             vni: remote.vni,
             host: host_be,
+            flags,
         };
-        let mut map: HashMap<&mut MapData, u32, wire::RemoteEndpoint> =
-            self.object_map_mut(map_names::OVL_REMOTE)?;
-        map.insert(ipv4_be(remote.ip.octets()), value, BPF_ANY)
+        map.insert(ip, value, BPF_ANY)
             .map_err(map_error(map_names::OVL_REMOTE))?;
         debug!(
             ip = %remote.ip,
@@ -298,6 +308,58 @@ impl Dataplane {
             "remote endpoint written to the data path"
         );
         Ok(())
+    }
+
+    /// Marks (or unmarks) the remote endpoint with address `ip`
+    /// (`ipv4_be`) as a service's backend (`REMOTE_F_BACKEND`: its packets
+    /// are looked up as possible replies, the host's own connections may
+    /// go to it). A missing one is not an error: nothing to mark.
+    pub(super) fn mark_remote_backend(
+        &mut self,
+        ip: u32,
+        marked: bool,
+    ) -> Result<(), DataplaneError> {
+        let Some(mut value) = self.remote_entry(ip)? else {
+            return Ok(());
+        };
+        let flags = if marked {
+            value.flags | REMOTE_F_BACKEND
+        } else {
+            value.flags & !REMOTE_F_BACKEND
+        };
+        if flags == value.flags {
+            return Ok(());
+        }
+        value.flags = flags;
+        let mut map: HashMap<&mut MapData, u32, wire::RemoteEndpoint> =
+            self.object_map_mut(map_names::OVL_REMOTE)?;
+        map.insert(ip, value, BPF_ANY)
+            .map_err(map_error(map_names::OVL_REMOTE))
+    }
+
+    /// The `OVL_REMOTE` entry of the address `ip` (`ipv4_be`), if any.
+    pub(super) fn remote_entry(
+        &self,
+        ip: u32,
+    ) -> Result<Option<wire::RemoteEndpoint>, DataplaneError> {
+        let map: HashMap<&MapData, u32, wire::RemoteEndpoint> =
+            self.object_map(map_names::OVL_REMOTE)?;
+        found(map.get(&ip, 0)).map_err(map_error(map_names::OVL_REMOTE))
+    }
+
+    /// The remote endpoints marked as services' backends, sorted.
+    pub fn remote_backend_marks(&self) -> Result<Vec<Ipv4Addr>, DataplaneError> {
+        let map: HashMap<&MapData, u32, wire::RemoteEndpoint> =
+            self.object_map(map_names::OVL_REMOTE)?;
+        let mut out = Vec::new();
+        for entry in map.iter() {
+            let (ip, value) = entry.map_err(map_error(map_names::OVL_REMOTE))?;
+            if value.flags & REMOTE_F_BACKEND != 0 {
+                out.push(addr(ip));
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
     }
 
     /// Removes the remote endpoint holding `ip`. A missing one is not an
@@ -396,7 +458,7 @@ impl Dataplane {
 
     /// The network with index `index` (`NET_BY_INDEX`, or `NET_LPM` for an
     /// index beyond that array): its subnet and its entry.
-    fn network_by_index(
+    pub(super) fn network_by_index(
         &self,
         index: u32,
     ) -> Result<Option<(Ipv4Net, netd_common::NetworkInfo)>, DataplaneError> {
@@ -433,14 +495,45 @@ impl Dataplane {
     /// any machine sends to the VXLAN port would be decapsulated into the
     /// host's stack, which may route it on.
     pub fn attach_vxlan(&mut self, ifname: &str, ifindex: u32) -> Result<(), DataplaneError> {
+        let readopted = self.attach_filter(VXLAN_PROGRAM, ifname, ifindex, INGRESS, |rtnl| {
+            rtnl.set_link_up(ifindex, true)
+        })?;
+        self.write_vxlan_ifindex(ifindex)?;
+        info!(ifname, ifindex, readopted, "VXLAN device attached");
+        Ok(())
+    }
+
+    /// Attaches `netd_bridge_out` to TC egress of the overlay network's
+    /// bridge `ifname` (`ifindex`), the same way as `netd_vxlan_in`: what
+    /// the host sends through it to a service's backend on another host
+    /// is translated and tunnelled there (and ARP for such a backend
+    /// answered). The filter goes with the bridge. Idempotent and
+    /// restart-safe like [`Dataplane::attach_vxlan`].
+    pub fn attach_bridge(&mut self, ifname: &str, ifindex: u32) -> Result<(), DataplaneError> {
+        let readopted = self.attach_filter(BRIDGE_PROGRAM, ifname, ifindex, EGRESS, |_| Ok(()))?;
+        debug!(ifname, ifindex, readopted, "overlay bridge attached");
+        Ok(())
+    }
+
+    /// Puts `program` as netd's filter on `hook` of `ifname` (`ifindex`),
+    /// switching one already there atomically, then runs `then` on the
+    /// same rtnetlink socket. Returns whether the filter was there.
+    fn attach_filter(
+        &self,
+        program: &'static str,
+        ifname: &str,
+        ifindex: u32,
+        hook: Direction,
+        then: impl FnOnce(&mut tc_filter::Rtnl) -> std::io::Result<()>,
+    ) -> Result<bool, DataplaneError> {
         check_interface(ifname, ifindex)?;
         let attach_err = |source: LinkOpError| DataplaneError::Attach {
-            program: VXLAN_PROGRAM,
+            program,
             ifname: ifname.to_string(),
             source: Box::new(source),
         };
         let fd = self
-            .vxlan_program()?
+            .classifier(program)?
             .fd()
             .map_err(|e| attach_err(e.into()))?
             .as_fd()
@@ -448,18 +541,10 @@ impl Dataplane {
         let mut rtnl = tc_filter::Rtnl::open().map_err(|e| attach_err(e.into()))?;
         rtnl.add_clsact(ifindex).map_err(|e| attach_err(e.into()))?;
         let created = rtnl
-            .set(ifindex, INGRESS, fd, VXLAN_PROGRAM)
+            .set(ifindex, hook, fd, program)
             .map_err(|e| attach_err(e.into()))?;
-        rtnl.set_link_up(ifindex, true)
-            .map_err(|e| attach_err(e.into()))?;
-        self.write_vxlan_ifindex(ifindex)?;
-        info!(
-            ifname,
-            ifindex,
-            readopted = !created,
-            "VXLAN device attached"
-        );
-        Ok(())
+        then(&mut rtnl).map_err(|e| attach_err(e.into()))?;
+        Ok(!created)
     }
 
     /// Stops tunnelling: forgets the VXLAN device (remote peers become
@@ -508,5 +593,10 @@ impl Dataplane {
     /// The loaded `netd_vxlan_in`, e.g. for BPF_PROG_TEST_RUN.
     pub fn vxlan_program(&self) -> Result<&SchedClassifier, DataplaneError> {
         self.classifier(VXLAN_PROGRAM)
+    }
+
+    /// The loaded `netd_bridge_out`, e.g. for BPF_PROG_TEST_RUN.
+    pub fn bridge_program(&self) -> Result<&SchedClassifier, DataplaneError> {
+        self.classifier(BRIDGE_PROGRAM)
     }
 }
