@@ -54,29 +54,15 @@ pub(crate) fn from_endpoint(ctx: &TcContext, ep: &EndpointInfo) -> Result<i32, D
     let frame = parse::header::<EthArp>(ctx, 0)?;
     // SAFETY: `header` checked that the 42 bytes of EthArp are in the packet;
     // no helper that moves packet data runs until the last use of `frame`.
-    let (eth_src, htype, ptype, hlen, plen, oper, sha, spa, tpa) = unsafe {
-        let f = &*frame;
-        (
-            f.eth.src_addr,
-            f.arp.htype,
-            f.arp.ptype,
-            f.arp.hlen,
-            f.arp.plen,
-            f.arp.oper,
-            f.arp.sha,
-            f.arp.spa,
-            f.arp.tpa,
-        )
-    };
-    if htype != HTYPE_ETHERNET || ptype != PTYPE_IPV4 {
+    let (eth_src, arp) = unsafe { ((*frame).eth.src_addr, Fields::of(frame)) };
+    if !arp.ethernet_ipv4() {
         return Err(DropReason::NotIp);
     }
-    if hlen != 6 || plen != 4 {
+    if !arp.well_sized() {
         return Err(DropReason::Malformed);
     }
-    let spa = parse::ipv4(spa);
-    let tpa = parse::ipv4(tpa);
-    if !parse::mac_eq(&eth_src, &ep.mac) || !parse::mac_eq(&sha, &ep.mac) || spa != ep.ip {
+    let (oper, spa, tpa) = (arp.oper, parse::ipv4(arp.spa), parse::ipv4(arp.tpa));
+    if !parse::mac_eq(&eth_src, &ep.mac) || !parse::mac_eq(&arp.sha, &ep.mac) || spa != ep.ip {
         return Err(DropReason::SpoofedSource);
     }
 
@@ -99,6 +85,51 @@ pub(crate) fn from_endpoint(ctx: &TcContext, ep: &EndpointInfo) -> Result<i32, D
     // `ifindex`" for the kernel to act on after the program returns and
     // returns TC_ACT_REDIRECT.
     Ok(unsafe { bpf_redirect(ifindex, 0) } as i32)
+}
+
+/// The fields of an ARP header the programs read, copied out.
+struct Fields {
+    htype: [u8; 2],
+    ptype: [u8; 2],
+    hlen: u8,
+    plen: u8,
+    oper: [u8; 2],
+    sha: [u8; 6],
+    spa: [u8; 4],
+    tpa: [u8; 4],
+}
+
+impl Fields {
+    /// # Safety
+    /// `frame` must point at a whole `EthArp` in the packet (checked by
+    /// `parse::header` after the last helper call).
+    #[inline(always)]
+    unsafe fn of(frame: *const EthArp) -> Fields {
+        // SAFETY: see the contract.
+        let a = unsafe { &(*frame).arp };
+        Fields {
+            htype: a.htype,
+            ptype: a.ptype,
+            hlen: a.hlen,
+            plen: a.plen,
+            oper: a.oper,
+            sha: a.sha,
+            spa: a.spa,
+            tpa: a.tpa,
+        }
+    }
+
+    /// Ethernet hardware and IPv4 protocol addresses.
+    #[inline(always)]
+    fn ethernet_ipv4(&self) -> bool {
+        self.htype == HTYPE_ETHERNET && self.ptype == PTYPE_IPV4
+    }
+
+    /// Their lengths as they must be for that.
+    #[inline(always)]
+    fn well_sized(&self) -> bool {
+        self.hlen == 6 && self.plen == 4
+    }
 }
 
 /// Turns the request in `frame` into its reply: from `answer` (claiming
@@ -138,28 +169,11 @@ pub(crate) fn from_host(ctx: &TcContext) -> Result<i32, DropReason> {
     let frame = parse::header::<EthArp>(ctx, 0)?;
     // SAFETY: `header` checked that the 42 bytes of EthArp are in the
     // packet; no helper runs until the last use of `frame`.
-    let (htype, ptype, hlen, plen, oper, sha, spa, tpa) = unsafe {
-        let f = &*frame;
-        (
-            f.arp.htype,
-            f.arp.ptype,
-            f.arp.hlen,
-            f.arp.plen,
-            f.arp.oper,
-            f.arp.sha,
-            f.arp.spa,
-            f.arp.tpa,
-        )
-    };
-    if htype != HTYPE_ETHERNET
-        || ptype != PTYPE_IPV4
-        || hlen != 6
-        || plen != 4
-        || oper != OP_REQUEST
-    {
+    let arp = unsafe { Fields::of(frame) };
+    if !(arp.ethernet_ipv4() && arp.well_sized() && arp.oper == OP_REQUEST) {
         return Ok(VERDICT_NEXT);
     }
-    let (spa, tpa) = (parse::ipv4(spa), parse::ipv4(tpa));
+    let (sha, spa, tpa) = (arp.sha, parse::ipv4(arp.spa), parse::ipv4(arp.tpa));
     let asks_for_backend = maps::remote_endpoint(tpa)
         .filter(|remote| remote.flags & REMOTE_F_BACKEND != 0)
         .and_then(|remote| maps::network_by_index(remote.net_index))

@@ -349,17 +349,23 @@ impl Dataplane {
 
     /// The remote endpoints marked as services' backends, sorted.
     pub fn remote_backend_marks(&self) -> Result<Vec<Ipv4Addr>, DataplaneError> {
-        let map: HashMap<&MapData, u32, wire::RemoteEndpoint> =
-            self.object_map(map_names::OVL_REMOTE)?;
-        let mut out = Vec::new();
-        for entry in map.iter() {
-            let (ip, value) = entry.map_err(map_error(map_names::OVL_REMOTE))?;
-            if value.flags & REMOTE_F_BACKEND != 0 {
-                out.push(addr(ip));
-            }
-        }
+        let mut out: Vec<Ipv4Addr> = self
+            .remote_entries()?
+            .into_iter()
+            .filter(|(_, value)| value.flags & REMOTE_F_BACKEND != 0)
+            .map(|(ip, _)| addr(ip))
+            .collect();
         out.sort_unstable();
         Ok(out)
+    }
+
+    /// Every `OVL_REMOTE` entry, `(ipv4_be address, value)`.
+    fn remote_entries(&self) -> Result<Vec<(u32, wire::RemoteEndpoint)>, DataplaneError> {
+        let map: HashMap<&MapData, u32, wire::RemoteEndpoint> =
+            self.object_map(map_names::OVL_REMOTE)?;
+        map.iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_error(map_names::OVL_REMOTE))
     }
 
     /// Removes the remote endpoint holding `ip`. A missing one is not an
@@ -399,18 +405,16 @@ impl Dataplane {
 
     /// Every remote endpoint (`OVL_REMOTE`), sorted by address.
     pub fn remote_endpoints(&self) -> Result<Vec<RemoteEndpoint>, DataplaneError> {
-        let map: HashMap<&MapData, u32, wire::RemoteEndpoint> =
-            self.object_map(map_names::OVL_REMOTE)?;
-        let mut out = Vec::new();
-        for entry in map.iter() {
-            let (ip, value) = entry.map_err(map_error(map_names::OVL_REMOTE))?;
-            out.push(RemoteEndpoint {
+        let mut out: Vec<RemoteEndpoint> = self
+            .remote_entries()?
+            .into_iter()
+            .map(|(ip, value)| RemoteEndpoint {
                 ip: addr(ip),
                 net_index: value.net_index,
                 vni: value.vni,
                 host: addr(value.host),
-            });
-        }
+            })
+            .collect();
         out.sort_unstable();
         Ok(out)
     }
