@@ -85,7 +85,9 @@ pub enum DropReason {
     NatFragment = 10,
     /// A new flow to a service (its virtual IP, or a port published to it)
     /// that has no backend right now: dropped rather than sent anywhere
-    /// stale. Host connections refused for the same reason count here too.
+    /// stale. Host connections refused for the same reason count here too,
+    /// and packets of a flow to a backend on another host while this host
+    /// has no tunnel (it left the cluster).
     NoBackend = 11,
     /// Arrived through the overlay tunnel from an outer source that is not
     /// a host of the cluster (`OVL_HOSTS`), or without tunnel metadata: a

@@ -33,9 +33,11 @@
 //! of a known flow to a VIP costs its `NAT_CT` entry (its entry says where
 //! the flow goes; from this CPU's copy but for the first packet of a tick,
 //! see `conntrack::lookup`); a new flow adds the `LB_SVC` frontend lookup, one atomic
-//! add on the service's cursor and one `LB_SVC` slot lookup. Replies cost
-//! an `LB_BACKENDS` array read on the peer-to-peer path, and the `NAT_CT`
-//! lookup only for endpoints marked there. No loop over services or
+//! add on the service's cursor and one `LB_SVC` slot lookup (and, for a
+//! backend on another host, its `OVL_REMOTE` entry). Replies cost an
+//! `LB_BACKENDS` array read on the peer-to-peer path, and the `NAT_CT`
+//! lookup only for endpoints marked there (through the tunnel: remote
+//! endpoints marked in `OVL_REMOTE`). No loop over services or
 //! backends.
 use aya_ebpf::programs::TcContext;
 use netd_common::{

@@ -53,7 +53,10 @@
 //! A port published to a service (`PublishTarget::flags` has
 //! `PUBLISH_F_SERVICE`) is translated the same way, to the backend `lb`
 //! picks for each new flow (flows marked `CT_F_LB` too); a service without
-//! backends drops the new flow (`NoBackend`).
+//! backends drops the new flow (`NoBackend`). A backend on another host
+//! gets the flow through the tunnel (see `mesh`): from outside with the
+//! client's address, hairpin with the uplink address as source instead of
+//! the gateway's; the replies come back through `netd_vxlan_in`.
 //!
 //! Per-packet cost: for packets of known flows the `HOST_CFG` array read,
 //! the flow's entry (from this CPU's copy, or the `NAT_CT` lookup for the

@@ -16,7 +16,7 @@
 //!   maps/LB_RR                   array service index -> round-robin cursor
 //!   maps/LB_STATS                per-CPU hash {service, backend} -> selections
 //!   maps/LB_BACKENDS             array endpoint slot -> 1 if a backend
-//!   maps/OVL_REMOTE              hash  remote IPv4 -> {network, VNI, host} (module `overlay`)
+//!   maps/OVL_REMOTE              hash  remote IPv4 -> {network, VNI, host, backend mark} (module `overlay`)
 //!   maps/OVL_HOSTS               hash  cluster host IPv4 -> 0
 //!   maps/OVL_VNI                 hash  VNI -> network index
 //!   maps/OVL_CFG                 array the VXLAN device's ifindex

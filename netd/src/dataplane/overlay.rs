@@ -1,6 +1,8 @@
 //! The overlay: networks that span hosts, joined by VXLAN. The packet work
-//! is in `netd-ebpf/src/overlay.rs`; this writes what it steers by and
-//! attaches `netd_vxlan_in` to the host's VXLAN device.
+//! is in `netd-ebpf/src/overlay.rs` (and `mesh.rs` for services across
+//! hosts); this writes what it steers by and attaches `netd_vxlan_in` to
+//! the host's VXLAN device and `netd_bridge_out` to each overlay
+//! network's bridge.
 //!
 //! An overlay network looks like a bridge network on each host (its
 //! gateway on a bridge, its local endpoints on veths, written with
@@ -13,7 +15,17 @@
 //! - its endpoints on other hosts (`OVL_REMOTE`, one entry per endpoint,
 //!   by address: overlay addresses are unique in the cluster), each with
 //!   the host it lives on. The kernel holds no FDB or neighbour entry for
-//!   them, so nothing goes stale behind the daemon's back.
+//!   them, so nothing goes stale behind the daemon's back;
+//! - the egress of its bridge ([`Dataplane::attach_bridge`]): the host's
+//!   own connections to a service's backend on another host (which the
+//!   socket hooks send to that backend's address) leave through it, with
+//!   the uplink address as source, through the tunnel.
+//!
+//! A service's backends on other hosts are remote endpoints
+//! (`lb::Backend::Remote`); [`Dataplane::set_service`] marks them in their
+//! `OVL_REMOTE` entry (kept when the entry is written again), so that
+//! their packets are looked up as possible replies and the host's
+//! connections may go to them, and unmarks them like local backends.
 //!
 //! # Order (the programs act on whatever they find)
 //! 1. [`Dataplane::attach_vxlan`] on the device
@@ -24,7 +36,10 @@
 //!    carries, then its local endpoints as on a bridge;
 //! 3. [`Dataplane::set_overlay_host`] per host of the cluster;
 //! 4. [`Dataplane::set_remote_endpoint`] per endpoint on another host: it
-//!    refuses one whose network, VNI or host is not written yet.
+//!    refuses one whose network, VNI or host is not written yet; then the
+//!    services with their remote backends (`set_service`). An endpoint or
+//!    host that goes is removed after the services were written without
+//!    it.
 //!
 //! On start, after writing everything again: [`Dataplane::retain`] (which
 //! also drops the VNIs of networks that are gone),
@@ -38,7 +53,8 @@
 //! withdraws a lost host with one call).
 //!
 //! # Why a TC filter
-//! `netd_vxlan_in` runs as a `cls_bpf` filter on the device's `clsact`
+//! `netd_vxlan_in` (and `netd_bridge_out` on a bridge) runs as a `cls_bpf`
+//! filter on the device's `clsact`
 //! qdisc, like the endpoints' programs, not as a pinned TCX link like the
 //! uplink's: the device is netd's own (no other tool's programs to order
 //! against, which is what TCX is for on the uplink), the filter lives and
