@@ -22,11 +22,12 @@
 //!   service's backend, from an address of no netd network of this host
 //!   (so never one of its containers' nor, on the overlay's networks, one
 //!   of any host's) and no loopback, multicast, broadcast or "this network"
-//!   address; and then only as a flow of its own (`CT_F_MESH`), started by
-//!   a TCP SYN or a UDP datagram. The flow keeps its tuple, so the backend
-//!   sees who called, and its reply entry sends the backend's answers back
-//!   through the tunnel to the host the flow came from: `nat` looks up
-//!   every packet a container sends outside before masquerading it.
+//!   address, not on an `--internal` network; and then only as a flow of
+//!   its own (`CT_F_MESH`), started by a TCP SYN or a UDP datagram. The
+//!   flow keeps its tuple, so the backend sees who called, and its reply
+//!   entry sends the backend's answers back through the tunnel to the host
+//!   the flow came from: `nat` looks up every packet a container sends
+//!   outside before masquerading it.
 //!   A container cannot be such a source: every host's `netd_from_ep`
 //!   drops what a container sends with another address, and only this
 //!   module's and `nat`'s translations put the uplink address there.
@@ -46,7 +47,7 @@
 //! destinations that are no local endpoint, their `OVL_REMOTE` entry.
 use aya_ebpf::programs::TcContext;
 use netd_common::{
-    DropReason, EndpointInfo,
+    DropReason, EndpointInfo, NET_F_INTERNAL,
     nat::{CT_F_MESH, CT_F_REPLY, CT_F_SNAT, CtEntry, NatCounter},
     overlay::REMOTE_F_BACKEND,
 };
@@ -94,6 +95,10 @@ pub(crate) fn from_tunnel(
         return Err(DropReason::SpoofedSource);
     }
     let net = maps::own_network(peer).ok_or(DropReason::NoNetwork)?;
+    // Nothing from outside its networks reaches an `--internal` one.
+    if net.flags & NET_F_INTERNAL != 0 {
+        return Err(DropReason::InternalNetwork);
+    }
     let fwd = CtEntry {
         new_saddr: src,
         new_daddr: peer.ip,
@@ -139,7 +144,11 @@ pub(crate) fn from_host(ctx: &TcContext) -> Result<i32, DropReason> {
     else {
         return Ok(VERDICT_NEXT);
     };
-    let Some(net) = maps::network_by_index(remote.net_index) else {
+    // An `--internal` network's replicas could not answer the host (which
+    // is outside it for them): only its local ones are the host's to reach.
+    let Some(net) =
+        maps::network_by_index(remote.net_index).filter(|net| net.info.flags & NET_F_INTERNAL == 0)
+    else {
         return Ok(VERDICT_NEXT);
     };
     let host = maps::host_config();

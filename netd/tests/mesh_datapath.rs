@@ -420,3 +420,31 @@ fn remote_backends_are_marked_while_they_serve() {
     serve(&mut ov, &[]);
     assert!(marks(&ov).is_empty());
 }
+
+#[test]
+fn internal_overlay_networks_stay_closed_to_the_mesh() {
+    let mut ov = overlay();
+    let (r1, b) = (ov.r1.ip, ov.lab.b.backend());
+    serve(&mut ov, &[b, remote(r1)]);
+    // Network 1 becomes `--internal` (written again as such).
+    let (net1, gw) = (bpf_harness::overlay::subnet_of(&ov.lab.a), ov.lab.a.gw);
+    ov.lab
+        .dp
+        .set_overlay_network(1, net1, gw, true, VNI1)
+        .expect("internal");
+    let (client, b) = (ip(CLIENT), &ov.lab.b);
+    let f = tcp_frame(client, b.ip, 48000, 80, SYN);
+    ov.lab.assert_drop(
+        || ov.arrive(VNI1, HOST1, &f),
+        DropReason::InternalNetwork,
+        Direction::ToEndpoint,
+        "an outside client for a replica on an internal network",
+    );
+    // The host is outside it too: its connection to r1 is not tunnelled.
+    let bridge = Veth::new();
+    let program = ov.lab.dp.bridge_program().expect("bridge program");
+    let f = tcp_frame(gw, r1, 48001, 80, SYN);
+    let r = run_program(program, bridge.ifindex(), &f, 1).expect("test run");
+    assert_eq!((r.verdict, r.out), (VERDICT_NEXT, f));
+    assert_eq!(ov.lab.dp.nat_stats().expect("nat stats").host_flows, 0);
+}
