@@ -27,7 +27,7 @@ use bpf_harness::{
     overlay::{HOST1, HOST2, Overlay, STRANGER, VNI1, in_subnet_of, udp_frame},
     prog::{RunResult, VERDICT_NEXT, VERDICT_REDIRECT, run_program, stats_of},
 };
-use netd::dataplane::{Backend, ConntrackEntry, ConntrackKey, Direction, DropReason, Proto};
+use netd::dataplane::{Backend, ConntrackEntry, ConntrackKey, DropReason, Proto};
 use netd_common::nat::{CT_F_MESH, CT_F_TO_HOST, CT_F_TUNNEL, PROTO_TCP};
 
 /// The service of every test, on overlay network 1: its index, its VIP's
@@ -64,6 +64,14 @@ fn serve(ov: &mut Overlay, backends: &[Backend]) {
         .dp
         .set_service_publish(None, PORT, Proto::Tcp, SVC, vip, 80)
         .expect("publish");
+}
+
+/// The lab with the service served by b, an endpoint of this host.
+fn served_by_b() -> Overlay {
+    let mut ov = overlay();
+    let b = ov.lab.b.backend();
+    serve(&mut ov, &[b]);
+    ov
 }
 
 fn remote(ip: Ipv4Addr) -> Backend {
@@ -145,12 +153,7 @@ fn vip_flows_to_remote_backends_are_tunnelled_and_their_replies_come_from_the_vi
 
     // The same reply claimed by the other host: r1 is not its container.
     let f = tcp_frame(r1, a.ip, 80, 41000, SYN_ACK);
-    ov.lab.assert_drop(
-        || ov.arrive(VNI1, HOST2, &f),
-        DropReason::SpoofedSource,
-        Direction::ToEndpoint,
-        "r1 from host 2",
-    );
+    ov.assert_arrival_dropped(VNI1, HOST2, &f, DropReason::SpoofedSource, "r1 from host 2");
     // A remote backend's other traffic is delivered as before.
     let f = udp_frame(b.mac, r1, b.ip);
     let r = ov.arrive(VNI1, HOST1, &f);
@@ -187,7 +190,7 @@ fn published_ports_reach_remote_backends_from_outside_and_hairpin() {
     assert_eq!(tuple(&back), (up, a.ip, PORT, 43000));
     assert_eq!(back.eth_dst, a.mac);
 
-    let stats = ov.lab.dp.nat_stats().expect("nat stats");
+    let stats = ov.nat_stats();
     assert_eq!((stats.dnat_flows, stats.hairpin_flows), (1, 1), "{stats:?}");
     assert_eq!(ov.lab.total_drops(), 0);
 }
@@ -228,7 +231,7 @@ fn the_hosts_own_connections_to_remote_backends_leave_through_the_bridge() {
     let back = redirected(&r);
     assert_eq!(tuple(&back), (r1, gw, 80, 44000));
     assert_eq!((back.eth_dst, back.eth_src), (mac_of(gw), mac_of(r1)));
-    assert_eq!(ov.lab.dp.nat_stats().expect("nat stats").host_flows, 1);
+    assert_eq!(ov.nat_stats().host_flows, 1);
 
     // Everything else goes on to the bridge untouched: the host's
     // containers, a remote endpoint that backs nothing, ARP for it, and
@@ -250,9 +253,7 @@ fn the_hosts_own_connections_to_remote_backends_leave_through_the_bridge() {
 
 #[test]
 fn a_local_backend_serves_the_mesh_of_other_hosts_and_answers_through_the_tunnel() {
-    let mut ov = overlay();
-    let b = ov.lab.b.backend();
-    serve(&mut ov, &[b]);
+    let ov = served_by_b();
     let (client, b) = (ip(CLIENT), &ov.lab.b);
 
     // Host 1 passes on an outside client's connection: delivered with the
@@ -274,20 +275,17 @@ fn a_local_backend_serves_the_mesh_of_other_hosts_and_answers_through_the_tunnel
     let reply = flow(&ov, b.ip, client, 80, 45000);
     assert_eq!(reply.flags & CT_F_MESH, CT_F_MESH);
     assert_tunnel(&reply, VNI1, HOST1);
+    let stats = ov.nat_stats();
+    assert_eq!((stats.mesh_flows, stats.snat_flows), (1, 0), "{stats:?}");
     // And the flow goes on.
     let s = redirected(&ov.arrive(VNI1, HOST1, &tcp_frame(client, b.ip, 45000, 80, ACK)));
     assert_eq!(s.dst, b.ip);
-
-    let stats = ov.lab.dp.nat_stats().expect("nat stats");
-    assert_eq!((stats.mesh_flows, stats.snat_flows), (1, 0), "{stats:?}");
     assert_eq!(ov.lab.total_drops(), 0);
 }
 
 #[test]
 fn only_what_a_host_can_vouch_for_crosses() {
-    let mut ov = overlay();
-    let b = ov.lab.b.backend();
-    serve(&mut ov, &[b]);
+    let ov = served_by_b();
     let (client, a, b, c) = (ip(CLIENT), &ov.lab.a, &ov.lab.b, &ov.lab.c);
     let syn = |src: Ipv4Addr, to: &Ep| tcp_frame(src, to.ip, 46000, 80, SYN);
     let echo = frame(
@@ -298,49 +296,26 @@ fn only_what_a_host_can_vouch_for_crosses() {
         ICMP,
         &icmp_echo(true, 7, 1),
     );
-    let cases: [(&str, Vec<u8>, DropReason, &str); 10] = [
+    // Sources no host may vouch for, whatever the destination.
+    let forged = [
         (
-            HOST1,
-            syn(client, a),
-            DropReason::SpoofedSource,
+            client,
+            a,
             "an outside client for a container that backs nothing",
         ),
+        (c.ip, b, "an address of another network of this host"),
         (
-            HOST1,
-            syn(c.ip, b),
-            DropReason::SpoofedSource,
-            "an address of another network of this host",
-        ),
-        (
-            HOST1,
-            syn(in_subnet_of(a, 77), b),
-            DropReason::SpoofedSource,
+            in_subnet_of(a, 77),
+            b,
             "an unused address of the overlay network",
         ),
-        (
-            HOST1,
-            syn(Ipv4Addr::LOCALHOST, b),
-            DropReason::SpoofedSource,
-            "loopback",
-        ),
-        (
-            HOST1,
-            syn(ip("224.0.0.9"), b),
-            DropReason::SpoofedSource,
-            "multicast",
-        ),
-        (
-            HOST1,
-            syn(Ipv4Addr::BROADCAST, b),
-            DropReason::SpoofedSource,
-            "broadcast",
-        ),
-        (
-            HOST1,
-            syn(ip("0.1.2.3"), b),
-            DropReason::SpoofedSource,
-            "this network",
-        ),
+        (Ipv4Addr::LOCALHOST, b, "loopback"),
+        (ip("224.0.0.9"), b, "multicast"),
+        (Ipv4Addr::BROADCAST, b, "broadcast"),
+        (ip("0.1.2.3"), b, "this network"),
+    ]
+    .map(|(src, to, what)| (HOST1, syn(src, to), DropReason::SpoofedSource, what));
+    let others = [
         (
             HOST1,
             tcp_frame(client, b.ip, 46001, 80, ACK),
@@ -355,13 +330,9 @@ fn only_what_a_host_can_vouch_for_crosses() {
             "a machine outside the cluster",
         ),
     ];
+    let cases: Vec<_> = forged.into_iter().chain(others).collect();
     for (host, f, reason, what) in &cases {
-        ov.lab.assert_drop(
-            || ov.arrive(VNI1, host, f),
-            *reason,
-            Direction::ToEndpoint,
-            what,
-        );
+        ov.assert_arrival_dropped(VNI1, host, f, *reason, what);
     }
 
     // A flow between two local endpoints (a balanced to b) cannot be
@@ -369,10 +340,11 @@ fn only_what_a_host_can_vouch_for_crosses() {
     let vip = vip(&ov);
     redirected(&ov.lab.send(a, vip, TCP, &tcp(a.ip, vip, 46100, 80, SYN)));
     let forged = tcp_frame(b.ip, a.ip, 80, 46100, SYN_ACK);
-    ov.lab.assert_drop(
-        || ov.arrive(VNI1, HOST1, &forged),
+    ov.assert_arrival_dropped(
+        VNI1,
+        HOST1,
+        &forged,
         DropReason::SpoofedSource,
-        Direction::ToEndpoint,
         "b's reply to a, from a host",
     );
     // A container cannot put another source into the tunnel: dropped
@@ -391,7 +363,7 @@ fn only_what_a_host_can_vouch_for_crosses() {
         DropReason::SpoofedSource,
         "a container sending as an outside client",
     );
-    assert_eq!(ov.lab.dp.nat_stats().expect("nat stats").mesh_flows, 0);
+    assert_eq!(ov.nat_stats().mesh_flows, 0);
 }
 
 #[test]
@@ -434,10 +406,11 @@ fn internal_overlay_networks_stay_closed_to_the_mesh() {
         .expect("internal");
     let (client, b) = (ip(CLIENT), &ov.lab.b);
     let f = tcp_frame(client, b.ip, 48000, 80, SYN);
-    ov.lab.assert_drop(
-        || ov.arrive(VNI1, HOST1, &f),
+    ov.assert_arrival_dropped(
+        VNI1,
+        HOST1,
+        &f,
         DropReason::InternalNetwork,
-        Direction::ToEndpoint,
         "an outside client for a replica on an internal network",
     );
     // The host is outside it too: its connection to r1 is not tunnelled.
@@ -446,5 +419,5 @@ fn internal_overlay_networks_stay_closed_to_the_mesh() {
     let f = tcp_frame(gw, r1, 48001, 80, SYN);
     let r = run_program(program, bridge.ifindex(), &f, 1).expect("test run");
     assert_eq!((r.verdict, r.out), (VERDICT_NEXT, f));
-    assert_eq!(ov.lab.dp.nat_stats().expect("nat stats").host_flows, 0);
+    assert_eq!(ov.nat_stats().host_flows, 0);
 }

@@ -264,19 +264,15 @@ fn tunnelled_packets_that_do_not_belong_are_dropped_with_their_reason() {
         ),
     ];
     for (vni, outer_src, f, reason, what) in &cases {
-        lab.assert_drop(
-            || ov.arrive(*vni, outer_src, f),
-            *reason,
-            Direction::ToEndpoint,
-            what,
-        );
+        ov.assert_arrival_dropped(*vni, outer_src, f, *reason, what);
     }
     // Network 2's endpoint does not take network 1's remote endpoints
     // either: the source must be of the VNI's network.
-    lab.assert_drop(
-        || ov.arrive(VNI2, HOST1, &udp_frame(c.mac, ov.r1.ip, c.ip)),
+    ov.assert_arrival_dropped(
+        VNI2,
+        HOST1,
+        &udp_frame(c.mac, ov.r1.ip, c.ip),
         DropReason::SpoofedSource,
-        Direction::ToEndpoint,
         "network 2's VNI from network 1's remote endpoint",
     );
     // Without tunnel metadata (the program anywhere but on a collect_md

@@ -5,7 +5,7 @@
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use netd::dataplane::{OverlayStats, RemoteEndpoint};
+use netd::dataplane::{Direction, DropReason, NatStats, OverlayStats, RemoteEndpoint};
 
 use super::addr::{ip, mac_of};
 use super::frames::{UDP, frame, udp};
@@ -101,6 +101,29 @@ impl Overlay {
     /// `outer_src`.
     pub fn arrive(&self, vni: u32, outer_src: &str, frame: &[u8]) -> RunResult {
         self.tunnel(vni, outer_src).run(self.vxlan_ifindex, frame)
+    }
+
+    /// Asserts that `frame`, arriving with `vni` from `outer_src`, is
+    /// dropped for `reason` and that nothing else changed
+    /// ([`Lab::assert_drop`]).
+    pub fn assert_arrival_dropped(
+        &self,
+        vni: u32,
+        outer_src: &str,
+        frame: &[u8],
+        reason: DropReason,
+        what: &str,
+    ) {
+        self.lab.assert_drop(
+            || self.arrive(vni, outer_src, frame),
+            reason,
+            Direction::ToEndpoint,
+            what,
+        );
+    }
+
+    pub fn nat_stats(&self) -> NatStats {
+        self.lab.dp.nat_stats().expect("nat stats")
     }
 
     pub fn overlay_stats(&self) -> OverlayStats {
