@@ -14,6 +14,11 @@
 //! cursor `c`, and the lookup of slot `c % n + 1`: no loop over services or
 //! backends, whatever their number.
 //!
+//! A backend on another host (an overlay network's endpoint there) has
+//! `ifindex` 0 in its slot: a new flow to it also costs the lookup of its
+//! address in `OVL_REMOTE` (its VNI and host), which the flow's entry then
+//! keeps, so that its packets cost nothing more.
+//!
 //! # Write order (the programs read whatever is there)
 //! The daemon writes the backends' bookkeeping (`LB_STATS`, `LB_BACKENDS`)
 //! first, then slots 1..=n, then slot 0 with the count; when shrinking,
@@ -72,7 +77,9 @@ pub struct SvcSlot {
     /// Slots >= 1: the backend's address ([`crate::ipv4_be`]); slot 0: 0.
     pub backend: u32,
     /// Slots >= 1: the backend's host-side veth ifindex (where
-    /// `bpf_redirect_peer` delivers); slot 0: 0.
+    /// `bpf_redirect_peer` delivers), or 0 for a backend on another host
+    /// (its `OVL_REMOTE` entry says which, see [`crate::overlay`]); slot 0:
+    /// 0.
     pub ifindex: u32,
     /// Slot 0: the number of backends (slots 1..=count); others: 0.
     pub count: u32,

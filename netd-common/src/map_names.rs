@@ -81,7 +81,7 @@ pub const HOST_ADDRS: &str = "HOST_ADDRS";
 pub const SOCK_UDP_REV: &str = "SOCK_UDP_REV";
 /// Hash: endpoint address on another host ([`crate::ipv4_be`]) ->
 /// [`crate::overlay::RemoteEndpoint`]: where to tunnel a packet for it,
-/// and which host may send from it.
+/// which host may send from it, and whether it backs a service here.
 pub const OVL_REMOTE: &str = "OVL_REMOTE";
 /// Hash: underlay address of a cluster host ([`crate::ipv4_be`]) -> `u32`
 /// (unused, 0): the only outer sources tunnelled packets are accepted

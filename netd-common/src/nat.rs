@@ -19,12 +19,28 @@
 //!             B:vp -> C:cp  becomes  V:vp -> C:cp   key {B,C,vp,cp}  (netd_from_ep of B)
 //! self        C:cp -> V:vp  becomes  V:xp -> C:vp   key {C,V,cp,vp}  (netd_from_ep of C)
 //!             C:vp -> V:xp  becomes  V:vp -> C:cp   key {C,V,vp,xp}  (netd_from_ep of C)
+//! host        H:hp -> B:bp  becomes  U:xp -> B:bp   key {H,B,hp,bp}  (netd_bridge_out)
+//!             B:bp -> U:xp  becomes  B:bp -> H:hp   key {B,U,bp,xp}  (netd_vxlan_in)
+//! mesh        S:sp -> B:bp  stays    S:sp -> B:bp   key {S,B,sp,bp}  (netd_vxlan_in)
+//!             B:bp -> S:sp  stays    B:bp -> S:sp   key {B,S,bp,sp}  (netd_from_ep of B)
 //! ```
 //! (U uplink address, G the target network's gateway, V a service's
 //! virtual IP, B the backend the load balancer chose; "self" is a client
 //! that the load balancer chose as its own backend: its source becomes the
 //! VIP, since a packet from its own address would be a martian to it. A
 //! port published to a service is "published" or "hairpin" with T = B.)
+//!
+//! A backend on another host ([`CT_F_TUNNEL`]): "service" and "published"
+//! keep their tuples, the entry towards B goes through the tunnel and the
+//! other is looked up by `netd_vxlan_in` when B's host sends the reply
+//! back; "hairpin" takes U (the uplink address) as its source instead of G,
+//! since B's host cannot send to a gateway address every host shares.
+//! "host" is the host itself (H, an address of its own, usually the
+//! overlay bridge's) connecting to such a backend (its socket hooks chose
+//! B): source NAT to U, the reply handed to the host's stack. On B's host,
+//! a client S outside the cluster's networks that another host's mesh
+//! (published, hairpin, host) passed on keeps its tuple: "mesh", whose
+//! reply entry tunnels back to the host it came from.
 //! ICMP echo uses the identifier as the "port": `sport` = id for requests, `dport` = id for
 //! replies, the other one 0, so that reversing a tuple works the same way.
 
@@ -93,6 +109,21 @@ pub const CT_F_HAIRPIN: u32 = 1 << 9;
 /// to a service's virtual IP (then alone), or with [`CT_F_DNAT`] /
 /// [`CT_F_HAIRPIN`] through a port published to a service.
 pub const CT_F_LB: u32 = 1 << 10;
+/// Deliver the translated packet through the overlay tunnel (the VXLAN
+/// device, `OVL_CFG`): `ifindex` then holds the VNI and `gateway` the
+/// underlay address of the host it goes to. For flows to a service's
+/// backend on another host, and for the replies of routing-mesh flows
+/// ([`CT_F_MESH`]) to the host that passed them on.
+pub const CT_F_TUNNEL: u32 = 1 << 11;
+/// Deliver the translated packet to the host's own stack, as received on
+/// the bridge `ifindex` whose address (and MAC) is `gateway`: the replies
+/// of the host's connections to a backend on another host.
+pub const CT_F_TO_HOST: u32 = 1 << 12;
+/// The flow came through the overlay tunnel from another host of the
+/// cluster for a local backend, with a client outside the cluster's
+/// networks (the routing mesh: a published port or the host itself over
+/// there): the replies go back through the tunnel ([`CT_F_TUNNEL`]).
+pub const CT_F_MESH: u32 = 1 << 13;
 
 /// [`CtEntry::flags`] above the `CT_F_*` bits: the slot
 /// ([`crate::EndpointInfo::slot`]) of the endpoint the entry delivers
@@ -168,10 +199,13 @@ pub struct CtEntry {
     pub new_daddr: u32,
     pub new_sport: u16,
     pub new_dport: u16,
-    /// Where the translated packet goes, see [`CT_F_TO_UPLINK`].
+    /// Where the translated packet goes, see [`CT_F_TO_UPLINK`]; with
+    /// [`CT_F_TUNNEL`] the VNI.
     pub ifindex: u32,
     /// When delivering to an endpoint: its network's gateway, whose MAC
-    /// ([`crate::mac_for_ipv4`]) becomes the Ethernet source.
+    /// ([`crate::mac_for_ipv4`]) becomes the Ethernet source; with
+    /// [`CT_F_TUNNEL`] the host's underlay address, with [`CT_F_TO_HOST`]
+    /// the bridge's address.
     pub gateway: u32,
     /// `CT_F_*`, and the delivery slot ([`CT_SLOT_SHIFT`]).
     pub flags: u32,
@@ -242,11 +276,17 @@ pub enum NatCounter {
     /// flows through ports published to services count as `DnatFlows` /
     /// `HairpinFlows`).
     LbFlows = 7,
+    /// Flows the host itself opened to a service's backend on another
+    /// host (source NAT to the uplink address, through the tunnel).
+    HostFlows = 8,
+    /// Flows another host of the cluster passed on to a local backend
+    /// for a client outside the cluster's networks (the routing mesh).
+    MeshFlows = 9,
 }
 
 impl NatCounter {
     /// All counters, in value order.
-    pub const ALL: [NatCounter; 8] = [
+    pub const ALL: [NatCounter; 10] = [
         NatCounter::SnatFlows,
         NatCounter::DnatFlows,
         NatCounter::HairpinFlows,
@@ -255,6 +295,8 @@ impl NatCounter {
         NatCounter::PortCollisions,
         NatCounter::TranslatedPackets,
         NatCounter::LbFlows,
+        NatCounter::HostFlows,
+        NatCounter::MeshFlows,
     ];
 
     /// Stable, lower-case label (metrics).
@@ -268,6 +310,8 @@ impl NatCounter {
             NatCounter::PortCollisions => "port_collisions",
             NatCounter::TranslatedPackets => "translated_packets",
             NatCounter::LbFlows => "lb_flows",
+            NatCounter::HostFlows => "host_flows",
+            NatCounter::MeshFlows => "mesh_flows",
         }
     }
 }
@@ -359,7 +403,7 @@ mod tests {
     #[test]
     fn the_delivery_slot_stays_clear_of_the_flags() {
         let flags = CT_F_LB | CT_F_REPLY | CT_F_ESTABLISHED;
-        const { assert!(CT_F_LB < 1 << CT_SLOT_SHIFT) };
+        const { assert!(CT_F_MESH < 1 << CT_SLOT_SHIFT) };
         let with = flags | ct_slot_flags(u16::MAX);
         assert_eq!(ct_slot(with), u16::MAX);
         assert_eq!(with & ((1 << CT_SLOT_SHIFT) - 1), flags);

@@ -9,6 +9,12 @@
 //! host numbers its networks itself), its VNI the cluster's.
 //! `OVL_HOSTS` is keyed by a host's underlay address ([`crate::ipv4_be`])
 //! and its value is unused (0): membership is the entry itself.
+//!
+//! Services span hosts too: a service's backend on another host is a
+//! backend slot without ifindex ([`crate::lb::SvcSlot::ifindex`] 0) whose
+//! address is an `OVL_REMOTE` entry marked [`REMOTE_F_BACKEND`]; its flows
+//! are tunnelled to its host ([`crate::nat::CT_F_TUNNEL`]), and its host
+//! passes the replies back through the tunnel (see `netd-ebpf`'s `mesh`).
 
 /// Value of `OVL_REMOTE`, keyed by the endpoint's address
 /// ([`crate::ipv4_be`]; overlay addresses are unique in the cluster): an
@@ -27,7 +33,16 @@ pub struct RemoteEndpoint {
     /// the outer destination of what is sent to it, and the only outer
     /// source its packets are accepted from.
     pub host: u32,
+    /// `REMOTE_F_*` bits, written by the daemon.
+    pub flags: u32,
 }
+
+/// [`RemoteEndpoint::flags`]: the endpoint is (or recently was) a backend
+/// of a service this host balances, so what it sends may be the reply of
+/// a flow this host translated (the client's host looks it up in
+/// `NAT_CT`), and this host's own connections may go to it. Other remote
+/// endpoints' packets cost no conntrack lookup.
+pub const REMOTE_F_BACKEND: u32 = 1;
 
 /// Value of `OVL_CFG` (one element, index 0).
 #[repr(C)]
@@ -76,7 +91,7 @@ impl OverlayCounter {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: `#[repr(C)]`, `Copy`, three `u32`s: no padding, any bit
+    // SAFETY: `#[repr(C)]`, `Copy`, four `u32`s: no padding, any bit
     // pattern valid.
     unsafe impl aya::Pod for super::RemoteEndpoint {}
     // SAFETY: as above, one `u32`.
@@ -92,10 +107,11 @@ mod tests {
 
     #[test]
     fn overlay_layouts() {
-        assert_eq!(size_of::<RemoteEndpoint>(), 12);
+        assert_eq!(size_of::<RemoteEndpoint>(), 16);
         assert_eq!(offset_of!(RemoteEndpoint, net_index), 0);
         assert_eq!(offset_of!(RemoteEndpoint, vni), 4);
         assert_eq!(offset_of!(RemoteEndpoint, host), 8);
+        assert_eq!(offset_of!(RemoteEndpoint, flags), 12);
         assert_eq!(size_of::<OverlayConfig>(), 4);
     }
 

@@ -85,7 +85,9 @@ pub enum DropReason {
     NatFragment = 10,
     /// A new flow to a service (its virtual IP, or a port published to it)
     /// that has no backend right now: dropped rather than sent anywhere
-    /// stale. Host connections refused for the same reason count here too.
+    /// stale. Host connections refused for the same reason count here too,
+    /// and packets of a flow to a backend on another host while this host
+    /// has no tunnel (it left the cluster).
     NoBackend = 11,
     /// Arrived through the overlay tunnel from an outer source that is not
     /// a host of the cluster (`OVL_HOSTS`), or without tunnel metadata: a
@@ -104,11 +106,16 @@ pub enum DropReason {
     /// From an interface the data path has no endpoint for where one is
     /// required (a macvlan whose `MV_EP` entry is gone): fail closed.
     UnknownSender = 16,
+    /// Arrived through the overlay tunnel from a client outside the
+    /// cluster's networks (another host's routing mesh) without a flow
+    /// here: only the opening packet of a TCP or UDP connection to a
+    /// service's backend starts one.
+    NoFlow = 17,
 }
 
 impl DropReason {
     /// All reasons, in value order.
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::Unknown,
         DropReason::Malformed,
         DropReason::NotIp,
@@ -126,6 +133,7 @@ impl DropReason {
         DropReason::VniMismatch,
         DropReason::NoEndpoint,
         DropReason::UnknownSender,
+        DropReason::NoFlow,
     ];
 
     /// Decodes a raw value read from a map; `None` for values this build does
@@ -149,6 +157,7 @@ impl DropReason {
             14 => Some(DropReason::VniMismatch),
             15 => Some(DropReason::NoEndpoint),
             16 => Some(DropReason::UnknownSender),
+            17 => Some(DropReason::NoFlow),
             _ => None,
         }
     }
@@ -173,6 +182,7 @@ impl DropReason {
             DropReason::VniMismatch => "vni_mismatch",
             DropReason::NoEndpoint => "no_endpoint",
             DropReason::UnknownSender => "unknown_sender",
+            DropReason::NoFlow => "no_flow",
         }
     }
 }
@@ -302,6 +312,8 @@ mod tests {
         assert_eq!(DropReason::VniUnknown as u32, 13);
         assert_eq!(DropReason::VniMismatch as u32, 14);
         assert_eq!(DropReason::NoEndpoint as u32, 15);
+        assert_eq!(DropReason::UnknownSender as u32, 16);
+        assert_eq!(DropReason::NoFlow as u32, 17);
         assert_eq!(Direction::FromEndpoint as u32, 0);
         assert_eq!(Direction::ToEndpoint as u32, 1);
     }

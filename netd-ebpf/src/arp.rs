@@ -10,8 +10,16 @@
 //! `bpf_redirect` to the egress of the veth it came in on. Nothing is
 //! flooded: a request the maps cannot answer is dropped (`ArpUnanswered`),
 //! one for another network's address too (`CrossNetwork`).
-use aya_ebpf::{helpers::generated::bpf_redirect, programs::TcContext};
-use netd_common::{DropReason, EndpointInfo, NET_F_OVERLAY, mac_for_ipv4};
+//!
+//! The host resolves its own containers through permanent neighbour
+//! entries the daemon writes; it asks ARP only for what its socket hooks
+//! send to a service's backend on another host, through the network's
+//! bridge. `netd_bridge_out` answers those requests ([`from_host`]) the same
+//! way, back into the bridge.
+use aya_ebpf::{bindings::BPF_F_INGRESS, helpers::generated::bpf_redirect, programs::TcContext};
+use netd_common::{
+    DropReason, EndpointInfo, NET_F_OVERLAY, mac_for_ipv4, overlay::REMOTE_F_BACKEND,
+};
 
 use crate::{
     lb, maps, overlay,
@@ -46,29 +54,15 @@ pub(crate) fn from_endpoint(ctx: &TcContext, ep: &EndpointInfo) -> Result<i32, D
     let frame = parse::header::<EthArp>(ctx, 0)?;
     // SAFETY: `header` checked that the 42 bytes of EthArp are in the packet;
     // no helper that moves packet data runs until the last use of `frame`.
-    let (eth_src, htype, ptype, hlen, plen, oper, sha, spa, tpa) = unsafe {
-        let f = &*frame;
-        (
-            f.eth.src_addr,
-            f.arp.htype,
-            f.arp.ptype,
-            f.arp.hlen,
-            f.arp.plen,
-            f.arp.oper,
-            f.arp.sha,
-            f.arp.spa,
-            f.arp.tpa,
-        )
-    };
-    if htype != HTYPE_ETHERNET || ptype != PTYPE_IPV4 {
+    let (eth_src, arp) = unsafe { ((*frame).eth.src_addr, Fields::of(frame)) };
+    if !arp.ethernet_ipv4() {
         return Err(DropReason::NotIp);
     }
-    if hlen != 6 || plen != 4 {
+    if !arp.well_sized() {
         return Err(DropReason::Malformed);
     }
-    let spa = parse::ipv4(spa);
-    let tpa = parse::ipv4(tpa);
-    if !parse::mac_eq(&eth_src, &ep.mac) || !parse::mac_eq(&sha, &ep.mac) || spa != ep.ip {
+    let (oper, spa, tpa) = (arp.oper, parse::ipv4(arp.spa), parse::ipv4(arp.tpa));
+    if !parse::mac_eq(&eth_src, &ep.mac) || !parse::mac_eq(&arp.sha, &ep.mac) || spa != ep.ip {
         return Err(DropReason::SpoofedSource);
     }
 
@@ -84,24 +78,123 @@ pub(crate) fn from_endpoint(ctx: &TcContext, ep: &EndpointInfo) -> Result<i32, D
     }
 
     let answer = resolve(ep, tpa)?;
-    // The request becomes the reply: from `answer` (claiming `tpa`) to the
-    // container (which asked from `ep.mac`/`ep.ip`).
-    // SAFETY: as above.
-    unsafe {
-        let f = &mut *frame.cast_mut();
-        f.eth.dst_addr = ep.mac;
-        f.eth.src_addr = answer;
-        f.arp.oper = OP_REPLY;
-        f.arp.tha = ep.mac;
-        f.arp.tpa = ep.ip.to_ne_bytes();
-        f.arp.sha = answer;
-        f.arp.spa = tpa.to_ne_bytes();
-    }
+    // SAFETY: in bounds (checked above), no helper ran since.
+    unsafe { answer_in_place(frame.cast_mut(), ep.mac, ep.ip, answer, tpa) };
     let ifindex = stats::ifindex(ctx);
     // SAFETY: plain helper call. With flags 0 it records "egress of
     // `ifindex`" for the kernel to act on after the program returns and
     // returns TC_ACT_REDIRECT.
     Ok(unsafe { bpf_redirect(ifindex, 0) } as i32)
+}
+
+/// The fields of an ARP header the programs read, copied out.
+struct Fields {
+    htype: [u8; 2],
+    ptype: [u8; 2],
+    hlen: u8,
+    plen: u8,
+    oper: [u8; 2],
+    sha: [u8; 6],
+    spa: [u8; 4],
+    tpa: [u8; 4],
+}
+
+impl Fields {
+    /// # Safety
+    /// `frame` must point at a whole `EthArp` in the packet (checked by
+    /// `parse::header` after the last helper call).
+    #[inline(always)]
+    unsafe fn of(frame: *const EthArp) -> Fields {
+        // SAFETY: see the contract.
+        let a = unsafe { &(*frame).arp };
+        Fields {
+            htype: a.htype,
+            ptype: a.ptype,
+            hlen: a.hlen,
+            plen: a.plen,
+            oper: a.oper,
+            sha: a.sha,
+            spa: a.spa,
+            tpa: a.tpa,
+        }
+    }
+
+    /// Ethernet hardware and IPv4 protocol addresses.
+    #[inline(always)]
+    fn ethernet_ipv4(&self) -> bool {
+        self.htype == HTYPE_ETHERNET && self.ptype == PTYPE_IPV4
+    }
+
+    /// Their lengths as they must be for that.
+    #[inline(always)]
+    fn well_sized(&self) -> bool {
+        self.hlen == 6 && self.plen == 4
+    }
+}
+
+/// Turns the request in `frame` into its reply: from `answer` (claiming
+/// `target`) to the asker (`asker_mac`, `asker_ip`).
+///
+/// # Safety
+/// `frame` must point at a whole `EthArp` in the packet (checked by
+/// `parse::header` after the last helper call).
+#[inline(always)]
+unsafe fn answer_in_place(
+    frame: *mut EthArp,
+    asker_mac: [u8; 6],
+    asker_ip: u32,
+    answer: [u8; 6],
+    target: u32,
+) {
+    // SAFETY: see the contract; direct packet writes are allowed for TC
+    // programs, the verifier unclones the skb first.
+    let f = unsafe { &mut *frame };
+    f.eth.dst_addr = asker_mac;
+    f.eth.src_addr = answer;
+    f.arp.oper = OP_REPLY;
+    f.arp.tha = asker_mac;
+    f.arp.tpa = asker_ip.to_ne_bytes();
+    f.arp.sha = answer;
+    f.arp.spa = target.to_ne_bytes();
+}
+
+/// An ARP frame the host sends through an overlay network's bridge
+/// (`netd_bridge_out`): a request from the bridge's address for a remote
+/// endpoint of that network marked as a service's backend is answered
+/// with the MAC netd gives that address, back into the bridge
+/// (`TC_ACT_REDIRECT` to its ingress). Anything else goes on to the
+/// bridge as before (`VERDICT_NEXT`).
+#[inline(always)]
+pub(crate) fn from_host(ctx: &TcContext) -> Result<i32, DropReason> {
+    let frame = parse::header::<EthArp>(ctx, 0)?;
+    // SAFETY: `header` checked that the 42 bytes of EthArp are in the
+    // packet; no helper runs until the last use of `frame`.
+    let arp = unsafe { Fields::of(frame) };
+    if !(arp.ethernet_ipv4() && arp.well_sized() && arp.oper == OP_REQUEST) {
+        return Ok(VERDICT_NEXT);
+    }
+    let (sha, spa, tpa) = (arp.sha, parse::ipv4(arp.spa), parse::ipv4(arp.tpa));
+    let asks_for_backend = maps::remote_endpoint(tpa)
+        .filter(|remote| remote.flags & REMOTE_F_BACKEND != 0)
+        .and_then(|remote| maps::network_by_index(remote.net_index))
+        .is_some_and(|net| net.info.gateway == spa);
+    if !asks_for_backend {
+        return Ok(VERDICT_NEXT);
+    }
+    // SAFETY: in bounds (checked above), no helper ran since.
+    unsafe {
+        answer_in_place(
+            frame.cast_mut(),
+            sha,
+            spa,
+            mac_for_ipv4(tpa.to_ne_bytes()),
+            tpa,
+        );
+    }
+    // SAFETY: plain helper call. With `BPF_F_INGRESS` it records "receive
+    // on the bridge" for the kernel to act on after the program returns
+    // and returns TC_ACT_REDIRECT.
+    Ok(unsafe { bpf_redirect(stats::ifindex(ctx), u64::from(BPF_F_INGRESS)) } as i32)
 }
 
 /// The MAC that answers "who has `target`?" for the endpoint `ep`.

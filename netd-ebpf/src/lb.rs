@@ -10,7 +10,11 @@
 //!   the backend's own `netd_from_ep` and leave with the VIP as source. A
 //!   client that the round robin sends to itself also gets its source
 //!   rewritten to the VIP (a packet from its own address would be a martian
-//!   to its stack), so its answer comes back through the VIP too.
+//!   to its stack), so its answer comes back through the VIP too. A
+//!   backend on another host (an overlay network's) gets the flow through
+//!   the tunnel; its host sends the replies back the same way (they are
+//!   the remote endpoint's packets to the client), and [`reply`] finds them
+//!   in `netd_vxlan_in` here.
 //! - `nat` ([`destination`]), for ports published to a service: from
 //!   outside and hairpin, as for a container target.
 //! - the socket hooks (`sock`), for the host's own connections to a VIP or
@@ -29,15 +33,17 @@
 //! of a known flow to a VIP costs its `NAT_CT` entry (its entry says where
 //! the flow goes; from this CPU's copy but for the first packet of a tick,
 //! see `conntrack::lookup`); a new flow adds the `LB_SVC` frontend lookup, one atomic
-//! add on the service's cursor and one `LB_SVC` slot lookup. Replies cost
-//! an `LB_BACKENDS` array read on the peer-to-peer path, and the `NAT_CT`
-//! lookup only for endpoints marked there. No loop over services or
+//! add on the service's cursor and one `LB_SVC` slot lookup (and, for a
+//! backend on another host, its `OVL_REMOTE` entry). Replies cost an
+//! `LB_BACKENDS` array read on the peer-to-peer path, and the `NAT_CT`
+//! lookup only for endpoints marked there (through the tunnel: remote
+//! endpoints marked in `OVL_REMOTE`). No loop over services or
 //! backends.
 use aya_ebpf::programs::TcContext;
 use netd_common::{
     DropReason, EndpointInfo, NetworkInfo, PublishTarget,
     lb::{LbStatsKey, SLOT_FRONTEND, SvcKey, SvcSlot},
-    nat::{CT_F_LB, CT_F_REPLY, CtEntry, NatCounter, ct_slot_flags},
+    nat::{CT_F_LB, CT_F_REPLY, CtEntry, NatCounter},
 };
 
 use crate::{
@@ -45,7 +51,7 @@ use crate::{
     conntrack,
     maps::{self, LB_BACKENDS, LB_RR, LB_STATS, LB_SVC},
     parse::{self, Parsed, TCP_RST},
-    translate,
+    translate::{self, Delivery},
 };
 
 /// A backend the round robin chose.
@@ -53,10 +59,30 @@ use crate::{
 pub(crate) struct Backend {
     /// Its address, `ipv4_be`.
     pub(crate) ip: u32,
-    /// Its host-side veth.
+    /// Its host-side veth; 0 for a backend on another host.
     pub(crate) ifindex: u32,
     /// The service it was chosen for.
     pub(crate) svc_index: u32,
+}
+
+impl Backend {
+    /// Where a flow's packets to the backend go: into its veth, from the
+    /// MAC of its network's gateway `gateway`, or through the tunnel to
+    /// its host (its `OVL_REMOTE` entry, looked up once per new flow).
+    /// `Err(NoBackend)` when a remote backend's entry is gone (the daemon
+    /// withdraws its slot first, so only in that instant).
+    #[inline(always)]
+    pub(crate) fn delivery(&self, gateway: u32) -> Result<Delivery, DropReason> {
+        if self.ifindex != 0 {
+            return Ok(Delivery::to_endpoint(
+                self.ifindex,
+                maps::slot_of(self.ifindex),
+                gateway,
+            ));
+        }
+        let remote = maps::remote_endpoint(self.ip).ok_or(DropReason::NoBackend)?;
+        Ok(Delivery::tunnel(remote.vni, remote.host))
+    }
 }
 
 /// The every-port frontend (slot 0) of `vip`, if `vip` is a service's.
@@ -146,7 +172,7 @@ pub(crate) fn count(b: &Backend) {
 /// published to a service the next backend.
 pub(crate) struct Destination {
     pub(crate) addr: u32,
-    pub(crate) ifindex: u32,
+    ifindex: u32,
     /// `CT_F_LB` when a backend was chosen, else 0.
     pub(crate) ct_flags: u32,
     backend: Option<Backend>,
@@ -157,6 +183,20 @@ impl Destination {
     #[inline(always)]
     pub(crate) fn backend(&self) -> Option<Backend> {
         self.backend
+    }
+
+    /// Where the flow's packets to it go (see [`Backend::delivery`]; a
+    /// container target is always local).
+    #[inline(always)]
+    pub(crate) fn delivery(&self, gateway: u32) -> Result<Delivery, DropReason> {
+        match &self.backend {
+            Some(b) => b.delivery(gateway),
+            None => Ok(Delivery::to_endpoint(
+                self.ifindex,
+                maps::slot_of(self.ifindex),
+                gateway,
+            )),
+        }
     }
 
     /// Counts the selection, once the flow exists.
@@ -236,26 +276,21 @@ pub(crate) fn from_endpoint(
         new_saddr: if own { vip } else { p.key.saddr },
         new_daddr: b.ip,
         new_dport: p.key.dport,
-        ifindex: b.ifindex,
-        gateway: net.gateway,
-        flags: CT_F_LB | ct_slot_flags(maps::slot_of(b.ifindex)),
-        ..CtEntry::default()
+        ..b.delivery(net.gateway)?.entry(CT_F_LB)
     };
-    let rev = CtEntry {
-        ifindex: ep.ifindex,
-        gateway: net.gateway,
-        flags: CT_F_LB | CT_F_REPLY | ct_slot_flags(ep.slot),
-        ..CtEntry::default()
-    };
+    let rev = Delivery::to_endpoint(ep.ifindex, ep.slot, net.gateway).entry(CT_F_LB | CT_F_REPLY);
     let verdict = translate::start_flow(ctx, &p, fwd, rev, NatCounter::LbFlows)?;
     count(&b);
     Ok(Some(verdict))
 }
 
-/// A packet from the backend-marked endpoint to a peer: if it belongs to a
-/// balanced flow (a reply to a client that called the VIP), it is
-/// translated back (source := VIP) and delivered. `Ok(None)`: not such a
-/// packet, `forward` delivers it as usual.
+/// A packet from the backend-marked endpoint to a peer (or, from a
+/// remote endpoint marked as a backend, one that arrived through the
+/// tunnel): if it belongs to a flow this host balanced (a reply to a
+/// client that called the VIP or a port published to the service), it is
+/// translated back (source := VIP or the published address) and
+/// delivered. `Ok(None)`: not such a packet, the caller delivers it as
+/// usual.
 #[inline(always)]
 pub(crate) fn reply(ctx: &TcContext) -> Result<Option<i32>, DropReason> {
     let p = match parse::l4(ctx)? {

@@ -15,6 +15,9 @@
 //!   (`nat`);
 //! - `netd_vxlan_in`: TC ingress of the host's VXLAN device, for what
 //!   other hosts tunnel to this one's containers (`overlay`);
+//! - `netd_bridge_out`: TC egress of an overlay network's bridge, for what
+//!   the host itself sends into the network: its connections to services'
+//!   backends on other hosts (`mesh`, `arp`);
 //! - `netd_connect4`, `netd_sendmsg4`, `netd_recvmsg4`, `netd_post_bind4`:
 //!   cgroup socket hooks, published ports and services for the host's own
 //!   sockets (`sock`).
@@ -30,12 +33,15 @@
 //! 2. State: `maps` (every map, and the lookups through the programs'
 //!    per-CPU copies), `stats` (endpoint and drop counters), `conntrack`
 //!    (the NAT flow table).
-//! 3. Translation: `translate` (a packet rewritten to its flow's tuple and
-//!    delivered), `lb` (the backend of a service's new flow), `nat`
+//! 3. Translation: `tunnel` (a packet sent to another host through the
+//!    VXLAN device), `translate` (a packet rewritten to its flow's tuple
+//!    and delivered), `lb` (the backend of a service's new flow), `nat`
 //!    (masquerade, published ports and hairpin; the backend of a port
-//!    published to a service comes from `lb`), `overlay` (a packet
-//!    tunnelled to another host, and the checks and delivery of one that
-//!    arrives from there).
+//!    published to a service comes from `lb`), `mesh` (flows whose client
+//!    and backend are on different hosts: the routing mesh on the
+//!    backend's host, the host's own connections on the client's),
+//!    `overlay` (a packet tunnelled to another host, and the checks and
+//!    delivery of one that arrives from there).
 //! 4. What a program does with a packet or a socket call: `arp`, `sock`
 //!    (the socket hooks, balanced by `lb`), `forward` (IPv4 from a
 //!    container, handed to `nat`, `overlay` and `lb`), `macvlan` (a macvlan
@@ -63,9 +69,11 @@ mod maps;
 mod stats;
 
 mod lb;
+mod mesh;
 mod nat;
 mod overlay;
 mod translate;
+mod tunnel;
 
 mod arp;
 mod forward;
@@ -239,5 +247,31 @@ pub fn netd_vxlan_in(ctx: TcContext) -> i32 {
     match overlay::from_tunnel(&ctx) {
         Ok(verdict) => verdict,
         Err(reason) => drop_packet(reason, Direction::ToEndpoint),
+    }
+}
+
+/// TC egress of an overlay network's bridge: what the host itself sends
+/// into the network. Its connections to a service's backend on another
+/// host (sent there by the socket hooks) are translated and tunnelled,
+/// ARP for such a backend is answered; everything else goes on to the
+/// bridge.
+#[classifier]
+#[inline(always)]
+pub fn netd_bridge_out(ctx: TcContext) -> i32 {
+    match try_netd_bridge_out(&ctx) {
+        Ok(verdict) => verdict,
+        Err(reason) => drop_packet(reason, Direction::ToEndpoint),
+    }
+}
+
+#[inline(always)]
+fn try_netd_bridge_out(ctx: &TcContext) -> Result<i32, DropReason> {
+    let ether_type = parse::ether_type(ctx)?;
+    if ether_type == parse::ETH_P_IP {
+        mesh::from_host(ctx)
+    } else if ether_type == parse::ETH_P_ARP {
+        arp::from_host(ctx)
+    } else {
+        Ok(VERDICT_NEXT)
     }
 }

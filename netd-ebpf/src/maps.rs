@@ -271,8 +271,15 @@ pub(crate) fn network_of(ip: u32) -> Option<NetworkInfo> {
 /// both together).
 #[inline(always)]
 pub(crate) fn indexed_network(ep: &EndpointInfo) -> Option<IndexedNetwork> {
+    network_by_index(ep.net_index)
+}
+
+/// The `NET_BY_INDEX` element of the network `index` (see
+/// [`indexed_network`]).
+#[inline(always)]
+pub(crate) fn network_by_index(index: u32) -> Option<IndexedNetwork> {
     NET_BY_INDEX
-        .get(ep.net_index)
+        .get(index)
         .filter(|net| net.info.net_index != 0)
         .copied()
 }
@@ -472,12 +479,21 @@ pub(crate) static LB_BACKENDS: aya_ebpf::maps::Array<u32> =
 // ---- Overlay (see `overlay`) ----
 
 /// Endpoints of overlay networks on other hosts: address ->
-/// `RemoteEndpoint` (network, VNI, host). Written only by the daemon
-/// (`Dataplane::set_remote_endpoint`). Not preallocated.
+/// `RemoteEndpoint` (network, VNI, host, whether a service's backend).
+/// Written only by the daemon (`Dataplane::set_remote_endpoint`,
+/// `set_service`). Not preallocated.
 /// Name: `map_names::OVL_REMOTE`.
 #[map]
-pub(crate) static OVL_REMOTE: HashMap<u32, netd_common::overlay::RemoteEndpoint> =
+static OVL_REMOTE: HashMap<u32, netd_common::overlay::RemoteEndpoint> =
     HashMap::pinned(netd_common::limits::MAX_REMOTE_ENDPOINTS, BPF_F_NO_PREALLOC);
+
+/// The remote endpoint holding `ip` (`ipv4_be`), if there is one.
+#[inline(always)]
+pub(crate) fn remote_endpoint(ip: u32) -> Option<netd_common::overlay::RemoteEndpoint> {
+    // SAFETY: a map value pointer, copied out at once (the daemon may
+    // replace the element meanwhile; the copy is then the old one).
+    OVL_REMOTE.get_ptr(ip).map(|p| unsafe { *p })
+}
 
 /// The cluster's hosts by underlay address (value unused). Written only by
 /// the daemon (`Dataplane::set_overlay_host`). Name: `map_names::OVL_HOSTS`.

@@ -53,7 +53,10 @@
 //! A port published to a service (`PublishTarget::flags` has
 //! `PUBLISH_F_SERVICE`) is translated the same way, to the backend `lb`
 //! picks for each new flow (flows marked `CT_F_LB` too); a service without
-//! backends drops the new flow (`NoBackend`).
+//! backends drops the new flow (`NoBackend`). A backend on another host
+//! gets the flow through the tunnel (see `mesh`): from outside with the
+//! client's address, hairpin with the uplink address as source instead of
+//! the gateway's; the replies come back through `netd_vxlan_in`.
 //!
 //! Per-packet cost: for packets of known flows the `HOST_CFG` array read,
 //! the flow's entry (from this CPU's copy, or the `NAT_CT` lookup for the
@@ -72,14 +75,14 @@ use netd_common::{
     DropReason, EndpointInfo, NET_F_INTERNAL, NetworkInfo, PublishKey, PublishTarget,
     nat::{
         CT_F_DNAT, CT_F_HAIRPIN, CT_F_REPLY, CT_F_SNAT, CT_F_TO_UPLINK, CtEntry, NatCounter,
-        PROTO_TCP, PROTO_UDP, ct_slot_flags,
+        PROTO_TCP, PROTO_UDP,
     },
 };
 
 use crate::{
     conntrack, lb, maps,
     parse::{self, EthIpv4, Packet, Parsed, TCP_ACK, TCP_RST, TCP_SYN},
-    translate,
+    translate::{self, Delivery},
     verdict::VERDICT_NEXT,
 };
 
@@ -183,21 +186,22 @@ pub(crate) fn from_endpoint(
         };
         // A container, or the next backend of a service.
         let dest = lb::destination(&target)?;
+        let delivery = dest.delivery(tnet.gateway)?;
         let fwd = CtEntry {
-            new_saddr: tnet.gateway,
+            // A backend on another host could not answer a gateway
+            // address, which every host of its network has: the uplink's
+            // is this host's alone.
+            new_saddr: if delivery.is_tunnel() {
+                host.uplink_addr
+            } else {
+                tnet.gateway
+            },
             new_daddr: dest.addr,
             new_dport: target.port,
-            ifindex: dest.ifindex,
-            gateway: tnet.gateway,
-            flags: CT_F_HAIRPIN | dest.ct_flags | ct_slot_flags(maps::slot_of(dest.ifindex)),
-            ..CtEntry::default()
+            ..delivery.entry(CT_F_HAIRPIN | dest.ct_flags)
         };
-        let rev = CtEntry {
-            ifindex: ep.ifindex,
-            gateway: own.gateway,
-            flags: CT_F_HAIRPIN | CT_F_REPLY | dest.ct_flags | ct_slot_flags(ep.slot),
-            ..CtEntry::default()
-        };
+        let rev = Delivery::to_endpoint(ep.ifindex, ep.slot, own.gateway)
+            .entry(CT_F_HAIRPIN | CT_F_REPLY | dest.ct_flags);
         let verdict = translate::start_flow(ctx, &p, fwd, rev, NatCounter::HairpinFlows)?;
         count_published(&pkey);
         dest.count();
@@ -215,26 +219,26 @@ pub(crate) fn from_endpoint(
         flags: CT_F_SNAT | CT_F_TO_UPLINK,
         ..CtEntry::default()
     };
-    let rev = CtEntry {
-        ifindex: ep.ifindex,
-        gateway: own.gateway,
-        flags: CT_F_SNAT | CT_F_REPLY | ct_slot_flags(ep.slot),
-        ..CtEntry::default()
-    };
+    let rev = Delivery::to_endpoint(ep.ifindex, ep.slot, own.gateway).entry(CT_F_SNAT | CT_F_REPLY);
     translate::start_flow(ctx, &p, fwd, rev, NatCounter::SnatFlows).map(Some)
 }
 
-/// Whether `p` may start a flow to a published port: for TCP only a SYN
-/// without ACK (a connection attempt); UDP always.
+/// Whether `p` may start a flow to a published port (or, across hosts, to
+/// a backend there): for TCP only a SYN without ACK (a connection
+/// attempt); UDP always; nothing else (ICMP is not published).
 #[inline(always)]
-fn opens_flow(p: &Packet) -> bool {
-    p.key.proto != PROTO_TCP || p.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN
+pub(crate) fn opens_flow(p: &Packet) -> bool {
+    match p.key.proto {
+        PROTO_TCP => p.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN,
+        PROTO_UDP => true,
+        _ => false,
+    }
 }
 
 /// Whether `addr` is one of the host's own: the uplink address or one the
 /// daemon listed in `HOST_ADDRS`.
 #[inline(always)]
-fn is_host_addr(addr: u32, uplink_addr: u32) -> bool {
+pub(crate) fn is_host_addr(addr: u32, uplink_addr: u32) -> bool {
     addr == uplink_addr || maps::HOST_ADDRS.get_ptr(addr).is_some()
 }
 
@@ -289,10 +293,9 @@ pub(crate) fn uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
         new_saddr: p.key.saddr,
         new_daddr: dest.addr,
         new_dport: target.port,
-        ifindex: dest.ifindex,
-        gateway: tnet.gateway,
-        flags: CT_F_DNAT | dest.ct_flags | ct_slot_flags(maps::slot_of(dest.ifindex)),
-        ..CtEntry::default()
+        ..dest
+            .delivery(tnet.gateway)?
+            .entry(CT_F_DNAT | dest.ct_flags)
     };
     let rev = CtEntry {
         ifindex: host.uplink_ifindex,

@@ -18,46 +18,39 @@
 //! its outer source is a host of the cluster, its VNI one of this host's
 //! overlay networks, its inner destination a local endpoint of that network
 //! and its inner source an endpoint of that network living on the sending
-//! host; anything else is dropped and counted with its reason. Nothing is
-//! passed to the host's stack: with forwarding on it would route what a
-//! remote host sent anywhere.
+//! host; anything else is dropped and counted with its reason. Services
+//! across hosts add two exceptions (module `mesh`): what a remote endpoint
+//! marked as a backend sends may be the reply of a flow this host
+//! translated (looked up in `NAT_CT` first, then translated and delivered
+//! where its flow says: a container, the uplink, the host), and an inner
+//! source outside the cluster's networks is accepted for a local backend
+//! as a routing-mesh flow. Nothing else is passed to the host's stack:
+//! with forwarding on it would route what a remote host sent anywhere.
 //!
 //! ARP does not cross the tunnel: `arp` answers a container's request for
 //! a remote peer on its own host ([`is_remote_peer`]).
-use core::mem::size_of;
-
 use aya_ebpf::{
-    bindings::{BPF_F_ZERO_CSUM_TX, bpf_tunnel_key},
-    helpers::generated::{
-        bpf_redirect, bpf_redirect_peer, bpf_skb_get_tunnel_key, bpf_skb_set_tunnel_key,
-    },
+    bindings::bpf_tunnel_key,
+    helpers::generated::{bpf_redirect_peer, bpf_skb_get_tunnel_key},
     programs::TcContext,
 };
-use netd_common::{
-    Direction, DropReason, EndpointInfo, mac_for_ipv4,
-    overlay::{OUTER_TTL, OverlayCounter, RemoteEndpoint},
-};
+use core::mem::size_of;
+use netd_common::{Direction, DropReason, EndpointInfo, mac_for_ipv4, overlay::REMOTE_F_BACKEND};
 use network_types::eth::EthHdr;
 
 use crate::{
-    maps::{self, OVL_CFG, OVL_HOSTS, OVL_REMOTE, OVL_STATS, OVL_VNI},
+    lb,
+    maps::{self, OVL_HOSTS, OVL_VNI},
+    mesh,
     parse::{self, EthIpv4},
-    stats,
+    stats, tunnel,
 };
-
-/// The remote endpoint holding `ip` (`ipv4_be`), if there is one.
-#[inline(always)]
-fn remote_endpoint(ip: u32) -> Option<RemoteEndpoint> {
-    // SAFETY: a map value pointer, copied out at once (the daemon may
-    // replace the element meanwhile; the copy is then the old one).
-    OVL_REMOTE.get_ptr(ip).map(|p| unsafe { *p })
-}
 
 /// Whether `ip` (`ipv4_be`) is an endpoint of `ep`'s network on another
 /// host (for ARP: its MAC is `mac_for_ipv4(ip)`).
 #[inline(always)]
 pub(crate) fn is_remote_peer(ep: &EndpointInfo, ip: u32) -> bool {
-    remote_endpoint(ip).is_some_and(|remote| remote.net_index == ep.net_index)
+    maps::remote_endpoint(ip).is_some_and(|remote| remote.net_index == ep.net_index)
 }
 
 /// Tunnels the packet `ep` sends to `dst` (`ipv4_be`, in the subnet of
@@ -72,65 +65,30 @@ pub(crate) fn encapsulate(
     ep: &EndpointInfo,
     dst: u32,
 ) -> Result<Option<i32>, DropReason> {
-    let Some(remote) = remote_endpoint(dst) else {
+    let Some(remote) = maps::remote_endpoint(dst) else {
         return Ok(None);
     };
     if remote.net_index != ep.net_index {
         return Err(DropReason::CrossNetwork);
     }
-    let vxlan_ifindex = OVL_CFG.get(0).map_or(0, |cfg| cfg.vxlan_ifindex);
-    if vxlan_ifindex == 0 {
+    let Some(device) = tunnel::device() else {
         return Ok(None);
-    }
+    };
     // Verifier note: the callers' packet pointers may predate a pull
     // (`parse::header`); write through a freshly checked one.
     let eth = parse::header::<EthHdr>(ctx, 0)?;
     // SAFETY: in bounds (checked by `header`); direct packet writes are
     // allowed for TC programs, the verifier unclones the skb first.
     unsafe { (*eth.cast_mut()).dst_addr = mac_for_ipv4(dst.to_ne_bytes()) };
-    // SAFETY: `bpf_tunnel_key` is plain integers and unions of them, for
-    // which all zeroes is a valid value (and what the kernel expects in the
-    // fields left unset).
-    let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
-    key.tunnel_id = remote.vni;
-    // The helper takes the addresses in host order.
-    key.__bindgen_anon_1.remote_ipv4 = u32::from_be(remote.host);
-    key.tunnel_ttl = OUTER_TTL;
-    // SAFETY: plain helper call on the program's own context and a key on
-    // its stack of the size passed. It attaches the tunnel metadata to the
-    // skb for the VXLAN device to build the outer headers from. The local
-    // address stays 0: the kernel takes the route's source. No outer UDP
-    // checksum, as RFC 7348 recommends for IPv4 (the inner packet's own
-    // checksums cover the payload), which spares computing one per packet.
-    let set = unsafe {
-        bpf_skb_set_tunnel_key(
-            ctx.skb.skb,
-            &mut key,
-            size_of::<bpf_tunnel_key>() as u32,
-            u64::from(BPF_F_ZERO_CSUM_TX),
-        )
-    };
-    if set != 0 {
-        // Only for arguments the kernel does not accept: a bug.
-        return Err(DropReason::Unknown);
-    }
-    count(
-        OverlayCounter::EncapPackets,
-        OverlayCounter::EncapBytes,
-        ctx.len(),
-    );
-    // SAFETY: plain helper call. With flags 0 it records "egress of
-    // `vxlan_ifindex`" for the kernel to act on after the program returns,
-    // and returns TC_ACT_REDIRECT.
-    Ok(Some(unsafe { bpf_redirect(vxlan_ifindex, 0) } as i32))
+    tunnel::send(ctx, device, remote.vni, remote.host).map(Some)
 }
 
 /// Handles a packet the VXLAN device decapsulated (see the module docs):
-/// `TC_ACT_REDIRECT` into the destination container, or the reason it is
-/// dropped.
+/// `TC_ACT_REDIRECT` where it goes, or the reason it is dropped.
 #[inline(always)]
 pub(crate) fn from_tunnel(ctx: &TcContext) -> Result<i32, DropReason> {
-    // SAFETY: as in `encapsulate`.
+    // SAFETY: `bpf_tunnel_key` is plain integers and unions of them, for
+    // which all zeroes is a valid value.
     let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
     // SAFETY: plain helper call on the program's own context and a key on
     // its stack of the size passed; it fills the key from the tunnel
@@ -147,9 +105,10 @@ pub(crate) fn from_tunnel(ctx: &TcContext) -> Result<i32, DropReason> {
     if OVL_HOSTS.get_ptr(host).is_none() {
         return Err(DropReason::UnknownHost);
     }
+    let vni = key.tunnel_id;
     // SAFETY: a map value pointer, copied out at once.
     let net_index = OVL_VNI
-        .get_ptr(key.tunnel_id)
+        .get_ptr(vni)
         .map(|p| unsafe { *p })
         .ok_or(DropReason::VniUnknown)?;
 
@@ -158,49 +117,50 @@ pub(crate) fn from_tunnel(ctx: &TcContext) -> Result<i32, DropReason> {
     }
     let frame = parse::header::<EthIpv4>(ctx, 0)?;
     // SAFETY: `header` checked that the 34 bytes of EthIpv4 are in the
-    // packet; map lookups do not move packet data, so `frame` stays valid
-    // below.
+    // packet; the values are copied out before any helper runs.
     let (vihl, src, dst) = unsafe {
         let f = &*frame;
-        (f.ip.vihl, f.ip.src_addr, f.ip.dst_addr)
+        (
+            f.ip.vihl,
+            parse::ipv4(f.ip.src_addr),
+            parse::ipv4(f.ip.dst_addr),
+        )
     };
     parse::check_ipv4_vihl(ctx, vihl)?;
-    let peer = maps::endpoint_by_ip(parse::ipv4(dst)).ok_or(DropReason::NoEndpoint)?;
+    // A host speaks for its own containers of the network (and, see
+    // `mesh`, for clients outside the cluster's networks).
+    let sender = maps::remote_endpoint(src)
+        .filter(|remote| remote.net_index == net_index && remote.host == host);
+    if sender.is_some_and(|remote| remote.flags & REMOTE_F_BACKEND != 0)
+        && let Some(verdict) = lb::reply(ctx)?
+    {
+        // A service's backend answering a flow this host translated.
+        tunnel::count_received(ctx.len());
+        return Ok(verdict);
+    }
+    let peer = maps::endpoint_by_ip(dst).ok_or(DropReason::NoEndpoint)?;
     if peer.net_index != net_index {
         return Err(DropReason::VniMismatch);
     }
-    // A host speaks only for its own containers of the network.
-    if !remote_endpoint(parse::ipv4(src))
-        .is_some_and(|remote| remote.net_index == net_index && remote.host == host)
-    {
-        return Err(DropReason::SpoofedSource);
+    if sender.is_none() {
+        // Laid out after the hot code (see `parse::header`).
+        core::hint::cold_path();
+        let verdict = mesh::from_tunnel(ctx, &peer, src, vni, host)?;
+        tunnel::count_received(ctx.len());
+        return Ok(verdict);
     }
+    // Verifier note: `lb::reply` may have pulled the packet, which
+    // invalidates `frame`; write through a freshly checked pointer.
+    let eth = parse::header::<EthHdr>(ctx, 0)?;
     // SAFETY: in bounds (checked by `header`); see `encapsulate`.
-    unsafe { (*frame.cast_mut()).eth.dst_addr = peer.mac };
+    unsafe { (*eth.cast_mut()).dst_addr = peer.mac };
     let len = ctx.len();
     // `bpf_redirect_peer` skips the peer's host-side veth, whose
     // `netd_to_ep` would count it.
     stats::count(&peer, Direction::ToEndpoint, len);
-    count(
-        OverlayCounter::DecapPackets,
-        OverlayCounter::DecapBytes,
-        len,
-    );
+    tunnel::count_received(len);
     // SAFETY: plain helper call. With flags 0 it records "ingress of the
     // peer of `peer.ifindex`" for the kernel to act on after the program
     // returns, and returns TC_ACT_REDIRECT.
     Ok(unsafe { bpf_redirect_peer(peer.ifindex, 0) } as i32)
-}
-
-/// Counts one packet under `packets` and its `len` bytes under `bytes`.
-#[inline(always)]
-fn count(packets: OverlayCounter, bytes: OverlayCounter, len: u32) {
-    for (counter, add) in [(packets, 1), (bytes, u64::from(len))] {
-        if let Some(counter) = OVL_STATS.get_ptr_mut(counter as u32) {
-            // SAFETY: this CPU's slot of a per-CPU array element; TC
-            // programs run with migration disabled and do not nest on one
-            // CPU, so nothing else writes it meanwhile.
-            unsafe { *counter = (*counter).wrapping_add(add) };
-        }
-    }
 }

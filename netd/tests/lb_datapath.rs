@@ -39,7 +39,7 @@ use bpf_harness::{
     servers::{Server, tcp_hello},
 };
 use netd::dataplane::{
-    Dataplane, Direction, DropReason, Proto, ServiceEntry, cgroup2_root, host_netns_cookie,
+    Backend, Dataplane, Direction, DropReason, Proto, ServiceEntry, cgroup2_root, host_netns_cookie,
 };
 use netd_common::nat::CT_F_LB;
 
@@ -67,11 +67,11 @@ fn redirected(r: &RunResult) -> Seen {
 }
 
 impl Lab {
-    /// `(ip, ifindex)` of backends `indexes` (0-based into `backends`).
-    fn members(&self, indexes: &[usize]) -> Vec<(Ipv4Addr, u32)> {
+    /// Backends `indexes` (0-based into `backends`).
+    fn members(&self, indexes: &[usize]) -> Vec<Backend> {
         indexes
             .iter()
-            .map(|i| (self.backends[*i].ip, self.backends[*i].ifindex))
+            .map(|i| self.backends[*i].backend())
             .collect()
     }
 
@@ -134,7 +134,7 @@ fn each(addrs: &[Ipv4Addr], n: u64) -> BTreeMap<Ipv4Addr, u64> {
 fn new_flows_go_round_robin_exactly() {
     let mut lab = lab();
     lab.set_service(&[0, 1, 2]);
-    let members: Vec<Ipv4Addr> = lab.members(&[0, 1, 2]).iter().map(|m| m.0).collect();
+    let members: Vec<Ipv4Addr> = lab.members(&[0, 1, 2]).iter().map(Backend::ip).collect();
 
     // 3 backends x 5 rounds, from two clients: each backend exactly 5, in
     // slot order (a new service starts at its first backend).
@@ -193,7 +193,7 @@ fn new_flows_go_round_robin_exactly() {
 fn concurrent_new_flows_still_split_exactly() {
     let mut lab = lab();
     lab.set_service(&[0, 1, 2]);
-    let members: Vec<Ipv4Addr> = lab.members(&[0, 1, 2]).iter().map(|m| m.0).collect();
+    let members: Vec<Ipv4Addr> = lab.members(&[0, 1, 2]).iter().map(Backend::ip).collect();
     // Two threads (on whatever CPUs they land) open 150 flows each: the
     // shared cursor is advanced atomically, so the 300 flows split exactly.
     let hits: Vec<Ipv4Addr> = thread::scope(|s| {
@@ -308,7 +308,7 @@ fn replies_come_back_from_the_vip() {
 #[test]
 fn a_client_balanced_to_itself_talks_through_the_vip() {
     let mut lab = lab();
-    let me = (lab.a.ip, lab.a.ifindex);
+    let me = lab.a.backend();
     lab.dp.set_service(SVC, ip(VIP), &[me]).expect("service");
     let (vip, a) = (ip(VIP), &lab.a);
     // To itself, from the VIP (its own address as source would be a
@@ -485,7 +485,7 @@ fn services_are_retained_removed_and_isolated() {
     let first = lab.connect(&lab.a, 46000);
     let a = &lab.a;
     let s = redirected(&lab.send(a, vip2, TCP, &tcp(a.ip, vip2, 46001, 80, SYN)));
-    assert_eq!(s.dst, other[0].0, "each service has its own cursor");
+    assert_eq!(s.dst, other[0].ip(), "each service has its own cursor");
     assert_eq!(first, lab.backends[0].ip);
 
     // A container of another network cannot use the VIP (nor resolve it).
@@ -530,7 +530,30 @@ fn services_are_retained_removed_and_isolated() {
 
     // Invalid definitions are refused before anything is written.
     assert!(lab.dp.set_service(1 << 20, vip, &[]).is_err());
-    assert!(lab.dp.set_service(9, vip, &[(vip, 3)]).is_err());
+    assert!(
+        lab.dp
+            .set_service(
+                9,
+                vip,
+                &[Backend::Local {
+                    ip: vip,
+                    ifindex: 3
+                }]
+            )
+            .is_err()
+    );
+    assert!(
+        lab.dp
+            .set_service(
+                9,
+                vip,
+                &[Backend::Remote {
+                    ip: ip("10.71.0.77")
+                }]
+            )
+            .is_err(),
+        "a remote backend that is no remote endpoint"
+    );
     assert_eq!(lab.dp.services().expect("services").len(), 1);
 }
 
@@ -581,7 +604,7 @@ fn a_port_published_to_a_service_is_balanced_from_outside_and_hairpin() {
         ),
         (vip, 80, 0)
     );
-    let members: Vec<Ipv4Addr> = lab.members(&[0, 1, 2]).iter().map(|m| m.0).collect();
+    let members: Vec<Ipv4Addr> = lab.members(&[0, 1, 2]).iter().map(Backend::ip).collect();
 
     // From outside: 3 x 2 new connections, each backend twice; the client's
     // address is kept.
@@ -740,7 +763,13 @@ fn real_connections_to_a_vip_are_balanced_round_robin() {
         });
     }
 
-    let members: Vec<(Ipv4Addr, u32)> = backends.iter().map(|(a, i, _)| (*a, *i)).collect();
+    let members: Vec<Backend> = backends
+        .iter()
+        .map(|(ip, ifindex, _)| Backend::Local {
+            ip: *ip,
+            ifindex: *ifindex,
+        })
+        .collect();
     dp.set_service(3, vip, &members).expect("service");
     let expected: BTreeMap<String, u64> = names.iter().map(|n| (n.to_string(), 2)).collect();
     let count = |answers: Vec<String>| -> BTreeMap<String, u64> {

@@ -5,19 +5,9 @@
 
 mod common;
 
-use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::cluster::{LEASE_TTL_SECS, Lab};
-
-/// Waits until `cond` holds; `what` names it in the failure.
-fn eventually(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        sleep(Duration::from_millis(50));
-    }
-}
+use common::cluster::{LEASE_TTL_SECS, Lab, eventually};
 
 /// One ping from container `name` on `h` to `target`, DF set with
 /// `size` bytes of payload when given.
@@ -191,14 +181,7 @@ fn a_lost_host_leaves_within_its_lease_and_comes_back() {
     });
     // Host 2 dies: its daemon is killed and its link goes down.
     lab.hosts[2].kill9();
-    let h2ns = lab.hosts[2].netns.clone();
-    assert!(
-        std::process::Command::new("ip")
-            .args(["-n", &h2ns, "link", "set", "eth0", "down"])
-            .status()
-            .unwrap()
-            .success()
-    );
+    lab.hosts[2].set_link(false);
     let lost = Instant::now();
     let h0 = &lab.hosts[0];
     eventually(
@@ -222,13 +205,7 @@ fn a_lost_host_leaves_within_its_lease_and_comes_back() {
     // The survivors are undisturbed.
     assert!(ping(&lab.hosts[0], "c0", "c1", None));
     // Back: its containers are announced again without a manual step.
-    assert!(
-        std::process::Command::new("ip")
-            .args(["-n", &h2ns, "link", "set", "eth0", "up"])
-            .status()
-            .unwrap()
-            .success()
-    );
+    lab.hosts[2].set_link(true);
     lab.hosts[2].start_again();
     let h0 = &lab.hosts[0];
     eventually("c2 back on h0", Duration::from_secs(15), || {

@@ -27,129 +27,16 @@ use bpf_harness::{
     addr::{ip, mac_of},
     cmd::{ip_json, run, succeeds},
     frames::{UDP, arp, arp_request, frame, udp},
-    guards::{Netns, PinDir, Veth},
-    lab::{Ep, Lab},
+    guards::{Netns, PinDir},
+    lab::Ep,
+    overlay::{HOST1, HOST2, Overlay, STRANGER, VNI1, VNI2, in_subnet_of, subnet_of, udp_frame},
     prog::{VERDICT_NEXT, VERDICT_REDIRECT, drops, run_program, stats_of},
     servers::{IO_TIMEOUT, Server, tcp_hello},
-    tunnel::Tunnel,
 };
-use ipnet::Ipv4Net;
 use netd::dataplane::{
     Dataplane, DataplaneError, Direction, DropReason, EndpointStats, OverlayStats, RemoteEndpoint,
 };
 use netd::netlink::{self, EndpointPlumbing, Netlink, NetlinkError, VXLAN_OVERHEAD};
-
-/// The VNIs of the lab's two overlay networks.
-const VNI1: u32 = 4100;
-const VNI2: u32 = 4200;
-/// Underlay addresses of two other hosts, and of a machine outside the
-/// cluster (TEST-NET-1: written to maps, never sent to).
-const HOST1: &str = "192.0.2.21";
-const HOST2: &str = "192.0.2.22";
-const STRANGER: &str = "192.0.2.99";
-
-/// [`Lab`] with its networks 1 and 2 made overlays (VNIs [`VNI1`],
-/// [`VNI2`]; network 3 stays a bridge network), a VXLAN device (a veth,
-/// down, standing in for it: test runs never transmit), the hosts
-/// [`HOST1`] and [`HOST2`], and remote endpoints: `r1` (.12 of network 1
-/// on host 1), `r2` (.13 of network 1 on host 2), `r3` (.12 of network 2
-/// on host 1).
-struct Overlay {
-    // Field order is drop order: the lab (its data path first), then the
-    // VXLAN veth.
-    lab: Lab,
-    vxlan: Veth,
-    vxlan_ifindex: u32,
-    r1: RemoteEndpoint,
-    r2: RemoteEndpoint,
-    r3: RemoteEndpoint,
-}
-
-fn subnet_of(ep: &Ep) -> Ipv4Net {
-    Ipv4Net::new(ep.gw, 24).expect("prefix").trunc()
-}
-
-/// `.host` of `ep`'s /24.
-fn in_subnet_of(ep: &Ep, host: u8) -> Ipv4Addr {
-    let [a, b, c, _] = ep.ip.octets();
-    Ipv4Addr::new(a, b, c, host)
-}
-
-impl Overlay {
-    fn new() -> Overlay {
-        let mut lab = Lab::new(81);
-        let (net1, gw1, net2, gw2) = (subnet_of(&lab.a), lab.a.gw, subnet_of(&lab.c), lab.c.gw);
-        lab.dp
-            .set_overlay_network(1, net1, gw1, false, VNI1)
-            .expect("overlay network 1");
-        lab.dp
-            .set_overlay_network(2, net2, gw2, false, VNI2)
-            .expect("overlay network 2");
-        let vxlan = Veth::new();
-        let vxlan_ifindex = vxlan.ifindex();
-        lab.dp
-            .attach_vxlan(&vxlan.host, vxlan_ifindex)
-            .expect("attach the VXLAN program");
-        for host in [HOST1, HOST2] {
-            lab.dp.set_overlay_host(ip(host)).expect("overlay host");
-        }
-        let remote = |ep: &Ep, host_part: u8, net_index, vni, host: &str| RemoteEndpoint {
-            ip: in_subnet_of(ep, host_part),
-            net_index,
-            vni,
-            host: ip(host),
-        };
-        let r1 = remote(&lab.a, 12, 1, VNI1, HOST1);
-        let r2 = remote(&lab.a, 13, 1, VNI1, HOST2);
-        let r3 = remote(&lab.c, 12, 2, VNI2, HOST1);
-        for r in [&r1, &r2, &r3] {
-            lab.dp.set_remote_endpoint(r).expect("remote endpoint");
-        }
-        Overlay {
-            lab,
-            vxlan,
-            vxlan_ifindex,
-            r1,
-            r2,
-            r3,
-        }
-    }
-
-    /// A shim that runs `netd_vxlan_in` on packets with `vni` from
-    /// `outer_src`.
-    fn tunnel(&self, vni: u32, outer_src: &str) -> Tunnel {
-        let program = self.lab.dp.vxlan_program().expect("vxlan program");
-        Tunnel::new(program, &self.lab.pins, vni, ip(outer_src))
-    }
-
-    /// What `netd_vxlan_in` does with `frame`, arriving with `vni` from
-    /// `outer_src`.
-    fn arrive(&self, vni: u32, outer_src: &str, frame: &[u8]) -> bpf_harness::prog::RunResult {
-        self.tunnel(vni, outer_src).run(self.vxlan_ifindex, frame)
-    }
-
-    fn overlay_stats(&self) -> OverlayStats {
-        self.lab
-            .dp
-            .counters()
-            .expect("counters")
-            .overlay()
-            .expect("overlay counters")
-    }
-}
-
-/// A UDP frame from `src` (with its netd MAC) to `dst`, Ethernet
-/// destination `eth_dst`.
-fn udp_frame(eth_dst: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
-    frame(
-        eth_dst,
-        mac_of(src),
-        src,
-        dst,
-        UDP,
-        &udp(src, dst, 40000, 53, true),
-    )
-}
 
 #[test]
 fn a_remote_peer_of_the_same_network_is_tunnelled() {
@@ -377,19 +264,15 @@ fn tunnelled_packets_that_do_not_belong_are_dropped_with_their_reason() {
         ),
     ];
     for (vni, outer_src, f, reason, what) in &cases {
-        lab.assert_drop(
-            || ov.arrive(*vni, outer_src, f),
-            *reason,
-            Direction::ToEndpoint,
-            what,
-        );
+        ov.assert_arrival_dropped(*vni, outer_src, f, *reason, what);
     }
     // Network 2's endpoint does not take network 1's remote endpoints
     // either: the source must be of the VNI's network.
-    lab.assert_drop(
-        || ov.arrive(VNI2, HOST1, &udp_frame(c.mac, ov.r1.ip, c.ip)),
+    ov.assert_arrival_dropped(
+        VNI2,
+        HOST1,
+        &udp_frame(c.mac, ov.r1.ip, c.ip),
         DropReason::SpoofedSource,
-        Direction::ToEndpoint,
         "network 2's VNI from network 1's remote endpoint",
     );
     // Without tunnel metadata (the program anywhere but on a collect_md

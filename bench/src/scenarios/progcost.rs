@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result, bail};
 use aya::programs::SchedClassifier;
 use aya::programs::{TestRun as _, TestRunOptions};
-use netd::dataplane::{Dataplane, Direction, MapSizes, Proto, RemoteEndpoint};
+use netd::dataplane::{Backend, Dataplane, Direction, MapSizes, Proto, RemoteEndpoint};
 
 use self::frames::{
     OTHER_NET_MAC, OTHER_NET_PEER, OVERLAY_SENDER, OVERLAY_SENDER_MAC, PEER, PEER_MAC, PEER2,
@@ -189,6 +189,22 @@ struct Env {
     vxlan: u32,
 }
 
+impl Env {
+    /// The service's two backends (`ep2`, `ep6`).
+    fn backends(&self) -> [Backend; 2] {
+        [
+            Backend::Local {
+                ip: PEER,
+                ifindex: self.peer,
+            },
+            Backend::Local {
+                ip: PEER2,
+                ifindex: self.peer2,
+            },
+        ]
+    }
+}
+
 /// The VNI of network 3.
 const OVERLAY_VNI: u32 = 42;
 
@@ -236,7 +252,7 @@ fn prepare(dp: &mut Dataplane, env: &Env) -> Result<()> {
 /// is set ([`set_uplink`]).
 fn prepare_nat(dp: &mut Dataplane, env: &Env) -> Result<()> {
     dp.set_publish(None, PUBLISHED_PORT, Proto::Tcp, PEER, 80, env.peer, 1)?;
-    dp.set_service(0, VIP, &[(PEER, env.peer), (PEER2, env.peer2)])?;
+    dp.set_service(0, VIP, &env.backends())?;
     Ok(())
 }
 
@@ -246,7 +262,7 @@ fn prepare_nat(dp: &mut Dataplane, env: &Env) -> Result<()> {
 fn add_services(dp: &mut Dataplane, env: &Env) -> Result<()> {
     for index in 1..SCALED_SERVICES {
         let vip = Ipv4Addr::new(10, 200, (index >> 8) as u8, index as u8);
-        dp.set_service(index, vip, &[(PEER, env.peer), (PEER2, env.peer2)])?;
+        dp.set_service(index, vip, &env.backends())?;
     }
     Ok(())
 }

@@ -195,6 +195,8 @@ impl Counters {
                 NatCounter::PortCollisions => &mut stats.port_collisions,
                 NatCounter::TranslatedPackets => &mut stats.translated_packets,
                 NatCounter::LbFlows => &mut stats.lb_flows,
+                NatCounter::HostFlows => &mut stats.host_flows,
+                NatCounter::MeshFlows => &mut stats.mesh_flows,
             };
             *field = summed(&self.nat_stats, map_names::NAT_STATS, counter as u32)?;
         }

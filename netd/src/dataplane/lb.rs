@@ -18,6 +18,16 @@
 //! the gateway's MAC); the VIP is not an endpoint and needs no
 //! `set_endpoint`.
 //!
+//! # Backends on other hosts
+//! A service of an overlay network balances over its replicas on every
+//! host ([`Backend::Remote`]: an endpoint written with
+//! `set_remote_endpoint`), from every path above: their flows go through
+//! the tunnel, their hosts send the replies back through it, and this
+//! host translates them (`netd_vxlan_in`; `dataplane::overlay` has the
+//! routing mesh's side). `set_service` marks such an endpoint in
+//! `OVL_REMOTE` as it marks a local backend in `LB_BACKENDS`, and unmarks
+//! it the same way.
+//!
 //! # Order (the engine's calls)
 //! 1. `set_network` of the service's network; every replica's
 //!    `set_endpoint` + `attach_endpoint`.
@@ -28,7 +38,9 @@
 //! 3. [`Dataplane::set_service_publish`] for the service's published
 //!    ports (after `set_service`, so that the first flow finds backends).
 //! 4. A replica going away: `set_service` without it first, then
-//!    `remove_flows_of(its ip)`, then its endpoint.
+//!    `remove_flows_of(its ip)`, then its endpoint; a remote one:
+//!    `set_service` without it, then `remove_remote_endpoint` (its flows
+//!    end with it over there).
 //! 5. Removing a service: `remove_publish` of its ports, then
 //!    [`Dataplane::remove_service`] (ends the flows through the VIP).
 //! 6. On start, after writing everything again:
@@ -48,7 +60,7 @@ use netd_common::{
     lb::{LbStatsKey, SLOT_FRONTEND, SvcKey, SvcSlot},
     limits::{MAX_BACKENDS, MAX_SERVICES},
     map_names,
-    nat::{CT_F_DNAT, CT_F_HAIRPIN, CT_F_LB, CT_F_REPLY},
+    nat::{CT_F_DNAT, CT_F_HAIRPIN, CT_F_LB, CT_F_REPLY, CT_F_TUNNEL},
 };
 use tracing::{debug, info, warn};
 
@@ -58,13 +70,54 @@ use super::{
     unicast,
 };
 
+/// A service's backend, as the load balancer reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Backend {
+    /// An endpoint of this host: its address and its host-side veth's
+    /// ifindex.
+    Local { ip: Ipv4Addr, ifindex: u32 },
+    /// An endpoint of the service's (overlay) network on another host,
+    /// written with [`Dataplane::set_remote_endpoint`]: its flows go
+    /// through the tunnel.
+    Remote { ip: Ipv4Addr },
+}
+
+impl Backend {
+    /// Its address.
+    pub fn ip(&self) -> Ipv4Addr {
+        match *self {
+            Backend::Local { ip, .. } | Backend::Remote { ip } => ip,
+        }
+    }
+
+    /// `(ipv4_be address, ifindex)` as its `LB_SVC` slot holds it
+    /// (ifindex 0: on another host).
+    fn slot(&self) -> (u32, u32) {
+        match *self {
+            Backend::Local { ip, ifindex } => (ipv4_be(ip.octets()), ifindex),
+            Backend::Remote { ip } => (ipv4_be(ip.octets()), 0),
+        }
+    }
+
+    /// The backend a slot `(ipv4_be address, ifindex)` holds.
+    fn of_slot((ip, ifindex): (u32, u32)) -> Backend {
+        match ifindex {
+            0 => Backend::Remote { ip: addr(ip) },
+            ifindex => Backend::Local {
+                ip: addr(ip),
+                ifindex,
+            },
+        }
+    }
+}
+
 /// A service as `LB_SVC` holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceEntry {
     pub index: u32,
     pub vip: Ipv4Addr,
-    /// `(address, host-side ifindex)` in slot order (the round-robin order).
-    pub backends: Vec<(Ipv4Addr, u32)>,
+    /// In slot order (the round-robin order).
+    pub backends: Vec<Backend>,
 }
 
 /// A service as read back from `LB_SVC`: its frontend's service index and
@@ -79,12 +132,9 @@ fn invalid(index: u32, vip: Ipv4Addr, reason: impl Into<String>) -> DataplaneErr
     }
 }
 
-/// Refuses what the programs could not serve.
-fn check_service(
-    index: u32,
-    vip: Ipv4Addr,
-    backends: &[(Ipv4Addr, u32)],
-) -> Result<(), DataplaneError> {
+/// Refuses what the programs could not serve (see also
+/// [`Dataplane::check_remote_backends`]).
+fn check_service(index: u32, vip: Ipv4Addr, backends: &[Backend]) -> Result<(), DataplaneError> {
     if index >= MAX_SERVICES {
         return Err(invalid(
             index,
@@ -103,17 +153,18 @@ fn check_service(
         ));
     }
     let mut seen = HashSet::new();
-    for (ip, ifindex) in backends {
-        if !unicast(*ip) || *ip == vip || *ifindex == 0 {
+    for backend in backends {
+        let ip = backend.ip();
+        if !unicast(ip) || ip == vip || matches!(backend, Backend::Local { ifindex: 0, .. }) {
             return Err(invalid(
                 index,
                 vip,
                 format!(
-                    "backend {ip} (ifindex {ifindex}) needs a unicast address other than the VIP and its host-side veth's ifindex"
+                    "backend {backend:?} needs a unicast address other than the VIP and, on this host, its host-side veth's ifindex"
                 ),
             ));
         }
-        if !seen.insert(*ip) {
+        if !seen.insert(ip) {
             return Err(invalid(index, vip, format!("backend {ip} is listed twice")));
         }
     }
@@ -122,8 +173,10 @@ fn check_service(
 
 impl Dataplane {
     /// Writes or replaces the service `index` with virtual IP `vip` and
-    /// `backends` (`(replica address, replica host-side ifindex)`, in
-    /// round-robin order). Idempotent.
+    /// `backends` (its replicas here and on other hosts, in round-robin
+    /// order). Idempotent. A remote backend must be written with
+    /// [`Dataplane::set_remote_endpoint`] first, on the network whose
+    /// subnet holds the VIP.
     ///
     /// Order, so that the programs never see a half-written service: the
     /// backends' counters (`LB_STATS`) and reply marks (`LB_BACKENDS`), then
@@ -138,15 +191,13 @@ impl Dataplane {
         &mut self,
         index: u32,
         vip: Ipv4Addr,
-        backends: &[(Ipv4Addr, u32)],
+        backends: &[Backend],
     ) -> Result<(), DataplaneError> {
         check_service(index, vip, backends)?;
+        self.check_remote_backends(index, vip, backends)?;
         let vip_be = ipv4_be(vip.octets());
         let old = self.read_service(vip_be)?;
-        let new: Vec<(u32, u32)> = backends
-            .iter()
-            .map(|(ip, ifindex)| (ipv4_be(ip.octets()), *ifindex))
-            .collect();
+        let new: Vec<(u32, u32)> = backends.iter().map(Backend::slot).collect();
 
         // 1. Bookkeeping of the backends: counters (kept if they exist) and
         //    the marks that make their replies be looked up in NAT_CT.
@@ -168,8 +219,11 @@ impl Dataplane {
                 }
             }
         }
-        for (_, ifindex) in &new {
-            self.mark_backend(*ifindex, true)?;
+        for &(ip, ifindex) in &new {
+            match ifindex {
+                0 => self.mark_remote_backend(ip, true)?,
+                ifindex => self.mark_backend(ifindex, true)?,
+            }
         }
         if old
             .as_ref()
@@ -218,10 +272,16 @@ impl Dataplane {
                 .copied()
                 .collect();
             self.remove_lb_stats(*old_index, stale.iter().map(|(ip, _)| *ip))?;
-            let gone: Vec<u32> = stale
-                .iter()
-                .map(|(_, ifindex)| *ifindex)
-                .filter(|i| !new.iter().any(|(_, n)| n == i))
+            // Those the new list does not have under their mark's key (a
+            // local one's ifindex, a remote one's address) may lose it.
+            let gone: Vec<(u32, u32)> = stale
+                .into_iter()
+                .filter(|&(ip, ifindex)| {
+                    !new.iter().any(|&(n_ip, n_ifindex)| match ifindex {
+                        0 => n_ifindex == 0 && n_ip == ip,
+                        _ => n_ifindex == ifindex,
+                    })
+                })
                 .collect();
             self.gc_lb_backends(Some(&gone))?;
         }
@@ -377,7 +437,7 @@ impl Dataplane {
                 out.push(ServiceEntry {
                     index,
                     vip: addr(vip),
-                    backends: slots.into_iter().map(|(ip, i)| (addr(ip), i)).collect(),
+                    backends: slots.into_iter().map(Backend::of_slot).collect(),
                 });
             }
         }
@@ -566,10 +626,42 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Removes the `LB_BACKENDS` marks of endpoints that are no backend of
+    /// Refuses remote backends that are not (yet) remote endpoints of the
+    /// network holding `vip`.
+    fn check_remote_backends(
+        &self,
+        index: u32,
+        vip: Ipv4Addr,
+        backends: &[Backend],
+    ) -> Result<(), DataplaneError> {
+        for backend in backends {
+            let Backend::Remote { ip } = *backend else {
+                continue;
+            };
+            let network = match self.remote_entry(ipv4_be(ip.octets()))? {
+                Some(remote) => self.network_by_index(remote.net_index)?,
+                None => None,
+            };
+            if !network.is_some_and(|(subnet, _)| subnet.contains(&vip)) {
+                return Err(invalid(
+                    index,
+                    vip,
+                    format!(
+                        "backend {ip} is no remote endpoint of the VIP's network - write it with set_remote_endpoint first"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the backend marks (`LB_BACKENDS` for local endpoints,
+    /// `OVL_REMOTE`'s for remote ones) of endpoints that are no backend of
     /// any service and have no balanced flow left (whose replies would
-    /// still need translating). `candidates`: only these ifindexes (`None`:
-    /// every mark). Walks `NAT_CT` only when some mark is unreferenced.
+    /// still need translating). `candidates`: only these, as slots hold
+    /// them (`(ipv4_be address, ifindex)`, ifindex 0 for a remote one);
+    /// `None`: every mark. Walks `NAT_CT` only when some mark is
+    /// unreferenced.
     ///
     /// The walk of `LB_SVC` stops as soon as every mark in question has
     /// been seen in a slot: with many services sharing their backends (one
@@ -577,25 +669,46 @@ impl Dataplane {
     /// rather than the whole map at every change.
     pub(super) fn gc_lb_backends(
         &mut self,
-        candidates: Option<&[u32]>,
+        candidates: Option<&[(u32, u32)]>,
     ) -> Result<(), DataplaneError> {
         if candidates.is_some_and(|c| c.is_empty()) {
             return Ok(());
         }
-        let mut unreferenced: HashSet<u32> = self
-            .lb_backend_marks()?
-            .into_iter()
-            .filter(|i| candidates.is_none_or(|c| c.contains(i)))
-            .collect();
+        let (mut local, mut remote): (HashSet<u32>, HashSet<u32>) = match candidates {
+            Some(c) => {
+                let marked: HashSet<u32> = self.lb_backend_marks()?.into_iter().collect();
+                (
+                    c.iter()
+                        .map(|&(_, ifindex)| ifindex)
+                        .filter(|i| marked.contains(i))
+                        .collect(),
+                    c.iter()
+                        .filter(|&&(_, ifindex)| ifindex == 0)
+                        .map(|&(ip, _)| ip)
+                        .collect(),
+                )
+            }
+            None => (
+                self.lb_backend_marks()?.into_iter().collect(),
+                self.remote_backend_marks()?
+                    .into_iter()
+                    .map(|ip| ipv4_be(ip.octets()))
+                    .collect(),
+            ),
+        };
         {
             let svc: HashMap<&MapData, SvcKey, SvcSlot> = self.object_map(map_names::LB_SVC)?;
             for entry in svc.iter() {
-                if unreferenced.is_empty() {
+                if local.is_empty() && remote.is_empty() {
                     return Ok(());
                 }
                 match entry {
                     Ok((k, s)) if k.slot != SLOT_FRONTEND => {
-                        unreferenced.remove(&s.ifindex);
+                        if s.ifindex == 0 {
+                            remote.remove(&s.backend);
+                        } else {
+                            local.remove(&s.ifindex);
+                        }
                     }
                     Ok(_) => {}
                     Err(e) if missing(&e) => {}
@@ -603,19 +716,27 @@ impl Dataplane {
                 }
             }
         }
-        if unreferenced.is_empty() {
+        if local.is_empty() && remote.is_empty() {
             return Ok(());
         }
-        let busy: HashSet<u32> = self
-            .conntrack()?
-            .into_iter()
-            .filter(|(_, e)| e.flags & (CT_F_LB | CT_F_REPLY) == CT_F_LB)
-            .map(|(_, e)| e.ifindex)
-            .collect();
-        for ifindex in unreferenced {
-            if !busy.contains(&ifindex) {
-                self.mark_backend(ifindex, false)?;
+        // Balanced flows still open: by the local veth or the remote
+        // address their entry towards the backend delivers to.
+        let (mut busy_local, mut busy_remote) = (HashSet::new(), HashSet::new());
+        for (_, e) in self.conntrack()? {
+            if e.flags & (CT_F_LB | CT_F_REPLY) != CT_F_LB {
+                continue;
             }
+            if e.flags & CT_F_TUNNEL != 0 {
+                busy_remote.insert(e.new_daddr);
+            } else {
+                busy_local.insert(e.ifindex);
+            }
+        }
+        for ifindex in local.difference(&busy_local) {
+            self.mark_backend(*ifindex, false)?;
+        }
+        for ip in remote.difference(&busy_remote) {
+            self.mark_remote_backend(*ip, false)?;
         }
         Ok(())
     }
@@ -629,20 +750,40 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn local(s: &str, ifindex: u32) -> Backend {
+        Backend::Local { ip: ip(s), ifindex }
+    }
+
     #[test]
     fn services_are_validated() {
         let vip = ip("10.0.0.100");
-        let ok = [(ip("10.0.0.2"), 5), (ip("10.0.0.3"), 6)];
+        let ok = [
+            local("10.0.0.2", 5),
+            local("10.0.0.3", 6),
+            Backend::Remote { ip: ip("10.0.0.4") },
+        ];
         assert!(check_service(0, vip, &ok).is_ok());
         assert!(check_service(0, vip, &[]).is_ok());
         assert!(check_service(MAX_SERVICES, vip, &ok).is_err());
         assert!(check_service(0, Ipv4Addr::UNSPECIFIED, &ok).is_err());
-        assert!(check_service(0, vip, &[(ip("10.0.0.2"), 0)]).is_err());
-        assert!(check_service(0, vip, &[(vip, 3)]).is_err());
-        assert!(check_service(0, vip, &[(ip("10.0.0.2"), 5), (ip("10.0.0.2"), 6)]).is_err());
+        assert!(check_service(0, vip, &[local("10.0.0.2", 0)]).is_err());
+        assert!(check_service(0, vip, &[local("10.0.0.100", 3)]).is_err());
+        assert!(check_service(0, vip, &[Backend::Remote { ip: vip }]).is_err());
+        assert!(check_service(0, vip, &[local("10.0.0.2", 5), local("10.0.0.2", 6)]).is_err());
+        let twice = [local("10.0.0.2", 5), Backend::Remote { ip: ip("10.0.0.2") }];
+        assert!(check_service(0, vip, &twice).is_err());
         let many: Vec<_> = (0..=MAX_BACKENDS)
-            .map(|i| (Ipv4Addr::from(0x0a00_0000 + i + 1), 1))
+            .map(|i| Backend::Remote {
+                ip: Ipv4Addr::from(0x0a00_0000 + i + 1),
+            })
             .collect();
         assert!(check_service(0, vip, &many).is_err());
+    }
+
+    #[test]
+    fn backends_round_trip_through_their_slots() {
+        for backend in [local("10.0.0.2", 5), Backend::Remote { ip: ip("10.0.0.4") }] {
+            assert_eq!(Backend::of_slot(backend.slot()), backend);
+        }
     }
 }

@@ -16,7 +16,7 @@
 //!   maps/LB_RR                   array service index -> round-robin cursor
 //!   maps/LB_STATS                per-CPU hash {service, backend} -> selections
 //!   maps/LB_BACKENDS             array endpoint slot -> 1 if a backend
-//!   maps/OVL_REMOTE              hash  remote IPv4 -> {network, VNI, host} (module `overlay`)
+//!   maps/OVL_REMOTE              hash  remote IPv4 -> {network, VNI, host, backend mark} (module `overlay`)
 //!   maps/OVL_HOSTS               hash  cluster host IPv4 -> 0
 //!   maps/OVL_VNI                 hash  VNI -> network index
 //!   maps/OVL_CFG                 array the VXLAN device's ifindex
@@ -120,12 +120,12 @@ use netd_common::{
 };
 use tracing::{debug, info, warn};
 
-pub use self::lb::ServiceEntry;
+pub use self::lb::{Backend, ServiceEntry};
 use self::map_access::{map_error, missing_map};
 pub use self::nat::{
     ConntrackEntry, ConntrackKey, NatStats, Proto, Published, PublishedPortStats, UPLINK_PROGRAM,
 };
-pub use self::overlay::{RemoteEndpoint, VXLAN_PROGRAM};
+pub use self::overlay::{BRIDGE_PROGRAM, RemoteEndpoint, VXLAN_PROGRAM};
 pub use self::raw_link::Attachment;
 pub use self::tc_filter::Filter;
 
@@ -814,6 +814,7 @@ fn load_programs(object: &[u8], maps_dir: &Path, sizes: &MapSizes) -> Result<Ebp
     for program in Direction::ALL.into_iter().map(program_name).chain([
         nat::UPLINK_PROGRAM,
         overlay::VXLAN_PROGRAM,
+        overlay::BRIDGE_PROGRAM,
         macvlan::MACVLAN_PROGRAM,
     ]) {
         classifier_mut(&mut ebpf, program)?

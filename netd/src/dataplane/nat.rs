@@ -140,6 +140,11 @@ pub struct NatStats {
     pub translated_packets: u64,
     /// Flows created from containers to services' virtual IPs.
     pub lb_flows: u64,
+    /// Flows the host itself opened to services' backends on other hosts.
+    pub host_flows: u64,
+    /// Flows other hosts passed on to local backends for clients outside
+    /// the cluster's networks (the routing mesh).
+    pub mesh_flows: u64,
     /// Flows created per published port, sorted by (proto, port, address).
     pub published: Vec<PublishedPortStats>,
 }

@@ -1,6 +1,8 @@
 //! The overlay: networks that span hosts, joined by VXLAN. The packet work
-//! is in `netd-ebpf/src/overlay.rs`; this writes what it steers by and
-//! attaches `netd_vxlan_in` to the host's VXLAN device.
+//! is in `netd-ebpf/src/overlay.rs` (and `mesh.rs` for services across
+//! hosts); this writes what it steers by and attaches `netd_vxlan_in` to
+//! the host's VXLAN device and `netd_bridge_out` to each overlay
+//! network's bridge.
 //!
 //! An overlay network looks like a bridge network on each host (its
 //! gateway on a bridge, its local endpoints on veths, written with
@@ -13,7 +15,17 @@
 //! - its endpoints on other hosts (`OVL_REMOTE`, one entry per endpoint,
 //!   by address: overlay addresses are unique in the cluster), each with
 //!   the host it lives on. The kernel holds no FDB or neighbour entry for
-//!   them, so nothing goes stale behind the daemon's back.
+//!   them, so nothing goes stale behind the daemon's back;
+//! - the egress of its bridge ([`Dataplane::attach_bridge`]): the host's
+//!   own connections to a service's backend on another host (which the
+//!   socket hooks send to that backend's address) leave through it, with
+//!   the uplink address as source, through the tunnel.
+//!
+//! A service's backends on other hosts are remote endpoints
+//! (`lb::Backend::Remote`); [`Dataplane::set_service`] marks them in their
+//! `OVL_REMOTE` entry (kept when the entry is written again), so that
+//! their packets are looked up as possible replies and the host's
+//! connections may go to them, and unmarks them like local backends.
 //!
 //! # Order (the programs act on whatever they find)
 //! 1. [`Dataplane::attach_vxlan`] on the device
@@ -24,7 +36,10 @@
 //!    carries, then its local endpoints as on a bridge;
 //! 3. [`Dataplane::set_overlay_host`] per host of the cluster;
 //! 4. [`Dataplane::set_remote_endpoint`] per endpoint on another host: it
-//!    refuses one whose network, VNI or host is not written yet.
+//!    refuses one whose network, VNI or host is not written yet; then the
+//!    services with their remote backends (`set_service`). An endpoint or
+//!    host that goes is removed after the services were written without
+//!    it.
 //!
 //! On start, after writing everything again: [`Dataplane::retain`] (which
 //! also drops the VNIs of networks that are gone),
@@ -38,7 +53,8 @@
 //! withdraws a lost host with one call).
 //!
 //! # Why a TC filter
-//! `netd_vxlan_in` runs as a `cls_bpf` filter on the device's `clsact`
+//! `netd_vxlan_in` (and `netd_bridge_out` on a bridge) runs as a `cls_bpf`
+//! filter on the device's `clsact`
 //! qdisc, like the endpoints' programs, not as a pinned TCX link like the
 //! uplink's: the device is netd's own (no other tool's programs to order
 //! against, which is what TCX is for on the uplink), the filter lives and
@@ -62,7 +78,7 @@ use netd_common::{
     Direction, NET_F_OVERLAY, ipv4_be,
     limits::NET_INDEXES,
     map_names,
-    overlay::{self as wire, OverlayConfig, VNI_MAX},
+    overlay::{self as wire, OverlayConfig, REMOTE_F_BACKEND, VNI_MAX},
 };
 use tracing::{debug, info};
 
@@ -75,9 +91,14 @@ use super::{
 /// Program attached to TC ingress of the VXLAN device.
 pub const VXLAN_PROGRAM: &str = "netd_vxlan_in";
 
+/// Program attached to TC egress of an overlay network's bridge.
+pub const BRIDGE_PROGRAM: &str = "netd_bridge_out";
+
 /// The hook `netd_vxlan_in` runs on: the device's ingress, which
 /// `tc_filter` names by the endpoints' direction that uses it.
 const INGRESS: Direction = Direction::FromEndpoint;
+/// The hook `netd_bridge_out` runs on: the bridge's egress.
+const EGRESS: Direction = Direction::ToEndpoint;
 
 /// An endpoint of an overlay network on another host, as `OVL_REMOTE`
 /// holds it.
@@ -236,7 +257,9 @@ impl Dataplane {
     /// with `remote.vni` as its VNI, its address a unicast one of the
     /// network's subnet but the gateway, and its host one of the cluster's
     /// (see the module docs for the order). An address a local endpoint
-    /// holds stays the local one's (the programs look there first).
+    /// holds stays the local one's (the programs look there first). A
+    /// replaced entry keeps its backend mark ([`Dataplane::set_service`]
+    /// sets it).
     pub fn set_remote_endpoint(&mut self, remote: &RemoteEndpoint) -> Result<(), DataplaneError> {
         if !unicast(remote.ip) {
             return Err(invalid(remote, "the address must be a unicast one"));
@@ -281,14 +304,17 @@ impl Dataplane {
                 ),
             ));
         }
+        let ip = ipv4_be(remote.ip.octets());
+        let flags = self.remote_entry(ip)?.map_or(0, |old| old.flags);
+        let mut map: HashMap<&mut MapData, u32, wire::RemoteEndpoint> =
+            self.object_map_mut(map_names::OVL_REMOTE)?;
         let value = wire::RemoteEndpoint {
             net_index: remote.net_index,
             vni: remote.vni,
             host: host_be,
+            flags,
         };
-        let mut map: HashMap<&mut MapData, u32, wire::RemoteEndpoint> =
-            self.object_map_mut(map_names::OVL_REMOTE)?;
-        map.insert(ipv4_be(remote.ip.octets()), value, BPF_ANY)
+        map.insert(ip, value, BPF_ANY)
             .map_err(map_error(map_names::OVL_REMOTE))?;
         debug!(
             ip = %remote.ip,
@@ -298,6 +324,64 @@ impl Dataplane {
             "remote endpoint written to the data path"
         );
         Ok(())
+    }
+
+    /// Marks (or unmarks) the remote endpoint with address `ip`
+    /// (`ipv4_be`) as a service's backend (`REMOTE_F_BACKEND`: its packets
+    /// are looked up as possible replies, the host's own connections may
+    /// go to it). A missing one is not an error: nothing to mark.
+    pub(super) fn mark_remote_backend(
+        &mut self,
+        ip: u32,
+        marked: bool,
+    ) -> Result<(), DataplaneError> {
+        let Some(mut value) = self.remote_entry(ip)? else {
+            return Ok(());
+        };
+        let flags = if marked {
+            value.flags | REMOTE_F_BACKEND
+        } else {
+            value.flags & !REMOTE_F_BACKEND
+        };
+        if flags == value.flags {
+            return Ok(());
+        }
+        value.flags = flags;
+        let mut map: HashMap<&mut MapData, u32, wire::RemoteEndpoint> =
+            self.object_map_mut(map_names::OVL_REMOTE)?;
+        map.insert(ip, value, BPF_ANY)
+            .map_err(map_error(map_names::OVL_REMOTE))
+    }
+
+    /// The `OVL_REMOTE` entry of the address `ip` (`ipv4_be`), if any.
+    pub(super) fn remote_entry(
+        &self,
+        ip: u32,
+    ) -> Result<Option<wire::RemoteEndpoint>, DataplaneError> {
+        let map: HashMap<&MapData, u32, wire::RemoteEndpoint> =
+            self.object_map(map_names::OVL_REMOTE)?;
+        found(map.get(&ip, 0)).map_err(map_error(map_names::OVL_REMOTE))
+    }
+
+    /// The remote endpoints marked as services' backends, sorted.
+    pub fn remote_backend_marks(&self) -> Result<Vec<Ipv4Addr>, DataplaneError> {
+        let mut out: Vec<Ipv4Addr> = self
+            .remote_entries()?
+            .into_iter()
+            .filter(|(_, value)| value.flags & REMOTE_F_BACKEND != 0)
+            .map(|(ip, _)| addr(ip))
+            .collect();
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Every `OVL_REMOTE` entry, `(ipv4_be address, value)`.
+    fn remote_entries(&self) -> Result<Vec<(u32, wire::RemoteEndpoint)>, DataplaneError> {
+        let map: HashMap<&MapData, u32, wire::RemoteEndpoint> =
+            self.object_map(map_names::OVL_REMOTE)?;
+        map.iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_error(map_names::OVL_REMOTE))
     }
 
     /// Removes the remote endpoint holding `ip`. A missing one is not an
@@ -337,18 +421,16 @@ impl Dataplane {
 
     /// Every remote endpoint (`OVL_REMOTE`), sorted by address.
     pub fn remote_endpoints(&self) -> Result<Vec<RemoteEndpoint>, DataplaneError> {
-        let map: HashMap<&MapData, u32, wire::RemoteEndpoint> =
-            self.object_map(map_names::OVL_REMOTE)?;
-        let mut out = Vec::new();
-        for entry in map.iter() {
-            let (ip, value) = entry.map_err(map_error(map_names::OVL_REMOTE))?;
-            out.push(RemoteEndpoint {
+        let mut out: Vec<RemoteEndpoint> = self
+            .remote_entries()?
+            .into_iter()
+            .map(|(ip, value)| RemoteEndpoint {
                 ip: addr(ip),
                 net_index: value.net_index,
                 vni: value.vni,
                 host: addr(value.host),
-            });
-        }
+            })
+            .collect();
         out.sort_unstable();
         Ok(out)
     }
@@ -396,7 +478,7 @@ impl Dataplane {
 
     /// The network with index `index` (`NET_BY_INDEX`, or `NET_LPM` for an
     /// index beyond that array): its subnet and its entry.
-    fn network_by_index(
+    pub(super) fn network_by_index(
         &self,
         index: u32,
     ) -> Result<Option<(Ipv4Net, netd_common::NetworkInfo)>, DataplaneError> {
@@ -433,14 +515,45 @@ impl Dataplane {
     /// any machine sends to the VXLAN port would be decapsulated into the
     /// host's stack, which may route it on.
     pub fn attach_vxlan(&mut self, ifname: &str, ifindex: u32) -> Result<(), DataplaneError> {
+        let readopted = self.attach_filter(VXLAN_PROGRAM, ifname, ifindex, INGRESS, |rtnl| {
+            rtnl.set_link_up(ifindex, true)
+        })?;
+        self.write_vxlan_ifindex(ifindex)?;
+        info!(ifname, ifindex, readopted, "VXLAN device attached");
+        Ok(())
+    }
+
+    /// Attaches `netd_bridge_out` to TC egress of the overlay network's
+    /// bridge `ifname` (`ifindex`), the same way as `netd_vxlan_in`: what
+    /// the host sends through it to a service's backend on another host
+    /// is translated and tunnelled there (and ARP for such a backend
+    /// answered). The filter goes with the bridge. Idempotent and
+    /// restart-safe like [`Dataplane::attach_vxlan`].
+    pub fn attach_bridge(&mut self, ifname: &str, ifindex: u32) -> Result<(), DataplaneError> {
+        let readopted = self.attach_filter(BRIDGE_PROGRAM, ifname, ifindex, EGRESS, |_| Ok(()))?;
+        debug!(ifname, ifindex, readopted, "overlay bridge attached");
+        Ok(())
+    }
+
+    /// Puts `program` as netd's filter on `hook` of `ifname` (`ifindex`),
+    /// switching one already there atomically, then runs `then` on the
+    /// same rtnetlink socket. Returns whether the filter was there.
+    fn attach_filter(
+        &self,
+        program: &'static str,
+        ifname: &str,
+        ifindex: u32,
+        hook: Direction,
+        then: impl FnOnce(&mut tc_filter::Rtnl) -> std::io::Result<()>,
+    ) -> Result<bool, DataplaneError> {
         check_interface(ifname, ifindex)?;
         let attach_err = |source: LinkOpError| DataplaneError::Attach {
-            program: VXLAN_PROGRAM,
+            program,
             ifname: ifname.to_string(),
             source: Box::new(source),
         };
         let fd = self
-            .vxlan_program()?
+            .classifier(program)?
             .fd()
             .map_err(|e| attach_err(e.into()))?
             .as_fd()
@@ -448,18 +561,10 @@ impl Dataplane {
         let mut rtnl = tc_filter::Rtnl::open().map_err(|e| attach_err(e.into()))?;
         rtnl.add_clsact(ifindex).map_err(|e| attach_err(e.into()))?;
         let created = rtnl
-            .set(ifindex, INGRESS, fd, VXLAN_PROGRAM)
+            .set(ifindex, hook, fd, program)
             .map_err(|e| attach_err(e.into()))?;
-        rtnl.set_link_up(ifindex, true)
-            .map_err(|e| attach_err(e.into()))?;
-        self.write_vxlan_ifindex(ifindex)?;
-        info!(
-            ifname,
-            ifindex,
-            readopted = !created,
-            "VXLAN device attached"
-        );
-        Ok(())
+        then(&mut rtnl).map_err(|e| attach_err(e.into()))?;
+        Ok(!created)
     }
 
     /// Stops tunnelling: forgets the VXLAN device (remote peers become
@@ -508,5 +613,10 @@ impl Dataplane {
     /// The loaded `netd_vxlan_in`, e.g. for BPF_PROG_TEST_RUN.
     pub fn vxlan_program(&self) -> Result<&SchedClassifier, DataplaneError> {
         self.classifier(VXLAN_PROGRAM)
+    }
+
+    /// The loaded `netd_bridge_out`, e.g. for BPF_PROG_TEST_RUN.
+    pub fn bridge_program(&self) -> Result<&SchedClassifier, DataplaneError> {
+        self.classifier(BRIDGE_PROGRAM)
     }
 }

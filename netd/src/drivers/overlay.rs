@@ -10,6 +10,9 @@
 //! (`cluster_scoped`): the engine allocates them in the cluster store, and
 //! every host sets the network up from the store's record.
 //!
+//! Its bridge carries `netd_bridge_out` on its egress, through which the
+//! host's own connections reach services' backends on other hosts.
+//!
 //! MTU: the encapsulation takes [`VXLAN_OVERHEAD`] bytes of the underlay's
 //! MTU, so endpoints get the underlay interface's MTU minus that (detected
 //! at attach), or `-o com.docker.network.driver.mtu=N`, so that a full-size
@@ -124,7 +127,19 @@ impl NetworkDriver for Overlay {
         k.dataplane
             .attach_vxlan(&vxlan, ifindex)
             .map_err(|e| EngineError::system(context(), e))?;
-        bridge::ensure(k, net, Some(vni)).await
+        bridge::ensure(k, net, Some(vni)).await?;
+        // The host's own connections to services' backends on other hosts
+        // leave through the bridge (see `dataplane::overlay`).
+        let name = names::bridge(k.prefix, net);
+        let bridge = k
+            .netlink
+            .link_index(&name)
+            .await
+            .map_err(|e| EngineError::system(context(), e))?
+            .ok_or_else(|| EngineError::system(context(), format!("bridge {name} is missing")))?;
+        k.dataplane
+            .attach_bridge(&name, bridge)
+            .map_err(|e| EngineError::system(context(), e))
     }
 
     async fn teardown(&self, k: &mut Kernel<'_>, net: &Network) {

@@ -456,18 +456,25 @@ impl Engine {
                 }
             }
         }
+        // Hosts and endpoints that go are removed after the services were
+        // written without them: a backend slot never names a remote
+        // endpoint the datapath no longer has.
+        let mut lost_hosts = Vec::new();
         for item in before.hosts.diff(&after.hosts) {
             let result = match item {
                 DiffItem::Add(_, h) | DiffItem::Update { new: (_, h), .. } => {
                     self.dataplane.set_overlay_host(h.addr)
                 }
-                // Takes the host's remote endpoints along.
-                DiffItem::Remove(_, h) => self.dataplane.remove_overlay_host(h.addr),
+                DiffItem::Remove(_, h) => {
+                    lost_hosts.push(h.addr);
+                    Ok(())
+                }
             };
             if let Err(e) = result {
                 warn!(error = %e, "cannot update the cluster's hosts in the datapath");
             }
         }
+        let mut gone_peers = Vec::new();
         for item in before.peers.diff(&after.peers) {
             let result = match item {
                 DiffItem::Add(_, p) | DiffItem::Update { new: (_, p), .. } => {
@@ -476,7 +483,10 @@ impl Engine {
                         None => Ok(()),
                     }
                 }
-                DiffItem::Remove(_, p) => self.dataplane.remove_remote_endpoint(p.ip),
+                DiffItem::Remove(_, p) => {
+                    gone_peers.push(p.ip);
+                    Ok(())
+                }
             };
             if let Err(e) = result {
                 warn!(error = %e, "cannot update a remote endpoint in the datapath");
@@ -499,6 +509,17 @@ impl Engine {
         for id in services {
             if let Err(e) = self.sync_service(&id) {
                 warn!(service = %id, error = %e, "cannot update the service");
+            }
+        }
+        for ip in gone_peers {
+            if let Err(e) = self.dataplane.remove_remote_endpoint(ip) {
+                warn!(error = %e, "cannot remove a remote endpoint from the datapath");
+            }
+        }
+        for addr in lost_hosts {
+            // Takes the host's remote endpoints along.
+            if let Err(e) = self.dataplane.remove_overlay_host(addr) {
+                warn!(error = %e, "cannot remove a host from the datapath");
             }
         }
         self.sync_host_addresses();

@@ -6,7 +6,6 @@
 //! the datapath (in an order that never exposes a half-written service).
 
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use tracing::{info, warn};
@@ -16,6 +15,7 @@ use super::snapshot::running_pid;
 use super::spec::{ContainerSpec, EndpointSpec, NetworkMode, PortSpec};
 use super::{Engine, now, ports, random_id};
 use crate::cluster::ServiceRequest;
+use crate::dataplane::Backend;
 use crate::error::{EngineError, Result};
 use crate::ipam;
 use crate::model::{Container, NameOf, Service, State, check_name, update_where};
@@ -343,17 +343,30 @@ impl Engine {
     }
 
     /// Makes the datapath's backend table and published ports of a service
-    /// match its replicas.
+    /// match its replicas: this host's, and on an overlay network the other
+    /// hosts' (`State::peers`), in name order.
     pub(super) fn sync_service(&mut self, id: &str) -> Result<()> {
         let Some(svc) = self.state.services.get(id).cloned() else {
             return Ok(());
         };
-        let backends: Vec<(Ipv4Addr, u32)> = self
+        let mut named: Vec<(&str, Backend)> = self
             .state
             .replicas_of(id)
             .into_iter()
-            .filter_map(|c| self.backend_of(c, &svc))
+            .filter_map(|c| Some((c.name.as_str(), self.backend_of(c, &svc)?)))
             .collect();
+        named.extend(
+            self.state
+                .peers
+                .values()
+                .filter(|p| p.services.iter().any(|s| s == id))
+                .filter_map(|p| {
+                    let remote = self.remote_endpoint(p)?;
+                    Some((p.container_name.as_str(), Backend::Remote { ip: remote.ip }))
+                }),
+        );
+        named.sort();
+        let backends: Vec<Backend> = named.into_iter().map(|(_, b)| b).collect();
         let context = || format!("cannot update service {}", svc.name);
         self.dataplane
             .set_service(svc.index, svc.vip, &backends)
@@ -376,7 +389,7 @@ impl Engine {
     /// The replica's address on the service's network and its host-side
     /// veth, as the load balancer needs them; none for a replica on its way
     /// out (`removing`), which takes no new connections.
-    fn backend_of(&self, c: &Container, svc: &Service) -> Option<(Ipv4Addr, u32)> {
+    fn backend_of(&self, c: &Container, svc: &Service) -> Option<Backend> {
         if c.removing {
             return None;
         }
@@ -385,7 +398,10 @@ impl Engine {
             .iter()
             .find(|e| e.network_id == svc.network_id)?;
         let link = self.links.get(&ep.id)?;
-        Some((ep.ip, link.ifindex))
+        Some(Backend::Local {
+            ip: ep.ip,
+            ifindex: link.ifindex,
+        })
     }
 
     pub(super) fn remove_service_datapath(&mut self, svc: &Service) {

@@ -8,7 +8,7 @@
 use std::{net::Ipv4Addr, ops::RangeInclusive};
 
 use ipnet::Ipv4Net;
-use netd::dataplane::{Dataplane, Direction, DropReason};
+use netd::dataplane::{Backend, Dataplane, Direction, DropReason};
 
 use super::addr::{ip, mac_of};
 use super::frames::frame;
@@ -34,6 +34,16 @@ pub struct Ep {
     pub ip: Ipv4Addr,
     pub mac: [u8; 6],
     pub gw: Ipv4Addr,
+}
+
+impl Ep {
+    /// The endpoint as a service's backend on this host.
+    pub fn backend(&self) -> Backend {
+        Backend::Local {
+            ip: self.ip,
+            ifindex: self.ifindex,
+        }
+    }
 }
 
 /// A loaded data path with three networks, four endpoints and an uplink;

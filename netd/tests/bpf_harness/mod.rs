@@ -3,7 +3,7 @@
 //! also used by the other privileged tests that build kernel objects by
 //! hand (`netlink`): crafted frames and their checksums, BPF_PROG_TEST_RUN
 //! and the counters, the lab of endpoints written to a private pin
-//! directory, the raw `bpf(2)` calls aya has no API for, a shim that runs
+//! directory (and its overlay variant), the raw `bpf(2)` calls aya has no API for, a shim that runs
 //! a program as if on tunnelled packets, guards for the pins, namespaces,
 //! veths, bridges and processes a test makes, servers for real traffic,
 //! and the root check every privileged test makes first (the daemon
@@ -17,6 +17,7 @@ pub mod cmd;
 pub mod frames;
 pub mod guards;
 pub mod lab;
+pub mod overlay;
 pub mod prog;
 pub mod root;
 pub mod servers;

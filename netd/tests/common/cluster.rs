@@ -161,6 +161,16 @@ impl Lab {
     }
 }
 
+/// Waits until `cond` holds; `what` names it in the failure. The limit
+/// only bounds a failing test: it is no assertion about how fast.
+pub fn eventually(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        sleep(Duration::from_millis(50));
+    }
+}
+
 impl Host {
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
@@ -233,6 +243,20 @@ impl Host {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Sets the host's link to the underlay up or down (a host lost, or
+    /// back).
+    pub fn set_link(&self, up: bool) {
+        sh(&[
+            "ip",
+            "-n",
+            &self.netns,
+            "link",
+            "set",
+            "eth0",
+            if up { "up" } else { "down" },
+        ]);
     }
 
     pub fn start_again(&mut self) {
