@@ -36,6 +36,17 @@ pub const NET_F_INTERNAL: u32 = 1;
 /// endpoint may be one on another host (`OVL_REMOTE`).
 pub const NET_F_OVERLAY: u32 = 2;
 
+/// [`NetworkInfo::flags`]: endpoints of the network do not reach each
+/// other (Docker's `com.docker.network.bridge.enable_icc=false`); they
+/// still reach their gateway, the outside and services.
+pub const NET_F_NO_ICC: u32 = 4;
+
+/// [`NetworkInfo::flags`]: what goes outside every netd network is not
+/// masqueraded (Docker's `com.docker.network.bridge.enable_ip_masquerade=
+/// false`): it is passed to the host with the container's address, for
+/// the host's routing to forward.
+pub const NET_F_NO_MASQUERADE: u32 = 8;
+
 /// Value of `NET_LPM`: what the programs need to know about a network.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]

@@ -103,19 +103,23 @@ pub enum DropReason {
     /// holds (the sending host's view is stale, e.g. the container just
     /// left, or the packet was aimed at the gateway or beyond).
     NoEndpoint = 15,
-    /// From an interface the data path has no endpoint for where one is
-    /// required (a macvlan whose `MV_EP` entry is gone): fail closed.
+    /// From an interface the data path has no endpoint for (a veth whose
+    /// `EP_BY_IF` entry or a macvlan whose `MV_EP` entry is gone): fail
+    /// closed.
     UnknownSender = 16,
     /// Arrived through the overlay tunnel from a client outside the
     /// cluster's networks (another host's routing mesh) without a flow
     /// here: only the opening packet of a TCP or UDP connection to a
     /// service's backend starts one.
     NoFlow = 17,
+    /// Between two endpoints of a network created with
+    /// `com.docker.network.bridge.enable_icc=false`.
+    IccDisabled = 18,
 }
 
 impl DropReason {
     /// All reasons, in value order.
-    pub const ALL: [DropReason; 18] = [
+    pub const ALL: [DropReason; 19] = [
         DropReason::Unknown,
         DropReason::Malformed,
         DropReason::NotIp,
@@ -134,6 +138,7 @@ impl DropReason {
         DropReason::NoEndpoint,
         DropReason::UnknownSender,
         DropReason::NoFlow,
+        DropReason::IccDisabled,
     ];
 
     /// Decodes a raw value read from a map; `None` for values this build does
@@ -158,6 +163,7 @@ impl DropReason {
             15 => Some(DropReason::NoEndpoint),
             16 => Some(DropReason::UnknownSender),
             17 => Some(DropReason::NoFlow),
+            18 => Some(DropReason::IccDisabled),
             _ => None,
         }
     }
@@ -183,6 +189,7 @@ impl DropReason {
             DropReason::NoEndpoint => "no_endpoint",
             DropReason::UnknownSender => "unknown_sender",
             DropReason::NoFlow => "no_flow",
+            DropReason::IccDisabled => "icc_disabled",
         }
     }
 }
@@ -314,6 +321,7 @@ mod tests {
         assert_eq!(DropReason::NoEndpoint as u32, 15);
         assert_eq!(DropReason::UnknownSender as u32, 16);
         assert_eq!(DropReason::NoFlow as u32, 17);
+        assert_eq!(DropReason::IccDisabled as u32, 18);
         assert_eq!(Direction::FromEndpoint as u32, 0);
         assert_eq!(Direction::ToEndpoint as u32, 1);
     }

@@ -7,7 +7,10 @@
 //! forwarded as a bridge would (L2 semantics: the containers share a subnet,
 //! so the TTL is not decremented and the Ethernet source stays the sender's
 //! MAC); only the destination MAC is (re)written to the endpoint's, so the
-//! frame is right even if the sender's neighbour entry was not.
+//! frame is right even if the sender's neighbour entry was not. On a
+//! network created with `enable_icc=false` (`NET_F_NO_ICC`) peers do not
+//! reach each other that way (`IccDisabled`), only through services and
+//! published ports.
 //!
 //! Everything that is passed on (to the gateway, to an unused address of the
 //! own subnet, to the outside world) gets the gateway's MAC as Ethernet
@@ -27,7 +30,7 @@
 //! offered to `lb` as a possible reply of a balanced flow.
 use aya_ebpf::{helpers::generated::bpf_redirect_peer, programs::TcContext};
 use netd_common::{
-    Direction, DropReason, EndpointInfo, NET_F_INTERNAL, NET_F_OVERLAY, mac_for_ipv4,
+    Direction, DropReason, EndpointInfo, NET_F_INTERNAL, NET_F_NO_ICC, NET_F_OVERLAY, mac_for_ipv4,
 };
 
 use crate::{
@@ -80,6 +83,15 @@ pub(crate) fn from_endpoint(ctx: &TcContext, ep: &EndpointInfo) -> Result<i32, D
             && let Some(verdict) = lb::reply(ctx)?
         {
             return Ok(verdict);
+        }
+        // `enable_icc=false`: peers only reach each other through a VIP
+        // or a published port (the reply just above).
+        let own = match indexed {
+            Some(own) => Some(own.info),
+            None => maps::network_of(ep.ip),
+        };
+        if own.is_some_and(|net| net.flags & NET_F_NO_ICC != 0) {
+            return Err(DropReason::IccDisabled);
         }
         // Verifier note: `lb::reply` may have pulled the packet, which
         // invalidates `frame`; write through a freshly checked pointer.

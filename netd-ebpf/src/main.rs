@@ -127,17 +127,18 @@ pub fn netd_mv_out(ctx: TcContext) -> i32 {
 /// housekeeping), and a frame of an unknown protocol must not reach the
 /// bridge, which would flood it to the other containers.
 ///
-/// On any other interface the program only checks headers, so a veth
-/// attached before its endpoint was written is neither steered nor
-/// counted (the counters are the endpoint's).
+/// On a veth without an entry it drops everything (`UnknownSender`): the
+/// daemon writes the entry before it attaches the program and brings the
+/// veth up, and removes it only when the endpoint goes, so a missing entry
+/// means an endpoint being torn down, or maps that lost it; either way
+/// nothing it sends may pass unchecked (fail closed).
 ///
 /// A packet that is not dropped is counted against the sender (`from_*`);
 /// `forward` and `translate` also count the deliveries they make by redirect.
 #[inline(always)]
 fn try_netd_from_ep(ctx: &TcContext) -> Result<i32, DropReason> {
     let Some(ep) = maps::endpoint_by_ifindex(stats::ifindex(ctx)) else {
-        parse::check_headers(ctx)?;
-        return Ok(VERDICT_NEXT);
+        return Err(DropReason::UnknownSender);
     };
     let ether_type = parse::ether_type(ctx)?;
     let verdict = if ether_type == parse::ETH_P_IP {

@@ -19,6 +19,10 @@
 //!   127.0.0.1 key, so loopback-only ports stay unreachable from outside),
 //!   else the packet passes untouched to the host.
 //!
+//! A network created with `enable_ip_masquerade=false` (`NET_F_NO_MASQUERADE`)
+//! gets everything but the masquerade: its containers' packets to the
+//! outside pass to the host with their own source, for the host's routing.
+//!
 //! A translated packet (`translate`) gets its TTL decremented (it is
 //! routed) and its checksums updated incrementally (`csum`). Delivered to a
 //! container, it gets the container's MAC as destination and its gateway's
@@ -72,7 +76,8 @@
 //! see `conntrack::create`).
 use aya_ebpf::programs::TcContext;
 use netd_common::{
-    DropReason, EndpointInfo, NET_F_INTERNAL, NetworkInfo, PublishKey, PublishTarget,
+    DropReason, EndpointInfo, NET_F_INTERNAL, NET_F_NO_MASQUERADE, NetworkInfo, PublishKey,
+    PublishTarget,
     nat::{
         CT_F_DNAT, CT_F_HAIRPIN, CT_F_REPLY, CT_F_SNAT, CT_F_TO_UPLINK, CtEntry, NatCounter,
         PROTO_TCP, PROTO_UDP,
@@ -208,6 +213,10 @@ pub(crate) fn from_endpoint(
         return Ok(Some(verdict));
     }
     if daddr & LOOPBACK_MASK == LOOPBACK_NET {
+        return Ok(None);
+    }
+    if own.flags & NET_F_NO_MASQUERADE != 0 {
+        // `enable_ip_masquerade=false`: the host routes it as it is.
         return Ok(None);
     }
     // Masquerade.

@@ -472,6 +472,16 @@ fn bad_requests_are_refused_and_change_nothing() {
                 "network",
                 "create",
                 "-o",
+                "com.docker.network.bridge.enable_icc=maybe",
+                "m",
+            ],
+            "not a boolean",
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "-o",
                 "com.docker.network.bridge.name=br9",
                 "m",
             ],

@@ -45,7 +45,7 @@ use bpf_harness::{
 use ipnet::Ipv4Net;
 use netd::dataplane::{
     Dataplane, DataplaneError, Direction, DropReason, EndpointInfo, EndpointStats, MapSizes,
-    NetworkInfo, program_name,
+    NetworkInfo, NetworkPolicy, program_name,
 };
 
 /// The sender of [`udp_frame`] and [`arp_frame`]: 10.0.0.2 on
@@ -63,7 +63,7 @@ fn register(dp: &mut Dataplane, ifindex: u32) {
         1,
         "10.0.0.0/24".parse().expect("subnet"),
         [10, 0, 0, 1].into(),
-        false,
+        NetworkPolicy::OPEN,
     )
     .expect("set network");
     dp.set_endpoint(ifindex, FRAME_SENDER.into(), FRAME_SENDER_MAC, 1)
@@ -168,8 +168,11 @@ fn to_ep_counts_into_the_to_counters() {
     );
 }
 
+/// What a container sends on an interface without `EP_BY_IF` entry is
+/// dropped (fail closed, `unknown_sender`); what is delivered to it only
+/// has its headers checked.
 #[test]
-fn packets_on_an_interface_without_entry_pass_uncounted() {
+fn packets_from_an_interface_without_entry_are_dropped() {
     let pins = PinDir::new();
     let veth = Veth::new();
     let mut dp = pins.load();
@@ -179,24 +182,28 @@ fn packets_on_an_interface_without_entry_pass_uncounted() {
 
     // ifindex 1 is loopback, which is no endpoint.
     let frame = udp_frame(18);
-    for direction in Direction::ALL {
-        let r = test_run(&dp, direction, 1, &frame, 2).expect("test run");
-        assert_eq!(r.verdict, VERDICT_NEXT);
-        assert_eq!(r.out, frame);
-    }
+    let r = test_run(&dp, Direction::FromEndpoint, 1, &frame, 2).expect("test run");
+    assert_eq!(r.verdict, VERDICT_DROP);
+    assert_eq!(
+        drops(&dp, DropReason::UnknownSender, Direction::FromEndpoint),
+        2
+    );
+    let r = test_run(&dp, Direction::ToEndpoint, 1, &frame, 2).expect("test run");
+    assert_eq!(r.verdict, VERDICT_NEXT);
+    assert_eq!(r.out, frame);
     assert_eq!(
         dp.endpoint_stats().expect("stats"),
         vec![(ifindex, EndpointStats::default())],
         "no entry is created for unknown interfaces and the known one is untouched"
     );
-    assert_eq!(total_drops(&dp), 0);
+    assert_eq!(total_drops(&dp), 2);
 }
 
 #[test]
 fn malformed_ip_headers_are_dropped_and_counted() {
-    // An attached veth that is no endpoint: the programs check the headers
-    // of every frame (a registered endpoint drops non-IPv4 earlier, as
-    // `not_ip`; `Lab::assert_dropped` checks its drops count as no traffic).
+    // What is delivered to an attached veth: `netd_to_ep` checks the
+    // headers of every frame (what an endpoint sends is parsed further, see
+    // `Lab::assert_dropped`).
     let pins = PinDir::new();
     let veth = Veth::new();
     let mut dp = pins.load();
@@ -222,19 +229,23 @@ fn malformed_ip_headers_are_dropped_and_counted() {
     ];
     let mut expected = 0;
     for (what, frame) in complete_but_impossible {
-        let r = test_run(&dp, Direction::FromEndpoint, ifindex, frame, 1)
+        let r = test_run(&dp, Direction::ToEndpoint, ifindex, frame, 1)
             .unwrap_or_else(|e| panic!("{what}: {e:?}"));
         assert_eq!(r.verdict, VERDICT_DROP, "{what}");
         expected += 1;
         assert_eq!(
-            drops(&dp, DropReason::Malformed, Direction::FromEndpoint),
+            drops(&dp, DropReason::Malformed, Direction::ToEndpoint),
             expected,
             "{what}"
         );
     }
     let r = test_run(&dp, Direction::ToEndpoint, ifindex, &wrong_version, 2).expect("test run");
     assert_eq!(r.verdict, VERDICT_DROP);
-    assert_eq!(drops(&dp, DropReason::Malformed, Direction::ToEndpoint), 2);
+    expected += 2;
+    assert_eq!(
+        drops(&dp, DropReason::Malformed, Direction::ToEndpoint),
+        expected
+    );
 
     // Frames cut off inside the fixed IP header: the program drops them as
     // malformed, but recent kernels (net/bpf/test_run.c, 2026: "reject
@@ -248,7 +259,7 @@ fn malformed_ip_headers_are_dropped_and_counted() {
         ("truncated IPv4", &good[..14 + 10]),
         ("truncated IPv6", &truncated_ipv6[..]),
     ] {
-        match test_run(&dp, Direction::FromEndpoint, ifindex, frame, 1) {
+        match test_run(&dp, Direction::ToEndpoint, ifindex, frame, 1) {
             Ok(r) => {
                 assert_eq!(r.verdict, VERDICT_DROP, "{what}");
                 expected += 1;
@@ -256,7 +267,7 @@ fn malformed_ip_headers_are_dropped_and_counted() {
             Err(e) => assert_eq!(errno(&e), Some(libc::EINVAL), "{what}: {e:?}"),
         }
         assert_eq!(
-            drops(&dp, DropReason::Malformed, Direction::FromEndpoint),
+            drops(&dp, DropReason::Malformed, Direction::ToEndpoint),
             expected,
             "{what}"
         );
@@ -265,17 +276,17 @@ fn malformed_ip_headers_are_dropped_and_counted() {
     // A frame shorter than an Ethernet header never reaches the program:
     // BPF_PROG_TEST_RUN refuses it on every kernel, as a veth never
     // delivers one.
-    let e = test_run(&dp, Direction::FromEndpoint, ifindex, &good[..10], 1).expect_err("short");
+    let e = test_run(&dp, Direction::ToEndpoint, ifindex, &good[..10], 1).expect_err("short");
     assert_eq!(errno(&e), Some(libc::EINVAL));
 
-    assert_eq!(total_drops(&dp), expected + 2);
+    assert_eq!(total_drops(&dp), expected);
 }
 
-/// On an interface without `EP_BY_IF` entry (attached, never written with
-/// `set_endpoint`) non-IP frames pass; registered endpoints drop them (see
-/// `anything_but_ipv4_and_arp_is_dropped`).
+/// An attached interface that was never written with `set_endpoint`
+/// (`EP_BY_IF` has no entry) passes nothing it sends, ARP included, and
+/// has no counters.
 #[test]
-fn an_attached_interface_that_is_no_endpoint_is_neither_steered_nor_counted() {
+fn an_attached_interface_that_is_no_endpoint_passes_nothing() {
     let pins = PinDir::new();
     let veth = Veth::new();
     let mut dp = pins.load();
@@ -284,11 +295,13 @@ fn an_attached_interface_that_is_no_endpoint_is_neither_steered_nor_counted() {
 
     for frame in [arp_frame(), udp_frame(18)] {
         let r = test_run(&dp, Direction::FromEndpoint, ifindex, &frame, 1).expect("test run");
-        assert_eq!(r.verdict, VERDICT_NEXT);
-        assert_eq!(r.out, frame);
+        assert_eq!(r.verdict, VERDICT_DROP);
     }
     assert_eq!(stats_of(&dp, ifindex), None, "no slot, no counters");
-    assert_eq!(total_drops(&dp), 0);
+    assert_eq!(
+        drops(&dp, DropReason::UnknownSender, Direction::FromEndpoint),
+        2
+    );
 }
 
 #[test]
@@ -409,7 +422,7 @@ fn detach_and_remove_take_filters_and_counters_and_are_idempotent() {
     assert_eq!(stats_of(&dp, ifindex), None);
 
     let r = test_run(&dp, Direction::FromEndpoint, ifindex, &udp_frame(18), 1).expect("run");
-    assert_eq!(r.verdict, VERDICT_NEXT);
+    assert_eq!(r.verdict, VERDICT_DROP, "a removed endpoint sends nothing");
     assert_eq!(stats_of(&dp, ifindex), None, "no longer counted");
 
     dp.detach_endpoint(&veth.host).expect("detach twice");
@@ -600,7 +613,7 @@ fn real_traffic_over_a_veth_pair_is_counted() {
     // the MAC netd derives for it; the container has its derived MAC too.
     let (gateway, me) = (veth.host_addr, veth.peer_addr);
     let subnet: Ipv4Net = format!("{gateway}/30").parse().expect("subnet");
-    dp.set_network(1, subnet.trunc(), gateway, false)
+    dp.set_network(1, subnet.trunc(), gateway, NetworkPolicy::OPEN)
         .expect("set network");
     dp.set_endpoint(ifindex, me, mac_of(me), 1)
         .expect("set endpoint");
@@ -695,6 +708,36 @@ fn same_network_packets_are_redirected_to_the_peer_and_counted_for_both() {
     assert_eq!(r.verdict, VERDICT_REDIRECT);
     assert_eq!(stats_of(&lab.dp, a.ifindex).expect("a").to_packets, 1);
     assert_eq!(total_drops(&lab.dp), 0);
+}
+
+/// `enable_icc=false`: peers on the network are dropped
+/// (`icc_disabled`), the gateway is still reached, and another network's
+/// peers are untouched.
+#[test]
+fn a_network_without_icc_keeps_its_peers_apart() {
+    let mut lab = lab();
+    let gw = ip("10.91.0.1");
+    lab.dp
+        .set_network(
+            1,
+            net("10.91.0.0/24"),
+            gw,
+            NetworkPolicy::OPEN.without_icc(),
+        )
+        .expect("rewrite network 1");
+    let (a, b) = (&lab.a, &lab.b);
+    lab.assert_dropped(
+        a,
+        &ipv4_frame(mac_of(gw), a.mac, a.ip, b.ip),
+        DropReason::IccDisabled,
+        "a to its peer b",
+    );
+    let r = lab.send_frame(a, &ipv4_frame(mac_of(gw), a.mac, a.ip, gw));
+    assert_eq!(r.verdict, VERDICT_NEXT, "a to its gateway");
+    assert_eq!(
+        lab.drops(DropReason::IccDisabled, Direction::FromEndpoint),
+        1
+    );
 }
 
 #[test]
@@ -1012,7 +1055,7 @@ fn steering_entries_are_written_idempotently_and_survive_a_restart() {
     let mut dp = pins.load();
 
     let err = dp
-        .set_network(1, net("10.91.0.0/24"), ip("10.92.0.1"), false)
+        .set_network(1, net("10.91.0.0/24"), ip("10.92.0.1"), NetworkPolicy::OPEN)
         .expect_err("gateway outside the subnet");
     assert!(
         matches!(err, DataplaneError::InvalidNetwork { .. }),
@@ -1028,12 +1071,17 @@ fn steering_entries_are_written_idempotently_and_survive_a_restart() {
 
     for _ in 0..2 {
         // Host bits of the subnet are ignored.
-        dp.set_network(1, net("10.91.0.9/24"), ip("10.91.0.1"), true)
-            .expect("set network");
+        dp.set_network(
+            1,
+            net("10.91.0.9/24"),
+            ip("10.91.0.1"),
+            NetworkPolicy::INTERNAL,
+        )
+        .expect("set network");
         dp.set_endpoint(ia, ip("10.91.0.2"), mac_of(ip("10.91.0.2")), 1)
             .expect("set endpoint");
     }
-    dp.set_network(2, net("10.92.0.0/16"), ip("10.92.0.1"), false)
+    dp.set_network(2, net("10.92.0.0/16"), ip("10.92.0.1"), NetworkPolicy::OPEN)
         .expect("set network");
     assert_eq!(
         dp.networks().expect("networks"),
@@ -1233,8 +1281,10 @@ fn real_traffic_is_steered_by_the_programs_not_the_bridge() {
 
     let (a, b, c) = (Veth::new(), Veth::new(), Veth::new());
     let mut dp = pins.load();
-    dp.set_network(1, subnet1, gw1, false).expect("network 1");
-    dp.set_network(2, subnet2, gw2, false).expect("network 2");
+    dp.set_network(1, subnet1, gw1, NetworkPolicy::OPEN)
+        .expect("network 1");
+    dp.set_network(2, subnet2, gw2, NetworkPolicy::OPEN)
+        .expect("network 2");
     for (veth, ip, net_index) in [(&a, ip_a, 1), (&b, ip_b, 1), (&c, ip_c, 2)] {
         let ifindex = veth.ifindex();
         dp.set_endpoint(ifindex, ip, mac_of(ip), net_index)

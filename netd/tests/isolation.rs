@@ -300,6 +300,30 @@ fn internal_networks_stay_inside() {
     assert!(d.drops("internal_network") >= before + 2, "not counted");
 }
 
+/// `-o com.docker.network.bridge.enable_icc=false`: containers of the
+/// network reach their gateway (the host) but not each other, and the
+/// drops are counted as `icc_disabled`.
+#[test]
+fn a_network_without_icc_keeps_containers_apart() {
+    let d = Daemon::start();
+    d.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.247.0.0/24",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+        "q",
+    ]);
+    d.ok(&["container", "create", "--network", "q", "x"]);
+    d.ok(&["container", "create", "--network", "q", "y"]);
+    let x = d.netns("x");
+    let before = d.drops("icc_disabled");
+    assert!(!ping(&x, &ip_of(&d, "y", "q"), 2), "x reached its peer y");
+    assert!(d.drops("icc_disabled") >= before + 2, "not counted");
+    assert!(ping(&x, "10.247.0.1", 2), "x -> its gateway");
+}
+
 /// A veth pair the test owns, standing in for a LAN: one end in the host
 /// (the macvlan parent), the other in a "lan" namespace.
 struct Lan {

@@ -39,7 +39,8 @@ use bpf_harness::{
     servers::{Server, tcp_hello},
 };
 use netd::dataplane::{
-    Backend, Dataplane, Direction, DropReason, Proto, ServiceEntry, cgroup2_root, host_netns_cookie,
+    Backend, Dataplane, Direction, DropReason, NetworkPolicy, Proto, ServiceEntry, cgroup2_root,
+    host_netns_cookie,
 };
 use netd_common::nat::CT_F_LB;
 
@@ -721,7 +722,7 @@ fn real_connections_to_a_vip_are_balanced_round_robin() {
     let gw = ip(&format!("10.237.{x}.1"));
     let vip = ip(&format!("10.237.{x}.100"));
     let mut dp = pins.load();
-    dp.set_network(1, net(&format!("10.237.{x}.0/24")), gw, false)
+    dp.set_network(1, net(&format!("10.237.{x}.0/24")), gw, NetworkPolicy::OPEN)
         .expect("network");
 
     // The gateway: a bridge with the gateway's address and MAC, for the

@@ -27,7 +27,7 @@ use bpf_harness::{
     overlay::{HOST1, HOST2, Overlay, STRANGER, VNI1, in_subnet_of, udp_frame},
     prog::{RunResult, VERDICT_NEXT, VERDICT_REDIRECT, run_program, stats_of},
 };
-use netd::dataplane::{Backend, ConntrackEntry, ConntrackKey, DropReason, Proto};
+use netd::dataplane::{Backend, ConntrackEntry, ConntrackKey, DropReason, NetworkPolicy, Proto};
 use netd_common::nat::{CT_F_MESH, CT_F_TO_HOST, CT_F_TUNNEL, PROTO_TCP};
 
 /// The service of every test, on overlay network 1: its index, its VIP's
@@ -402,7 +402,7 @@ fn internal_overlay_networks_stay_closed_to_the_mesh() {
     let (net1, gw) = (bpf_harness::overlay::subnet_of(&ov.lab.a), ov.lab.a.gw);
     ov.lab
         .dp
-        .set_overlay_network(1, net1, gw, true, VNI1)
+        .set_overlay_network(1, net1, gw, NetworkPolicy::INTERNAL, VNI1)
         .expect("internal");
     let (client, b) = (ip(CLIENT), &ov.lab.b);
     let f = tcp_frame(client, b.ip, 48000, 80, SYN);

@@ -39,7 +39,8 @@ use bpf_harness::{
     prog::{VERDICT_DROP, VERDICT_NEXT, VERDICT_REDIRECT, tcx_program_ids},
 };
 use netd::dataplane::{
-    ConntrackEntry, ConntrackKey, Dataplane, Direction, DropReason, MapSizes, NatStats, Proto,
+    ConntrackEntry, ConntrackKey, Dataplane, Direction, DropReason, MapSizes, NatStats,
+    NetworkPolicy, Proto,
 };
 use netd_common::limits::NET_HINT_READY;
 use netd_common::map_names;
@@ -147,6 +148,38 @@ fn replies_are_translated_back_and_delivered_to_the_container() {
         ct.iter().all(|(_, e)| e.flags & CT_F_ESTABLISHED != 0),
         "{ct:?}"
     );
+    assert_eq!(lab.total_drops(), 0);
+}
+
+/// `enable_ip_masquerade=false`: a packet to the outside is passed to the
+/// host unchanged (its own source, for the host to route), and no flow is
+/// created; replies of published ports still work the usual way.
+#[test]
+fn a_network_without_masquerade_passes_its_own_source() {
+    let mut lab = lab();
+    let gw = lab.a.gw;
+    lab.dp
+        .set_network(
+            1,
+            net("10.61.0.0/24"),
+            gw,
+            NetworkPolicy::OPEN.without_masquerade(),
+        )
+        .expect("rewrite network 1");
+    let (a, remote) = (&lab.a, ip(REMOTE));
+    let sent = frame(
+        mac_of(gw),
+        a.mac,
+        a.ip,
+        remote,
+        TCP,
+        &tcp(a.ip, remote, 40000, 80, SYN),
+    );
+    let r = lab.send_frame(a, &sent);
+    assert_eq!(r.verdict, VERDICT_NEXT);
+    assert_eq!(r.out, sent, "untouched");
+    assert_eq!(lab.flows(), 0);
+    assert_eq!(lab.stats().snat_flows, 0);
     assert_eq!(lab.total_drops(), 0);
 }
 
@@ -987,7 +1020,7 @@ fn the_outside_skips_the_lookups_but_never_a_netd_address() {
 
     // The next network written makes the hint whole again.
     lab.dp
-        .set_network(2, net("10.62.0.0/24"), gw2, false)
+        .set_network(2, net("10.62.0.0/24"), gw2, NetworkPolicy::OPEN)
         .expect("network 2 again");
     assert_eq!(hint.get(&NET_HINT_READY, 0).expect("ready"), 1);
     assert_eq!(send(&lab, gw2).verdict, VERDICT_DROP);
@@ -1362,7 +1395,7 @@ fn real_traffic(checksums: Checksums) {
 
     let mut dp = pins.load();
     let (c_if, up_if) = (cont.ifindex(), outside.ifindex());
-    dp.set_network(1, net(&format!("10.249.{x}.0/24")), gw, false)
+    dp.set_network(1, net(&format!("10.249.{x}.0/24")), gw, NetworkPolicy::OPEN)
         .expect("network");
     dp.set_endpoint(c_if, c_addr, mac_of(c_addr), 1)
         .expect("endpoint");

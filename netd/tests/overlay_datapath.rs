@@ -34,7 +34,8 @@ use bpf_harness::{
     servers::{IO_TIMEOUT, Server, tcp_hello},
 };
 use netd::dataplane::{
-    Dataplane, DataplaneError, Direction, DropReason, EndpointStats, OverlayStats, RemoteEndpoint,
+    Dataplane, DataplaneError, Direction, DropReason, EndpointStats, NetworkPolicy, OverlayStats,
+    RemoteEndpoint,
 };
 use netd::netlink::{self, EndpointPlumbing, Netlink, NetlinkError, VXLAN_OVERHEAD};
 
@@ -353,7 +354,7 @@ fn remote_endpoints_are_refused_until_what_they_hang_on_is_written() {
     dp.set_remote_endpoint(&good).expect("idempotent");
     for vni in [0, 1 << 24] {
         assert!(matches!(
-            dp.set_overlay_network(1, subnet_of(&ov.lab.a), a.1, false, vni),
+            dp.set_overlay_network(1, subnet_of(&ov.lab.a), a.1, NetworkPolicy::OPEN, vni),
             Err(DataplaneError::InvalidVni { .. })
         ));
     }
@@ -385,9 +386,9 @@ fn overlay_entries_go_with_what_they_hang_on_and_survive_a_restart() {
     // and keeps it.
     let pins = &ov.lab.pins;
     let mut dp = pins.load();
-    dp.set_overlay_network(1, net1, gw1, false, VNI1)
+    dp.set_overlay_network(1, net1, gw1, NetworkPolicy::OPEN, VNI1)
         .expect("again");
-    dp.set_overlay_network(2, net2, gw2, false, VNI2)
+    dp.set_overlay_network(2, net2, gw2, NetworkPolicy::OPEN, VNI2)
         .expect("again");
     dp.attach_vxlan(&ov.vxlan.host, ov.vxlan_ifindex)
         .expect("re-attach in place");
@@ -439,7 +440,7 @@ fn overlay_entries_go_with_what_they_hang_on_and_survive_a_restart() {
 
     // A network written as a local one stops being an overlay: its VNI
     // and remote endpoints go.
-    dp.set_network(2, net2, gw2, false)
+    dp.set_network(2, net2, gw2, NetworkPolicy::OPEN)
         .expect("network 2 local");
     assert_eq!(dp.overlay_networks().unwrap(), [(VNI1, 1)]);
     assert_eq!(dp.remote_endpoints().unwrap(), [ov.r1, ov.r2]);
@@ -449,7 +450,7 @@ fn overlay_entries_go_with_what_they_hang_on_and_survive_a_restart() {
 
     // A VNI moved to another network (a stale binding) takes the remote
     // endpoints of the old one along.
-    dp.set_overlay_network(2, net2, gw2, false, VNI1)
+    dp.set_overlay_network(2, net2, gw2, NetworkPolicy::OPEN, VNI1)
         .expect("VNI 1 to network 2");
     assert_eq!(dp.overlay_networks().unwrap(), [(VNI1, 2)]);
     assert_eq!(dp.remote_endpoints().unwrap(), []);
@@ -459,7 +460,7 @@ fn overlay_entries_go_with_what_they_hang_on_and_survive_a_restart() {
     assert_eq!(dp.overlay_networks().unwrap(), []);
 
     // And so does one that a restart no longer knows.
-    dp.set_overlay_network(1, net1, gw1, false, VNI1)
+    dp.set_overlay_network(1, net1, gw1, NetworkPolicy::OPEN, VNI1)
         .expect("again");
     dp.set_remote_endpoint(&ov.r1).expect("again");
     let endpoints = [(ov.lab.d.ifindex, ov.lab.d.ip)];
@@ -625,7 +626,7 @@ impl Host {
         let subnet = SUBNET.parse().expect("subnet");
         // Attaching looks the interfaces up by name: from inside the host.
         ns.run(|| {
-            dp.set_overlay_network(1, subnet, gateway, false, VNI)
+            dp.set_overlay_network(1, subnet, gateway, NetworkPolicy::OPEN, VNI)
                 .expect("overlay network");
             dp.set_endpoint(ep_ifindex, ip, mac_of(ip), 1)
                 .expect("endpoint");

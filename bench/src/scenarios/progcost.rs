@@ -30,7 +30,9 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result, bail};
 use aya::programs::SchedClassifier;
 use aya::programs::{TestRun as _, TestRunOptions};
-use netd::dataplane::{Backend, Dataplane, Direction, MapSizes, Proto, RemoteEndpoint};
+use netd::dataplane::{
+    Backend, Dataplane, Direction, MapSizes, NetworkPolicy, Proto, RemoteEndpoint,
+};
 
 use self::frames::{
     OTHER_NET_MAC, OTHER_NET_PEER, OVERLAY_SENDER, OVERLAY_SENDER_MAC, PEER, PEER_MAC, PEER2,
@@ -217,13 +219,13 @@ fn prepare(dp: &mut Dataplane, env: &Env) -> Result<()> {
         1,
         "198.19.9.0/24".parse()?,
         Ipv4Addr::new(198, 19, 9, 1),
-        false,
+        NetworkPolicy::OPEN,
     )?;
     dp.set_network(
         2,
         "198.19.10.0/24".parse()?,
         Ipv4Addr::new(198, 19, 10, 1),
-        false,
+        NetworkPolicy::OPEN,
     )?;
     dp.set_endpoint(env.endpoint, SENDER, SENDER_MAC, 1)?;
     dp.set_endpoint(env.peer, PEER, PEER_MAC, 1)?;
@@ -233,7 +235,7 @@ fn prepare(dp: &mut Dataplane, env: &Env) -> Result<()> {
         3,
         "198.19.13.0/24".parse()?,
         Ipv4Addr::new(198, 19, 13, 1),
-        false,
+        NetworkPolicy::OPEN,
         OVERLAY_VNI,
     )?;
     dp.set_endpoint(env.overlay_sender, OVERLAY_SENDER, OVERLAY_SENDER_MAC, 3)?;

@@ -127,6 +127,7 @@ pub use self::nat::{
 };
 pub use self::overlay::{BRIDGE_PROGRAM, RemoteEndpoint, VXLAN_PROGRAM};
 pub use self::raw_link::Attachment;
+pub use self::steering::NetworkPolicy;
 pub use self::tc_filter::Filter;
 
 /// The kernel object built by `build.rs` from `netd-ebpf`.

@@ -83,7 +83,7 @@ use netd_common::{
 use tracing::{debug, info};
 
 use super::{
-    BPF_ANY, Dataplane, DataplaneError, LinkOpError, check_interface,
+    BPF_ANY, Dataplane, DataplaneError, LinkOpError, NetworkPolicy, check_interface,
     map_access::{addr, found, map_error, removed},
     tc_filter, unicast,
 };
@@ -135,13 +135,13 @@ impl Dataplane {
         index: u32,
         subnet: Ipv4Net,
         gateway: Ipv4Addr,
-        internal: bool,
+        policy: NetworkPolicy,
         vni: u32,
     ) -> Result<(), DataplaneError> {
         if vni == 0 || vni > VNI_MAX {
             return Err(DataplaneError::InvalidVni { vni });
         }
-        self.write_network(index, subnet, gateway, internal, Some(vni))
+        self.write_network(index, subnet, gateway, policy, Some(vni))
     }
 
     /// Binds `vni` to the network `index` in `OVL_VNI` (`None`: binds none

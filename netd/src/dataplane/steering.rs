@@ -52,7 +52,8 @@ use std::{
 use aya::maps::lpm_trie::Key;
 use ipnet::Ipv4Net;
 use netd_common::{
-    EndpointInfo, IndexedNetwork, NET_F_INTERNAL, NET_F_OVERLAY, NetworkInfo, ipv4_be,
+    EndpointInfo, IndexedNetwork, NET_F_INTERNAL, NET_F_NO_ICC, NET_F_NO_MASQUERADE, NET_F_OVERLAY,
+    NetworkInfo, ipv4_be,
     limits::{NET_HINT_READY, NET_HINT_WORDS, NET_INDEXES},
     map_names, net_hint_bit, next_generation,
 };
@@ -88,12 +89,36 @@ fn hint_bit(slash16: u32) -> (u32, u32) {
     net_hint_bit(ipv4_be(Ipv4Addr::from(slash16 << 16).octets()))
 }
 
+/// What a network lets its endpoints do beyond reaching their gateway
+/// (its `NET_F_*` bits but the overlay's, which the VNI sets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetworkPolicy(u32);
+
+impl NetworkPolicy {
+    /// Docker's defaults: endpoints reach each other, and the outside
+    /// masqueraded.
+    pub const OPEN: NetworkPolicy = NetworkPolicy(0);
+    /// `--internal`: nothing leaves the network.
+    pub const INTERNAL: NetworkPolicy = NetworkPolicy(NET_F_INTERNAL);
+
+    /// `enable_icc=false`: endpoints do not reach each other.
+    pub const fn without_icc(self) -> NetworkPolicy {
+        NetworkPolicy(self.0 | NET_F_NO_ICC)
+    }
+
+    /// `enable_ip_masquerade=false`: what goes outside leaves with the
+    /// container's own address, routed by the host.
+    pub const fn without_masquerade(self) -> NetworkPolicy {
+        NetworkPolicy(self.0 | NET_F_NO_MASQUERADE)
+    }
+}
+
 impl Dataplane {
     /// Writes (or overwrites) the `NET_LPM` entry of `subnet` and the
     /// `NET_BY_INDEX` element of `index` (for indexes the array has): the
     /// network `index`, its `gateway` (whose MAC the programs derive with
     /// `netd_common::mac_for_ipv4`, so the bridge must carry that MAC) and
-    /// whether it is `internal`; and its /16s in `NET_HINT`. Host bits of
+    /// its `policy`; and its /16s in `NET_HINT`. Host bits of
     /// `subnet` are ignored.
     ///
     /// Call it when the network is created and on every start, before any
@@ -106,9 +131,9 @@ impl Dataplane {
         index: u32,
         subnet: Ipv4Net,
         gateway: Ipv4Addr,
-        internal: bool,
+        policy: NetworkPolicy,
     ) -> Result<(), DataplaneError> {
-        self.write_network(index, subnet, gateway, internal, None)
+        self.write_network(index, subnet, gateway, policy, None)
     }
 
     /// [`Dataplane::set_network`], for an overlay network with `vni`.
@@ -117,14 +142,14 @@ impl Dataplane {
         index: u32,
         subnet: Ipv4Net,
         gateway: Ipv4Addr,
-        internal: bool,
+        policy: NetworkPolicy,
         vni: Option<u32>,
     ) -> Result<(), DataplaneError> {
         if !subnet.contains(&gateway) {
             return Err(DataplaneError::InvalidNetwork { subnet, gateway });
         }
         let subnet = subnet.trunc();
-        let mut flags = if internal { NET_F_INTERNAL } else { 0 };
+        let mut flags = policy.0;
         if vni.is_some() {
             flags |= NET_F_OVERLAY;
         }
@@ -152,7 +177,7 @@ impl Dataplane {
         if rebound {
             self.prune_overlay()?;
         }
-        debug!(%subnet, index, %gateway, internal, ?vni, "network written to the data path");
+        debug!(%subnet, index, %gateway, flags, ?vni, "network written to the data path");
         Ok(())
     }
 

@@ -65,6 +65,9 @@ impl NetworkDriver for Bridge {
                 options::HOST_BINDING_IPV4 => {
                     options::parse_host_binding(value)?;
                 }
+                options::ENABLE_ICC | options::ENABLE_IP_MASQUERADE => {
+                    options::parse_bool(key, value)?;
+                }
                 NAME_OPTION => {
                     return Err(EngineError::InvalidParameter(format!(
                         "-o {NAME_OPTION}: netd names bridge devices itself \
@@ -137,13 +140,16 @@ pub(super) async fn ensure(k: &mut Kernel<'_>, net: &Network, vni: Option<u32>) 
         .await
         .map_err(|e| EngineError::system(context(), e))?;
     let written = match vni {
-        Some(vni) => {
-            k.dataplane
-                .set_overlay_network(net.index, pool.subnet, pool.gateway, net.internal, vni)
-        }
+        Some(vni) => k.dataplane.set_overlay_network(
+            net.index,
+            pool.subnet,
+            pool.gateway,
+            options::policy(net),
+            vni,
+        ),
         None => k
             .dataplane
-            .set_network(net.index, pool.subnet, pool.gateway, net.internal),
+            .set_network(net.index, pool.subnet, pool.gateway, options::policy(net)),
     };
     written.map_err(|e| EngineError::system(context(), e))
 }

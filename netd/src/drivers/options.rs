@@ -7,6 +7,7 @@
 
 use std::net::Ipv4Addr;
 
+use crate::dataplane::NetworkPolicy;
 use crate::error::{EngineError, Result};
 use crate::model::Network;
 
@@ -17,6 +18,14 @@ pub const MTU: &str = "com.docker.network.driver.mtu";
 /// The host address `-p` binds to when it names none (Docker's default is
 /// every address).
 pub const HOST_BINDING_IPV4: &str = "com.docker.network.bridge.host_binding_ipv4";
+
+/// Whether a bridge network's containers reach each other (Docker's
+/// default: true).
+pub const ENABLE_ICC: &str = "com.docker.network.bridge.enable_icc";
+
+/// Whether what a bridge network's containers send outside is
+/// masqueraded (Docker's default: true).
+pub const ENABLE_IP_MASQUERADE: &str = "com.docker.network.bridge.enable_ip_masquerade";
 
 /// IPv4's minimum MTU that every link must carry (RFC 791).
 const MIN_MTU: u32 = 576;
@@ -64,6 +73,41 @@ pub fn host_binding(net: &Network) -> Option<Ipv4Addr> {
         .filter(|ip| !ip.is_unspecified())
 }
 
+/// A boolean option's value, spelled as Go's `strconv.ParseBool` (how
+/// Docker reads them) accepts.
+pub fn parse_bool(key: &str, value: &str) -> Result<bool> {
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(EngineError::InvalidParameter(format!(
+            "invalid -o {key}={value}: not a boolean (true or false)"
+        ))),
+    }
+}
+
+/// What the datapath lets `net`'s endpoints do: `--internal`, and the
+/// [`ENABLE_ICC`] and [`ENABLE_IP_MASQUERADE`] options (validated at
+/// create; absent means Docker's default, true).
+pub fn policy(net: &Network) -> NetworkPolicy {
+    let enabled = |key| {
+        net.options
+            .get(key)
+            .is_none_or(|v| parse_bool(key, v).unwrap_or(true))
+    };
+    let mut policy = if net.internal {
+        NetworkPolicy::INTERNAL
+    } else {
+        NetworkPolicy::OPEN
+    };
+    if !enabled(ENABLE_ICC) {
+        policy = policy.without_icc();
+    }
+    if !enabled(ENABLE_IP_MASQUERADE) {
+        policy = policy.without_masquerade();
+    }
+    policy
+}
+
 /// The error for an option the driver does not implement.
 pub fn unsupported(driver: &str, key: &str) -> EngineError {
     EngineError::InvalidParameter(format!(
@@ -74,6 +118,14 @@ pub fn unsupported(driver: &str, key: &str) -> EngineError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn booleans_are_read_as_docker_reads_them() {
+        assert!(parse_bool(ENABLE_ICC, "True").unwrap());
+        assert!(!parse_bool(ENABLE_ICC, "0").unwrap());
+        let e = parse_bool(ENABLE_ICC, "no").unwrap_err().to_string();
+        assert!(e.contains("not a boolean"), "{e}");
+    }
 
     #[test]
     fn mtus_are_checked() {

@@ -8,7 +8,7 @@
 use std::{net::Ipv4Addr, ops::RangeInclusive};
 
 use ipnet::Ipv4Net;
-use netd::dataplane::{Backend, Dataplane, Direction, DropReason};
+use netd::dataplane::{Backend, Dataplane, Direction, DropReason, NetworkPolicy};
 
 use super::addr::{ip, mac_of};
 use super::frames::frame;
@@ -75,8 +75,17 @@ impl Lab {
         for net_index in 1..=3 {
             let gateway = Lab::gateway(n, net_index);
             let subnet = Ipv4Net::new(gateway, 24).expect("prefix").trunc();
-            dp.set_network(net_index, subnet, gateway, net_index == 3)
-                .expect("set network");
+            dp.set_network(
+                net_index,
+                subnet,
+                gateway,
+                if net_index == 3 {
+                    NetworkPolicy::INTERNAL
+                } else {
+                    NetworkPolicy::OPEN
+                },
+            )
+            .expect("set network");
         }
         let a = Lab::endpoint(&mut dp, Lab::gateway(n, 1), 1, 2);
         let b = Lab::endpoint(&mut dp, Lab::gateway(n, 1), 1, 3);

@@ -5,7 +5,9 @@
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use netd::dataplane::{Direction, DropReason, NatStats, OverlayStats, RemoteEndpoint};
+use netd::dataplane::{
+    Direction, DropReason, NatStats, NetworkPolicy, OverlayStats, RemoteEndpoint,
+};
 
 use super::addr::{ip, mac_of};
 use super::frames::{UDP, frame, udp};
@@ -55,10 +57,10 @@ impl Overlay {
         let mut lab = Lab::new(81);
         let (net1, gw1, net2, gw2) = (subnet_of(&lab.a), lab.a.gw, subnet_of(&lab.c), lab.c.gw);
         lab.dp
-            .set_overlay_network(1, net1, gw1, false, VNI1)
+            .set_overlay_network(1, net1, gw1, NetworkPolicy::OPEN, VNI1)
             .expect("overlay network 1");
         lab.dp
-            .set_overlay_network(2, net2, gw2, false, VNI2)
+            .set_overlay_network(2, net2, gw2, NetworkPolicy::OPEN, VNI2)
             .expect("overlay network 2");
         let vxlan = Veth::new();
         let vxlan_ifindex = vxlan.ifindex();
