@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use common::cluster::{LEASE_TTL_SECS, Lab, eventually};
