@@ -9,6 +9,7 @@
 //! - `cluster`: the state hosts share, in etcd (overlay networks, their
 //!   endpoints and services, host membership).
 //! - `store`: crash-safe persistence of the desired state.
+//! - `state_dir`: the state directory: private to root, locked by one daemon.
 //! - `ipam`: address pools and allocation, derived from the state.
 //! - `names`: the names of the kernel objects netd makes.
 //! - `netlink`: namespaces, links, addresses and routes (rtnetlink).
@@ -40,6 +41,7 @@ pub mod netlink;
 pub mod notify;
 pub mod reload;
 pub mod sandbox;
+pub mod state_dir;
 pub mod store;
 pub mod traffic;
 pub mod uplink;

@@ -16,10 +16,13 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::state_dir::FILE_MODE;
 
 /// Starts `cmd` in the background inside `netns` (`None` = the host's),
 /// as the leader of its own session and process group so that [`stop`] can
@@ -36,6 +39,7 @@ pub fn spawn(netns: Option<&Path>, cmd: &[String], log: &Path) -> io::Result<u32
     let out = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(FILE_MODE)
         .open(log)
         .map_err(|e| with_context(e, format!("open log file {}", log.display())))?;
     let err = out
