@@ -14,6 +14,7 @@
 //! - `names`: the names of the kernel objects netd makes.
 //! - `netlink`: namespaces, links, addresses and routes (rtnetlink).
 //! - `sandbox`: processes inside container namespaces.
+//! - `process`: which process a record names; stopping it and no other.
 //! - `dataplane`: loading, pinning and attaching the eBPF programs; map access.
 //! - `dns`: the embedded DNS server of user-defined networks.
 //! - `traffic`: counters joined with names, for `netd stats` and metrics.
@@ -39,6 +40,7 @@ pub mod model;
 pub mod names;
 pub mod netlink;
 pub mod notify;
+pub mod process;
 pub mod reload;
 pub mod sandbox;
 pub mod state_dir;
