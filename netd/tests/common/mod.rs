@@ -27,6 +27,16 @@ pub mod etcd;
 /// loading the eBPF object, restoring state). Generous: machines are shared.
 const READY_WAIT: Duration = Duration::from_secs(60);
 
+/// Waits until `cond` holds (a few seconds at most on a busy machine; the
+/// limit only turns a hang into a failure).
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        sleep(Duration::from_millis(20));
+    }
+}
+
 pub struct Daemon {
     pub prefix: String,
     /// The daemon's uplink: a veth whose peer (`eth0` in the `outside`
@@ -365,6 +375,13 @@ impl Daemon {
     /// daemon would; reading does not change the files.
     pub fn state(&self) -> Value {
         serde_json::to_value(self.persisted().expect("the state loads")).unwrap()
+    }
+
+    /// The persisted record of container `name`, if there is one.
+    pub fn stored_container(&self, name: &str) -> Option<Value> {
+        let state = self.state();
+        let containers = state["containers"].as_object()?;
+        containers.values().find(|c| c["name"] == name).cloned()
     }
 
     fn persisted(&self) -> Result<netd::model::State, netd::store::StoreError> {
