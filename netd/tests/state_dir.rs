@@ -67,6 +67,15 @@ fn run_sleepers<const N: usize>(d: &Daemon, subnet: &str, names: [&str; N]) -> [
     names.map(|name| inspect(d, name)["State"]["Pid"].as_u64().unwrap() as u32)
 }
 
+/// A daemon that ran containers per [`run_sleepers`] and was stopped
+/// (their processes run on), for its records to be edited; their pids.
+fn stopped_with_sleepers<const N: usize>(subnet: &str, names: [&str; N]) -> (Daemon, [u32; N]) {
+    let mut d = Daemon::start();
+    let pids = run_sleepers(&d, subnet, names);
+    d.stop();
+    (d, pids)
+}
+
 /// SIGKILLs the process group a container's process leads and waits until
 /// it has ended.
 fn end_process(pid: u32) {
@@ -179,10 +188,8 @@ fn a_second_daemon_on_the_state_directory_is_refused_by_its_lock() {
 
 #[test]
 fn a_record_whose_pid_names_another_process_never_signals_it() {
-    let mut d = Daemon::start();
     let names = ["reused", "legacy", "upgraded"];
-    let [reused, legacy, upgraded] = run_sleepers(&d, "10.227.0.0/24", names);
-    d.stop();
+    let (mut d, [reused, legacy, upgraded]) = stopped_with_sleepers("10.227.0.0/24", names);
     // Two processes end while the daemon is away, and their pids now name
     // processes of someone else's (the test's own).
     let mut others = [replaced(reused), replaced(legacy)];
@@ -223,10 +230,8 @@ fn a_record_whose_pid_names_another_process_never_signals_it() {
 
 #[test]
 fn a_removal_interrupted_at_any_point_is_finished_by_the_next_start() {
-    let mut d = Daemon::start();
     let names = ["marked", "stopped", "reused"];
-    let [marked, stopped, reused] = run_sleepers(&d, "10.228.0.0/24", names);
-    d.stop();
+    let (mut d, [marked, stopped, reused]) = stopped_with_sleepers("10.228.0.0/24", names);
     // A daemon killed right after the `removing` mark was committed
     // (`marked`: its process runs), after the process ended (`stopped`),
     // and after that, with the pid since given to another process
