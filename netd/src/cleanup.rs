@@ -36,7 +36,7 @@ use crate::dataplane::{self, Dataplane};
 use crate::dns::RESOLV_DIR;
 use crate::names;
 use crate::netlink::{Netlink, netns};
-use crate::sandbox;
+use crate::process;
 
 /// How long container processes get to exit on SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -136,21 +136,29 @@ impl Cleaner {
 
     /// Stops every process inside the namespaces, so that none keeps one
     /// alive after its name is gone.
+    /// Each is held by a pidfd while it is still in the namespace, so
+    /// that one that ends is never mistaken for a process given its pid.
     fn stop_processes(&mut self, namespaces: &[String]) {
         let own = std::process::id();
-        let mut pids = Vec::new();
+        let mut held = Vec::new();
         for name in namespaces {
             match netns::pids(name) {
-                Ok(found) => pids.extend(found.into_iter().filter(|p| *p != own)),
+                Ok(found) => {
+                    held.extend(found.into_iter().filter(|p| *p != own).filter_map(|pid| {
+                        process::Held::open(pid, |pid| netns::process_in(pid, &netns::path(name)))
+                    }))
+                }
                 Err(e) => self.failed(&format!("list the processes in {name}"), e),
             }
         }
-        if pids.is_empty() {
+        if held.is_empty() {
             return;
         }
-        sandbox::stop_all(&pids, STOP_GRACE);
-        let mut shown: Vec<String> = pids.iter().map(u32::to_string).collect();
+        let mut shown: Vec<String> = held.iter().map(|p| p.pid().to_string()).collect();
         shown.sort();
+        for pid in process::stop(held, STOP_GRACE) {
+            self.failed(&format!("stop process {pid}"), "it outlived SIGKILL");
+        }
         self.removed(format!("processes {}", shown.join(" ")));
     }
 

@@ -31,6 +31,7 @@ use crate::metrics::Metrics;
 use crate::netlink::Netlink;
 use crate::notify::Notifier;
 use crate::reload::{self as config_reload, Live};
+use crate::state_dir::StateDir;
 use crate::store::FileStore;
 use crate::traffic::Telemetry;
 use crate::uplink;
@@ -65,6 +66,9 @@ async fn serve(
     notifier: Notifier,
     log: reload::Handle<EnvFilter, tracing_subscriber::Registry>,
 ) -> anyhow::Result<()> {
+    // First: a second daemon on this state directory stops here, before it
+    // touches anything.
+    let state_dir = StateDir::open(&s.state_dir)?;
     let uplink = uplink::resolve(s.uplink.as_deref())?;
     match &uplink {
         Some(u) => info!(uplink = %u.ifname, addr = %u.addr, "outside is through the uplink"),
@@ -73,7 +77,7 @@ async fn serve(
              published ports answer only on the host"
         ),
     }
-    let store = FileStore::new(&s.state_dir)?;
+    let store = FileStore::new(state_dir.path())?;
     let netlink = Netlink::new()
         .await
         .context("cannot open a netlink socket")?;
@@ -108,7 +112,7 @@ async fn serve(
     let engine = Engine::start(
         EngineConfig {
             prefix: s.prefix.clone(),
-            log_dir: s.state_dir.join("logs"),
+            log_dir: state_dir.logs(),
             uplink,
             dns,
             cluster: cluster.clone(),
@@ -271,10 +275,7 @@ fn host_id(state_dir: &Path) -> anyhow::Result<String> {
         bail!("cannot draw a random host id");
     }
     let id: String = buf.iter().map(|b| format!("{b:02x}")).collect();
-    fs::create_dir_all(state_dir)?;
-    let tmp = state_dir.join("host-id.tmp");
-    fs::write(&tmp, format!("{id}\n"))
-        .and_then(|()| fs::rename(&tmp, &path))
+    crate::state_dir::replace_file(state_dir, "host-id", format!("{id}\n").as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(id)
 }

@@ -10,10 +10,12 @@
 //! - `cluster`: the state hosts share, in etcd (overlay networks, their
 //!   endpoints and services, host membership).
 //! - `store`: crash-safe persistence of the desired state.
+//! - `state_dir`: the state directory: private to root, locked by one daemon.
 //! - `ipam`: address pools and allocation, derived from the state.
 //! - `names`: the names of the kernel objects netd makes.
 //! - `netlink`: namespaces, links, addresses and routes (rtnetlink).
 //! - `sandbox`: processes inside container namespaces.
+//! - `process`: which process a record names; stopping it and no other.
 //! - `dataplane`: loading, pinning and attaching the eBPF programs; map access.
 //! - `dns`: the embedded DNS server of user-defined networks.
 //! - `traffic`: counters joined with names, for `netd stats` and metrics.
@@ -40,8 +42,10 @@ pub mod model;
 pub mod names;
 pub mod netlink;
 pub mod notify;
+pub mod process;
 pub mod reload;
 pub mod sandbox;
+pub mod state_dir;
 pub mod store;
 pub mod traffic;
 pub mod uplink;

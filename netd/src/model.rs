@@ -142,6 +142,23 @@ pub struct Process {
     pub cmd: Vec<String>,
     /// Pid of the process group leader while it runs.
     pub pid: Option<u32>,
+    /// When that process started, set with `pid`: a pid alone may name
+    /// another process by now (the kernel reuses the pid of one that ended,
+    /// and a reboot starts over). Records written before netd kept it have
+    /// none; the daemon's start checks those once (`process::adopt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<Start>,
+}
+
+/// The start of a process: with its pid, it names that process and no
+/// other, ever.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Start {
+    /// `starttime` of `/proc/PID/stat`: clock ticks from boot to the start.
+    pub ticks: u64,
+    /// `/proc/sys/kernel/random/boot_id` of the boot it started in, which
+    /// `ticks` count from.
+    pub boot_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -581,6 +598,22 @@ mod tests {
             services(container_json(r#","services":["s1","s2"]"#)),
             ["s1", "s2"]
         );
+    }
+
+    #[test]
+    fn a_process_recorded_without_its_start_loads() {
+        let old = r#"{"cmd":["sleep","9"],"pid":42}"#;
+        let p: Process = serde_json::from_str(old).unwrap();
+        assert_eq!((p.pid, p.started), (Some(42), None));
+        let p = Process {
+            started: Some(Start {
+                ticks: 7,
+                boot_id: "b".into(),
+            }),
+            ..p
+        };
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(serde_json::from_str::<Process>(&json).unwrap(), p);
     }
 
     #[test]

@@ -16,26 +16,32 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+
+use crate::model::Start;
+use crate::process::start_of;
+use crate::state_dir::FILE_MODE;
 
 /// Starts `cmd` in the background inside `netns` (`None` = the host's),
-/// as the leader of its own session and process group so that [`stop`] can
-/// signal everything it starts and a terminal's signals don't reach it.
+/// as the leader of its own session and process group so that
+/// [`process::stop`](crate::process::stop) can signal everything it starts
+/// and a terminal's signals don't reach it.
 /// stdin is `/dev/null`; stdout and stderr are appended to `log`.
 ///
 /// The child is not tied to the daemon's life (no `PR_SET_PDEATHSIG`): a
 /// daemon crash or restart must not kill containers. While the daemon runs,
 /// a small thread reaps the child when it exits so it doesn't linger as a
-/// zombie. Returns the pid.
-pub fn spawn(netns: Option<&Path>, cmd: &[String], log: &Path) -> io::Result<u32> {
+/// zombie. Returns the pid and the start of the process.
+pub fn spawn(netns: Option<&Path>, cmd: &[String], log: &Path) -> io::Result<(u32, Start)> {
     let (program, args) = split_cmd(cmd)?;
     let ns = netns.map(open_netns).transpose()?;
     let out = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(FILE_MODE)
         .open(log)
         .map_err(|e| with_context(e, format!("open log file {}", log.display())))?;
     let err = out
@@ -58,6 +64,15 @@ pub fn spawn(netns: Option<&Path>, cmd: &[String], log: &Path) -> io::Result<u32
     let mut child = command.spawn().map_err(|e| exec_error(program, e))?;
     drop(ns);
     let pid = child.id();
+    // Before the reaper may reap it: until then even an exited child keeps
+    // its entry in /proc.
+    let Some(start) = start_of(pid) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(io::Error::other(format!(
+            "cannot read the start of process {pid}"
+        )));
+    };
     let reaper = std::thread::Builder::new()
         .name(format!("netd-reap-{pid}"))
         .stack_size(64 * 1024)
@@ -66,10 +81,10 @@ pub fn spawn(netns: Option<&Path>, cmd: &[String], log: &Path) -> io::Result<u32
         });
     if let Err(e) = reaper {
         // Not fatal: the process runs; it may just stay a zombie after exit
-        // until `stop` reaps it or the daemon exits.
+        // until `process::stop` reaps it or the daemon exits.
         tracing::warn!(pid, error = %e, "failed to start reaper thread");
     }
-    Ok(pid)
+    Ok((pid, start))
 }
 
 /// Runs `cmd` attached to the caller's stdio inside `netns` (`None` = the
@@ -90,92 +105,6 @@ pub fn exec(netns: Option<&Path>, cmd: &[String]) -> io::Result<ExitStatus> {
     let mut child = command.spawn().map_err(|e| exec_error(program, e))?;
     drop(ns);
     child.wait()
-}
-
-/// True while process `pid` exists and has not exited (a zombie, exited
-/// but not yet reaped, counts as dead).
-pub fn alive(pid: u32) -> bool {
-    if pid == 0 {
-        return false;
-    }
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // Format: "pid (comm) S ...": comm may contain spaces and parentheses,
-    // so the state is the first field after the *last* ')'.
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].trim_start().chars().next());
-    !matches!(state, None | Some('Z' | 'X' | 'x'))
-}
-
-/// Stops a process started by [`spawn`]: SIGTERM to its process group, up
-/// to `grace` for the group to exit (reaping the leader if it is our child),
-/// then SIGKILL to whatever is left of it, and a short wait for that to take
-/// effect. Blocks for up to `grace` plus about two seconds; async callers
-/// should use `spawn_blocking`.
-///
-/// Like any pid-based API this trusts that `pid` still names the process
-/// the caller started.
-pub fn stop(pid: u32, grace: Duration) {
-    stop_all(&[pid], grace);
-}
-
-/// [`stop`] for several processes at once: one `grace` for all of them.
-pub fn stop_all(pids: &[u32], grace: Duration) {
-    let pids: Vec<libc::pid_t> = pids
-        .iter()
-        .filter_map(|p| libc::pid_t::try_from(*p).ok())
-        .filter(|p| *p > 0)
-        .collect();
-    for &pid in &pids {
-        signal_group(pid, libc::SIGTERM);
-    }
-    let left = wait_gone(&pids, grace);
-    if left.is_empty() {
-        return;
-    }
-    // Leaders that ignored SIGTERM, or left children behind in their group.
-    for &pid in &left {
-        signal_group(pid, libc::SIGKILL);
-    }
-    for pid in wait_gone(&left, Duration::from_secs(2)) {
-        tracing::warn!(pid, "process group still present after SIGKILL");
-    }
-}
-
-/// Polls until every leader and every member of their groups are gone, or
-/// `timeout` passes. Returns the leaders whose group is still there.
-fn wait_gone(pids: &[libc::pid_t], timeout: Duration) -> Vec<libc::pid_t> {
-    let deadline = Instant::now() + timeout;
-    let mut left = pids.to_vec();
-    loop {
-        left.retain(|&pid| {
-            // Reap the leader if it is our exited child (ECHILD otherwise,
-            // which is fine: then its parent or init reaps it).
-            // SAFETY: WNOHANG never blocks; a null status pointer is allowed.
-            unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
-            // SAFETY: signal 0 only probes; it also counts not-yet-reaped
-            // members, which init reaps promptly once their parent is gone.
-            let group_left = unsafe { libc::kill(-pid, 0) } == 0;
-            group_left || alive(pid as u32)
-        });
-        let now = Instant::now();
-        if left.is_empty() || now >= deadline {
-            return left;
-        }
-        std::thread::sleep((deadline - now).min(Duration::from_millis(20)));
-    }
-}
-
-/// Signals the process group led by `pid`, or just `pid` if it leads none
-/// (it was not started by [`spawn`], or it moved itself to another group).
-fn signal_group(pid: libc::pid_t, sig: libc::c_int) {
-    // SAFETY: kill takes no pointers; a negative pid addresses a group.
-    if unsafe { libc::kill(-pid, sig) } != 0 {
-        // SAFETY: as above.
-        unsafe { libc::kill(pid, sig) };
-    }
 }
 
 fn split_cmd(cmd: &[String]) -> io::Result<(&str, &[String])> {

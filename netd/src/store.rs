@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::model::{Container, Host, Network, Peer, Service, State};
+use crate::state_dir::{FILE_MODE, create_private_dir, replace_file};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -177,7 +179,7 @@ struct Record {
 /// Two files in the state directory:
 ///
 /// - `state.json`, a snapshot (`Snapshot`), replaced with write-to-temp,
-///   fsync, rename, fsync-directory;
+///   fsync, rename, fsync-directory (`state_dir::replace_file`);
 /// - `journal.jsonl`, one line of JSON per commit since (`Record`),
 ///   appended and fsynced. A record applies only to the snapshot of its
 ///   generation: a new snapshot takes the next generation and only then is
@@ -237,7 +239,7 @@ fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
 
 impl FileStore {
     pub fn new(dir: &Path) -> Result<FileStore, StoreError> {
-        fs::create_dir_all(dir).map_err(io_error("create state directory", dir))?;
+        create_private_dir(dir).map_err(io_error("create state directory", dir))?;
         Ok(FileStore {
             dir: dir.into(),
             generation: 0,
@@ -250,13 +252,13 @@ impl FileStore {
     fn write_snapshot(&mut self, state: &State) -> Result<(), StoreError> {
         self.generation += 1;
         let path = self.dir.join(SNAPSHOT_FILE);
-        let tmp = self.dir.join(format!("{SNAPSHOT_FILE}.tmp"));
         let journal_path = self.dir.join(JOURNAL_FILE);
-        // Created before the rename, so that the one directory fsync below
-        // makes both names durable.
+        // Created before the snapshot is replaced, so that the directory
+        // fsync that makes the new snapshot durable covers both names.
         let journal = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(FILE_MODE)
             .open(&journal_path)
             .map_err(io_error("open", &journal_path))?;
         // Compact, not pretty: indentation makes it a third larger (about
@@ -266,15 +268,7 @@ impl FileStore {
             state,
         })
         .expect("state serializes");
-        let mut f = File::create(&tmp).map_err(io_error("create", &tmp))?;
-        f.write_all(&bytes).map_err(io_error("write", &tmp))?;
-        f.sync_all().map_err(io_error("fsync", &tmp))?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(io_error("rename into place", &path))?;
-        // The rename is only durable once the directory entry is.
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_error("fsync", &self.dir))?;
+        replace_file(&self.dir, SNAPSHOT_FILE, &bytes).map_err(io_error("replace", &path))?;
         self.snapshot_len = bytes.len() as u64;
         journal
             .set_len(0)
@@ -487,6 +481,19 @@ mod tests {
         assert_eq!(journal_lines(&dir), 2);
         assert!(!dir.join("state.json.tmp").exists());
         assert_eq!(opened(&dir).1, s3);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_files_are_private_to_root() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempdir("modes");
+        let (mut store, s0) = opened(&dir);
+        saved(&mut store, &s0, &["c1", "c2"]);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(SNAPSHOT_FILE)), 0o600);
+        assert_eq!(mode(&dir.join(JOURNAL_FILE)), 0o600);
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -8,10 +8,9 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{Daemon, stderr, stdout};
+use common::{Daemon, alive, stderr, stdout};
 use netd::dataplane::{SocketHook, cgroup2_root};
 use serde_json::Value;
 
@@ -81,10 +80,6 @@ fn cleanup(d: &Daemon, extra: &[&str]) -> Output {
     ];
     args.extend_from_slice(extra);
     d.netd(&args)
-}
-
-fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists() && netd::sandbox::alive(pid)
 }
 
 /// A daemon with one of everything: a user network and the default one

@@ -10,22 +10,13 @@ mod common;
 
 use std::process::Child;
 use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::Daemon;
+use common::{Daemon, eventually};
 
 /// A process that survives SIGTERM: `rm -f` needs its full grace period
 /// (5 s) and then SIGKILL.
 const STUBBORN: &[&str] = &["sh", "-c", "trap '' TERM; while :; do sleep 1; done"];
-
-/// Waits until `cond` holds (a few seconds at most on a busy machine).
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        sleep(Duration::from_millis(20));
-    }
-}
 
 fn status(d: &Daemon, name: &str) -> Option<String> {
     let out = d.netd(&["container", "inspect", name]);
@@ -182,14 +173,9 @@ fn an_interrupted_removal_is_finished_by_the_next_start() {
     d.kill9();
     // The client learns that the daemon went away mid-removal.
     assert!(!rm.wait().unwrap().success());
-    let stored = d.state();
-    let half = stored["containers"]
-        .as_object()
-        .unwrap()
-        .values()
-        .find(|c| c["name"] == "half")
-        .expect("record kept while removing")
-        .clone();
+    let half = d
+        .stored_container("half")
+        .expect("record kept while removing");
     assert_eq!(half["removing"], true);
     d.start_again();
     eventually("the removal to be finished", || {

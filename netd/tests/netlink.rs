@@ -23,8 +23,9 @@ use bpf_harness::{
     guards::unique,
     root::require_root,
 };
+use netd::model::Start;
 use netd::netlink::{EndpointPlumbing, MacvlanPlumbing, Netlink, NetlinkError, Netns, netns};
-use netd::sandbox;
+use netd::{process, sandbox};
 use serde_json::Value;
 
 /// A /24 in 10.231.0.0/16 unlikely to be used by a concurrent test run:
@@ -41,16 +42,17 @@ struct Cleanup {
     links: Vec<String>,
     netns: Vec<String>,
     files: Vec<PathBuf>,
-    pids: Vec<u32>,
+    processes: Vec<(u32, Start)>,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        for pid in &self.pids {
-            if sandbox::alive(*pid) {
-                sandbox::stop(*pid, Duration::from_millis(100));
-            }
-        }
+        let held = self
+            .processes
+            .iter()
+            .filter_map(|(pid, start)| process::hold(*pid, start))
+            .collect();
+        process::stop(held, Duration::from_millis(100));
         for link in &self.links {
             let _ = Command::new("ip").args(["link", "del", link]).output();
         }
@@ -388,7 +390,9 @@ async fn bridge_and_endpoints() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("start ping");
-    cleanup.pids.push(flow.id());
+    cleanup
+        .processes
+        .push((flow.id(), process::start_of(flow.id()).unwrap()));
     tokio::time::sleep(Duration::from_millis(300)).await;
     for _ in 0..3 {
         assert_eq!(
@@ -1013,10 +1017,10 @@ fn sandbox_spawn_logs_inside_netns() {
         "-c",
         "ip -o addr show; readlink /proc/self/ns/net; echo to-stderr >&2",
     ]);
-    let pid = sandbox::spawn(Some(&ns_path), &cmd, &log).expect("spawn");
-    cleanup.pids.push(pid);
+    let (pid, start) = sandbox::spawn(Some(&ns_path), &cmd, &log).expect("spawn");
+    cleanup.processes.push((pid, start.clone()));
     assert!(
-        wait_until(Duration::from_secs(5), || !sandbox::alive(pid)),
+        wait_until(Duration::from_secs(5), || !process::running(pid, &start)),
         "command finished"
     );
     let out = std::fs::read_to_string(&log).unwrap();
@@ -1033,10 +1037,12 @@ fn sandbox_spawn_logs_inside_netns() {
     assert!(out.contains("to-stderr"), "stderr goes to the log: {out}");
 
     // The log is appended to, and None means the host namespace.
-    let pid = sandbox::spawn(None, &strings(&["readlink", "/proc/self/ns/net"]), &log)
+    let (pid, start) = sandbox::spawn(None, &strings(&["readlink", "/proc/self/ns/net"]), &log)
         .expect("spawn on host");
-    cleanup.pids.push(pid);
-    assert!(wait_until(Duration::from_secs(5), || !sandbox::alive(pid)));
+    cleanup.processes.push((pid, start.clone()));
+    assert!(wait_until(Duration::from_secs(5), || !process::running(
+        pid, &start
+    )));
     let out = std::fs::read_to_string(&log).unwrap();
     let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
     assert!(out.contains(&netns_id(&ns)), "first run still there: {out}");
@@ -1093,24 +1099,27 @@ fn sandbox_exec_returns_status() {
 }
 
 #[test]
-fn sandbox_alive_and_stop() {
+fn sandbox_running_and_stop() {
     require_root();
     let mut cleanup = Cleanup::default();
     let log = std::env::temp_dir().join(format!("{}.log", unique("nl")));
     cleanup.files.push(log.clone());
 
     // A polite process: SIGTERM ends it well within the grace period.
-    let pid = sandbox::spawn(None, &strings(&["sleep", "100"]), &log).unwrap();
-    cleanup.pids.push(pid);
-    assert!(sandbox::alive(pid));
+    let (pid, start) = sandbox::spawn(None, &strings(&["sleep", "100"]), &log).unwrap();
+    cleanup.processes.push((pid, start.clone()));
+    assert!(process::running(pid, &start));
     assert_eq!(
         pgrp_and_session(pid),
         (pid, pid),
         "own process group and session"
     );
     let started = Instant::now();
-    sandbox::stop(pid, Duration::from_secs(10));
-    assert!(!sandbox::alive(pid));
+    process::stop(
+        vec![process::hold(pid, &start).unwrap()],
+        Duration::from_secs(10),
+    );
+    assert!(!process::running(pid, &start));
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "did not wait out the grace"
@@ -1118,33 +1127,41 @@ fn sandbox_alive_and_stop() {
 
     // A stubborn one with a child in its group: both get SIGKILL after the
     // grace period.
-    let pid = sandbox::spawn(
+    let (pid, start) = sandbox::spawn(
         None,
         &strings(&["sh", "-c", "trap '' TERM; while :; do sleep 0.2; done"]),
         &log,
     )
     .unwrap();
-    cleanup.pids.push(pid);
+    cleanup.processes.push((pid, start.clone()));
     std::thread::sleep(Duration::from_millis(100));
     let started = Instant::now();
-    sandbox::stop(pid, Duration::from_millis(300));
+    process::stop(
+        vec![process::hold(pid, &start).unwrap()],
+        Duration::from_millis(300),
+    );
     assert!(started.elapsed() >= Duration::from_millis(300));
-    assert!(!sandbox::alive(pid));
+    assert!(!process::running(pid, &start));
     // SAFETY: kill with signal 0 only probes the group.
     let group_left = unsafe { libc::kill(-(pid as i32), 0) } == 0;
     assert!(!group_left, "nothing left in the process group");
 
-    // A zombie counts as dead.
+    // A zombie counts as dead, and cannot be held.
     let child = Command::new("true").spawn().unwrap();
     let zpid = child.id();
-    assert!(wait_until(Duration::from_secs(5), || !sandbox::alive(zpid)));
+    let zstart = process::start_of(zpid).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || !process::running(
+        zpid, &zstart
+    )));
     assert!(
         Path::new(&format!("/proc/{zpid}")).exists(),
         "still a zombie"
     );
+    assert!(process::hold(zpid, &zstart).is_none());
     let mut child = child;
     child.wait().unwrap();
 
-    assert!(!sandbox::alive(0));
-    sandbox::stop(0, Duration::from_millis(10));
+    assert!(!process::running(0, &zstart));
+    assert!(process::hold(0, &zstart).is_none());
+    process::stop(Vec::new(), Duration::from_millis(10));
 }

@@ -21,7 +21,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::{random_prefix, require_root, stderr, stdout};
+use common::{alive, random_prefix, require_root, stderr, stdout};
 
 /// Where `cargo xtask test` puts the package's path.
 const PACKAGE_ENV: &str = "NETD_DEB";
@@ -470,9 +470,6 @@ fn install_run_and_purge_the_debian_package() {
             "link {id} released"
         );
     }
-    assert!(
-        !netd::sandbox::alive(pid as u32),
-        "the container's process ended"
-    );
+    assert!(!alive(pid as u32), "the container's process ended");
     drop(machine);
 }

@@ -459,6 +459,7 @@ mod tests {
             process: Some(Process {
                 cmd: vec!["sleep".into(), "9".into()],
                 pid: Some(std::process::id()),
+                started: crate::process::start_of(std::process::id()),
             }),
             ports: vec![],
             services: Vec::new(),

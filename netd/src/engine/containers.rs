@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::command::{Done, Internal};
-use super::snapshot::{log_path, running_pid, sandbox_of};
+use super::snapshot::{hold, log_path, running_pid, sandbox_of};
 use super::spec::{ContainerSpec, NetworkMode};
 use super::{Engine, now, ports, random_id};
 use crate::drivers::{Attachment, options};
@@ -28,7 +28,7 @@ use crate::error::{EngineError, Result};
 use crate::model::{Container, NameOf, NetMode, Process, State, check_name, update_where};
 use crate::names;
 use crate::netlink::Netns;
-use crate::sandbox;
+use crate::{process, sandbox};
 
 /// How long `rm -f` waits for a container's process after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -81,7 +81,11 @@ impl Engine {
             net: NetMode::Host,
             network_mode: String::new(),
             endpoints: Vec::new(),
-            process: spec.cmd.clone().map(|cmd| Process { cmd, pid: None }),
+            process: spec.cmd.clone().map(|cmd| Process {
+                cmd,
+                pid: None,
+                started: None,
+            }),
             ports: Vec::new(),
             services: Vec::new(),
             removing: false,
@@ -194,8 +198,8 @@ impl Engine {
         if let Some(cmd) = spec.cmd {
             let log = log_path(&self.cfg.log_dir, &c);
             let netns = sandbox_of(&self.state, &c).map(|ns| ns.path());
-            let pid = match sandbox::spawn(netns.as_deref(), &cmd, &log) {
-                Ok(pid) => pid,
+            let (pid, started) = match sandbox::spawn(netns.as_deref(), &cmd, &log) {
+                Ok(spawned) => spawned,
                 Err(e) => {
                     self.rollback_container(&c).await?;
                     return Err(EngineError::InvalidParameter(format!(
@@ -209,6 +213,7 @@ impl Engine {
             stored.process = Some(Process {
                 cmd,
                 pid: Some(pid),
+                started: Some(started),
             });
             c = stored.clone();
             self.commit(next)?;
@@ -293,23 +298,39 @@ impl Engine {
     }
 
     /// The background job of a removal: stops the processes of `ids`, all
-    /// at once, then has the engine finish.
+    /// at once, then has the engine finish. The processes are held (by
+    /// pidfd) from here on, so the job signals them and nothing else, also
+    /// if they end and their pids are reused meanwhile. A container whose
+    /// process outlives SIGKILL keeps its record (`removing`): it is not
+    /// removed while a process of its runs.
     pub(super) fn stop_then_remove(
         &self,
         ids: Vec<String>,
     ) -> futures_util::future::BoxFuture<'static, Result<()>> {
-        let pids: Vec<u32> = ids
-            .iter()
-            .filter_map(|id| self.state.containers.get(id))
-            .filter_map(|c| running_pid(c))
-            .collect();
+        let (mut held, mut owners) = (Vec::new(), Vec::new());
+        for c in ids.iter().filter_map(|id| self.state.containers.get(id)) {
+            if let Some(p) = hold(c) {
+                owners.push((p.pid(), c.id.clone(), c.name.clone()));
+                held.push(p);
+            }
+        }
         let internal = self.internal.clone();
         Box::pin(async move {
-            let mut stops = tokio::task::JoinSet::new();
-            for pid in pids {
-                stops.spawn_blocking(move || sandbox::stop(pid, STOP_GRACE));
-            }
-            while stops.join_next().await.is_some() {}
+            // One thread for all of them: they share one grace period.
+            let left = tokio::task::spawn_blocking(move || process::stop(held, STOP_GRACE))
+                .await
+                .map_err(|e| {
+                    EngineError::System(format!(
+                        "cannot stop the processes ({e}); the removal finishes when the \
+                         daemon starts again"
+                    ))
+                })?;
+            let (stuck, stuck_names): (Vec<String>, Vec<String>) = owners
+                .into_iter()
+                .filter(|(pid, ..)| left.contains(pid))
+                .map(|(_, id, name)| (id, name))
+                .unzip();
+            let ids = ids.into_iter().filter(|id| !stuck.contains(id)).collect();
             let (done, answer) = oneshot::channel();
             let gone = || {
                 EngineError::System(
@@ -321,7 +342,15 @@ impl Engine {
             internal
                 .send(Internal::Stopped { ids, done })
                 .map_err(|_| gone())?;
-            answer.await.map_err(|_| gone())?
+            answer.await.map_err(|_| gone())??;
+            if stuck_names.is_empty() {
+                return Ok(());
+            }
+            Err(EngineError::System(format!(
+                "the processes of {} outlived SIGKILL; they stay marked for removal: remove \
+                 them again",
+                stuck_names.join(", ")
+            )))
         })
     }
 

@@ -129,7 +129,7 @@ impl Engine {
         let state = store
             .load()
             .map_err(|e| EngineError::System(e.to_string()))?;
-        std::fs::create_dir_all(&cfg.log_dir).map_err(|e| {
+        crate::state_dir::create_private_dir(&cfg.log_dir).map_err(|e| {
             EngineError::system(format!("cannot create {}", cfg.log_dir.display()), e)
         })?;
         let drivers = Arc::new(drivers);

@@ -13,15 +13,15 @@ use std::collections::HashSet;
 use tracing::{error, info, warn};
 
 use super::Engine;
-use super::snapshot::running_pid;
-use crate::model::{NetMode, State, update_where};
+use super::snapshot::{running_pid, sandbox_of};
+use crate::model::{Container, NetMode, Start, State, update_where};
 use crate::names;
 use crate::netlink::netns;
-use crate::sandbox;
+use crate::process;
 
 impl Engine {
     pub(super) async fn reconcile(&mut self) {
-        self.forget_exited_processes();
+        self.check_processes();
         let networks: Vec<_> = self.state.networks.values().cloned().collect();
         for net in &networks {
             if let Err(e) = self.apply_network(net).await {
@@ -90,20 +90,24 @@ impl Engine {
         }
     }
 
-    /// Processes that ended while the daemon was away are no longer running.
-    fn forget_exited_processes(&mut self) {
-        let mut next = State::clone(&self.state);
+    /// Brings the process records up to date: a process that ended while
+    /// the daemon was away (or before a reboot) no longer runs, and a
+    /// record from before netd kept starts (a pid alone) gets the start of
+    /// its process if that is, as far as can be told, the one it names
+    /// (`process::adopt`), or is forgotten.
+    fn check_processes(&mut self) {
+        let state = self.state.clone();
+        let mut next = State::clone(&state);
         update_where(
             &mut next.containers,
+            |c| c.process.as_ref().is_some_and(|p| p.pid.is_some()) && running_pid(c).is_none(),
             |c| {
-                c.process
-                    .as_ref()
-                    .and_then(|p| p.pid)
-                    .is_some_and(|pid| !sandbox::alive(pid))
-            },
-            |c| {
+                let adopted = adopted(&state, c);
                 if let Some(p) = c.process.as_mut() {
-                    p.pid = None;
+                    if adopted.is_none() {
+                        p.pid = None;
+                    }
+                    p.started = adopted;
                 }
             },
         );
@@ -242,4 +246,19 @@ impl Engine {
             Err(e) => warn!(error = %e, "cannot list namespaces"),
         }
     }
+}
+
+/// The start of the process `c`'s record names by a pid alone (written
+/// before netd kept starts), if it still runs.
+fn adopted(state: &State, c: &Container) -> Option<Start> {
+    let p = c.process.as_ref()?;
+    if p.started.is_some() {
+        // Recorded, and no longer what runs under that pid.
+        return None;
+    }
+    let created = humantime::parse_rfc3339(&c.created).ok()?;
+    let netns = sandbox_of(state, c).map(|ns| ns.path());
+    let start = process::adopt(p.pid?, created, netns.as_deref())?;
+    info!(container = %c.name, pid = p.pid, "process adopted from a record without its start");
+    Some(start)
 }

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use crate::drivers::Drivers;
 use crate::error::{EngineError, Result};
-use crate::model::{Container, NetMode, Network, Service, State, Table};
+use crate::model::{Container, NetMode, Network, Service, Start, State, Table};
 use crate::netlink::Netns;
-use crate::sandbox;
+use crate::process;
 
 use super::spec::NetworkFilters;
 
@@ -130,12 +130,24 @@ impl Snapshot {
     }
 }
 
-/// The pid of the container's process while it runs.
+/// The pid of the container's process while it runs: the recorded pid
+/// still names the process it started (`process::running`). A record
+/// without its start names no running process (`reconcile` gives the
+/// daemon's start a chance to add it).
 pub(super) fn running_pid(c: &Container) -> Option<u32> {
-    c.process
-        .as_ref()
-        .and_then(|p| p.pid)
-        .filter(|pid| sandbox::alive(*pid))
+    let (pid, start) = recorded(c)?;
+    process::running(pid, start).then_some(pid)
+}
+
+/// The container's process, held by a pidfd, while it runs.
+pub(super) fn hold(c: &Container) -> Option<process::Held> {
+    let (pid, start) = recorded(c)?;
+    process::hold(pid, start)
+}
+
+fn recorded(c: &Container) -> Option<(u32, &Start)> {
+    let p = c.process.as_ref()?;
+    Some((p.pid?, p.started.as_ref()?))
 }
 
 /// The namespace a container's interfaces and processes live in; `None` for

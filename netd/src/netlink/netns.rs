@@ -398,7 +398,6 @@ pub fn list_with_prefix(prefix: &str) -> Result<Vec<String>, NetlinkError> {
 /// NAME` finds them: by the identity (device and inode) of each process's
 /// `/proc/PID/ns/net`. Processes that end during the walk are skipped.
 pub fn pids(name: &str) -> Result<Vec<u32>, NetlinkError> {
-    use std::os::unix::fs::MetadataExt;
     check_name(name)?;
     let p = path(name);
     let ns = fs::metadata(&p)
@@ -406,13 +405,22 @@ pub fn pids(name: &str) -> Result<Vec<u32>, NetlinkError> {
     let procs = fs::read_dir("/proc").map_err(|e| NetlinkError::kernel("list /proc", e))?;
     let mut found: Vec<u32> = procs
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            fs::metadata(format!("/proc/{pid}/ns/net"))
-                .is_ok_and(|m| (m.dev(), m.ino()) == (ns.dev(), ns.ino()))
-        })
+        .filter(|pid| same_namespace(*pid, &ns))
         .collect();
     found.sort_unstable();
     Ok(found)
+}
+
+/// Whether process `pid` is in the network namespace whose file is at
+/// `ns` (`/run/netns/NAME`, `/proc/PID/ns/net`) now.
+pub fn process_in(pid: u32, ns: &Path) -> bool {
+    fs::metadata(ns).is_ok_and(|ns| same_namespace(pid, &ns))
+}
+
+fn same_namespace(pid: u32, ns: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(format!("/proc/{pid}/ns/net"))
+        .is_ok_and(|m| (m.dev(), m.ino()) == (ns.dev(), ns.ino()))
 }
 
 /// Opens an rtnetlink connection inside namespace `ns`.

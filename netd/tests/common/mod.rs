@@ -27,6 +27,16 @@ pub mod etcd;
 /// loading the eBPF object, restoring state). Generous: machines are shared.
 const READY_WAIT: Duration = Duration::from_secs(60);
 
+/// Waits until `cond` holds (a few seconds at most on a busy machine; the
+/// limit only turns a hang into a failure).
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        sleep(Duration::from_millis(20));
+    }
+}
+
 pub struct Daemon {
     pub prefix: String,
     /// The daemon's uplink: a veth whose peer (`eth0` in the `outside`
@@ -386,6 +396,13 @@ impl Daemon {
         serde_json::to_value(self.persisted().expect("the state loads")).unwrap()
     }
 
+    /// The persisted record of container `name`, if there is one.
+    pub fn stored_container(&self, name: &str) -> Option<Value> {
+        let state = self.state();
+        let containers = state["containers"].as_object()?;
+        containers.values().find(|c| c["name"] == name).cloned()
+    }
+
     fn persisted(&self) -> Result<netd::model::State, netd::store::StoreError> {
         use netd::store::Store as _;
         netd::store::FileStore::new(&self.state_dir())?.load()
@@ -645,6 +662,15 @@ pub fn ip_json_in(netns: &str, args: &[&str]) -> Value {
     let mut full = vec!["-n", netns];
     full.extend_from_slice(args);
     ip_json(&full)
+}
+
+/// Whether process `pid` exists and has not exited (a zombie has).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // "pid (comm) S ...": the state follows the last ')'.
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+    })
 }
 
 pub fn netns_exists(name: &str) -> bool {
