@@ -8,6 +8,7 @@
 use std::fs;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// The host's resolver configuration.
@@ -141,25 +142,41 @@ pub fn for_embedded(host: &ResolvConf) -> String {
     out
 }
 
-/// Writes `content` to `path` unless it already holds exactly that. An
-/// existing file is rewritten in place (same inode) so that processes that
-/// have it bind-mounted over their /etc/resolv.conf see the change (a
-/// rename would leave them the old inode); a new one appears atomically.
+/// Permissions of the files: resolv.conf must be readable by every user
+/// in the container, whatever the daemon's umask.
+const MODE: u32 = 0o644;
+
+/// Writes `content` to `path` unless it already holds exactly that, so
+/// that a reader (a resolver in the container) never sees a half file and
+/// a daemon killed in the middle leaves the old content or the new.
+///
+/// A new file is written next to its directory and renamed into it. An
+/// existing one keeps its inode: processes that have it bind-mounted over
+/// their /etc/resolv.conf (every `container run/exec` and `ip netns exec`)
+/// would keep the old inode after a rename, and so the old servers after a
+/// `network connect` (Docker truncates and writes in place for the same
+/// reason). It is rewritten in one write at offset 0, padded with blank
+/// lines (which resolvers skip) to the old length, then cut to the new
+/// one: every read in between sees the old file or the new one, perhaps
+/// with blank lines after it.
 pub fn write_if_changed(path: &Path, content: &str) -> io::Result<bool> {
     match fs::read_to_string(path) {
-        Ok(old) if old == content => return Ok(false),
         Ok(old) if !old.starts_with(MARKER) => {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 format!("{} exists and was not written by netd", path.display()),
             ));
         }
-        Ok(_) => {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .truncate(true)
-                .open(path)?;
-            f.write_all(content.as_bytes())?;
+        Ok(old) => {
+            let f = fs::OpenOptions::new().write(true).open(path)?;
+            f.set_permissions(fs::Permissions::from_mode(MODE))?;
+            if old == content {
+                return Ok(false);
+            }
+            let mut bytes = content.as_bytes().to_vec();
+            bytes.resize(bytes.len().max(old.len()), b'\n');
+            f.write_all_at(&bytes, 0)?;
+            f.set_len(content.len() as u64)?;
             return Ok(true);
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -167,10 +184,19 @@ pub fn write_if_changed(path: &Path, content: &str) -> io::Result<bool> {
     }
     let dir = path.parent().expect("a file inside a directory");
     fs::create_dir_all(dir)?;
-    // The temporary file is next to the directory, not in it: `ip netns
-    // exec` bind-mounts every file it finds in there.
+    // The temporary file is next to the directory (the same filesystem, so
+    // the rename is atomic), not in it: `ip netns exec` bind-mounts every
+    // file it finds in there.
     let tmp = temp_path(dir);
-    fs::write(&tmp, content)?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(MODE)
+        .open(&tmp)?;
+    f.set_permissions(fs::Permissions::from_mode(MODE))?;
+    f.write_all(content.as_bytes())?;
+    drop(f);
     fs::rename(&tmp, path)?;
     Ok(true)
 }
@@ -280,6 +306,14 @@ mod tests {
         assert!(write_if_changed(&file, &b).unwrap());
         assert_eq!(fs::metadata(&file).unwrap().ino(), ino, "same inode");
         assert_eq!(fs::read_to_string(&file).unwrap(), b);
+        // Shorter: the old tail is cut.
+        let short = format!("{MARKER}\n");
+        assert!(write_if_changed(&file, &short).unwrap());
+        assert_eq!(fs::read_to_string(&file).unwrap(), short);
+        // Readable by all, whatever the mode it had.
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(!write_if_changed(&file, &short).unwrap());
+        assert_eq!(fs::metadata(&file).unwrap().mode() & 0o777, MODE);
         remove(&ns).unwrap();
         assert!(!ns.exists());
         // Somebody else's file stays.
@@ -288,6 +322,60 @@ mod tests {
         assert!(write_if_changed(&file, &a).is_err());
         remove(&ns).unwrap();
         assert!(file.exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn new_files_are_readable_by_all_whatever_the_umask() {
+        let dir = std::env::temp_dir().join(format!("netd-resolv-mode-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let file = dir.join("ns1").join("resolv.conf");
+        // SAFETY: umask takes no pointers; this process's other threads
+        // create no files that this test reads.
+        let old = unsafe { libc::umask(0o077) };
+        let written = write_if_changed(&file, &format!("{MARKER}\n"));
+        // SAFETY: as above, restoring the previous mask.
+        unsafe { libc::umask(old) };
+        assert!(written.unwrap());
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(fs::metadata(&file).unwrap().mode() & 0o777, MODE);
+        assert!(!temp_path(&dir.join("ns1")).exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn readers_never_see_a_half_file() {
+        let dir = std::env::temp_dir().join(format!("netd-resolv-race-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let file = dir.join("ns1").join("resolv.conf");
+        let long = format!("{MARKER}\n{}", "nameserver 192.0.2.1\n".repeat(40));
+        let short = format!("{MARKER}\nnameserver 127.0.0.11\noptions ndots:0\n");
+        write_if_changed(&file, &long).unwrap();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (file, done) = (file.clone(), done.clone());
+            let (long, short) = (long.clone(), short.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0u64;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let text = fs::read_to_string(&file).unwrap();
+                    // Blank lines after the new content are allowed.
+                    let text = text.trim_end_matches('\n');
+                    assert!(
+                        text == long.trim_end() || text == short.trim_end(),
+                        "a half file: {text:?}"
+                    );
+                    reads += 1;
+                }
+                reads
+            })
+        };
+        for i in 0..2_000 {
+            let content = if i % 2 == 0 { &short } else { &long };
+            assert!(write_if_changed(&file, content).unwrap());
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
         fs::remove_dir_all(&dir).unwrap();
     }
 }
