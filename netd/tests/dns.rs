@@ -376,8 +376,8 @@ fn records_follow_containers_and_networks() {
     assert_eq!(status(&d, "client", &["cache"]), "NXDOMAIN");
 
     // A default-bridge container connected to a user network gets the
-    // server, and its resolv.conf is rewritten in place (so processes that
-    // already have it mounted see the change).
+    // server, and its resolv.conf is rewritten (for the processes started
+    // from then on).
     d.ok(&["container", "create", "legacy"]);
     let before = resolv_conf(&d, "legacy");
     assert!(!before.contains("127.0.0.11"), "{before}");

@@ -8,7 +8,7 @@
 use std::fs;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// The host's resolver configuration.
@@ -146,19 +146,17 @@ pub fn for_embedded(host: &ResolvConf) -> String {
 /// in the container, whatever the daemon's umask.
 const MODE: u32 = 0o644;
 
-/// Writes `content` to `path` unless it already holds exactly that, so
-/// that a reader (a resolver in the container) never sees a half file and
-/// a daemon killed in the middle leaves the old content or the new.
+/// Writes `content` to `path` unless it already holds exactly that: to a
+/// temporary file next to the directory (the same filesystem), renamed
+/// over the old file, so that a reader (a resolver in the container, which
+/// may read it in several pieces: musl does) sees the old file or the new
+/// one whole, and a daemon killed in the middle leaves one of them.
 ///
-/// A new file is written next to its directory and renamed into it. An
-/// existing one keeps its inode: processes that have it bind-mounted over
-/// their /etc/resolv.conf (every `container run/exec` and `ip netns exec`)
-/// would keep the old inode after a rename, and so the old servers after a
-/// `network connect` (Docker truncates and writes in place for the same
-/// reason). It is rewritten in one write at offset 0, padded with blank
-/// lines (which resolvers skip) to the old length, then cut to the new
-/// one: every read in between sees the old file or the new one, perhaps
-/// with blank lines after it.
+/// A process that already has the old file bind-mounted over its
+/// /etc/resolv.conf (`container run/exec`, `ip netns exec`) keeps it; the
+/// next one started gets the new file. Docker truncates and writes in
+/// place instead, which running processes see, at the price of the half
+/// files a rewrite in place shows to readers.
 pub fn write_if_changed(path: &Path, content: &str) -> io::Result<bool> {
     match fs::read_to_string(path) {
         Ok(old) if !old.starts_with(MARKER) => {
@@ -167,25 +165,17 @@ pub fn write_if_changed(path: &Path, content: &str) -> io::Result<bool> {
                 format!("{} exists and was not written by netd", path.display()),
             ));
         }
-        Ok(old) => {
-            let f = fs::OpenOptions::new().write(true).open(path)?;
-            f.set_permissions(fs::Permissions::from_mode(MODE))?;
-            if old == content {
-                return Ok(false);
-            }
-            let mut bytes = content.as_bytes().to_vec();
-            bytes.resize(bytes.len().max(old.len()), b'\n');
-            f.write_all_at(&bytes, 0)?;
-            f.set_len(content.len() as u64)?;
-            return Ok(true);
+        Ok(old) if old == content => {
+            fs::set_permissions(path, fs::Permissions::from_mode(MODE))?;
+            return Ok(false);
         }
+        Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
     let dir = path.parent().expect("a file inside a directory");
     fs::create_dir_all(dir)?;
-    // The temporary file is next to the directory (the same filesystem, so
-    // the rename is atomic), not in it: `ip netns exec` bind-mounts every
+    // Next to the directory, not in it: `ip netns exec` bind-mounts every
     // file it finds in there.
     let tmp = temp_path(dir);
     let mut f = fs::OpenOptions::new()
@@ -194,6 +184,8 @@ pub fn write_if_changed(path: &Path, content: &str) -> io::Result<bool> {
         .truncate(true)
         .mode(MODE)
         .open(&tmp)?;
+    // The umask, or a file left by a daemon killed here, may have given it
+    // less.
     f.set_permissions(fs::Permissions::from_mode(MODE))?;
     f.write_all(content.as_bytes())?;
     drop(f);
@@ -291,20 +283,28 @@ mod tests {
         );
     }
 
-    #[test]
-    fn writes_in_place_and_removes_only_its_own_files() {
-        let dir = std::env::temp_dir().join(format!("netd-resolv-test-{}", std::process::id()));
+    /// An empty directory for test `tag`, and the path of a container's
+    /// file in it.
+    fn scratch(tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("netd-resolv-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
+        let file = dir.join("ns1").join("resolv.conf");
+        (dir, file)
+    }
+
+    #[test]
+    fn writes_by_rename_and_removes_only_its_own_files() {
+        let (dir, file) = scratch("test");
         let ns = dir.join("ns1");
-        let file = ns.join("resolv.conf");
         let a = format!("{MARKER}\nnameserver 1.1.1.1\n");
         let b = format!("{MARKER}\nnameserver 2.2.2.2\n");
         assert!(write_if_changed(&file, &a).unwrap());
-        assert!(!write_if_changed(&file, &a).unwrap(), "unchanged: no write");
         use std::os::unix::fs::MetadataExt;
         let ino = fs::metadata(&file).unwrap().ino();
+        assert!(!write_if_changed(&file, &a).unwrap(), "unchanged: no write");
+        assert_eq!(fs::metadata(&file).unwrap().ino(), ino);
         assert!(write_if_changed(&file, &b).unwrap());
-        assert_eq!(fs::metadata(&file).unwrap().ino(), ino, "same inode");
+        assert_ne!(fs::metadata(&file).unwrap().ino(), ino, "renamed over");
         assert_eq!(fs::read_to_string(&file).unwrap(), b);
         // Shorter: the old tail is cut.
         let short = format!("{MARKER}\n");
@@ -326,28 +326,24 @@ mod tests {
     }
 
     #[test]
-    fn new_files_are_readable_by_all_whatever_the_umask() {
-        let dir = std::env::temp_dir().join(format!("netd-resolv-mode-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        let file = dir.join("ns1").join("resolv.conf");
-        // SAFETY: umask takes no pointers; this process's other threads
-        // create no files that this test reads.
-        let old = unsafe { libc::umask(0o077) };
-        let written = write_if_changed(&file, &format!("{MARKER}\n"));
-        // SAFETY: as above, restoring the previous mask.
-        unsafe { libc::umask(old) };
-        assert!(written.unwrap());
+    fn new_files_are_readable_by_all_whatever_was_left_before() {
+        let (dir, file) = scratch("mode");
+        // A temporary file left by a daemon killed while writing, private.
+        let tmp = temp_path(&dir.join("ns1"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(&tmp, "half").unwrap();
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(write_if_changed(&file, &format!("{MARKER}\n")).unwrap());
         use std::os::unix::fs::MetadataExt;
         assert_eq!(fs::metadata(&file).unwrap().mode() & 0o777, MODE);
-        assert!(!temp_path(&dir.join("ns1")).exists());
+        assert_eq!(fs::read_to_string(&file).unwrap(), format!("{MARKER}\n"));
+        assert!(!tmp.exists());
         fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn readers_never_see_a_half_file() {
-        let dir = std::env::temp_dir().join(format!("netd-resolv-race-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        let file = dir.join("ns1").join("resolv.conf");
+        let (dir, file) = scratch("race");
         let long = format!("{MARKER}\n{}", "nameserver 192.0.2.1\n".repeat(40));
         let short = format!("{MARKER}\nnameserver 127.0.0.11\noptions ndots:0\n");
         write_if_changed(&file, &long).unwrap();
@@ -359,12 +355,7 @@ mod tests {
                 let mut reads = 0u64;
                 while !done.load(std::sync::atomic::Ordering::Relaxed) {
                     let text = fs::read_to_string(&file).unwrap();
-                    // Blank lines after the new content are allowed.
-                    let text = text.trim_end_matches('\n');
-                    assert!(
-                        text == long.trim_end() || text == short.trim_end(),
-                        "a half file: {text:?}"
-                    );
+                    assert!(text == long || text == short, "a half file: {text:?}");
                     reads += 1;
                 }
                 reads
