@@ -283,19 +283,28 @@ mod tests {
         );
     }
 
-    /// An empty directory for test `tag`, and the path of a container's
-    /// file in it.
-    fn scratch(tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    /// An empty directory for one test, removed when dropped (a failed
+    /// test included).
+    struct Scratch(std::path::PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A directory for test `tag`, and the path of a container's file in it.
+    fn scratch(tag: &str) -> (Scratch, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("netd-resolv-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let file = dir.join("ns1").join("resolv.conf");
-        (dir, file)
+        (Scratch(dir), file)
     }
 
     #[test]
     fn writes_by_rename_and_removes_only_its_own_files() {
         let (dir, file) = scratch("test");
-        let ns = dir.join("ns1");
+        let ns = dir.0.join("ns1");
         let a = format!("{MARKER}\nnameserver 1.1.1.1\n");
         let b = format!("{MARKER}\nnameserver 2.2.2.2\n");
         assert!(write_if_changed(&file, &a).unwrap());
@@ -322,15 +331,14 @@ mod tests {
         assert!(write_if_changed(&file, &a).is_err());
         remove(&ns).unwrap();
         assert!(file.exists());
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn new_files_are_readable_by_all_whatever_was_left_before() {
         let (dir, file) = scratch("mode");
         // A temporary file left by a daemon killed while writing, private.
-        let tmp = temp_path(&dir.join("ns1"));
-        fs::create_dir_all(&dir).unwrap();
+        let tmp = temp_path(&dir.0.join("ns1"));
+        fs::create_dir_all(&dir.0).unwrap();
         fs::write(&tmp, "half").unwrap();
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).unwrap();
         assert!(write_if_changed(&file, &format!("{MARKER}\n")).unwrap());
@@ -338,12 +346,11 @@ mod tests {
         assert_eq!(fs::metadata(&file).unwrap().mode() & 0o777, MODE);
         assert_eq!(fs::read_to_string(&file).unwrap(), format!("{MARKER}\n"));
         assert!(!tmp.exists());
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn readers_never_see_a_half_file() {
-        let (dir, file) = scratch("race");
+        let (_dir, file) = scratch("race");
         let long = format!("{MARKER}\n{}", "nameserver 192.0.2.1\n".repeat(40));
         let short = format!("{MARKER}\nnameserver 127.0.0.11\noptions ndots:0\n");
         write_if_changed(&file, &long).unwrap();
@@ -367,6 +374,5 @@ mod tests {
         }
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         assert!(reader.join().unwrap() > 0);
-        fs::remove_dir_all(&dir).unwrap();
     }
 }
