@@ -332,20 +332,47 @@ impl Collector for Snapshot {
             let labels = vec![("service", service.as_str()), ("backend", backend.as_str())];
             ConstCounter::new(*n).encode(lb.encode_family(&labels)?)?;
         }
-        let mut dns = enc.encode_descriptor(
-            "netd_dns_queries",
-            "Queries to the embedded DNS server, by outcome",
-            None,
-            MetricType::Counter,
-        )?;
         let d = &self.traffic.dns;
-        for (outcome, n) in [
+        let refused = [
+            ("internal_network", d.refused_internal),
+            ("container_budget", d.refused_container_budget),
+            ("daemon_budget", d.refused_daemon_budget),
+        ];
+        let queries = [
             ("answered", d.answered_local),
             ("forwarded", d.forwarded),
             ("nxdomain", d.nxdomain),
             ("failed", d.failed),
+            ("refused", refused.iter().map(|(_, n)| n).sum()),
+        ];
+        let tcp_rejected = [
+            ("container_budget", d.tcp_rejected_container_budget),
+            ("daemon_budget", d.tcp_rejected_daemon_budget),
+        ];
+        for (name, help, label, values) in [
+            (
+                "netd_dns_queries",
+                "Queries to the embedded DNS server, by outcome",
+                "outcome",
+                &queries[..],
+            ),
+            (
+                "netd_dns_refused",
+                "Queries the embedded DNS server did not forward, by reason",
+                "reason",
+                &refused[..],
+            ),
+            (
+                "netd_dns_tcp_rejected",
+                "TCP connections to the embedded DNS server closed at once, by the budget spent",
+                "reason",
+                &tcp_rejected[..],
+            ),
         ] {
-            ConstCounter::new(n).encode(dns.encode_family(&vec![("outcome", outcome)])?)?;
+            let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for &(value, n) in values {
+                ConstCounter::new(n).encode(family.encode_family(&vec![(label, value)])?)?;
+            }
         }
         ConstCounter::new(d.upstream_failures).encode(enc.encode_descriptor(
             "netd_dns_upstream_failures",

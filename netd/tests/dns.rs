@@ -1,270 +1,21 @@
 //! The embedded DNS server against a real daemon, asked with `dig` from
 //! inside containers. Each daemon forwards to a DNS server the test runs in
-//! its "outside" namespace (hickory-server on a thread that entered that
-//! namespace), which answers `outside.test` (A only), answers `tc.test`
-//! only over TCP (truncated over UDP), and says NXDOMAIN to everything
-//! else, recording every question it gets and over which transport.
+//! its "outside" namespace (see `common::dns`).
 //! Subnets 10.16x.* are this file's, one per test.
 
 mod common;
 
-use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
-use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Output;
+use std::sync::Arc;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Launch, stdout};
-use hickory_server::Server;
-use hickory_server::net::runtime::Time;
-use hickory_server::net::xfer::Protocol;
-use hickory_server::proto::op::{Metadata, ResponseCode};
-use hickory_server::proto::rr::rdata::A;
-use hickory_server::proto::rr::{RData, Record, RecordType};
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use common::dns::{
+    Mode, OUTSIDE_TEST, TC_TEST, Upstream, addr, counter, daemon_with_upstream, dig, ip_of,
+    resolv_conf, short, status, wait_dns,
+};
+use common::{Daemon, Launch, in_ns, stdout};
 use serde_json::Value;
-
-const OUTSIDE_TEST: &str = "198.51.100.7";
-const TC_TEST: &str = "198.51.100.8";
-
-// ---------------------------------------------------------------------------
-// The upstream DNS server in the outside namespace.
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// outside.test / tc.test answered, NXDOMAIN for the rest.
-    Answer,
-    /// SERVFAIL to everything.
-    ServFail,
-}
-
-/// Questions an upstream received: (name, over TCP).
-type Seen = Arc<Mutex<Vec<(String, bool)>>>;
-
-struct Handler {
-    mode: Mode,
-    seen: Seen,
-}
-
-#[async_trait::async_trait]
-impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        mut response: R,
-    ) -> ResponseInfo {
-        let info = request.request_info().expect("one question");
-        let name = info.query.name().to_string().to_ascii_lowercase();
-        let tcp = request.protocol() == Protocol::Tcp;
-        self.seen.lock().unwrap().push((name.clone(), tcp));
-        let mut metadata = Metadata::response_from_request(&request.metadata);
-        metadata.recursion_available = true;
-        let builder = MessageResponseBuilder::from_message_request(request);
-        let answer = match (self.mode, name.as_str()) {
-            (Mode::ServFail, _) => {
-                metadata.response_code = ResponseCode::ServFail;
-                None
-            }
-            (Mode::Answer, "outside.test.") => Some(OUTSIDE_TEST),
-            (Mode::Answer, "tc.test.") if tcp => Some(TC_TEST),
-            (Mode::Answer, "tc.test.") => {
-                metadata.truncation = true;
-                None
-            }
-            (Mode::Answer, _) => {
-                metadata.response_code = ResponseCode::NXDomain;
-                None
-            }
-        };
-        let records: Vec<Record> = answer
-            .filter(|_| info.query.query_type() == RecordType::A)
-            .into_iter()
-            .map(|ip| {
-                Record::from_rdata(
-                    info.query.original().name().clone(),
-                    60,
-                    RData::A(A(ip.parse().unwrap())),
-                )
-            })
-            .collect();
-        response
-            .send_response(builder.build(metadata, records.iter(), [], [], []))
-            .await
-            .expect("response sent")
-    }
-}
-
-/// A DNS server on UDP and TCP `addr` inside namespace `netns`, stopped
-/// and joined on drop.
-struct Upstream {
-    seen: Seen,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Upstream {
-    /// In namespace `netns` (`""`: the test's own).
-    fn start(netns: &str, addr: SocketAddr, mode: Mode) -> Upstream {
-        let seen: Seen = Arc::default();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let ns = (!netns.is_empty())
-            .then(|| std::fs::File::open(format!("/run/netns/{netns}")).unwrap());
-        let handler = Handler {
-            mode,
-            seen: seen.clone(),
-        };
-        let thread = std::thread::spawn(move || {
-            if let Some(ns) = ns {
-                // SAFETY: ns is an open namespace file; setns moves only
-                // this thread, which runs the server and nothing else.
-                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0);
-            }
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let udp = tokio::net::UdpSocket::bind(addr).await.unwrap();
-                let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
-                let mut server = Server::new(handler);
-                server.register_socket(udp);
-                server.register_listener(tcp, Duration::from_secs(5), 16);
-                ready_tx.send(()).unwrap();
-                tokio::select! {
-                    _ = server.block_until_done() => {}
-                    _ = stopped => {}
-                }
-            });
-        });
-        ready_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("upstream DNS server started");
-        Upstream {
-            seen,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-
-    fn seen(&self) -> Vec<(String, bool)> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    /// What it got after the first `from` questions, UDP retries of the
-    /// same question (hickory resends after 333 ms) counted once.
-    fn seen_since(&self, from: usize) -> Vec<(String, bool)> {
-        let mut v = self.seen()[from..].to_vec();
-        v.dedup();
-        v
-    }
-
-    fn saw(&self, name: &str) -> bool {
-        self.seen().iter().any(|(n, _)| n == name)
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// A daemon forwarding to `{outside_addr}:53`, and the server there.
-fn daemon_with_upstream() -> (Daemon, Upstream) {
-    let d = Daemon::start_with(&["--dns", "{outside_addr}:53"]);
-    let up = Upstream::start(&d.outside, addr(&d.outside_addr, 53), Mode::Answer);
-    (d, up)
-}
-
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().unwrap(), port)
-}
-
-// ---------------------------------------------------------------------------
-// Asking.
-
-fn in_ns(ns: &str, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-/// `dig @127.0.0.11 ARGS` in the container's namespace.
-fn dig(d: &Daemon, container: &str, args: &[&str]) -> Output {
-    let mut full = vec!["dig", "+time=5", "+tries=1", "@127.0.0.11"];
-    full.extend_from_slice(args);
-    in_ns(&d.netns(container), &full)
-}
-
-/// The answers, one per line (`dig +short`).
-fn short(d: &Daemon, container: &str, args: &[&str]) -> Vec<String> {
-    let mut full = vec!["+short"];
-    full.extend_from_slice(args);
-    let out = dig(d, container, &full);
-    assert!(
-        out.status.success(),
-        "dig {args:?} from {container}: {}{}",
-        stdout(&out),
-        common::stderr(&out)
-    );
-    stdout(&out).lines().map(str::to_string).collect()
-}
-
-/// The response code (`NOERROR`, `NXDOMAIN`, ...).
-fn status(d: &Daemon, container: &str, args: &[&str]) -> String {
-    let out = dig(d, container, args);
-    let text = stdout(&out);
-    text.split("status: ")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .unwrap_or_else(|| panic!("no status in dig output: {text}{}", common::stderr(&out)))
-        .to_string()
-}
-
-/// Waits until the container's server answers (its listener starts once
-/// its namespace exists).
-fn wait_dns(d: &Daemon, container: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let out = dig(d, container, &["+short", container]);
-        if out.status.success() && !stdout(&out).trim().is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no embedded DNS in {container}: {}{}\n--- daemon log ---\n{}",
-            stdout(&out),
-            common::stderr(&out),
-            d.log()
-        );
-        sleep(Duration::from_millis(100));
-    }
-}
-
-fn ip_of(d: &Daemon, container: &str, network: &str) -> String {
-    let c = &d.json(&["container", "inspect", container])[0];
-    c["NetworkSettings"]["Networks"][network]["IPAddress"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{container} has no address on {network}: {c}"))
-        .to_string()
-}
-
-fn resolv_conf(d: &Daemon, container: &str) -> String {
-    std::fs::read_to_string(format!("/etc/netns/{}/resolv.conf", d.netns(container)))
-        .unwrap_or_default()
-}
 
 // ---------------------------------------------------------------------------
 // Names.
@@ -405,8 +156,9 @@ fn names_are_scoped_to_shared_networks() {
             up.seen()
         );
     }
+    // Its address is netd's: NXDOMAIN from here, never asked upstream.
     assert_eq!(status(&d, "other", &["-x", "10.162.0.2"]), "NXDOMAIN");
-    assert!(up.saw("2.0.162.10.in-addr.arpa."));
+    assert!(!up.saw("2.0.162.10.in-addr.arpa."));
     // n1 does not see n2's names either.
     assert_eq!(status(&d, "client", &["other"]), "NXDOMAIN");
 
@@ -565,7 +317,11 @@ fn upstreams_follow_a_reload() {
     d.ok(&["container", "create", "--network", "n1", "client"]);
     wait_dns(&d, "client");
     assert_eq!(status(&d, "client", &["outside.test"]), "SERVFAIL");
-    assert!(upstream_failures(&d) >= 1, "counted:\n{}", d.metrics());
+    assert!(
+        counter(&d, "netd_dns_upstream_failures_total") >= 1,
+        "counted:\n{}",
+        d.metrics()
+    );
 
     // `systemctl reload` with the live one: no restart, no container
     // touched, and the next query goes there.
@@ -581,15 +337,6 @@ fn upstreams_follow_a_reload() {
         sleep(Duration::from_millis(100));
     }
     assert!(up.saw("outside.test."));
-}
-
-/// `netd_dns_upstream_failures_total` in the daemon's metrics.
-fn upstream_failures(d: &Daemon) -> u64 {
-    d.metrics()
-        .lines()
-        .find_map(|l| l.strip_prefix("netd_dns_upstream_failures_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("the metric is exported")
 }
 
 #[test]
@@ -629,8 +376,8 @@ fn records_follow_containers_and_networks() {
     assert_eq!(status(&d, "client", &["cache"]), "NXDOMAIN");
 
     // A default-bridge container connected to a user network gets the
-    // server, and its resolv.conf is rewritten in place (so processes that
-    // already have it mounted see the change).
+    // server, and its resolv.conf is rewritten (for the processes started
+    // from then on).
     d.ok(&["container", "create", "legacy"]);
     let before = resolv_conf(&d, "legacy");
     assert!(!before.contains("127.0.0.11"), "{before}");
@@ -773,15 +520,15 @@ fn service_with_a_joined_container() {
 }
 
 #[test]
-fn unused_address_is_not_answered_as_ours() {
-    // A PTR for an address of a shared network that nobody holds is not
-    // ours: forwarded.
+fn unused_address_is_nxdomain_from_here() {
+    // A PTR for an address of netd's subnets that nobody holds: nobody
+    // upstream knows better, and it is not theirs to learn about.
     let (d, up) = daemon_with_upstream();
     d.ok(&["network", "create", "--subnet", "10.169.0.0/24", "n1"]);
     d.ok(&["container", "create", "--network", "n1", "client"]);
     wait_dns(&d, "client");
     assert_eq!(status(&d, "client", &["-x", "10.169.0.77"]), "NXDOMAIN");
-    assert!(up.saw("77.0.169.10.in-addr.arpa."));
+    assert!(!up.saw("77.0.169.10.in-addr.arpa."));
 }
 
 // ---------------------------------------------------------------------------
@@ -792,6 +539,7 @@ fn unused_address_is_not_answered_as_ours() {
 mod standalone {
     use std::collections::BTreeMap;
     use std::net::Ipv4Addr;
+    use std::process::Command;
 
     use netd::dns::{Dns, DnsConfig, Upstreams};
     use netd::model::{Container, Endpoint, NetMode, Network, State, Subnet};

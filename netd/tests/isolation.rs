@@ -9,17 +9,8 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Daemon, ip_json};
+use common::{Daemon, in_ns, ip_json};
 use serde_json::Value;
-
-fn in_ns(ns: &str, args: &[&str]) -> std::process::Output {
-    Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
 
 fn ping(ns: &str, addr: &str, count: u32) -> bool {
     in_ns(

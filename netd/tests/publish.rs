@@ -11,17 +11,8 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{Daemon, stderr};
+use common::{Daemon, in_ns, stderr};
 use serde_json::Value;
-
-fn in_ns(ns: &str, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
 
 fn spawn_in(ns: &str, args: &[&str]) -> Child {
     Command::new("ip")

@@ -12,6 +12,10 @@
 //! (host) namespace, so upstreams on the host's loopback (a local caching
 //! resolver, systemd-resolved's 127.0.0.53) work, which they could not from
 //! inside a container.
+//!
+//! A forwarded query holds a [`Slot`] of its container's budget until its
+//! last socket is closed, the background tasks that drive the sockets
+//! included, so the budget bounds sockets and tasks, not just queries.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,18 +29,13 @@ use hickory_net::udp::UdpClientStream;
 use hickory_net::xfer::{DnsExchange, DnsHandle};
 use hickory_net::{DnsMultiplexer, NetError};
 use hickory_proto::op::{DnsRequest, DnsRequestOptions, Edns, Message, Query, ResponseCode};
-use tokio::sync::Semaphore;
 use tracing::{debug, info};
 
 use super::ResolvConf;
+use super::budget::Slot;
 
 /// How long one upstream gets before the next one is asked.
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Forwarded queries in flight at once, over all containers (Docker's
-/// limit too); past it, queries get SERVFAIL at once instead of piling up
-/// sockets and tasks behind a slow upstream.
-pub const MAX_IN_FLIGHT: usize = 1024;
 
 /// EDNS payload size offered upstream (the DNS flag day 2020 value: no IP
 /// fragmentation on common paths).
@@ -89,7 +88,6 @@ impl Upstreams {
 pub struct Forwarder {
     upstreams: Upstreams,
     timeout: Duration,
-    in_flight: Semaphore,
     /// Attempts at an upstream that failed (see [`Forwarder::failures`]).
     failures: AtomicU64,
 }
@@ -99,7 +97,6 @@ impl Forwarder {
         Forwarder {
             upstreams,
             timeout,
-            in_flight: Semaphore::new(MAX_IN_FLIGHT),
             failures: AtomicU64::new(0),
         }
     }
@@ -113,22 +110,19 @@ impl Forwarder {
     }
 
     /// The first usable answer, or `None` when every upstream failed (or
-    /// there are none, or too many queries are in flight): the caller
-    /// answers SERVFAIL.
-    pub async fn forward(&self, q: &Question) -> Option<Message> {
-        let Ok(_permit) = self.in_flight.try_acquire() else {
-            debug!("too many forwarded queries in flight");
-            return None;
-        };
+    /// there are none): the caller answers SERVFAIL. `slot` is given back
+    /// once nothing of the query is left.
+    pub async fn forward(&self, q: &Question, slot: Slot) -> Option<Message> {
+        let slot = Arc::new(slot);
         for &upstream in self.upstreams.get().iter() {
             let mut answer = if q.tcp {
-                self.tcp(upstream, q).await
+                self.tcp(upstream, q, &slot).await
             } else {
-                self.udp(upstream, q).await
+                self.udp(upstream, q, &slot).await
             };
             if matches!(&answer, Ok(m) if m.metadata.truncation && !q.tcp) {
                 debug!(%upstream, "truncated answer over UDP, asking again over TCP");
-                answer = self.tcp(upstream, q).await;
+                answer = self.tcp(upstream, q, &slot).await;
             }
             match answer {
                 Ok(m)
@@ -165,15 +159,25 @@ impl Forwarder {
         DnsRequest::new(msg, options)
     }
 
-    async fn udp(&self, upstream: SocketAddr, q: &Question) -> Result<Message, NetError> {
+    async fn udp(
+        &self,
+        upstream: SocketAddr,
+        q: &Question,
+        slot: &Arc<Slot>,
+    ) -> Result<Message, NetError> {
         let stream = UdpClientStream::builder(upstream, TokioRuntimeProvider::new())
             .with_timeout(Some(self.timeout))
             .build();
         let (exchange, bg) = DnsExchange::<TokioRuntimeProvider>::from_stream(stream);
-        self.exchange(exchange, bg, q).await
+        self.exchange(exchange, bg, q, slot).await
     }
 
-    async fn tcp(&self, upstream: SocketAddr, q: &Question) -> Result<Message, NetError> {
+    async fn tcp(
+        &self,
+        upstream: SocketAddr,
+        q: &Question,
+        slot: &Arc<Slot>,
+    ) -> Result<Message, NetError> {
         let provider = TokioRuntimeProvider::new();
         let (connect, sender) =
             TcpClientStream::new(upstream, None, Some(self.timeout), provider.clone());
@@ -182,7 +186,7 @@ impl Forwarder {
             .map_err(|_| NetError::Timeout)??;
         let multiplexer = DnsMultiplexer::new(stream, sender).with_timeout(self.timeout);
         let (exchange, bg) = DnsExchange::<TokioRuntimeProvider>::from_stream(multiplexer);
-        self.exchange(exchange, bg, q).await
+        self.exchange(exchange, bg, q, slot).await
     }
 
     async fn exchange<F>(
@@ -190,16 +194,20 @@ impl Forwarder {
         exchange: DnsExchange<TokioRuntimeProvider>,
         bg: F,
         q: &Question,
+        slot: &Arc<Slot>,
     ) -> Result<Message, NetError>
     where
         F: std::future::Future + Send + 'static,
         F::Output: Send,
     {
         // The background half drives the socket; it ends once the exchange
-        // is dropped, and the timeout bounds it whatever happens.
+        // is dropped, and the timeout bounds it whatever happens. It holds
+        // the query's slot until then.
         let limit = self.timeout * 2;
+        let slot = Arc::clone(slot);
         tokio::spawn(async move {
             let _ = tokio::time::timeout(limit, bg).await;
+            drop(slot);
         });
         let mut responses = exchange.send(self.request(q));
         let first = tokio::time::timeout(self.timeout, responses.next())

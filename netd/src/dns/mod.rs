@@ -20,16 +20,28 @@
 //! The daemon's own threads stay in the host's namespace, so forwarding to
 //! the upstream resolvers happens from there (see `forward`).
 //!
+//! Containers are root in their namespace and may be hostile: one that is
+//! only on `--internal` networks gets nothing forwarded (see
+//! [`Records::forwards`]), each has a budget of forwarded queries in flight
+//! and of TCP connections (see `budget`), and names of netd's own zones are
+//! never forwarded (see `zones`).
+//!
 //! - `records`: the names, built from the state and swapped whole after a
 //!   change (when a query first needs them);
+//! - `zones`: the names netd is the authority for;
 //! - `server`: the request handler (local answers, forwarding, counters);
+//! - `tcp`: DNS over TCP, within the budgets;
+//! - `budget`: what one container may hold of the daemon;
 //! - `forward`: the upstream client, with timeouts and failover;
 //! - `resolv`: the host's resolv.conf and the containers'.
 
+mod budget;
 mod forward;
 mod records;
 mod resolv;
 mod server;
+mod tcp;
+mod zones;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -38,7 +50,7 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,9 +67,6 @@ pub use resolv::{EMBEDDED, ResolvConf};
 /// Where `ip netns exec NAME` looks for files to bind-mount over /etc
 /// (`/etc/netns/NAME/resolv.conf`); `sandbox` does the same.
 pub const RESOLV_DIR: &str = "/etc/netns";
-
-/// Idle TCP connections to the embedded server are closed after this.
-const TCP_IDLE: Duration = Duration::from_secs(10);
 
 /// Longest pause between attempts to open a listener whose namespace does
 /// not exist yet (the engine creates it right after committing the record).
@@ -93,11 +102,12 @@ impl DnsConfig {
 }
 
 /// Query counters since the daemon started. Every query counts in exactly
-/// one of them.
+/// one of the first seven.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DnsStats {
     /// Answered from the records (a container or service name, an alias,
-    /// `tasks.NAME`, PTR), including "exists, but no record of that type".
+    /// `tasks.NAME`, PTR), including "exists, but no record of that type"
+    /// and NXDOMAIN for names of netd's zones that nobody has.
     pub answered_local: u64,
     /// Forwarded, and the upstream's answer (other than NXDOMAIN) passed back.
     pub forwarded: u64,
@@ -105,9 +115,21 @@ pub struct DnsStats {
     pub nxdomain: u64,
     /// No upstream answered (SERVFAIL sent), or a malformed/unsupported query.
     pub failed: u64,
+    /// Not forwarded: the asker is only on `--internal` networks (SERVFAIL).
+    pub refused_internal: u64,
+    /// Not forwarded: the asker's forwarded queries in flight are at its
+    /// budget (REFUSED).
+    pub refused_container_budget: u64,
+    /// Not forwarded: the daemon's forwarding slots are all taken (REFUSED).
+    pub refused_daemon_budget: u64,
     /// Not a query outcome: upstreams asked that did not answer usably
     /// (a query that fails over counts here and in its outcome).
     pub upstream_failures: u64,
+    /// Not a query outcome: TCP connections closed as soon as accepted,
+    /// the container's budget of them being spent.
+    pub tcp_rejected_container_budget: u64,
+    /// The same, the daemon's being spent.
+    pub tcp_rejected_daemon_budget: u64,
 }
 
 /// Reads the embedded server's query counters (cheap to clone).
@@ -117,12 +139,20 @@ pub struct DnsCounters(Arc<server::Shared>);
 impl DnsCounters {
     pub fn read(&self) -> DnsStats {
         let c = &self.0.counters;
+        let read = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        let (refused_container_budget, refused_daemon_budget) = c.forwards_refused.read();
+        let (tcp_rejected_container_budget, tcp_rejected_daemon_budget) = c.tcp_rejected.read();
         DnsStats {
-            answered_local: c.answered_local.load(Ordering::Relaxed),
-            forwarded: c.forwarded.load(Ordering::Relaxed),
-            nxdomain: c.nxdomain.load(Ordering::Relaxed),
-            failed: c.failed.load(Ordering::Relaxed),
+            answered_local: read(&c.answered_local),
+            forwarded: read(&c.forwarded),
+            nxdomain: read(&c.nxdomain),
+            failed: read(&c.failed),
+            refused_internal: read(&c.refused_internal),
+            refused_container_budget,
+            refused_daemon_budget,
             upstream_failures: self.0.forwarder.failures(),
+            tcp_rejected_container_budget,
+            tcp_rejected_daemon_budget,
         }
     }
 }
@@ -405,12 +435,15 @@ async fn serve(
         }
     };
     *bound.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
-    let mut server = Server::new(server::Handler { container, shared });
+    let handler = server::Handler::new(container, shared.clone());
+    let mut server = Server::new(handler.clone());
     server.register_socket(udp);
-    server.register_listener(tcp, TCP_IDLE, 16);
     debug!(netns = %netns.display(), "embedded DNS listening on {EMBEDDED}:53");
-    if let Err(e) = server.block_until_done().await {
-        warn!(netns = %netns.display(), error = %e, "embedded DNS listener ended");
+    tokio::select! {
+        done = server.block_until_done() => if let Err(e) = done {
+            warn!(netns = %netns.display(), error = %e, "embedded DNS listener ended");
+        },
+        () = tcp::serve(tcp, handler, shared) => {}
     }
 }
 

@@ -18,11 +18,18 @@
 //! several addresses (a shared alias, `tasks.NAME`, a container on two
 //! networks the asker shares) the order rotates from one query to the next,
 //! so that clients that take the first address spread out.
+//!
+//! Besides the names, the records know netd's zones (see `zones`), where a
+//! name nobody has is NXDOMAIN instead of forwarded, and which containers
+//! may have names forwarded at all (see [`Records::forwards`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use ipnet::Ipv4Net;
+
+use super::zones::{self, Reverse};
 use crate::model::{NetMode, State};
 
 /// One name on one network.
@@ -34,7 +41,14 @@ struct Entry {
 /// The names of one user-defined network.
 #[derive(Debug, Default)]
 struct NetTable {
+    /// The network's name, lowercase: the zone of its `NAME.NETWORK` names.
+    zone: String,
     names: HashMap<String, Entry>,
+    /// Names in the zone that have names under them but no records (the
+    /// zone itself, `1.NETWORK` for a container `api.1`): NOERROR, not
+    /// NXDOMAIN, which would tell a caching resolver that nothing exists
+    /// under them (RFC 8020).
+    empty: HashSet<String>,
     /// Reverse: address -> the name PTR answers with.
     ptr: HashMap<Ipv4Addr, String>,
 }
@@ -46,6 +60,21 @@ impl NetTable {
             e.addrs.push(ip);
         }
     }
+
+    /// Fills `empty` once every name is in.
+    fn find_empty_names(&mut self) {
+        self.empty.insert(self.zone.clone());
+        for name in self.names.keys() {
+            let mut rest = name.as_str();
+            while let Some((_, parent)) = rest.split_once('.') {
+                if !zones::within(parent, &self.zone) {
+                    break;
+                }
+                self.empty.insert(parent.to_string());
+                rest = parent;
+            }
+        }
+    }
 }
 
 /// Every name the embedded server answers, for every asker.
@@ -55,8 +84,29 @@ pub struct Records {
     /// Container id -> the tables it sees, in the order of its endpoints
     /// (eth0 first), so the first address answered is on its first network.
     views: HashMap<String, Vec<usize>>,
+    /// Every network's subnet: their reverse zones are netd's.
+    subnets: Vec<Ipv4Net>,
+    /// Containers with an endpoint on a network that is not `--internal`.
+    forwarding: HashSet<String>,
     /// Rotates multi-address answers between queries.
     cursor: AtomicUsize,
+}
+
+/// What the records say about a name, for one asker.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answer<'a> {
+    /// A name the asker sees, with these addresses (none: a service
+    /// without replicas, for `tasks.NAME`).
+    Addrs(Vec<Ipv4Addr>),
+    /// The PTR name of an address the asker sees.
+    Ptr(&'a str),
+    /// A name in netd's zones that has no records of its own (the zone of
+    /// a subnet, or a part of it): NOERROR without answers.
+    Empty,
+    /// A name in netd's zones that does not exist.
+    NxDomain,
+    /// Not netd's: for the upstream resolvers.
+    Forward,
 }
 
 impl Records {
@@ -69,8 +119,11 @@ impl Records {
             .values()
             .filter(|n| has_embedded_dns(state, &n.id))
         {
-            let mut t = NetTable::default();
             let suffix = net.name.to_ascii_lowercase();
+            let mut t = NetTable {
+                zone: suffix.clone(),
+                ..NetTable::default()
+            };
             // A container on its way out answers to its name no more.
             for (c, ep) in state.endpoints_on(&net.id).filter(|(c, _)| !c.removing) {
                 t.add(&c.name, ep.ip);
@@ -133,10 +186,12 @@ impl Records {
                     t.add(&tasks, p.ip);
                 }
             }
+            t.find_empty_names();
             index_of.insert(&net.id, nets.len());
             nets.push(t);
         }
         let mut views = HashMap::new();
+        let mut forwarding = HashSet::new();
         for c in state.containers.values() {
             let tables: Vec<usize> = c
                 .endpoints
@@ -146,12 +201,71 @@ impl Records {
             if !tables.is_empty() {
                 views.insert(c.id.clone(), tables);
             }
+            // A way out: an endpoint on any network (the default bridge and
+            // macvlan included) but an `--internal` one.
+            let way_out = c.endpoints.iter().any(|e| {
+                state
+                    .networks
+                    .get(&e.network_id)
+                    .is_some_and(|n| !n.internal)
+            });
+            if way_out {
+                forwarding.insert(c.id.clone());
+            }
         }
+        let subnets = state
+            .networks
+            .values()
+            .filter_map(|n| n.ipam.as_ref().map(|s| s.subnet))
+            .collect();
         Records {
             nets,
             views,
+            subnets,
+            forwarding,
             cursor: AtomicUsize::new(0),
         }
+    }
+
+    /// What `name` is for container `asker`: its own names first, then
+    /// netd's zones, else the upstreams'.
+    pub fn resolve(&self, asker: &str, name: &str) -> Answer<'_> {
+        let name = normalize(name);
+        if let Some(addrs) = self.lookup(asker, &name) {
+            return Answer::Addrs(addrs);
+        }
+        if let Some(reverse) = Reverse::parse(&name) {
+            if !reverse.within_any(&self.subnets) {
+                return Answer::Forward;
+            }
+            return match reverse.addr() {
+                Some(ip) => self
+                    .reverse(asker, ip)
+                    .map_or(Answer::NxDomain, Answer::Ptr),
+                None if reverse.deeper => Answer::NxDomain,
+                None => Answer::Empty,
+            };
+        }
+        let mut answer = Answer::Forward;
+        for &t in self.views.get(asker).into_iter().flatten() {
+            let table = &self.nets[t];
+            if table.empty.contains(&name) {
+                return Answer::Empty;
+            }
+            if zones::within(&name, &table.zone) {
+                answer = Answer::NxDomain;
+            }
+        }
+        answer
+    }
+
+    /// Whether names that are not netd's may be forwarded for `asker`: not
+    /// when all its networks are `--internal`. Docker does the same (its
+    /// resolver forwards from the host's namespace only for containers
+    /// with a gateway); forwarding from the daemon's namespace would be
+    /// the way out that an internal network is meant not to have.
+    pub fn forwards(&self, asker: &str) -> bool {
+        self.forwarding.contains(asker)
     }
 
     /// The addresses `name` has for container `asker`, rotated; `None` when
@@ -183,7 +297,7 @@ impl Records {
     }
 
     /// The name PTR answers for `ip`, if the asker shares its network.
-    pub fn reverse(&self, asker: &str, ip: Ipv4Addr) -> Option<&str> {
+    fn reverse(&self, asker: &str, ip: Ipv4Addr) -> Option<&str> {
         self.views
             .get(asker)?
             .iter()
@@ -441,6 +555,58 @@ mod tests {
         assert_eq!(r.reverse(client, [10, 2, 0, 2].into()), None);
         assert_eq!(r.reverse("c-db", [10, 2, 0, 3].into()), Some("web.back"));
         assert_eq!(r.reverse(client, [172, 17, 0, 2].into()), None);
+    }
+
+    #[test]
+    fn netd_zones_are_answered_not_forwarded() {
+        use Answer::{Addrs, Empty, Forward, NxDomain, Ptr};
+        let r = Records::build(&state());
+        let client = "222222222222bbbb";
+        // Reverse zones of every subnet (all of 10/8 here).
+        assert_eq!(
+            r.resolve(client, "2.0.1.10.in-addr.arpa."),
+            Ptr("web.front")
+        );
+        assert_eq!(
+            r.resolve(client, "2.0.2.10.in-addr.arpa"),
+            NxDomain,
+            "db's: not on a shared network"
+        );
+        assert_eq!(r.resolve(client, "77.0.1.10.in-addr.arpa"), NxDomain);
+        assert_eq!(r.resolve(client, "x.2.0.1.10.in-addr.arpa"), NxDomain);
+        assert_eq!(r.resolve(client, "1.10.in-addr.arpa"), Empty);
+        assert_eq!(r.resolve(client, "in-addr.arpa"), Forward);
+        assert_eq!(r.resolve(client, "2.17.172.in-addr.arpa"), Forward);
+        // The zones of its own networks.
+        assert_eq!(
+            r.resolve(client, "Web.Front."),
+            Addrs(ips(&[[10, 1, 0, 2]]))
+        );
+        assert_eq!(r.resolve(client, "ghost.front"), NxDomain);
+        assert_eq!(r.resolve(client, "x.web.front"), NxDomain);
+        assert_eq!(r.resolve(client, "front"), Empty);
+        assert_eq!(r.resolve(client, "1.front"), Empty, "api.1.front is below");
+        assert_eq!(r.resolve(client, "ghost.back"), Forward, "not its network");
+        assert_eq!(r.resolve("c-client2", "ghost.back"), NxDomain);
+        assert_eq!(r.resolve(client, "example.com"), Forward);
+        assert_eq!(r.resolve("nobody", "ghost.front"), Forward);
+    }
+
+    #[test]
+    fn only_containers_with_a_way_out_forward() {
+        let mut s = state();
+        let mut back = (*s.networks["n-back"]).clone();
+        back.internal = true;
+        s.networks.insert(back.id.clone(), Arc::new(back));
+        let r = Records::build(&s);
+        assert!(
+            !r.forwards("c-db") && !r.forwards("c-client2"),
+            "internal only"
+        );
+        assert!(r.forwards("111111111111aaaa"), "web is on front too");
+        assert!(r.forwards("c-loner"), "the default bridge leads out");
+        assert!(!r.forwards("nobody"));
+        assert!(Records::build(&state()).forwards("c-db"));
     }
 
     #[test]

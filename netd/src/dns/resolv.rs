@@ -8,6 +8,7 @@
 use std::fs;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// The host's resolver configuration.
@@ -141,36 +142,53 @@ pub fn for_embedded(host: &ResolvConf) -> String {
     out
 }
 
-/// Writes `content` to `path` unless it already holds exactly that. An
-/// existing file is rewritten in place (same inode) so that processes that
-/// have it bind-mounted over their /etc/resolv.conf see the change (a
-/// rename would leave them the old inode); a new one appears atomically.
+/// Permissions of the files: resolv.conf must be readable by every user
+/// in the container, whatever the daemon's umask.
+const MODE: u32 = 0o644;
+
+/// Writes `content` to `path` unless it already holds exactly that: to a
+/// temporary file next to the directory (the same filesystem), renamed
+/// over the old file, so that a reader (a resolver in the container, which
+/// may read it in several pieces: musl does) sees the old file or the new
+/// one whole, and a daemon killed in the middle leaves one of them.
+///
+/// A process that already has the old file bind-mounted over its
+/// /etc/resolv.conf (`container run/exec`, `ip netns exec`) keeps it; the
+/// next one started gets the new file. Docker truncates and writes in
+/// place instead, which running processes see, at the price of the half
+/// files a rewrite in place shows to readers.
 pub fn write_if_changed(path: &Path, content: &str) -> io::Result<bool> {
     match fs::read_to_string(path) {
-        Ok(old) if old == content => return Ok(false),
         Ok(old) if !old.starts_with(MARKER) => {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 format!("{} exists and was not written by netd", path.display()),
             ));
         }
-        Ok(_) => {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .truncate(true)
-                .open(path)?;
-            f.write_all(content.as_bytes())?;
-            return Ok(true);
+        Ok(old) if old == content => {
+            fs::set_permissions(path, fs::Permissions::from_mode(MODE))?;
+            return Ok(false);
         }
+        Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
     let dir = path.parent().expect("a file inside a directory");
     fs::create_dir_all(dir)?;
-    // The temporary file is next to the directory, not in it: `ip netns
-    // exec` bind-mounts every file it finds in there.
+    // Next to the directory, not in it: `ip netns exec` bind-mounts every
+    // file it finds in there.
     let tmp = temp_path(dir);
-    fs::write(&tmp, content)?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(MODE)
+        .open(&tmp)?;
+    // The umask, or a file left by a daemon killed here, may have given it
+    // less.
+    f.set_permissions(fs::Permissions::from_mode(MODE))?;
+    f.write_all(content.as_bytes())?;
+    drop(f);
     fs::rename(&tmp, path)?;
     Ok(true)
 }
@@ -265,21 +283,46 @@ mod tests {
         );
     }
 
-    #[test]
-    fn writes_in_place_and_removes_only_its_own_files() {
-        let dir = std::env::temp_dir().join(format!("netd-resolv-test-{}", std::process::id()));
+    /// An empty directory for one test, removed when dropped (a failed
+    /// test included).
+    struct Scratch(std::path::PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A directory for test `tag`, and the path of a container's file in it.
+    fn scratch(tag: &str) -> (Scratch, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("netd-resolv-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        let ns = dir.join("ns1");
-        let file = ns.join("resolv.conf");
+        let file = dir.join("ns1").join("resolv.conf");
+        (Scratch(dir), file)
+    }
+
+    #[test]
+    fn writes_by_rename_and_removes_only_its_own_files() {
+        let (dir, file) = scratch("test");
+        let ns = dir.0.join("ns1");
         let a = format!("{MARKER}\nnameserver 1.1.1.1\n");
         let b = format!("{MARKER}\nnameserver 2.2.2.2\n");
         assert!(write_if_changed(&file, &a).unwrap());
-        assert!(!write_if_changed(&file, &a).unwrap(), "unchanged: no write");
         use std::os::unix::fs::MetadataExt;
         let ino = fs::metadata(&file).unwrap().ino();
+        assert!(!write_if_changed(&file, &a).unwrap(), "unchanged: no write");
+        assert_eq!(fs::metadata(&file).unwrap().ino(), ino);
         assert!(write_if_changed(&file, &b).unwrap());
-        assert_eq!(fs::metadata(&file).unwrap().ino(), ino, "same inode");
+        assert_ne!(fs::metadata(&file).unwrap().ino(), ino, "renamed over");
         assert_eq!(fs::read_to_string(&file).unwrap(), b);
+        // Shorter: the old tail is cut.
+        let short = format!("{MARKER}\n");
+        assert!(write_if_changed(&file, &short).unwrap());
+        assert_eq!(fs::read_to_string(&file).unwrap(), short);
+        // Readable by all, whatever the mode it had.
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(!write_if_changed(&file, &short).unwrap());
+        assert_eq!(fs::metadata(&file).unwrap().mode() & 0o777, MODE);
         remove(&ns).unwrap();
         assert!(!ns.exists());
         // Somebody else's file stays.
@@ -288,6 +331,48 @@ mod tests {
         assert!(write_if_changed(&file, &a).is_err());
         remove(&ns).unwrap();
         assert!(file.exists());
-        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn new_files_are_readable_by_all_whatever_was_left_before() {
+        let (dir, file) = scratch("mode");
+        // A temporary file left by a daemon killed while writing, private.
+        let tmp = temp_path(&dir.0.join("ns1"));
+        fs::create_dir_all(&dir.0).unwrap();
+        fs::write(&tmp, "half").unwrap();
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(write_if_changed(&file, &format!("{MARKER}\n")).unwrap());
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(fs::metadata(&file).unwrap().mode() & 0o777, MODE);
+        assert_eq!(fs::read_to_string(&file).unwrap(), format!("{MARKER}\n"));
+        assert!(!tmp.exists());
+    }
+
+    #[test]
+    fn readers_never_see_a_half_file() {
+        let (_dir, file) = scratch("race");
+        let long = format!("{MARKER}\n{}", "nameserver 192.0.2.1\n".repeat(40));
+        let short = format!("{MARKER}\nnameserver 127.0.0.11\noptions ndots:0\n");
+        write_if_changed(&file, &long).unwrap();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (file, done) = (file.clone(), done.clone());
+            let (long, short) = (long.clone(), short.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0u64;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let text = fs::read_to_string(&file).unwrap();
+                    assert!(text == long || text == short, "a half file: {text:?}");
+                    reads += 1;
+                }
+                reads
+            })
+        };
+        for i in 0..2_000 {
+            let content = if i % 2 == 0 { &short } else { &long };
+            assert!(write_if_changed(&file, content).unwrap());
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
     }
 }

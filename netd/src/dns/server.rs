@@ -1,7 +1,8 @@
 //! The request handler behind every listener: answers the names the asking
-//! container can see from the current [`Records`], forwards the rest.
+//! container can see and netd's zones from the current [`Records`],
+//! forwards the rest within the container's budget, unless the container
+//! has no way out.
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -12,26 +13,35 @@ use hickory_proto::rr::rdata::{A, PTR};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
+use tokio::sync::Semaphore;
 use tracing::debug;
 
+use super::budget::{self, Budget, Refusals};
 use super::forward::{Forwarder, Question};
-use super::records::Records;
+use super::records::{Answer, Records};
 use crate::model::State;
 
 /// TTL of our answers, as Docker's embedded server uses.
 pub const TTL: u32 = 600;
 
-/// Query outcomes; every query counts in exactly one.
+/// Query outcomes (every query counts once: in one of the first four,
+/// `refused_internal` or `forwards_refused`), and TCP connections turned
+/// away.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub answered_local: AtomicU64,
     pub forwarded: AtomicU64,
     pub nxdomain: AtomicU64,
     pub failed: AtomicU64,
+    /// Not forwarded: the asker has no way out.
+    pub refused_internal: AtomicU64,
+    /// Not forwarded: a forwarding budget is spent.
+    pub forwards_refused: Refusals,
+    pub tcp_rejected: Refusals,
 }
 
 /// What every listener shares: the records (swapped whole when the state
-/// changed), the forwarder and the counters.
+/// changed), the forwarder, the daemon's pools and the counters.
 #[derive(Debug)]
 pub struct Shared {
     records: RwLock<Arc<Records>>,
@@ -41,6 +51,9 @@ pub struct Shared {
     /// one build instead of one per commit, each of them O(state).
     pending: Mutex<Option<Arc<State>>>,
     pub forwarder: Forwarder,
+    /// The daemon's forwarding slots and TCP connections (see `budget`).
+    forward_pool: Arc<Semaphore>,
+    tcp_pool: Arc<Semaphore>,
     pub counters: Counters,
 }
 
@@ -50,8 +63,15 @@ impl Shared {
             records: RwLock::default(),
             pending: Mutex::default(),
             forwarder,
+            forward_pool: Arc::new(Semaphore::new(budget::DAEMON_FORWARDS)),
+            tcp_pool: Arc::new(Semaphore::new(budget::DAEMON_TCP)),
             counters: Counters::default(),
         }
+    }
+
+    /// A new container's share of the daemon's TCP connections.
+    pub fn tcp_budget(&self) -> Budget {
+        Budget::new(&self.tcp_pool, budget::CONTAINER_TCP)
     }
 
     /// The records of the last committed state. Queries arriving while
@@ -79,61 +99,64 @@ impl Shared {
 
 /// The handler of one container's listener. The socket lives in that
 /// container's namespace, so every query it gets comes from that container.
+#[derive(Clone)]
 pub struct Handler {
-    pub container: String,
-    pub shared: Arc<Shared>,
-}
-
-/// What our own records say about a question.
-enum Local {
-    /// Ours: these records (possibly none: the name exists, not the type).
-    Answer(Vec<Record>),
-    /// Not a name this container sees: forward.
-    NotOurs,
+    container: String,
+    shared: Arc<Shared>,
+    /// The container's share of the daemon's forwarding slots.
+    forwards: Budget,
 }
 
 impl Handler {
-    fn local(&self, records: &Records, name: &Name, qtype: RecordType, class: DNSClass) -> Local {
-        if class != DNSClass::IN {
-            return Local::NotOurs;
+    pub fn new(container: String, shared: Arc<Shared>) -> Handler {
+        let forwards = Budget::new(&shared.forward_pool, budget::CONTAINER_FORWARDS);
+        Handler {
+            container,
+            shared,
+            forwards,
         }
-        let text = name.to_ascii();
-        if let Some(addrs) = records.lookup(&self.container, &text) {
-            let answers = match qtype {
+    }
+
+    /// The response code and answers when the question is netd's to
+    /// answer, `None` when it is for the upstreams.
+    fn local(
+        &self,
+        records: &Records,
+        name: &Name,
+        qtype: RecordType,
+        class: DNSClass,
+    ) -> Option<(ResponseCode, Vec<Record>)> {
+        if class != DNSClass::IN {
+            return None;
+        }
+        // A name that exists answers NOERROR, without records for other
+        // types: NODATA rather than NXDOMAIN, which would make resolvers
+        // give up on the name (IPv4-only networks get AAAA queries).
+        let answers = match records.resolve(&self.container, &name.to_ascii()) {
+            Answer::Forward => return None,
+            Answer::NxDomain => return Some((ResponseCode::NXDomain, Vec::new())),
+            Answer::Empty => Vec::new(),
+            Answer::Addrs(addrs) => match qtype {
                 RecordType::A | RecordType::ANY => addrs
                     .into_iter()
                     .map(|ip| Record::from_rdata(name.clone(), TTL, RData::A(A(ip))))
                     .collect(),
-                // IPv4-only networks: the name exists, without AAAA (or
-                // any other type), so NODATA rather than a forwarded
-                // NXDOMAIN that would make resolvers give up on the name.
                 _ => Vec::new(),
-            };
-            return Local::Answer(answers);
-        }
-        let Ok(net) = name.parse_arpa_name() else {
-            return Local::NotOurs;
+            },
+            Answer::Ptr(target) => match (qtype, Name::from_ascii(format!("{target}."))) {
+                (RecordType::PTR | RecordType::ANY, Ok(target)) => {
+                    vec![Record::from_rdata(
+                        name.clone(),
+                        TTL,
+                        RData::PTR(PTR(target)),
+                    )]
+                }
+                // A name too long for DNS (63-byte labels) has no PTR to
+                // give, and is ours all the same.
+                _ => Vec::new(),
+            },
         };
-        let IpAddr::V4(ip) = net.addr() else {
-            return Local::NotOurs;
-        };
-        if net.prefix_len() != 32 {
-            return Local::NotOurs;
-        }
-        let Some(target) = records.reverse(&self.container, ip) else {
-            return Local::NotOurs;
-        };
-        let Ok(target) = Name::from_ascii(format!("{target}.")) else {
-            return Local::NotOurs;
-        };
-        Local::Answer(match qtype {
-            RecordType::PTR | RecordType::ANY => vec![Record::from_rdata(
-                name.clone(),
-                TTL,
-                RData::PTR(PTR(target)),
-            )],
-            _ => Vec::new(),
-        })
+        Some((ResponseCode::NoError, answers))
     }
 }
 
@@ -199,7 +222,7 @@ impl RequestHandler for Handler {
         let records = self.shared.records();
         let edns = response_edns(request);
 
-        if let Local::Answer(answers) = self.local(
+        if let Some((code, answers)) = self.local(
             &records,
             query.name(),
             query.query_type(),
@@ -208,6 +231,7 @@ impl RequestHandler for Handler {
             counters.answered_local.fetch_add(1, Ordering::Relaxed);
             let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
             let mut metadata = Metadata::response_from_request(&request.metadata);
+            metadata.response_code = code;
             metadata.authoritative = true;
             metadata.recursion_available = true;
             return match response
@@ -222,6 +246,24 @@ impl RequestHandler for Handler {
             };
         }
 
+        if !records.forwards(&self.container) {
+            // What a Docker container on internal networks only gets:
+            // its resolver tries no upstream and answers SERVFAIL.
+            counters.refused_internal.fetch_add(1, Ordering::Relaxed);
+            return send_error(request, response, ResponseCode::ServFail).await;
+        }
+        drop(records);
+        let slot = match self.forwards.take() {
+            Ok(slot) => slot,
+            Err(by) => {
+                // REFUSED, as Docker's resolver answers when its slots are
+                // all taken: a policy answer at once, not SERVFAIL, which
+                // stands for failing upstreams (and their alert). Stub
+                // resolvers treat both alike and cache neither.
+                counters.forwards_refused.count(by);
+                return send_error(request, response, ResponseCode::Refused).await;
+            }
+        };
         let question = Question {
             query,
             recursion_desired: request.metadata.recursion_desired,
@@ -229,7 +271,7 @@ impl RequestHandler for Handler {
             dnssec_ok: request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok),
             tcp: request.protocol() == Protocol::Tcp,
         };
-        let Some(upstream) = self.shared.forwarder.forward(&question).await else {
+        let Some(upstream) = self.shared.forwarder.forward(&question, slot).await else {
             counters.failed.fetch_add(1, Ordering::Relaxed);
             return send_error(request, response, ResponseCode::ServFail).await;
         };

@@ -21,6 +21,7 @@ mod root;
 pub use root::require_root;
 
 pub mod cluster;
+pub mod dns;
 pub mod etcd;
 
 /// How long a daemon may take to answer its first ping (building nothing,
@@ -629,9 +630,31 @@ pub fn kill_netns_processes(ns: &str) {
     }
 }
 
+/// Runs a command in the network namespace `/run/netns/NS` (`ip netns
+/// exec`, which also bind-mounts `/etc/netns/NS/*`).
+pub fn in_ns(ns: &str, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
 /// Runs `f` on a thread that joined the network namespace `/run/netns/NS`
 /// (sockets it opens live there).
 pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    spawn_in_netns(ns, f)
+        .join()
+        .expect("thread in the namespace")
+}
+
+/// Starts `f` on a thread that joins the network namespace `/run/netns/NS`
+/// first, without waiting for it.
+pub fn spawn_in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
     use std::os::fd::AsRawFd;
     let path = format!("/run/netns/{ns}");
     std::thread::spawn(move || {
@@ -642,8 +665,6 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
         assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
         f()
     })
-    .join()
-    .expect("thread in the namespace")
 }
 
 /// `ip -j ARGS` parsed.
