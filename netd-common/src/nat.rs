@@ -52,11 +52,12 @@ pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 
 /// Masquerade/hairpin source ports are searched in
-/// `PORT_MIN..=PORT_MAX` (Linux's default ephemeral range) when the
-/// original one is taken.
-pub const PORT_MIN: u16 = 32768;
+/// `PORT_MIN..=PORT_MAX` when the original one is taken: above Linux's
+/// default ephemeral range (32768-60999), so that a searched port is never
+/// one the host picked for a connection of its own.
+pub const PORT_MIN: u16 = 61000;
 /// See [`PORT_MIN`].
-pub const PORT_MAX: u16 = 60999;
+pub const PORT_MAX: u16 = 65535;
 /// How many ports a new flow tries (the original, then this many minus
 /// one from a random start in the range) before it is dropped with
 /// `DropReason::NatNoPort`. Bounded so the verifier accepts the loop

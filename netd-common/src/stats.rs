@@ -107,10 +107,11 @@ pub enum DropReason {
     /// `EP_BY_IF` entry or a macvlan whose `MV_EP` entry is gone): fail
     /// closed.
     UnknownSender = 16,
-    /// Arrived through the overlay tunnel from a client outside the
-    /// cluster's networks (another host's routing mesh) without a flow
-    /// here: only the opening packet of a TCP or UDP connection to a
-    /// service's backend starts one.
+    /// A packet that needs a flow and has none, and cannot open one: a TCP
+    /// segment other than a SYN to a service's VIP, or one arriving through
+    /// the overlay tunnel from a client outside the cluster's networks
+    /// (another host's routing mesh); only a connection's opening packet
+    /// selects a backend.
     NoFlow = 17,
     /// Between two endpoints of a network created with
     /// `com.docker.network.bridge.enable_icc=false`.

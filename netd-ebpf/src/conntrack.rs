@@ -408,9 +408,10 @@ fn reclaim(key: &CtKey, now: u64) -> bool {
 /// chosen here), `rev` carries the partner's delivery (`ifindex`,
 /// `gateway`, `flags`; its tuple is derived). Returns the packet's entry.
 ///
-/// The translated source port is `key.sport` if the reverse tuple is free,
-/// else the first free one of up to `PORT_TRIES - 1` ports from a random
-/// start in the range.
+/// The translated source port is `key.sport` if `keep_port` and the
+/// reverse tuple is free, else the first free one of up to `PORT_TRIES - 1`
+/// ports from a random start in the range (the caller clears `keep_port`
+/// when a socket of the host uses the original port).
 ///
 /// Verifier note: the search runs in `bpf_loop` (Linux >= 5.17) rather than
 /// as a bounded loop. A bounded loop is verified once per iteration and per
@@ -423,6 +424,7 @@ pub(crate) fn create(
     mut fwd: CtEntry,
     rev: CtEntry,
     now: u64,
+    keep_port: bool,
 ) -> Result<CtEntry, DropReason> {
     fwd.last_seen = now;
     let mut search = PortSearch {
@@ -444,7 +446,7 @@ pub(crate) fn create(
         start: unsafe { bpf_get_prandom_u32() },
         outcome: SEARCHING,
         port: 0,
-        _pad: 0,
+        keep_port: u32::from(keep_port),
         now,
     };
     // SAFETY: `try_port` has the signature `bpf_loop` calls back with, and
@@ -499,7 +501,8 @@ struct PortSearch {
     start: u32,
     /// `SEARCHING`, `CLAIMED` or `FAILED`.
     outcome: u32,
-    _pad: u32,
+    /// 1: try 0 is the packet's own source port; 0: a port of the range.
+    keep_port: u32,
     now: u64,
 }
 
@@ -523,7 +526,8 @@ impl PortSearch {
 }
 
 /// One try of the port search (`bpf_loop` callback; `i` counts from 0):
-/// try 0 the packet's own source port, then ports from the random start.
+/// try 0 the packet's own source port (if it may be kept), then ports from
+/// the random start.
 /// Returns 1 to stop the loop (a port was claimed or the map failed), 0 to
 /// go on.
 extern "C" fn try_port(i: u64, ctx: *mut c_void) -> i64 {
@@ -531,7 +535,7 @@ extern "C" fn try_port(i: u64, ctx: *mut c_void) -> i64 {
     // the loop; nothing else accesses it meanwhile.
     let search = unsafe { &mut *ctx.cast::<PortSearch>() };
     let range = u32::from(PORT_MAX - PORT_MIN) + 1;
-    let port = if i == 0 {
+    let port = if i == 0 && search.keep_port != 0 {
         search.key.sport
     } else {
         // Host order in the range, stored in network order.

@@ -21,9 +21,10 @@
 //!   to a port published to a service: the socket's destination becomes the
 //!   backend, nothing is translated per packet.
 //!
-//! New flows: any packet but a TCP RST without a flow starts one (as for
-//! masquerade, so a flow whose entries were evicted gets a backend again;
-//! a TCP segment the new backend does not know is answered with a RST).
+//! New flows: a TCP SYN (without ACK), any UDP datagram or ICMP echo; any
+//! other TCP segment to a VIP without a flow is dropped (`NoFlow`) rather
+//! than balanced, so stray packets never select a backend, move the
+//! cursor or create an entry (exact round-robin from containers).
 //! Translated: TCP, UDP, ICMP echo (the identifier stands in for the
 //! port); other packets to a VIP are left to the host's stack, as for any
 //! unused address. A service whose count is 0 drops new flows
@@ -43,14 +44,14 @@ use aya_ebpf::programs::TcContext;
 use netd_common::{
     DropReason, EndpointInfo, NetworkInfo, PublishTarget,
     lb::{LbStatsKey, SLOT_FRONTEND, SvcKey, SvcSlot},
-    nat::{CT_F_LB, CT_F_REPLY, CtEntry, NatCounter},
+    nat::{CT_F_LB, CT_F_REPLY, CtEntry, NatCounter, PROTO_TCP},
 };
 
 use crate::{
     atomic::fetch_add,
     conntrack,
     maps::{self, LB_BACKENDS, LB_RR, LB_STATS, LB_SVC},
-    parse::{self, Parsed, TCP_RST},
+    parse::{self, Parsed, TCP_ACK, TCP_RST, TCP_SYN},
     translate::{self, Delivery},
 };
 
@@ -261,12 +262,16 @@ pub(crate) fn from_endpoint(
     if let Some(hit) = conntrack::lookup(&p.key, p.tcp_flags) {
         return translate::packet(ctx, &p, &hit).map(Some);
     }
-    if p.tcp_flags & TCP_RST != 0 {
-        return Ok(None);
-    }
     let Some(fe) = frontend(dst) else {
         return Ok(None);
     };
+    // Only what opens a connection selects a backend: a late ACK or FIN
+    // of a flow whose entries are gone would otherwise take the next
+    // backend (which answers it with a RST), advance the cursor and leave
+    // an entry behind.
+    if p.key.proto == PROTO_TCP && p.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN {
+        return Err(DropReason::NoFlow);
+    }
     let vip = dst;
     let b = select(vip, &fe)?;
     let own = b.ip == ep.ip;

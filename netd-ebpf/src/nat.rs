@@ -43,13 +43,17 @@
 //! first carry no ports and cannot be matched to a flow: to the outside
 //! they are dropped (`NatFragment`), on the uplink they pass.
 //!
+//! Masquerade keeps the container's source port only when no socket of the
+//! host would receive the replies on it (`host_socket_on`: a bound UDP
+//! port, a TCP listener, a host connection to the same remote end), so a
+//! container cannot take the host's traffic by sending from its port;
+//! otherwise, and when another flow has the port, a port is searched in
+//! `PORT_MIN..=PORT_MAX`, above the host's default ephemeral range (the
+//! daemon warns when the host's `ip_local_port_range` reaches into it).
+//!
 //! Limits: masqueraded traffic always leaves through the uplink
 //! (`bpf_redirect_neigh` to it; destinations routed elsewhere are not
-//! reachable masqueraded). Masquerade ports come from the host's
-//! ephemeral range and the host's own connections are not tracked, so a
-//! host connection from the uplink address and the same port to the same
-//! remote address and port as a masqueraded flow would lose its replies to
-//! the container (needs the same 4-tuple: rare). A packet larger than the
+//! reachable masqueraded). A packet larger than the
 //! uplink's MTU is dropped by the kernel without an ICMP "fragmentation
 //! needed" back (TCP's MSS normally prevents it). ICMP errors about a
 //! translated flow are not translated.
@@ -74,7 +78,14 @@
 //! the cursor). No loop over ports or services; the only loop is the
 //! bounded port search of a new flow whose port is taken (in `bpf_loop`,
 //! see `conntrack::create`).
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::{
+    bindings::{
+        BPF_F_CURRENT_NETNS, bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1,
+        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1,
+    },
+    helpers::generated::{bpf_sk_lookup_tcp, bpf_sk_lookup_udp, bpf_sk_release},
+    programs::TcContext,
+};
 use netd_common::{
     DropReason, EndpointInfo, NET_F_INTERNAL, NET_F_NO_MASQUERADE, NetworkInfo, PublishKey,
     PublishTarget,
@@ -229,7 +240,48 @@ pub(crate) fn from_endpoint(
         ..CtEntry::default()
     };
     let rev = Delivery::to_endpoint(ep.ifindex, ep.slot, own.gateway).entry(CT_F_SNAT | CT_F_REPLY);
-    translate::start_flow(ctx, &p, fwd, rev, NatCounter::SnatFlows).map(Some)
+    let keep_port = !host_socket_on(ctx, &p, host.uplink_addr);
+    translate::start_flow_on(ctx, &p, fwd, rev, NatCounter::SnatFlows, keep_port).map(Some)
+}
+
+/// Whether a socket of the host would receive what the remote end of `p`
+/// sends back to the uplink address on `p`'s own source port: a UDP socket
+/// bound to that port (a WireGuard, NTP or DNS server), a TCP listener, or
+/// a connection of the host's own to the same remote end. A masqueraded
+/// flow must not keep that port, or the host's traffic would go to the
+/// container (the host's sockets are not in `NAT_CT`).
+///
+/// One socket lookup in the host's namespace (the skb's: the host-side
+/// veth's), for the first packet of a flow only.
+#[inline(always)]
+fn host_socket_on(ctx: &TcContext, p: &Packet, uplink_addr: u32) -> bool {
+    let mut tuple = bpf_sock_tuple {
+        __bindgen_anon_1: bpf_sock_tuple__bindgen_ty_1 {
+            ipv4: bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 {
+                saddr: p.key.daddr,
+                daddr: uplink_addr,
+                sport: p.key.dport,
+                dport: p.key.sport,
+            },
+        },
+    };
+    let size = size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1>() as u32;
+    let skb = ctx.skb.skb.cast();
+    let netns = BPF_F_CURRENT_NETNS as u64;
+    // SAFETY: plain helper calls on the program's own skb and a tuple on
+    // this stack; a socket found is released before returning.
+    unsafe {
+        let sk = match p.key.proto {
+            PROTO_TCP => bpf_sk_lookup_tcp(skb, &mut tuple, size, netns, 0),
+            PROTO_UDP => bpf_sk_lookup_udp(skb, &mut tuple, size, netns, 0),
+            _ => return false,
+        };
+        if sk.is_null() {
+            return false;
+        }
+        bpf_sk_release(sk.cast());
+    }
+    true
 }
 
 /// Whether `p` may start a flow to a published port (or, across hosts, to

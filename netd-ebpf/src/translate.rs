@@ -187,8 +187,8 @@ fn off_host(ctx: &TcContext, e: &CtEntry) -> Result<i32, DropReason> {
     Ok(unsafe { bpf_redirect(e.ifindex, u64::from(BPF_F_INGRESS)) } as i32)
 }
 
-/// Creates the flow for `p` (see `conntrack::create`) and translates the
-/// packet.
+/// Creates the flow for `p` (see `conntrack::create`; the source port
+/// is kept where it can be) and translates the packet.
 #[inline(always)]
 pub(crate) fn start_flow(
     ctx: &TcContext,
@@ -197,7 +197,20 @@ pub(crate) fn start_flow(
     rev: CtEntry,
     counter: NatCounter,
 ) -> Result<i32, DropReason> {
-    let entry = conntrack::create(&p.key, fwd, rev, conntrack::now())?;
+    start_flow_on(ctx, p, fwd, rev, counter, true)
+}
+
+/// [`start_flow`], keeping the packet's source port only if `keep_port`.
+#[inline(always)]
+pub(crate) fn start_flow_on(
+    ctx: &TcContext,
+    p: &Packet,
+    fwd: CtEntry,
+    rev: CtEntry,
+    counter: NatCounter,
+    keep_port: bool,
+) -> Result<i32, DropReason> {
+    let entry = conntrack::create(&p.key, fwd, rev, conntrack::now(), keep_port)?;
     conntrack::count(counter);
     packet(
         ctx,

@@ -77,6 +77,16 @@ async fn serve(
              published ports answer only on the host"
         ),
     }
+    if let Some((first, last)) = uplink::ephemeral_overlap() {
+        tracing::warn!(
+            "the host's ephemeral ports {first}-{last} (net.ipv4.ip_local_port_range) \
+             lie in netd's masquerade range {}-{}: a host connection and a container's \
+             to the same server could then share a port; narrow the range or list these \
+             ports in net.ipv4.ip_local_reserved_ports",
+            netd_common::nat::PORT_MIN,
+            netd_common::nat::PORT_MAX
+        );
+    }
     let store = FileStore::new(state_dir.path())?;
     let netlink = Netlink::new()
         .await

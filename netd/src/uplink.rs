@@ -120,6 +120,46 @@ fn interface_addresses() -> Vec<(String, Ipv4Addr)> {
     found
 }
 
+
+
+/// The host's ephemeral ports (`net.ipv4.ip_local_port_range`) that fall
+/// in netd's masquerade search range and are not reserved
+/// (`net.ipv4.ip_local_reserved_ports`), as `(first, last)`: a connection
+/// of the host from such a port to the same server as a container's
+/// masqueraded flow would lose its replies to the container. `None` on a
+/// default host (32768-60999), or when the files cannot be read.
+pub fn ephemeral_overlap() -> Option<(u16, u16)> {
+    let read = |name| std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).ok();
+    let range = read("ip_local_port_range")?;
+    let reserved = read("ip_local_reserved_ports").unwrap_or_default();
+    overlap_of(&range, &reserved)
+}
+
+fn overlap_of(range: &str, reserved: &str) -> Option<(u16, u16)> {
+    use netd_common::nat::{PORT_MAX, PORT_MIN};
+    let mut bounds = range.split_whitespace().map(|p| p.parse::<u16>().ok());
+    let (lo, hi) = (bounds.next()??, bounds.next()??);
+    // The range ends at the last port there is.
+    const _: () = assert!(PORT_MAX == u16::MAX);
+    let (first, last) = (lo.max(PORT_MIN), hi);
+    if first > last {
+        return None;
+    }
+    // Comma-separated ports and inclusive ranges, e.g. "61000-65535,8080".
+    let reserved: Vec<(u16, u16)> = reserved
+        .trim()
+        .split(',')
+        .filter_map(|part| {
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+        })
+        .collect();
+    let open: Vec<u16> = (first..=last)
+        .filter(|p| !reserved.iter().any(|(a, b)| (a..=b).contains(&p)))
+        .collect();
+    Some((*open.first()?, *open.last()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +173,13 @@ mod tests {
             resolve(Some("nosuch0")),
             Err(UplinkError::NotFound(_))
         ));
+    }
+    #[test]
+    fn ephemeral_ports_overlapping_the_masquerade_range_are_found() {
+        assert_eq!(overlap_of("32768\t60999\n", ""), None);
+        assert_eq!(overlap_of("1024\t65535\n", "\n"), Some((61000, 65535)));
+        assert_eq!(overlap_of("1024\t65535\n", "61000-65535\n"), None);
+        assert_eq!(overlap_of("1024\t62000\n", "61000-61999"), Some((62000, 62000)));
+        assert_eq!(overlap_of("garbage", ""), None);
     }
 }

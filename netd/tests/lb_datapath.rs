@@ -32,7 +32,9 @@ use bpf_harness::{
     addr::{ip, mac_of, net},
     checks::{self, Seen},
     cmd::run,
-    frames::{ACK, ICMP, RST, SYN, TCP, UDP, arp_request, frame, frame_with, icmp_echo, tcp, udp},
+    frames::{
+        ACK, FIN, ICMP, RST, SYN, TCP, UDP, arp_request, frame, frame_with, icmp_echo, tcp, udp,
+    },
     guards::{Bridge, PinDir, Process, Veth, wait_up},
     lab::{CLIENT, Ep, Lab, UPLINK},
     prog::{RunResult, VERDICT_DROP, VERDICT_NEXT, VERDICT_REDIRECT},
@@ -188,6 +190,36 @@ fn new_flows_go_round_robin_exactly() {
     assert_eq!(ping_hits, members);
     assert_eq!(lab.selections(), each(&members, 7));
     assert_eq!(lab.total_drops(), 0);
+}
+
+/// A TCP segment to a VIP that no flow knows and that opens none (a late
+/// ACK, a FIN, a RST of a flow whose entries are gone) is dropped as
+/// `no_flow`: it selects no backend, moves no cursor and creates no entry,
+/// so the next connection still gets the next backend in turn.
+#[test]
+fn stray_segments_to_a_vip_select_no_backend() {
+    let mut lab = lab();
+    lab.set_service(&[0, 1, 2]);
+    let members: Vec<Ipv4Addr> = lab.members(&[0, 1, 2]).iter().map(Backend::ip).collect();
+    let (a, vip) = (&lab.a, ip(VIP));
+    assert_eq!(lab.connect(a, 40000), members[0]);
+    for (what, flags) in [
+        ("a late ACK", ACK),
+        ("a FIN", FIN | ACK),
+        ("a RST", RST),
+        ("a SYN-ACK", SYN | ACK),
+    ] {
+        let r = lab.send(a, vip, TCP, &tcp(a.ip, vip, 41000, 80, flags));
+        assert_eq!(r.verdict, VERDICT_DROP, "{what}");
+    }
+    assert_eq!(lab.drops(DropReason::NoFlow, Direction::FromEndpoint), 4);
+    let one_selection: BTreeMap<Ipv4Addr, u64> = members
+        .iter()
+        .map(|m| (*m, u64::from(*m == members[0])))
+        .collect();
+    assert_eq!(lab.selections(), one_selection, "no selection");
+    assert_eq!(lab.dp.conntrack().expect("ct").len(), 2, "one flow");
+    assert_eq!(lab.connect(a, 40001), members[1], "the rotation goes on");
 }
 
 #[test]

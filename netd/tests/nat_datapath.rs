@@ -151,6 +151,53 @@ fn replies_are_translated_back_and_delivered_to_the_container() {
     assert_eq!(lab.total_drops(), 0);
 }
 
+/// A container cannot take the host's traffic by sending from a port a
+/// host socket uses (a UDP server's, a TCP listener's): its flow gets a
+/// port of netd's range instead, so the replies to the host's port still
+/// reach the host; a port no host socket uses is kept.
+#[test]
+fn masquerade_never_takes_a_port_of_a_host_socket() {
+    let lab = lab();
+    let (a, remote, uplink) = (&lab.a, ip(REMOTE), ip(UPLINK));
+    // Bound in this (the host's) namespace, on every address.
+    let udp_socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp socket");
+    let taken_udp = udp_socket.local_addr().expect("addr").port();
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("tcp listener");
+    let taken_tcp = listener.local_addr().expect("addr").port();
+
+    let s = redirected(&lab.send(a, remote, UDP, &udp(a.ip, remote, taken_udp, 123, true)));
+    assert_eq!(s.src, uplink);
+    assert_ne!(
+        s.sport, taken_udp,
+        "the host's UDP port went to a container"
+    );
+    assert!((PORT_MIN..=PORT_MAX).contains(&s.sport), "{}", s.sport);
+    let r = redirected(&lab.arrive(
+        remote,
+        uplink,
+        UDP,
+        &udp(remote, uplink, 123, s.sport, true),
+    ));
+    assert_eq!(
+        (r.dst, r.dport),
+        (a.ip, taken_udp),
+        "its replies still reach it"
+    );
+
+    let s = redirected(&lab.send(a, remote, TCP, &tcp(a.ip, remote, taken_tcp, 80, SYN)));
+    assert_ne!(
+        s.sport, taken_tcp,
+        "a host listener's port went to a container"
+    );
+    assert!((PORT_MIN..=PORT_MAX).contains(&s.sport), "{}", s.sport);
+
+    // The UDP port once the host's socket is gone: kept.
+    drop(udp_socket);
+    let s = redirected(&lab.send(a, remote, UDP, &udp(a.ip, remote, taken_udp, 124, true)));
+    assert_eq!(s.sport, taken_udp);
+    assert_eq!(lab.total_drops(), 0);
+}
+
 /// `enable_ip_masquerade=false`: a packet to the outside is passed to the
 /// host unchanged (its own source, for the host to route), and no flow is
 /// created; replies of published ports still work the usual way.
