@@ -538,6 +538,12 @@ fn delivery(
                         && !world.is_host_addr(d)
                         && !d.is_loopback()))
         }
+        // A packet of a flow's reply tuple arriving from outside (its
+        // source spoofed as the endpoint's): the uplink program looks every
+        // tuple up, so it goes where the flow's replies go, out of the
+        // uplink. Only a flow whose client was the uplink's own address
+        // (itself a spoofed packet) has such a tuple to the uplink.
+        (Site::Uplink, Party::Outside) => flows.allows(t, to),
         (Site::Uplink, Party::Member(x)) => {
             !world.members[x].internal
                 && (flows.allows(t, to)
