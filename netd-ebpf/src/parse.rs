@@ -209,6 +209,12 @@ pub(crate) enum Parsed {
 
 /// Reads the tuple of the IPv4 packet in the frame. `Err` only for headers
 /// that are cut short or impossible.
+///
+/// The L4 header must hold everything a translation rewrites, its
+/// checksum field included (TCP: 18 bytes, UDP and ICMP: 8): a packet cut
+/// before it is `Malformed` here, before a flow is created for it, rather
+/// than after (which left the flow's entries behind and counted the drop
+/// as `Unknown` when the header has options).
 #[inline(always)]
 pub(crate) fn l4(ctx: &TcContext) -> Result<Parsed, DropReason> {
     let frame = header::<EthIpv4>(ctx, 0)?;
@@ -233,13 +239,13 @@ pub(crate) fn l4(ctx: &TcContext) -> Result<Parsed, DropReason> {
     let (mut sport, mut dport, mut tcp_flags, mut icmp_request) = (0, 0, 0, false);
     match proto {
         PROTO_TCP => {
-            let h: [u8; 14] = l4_header(ctx, l4)?;
+            let h: [u8; 18] = l4_header(ctx, l4)?;
             sport = u16::from_ne_bytes([h[0], h[1]]);
             dport = u16::from_ne_bytes([h[2], h[3]]);
             tcp_flags = h[13];
         }
         PROTO_UDP => {
-            let h: [u8; 4] = l4_header(ctx, l4)?;
+            let h: [u8; 8] = l4_header(ctx, l4)?;
             sport = u16::from_ne_bytes([h[0], h[1]]);
             dport = u16::from_ne_bytes([h[2], h[3]]);
         }

@@ -5,6 +5,7 @@
 //! - `run`: build and run a development daemon in the foreground;
 //! - `test`: setup, lint, build, then every test (as root, privileged ones
 //!   included), and a quick benchmark run;
+//! - `stress`: the long versions of the stress tests (as root);
 //! - `bench`: netd side by side with the alternatives (as root);
 //! - `dist`: the Debian package.
 //!
@@ -17,6 +18,7 @@ mod dist;
 mod lint;
 mod run;
 mod setup;
+mod stress;
 mod test;
 
 use std::ffi::OsString;
@@ -51,6 +53,13 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         test_args: Vec<OsString>,
     },
+    /// Set up and run the long versions of the stress tests in release mode
+    /// (root): a million fuzzed frames through the eBPF programs.
+    Stress {
+        /// Passed to the test binaries: a name filter, ...
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        test_args: Vec<OsString>,
+    },
     /// Set up, build in release mode, and benchmark netd side by side with a
     /// plain veth pair, a Docker-like bridge and the CNI plugins (root).
     Bench {
@@ -70,6 +79,7 @@ fn main() -> ExitCode {
         Command::Lint => lint::lint(),
         Command::Run { daemon_args } => run::run(&daemon_args),
         Command::Test { test_args } => test::test(&test_args),
+        Command::Stress { test_args } => stress::stress(&test_args),
         Command::Bench { quick } => bench::bench(quick),
         Command::Dist => dist::dist().map(drop),
     };

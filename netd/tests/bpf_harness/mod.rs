@@ -1,5 +1,6 @@
 //! The one harness of the tests that run netd's programs in the kernel
-//! (`datapath`, `nat_datapath`, `lb_datapath`, `overlay_datapath`, `sock`),
+//! (`datapath`, `nat_datapath`, `lb_datapath`, `overlay_datapath`, `sock`,
+//! `packet_fuzz`),
 //! also used by the other privileged tests that build kernel objects by
 //! hand (`netlink`): crafted frames and their checksums, BPF_PROG_TEST_RUN
 //! and the counters, the lab of endpoints written to a private pin

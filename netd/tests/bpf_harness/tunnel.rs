@@ -16,7 +16,7 @@ use std::{
     os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
 };
 
-use aya::programs::SchedClassifier;
+use aya::programs::{ProgramError, SchedClassifier};
 
 use super::bpf_sys::{BPF_MAP_UPDATE_ELEM, BPF_PROG_LOAD, bpf, bpf_fd, create_map, pin};
 use super::guards::{PinDir, next_id};
@@ -149,7 +149,13 @@ impl Tunnel {
     /// The target's verdict and output for `frame` arriving on the device
     /// `ifindex`.
     pub fn run(&self, ifindex: u32, frame: &[u8]) -> RunResult {
-        run_program(&self.shim, ifindex, frame, 1).expect("test run through the shim")
+        self.try_run(ifindex, frame)
+            .expect("test run through the shim")
+    }
+
+    /// [`Tunnel::run`], with the error of a run the kernel refused.
+    pub fn try_run(&self, ifindex: u32, frame: &[u8]) -> Result<RunResult, ProgramError> {
+        run_program(&self.shim, ifindex, frame, 1)
     }
 }
 
