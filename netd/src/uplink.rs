@@ -120,8 +120,6 @@ fn interface_addresses() -> Vec<(String, Ipv4Addr)> {
     found
 }
 
-
-
 /// The host's ephemeral ports (`net.ipv4.ip_local_port_range`) that fall
 /// in netd's masquerade search range and are not reserved
 /// (`net.ipv4.ip_local_reserved_ports`), as `(first, last)`: a connection
@@ -179,7 +177,10 @@ mod tests {
         assert_eq!(overlap_of("32768\t60999\n", ""), None);
         assert_eq!(overlap_of("1024\t65535\n", "\n"), Some((61000, 65535)));
         assert_eq!(overlap_of("1024\t65535\n", "61000-65535\n"), None);
-        assert_eq!(overlap_of("1024\t62000\n", "61000-61999"), Some((62000, 62000)));
+        assert_eq!(
+            overlap_of("1024\t62000\n", "61000-61999"),
+            Some((62000, 62000))
+        );
         assert_eq!(overlap_of("garbage", ""), None);
     }
 }

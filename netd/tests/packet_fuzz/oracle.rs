@@ -284,11 +284,30 @@ fn tunnel(world: &World, t: usize, f: &[u8]) -> Expect {
         match world.member_by_ip(dst(f)) {
             None => DropReason::NoEndpoint,
             Some(p) if world.members[p].net != REMOTE_NET => DropReason::VniMismatch,
-            Some(_) if src(f) != REMOTE_EP || host != HOST1 => DropReason::SpoofedSource,
-            Some(p) => return Expect::Deliver(p),
+            Some(p) if src(f) == REMOTE_EP && host == HOST1 => return Expect::Deliver(p),
+            // Another host speaks for clients outside every network only
+            // within a mesh flow, opened by a TCP SYN or a UDP datagram
+            // to a service's backend (`mesh::from_tunnel`); the overlay
+            // endpoint backs none.
+            Some(_) if !outside_client(world, src(f)) => DropReason::SpoofedSource,
+            Some(_) => match l4(f) {
+                L4::Short => DropReason::Malformed,
+                L4::Fragment => DropReason::NatFragment,
+                L4::Flow(t, flags) if f[22] > 1 && t.proto != ICMP && opens_flow(&t, flags) => {
+                    DropReason::SpoofedSource
+                }
+                _ => DropReason::NoFlow,
+            },
         }
     };
     Expect::Drop(reason)
+}
+
+/// An address another host may tunnel a mesh client from: unicast and
+/// in no netd network (`mesh::outside_client`).
+fn outside_client(world: &World, ip: Ipv4Addr) -> bool {
+    let [first, ..] = ip.octets();
+    first != 0 && first != 127 && first < 224 && world.network_of(ip).is_none()
 }
 
 /// Who sent or receives a packet.
@@ -470,6 +489,12 @@ fn explain_drop(world: &World, site: Site, f: &[u8], reason: DropReason) -> Resu
                             || ([VIP, VIP_EMPTY].contains(&dst(f)) && to == Some(m.net)))
                 }
                 DropReason::NoBackend => dst(f) == VIP_EMPTY || published_nowhere,
+                // A TCP segment to a VIP that opens no flow (`lb`).
+                DropReason::NoFlow => {
+                    [VIP, VIP_EMPTY].contains(&dst(f))
+                        && to == Some(m.net)
+                        && matches!(l4, L4::Flow(t, flags) if !opens_flow(&t, flags))
+                }
                 _ => false,
             }
         }

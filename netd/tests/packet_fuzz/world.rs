@@ -17,7 +17,7 @@
 use std::net::Ipv4Addr;
 
 use aya::programs::ProgramError;
-use netd::dataplane::{Direction, Proto, RemoteEndpoint};
+use netd::dataplane::{Backend, Direction, NetworkPolicy, Proto, RemoteEndpoint};
 
 use crate::bpf_harness::{
     frames::{TCP, UDP},
@@ -173,7 +173,7 @@ impl World {
         let mut lab = Lab::new(N).with_uplink().with_backends(11..=12);
         let (gw2, net2) = (lab.c.gw, ipnet::Ipv4Net::new(lab.c.gw, 24).expect("prefix"));
         lab.dp
-            .set_overlay_network(2, net2.trunc(), gw2, false, VNI)
+            .set_overlay_network(2, net2.trunc(), gw2, NetworkPolicy::OPEN, VNI)
             .expect("overlay network");
         let vxlan = Veth::new();
         lab.dp
@@ -215,9 +215,12 @@ impl World {
         for (i, ep) in lab.backends.iter().enumerate() {
             members.push(member(["s1", "s2"][i], ep, 1));
         }
-        let backends: Vec<(Ipv4Addr, u32)> = BACKENDS
+        let backends: Vec<Backend> = BACKENDS
             .iter()
-            .map(|i| (members[*i].ip, members[*i].ifindex))
+            .map(|i| Backend::Local {
+                ip: members[*i].ip,
+                ifindex: members[*i].ifindex,
+            })
             .collect();
         lab.dp.set_service(SVC, VIP, &backends).expect("service");
         lab.dp
