@@ -13,7 +13,8 @@
 //!   `bpf_redirect_neigh` to the uplink (the kernel does the FIB and
 //!   neighbour work; IP forwarding need not be enabled).
 //! - `netd_uplink_in` (TCX ingress of the uplink), for packets to the
-//!   uplink address: the flow's entry (replies of masqueraded flows, further
+//!   uplink address from an address that is neither the uplink's own nor
+//!   in a netd network (those are forged from outside): the flow's entry (replies of masqueraded flows, further
 //!   packets of published-port flows), else a published port
 //!   (`{uplink address, port, proto}`, then `{0, port, proto}`; never a
 //!   127.0.0.1 key, so loopback-only ports stay unreachable from outside),
@@ -29,8 +30,9 @@
 //! as source, and goes straight into the container's namespace
 //! (`bpf_redirect_peer`).
 //!
-//! New flows: masquerade starts on any packet but a TCP RST (so a flow
-//! whose entries were evicted recovers); a published port (from outside or
+//! New flows: masquerade starts on any packet but a TCP RST or an ICMP
+//! echo reply (so a flow whose entries were evicted recovers; an echo
+//! reply would let the outside's requests in: `NoFlow`); a published port (from outside or
 //! hairpin) only on a TCP SYN without ACK, or any UDP datagram, because an
 //! ACK to a published port without a flow is the reply to a connection the
 //! host itself made from that port number. (A UDP reply to a host socket
@@ -91,7 +93,7 @@ use netd_common::{
     PublishTarget,
     nat::{
         CT_F_DNAT, CT_F_HAIRPIN, CT_F_REPLY, CT_F_SNAT, CT_F_TO_UPLINK, CtEntry, NatCounter,
-        PROTO_TCP, PROTO_UDP,
+        PROTO_ICMP, PROTO_TCP, PROTO_UDP,
     },
 };
 
@@ -226,6 +228,11 @@ pub(crate) fn from_endpoint(
     if daddr & LOOPBACK_MASK == LOOPBACK_NET {
         return Ok(None);
     }
+    if p.key.proto == PROTO_ICMP && !p.icmp_request {
+        // An echo reply nobody asked for would open a flow that lets the
+        // outside's echo requests in.
+        return Err(DropReason::NoFlow);
+    }
     if own.flags & NET_F_NO_MASQUERADE != 0 {
         // `enable_ip_masquerade=false`: the host routes it as it is.
         return Ok(None);
@@ -305,9 +312,16 @@ pub(crate) fn is_host_addr(addr: u32, uplink_addr: u32) -> bool {
 
 #[inline(always)]
 fn read_daddr(ctx: &TcContext) -> Result<u32, DropReason> {
+    read_addrs(ctx).map(|(_, dst)| dst)
+}
+
+/// The IPv4 source and destination of the frame.
+#[inline(always)]
+fn read_addrs(ctx: &TcContext) -> Result<(u32, u32), DropReason> {
     let frame = parse::header::<EthIpv4>(ctx, 0)?;
     // SAFETY: `header` checked the bounds.
-    Ok(parse::ipv4(unsafe { (*frame).ip.dst_addr }))
+    let (src, dst) = unsafe { ((*frame).ip.src_addr, (*frame).ip.dst_addr) };
+    Ok((parse::ipv4(src), parse::ipv4(dst)))
 }
 
 /// `netd_uplink_in`: a packet arriving on the uplink. Only IPv4 to the
@@ -324,8 +338,14 @@ pub(crate) fn uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
         Ok(t) if t == parse::ETH_P_IP => {}
         _ => return Ok(VERDICT_NEXT),
     }
-    match read_daddr(ctx) {
-        Ok(dst) if dst == host.uplink_addr => {}
+    match read_addrs(ctx) {
+        // From outside, a source that is the uplink's own address or one
+        // of netd's networks is forged: it could match a flow's tuple of
+        // the other direction and be translated back out.
+        Ok((src, dst))
+            if dst == host.uplink_addr
+                && src != host.uplink_addr
+                && !(maps::may_be_netd_address(src) && maps::network_of(src).is_some()) => {}
         _ => return Ok(VERDICT_NEXT),
     }
     let p = match parse::l4(ctx) {

@@ -198,6 +198,61 @@ fn masquerade_never_takes_a_port_of_a_host_socket() {
     assert_eq!(lab.total_drops(), 0);
 }
 
+/// An ICMP echo reply a container sends without a request opens no
+/// masquerade flow (which would let the outside's echo requests in).
+#[test]
+fn an_unsolicited_echo_reply_opens_no_flow() {
+    let lab = lab();
+    let (a, remote, uplink) = (&lab.a, ip(REMOTE), ip(UPLINK));
+    lab.assert_dropped(
+        a,
+        &frame(
+            mac_of(a.gw),
+            a.mac,
+            a.ip,
+            remote,
+            ICMP,
+            &icmp_echo(false, 77, 1),
+        ),
+        DropReason::NoFlow,
+        "an echo reply to the outside",
+    );
+    assert_eq!(lab.flows(), 0);
+    let r = lab.arrive(remote, uplink, ICMP, &icmp_echo(true, 77, 1));
+    assert_eq!(
+        r.verdict, VERDICT_NEXT,
+        "the outside's request is the host's"
+    );
+}
+
+/// From outside, a source that is the uplink's own address or an address
+/// of a netd network is forged: such packets pass to the host untouched
+/// (its stack drops them), whatever flow or published port they match.
+#[test]
+fn forged_sources_on_the_uplink_are_not_translated() {
+    let mut lab = lab();
+    let (c_ip, c_if) = (lab.c.ip, lab.c.ifindex);
+    lab.dp
+        .set_publish(None, 8080, Proto::Tcp, c_ip, 80, c_if, 2)
+        .expect("publish");
+    let uplink = ip(UPLINK);
+    for (what, src) in [("the uplink's own", uplink), ("a container's", lab.a.ip)] {
+        let sent = frame(
+            UPLINK_MAC,
+            ROUTER_MAC,
+            src,
+            uplink,
+            TCP,
+            &tcp(src, uplink, 5555, 8080, SYN),
+        );
+        let r = lab.arrive_frame(&sent);
+        assert_eq!(r.verdict, VERDICT_NEXT, "{what}");
+        assert_eq!(r.out, sent, "{what}: untouched");
+    }
+    assert_eq!(lab.flows(), 0);
+    assert_eq!(lab.stats().dnat_flows, 0);
+}
+
 /// `enable_ip_masquerade=false`: a packet to the outside is passed to the
 /// host unchanged (its own source, for the host to route), and no flow is
 /// created; replies of published ports still work the usual way.

@@ -149,7 +149,7 @@ pub fn expect(world: &World, site: Site, f: &[u8]) -> Expect {
         Site::FromEp(s) => from_endpoint(world, &world.members[s], f),
         Site::Macvlan => macvlan(&world.members[B], f),
         Site::ToEp(_) => to_endpoint(f),
-        Site::Uplink => uplink_in(f),
+        Site::Uplink => uplink_in(world, f),
         Site::Tunnel(t) => tunnel(world, t, f),
     }
 }
@@ -260,8 +260,13 @@ fn to_endpoint(f: &[u8]) -> Expect {
     }
 }
 
-fn uplink_in(f: &[u8]) -> Expect {
+fn uplink_in(world: &World, f: &[u8]) -> Expect {
     if ether_type(f) != ETH_P_IP || f.len() < 34 || dst(f) != uplink() || !ipv4_ok(f) {
+        return Expect::Next;
+    }
+    // A source that is the uplink's own or in a netd network is forged
+    // from outside: passed to the host untouched.
+    if src(f) == uplink() || world.network_of(src(f)).is_some() {
         return Expect::Next;
     }
     match l4(f) {
@@ -489,7 +494,18 @@ fn explain_drop(world: &World, site: Site, f: &[u8], reason: DropReason) -> Resu
                             || ([VIP, VIP_EMPTY].contains(&dst(f)) && to == Some(m.net)))
                 }
                 DropReason::NoBackend => dst(f) == VIP_EMPTY || published_nowhere,
-                // A TCP segment to a VIP that opens no flow (`lb`).
+                // An echo reply to the outside that answers no request
+                // (`nat`), or a TCP segment to a VIP that opens no flow
+                // (`lb`).
+                DropReason::NoFlow
+                    if to.is_none()
+                        && !m.internal
+                        && f[23] == ICMP
+                        && matches!(l4, L4::Flow(..))
+                        && f.get(14 + usize::from(f[14] & 0x0f) * 4) == Some(&0) =>
+                {
+                    true
+                }
                 DropReason::NoFlow => {
                     [VIP, VIP_EMPTY].contains(&dst(f))
                         && to == Some(m.net)
@@ -563,12 +579,6 @@ fn delivery(
                         && !world.is_host_addr(d)
                         && !d.is_loopback()))
         }
-        // A packet of a flow's reply tuple arriving from outside (its
-        // source spoofed as the endpoint's): the uplink program looks every
-        // tuple up, so it goes where the flow's replies go, out of the
-        // uplink. Only a flow whose client was the uplink's own address
-        // (itself a spoofed packet) has such a tuple to the uplink.
-        (Site::Uplink, Party::Outside) => flows.allows(t, to),
         (Site::Uplink, Party::Member(x)) => {
             !world.members[x].internal
                 && (flows.allows(t, to)
