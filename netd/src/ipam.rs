@@ -48,6 +48,35 @@ pub fn pick_subnet(networks: &[Ipv4Net], host_routes: &[Ipv4Net]) -> Result<Ipv4
     first_free(local_candidates(), networks, host_routes)
 }
 
+/// Whether `--subnet` is a pool request rather than a subnet: Docker's
+/// `0.0.0.0/N` asks for "a /N of the default pools".
+pub fn is_pool_request(subnet: Ipv4Net) -> bool {
+    subnet.network().is_unspecified()
+}
+
+/// Picks the first /`len` of the default local pools (each pool cut into
+/// networks of that size, if it holds them) that overlaps neither an
+/// existing network nor a route on the host: `--subnet 0.0.0.0/len`.
+pub fn pick_subnet_of_size(
+    len: u8,
+    networks: &[Ipv4Net],
+    host_routes: &[Ipv4Net],
+) -> Result<Ipv4Net, EngineError> {
+    if len > 30 {
+        return Err(EngineError::InvalidParameter(format!(
+            "invalid pool request 0.0.0.0/{len}: a network needs at least a /30"
+        )));
+    }
+    let candidates = LOCAL_POOLS
+        .iter()
+        .filter(|(_, size)| len >= *size)
+        .flat_map(move |(base, _)| {
+            let base: Ipv4Net = base.parse().expect("pool constants are valid CIDRs");
+            base.subnets(len).expect("the size fits the base")
+        });
+    first_free(candidates, networks, host_routes)
+}
+
 /// Picks the first /24 of Docker's global pool that overlaps no network of
 /// the cluster: host routes differ from host to host, so they are not
 /// asked (as in Docker's overlay driver).
@@ -382,9 +411,27 @@ mod tests {
     }
 
     #[test]
+    fn pool_requests_get_a_subnet_of_their_size() {
+        assert!(is_pool_request(net("0.0.0.0/24")));
+        assert!(!is_pool_request(net("10.0.0.0/24")));
+        let taken = [net("172.17.0.0/16"), net("172.18.0.0/24")];
+        assert_eq!(
+            pick_subnet_of_size(24, &taken, &[net("172.18.1.0/24")]).unwrap(),
+            net("172.18.2.0/24")
+        );
+        assert_eq!(
+            pick_subnet_of_size(16, &taken, &[]).unwrap(),
+            net("172.19.0.0/16")
+        );
+        // Larger than any pool's networks, or too small for a network.
+        assert!(pick_subnet_of_size(12, &[], &[]).is_err());
+        assert!(pick_subnet_of_size(31, &[], &[]).is_err());
+    }
+
+    #[test]
     fn reserved_ranges_are_refused() {
         for bad in [
-            "0.0.0.0/24",
+            "0.1.0.0/24",
             "127.1.0.0/16",
             "169.254.3.0/24",
             "224.1.0.0/16",

@@ -439,7 +439,7 @@ fn bad_requests_are_refused_and_change_nothing() {
             "multicast",
         ),
         (
-            &["network", "create", "--subnet", "0.0.0.0/24", "m"],
+            &["network", "create", "--subnet", "0.1.0.0/24", "m"],
             "\"this network\"",
         ),
         (
@@ -476,6 +476,16 @@ fn bad_requests_are_refused_and_change_nothing() {
                 "m",
             ],
             "not a boolean",
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "-o",
+                "com.docker.network.bridge.gateway_mode_ipv4=routed",
+                "m",
+            ],
+            "only nat",
         ),
         (
             &[
@@ -609,6 +619,26 @@ fn bridge_options_take_effect() {
     let ports = &c["NetworkSettings"]["Ports"];
     assert_eq!(ports["80/tcp"][0]["HostIp"], "127.0.0.1", "{ports}");
     assert_eq!(ports["81/tcp"][0]["HostIp"], "0.0.0.0", "{ports}");
+
+    // Docker 28's pool request: a /24 of the default pools, and its
+    // gateway mode `nat` (what netd does).
+    d.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "0.0.0.0/24",
+        "-o",
+        "com.docker.network.bridge.gateway_mode_ipv4=nat",
+        "pooled",
+    ]);
+    let pooled = d.json(&["network", "inspect", "pooled"]);
+    let subnet: ipnet::Ipv4Net = pooled[0]["IPAM"]["Config"][0]["Subnet"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(subnet.prefix_len(), 24, "{pooled}");
+    assert!(subnet.addr().octets()[0] != 0, "{pooled}");
 }
 
 /// Bodies the API cannot take get Docker's JSON error shape, not axum's

@@ -68,6 +68,7 @@ impl NetworkDriver for Bridge {
                 options::ENABLE_ICC | options::ENABLE_IP_MASQUERADE => {
                     options::parse_bool(key, value)?;
                 }
+                options::GATEWAY_MODE_IPV4 => options::check_gateway_mode(value)?,
                 NAME_OPTION => {
                     return Err(EngineError::InvalidParameter(format!(
                         "-o {NAME_OPTION}: netd names bridge devices itself \
@@ -78,7 +79,7 @@ impl NetworkDriver for Bridge {
                 other => return Err(options::unsupported(self.name(), other)),
             }
         }
-        if let Some(subnet) = spec.subnet {
+        if let Some(subnet) = spec.subnet.filter(|s| !ipam::is_pool_request(*s)) {
             ipam::check_host_routes(subnet, &ipam::host_routes(), &state.subnets())?;
         }
         Ok(())

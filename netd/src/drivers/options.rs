@@ -27,6 +27,11 @@ pub const ENABLE_ICC: &str = "com.docker.network.bridge.enable_icc";
 /// masqueraded (Docker's default: true).
 pub const ENABLE_IP_MASQUERADE: &str = "com.docker.network.bridge.enable_ip_masquerade";
 
+/// Docker 28's gateway mode of a bridge network: `nat` (the default:
+/// masquerade and published ports), `nat-unprotected`, `routed` or
+/// `isolated`.
+pub const GATEWAY_MODE_IPV4: &str = "com.docker.network.bridge.gateway_mode_ipv4";
+
 /// IPv4's minimum MTU that every link must carry (RFC 791).
 const MIN_MTU: u32 = 576;
 
@@ -81,6 +86,22 @@ pub fn parse_bool(key: &str, value: &str) -> Result<bool> {
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
         _ => Err(EngineError::InvalidParameter(format!(
             "invalid -o {key}={value}: not a boolean (true or false)"
+        ))),
+    }
+}
+
+/// A [`GATEWAY_MODE_IPV4`] value netd implements: only `nat`, what it
+/// always does. `routed` (containers addressed directly from outside) and
+/// `isolated` (no gateway) are refused rather than approximated.
+pub fn check_gateway_mode(value: &str) -> Result<()> {
+    match value {
+        "nat" => Ok(()),
+        "nat-unprotected" | "routed" | "isolated" => Err(EngineError::InvalidParameter(format!(
+            "-o {GATEWAY_MODE_IPV4}={value} is not supported by netd's bridge driver: \
+             only nat (masquerade, or none with enable_ip_masquerade=false)"
+        ))),
+        _ => Err(EngineError::InvalidParameter(format!(
+            "invalid -o {GATEWAY_MODE_IPV4}={value}: use nat, nat-unprotected, routed or isolated"
         ))),
     }
 }

@@ -60,6 +60,17 @@ impl Engine {
         }
         let taken = self.state.subnets();
         let pool = match spec.subnet {
+            Some(subnet)
+                if ipam::is_pool_request(subnet)
+                    && spec.gateway.is_none()
+                    && spec.ip_range.is_none() =>
+            {
+                ipam::auto_subnet(ipam::pick_subnet_of_size(
+                    subnet.prefix_len(),
+                    &taken,
+                    &ipam::host_routes(),
+                )?)
+            }
             Some(subnet) => ipam::user_subnet(subnet, spec.gateway, spec.ip_range, &taken)?,
             None if spec.gateway.is_some() || spec.ip_range.is_some() => {
                 return Err(EngineError::InvalidParameter(
