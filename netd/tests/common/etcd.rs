@@ -1,5 +1,6 @@
 //! A real etcd (Debian's `etcd-server`) per test: on loopback, on ports
-//! nobody else uses, with a private data directory. Dropping the guard
+//! nobody else uses, with a private data directory in memory (see
+//! [`ETCD_DIRS`]). Dropping the guard
 //! kills the server and removes the directory, also when the test failed
 //! half-way; if the test process itself dies, the kernel kills the server
 //! (parent-death signal) and the next start removes its directory.
@@ -11,6 +12,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
+
+/// Where the servers' directories go: tmpfs, so that etcd's fsync of every
+/// write costs nothing. On a disk shared with the parallel builds and tests
+/// of a loaded machine an fsync took seconds, past the daemons' 2 s call
+/// timeout; what the tests check does not depend on durability.
+const ETCD_DIRS: &str = "/dev/shm";
 
 /// How long a server may take to answer its health check: generous, the
 /// machine is shared.
@@ -39,7 +46,7 @@ impl Etcd {
     /// namespace `netns` (a simulated underlay network of the test's).
     pub fn start_in(netns: Option<&str>, addr: std::net::Ipv4Addr) -> Etcd {
         sweep_dead();
-        let dir = std::env::temp_dir().join(format!(
+        let dir = std::path::Path::new(ETCD_DIRS).join(format!(
             "netd-etcd-{}-{:08x}",
             std::process::id(),
             u32::from_ne_bytes(super::random_bytes())
@@ -176,7 +183,7 @@ fn health(addr: std::net::Ipv4Addr, port: u16) -> bool {
 /// Removes the data directories of test processes that were killed (their
 /// servers died with them, by the parent-death signal).
 fn sweep_dead() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+    let Ok(entries) = std::fs::read_dir(ETCD_DIRS) else {
         return;
     };
     for entry in entries.flatten() {
