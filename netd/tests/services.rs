@@ -23,6 +23,18 @@ const REPLICA: &[&str] = &[
     "SYSTEM:hostname -I; cat",
 ];
 
+/// `service create --network n --replicas N [FLAGS] NAME -- REPLICA`, then
+/// waits until its N replicas listen.
+fn replicated(d: &Daemon, name: &str, replicas: usize, flags: &[&str]) {
+    let n = replicas.to_string();
+    let mut args = vec!["service", "create", "--network", "n", "--replicas", &n];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&[name, "--"]);
+    args.extend_from_slice(REPLICA);
+    d.ok(&args);
+    wait_all_listening(d, name, replicas);
+}
+
 fn service(d: &Daemon, name: &str) -> Value {
     d.json(&["service", "inspect", name])[0].clone()
 }
@@ -105,22 +117,8 @@ fn exactly(ips: &[String], k: usize) -> BTreeMap<String, usize> {
 fn new_connections_go_round_robin_from_everywhere() {
     let d = Daemon::start();
     d.ok(&["network", "create", "--subnet", "10.26.1.0/24", "n"]);
-    let mut args = vec![
-        "service",
-        "create",
-        "--network",
-        "n",
-        "--replicas",
-        "5",
-        "-p",
-        "18088:80",
-        "web",
-        "--",
-    ];
-    args.extend_from_slice(REPLICA);
-    d.ok(&args);
+    replicated(&d, "web", 5, &["-p", "18088:80"]);
     d.ok(&["container", "create", "--network", "n", "client"]);
-    wait_all_listening(&d, "web", 5);
 
     let svc = service(&d, "web");
     let vip = svc["VirtualIP"].as_str().unwrap().to_string();
@@ -157,20 +155,8 @@ fn new_connections_go_round_robin_from_everywhere() {
 fn scaling_keeps_established_connections_and_rotates_new_ones() {
     let d = Daemon::start();
     d.ok(&["network", "create", "--subnet", "10.26.2.0/24", "n"]);
-    let mut args = vec![
-        "service",
-        "create",
-        "--network",
-        "n",
-        "--replicas",
-        "3",
-        "api",
-        "--",
-    ];
-    args.extend_from_slice(REPLICA);
-    d.ok(&args);
+    replicated(&d, "api", 3, &[]);
     d.ok(&["container", "create", "--network", "n", "client"]);
-    wait_all_listening(&d, "api", 3);
     let vip = service(&d, "api")["VirtualIP"]
         .as_str()
         .unwrap()
@@ -390,19 +376,7 @@ impl Drop for LongConnection {
 fn replicas_come_back_at_restart() {
     let mut d = Daemon::start();
     d.ok(&["network", "create", "--subnet", "10.26.5.0/24", "n"]);
-    let mut args = vec![
-        "service",
-        "create",
-        "--network",
-        "n",
-        "--replicas",
-        "3",
-        "web",
-        "--",
-    ];
-    args.extend_from_slice(REPLICA);
-    d.ok(&args);
-    wait_all_listening(&d, "web", 3);
+    replicated(&d, "web", 3, &[]);
     let pid_of = |d: &Daemon, name: &str| {
         d.json(&["container", "inspect", name])[0]["State"]["Pid"].as_u64()
     };
