@@ -34,10 +34,7 @@ mod rng;
 #[path = "packet_fuzz/world.rs"]
 mod world;
 
-use std::{
-    collections::BTreeMap,
-    time::{Instant, SystemTime, UNIX_EPOCH},
-};
+use std::{collections::BTreeMap, time::Instant};
 
 use bpf_harness::{
     frames::{ETH_P_IP, ETH_P_IPV6},
@@ -59,15 +56,7 @@ const SHOWN: usize = 20;
 
 #[test]
 fn random_and_mutated_frames_keep_isolation_anti_spoofing_and_drop_accounting() {
-    let seed = std::env::var(SEED_ENV).map_or_else(
-        |_| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .expect("clock")
-                .as_nanos() as u64
-        },
-        |s| parse_seed(&s),
-    );
+    let seed = rng::seed(SEED_ENV);
     let frames = if std::env::var_os(STRESS_ENV).is_some_and(|v| v == "1") {
         STRESS_FRAMES
     } else {
@@ -95,15 +84,6 @@ fn random_and_mutated_frames_keep_isolation_anti_spoofing_and_drop_accounting() 
         "{} violations (seed {seed}), the first ones above",
         fuzz.violations
     );
-}
-
-/// A seed in decimal or `0x` hexadecimal.
-fn parse_seed(s: &str) -> u64 {
-    let parsed = match s.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => s.parse(),
-    };
-    parsed.unwrap_or_else(|e| panic!("{SEED_ENV}={s}: {e}"))
 }
 
 /// The drop counters as last read, to tell which one a run moved.

@@ -228,6 +228,29 @@ fn a_record_whose_pid_names_another_process_never_signals_it() {
     d.assert_consistent(2);
 }
 
+/// Found by `crash_points`: a kill between `container run` starting the
+/// process and recording its pid left a record without one, and the
+/// process running on, named by no record, which `rm -f` never stopped.
+#[test]
+fn a_process_started_just_before_a_kill_is_adopted_and_stopped() {
+    let names = ["cut", "ended"];
+    let (mut d, [cut, ended]) = stopped_with_sleepers("10.226.1.0/24", names);
+    // `ended`'s process ended: its record, without a pid, must stay so.
+    end_process(ended);
+    edit_containers(&d, &names, |c| {
+        let p = c.process.as_mut().unwrap();
+        (p.pid, p.started) = (None, None);
+    });
+    d.start_again();
+    let state = &inspect(&d, "cut")["State"];
+    assert_eq!(state["Status"], "running", "{state}");
+    assert_eq!(state["Pid"], cut, "{state}");
+    assert_eq!(inspect(&d, "ended")["State"]["Pid"], 0);
+    d.ok(&["container", "rm", "-f", "cut", "ended"]);
+    assert!(!alive(cut), "the adopted process was stopped");
+    d.assert_consistent(2);
+}
+
 #[test]
 fn a_removal_interrupted_at_any_point_is_finished_by_the_next_start() {
     let names = ["marked", "stopped", "reused"];

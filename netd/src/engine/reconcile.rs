@@ -94,20 +94,27 @@ impl Engine {
     /// the daemon was away (or before a reboot) no longer runs, and a
     /// record from before netd kept starts (a pid alone) gets the start of
     /// its process if that is, as far as can be told, the one it names
-    /// (`process::adopt`), or is forgotten.
+    /// (`process::adopt`), or is forgotten. A record with no pid at all
+    /// whose container has a namespace of its own gets the process
+    /// `container run` started in it if a kill came before the pid was
+    /// recorded (found there the same way); else it would run on, named by
+    /// no record, which `rm -f` never stops.
     fn check_processes(&mut self) {
         let state = self.state.clone();
         let mut next = State::clone(&state);
         update_where(
             &mut next.containers,
-            |c| c.process.as_ref().is_some_and(|p| p.pid.is_some()) && running_pid(c).is_none(),
+            |c| {
+                c.process.as_ref().is_some_and(|p| match p.pid {
+                    Some(_) => running_pid(c).is_none(),
+                    None => matches!(c.net, NetMode::Own { .. }),
+                })
+            },
             |c| {
                 let adopted = adopted(&state, c);
                 if let Some(p) = c.process.as_mut() {
-                    if adopted.is_none() {
-                        p.pid = None;
-                    }
-                    p.started = adopted;
+                    p.pid = adopted.as_ref().map(|(pid, _)| *pid);
+                    p.started = adopted.map(|(_, start)| start);
                 }
             },
         );
@@ -248,9 +255,11 @@ impl Engine {
     }
 }
 
-/// The start of the process `c`'s record names by a pid alone (written
-/// before netd kept starts), if it still runs.
-fn adopted(state: &State, c: &Container) -> Option<Start> {
+/// The process `c`'s record names by a pid alone (written before netd
+/// kept starts), if it still runs; for a record without a pid, the one
+/// process in the container's own namespace that `container run` may have
+/// started before a kill cut it off from its record.
+fn adopted(state: &State, c: &Container) -> Option<(u32, Start)> {
     let p = c.process.as_ref()?;
     if p.started.is_some() {
         // Recorded, and no longer what runs under that pid.
@@ -258,7 +267,16 @@ fn adopted(state: &State, c: &Container) -> Option<Start> {
     }
     let created = humantime::parse_rfc3339(&c.created).ok()?;
     let netns = sandbox_of(state, c).map(|ns| ns.path());
-    let start = process::adopt(p.pid?, created, netns.as_deref())?;
-    info!(container = %c.name, pid = p.pid, "process adopted from a record without its start");
-    Some(start)
+    let adopt = |pid| Some((pid, process::adopt(pid, created, netns.as_deref())?));
+    let found = match (p.pid, &c.net) {
+        (Some(pid), _) => adopt(pid),
+        (None, NetMode::Own { netns }) => {
+            let mut started = netns::pids(netns).ok()?.into_iter().filter_map(adopt);
+            // Two would be a guess: the record stays without.
+            started.next().filter(|_| started.next().is_none())
+        }
+        (None, _) => None,
+    }?;
+    info!(container = %c.name, pid = found.0, "process adopted from a record without its start");
+    Some(found)
 }

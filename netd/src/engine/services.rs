@@ -189,8 +189,17 @@ impl Engine {
                 svc.name
             )));
         }
+        let doomed: Vec<String> = (replicas + 1..=svc.replicas)
+            .filter_map(|i| self.state.find_container(&replica_name(&svc.name, i)))
+            .map(|c| c.id.clone())
+            .collect();
         let mut next = State::clone(&self.state);
         Arc::make_mut(next.services.get_mut(&svc.id).expect("service exists")).replicas = replicas;
+        // With the new count, in one commit, the replicas it drops leave
+        // the rotation and are marked for removal: a daemon killed before
+        // they are gone finishes their removal at start, where separate
+        // commits left containers of no service running for good.
+        retire(&mut next, &svc.id, &doomed);
         self.commit(next)?;
         let done = if replicas > svc.replicas {
             let carriers = self
@@ -199,17 +208,6 @@ impl Engine {
             self.after_carriers(carriers, ())
         } else {
             // Out of the rotation first, then gone.
-            let doomed: Vec<String> = (replicas + 1..=svc.replicas)
-                .filter_map(|i| self.state.find_container(&replica_name(&svc.name, i)))
-                .map(|c| c.id.clone())
-                .collect();
-            let mut next = State::clone(&self.state);
-            update_where(
-                &mut next.containers,
-                |c| doomed.contains(&c.id),
-                |c| c.services.retain(|s| *s != svc.id),
-            );
-            self.commit(next)?;
             self.sync_service(&svc.id)?;
             self.remove_containers(doomed).await?
         };
@@ -240,6 +238,9 @@ impl Engine {
         } else {
             let mut next = State::clone(&self.state);
             next.services.remove(&svc.id);
+            // Its own replicas are marked for removal with it (see
+            // `scale_service`); the containers that joined stay.
+            retire(&mut next, &svc.id, &own);
             update_where(
                 &mut next.containers,
                 |c| c.backs(&svc.id),
@@ -417,6 +418,19 @@ impl Engine {
             warn!(service = %svc.name, error = %e, "cannot remove from the datapath");
         }
     }
+}
+
+/// Takes the replicas `ids` out of service `service` and marks them for
+/// removal (`removing`), which a restarted daemon finishes.
+fn retire(next: &mut State, service: &str, ids: &[String]) {
+    update_where(
+        &mut next.containers,
+        |c| ids.contains(&c.id),
+        |c| {
+            c.services.retain(|s| s != service);
+            c.removing = true;
+        },
+    );
 }
 
 /// The replicas of `svc` this host should run and does not: the ids of

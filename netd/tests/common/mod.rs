@@ -404,7 +404,8 @@ impl Daemon {
         containers.values().find(|c| c["name"] == name).cloned()
     }
 
-    fn persisted(&self) -> Result<netd::model::State, netd::store::StoreError> {
+    /// The persisted state as the next daemon would load it.
+    pub fn persisted(&self) -> Result<netd::model::State, netd::store::StoreError> {
         use netd::store::Store as _;
         netd::store::FileStore::new(&self.state_dir())?.load()
     }
@@ -474,18 +475,30 @@ impl Daemon {
             .unwrap()
     }
 
-    /// Checks that the store, the daemon's answers and the kernel agree:
-    /// the persisted containers are the ones listed; each has its own
-    /// namespace with its endpoints' addresses, no address is held twice,
-    /// and no namespace or link of this daemon's belongs to nothing.
-    /// `bridges`: the daemon's bridge devices (one per bridge network).
+    /// Checks that the store, the daemon's answers and the kernel agree
+    /// ([`Daemon::inconsistencies`]).
     pub fn assert_consistent(&self, bridges: usize) {
-        let stored = self.persisted().expect("the state loads");
+        let found = self.inconsistencies(bridges);
+        assert!(found.is_empty(), "inconsistent:\n{}", found.join("\n"));
+    }
+
+    /// Where the store, the daemon's answers and the kernel disagree: the
+    /// persisted containers must be the ones listed; each must have its
+    /// own namespace with its endpoints' addresses, no address may be held
+    /// twice on a network (endpoints, gateways, service VIPs), and no
+    /// namespace or link of this daemon's may belong to nothing.
+    /// `bridges`: the daemon's bridge devices (one per bridge network).
+    pub fn inconsistencies(&self, bridges: usize) -> Vec<String> {
+        let mut found = Vec::new();
+        let stored = match self.persisted() {
+            Ok(state) => state,
+            Err(e) => return vec![format!("the state does not load: {e}")],
+        };
         let listed: std::collections::BTreeSet<String> = self
-            .ok(&["container", "ls", "--format", "json"])
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<Value>(l).unwrap()["Name"]
+            .containers()
+            .iter()
+            .map(|c| {
+                c["Name"]
                     .as_str()
                     .unwrap()
                     .trim_start_matches('/')
@@ -494,41 +507,76 @@ impl Daemon {
             .collect();
         let persisted: std::collections::BTreeSet<String> =
             stored.containers.values().map(|c| c.name.clone()).collect();
-        assert_eq!(listed, persisted, "listed and persisted containers differ");
+        if listed != persisted {
+            found.push(format!(
+                "listed containers {listed:?} are not the persisted ones {persisted:?}"
+            ));
+        }
+        // Who holds each address: gateways, service VIPs, endpoints.
+        let held = stored
+            .networks
+            .values()
+            .filter_map(|n| {
+                Some((
+                    &n.id,
+                    n.ipam.as_ref()?.gateway,
+                    format!("the gateway of {}", n.name),
+                ))
+            })
+            .chain(
+                stored
+                    .services
+                    .values()
+                    .map(|s| (&s.network_id, s.vip, format!("service {}", s.name))),
+            )
+            .chain(stored.containers.values().flat_map(|c| {
+                c.endpoints
+                    .iter()
+                    .map(|ep| (&ep.network_id, ep.ip, format!("{}'s {}", c.name, ep.ifname)))
+            }));
         let mut addresses = std::collections::HashSet::new();
+        for (network, ip, holder) in held {
+            if !addresses.insert((network, ip)) {
+                found.push(format!("{ip} handed out twice (again to {holder})"));
+            }
+        }
         let mut namespaces = Vec::new();
         let mut veths = 0;
         for c in stored.containers.values() {
             let netd::model::NetMode::Own { netns } = &c.net else {
                 continue;
             };
-            assert!(netns_exists(netns), "{} has no namespace", c.name);
+            if !netns_exists(netns) {
+                found.push(format!("{} has no namespace", c.name));
+                continue;
+            }
             namespaces.push(netns.clone());
             for ep in &c.endpoints {
-                assert!(
-                    addresses.insert((ep.network_id.clone(), ep.ip)),
-                    "{} handed out twice",
-                    ep.ip
-                );
-                let addrs = ip_json_in(netns, &["-4", "addr", "show", "dev", &ep.ifname]);
-                assert_eq!(
-                    addrs[0]["addr_info"][0]["local"],
-                    ep.ip.to_string().as_str(),
-                    "{}'s {}",
-                    c.name,
-                    ep.ifname
-                );
                 veths += 1;
+                let addrs = ip_json_in(netns, &["-4", "addr", "show", "dev", &ep.ifname]);
+                let local = &addrs[0]["addr_info"][0]["local"];
+                if local != ep.ip.to_string().as_str() {
+                    found.push(format!(
+                        "{}'s {} has {local}, not {}",
+                        c.name, ep.ifname, ep.ip
+                    ));
+                }
             }
         }
         namespaces.sort();
-        assert_eq!(self.own_netns(), namespaces, "namespaces");
+        let own = self.own_netns();
+        if own != namespaces {
+            found.push(format!(
+                "namespaces {own:?}, the containers' are {namespaces:?}"
+            ));
+        }
         let links = self.own_links();
-        assert_eq!(
-            links.len(),
-            bridges + veths,
-            "links {links:?} for {bridges} bridges and {veths} endpoints"
-        );
+        if links.len() != bridges + veths {
+            found.push(format!(
+                "links {links:?} for {bridges} bridges and {veths} endpoints"
+            ));
+        }
+        found
     }
 
     /// Pids of container processes recorded in the persisted state.

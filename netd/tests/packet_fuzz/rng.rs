@@ -1,7 +1,26 @@
 //! The fuzzer's deterministic source of randomness: SplitMix64 (Steele,
 //! Lea and Flood, 2014), whose whole state is the seed, so that a seed
 //! printed by a run replays that run frame for frame. Statistical quality
-//! well beyond what choosing frames needs; no dependency.
+//! well beyond what choosing frames needs; no dependency. Shared with
+//! `crash_points`, whose operations it chooses.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The seed of a run: the variable `env` if set (decimal or `0x`
+/// hexadecimal), else the clock, so each run differs and any replays.
+pub fn seed(env: &str) -> u64 {
+    let Ok(s) = std::env::var(env) else {
+        return SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos() as u64;
+    };
+    let parsed = match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.unwrap_or_else(|e| panic!("{env}={s}: {e}"))
+}
 
 pub struct Rng(u64);
 
