@@ -25,7 +25,13 @@ struct Podman {
     dir: PathBuf,
     /// Whether the test made /var/lib/cni (so it removes it again).
     made_cache: bool,
+    /// Whether the test made podman's lock file (so it removes it again).
+    made_lock: bool,
 }
+
+/// Podman's shared-memory locks: one file for every podman on the host,
+/// whatever its `--root`.
+const PODMAN_LOCK: &str = "/dev/shm/libpod_lock";
 
 impl Podman {
     /// A podman whose CNI network `cni_name` is the netd network
@@ -33,7 +39,12 @@ impl Podman {
     fn new(d: &Daemon, cni_name: &str, network: &str) -> Podman {
         let dir = d.dir.join("podman");
         let made_cache = !Path::new(CNI_CACHE).exists();
-        let podman = Podman { dir, made_cache };
+        let made_lock = !Path::new(PODMAN_LOCK).exists();
+        let podman = Podman {
+            dir,
+            made_cache,
+            made_lock,
+        };
         for sub in ["cni-conf", "cni-bin", "storage", "run", "tmp"] {
             std::fs::create_dir_all(podman.dir.join(sub)).unwrap();
         }
@@ -133,6 +144,9 @@ impl Drop for Podman {
         if self.made_cache {
             let _ = std::fs::remove_dir(Path::new(CNI_CACHE).join("results"));
             let _ = std::fs::remove_dir(CNI_CACHE);
+        }
+        if self.made_lock {
+            let _ = std::fs::remove_file(PODMAN_LOCK);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
