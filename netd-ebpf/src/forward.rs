@@ -86,11 +86,7 @@ pub(crate) fn from_endpoint(ctx: &TcContext, ep: &EndpointInfo) -> Result<i32, D
         }
         // `enable_icc=false`: peers only reach each other through a VIP
         // or a published port (the reply just above).
-        let own = match indexed {
-            Some(own) => Some(own.info),
-            None => maps::network_of(ep.ip),
-        };
-        if own.is_some_and(|net| net.flags & NET_F_NO_ICC != 0) {
+        if maps::own_network_from(ep, indexed).is_some_and(|net| net.flags & NET_F_NO_ICC != 0) {
             return Err(DropReason::IccDisabled);
         }
         // Verifier note: `lb::reply` may have pulled the packet, which
@@ -146,10 +142,7 @@ pub(crate) fn from_endpoint(ctx: &TcContext, ep: &EndpointInfo) -> Result<i32, D
         }
         Some(_) => return Err(DropReason::CrossNetwork),
         None => {
-            let own = match indexed {
-                Some(own) => own.info,
-                None => maps::network_of(ep.ip).ok_or(DropReason::NoNetwork)?,
-            };
+            let own = maps::own_network_from(ep, indexed).ok_or(DropReason::NoNetwork)?;
             if own.flags & NET_F_INTERNAL != 0 {
                 return Err(DropReason::InternalNetwork);
             }

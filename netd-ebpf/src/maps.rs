@@ -288,7 +288,17 @@ pub(crate) fn network_by_index(index: u32) -> Option<IndexedNetwork> {
 /// `NET_LPM` entry of its address.
 #[inline(always)]
 pub(crate) fn own_network(ep: &EndpointInfo) -> Option<NetworkInfo> {
-    match indexed_network(ep) {
+    own_network_from(ep, indexed_network(ep))
+}
+
+/// [`own_network`] for a caller that already read `indexed`
+/// ([`indexed_network`] of `ep`).
+#[inline(always)]
+pub(crate) fn own_network_from(
+    ep: &EndpointInfo,
+    indexed: Option<IndexedNetwork>,
+) -> Option<NetworkInfo> {
+    match indexed {
         Some(net) => Some(net.info),
         None => network_of(ep.ip),
     }

@@ -152,10 +152,8 @@ fn overlap_of(range: &str, reserved: &str) -> Option<(u16, u16)> {
             Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
         })
         .collect();
-    let open: Vec<u16> = (first..=last)
-        .filter(|p| !reserved.iter().any(|(a, b)| (a..=b).contains(&p)))
-        .collect();
-    Some((*open.first()?, *open.last()?))
+    let open = |p: &u16| !reserved.iter().any(|(a, b)| (a..=b).contains(&p));
+    Some(((first..=last).find(open)?, (first..=last).rev().find(open)?))
 }
 
 #[cfg(test)]

@@ -717,14 +717,7 @@ fn same_network_packets_are_redirected_to_the_peer_and_counted_for_both() {
 fn a_network_without_icc_keeps_its_peers_apart() {
     let mut lab = lab();
     let gw = ip("10.91.0.1");
-    lab.dp
-        .set_network(
-            1,
-            net("10.91.0.0/24"),
-            gw,
-            NetworkPolicy::OPEN.without_icc(),
-        )
-        .expect("rewrite network 1");
+    lab.set_policy(1, NetworkPolicy::OPEN.without_icc());
     let (a, b) = (&lab.a, &lab.b);
     lab.assert_dropped(
         a,

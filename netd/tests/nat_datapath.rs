@@ -260,14 +260,7 @@ fn forged_sources_on_the_uplink_are_not_translated() {
 fn a_network_without_masquerade_passes_its_own_source() {
     let mut lab = lab();
     let gw = lab.a.gw;
-    lab.dp
-        .set_network(
-            1,
-            net("10.61.0.0/24"),
-            gw,
-            NetworkPolicy::OPEN.without_masquerade(),
-        )
-        .expect("rewrite network 1");
+    lab.set_policy(1, NetworkPolicy::OPEN.without_masquerade());
     let (a, remote) = (&lab.a, ip(REMOTE));
     let sent = frame(
         mac_of(gw),

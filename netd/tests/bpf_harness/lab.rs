@@ -106,6 +106,15 @@ impl Lab {
         }
     }
 
+    /// Writes network `net_index` (1 to 3) again, with `policy`.
+    pub fn set_policy(&mut self, net_index: u32, policy: NetworkPolicy) {
+        let gateway = [self.a.gw, self.c.gw, self.d.gw][net_index as usize - 1];
+        let subnet = Ipv4Net::new(gateway, 24).expect("prefix").trunc();
+        self.dp
+            .set_network(net_index, subnet, gateway, policy)
+            .expect("set network");
+    }
+
     /// Writes the uplink with address [`UPLINK`] to `HOST_CFG`: traffic to
     /// the outside is masqueraded, published ports are reachable.
     pub fn with_uplink(mut self) -> Lab {
